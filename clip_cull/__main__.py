@@ -1,0 +1,3 @@
+from clip_cull.cli import main
+
+main()

@@ -1,0 +1,300 @@
+"""The `clipcull` command: options in, library calls, output out. No logic of its own."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from clip_cull import __version__
+from clip_cull.encoder import ModelSpec
+from clip_cull.errors import ClipCullError
+from clip_cull.files import HEIF_HINT, heif_available
+from clip_cull.heads.prompt import EnsembleHead
+from clip_cull.images import DEFAULT_MAX_PIXELS
+from clip_cull.indexer import Failure, IndexOptions, ModelSession
+from clip_cull.paths import default_db_path
+from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
+from clip_cull.ranking import FolderRanking, rank_folders
+from clip_cull.store import Store
+from clip_cull import ui
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # the run could not be done: bad folder, model or cache
+EXIT_USAGE = 2  # wrong options (typer's own)
+EXIT_UNREADABLE = 3  # --strict, and some photos could not be read
+EXIT_INTERRUPTED = 130
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "openai"
+LAST_RANK = "last_rank"
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 error (folder, model or cache unusable); 2 bad options; "
+    "3 some photos could not be read and --strict was given; 130 interrupted."
+)
+
+app = typer.Typer(
+    name="clipcull",
+    help=(
+        "Rank and cull photos by aesthetic quality with CLIP.\n\n"
+        "Embeddings are cached in SQLite, so only new or changed photos are embedded again. "
+        + EXIT_CODES_HELP
+    ),
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# --- shared options ----------------------------------------------------------------------
+
+DbOpt = Annotated[
+    Optional[Path],
+    typer.Option("--db", envvar="CLIPCULL_DB", help="Cache database file. \\[default: the user cache folder]"),
+]
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m", envvar="CLIPCULL_MODEL",
+        help=f"open_clip model name, or a JSON model config file. \\[default: {DEFAULT_MODEL}]",
+    ),
+]
+PretrainedOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--pretrained", "-p", envvar="CLIPCULL_PRETRAINED",
+        help=f"Pretrained tag, or a local checkpoint file (.pt/.bin/.safetensors). \\[default: {DEFAULT_PRETRAINED}]",
+    ),
+]
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+DeviceOpt = Annotated[
+    Device, typer.Option("--device", help="Where the model runs; auto tries CUDA, then MPS, then the CPU.")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Photos per model batch.")]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=1, help="Threads that read and decode photos beside the model.")
+]
+MaxPixelsOpt = Annotated[
+    int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this (decompression bombs).")
+]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Exit with code 3 when any photo could not be read.")
+]
+PositiveOpt = Annotated[
+    Optional[str], typer.Option("--positive", help=f"Positive adjective of the prompt ensemble. \\[default: {DEFAULT_POSITIVE}]")
+]
+NegativeOpt = Annotated[
+    Optional[str], typer.Option("--negative", help=f"Negative adjective of the prompt ensemble. \\[default: {DEFAULT_NEGATIVE}]")
+]
+
+
+@dataclass
+class RunSettings:
+    roots: list[str]
+    model: str
+    pretrained: str
+    positive: str
+    negative: str
+
+    def as_dict(self) -> dict:
+        return vars(self).copy()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"clipcull {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def rank(
+    folders: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) or photo files.")],
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Show only the best N.")] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object a line: rank, path, score, label, ...")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="CSV with a header row.")] = False,
+    db: DbOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = max(1, min(4, os.cpu_count() or 1)),
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    strict: StrictOpt = False,
+    positive: PositiveOpt = None,
+    negative: NegativeOpt = None,
+) -> None:
+    """Embed new or changed photos, then print all photos ranked by aesthetic score, best first.
+
+    The score is the paper's prompt ensemble: cos(photo, T+) - cos(photo, T-), where T+ averages the embeddings of "a <positive> picture, of a #<class>" over the 1000 ImageNet classes and T- those of the negative adjective. The label says which of the two is closer.
+    """
+    if json_lines and csv_out:
+        raise typer.BadParameter("choose one of --json and --csv")
+    settings = RunSettings(
+        [str(f) for f in folders],
+        model or DEFAULT_MODEL,
+        pretrained or DEFAULT_PRETRAINED,
+        positive or DEFAULT_POSITIVE,
+        negative or DEFAULT_NEGATIVE,
+    )
+    options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    result = _run(settings, db, device, options)
+    ranked = result.ranked[:limit] if limit else result.ranked
+    if json_lines:
+        ui.write_json_lines(ranked, sys.stdout)
+    elif csv_out:
+        ui.write_csv(ranked, sys.stdout)
+    elif ranked:
+        ui.stdout_console().print(ui.ranking_table(ranked))
+    _finish(result, strict)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def best(
+    folders: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="Folders or photos. \\[default: the folders of the last `clipcull rank`]"),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="How many photos to print.")] = 20,
+    print0: Annotated[bool, typer.Option("--print0", "-0", help="End each path with NUL instead of a newline (xargs -0).")] = False,
+    db: DbOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = max(1, min(4, os.cpu_count() or 1)),
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    strict: StrictOpt = False,
+    positive: PositiveOpt = None,
+    negative: NegativeOpt = None,
+) -> None:
+    """Print the paths of the best photos, best first, one a line, for scripts.
+
+    Without folders it uses the folders, model and prompts of the last `clipcull rank` (options given here still win). New or changed photos are embedded first.
+    """
+    store = _open_store(db)
+    last = store.get_setting(LAST_RANK) if not folders else None
+    store.close()
+    if not folders and not last:
+        _fail("no folders given and no earlier `clipcull rank` to take them from: clipcull best FOLDER")
+    base = last or {}
+    settings = RunSettings(
+        [str(f) for f in folders] if folders else base["roots"],
+        model or base.get("model") or DEFAULT_MODEL,
+        pretrained or base.get("pretrained") or DEFAULT_PRETRAINED,
+        positive or base.get("positive") or DEFAULT_POSITIVE,
+        negative or base.get("negative") or DEFAULT_NEGATIVE,
+    )
+    options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    result = _run(settings, db, device, options, remember=False)
+    end = "\0" if print0 else "\n"
+    sys.stdout.write("".join(p.path + end for p in result.ranked[:top]))
+    sys.stdout.flush()
+    _finish(result, strict)
+
+
+# --- the shared run ----------------------------------------------------------------------
+
+
+def _run(settings: RunSettings, db: Path | None, device: Device, options: IndexOptions, remember: bool = True) -> FolderRanking:
+    _quiet_libraries()
+    err = ui.stderr_console()
+    store = _open_store(db)
+    try:
+        session = ModelSession(ModelSpec(settings.model, settings.pretrained), store, device.value)
+        head = EnsembleHead(settings.positive, settings.negative)
+        heif = heif_available()
+
+        def on_failure(failure: Failure) -> None:
+            note = " (unchanged since an earlier run)" if failure.remembered else ""
+            ui.message(err, f"clipcull: skipped {ui.shown_path(failure.path)}: {failure.reason}{note}", "yellow")
+
+        with ui.progress_bars(err) as bar:
+            result = rank_folders(
+                store, settings.roots, session, head, options, heif=heif,
+                progress=bar("embedding photos"), text_progress=bar("embedding prompts"), on_failure=on_failure,
+            )
+        if remember:
+            settings.roots = [os.path.abspath(os.path.expanduser(r)) for r in settings.roots]
+            store.set_setting(LAST_RANK, settings.as_dict())
+        _summary(err, result, store.path)
+        return result
+    except ClipCullError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        ui.message(err, "clipcull: interrupted. Every finished batch is saved; run the command again to go on.", "yellow")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    finally:
+        store.close()
+
+
+def _open_store(db: Path | None) -> Store:
+    try:
+        return Store.open(db or default_db_path())
+    except ClipCullError as e:
+        _fail(str(e))
+
+
+def _summary(err, result: FolderRanking, db_path: str) -> None:
+    r = result.report
+    total = len(r.ready) + len(r.failures)
+    parts = [f"{r.embedded} embedded", f"{r.cached} cached"]
+    if r.reused:
+        parts.append(f"{r.reused} recognised after a rename or copy")
+    if r.failures:
+        parts.append(f"{len(r.failures)} unreadable")
+    ui.message(err, f"clipcull: {total} photos: {', '.join(parts)}. Cache: {db_path}", "dim")
+    if result.unsupported:
+        ui.message(
+            err,
+            f"clipcull: skipped {len(result.unsupported)} HEIC/HEIF files "
+            f"(e.g. {ui.shown_path(result.unsupported[0])}): {HEIF_HINT}",
+            "yellow",
+        )
+    if total == 0:
+        ui.message(err, "clipcull: no photos found (looked for jpg, png, webp, tiff, bmp, gif, heic).", "yellow")
+
+
+def _finish(result: FolderRanking, strict: bool) -> None:
+    if strict and result.report.failures:
+        raise typer.Exit(EXIT_UNREADABLE)
+
+
+def _fail(text: str) -> None:
+    ui.message(ui.stderr_console(), f"clipcull: error: {text}", "red")
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _quiet_libraries() -> None:
+    """Our own lines report bad files; library warnings about them would only repeat it."""
+    warnings.filterwarnings("ignore", module="PIL")
+    warnings.filterwarnings("ignore", category=UserWarning, module="open_clip")
+    from PIL import Image
+
+    # Pillow refuses images over 2x this while opening; clipcull applies --max-pixels itself.
+    Image.MAX_IMAGE_PIXELS = None
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,261 @@
+"""Loading an open_clip model and turning images and prompts into embeddings.
+
+torch and open_clip take seconds to import, so this module imports them only inside the
+functions that need a model: importing clip_cull.encoder itself is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from clip_cull.errors import ModelLoadError
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+TEXT_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for: an open_clip model name (or a JSON config file) and a
+    pretrained tag (or a local checkpoint file)."""
+
+    name: str = "ViT-B-32"
+    pretrained: str = "openai"
+
+    @property
+    def config_file(self) -> Path | None:
+        return Path(self.name) if self.name.endswith(".json") else None
+
+    @property
+    def architecture(self) -> str:
+        """The name open_clip knows the architecture by (a config file registers its stem)."""
+        return self.config_file.stem if self.config_file else self.name
+
+    @property
+    def checkpoint_file(self) -> Path | None:
+        """The local weights file, when `pretrained` names one rather than a tag."""
+        p = self.pretrained
+        if os.sep in p or (os.altsep and os.altsep in p) or p.lower().endswith(CHECKPOINT_SUFFIXES):
+            return Path(p).expanduser()
+        if Path(p).is_file():
+            return Path(p)
+        return None
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_identity(spec: ModelSpec, checkpoint_sha256: str | None = None) -> str:
+    """A stable key for embeddings made by this model: the same weights give the same key.
+
+    Tags are identified by name; a checkpoint file by its content hash (so renaming or moving
+    the file keeps the cache); a JSON config by its content too.
+    """
+    arch = spec.name
+    if spec.config_file:
+        cfg = json.dumps(json.loads(spec.config_file.read_text()), sort_keys=True)
+        arch = f"{spec.architecture}#cfg-{hashlib.sha256(cfg.encode()).hexdigest()[:12]}"
+    if spec.checkpoint_file:
+        if checkpoint_sha256 is None:
+            raise ValueError("a checkpoint file needs its sha256 for the model identity")
+        return f"{arch}@sha256:{checkpoint_sha256}"
+    return f"{arch}/{spec.pretrained}"
+
+
+def resolve_device(requested: str) -> str:
+    """auto picks CUDA, then Apple's MPS, then the CPU."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for, but torch sees no CUDA GPU here.")
+    if requested == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ModelLoadError("--device mps was asked for, but this torch has no MPS (Apple GPU) support.")
+    return requested
+
+
+OFFLINE_HELP = (
+    "The weights for {name} / {tag} could not be fetched: {reason}\n"
+    "clipcull downloads pretrained weights once (through open_clip and the Hugging Face hub) and "
+    "needs a network connection for that. Without one, download the checkpoint elsewhere and pass "
+    "it as a file: --pretrained /path/to/open_clip_pytorch_model.bin (or set CLIPCULL_PRETRAINED). "
+    "OpenAI's ViT-B/32 weights used as a file need --model ViT-B-32-quickgelu."
+)
+
+
+def load_encoder(spec: ModelSpec, device: str = "auto") -> "ClipEncoder":
+    """Build the model, load its weights and return a ready ClipEncoder."""
+    try:
+        import open_clip
+        import torch
+    except ImportError as e:  # pragma: no cover - both are hard dependencies
+        raise ModelLoadError(f"torch and open_clip_torch are needed to embed photos: {e}") from e
+
+    device = resolve_device(device)
+    if spec.config_file:
+        if not spec.config_file.is_file():
+            raise ModelLoadError(f"model config file not found: {spec.config_file}")
+        open_clip.add_model_config(spec.config_file)
+    if spec.architecture not in open_clip.list_models():
+        raise ModelLoadError(
+            f"unknown model '{spec.name}'. Use an open_clip architecture name "
+            f"(e.g. ViT-B-32, ViT-L-14; `python -c 'import open_clip; print(open_clip.list_models())'` "
+            f"lists them) or a JSON model config file."
+        )
+    checkpoint = spec.checkpoint_file
+    if checkpoint is not None and not checkpoint.is_file():
+        raise ModelLoadError(f"--pretrained: checkpoint file not found: {checkpoint}")
+    tag_cfg = {} if checkpoint else open_clip.get_pretrained_cfg(spec.architecture, spec.pretrained)
+    if checkpoint is None and not tag_cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.architecture)) or "none"
+        raise ModelLoadError(
+            f"'{spec.pretrained}' is neither a pretrained tag of {spec.architecture} (known: {tags}) "
+            f"nor an existing checkpoint file."
+        )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.architecture,
+            pretrained=str(checkpoint) if checkpoint else spec.pretrained,
+            device=device,
+            # OpenAI's weights were trained with QuickGELU; open_clip only warns on a mismatch.
+            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            weights_only=True,
+        )
+    except Exception as e:  # open_clip raises RuntimeError, hub errors, OSError, pickle errors...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if checkpoint is None:
+            raise ModelLoadError(OFFLINE_HELP.format(name=spec.architecture, tag=spec.pretrained, reason=reason)) from e
+        raise ModelLoadError(f"could not load checkpoint {checkpoint} into {spec.architecture}: {reason}") from e
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(spec.architecture)
+    return ClipEncoder(model, preprocess, tokenizer, torch.device(device))
+
+
+class ClipEncoder:
+    """An open_clip model in eval mode with its preprocessing and tokenizer.
+
+    encode_images returns both the projected embedding (what prompts and LAION heads compare
+    with) and, for ViT image towers, the pooled features before the projection (where the
+    paper's linear probe and fine-tuning start).
+    """
+
+    def __init__(self, model, preprocess, tokenizer, device):
+        import torch
+
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.autocast_fp16 = device.type == "cuda"
+        visual = model.visual
+        proj = getattr(visual, "proj", None)
+        # Take the projection out of the image tower so one forward pass gives both
+        # the pooled features and (after one matmul) the projected embedding.
+        self._proj = proj if isinstance(proj, torch.nn.Parameter) else None
+        if self._proj is not None:
+            visual.proj = None
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.preprocess_cfg.get("size", 224) if hasattr(self.model.visual, "preprocess_cfg") else 224
+        return max(size) if isinstance(size, (tuple, list)) else int(size)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") else -1
+
+    def _autocast(self):
+        import torch
+
+        if self.autocast_fp16:
+            return torch.autocast("cuda", dtype=torch.float16)
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def encode_images(self, pixels) -> tuple[np.ndarray, np.ndarray | None]:
+        """pixels: a float tensor (B, 3, H, W) already preprocessed. Returns float32 arrays
+        (projected (B, D), pooled (B, P) or None)."""
+        import torch
+
+        pin = self.device.type == "cuda"
+        batch = (pixels.pin_memory() if pin else pixels).to(self.device, non_blocking=pin)
+        with torch.inference_mode(), self._autocast():
+            if self._proj is None:
+                return self.model.encode_image(batch).float().cpu().numpy(), None
+            pooled = self.model.visual(batch)
+            projected = pooled @ self._proj
+        return projected.float().cpu().numpy(), pooled.float().cpu().numpy()
+
+    def encode_texts(
+        self, prompts: Sequence[str], progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
+        """Embed prompts (not normalised), in batches, reporting (done, total)."""
+        import torch
+
+        out = []
+        for start in range(0, len(prompts), TEXT_BATCH_SIZE):
+            tokens = self.tokenizer(list(prompts[start : start + TEXT_BATCH_SIZE])).to(self.device)
+            with torch.inference_mode(), self._autocast():
+                out.append(self._encode_tokens(tokens).float().cpu().numpy())
+            if progress:
+                progress(min(start + TEXT_BATCH_SIZE, len(prompts)), len(prompts))
+        dim = self.embed_dim if self.embed_dim > 0 else 0
+        return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+    def _encode_tokens(self, tokens):
+        if not self._can_trim_text():
+            return self.model.encode_text(tokens)
+        return encode_text_trimmed(self.model, tokens)
+
+    def _can_trim_text(self) -> bool:
+        m = self.model
+        return (
+            type(m).__name__ == "CLIP"
+            and getattr(m, "text_pool_type", None) == "argmax"
+            and getattr(m, "attn_mask", None) is not None
+            and hasattr(m, "token_embedding")
+        )
+
+
+def encode_text_trimmed(model, tokens):
+    """CLIP's encode_text, run only up to the longest prompt instead of the full context.
+
+    CLIP's text transformer is causal and reads its embedding at the end-of-text token, so
+    padding after the longest prompt cannot change any embedding; cutting it saves about
+    three quarters of the work for 20-token prompts in a 77-token context.
+    """
+    from open_clip.transformer import text_global_pool
+
+    length = max(int((tokens != 0).sum(dim=1).max()), 1)
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype)
+    x = x + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    proj = model.text_projection
+    if proj is not None:
+        x = proj(x) if hasattr(proj, "weight") else x @ proj
+    return x

@@ -1,0 +1,134 @@
+"""Finding photos in folders and telling when a file is the same as last time."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from clip_cull.errors import InputError
+
+PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
+HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+REJECTS_DIRNAME = "_rejects"  # where culling moves rejects; never ranked again
+HEIF_HINT = "HEIC/HEIF needs the optional extra: pip install 'clipcull[heic]'"
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A file as the cache identifies it: absolute path, size and modification time."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class WalkResult:
+    photos: list[FileStat] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # HEIC without pillow-heif: a hint, not an error
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): could not be read
+
+
+def heif_available() -> bool:
+    """Registers pillow-heif's opener with Pillow when it is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+def walk_photos(
+    roots: Iterable[str | Path],
+    *,
+    heif: bool = False,
+    exclude_dirnames: frozenset[str] = frozenset({REJECTS_DIRNAME}),
+) -> WalkResult:
+    """All photos under the roots (folders, or single files), sorted and without repeats.
+
+    Hidden files and folders (a leading dot, which covers macOS's `._*` files) and the
+    excluded folders are left out; folder symlinks are not followed, so a link loop is harmless.
+    HEIC files without pillow-heif land in `unsupported`; files and folders that cannot be
+    read, or whose names are not valid UTF-8, in `errors`.
+    """
+    result = WalkResult()
+    seen: set[str] = set()
+    extensions = PHOTO_EXTENSIONS | HEIF_EXTENSIONS
+    for root in roots:
+        root_path = Path(os.path.abspath(os.path.expanduser(str(root))))
+        if root_path.is_file():
+            candidates: Iterable[Path] = [root_path]
+        elif root_path.is_dir():
+            candidates = _walk_dir(root_path, exclude_dirnames, result.errors)
+        else:
+            raise InputError(f"no such file or folder: {root}")
+        for path in candidates:
+            suffix = path.suffix.lower()
+            if suffix not in extensions or str(path) in seen:
+                continue
+            seen.add(str(path))
+            if suffix in HEIF_EXTENSIONS and not heif:
+                result.unsupported.append(str(path))
+                continue
+            if not _utf8(str(path)):
+                result.errors.append((str(path), "file name is not valid UTF-8; rename the file to index it"))
+                continue
+            try:
+                st = path.stat()
+            except OSError as e:
+                result.errors.append((str(path), f"cannot read file: {e.strerror or e}"))
+                continue
+            result.photos.append(FileStat(str(path), st.st_size, st.st_mtime_ns))
+    result.photos.sort(key=lambda f: f.path)
+    return result
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _walk_dir(top: Path, exclude_dirnames: frozenset[str], errors: list[tuple[str, str]]):
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            errors.append((str(folder), f"cannot list folder: {e.strerror or e}"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if entry.name not in exclude_dirnames:
+                    stack.append(Path(entry.path))
+            else:
+                yield Path(entry.path)
+
+
+def content_fingerprint(data: bytes) -> str:
+    """sha256 of the whole file: the same bytes under another name reuse their embedding."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_file(path: str) -> tuple[bytes, FileStat]:
+    """The file's bytes and its identity, checked to be unchanged while it was read."""
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        data = f.read()
+    after = os.stat(path)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(data) != after.st_size:
+        raise OSError("file changed while it was being read")
+    return data, FileStat(path, after.st_size, after.st_mtime_ns)

@@ -1,0 +1,1 @@
+"""Heads turn cached CLIP embeddings into aesthetic scores."""

@@ -1,0 +1,269 @@
+"""Bringing the cache up to date for a set of photos: read, fingerprint, decode, embed, save.
+
+Worker threads read, hash and decode files (Pillow and hashlib release the GIL) while the
+main thread runs the model on the previous batch, so the model does not wait on one file at
+a time. Each batch is committed on its own: an interruption loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from clip_cull.encoder import ClipEncoder, ModelSpec, file_sha256, load_encoder, model_identity
+from clip_cull.files import FileStat, content_fingerprint, read_file
+from clip_cull.images import DEFAULT_MAX_PIXELS, UnreadableImage, decode_photo, read_facts
+from clip_cull.store import EmbeddingRecord, FileRecord, Store
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+    remembered: bool = False  # known from an earlier run; retried once the file changes
+
+
+@dataclass
+class IndexReport:
+    embedded: int = 0  # photos run through the model in this run
+    reused: int = 0  # new or renamed files whose content already had an embedding
+    cached: int = 0  # unchanged photos already in the cache
+    failures: list[Failure] = field(default_factory=list)
+    ready: list[FileStat] = field(default_factory=list)  # photos with an embedding, in input order
+
+
+class ModelSession:
+    """The model the user chose, loaded only when something really needs it."""
+
+    def __init__(self, spec: ModelSpec, store: Store, device: str = "auto"):
+        self.spec = spec
+        self.device = device
+        self.model_id = _model_id(spec, store)
+        self._encoder: ClipEncoder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    @property
+    def encoder(self) -> ClipEncoder:
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = load_encoder(self.spec, self.device)
+            return self._encoder
+
+
+def _model_id(spec: ModelSpec, store: Store) -> str:
+    checkpoint = spec.checkpoint_file
+    if checkpoint is None or not checkpoint.is_file():
+        return model_identity(spec, "missing" if checkpoint else None)
+    st = checkpoint.stat()
+    key = str(checkpoint.resolve())
+    sha = store.checkpoint_sha256(key, st.st_size, st.st_mtime_ns)
+    if sha is None:
+        sha = file_sha256(checkpoint)
+        store.save_checkpoint_sha256(key, st.st_size, st.st_mtime_ns, sha)
+    return model_identity(spec, sha)
+
+
+@dataclass
+class _Prepared:
+    """What a worker made of one file."""
+
+    stat: FileStat
+    fingerprint: str | None = None
+    facts: object | None = None
+    pixels: object | None = None  # preprocessed tensor, when the content needs embedding
+    error: str | None = None
+    remember_error: bool = True  # False when the file may be fine next time (it was changing)
+
+
+@dataclass
+class IndexOptions:
+    batch_size: int = 32
+    workers: int = max(1, min(4, os.cpu_count() or 1))
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    fast_decode: bool = True
+
+
+def index_photos(
+    store: Store,
+    photos: list[FileStat],
+    session: ModelSession,
+    options: IndexOptions | None = None,
+    progress: ProgressFn | None = None,
+    on_failure: Callable[[Failure], None] | None = None,
+) -> IndexReport:
+    """Make sure every readable photo has an embedding for session's model in the cache."""
+    options = options or IndexOptions()
+    report = IndexReport()
+    failed = set()
+
+    def fail(failure: Failure) -> None:
+        report.failures.append(failure)
+        failed.add(failure.path)
+        if on_failure:
+            on_failure(failure)
+
+    known = store.fingerprints_with_embedding(session.model_id)
+    records = store.file_records([p.path for p in photos])
+    todo: list[FileStat] = []
+    for photo in photos:
+        rec = records.get(photo.path)
+        if rec is None or (rec.size, rec.mtime_ns) != (photo.size, photo.mtime_ns):
+            todo.append(photo)
+        elif rec.error is not None:
+            fail(Failure(photo.path, rec.error, remembered=True))
+        elif rec.fingerprint in known:
+            report.cached += 1
+        else:
+            todo.append(photo)  # readable, but not yet embedded by this model
+    if todo:
+        _run_pipeline(store, todo, session, known, options, report, fail, progress)
+    report.ready = [p for p in photos if p.path not in failed]
+    return report
+
+
+def _run_pipeline(store, todo, session, known, options, report, fail, progress) -> None:
+    done = 0
+    pending_files: list[FileRecord] = []
+    batch: list[_Prepared] = []
+
+    def flush() -> None:
+        nonlocal done
+        embeddings = _embed(session.encoder, batch) if batch else []
+        store.save(pending_files, embeddings, session.model_id)
+        known.update(e.fingerprint for e in embeddings)
+        report.embedded += len(embeddings)
+        done += len(pending_files)
+        pending_files.clear()
+        batch.clear()
+        if progress:
+            progress(done, len(todo))
+
+    prepare = _Preparer(session, known, options)
+    window = max(2 * options.batch_size, 4 * options.workers)  # bounded read-ahead: flat memory
+    pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clipcull-decode")
+    try:
+        queue: deque = deque()
+        files = iter(todo)
+        for photo in files:
+            queue.append(pool.submit(prepare, photo))
+            if len(queue) >= window:
+                break
+        while queue:
+            item: _Prepared = queue.popleft().result()
+            nxt = next(files, None)
+            if nxt is not None:
+                queue.append(pool.submit(prepare, nxt))
+            if item.error is not None:
+                fail(Failure(item.stat.path, item.error))
+                if item.remember_error:
+                    pending_files.append(FileRecord(item.stat.path, item.stat.size, item.stat.mtime_ns,
+                                                    item.fingerprint, error=item.error))
+                continue
+            pending_files.append(_file_record(item))
+            if item.pixels is None:
+                report.reused += 1
+            else:
+                batch.append(item)
+            if len(batch) >= options.batch_size or len(pending_files) >= 4 * options.batch_size:
+                flush()
+        if pending_files or batch:
+            flush()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Preparer:
+    """Runs in a worker thread: read, fingerprint, and decode only what needs embedding."""
+
+    def __init__(self, session: ModelSession, known: set[str], options: IndexOptions):
+        self.session = session
+        self.known = known
+        self.options = options
+
+    def __call__(self, photo: FileStat) -> _Prepared:
+        try:
+            data, stat = read_file(photo.path)
+        except FileNotFoundError:
+            return _Prepared(photo, error="file disappeared while indexing", remember_error=False)
+        except OSError as e:
+            changing = "changed while" in str(e)
+            return _Prepared(photo, error=f"cannot read file: {e.strerror or e}", remember_error=not changing)
+        fingerprint = content_fingerprint(data)
+        item = _Prepared(stat, fingerprint)
+        try:
+            if fingerprint in self.known:
+                item.facts = read_facts(data, _stored_size(data))
+                return item
+            encoder = self.session.encoder
+            image, size = decode_photo(
+                data, min_side=encoder.image_size, max_pixels=self.options.max_pixels, fast=self.options.fast_decode
+            )
+            item.facts = read_facts(data, size)
+            item.pixels = encoder.preprocess(image)
+        except UnreadableImage as e:
+            item.error = str(e)
+        except MemoryError:
+            item.error = "not enough memory to decode this image"
+        return item
+
+
+def _stored_size(data: bytes) -> tuple[int, int] | None:
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception:
+        return None
+
+
+def _file_record(item: _Prepared) -> FileRecord:
+    facts = item.facts
+    return FileRecord(
+        item.stat.path,
+        item.stat.size,
+        item.stat.mtime_ns,
+        item.fingerprint,
+        width=getattr(facts, "width", None),
+        height=getattr(facts, "height", None),
+        orientation=getattr(facts, "orientation", None),
+        captured_at=getattr(facts, "captured_at", None),
+        camera=getattr(facts, "camera", None),
+    )
+
+
+def _embed(encoder: ClipEncoder, batch: list[_Prepared]) -> list[EmbeddingRecord]:
+    import torch
+
+    projected, pooled = encoder.encode_images(torch.stack([b.pixels for b in batch]))
+    return [
+        EmbeddingRecord(b.fingerprint, projected[i], None if pooled is None else pooled[i])
+        for i, b in enumerate(batch)
+    ]
+
+
+def prompt_embeddings(
+    store: Store, session: ModelSession, prompts: list[str], progress: ProgressFn | None = None
+) -> dict[str, np.ndarray]:
+    """Embeddings of prompts, from the cache where present; the rest encoded and cached."""
+    cached = store.text_embeddings(session.model_id, prompts)
+    missing = [p for p in dict.fromkeys(prompts) if p not in cached]
+    if missing:
+        vectors = session.encoder.encode_texts(missing, progress=progress)
+        store.save_text_embeddings(session.model_id, missing, vectors)
+        cached.update(zip(missing, vectors))
+    return cached

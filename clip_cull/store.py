@@ -1,0 +1,270 @@
+"""The SQLite cache: files, their embeddings per model, prompt embeddings, settings.
+
+Files are rows keyed by absolute path with size and mtime_ns; their content fingerprint
+(sha256) links them to embeddings, which are keyed by (fingerprint, model id). So a renamed
+or copied photo reuses its embedding, a changed photo gets a new one, and switching models
+never throws anything away.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from clip_cull.errors import CacheError
+
+BUSY_TIMEOUT_S = 60  # another clipcull writing the same cache waits, it does not fail
+SQL_CHUNK = 500  # stays under SQLite's host-parameter limit
+
+migrations = Migrations("clipcull")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["files"].create(
+        {
+            "path": str,
+            "size": int,
+            "mtime_ns": int,
+            "fingerprint": str,
+            "error": str,  # why the file cannot be read; NULL when it can
+            "width": int,
+            "height": int,
+            "orientation": int,
+            "captured_at": str,
+            "camera": str,
+            "indexed_at": str,
+        },
+        pk="path",
+    )
+    db["files"].create_index(["fingerprint"])
+    db["embeddings"].create(
+        {"fingerprint": str, "model_id": str, "projected": bytes, "pooled": bytes, "created_at": str},
+        pk=("fingerprint", "model_id"),
+    )
+    db["text_embeddings"].create({"model_id": str, "prompt": str, "vector": bytes}, pk=("model_id", "prompt"))
+    db["checkpoints"].create({"path": str, "size": int, "mtime_ns": int, "sha256": str}, pk="path")
+    db["settings"].create({"key": str, "value": str}, pk="key")
+
+
+@dataclass
+class FileRecord:
+    """One photo's row: identity, fingerprint, facts, or the reason it cannot be read."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    fingerprint: str | None = None
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    orientation: int | None = None
+    captured_at: str | None = None
+    camera: str | None = None
+
+
+@dataclass
+class EmbeddingRecord:
+    fingerprint: str
+    projected: np.ndarray
+    pooled: np.ndarray | None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def to_blob(vector: np.ndarray | None) -> bytes | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def from_blob(blob: bytes, dtype=np.float16) -> np.ndarray:
+    return np.frombuffer(blob, dtype=dtype)
+
+
+class Store:
+    """The cache database. Open it with Store.open(path)."""
+
+    def __init__(self, db: Database, path: str):
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Store":
+        path = Path(path).expanduser()
+        if str(path) != ":memory:":
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CacheError(
+                    f"cannot create the cache folder {path.parent}: {e.strerror or e}. "
+                    f"Choose another place with --db or CLIPCULL_DB."
+                ) from None
+        try:
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+            db = Database(conn)
+            if str(path) != ":memory:":
+                db.enable_wal()
+            conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses no committed batch
+            _check_schema(db, path)
+            migrations.apply(db)
+        except sqlite3.DatabaseError as e:
+            raise _cache_error(e, path) from None
+        return cls(db, str(path))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- files -----------------------------------------------------------------------------
+
+    def file_records(self, paths: Sequence[str]) -> dict[str, FileRecord]:
+        out: dict[str, FileRecord] = {}
+        columns = list(FileRecord.__dataclass_fields__)
+        for start in range(0, len(paths), SQL_CHUNK):
+            chunk = list(paths[start : start + SQL_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            sql = f"select {', '.join(columns)} from files where path in ({marks})"
+            for row in self.db.execute(sql, chunk).fetchall():
+                out[row[0]] = FileRecord(*row)
+        return out
+
+    def forget_missing(self, folder: str, present: Iterable[str]) -> int:
+        """Drop rows of files under folder that are no longer there. Embeddings stay, so the
+        same photo found elsewhere later is not embedded again."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        present = set(present)
+        rows = self.db.execute("select path from files where substr(path, 1, ?) = ?", [len(prefix), prefix]).fetchall()
+        gone = [r[0] for r in rows if r[0] not in present]
+        with self.db.atomic():
+            for start in range(0, len(gone), SQL_CHUNK):
+                chunk = gone[start : start + SQL_CHUNK]
+                self.db.execute(f"delete from files where path in ({','.join('?' * len(chunk))})", chunk)
+        return len(gone)
+
+    # --- embeddings ------------------------------------------------------------------------
+
+    def fingerprints_with_embedding(self, model_id: str) -> set[str]:
+        rows = self.db.execute("select fingerprint from embeddings where model_id = ?", [model_id])
+        return {r[0] for r in rows}
+
+    def save(self, files: Iterable[FileRecord], embeddings: Iterable[EmbeddingRecord], model_id: str) -> None:
+        """Write one batch in one transaction: an interruption loses at most this batch."""
+        now = _now()
+        file_rows = [dict(vars(f), indexed_at=now) for f in files]
+        emb_rows = [
+            {
+                "fingerprint": e.fingerprint,
+                "model_id": model_id,
+                "projected": to_blob(e.projected),
+                "pooled": to_blob(e.pooled),
+                "created_at": now,
+            }
+            for e in embeddings
+        ]
+        with self.db.atomic():
+            if emb_rows:
+                self.db["embeddings"].insert_all(emb_rows, replace=True)
+            if file_rows:
+                self.db["files"].insert_all(file_rows, replace=True)
+
+    def projected_embeddings(self, fingerprints: Sequence[str], model_id: str) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(fingerprints), SQL_CHUNK):
+            chunk = list(fingerprints[start : start + SQL_CHUNK])
+            sql = (
+                "select fingerprint, projected from embeddings where model_id = ? "
+                f"and fingerprint in ({','.join('?' * len(chunk))})"
+            )
+            for fp, blob in self.db.execute(sql, [model_id, *chunk]).fetchall():
+                out[fp] = from_blob(blob)
+        return out
+
+    def pooled_embeddings(self, fingerprints: Sequence[str], model_id: str) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(fingerprints), SQL_CHUNK):
+            chunk = list(fingerprints[start : start + SQL_CHUNK])
+            sql = (
+                "select fingerprint, pooled from embeddings where model_id = ? and pooled is not null "
+                f"and fingerprint in ({','.join('?' * len(chunk))})"
+            )
+            for fp, blob in self.db.execute(sql, [model_id, *chunk]).fetchall():
+                out[fp] = from_blob(blob)
+        return out
+
+    # --- prompts ---------------------------------------------------------------------------
+
+    def text_embeddings(self, model_id: str, prompts: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(prompts), SQL_CHUNK):
+            chunk = list(prompts[start : start + SQL_CHUNK])
+            sql = (
+                "select prompt, vector from text_embeddings where model_id = ? "
+                f"and prompt in ({','.join('?' * len(chunk))})"
+            )
+            for prompt, blob in self.db.execute(sql, [model_id, *chunk]).fetchall():
+                out[prompt] = from_blob(blob, np.float32)
+        return out
+
+    def save_text_embeddings(self, model_id: str, prompts: Sequence[str], vectors: np.ndarray) -> None:
+        rows = [
+            {"model_id": model_id, "prompt": p, "vector": np.asarray(v, np.float32).tobytes()}
+            for p, v in zip(prompts, vectors)
+        ]
+        with self.db.atomic():
+            self.db["text_embeddings"].insert_all(rows, replace=True)
+
+    # --- checkpoints and settings ----------------------------------------------------------
+
+    def checkpoint_sha256(self, path: str, size: int, mtime_ns: int) -> str | None:
+        row = self.db.execute(
+            "select sha256 from checkpoints where path = ? and size = ? and mtime_ns = ?", [path, size, mtime_ns]
+        ).fetchone()
+        return row[0] if row else None
+
+    def save_checkpoint_sha256(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        with self.db.atomic():
+            self.db["checkpoints"].insert(
+                {"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": sha256}, replace=True
+            )
+
+    def get_setting(self, key: str):
+        row = self.db.execute("select value from settings where key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_setting(self, key: str, value) -> None:
+        with self.db.atomic():
+            self.db["settings"].insert({"key": key, "value": json.dumps(value)}, replace=True)
+
+
+def _check_schema(db: Database, path: Path) -> None:
+    """Refuse a cache written by a newer clipcull instead of guessing at its tables."""
+    known = {m.name for m in migrations._migrations}
+    applied = {m.name for m in migrations.applied(db)}
+    unknown = sorted(applied - known)
+    if unknown:
+        raise CacheError(
+            f"the cache {path} was written by a newer clipcull (schema steps {', '.join(unknown)} are "
+            f"unknown to this version). Upgrade clipcull, or use another cache with --db."
+        )
+
+
+def _cache_error(error: sqlite3.DatabaseError, path: Path) -> CacheError:
+    text = str(error)
+    if "not a database" in text or "malformed" in text:
+        return CacheError(
+            f"the cache {path} is damaged ({text}). Nothing was changed: move it aside "
+            f"(clipcull builds a new one) or use another cache with --db."
+        )
+    if "readonly" in text or "unable to open" in text:
+        return CacheError(f"cannot write the cache {path} ({text}). Use a writable place with --db or CLIPCULL_DB.")
+    return CacheError(f"the cache {path} cannot be used: {text}")

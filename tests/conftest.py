@@ -1,0 +1,88 @@
+"""Shared fixtures: an offline tiny CLIP saved to a file, a private cache, photos made here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# No test may reach the network: open_clip and the hub must fail fast if anything tries.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+# 1.6 M parameters, builds in well under a second (from ../shared/research/style-anchors.md).
+TINY_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+TINY_NAME = "clipcull-test-tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(config JSON, checkpoint) of a randomly initialised tiny CLIP, made once per session."""
+    import open_clip
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    config = folder / f"{TINY_NAME}.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_NAME, pretrained=None)
+    checkpoint = folder / "tiny.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return config, checkpoint
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own cache; nothing touches the user's real one."""
+    db = tmp_path / "cache" / "clipcull.db"
+    monkeypatch.setenv("CLIPCULL_DB", str(db))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    for var in ("CLIPCULL_MODEL", "CLIPCULL_PRETRAINED"):
+        monkeypatch.delenv(var, raising=False)
+    return db
+
+
+@pytest.fixture
+def tiny_env(tiny_model_files, monkeypatch):
+    """Select the tiny model through the same environment variables users have."""
+    config, checkpoint = tiny_model_files
+    monkeypatch.setenv("CLIPCULL_MODEL", str(config))
+    monkeypatch.setenv("CLIPCULL_PRETRAINED", str(checkpoint))
+    return config, checkpoint
+
+
+def make_photo(path: Path, seed: int, size=(96, 64), fmt="JPEG", exif=None, **save_kwargs) -> Path:
+    """A small, distinct picture: smooth colour gradients plus noise, different per seed."""
+    rng = np.random.default_rng(seed)
+    h, w = size[1], size[0]
+    y, x = np.mgrid[0:h, 0:w]
+    base = rng.uniform(0, 255, 3)
+    slope = rng.uniform(-2, 2, (3, 2))
+    pixels = np.stack([base[c] + slope[c, 0] * x + slope[c, 1] * y for c in range(3)], axis=-1)
+    pixels += rng.normal(0, 12, pixels.shape)
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if exif is not None:
+        save_kwargs["exif"] = exif
+    img.save(path, fmt, **save_kwargs)
+    return path
+
+
+@pytest.fixture
+def photo_folder(tmp_path) -> Path:
+    """Eight ordinary JPEGs in a folder with a subfolder."""
+    folder = tmp_path / "shoot"
+    for i in range(6):
+        make_photo(folder / f"IMG_{i:04d}.jpg", seed=i)
+    for i in range(6, 8):
+        make_photo(folder / "day2" / f"IMG_{i:04d}.jpg", seed=i)
+    return folder
