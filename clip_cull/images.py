@@ -107,7 +107,7 @@ def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
     elif img.mode == "F" and arr.max(initial=0) <= 1.0:
         arr = arr * 255.0
     grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey, mode="L").convert("RGB")
+    return Image.fromarray(grey).convert("RGB")
 
 
 def read_facts(data: bytes, size: tuple[int, int] | None = None) -> PhotoFacts:

@@ -1,0 +1,166 @@
+"""The embedding cache: hits, misses, changes, renames, failures, models, interruptions."""
+
+import os
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clip_cull.encoder import ModelSpec
+from clip_cull.errors import CacheError
+from clip_cull.files import walk_photos
+from clip_cull.indexer import IndexOptions, ModelSession, index_photos
+from clip_cull.store import Store, migrations
+from conftest import make_photo
+
+
+@pytest.fixture
+def store(private_cache):
+    s = Store.open(private_cache)
+    yield s
+    s.close()
+
+
+def session_for(tiny_model_files, store, checkpoint=None):
+    config, default_checkpoint = tiny_model_files
+    return ModelSession(ModelSpec(str(config), str(checkpoint or default_checkpoint)), store, "cpu")
+
+
+def index(store, session, folder, **options):
+    return index_photos(store, walk_photos([folder]).photos, session, IndexOptions(**options))
+
+
+def test_second_run_embeds_nothing_and_never_loads_the_model(store, tiny_model_files, photo_folder):
+    first = index(store, session_for(tiny_model_files, store), photo_folder)
+    assert (first.embedded, first.cached, first.reused) == (8, 0, 0)
+    warm_session = session_for(tiny_model_files, store)
+    second = index(store, warm_session, photo_folder)
+    assert (second.embedded, second.cached, second.reused) == (0, 8, 0)
+    assert not warm_session.loaded
+
+
+def test_vectors_are_float16_blobs_of_both_sizes(store, tiny_model_files, photo_folder):
+    index(store, session_for(tiny_model_files, store), photo_folder)
+    sizes = store.db.execute("select length(projected), length(pooled) from embeddings").fetchall()
+    assert set(sizes) == {(16 * 2, 32 * 2)}  # 16-d projected and 32-d pooled, 2 bytes each
+
+
+def test_changed_photo_is_embedded_again(store, tiny_model_files, photo_folder):
+    index(store, session_for(tiny_model_files, store), photo_folder)
+    target = photo_folder / "IMG_0002.jpg"
+    make_photo(target, seed=99)
+    os.utime(target, ns=(1, 1_700_000_000_000_000_000))
+    again = index(store, session_for(tiny_model_files, store), photo_folder)
+    assert (again.embedded, again.cached) == (1, 7)
+
+
+def test_renamed_or_copied_photo_reuses_its_embedding(store, tiny_model_files, photo_folder):
+    index(store, session_for(tiny_model_files, store), photo_folder)
+    os.rename(photo_folder / "IMG_0001.jpg", photo_folder / "day2" / "renamed.jpg")
+    shutil.copy2(photo_folder / "IMG_0003.jpg", photo_folder / "copy.jpg")
+    session = session_for(tiny_model_files, store)
+    again = index(store, session, photo_folder)
+    assert (again.embedded, again.reused, again.cached) == (0, 2, 7)
+    assert not session.loaded
+    rows = store.file_records([str(photo_folder / "day2" / "renamed.jpg")])
+    assert rows[str(photo_folder / "day2" / "renamed.jpg")].fingerprint is not None
+
+
+def test_unreadable_file_is_remembered_until_it_changes(store, tiny_model_files, photo_folder):
+    broken = photo_folder / "broken.jpg"
+    broken.write_text("not a photo")
+    first = index(store, session_for(tiny_model_files, store), photo_folder)
+    assert [(os.path.basename(f.path), f.remembered) for f in first.failures] == [("broken.jpg", False)]
+    assert str(broken) not in {p.path for p in first.ready}
+    second = index(store, session_for(tiny_model_files, store), photo_folder)
+    assert [(os.path.basename(f.path), f.remembered) for f in second.failures] == [("broken.jpg", True)]
+    assert second.embedded == 0
+    make_photo(broken, seed=42)
+    third = index(store, session_for(tiny_model_files, store), photo_folder)
+    assert (third.failures, third.embedded) == ([], 1)
+
+
+def test_switching_models_keeps_both_caches(store, tiny_model_files, photo_folder, tmp_path):
+    import open_clip
+
+    config, _ = tiny_model_files
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    torch.save(open_clip.create_model(config.stem, pretrained=None).state_dict(), other)
+    a = session_for(tiny_model_files, store)
+    b = session_for(tiny_model_files, store, other)
+    assert a.model_id != b.model_id
+    assert index(store, a, photo_folder).embedded == 8
+    assert index(store, b, photo_folder).embedded == 8
+    assert index(store, session_for(tiny_model_files, store), photo_folder).cached == 8
+    assert store.db.execute("select count(*) from embeddings").fetchone()[0] == 16
+
+
+def test_interrupted_run_keeps_finished_batches(store, tiny_model_files, photo_folder):
+    def interrupt_after_first_batch(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        index_photos(
+            store, walk_photos([photo_folder]).photos, session_for(tiny_model_files, store),
+            IndexOptions(batch_size=3), progress=interrupt_after_first_batch,
+        )
+    resumed = index(store, session_for(tiny_model_files, store), photo_folder, batch_size=3)
+    assert (resumed.cached, resumed.embedded) == (3, 5)
+
+
+def test_exif_facts_are_stored(store, tiny_model_files, tmp_path):
+    exif = Image.Exif()
+    exif[0x0110] = "X-T5"
+    exif[0x010F] = "FUJIFILM"
+    exif[0x0112] = 6
+    exif.get_ifd(0x8769)[0x9003] = "2026:05:01 09:00:00"
+    path = make_photo(tmp_path / "f" / "DSCF0001.jpg", 3, exif=exif.tobytes())
+    index(store, session_for(tiny_model_files, store), path.parent)
+    rec = store.file_records([str(path)])[str(path)]
+    assert (rec.width, rec.height, rec.orientation) == (96, 64, 6)
+    assert (rec.captured_at, rec.camera) == ("2026-05-01T09:00:00", "FUJIFILM X-T5")
+
+
+def test_cache_uses_wal_and_records_its_migrations(private_cache):
+    Store.open(private_cache).close()
+    conn = sqlite3.connect(private_cache)
+    assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+    names = [r[0] for r in conn.execute("select name from _sqlite_migrations where migration_set='clipcull'")]
+    assert names == [m.name for m in migrations._migrations]
+    tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+    assert {"files", "embeddings", "text_embeddings", "settings", "checkpoints"} <= tables
+
+
+def test_cache_from_a_newer_version_is_refused(private_cache):
+    Store.open(private_cache).close()
+    conn = sqlite3.connect(private_cache)
+    conn.execute("insert into _sqlite_migrations (migration_set, name, applied_at) values ('clipcull', 'm999_future', 'x')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CacheError, match="newer clipcull"):
+        Store.open(private_cache)
+
+
+def test_damaged_cache_is_reported_and_left_alone(private_cache):
+    private_cache.parent.mkdir(parents=True, exist_ok=True)
+    private_cache.write_bytes(b"this is not sqlite" * 100)
+    before = private_cache.read_bytes()
+    with pytest.raises(CacheError, match="damaged"):
+        Store.open(private_cache)
+    assert private_cache.read_bytes() == before
+
+
+def test_prompt_embeddings_are_cached_per_model(store, tiny_model_files):
+    from clip_cull.indexer import prompt_embeddings
+
+    prompts = ["a outstanding picture, of a #tench", "a horrible picture, of a #tench"]
+    first = prompt_embeddings(store, session_for(tiny_model_files, store), prompts)
+    warm = session_for(tiny_model_files, store)
+    second = prompt_embeddings(store, warm, prompts)
+    assert not warm.loaded
+    for p in prompts:
+        np.testing.assert_array_equal(first[p], second[p])
