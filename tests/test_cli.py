@@ -1,0 +1,186 @@
+"""`clipcull rank` and `clipcull best` as a user runs them, and the paper's ensemble score
+checked against an independent computation from the model's own embeddings."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
+
+from clip_cull.cli import app
+from conftest import make_photo
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def rank_json(*args):
+    result = run("rank", "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def independent_scores(tiny_model_files, paths, positive="outstanding", negative="horrible"):
+    """The paper's ensemble score, computed with open_clip and numpy alone."""
+    import open_clip
+    import torch
+
+    config, checkpoint = tiny_model_files
+    model, _, preprocess = open_clip.create_model_and_transforms(config.stem, pretrained=str(checkpoint))
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(config.stem)
+    classes = [c for c in (ASSETS / "imagenet_classes.txt").read_text().splitlines() if c]
+    assert len(classes) == 1000
+    with torch.no_grad():
+        images = torch.stack([preprocess(ImageOps.exif_transpose(Image.open(p)).convert("RGB")) for p in paths])
+        img = model.encode_image(images).numpy().astype(np.float64)
+        ens = []
+        for adjective in (positive, negative):
+            prompts = [f"a {adjective} picture, of a #{c}" for c in classes]
+            ens.append(model.encode_text(tokenizer(prompts)).numpy().astype(np.float64).mean(axis=0))
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    t = np.stack(ens)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    cos = img @ t.T
+    return cos[:, 0] - cos[:, 1]
+
+
+def test_rank_scores_match_the_papers_formula(tiny_env, tiny_model_files, photo_folder):
+    rows = rank_json(photo_folder)
+    assert [r["rank"] for r in rows] == list(range(1, 9))
+    expected = independent_scores(tiny_model_files, [r["path"] for r in rows])
+    got = np.array([r["score"] for r in rows])
+    np.testing.assert_allclose(got, expected, atol=2e-3)  # image vectors are cached as float16
+    assert all(a >= b for a, b in zip(got, got[1:]))
+    for r, e in zip(rows, expected):
+        if abs(e) > 2e-3:
+            assert r["label"] == ("aesthetic" if e > 0 else "not aesthetic")
+
+
+def test_other_adjectives_change_the_prompts(tiny_env, tiny_model_files, photo_folder):
+    rows = rank_json(photo_folder, "--positive", "beautiful", "--negative", "ugly")
+    expected = independent_scores(tiny_model_files, [r["path"] for r in rows], "beautiful", "ugly")
+    np.testing.assert_allclose([r["score"] for r in rows], expected, atol=2e-3)
+
+
+def test_rank_table_csv_and_limit(tiny_env, photo_folder):
+    table = run("rank", photo_folder, "--limit", "3")
+    assert table.exit_code == 0
+    body = [line for line in table.stdout.splitlines() if "IMG_" in line]
+    assert len(body) == 3 and body[0].split()[0] == "1"
+    assert "8 photos: 8 embedded, 0 cached" in table.stderr
+    out = run("rank", photo_folder, "--csv")
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [r["rank"] for r in rows] == [str(i) for i in range(1, 9)]
+    assert "8 photos: 0 embedded, 8 cached" in out.stderr
+
+
+def test_best_agrees_with_rank_and_remembers_the_folders(tiny_env, photo_folder):
+    ranked = [r["path"] for r in rank_json(photo_folder)]
+    result = run("best", "--top", "5")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ranked[:5]
+    nul = run("best", "--top", "3", "--print0")
+    assert nul.stdout.split("\0") == ranked[:3] + [""]
+
+
+def test_best_embeds_new_photos_first(tiny_env, photo_folder):
+    run("rank", photo_folder)
+    make_photo(photo_folder / "new.jpg", seed=123)
+    result = run("best", "--top", "100")
+    assert str(photo_folder / "new.jpg") in result.stdout.splitlines()
+    assert "9 photos: 1 embedded, 8 cached" in result.stderr
+
+
+def test_best_without_folders_or_history_explains(tiny_env):
+    result = run("best")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "clipcull: error: no folders given and no earlier `clipcull rank` to take them from: clipcull best FOLDER"
+    )
+
+
+def test_broken_files_are_one_line_each_and_the_run_goes_on(tiny_env, photo_folder):
+    (photo_folder / "zero.jpg").write_bytes(b"")
+    (photo_folder / "text.jpg").write_text("hello")
+    data = (photo_folder / "IMG_0000.jpg").read_bytes()
+    (photo_folder / "cut.jpg").write_bytes(data[: len(data) // 2])
+    result = run("rank", photo_folder, "--json")
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 8
+    lines = [l for l in result.stderr.splitlines() if l.startswith("clipcull: skipped")]
+    assert sorted(lines) == sorted([
+        f"clipcull: skipped {photo_folder / 'cut.jpg'}: file is truncated (incomplete download or copy?)",
+        f"clipcull: skipped {photo_folder / 'text.jpg'}: not an image (or a format Pillow cannot read)",
+        f"clipcull: skipped {photo_folder / 'zero.jpg'}: empty file (0 bytes)",
+    ])
+    assert "Traceback" not in result.stderr
+    strict = run("rank", photo_folder, "--strict", "--json")
+    assert strict.exit_code == 3
+    assert "(unchanged since an earlier run)" in strict.stderr
+
+
+def test_file_name_with_a_newline_stays_on_one_line(tiny_env, tmp_path):
+    folder = tmp_path / "odd"
+    make_photo(folder / "two\nlines.jpg", seed=5)
+    (folder / "bad\nname.jpg").write_text("x")
+    result = run("rank", folder, "--json")
+    assert json.loads(result.stdout)["path"] == str(folder / "two\nlines.jpg")
+    skipped = [l for l in result.stderr.splitlines() if "skipped" in l]
+    assert skipped == [f"clipcull: skipped {folder}/bad\\nname.jpg: not an image (or a format Pillow cannot read)"]
+
+
+def test_missing_folder_is_one_clear_error(tiny_env, tmp_path):
+    result = run("rank", tmp_path / "nope")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"clipcull: error: no such file or folder: {tmp_path / 'nope'}"
+
+
+def test_offline_default_weights_explain_what_to_do(photo_folder, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run("rank", photo_folder)
+    assert result.exit_code == 1
+    assert "could not be fetched" in result.stderr and "--pretrained /path/to/" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_json_and_csv_together_is_a_usage_error(tiny_env, photo_folder):
+    assert run("rank", photo_folder, "--json", "--csv").exit_code == 2
+
+
+def test_help_documents_exit_codes():
+    result = run("rank", "--help")
+    assert result.exit_code == 0
+    assert "3 some photos could not be read" in " ".join(result.stdout.split())
+
+
+def test_warm_best_never_imports_torch(tiny_env, photo_folder, private_cache):
+    run("rank", photo_folder)
+    code = (
+        "import sys\n"
+        "from clip_cull.cli import app\n"
+        "try:\n"
+        "    app(['best', '--top', '3'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "print('TORCH' if 'torch' in sys.modules or 'open_clip' in sys.modules else 'NO-TORCH')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 4 and lines[-1] == "NO-TORCH"
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "clip_cull", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("clipcull ")
