@@ -83,7 +83,9 @@ class Device(str, Enum):
 DeviceOpt = Annotated[
     Device, typer.Option("--device", help="Where the model runs; auto tries CUDA, then MPS, then the CPU.")
 ]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Photos per model batch.")]
+BatchOpt = Annotated[
+    Optional[int], typer.Option("--batch-size", min=1, help="Photos per model batch. \\[default: 32 on the CPU, 128 on a GPU]")
+]
 WorkersOpt = Annotated[
     int, typer.Option("--workers", min=1, help="Threads that read and decode photos beside the model.")
 ]
@@ -138,8 +140,8 @@ def rank(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = 32,
-    workers: WorkersOpt = max(1, min(4, os.cpu_count() or 1)),
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = max(1, os.cpu_count() or 1),
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     strict: StrictOpt = False,
     positive: PositiveOpt = None,
@@ -182,8 +184,8 @@ def best(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = 32,
-    workers: WorkersOpt = max(1, min(4, os.cpu_count() or 1)),
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = max(1, os.cpu_count() or 1),
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     strict: StrictOpt = False,
     positive: PositiveOpt = None,

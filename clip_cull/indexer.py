@@ -87,12 +87,21 @@ class _Prepared:
     remember_error: bool = True  # False when the file may be fine next time (it was changing)
 
 
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 128  # a GPU needs larger batches to stay busy
+
+
 @dataclass
 class IndexOptions:
-    batch_size: int = 32
-    workers: int = max(1, min(4, os.cpu_count() or 1))
+    batch_size: int | None = None  # None: 32 on the CPU, 128 on a GPU
+    workers: int = max(1, os.cpu_count() or 1)  # decode threads; on a GPU decoding is the bound
     max_pixels: int = DEFAULT_MAX_PIXELS
     fast_decode: bool = True
+
+    def batch_size_for(self, encoder: ClipEncoder) -> int:
+        if self.batch_size:
+            return self.batch_size
+        return GPU_BATCH_SIZE if encoder.device.type == "cuda" else CPU_BATCH_SIZE
 
 
 def index_photos(
@@ -151,7 +160,8 @@ def _run_pipeline(store, todo, session, known, options, report, fail, progress) 
             progress(done, len(todo))
 
     prepare = _Preparer(session, known, options)
-    window = max(2 * options.batch_size, 4 * options.workers)  # bounded read-ahead: flat memory
+    # Bounded read-ahead keeps memory flat however large the folder.
+    window = max(2 * (options.batch_size or CPU_BATCH_SIZE), 4 * options.workers)
     pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clipcull-decode")
     try:
         queue: deque = deque()
@@ -176,7 +186,8 @@ def _run_pipeline(store, todo, session, known, options, report, fail, progress) 
                 report.reused += 1
             else:
                 batch.append(item)
-            if len(batch) >= options.batch_size or len(pending_files) >= 4 * options.batch_size:
+            full = batch and len(batch) >= options.batch_size_for(session.encoder)
+            if full or len(pending_files) >= 4 * (options.batch_size or CPU_BATCH_SIZE):
                 flush()
         if pending_files or batch:
             flush()

@@ -184,3 +184,60 @@ def test_warm_best_never_imports_torch(tiny_env, photo_folder, private_cache):
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "clip_cull", "--version"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("clipcull ")
+
+
+def test_warm_rank_never_loads_the_model(tiny_env, photo_folder):
+    run("rank", photo_folder)
+    code = (
+        "import sys\n"
+        "from clip_cull.cli import app\n"
+        "try:\n"
+        "    app(['rank', sys.argv[1], '--json'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "print('TORCH' if 'torch' in sys.modules or 'open_clip' in sys.modules else 'NO-TORCH')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(photo_folder)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "NO-TORCH"
+    assert len(out.stdout.splitlines()) == 9
+
+
+def test_heic_photos_are_ranked_with_the_extra(tiny_env, tmp_path):
+    import pillow_heif  # installed by the test extra
+
+    pillow_heif.register_heif_opener()
+    folder = tmp_path / "phone"
+    make_photo(folder / "IMG_0001.HEIC", seed=3, fmt="HEIF")
+    make_photo(folder / "IMG_0002.jpg", seed=4)
+    rows = rank_json(folder)
+    assert sorted(Path(r["path"]).name for r in rows) == ["IMG_0001.HEIC", "IMG_0002.jpg"]
+
+
+def test_heic_without_the_extra_is_one_hint_not_an_error(tiny_env, tmp_path, monkeypatch):
+    monkeypatch.setattr("clip_cull.cli.heif_available", lambda: False)
+    folder = tmp_path / "phone"
+    for i in range(3):
+        (folder / f"IMG_{i}.heic").parent.mkdir(parents=True, exist_ok=True)
+        (folder / f"IMG_{i}.heic").write_bytes(b"x")
+    make_photo(folder / "IMG_9.jpg", seed=4)
+    result = run("rank", folder, "--strict", "--json")
+    assert result.exit_code == 0
+    hints = [l for l in result.stderr.splitlines() if "HEIC" in l]
+    assert hints == [f"clipcull: skipped 3 HEIC/HEIF files (e.g. {folder / 'IMG_0.heic'}): "
+                     "HEIC/HEIF needs the optional extra: pip install 'clipcull[heic]'"]
+
+
+def test_two_rank_processes_share_one_cache(tiny_env, photo_folder, private_cache):
+    cmd = [sys.executable, "-m", "clip_cull", "rank", str(photo_folder), "--json", "--batch-size", "2"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert "locked" not in err and "Traceback" not in err
+        assert len(out.splitlines()) == 8
+    import sqlite3
+
+    conn = sqlite3.connect(private_cache)
+    assert conn.execute("select count(*) from files").fetchone()[0] == 8
+    assert conn.execute("select count(*) from embeddings").fetchone()[0] == 8

@@ -89,6 +89,7 @@ class _Payload:
         return (os.system, ("touch /tmp/clipcull-pwned-by-test",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_payload_in_checkpoint_is_refused_and_never_runs(tiny_model_files, tmp_path):
     import os
 

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Indexing and warm-answer benchmark: every figure of BENCHMARKS.md comes from one run of this.
+
+    python bench/bench_index.py [--count 48] [--megapixels 24] [--batch-size 32] [--warm-rows 10000]
+
+Measures, on this machine, in one run (ratios are what to compare: shared machines are noisy):
+  (a) the model alone on random tensors,            (b) cold `clipcull rank` end to end,
+  (c) the straightforward pipeline (full decode + open_clip preprocessing, one file at a time),
+  (d) warm `clipcull rank` with nothing new,        (e) warm `clipcull best --top 20` over N cached photos,
+  (f) peak memory of the cold rank,
+plus text encoding at the full 77-token context vs trimmed, and the fidelity of the fast decode path
+(Spearman of its scores against exact preprocessing).
+
+The model is a randomly initialised ViT-B-32 (same cost as real weights), saved once to a file and
+passed as --pretrained, as a user without network access would. The corpus comes from
+../shared/tools/make-photo-corpus and is cached under bench/.corpus/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS_TOOL = ROOT.parent / "shared" / "tools" / "make-photo-corpus"
+WORK = ROOT / "bench" / ".work"
+CORPUS_DIR = ROOT / "bench" / ".corpus"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def corpus(count: int, megapixels: float) -> Path:
+    out = CORPUS_DIR / f"c{count}-{megapixels:g}mp"
+    if not (out.is_dir() and len(list(out.glob("*.jpg"))) >= count):
+        if not CORPUS_TOOL.exists():
+            sys.exit(f"corpus tool not found: {CORPUS_TOOL}")
+        subprocess.run([sys.executable, str(CORPUS_TOOL), str(out), "--count", str(count),
+                        "--megapixels", str(megapixels)], check=True)
+    return out
+
+
+def checkpoint() -> Path:
+    path = WORK / "vit-b-32-random.pt"
+    if not path.exists():
+        import open_clip
+        import torch
+
+        WORK.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), path)
+    return path
+
+
+def run_cli(args: list[str], env: dict) -> tuple[float, int, str]:
+    """Wall time, peak RSS (MiB) and stderr of one whole clipcull process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "clip_cull", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"clipcull {' '.join(args)} failed ({proc.returncode}):\n{stderr}")
+    return wall, usage.ru_maxrss // 1024, stderr
+
+
+def model_only(encoder, batch_size: int, batches: int = 3) -> float:
+    import torch
+
+    x = torch.randn(batch_size, 3, encoder.image_size, encoder.image_size)
+    encoder.encode_images(x)  # warm-up
+    start = time.perf_counter()
+    for _ in range(batches):
+        encoder.encode_images(x)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def straightforward(encoder, files: list[Path], batch_size: int) -> float:
+    """What a first implementation does: full decode, open_clip's transform, one file at a time."""
+    import torch
+    from PIL import Image, ImageOps
+
+    start = time.perf_counter()
+    for i in range(0, len(files), batch_size):
+        tensors = [encoder.preprocess(ImageOps.exif_transpose(Image.open(f)).convert("RGB"))
+                   for f in files[i:i + batch_size]]
+        encoder.encode_images(torch.stack(tensors))
+    return len(files) / (time.perf_counter() - start)
+
+
+def decode_only(files: list[Path], image_size: int, workers: int) -> float:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clip_cull.images import decode_photo
+
+    def one(f):
+        return decode_photo(f.read_bytes(), min_side=image_size)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, files))
+    return len(files) / (time.perf_counter() - start)
+
+
+def indexing_phase(spec, files_dir: Path, batch_size: int, fast: bool, encoder) -> tuple[float, dict]:
+    """Photos/s of index_photos alone (model already loaded), and the embeddings it made."""
+    from clip_cull.files import walk_photos
+    from clip_cull.indexer import IndexOptions, ModelSession, index_photos
+    from clip_cull.store import Store
+
+    store = Store.open(":memory:")
+    session = ModelSession(spec, store, "cpu")
+    session._encoder = encoder  # reuse the loaded model: this measures the pipeline, not the load
+    photos = walk_photos([files_dir]).photos
+    start = time.perf_counter()
+    report = index_photos(store, photos, session, IndexOptions(batch_size=batch_size, fast_decode=fast))
+    rate = len(photos) / (time.perf_counter() - start)
+    assert report.embedded == len(photos), report
+    recs = store.file_records([p.path for p in photos])
+    vecs = store.projected_embeddings([r.fingerprint for r in recs.values()], session.model_id)
+    return rate, {path: vecs[r.fingerprint] for path, r in recs.items()}
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def text_encoding(encoder, n: int = 128) -> tuple[float, float, float]:
+    """Seconds for n ensemble prompts at the full context and trimmed, and the max abs difference."""
+    import torch
+
+    from clip_cull.encoder import encode_text_trimmed
+    from clip_cull.prompts import context_prompts
+
+    tokens = encoder.tokenizer(context_prompts("outstanding")[:n])
+    with torch.inference_mode():
+        start = time.perf_counter()
+        full = encoder.model.encode_text(tokens)
+        t_full = time.perf_counter() - start
+        start = time.perf_counter()
+        trimmed = encode_text_trimmed(encoder.model, tokens)
+        t_trim = time.perf_counter() - start
+    return t_full, t_trim, float((full - trimmed).abs().max())
+
+
+def warm_best_db(db: Path, folder: Path, rows: int, model_id: str, prompts: list[str]) -> None:
+    """A scratch cache with `rows` photos (tiny real files) and random embeddings."""
+    from clip_cull.store import EmbeddingRecord, FileRecord, Store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = b"\xff\xd8" + os.urandom(500)
+    store = Store.open(db)
+    rng = np.random.default_rng(0)
+    records, embeddings = [], []
+    for i in range(rows):
+        path = folder / f"IMG_{i:05d}.jpg"
+        path.write_bytes(payload + i.to_bytes(4, "big"))
+        st = path.stat()
+        fp = f"{i:064x}"
+        records.append(FileRecord(str(path), st.st_size, st.st_mtime_ns, fp))
+        embeddings.append(EmbeddingRecord(fp, rng.standard_normal(512), rng.standard_normal(768)))
+    store.save(records, embeddings, model_id)
+    store.save_text_embeddings(model_id, prompts, rng.standard_normal((len(prompts), 512)))
+    store.set_setting("last_rank", {"roots": [str(folder)], "model": "ViT-B-32", "pretrained": "openai",
+                                    "positive": "outstanding", "negative": "horrible"})
+    store.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=48)
+    ap.add_argument("--megapixels", type=float, default=24.0)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--warm-rows", type=int, default=10_000)
+    args = ap.parse_args()
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from clip_cull.encoder import ModelSpec, load_encoder
+    from clip_cull.heads.prompt import EnsembleHead
+
+    photos_dir = corpus(args.count, args.megapixels)
+    files = sorted(photos_dir.glob("*.jpg"))[: args.count]
+    ckpt = checkpoint()
+    spec = ModelSpec("ViT-B-32", str(ckpt))
+    print(f"machine: {machine()}")
+    print(f"corpus: {len(files)} JPEGs of {args.megapixels:g} MP in {photos_dir}, batch {args.batch_size}")
+
+    encoder = load_encoder(spec, "cpu")
+    rate_model = model_only(encoder, args.batch_size)
+    rate_fast, fast_vecs = indexing_phase(spec, photos_dir, args.batch_size, True, encoder)
+    rate_exact, exact_vecs = indexing_phase(spec, photos_dir, args.batch_size, False, encoder)
+    rate_plain = straightforward(encoder, files, args.batch_size)
+    rate_decode = decode_only(files, encoder.image_size, os.cpu_count() or 1)
+    t_full, t_trim, text_diff = text_encoding(encoder)
+
+    # Fidelity: the ensemble score from fast-decoded vs exactly preprocessed photos.
+    head = EnsembleHead()
+    from clip_cull.store import Store
+    from clip_cull.indexer import ModelSession, prompt_embeddings
+
+    scratch = Store.open(":memory:")
+    session = ModelSession(spec, scratch, "cpu")
+    session._encoder = encoder
+    text = head.text_vectors(prompt_embeddings(scratch, session, head.prompts()))
+    keys = sorted(fast_vecs)
+    s_fast, _ = head.score(np.stack([fast_vecs[k] for k in keys]), text)
+    s_exact, _ = head.score(np.stack([exact_vecs[k] for k in keys]), text)
+    fidelity = spearman(s_fast, s_exact)
+    cos = np.sum(head_norm(np.stack([fast_vecs[k] for k in keys])) * head_norm(np.stack([exact_vecs[k] for k in keys])), axis=1)
+    del encoder
+
+    tmp = Path(tempfile.mkdtemp(prefix="clipcull-bench-"))
+    try:
+        env = dict(os.environ, CLIPCULL_DB=str(tmp / "cold.db"), CLIPCULL_PRETRAINED=str(ckpt))
+        one = tmp / "one"
+        one.mkdir()
+        shutil.copy(files[0], one / "warmup.jpg")
+        t_first, rss_first, _ = run_cli(["rank", str(one)], env)  # caches the prompts and the checkpoint hash
+        t_cold, rss_cold, _ = run_cli(["rank", str(photos_dir)], env)
+        t_warm, _, warm_err = run_cli(["rank", str(photos_dir)], env)
+        assert f"0 embedded, {len(files)} cached" in warm_err, warm_err
+        best_db = tmp / "best.db"
+        from clip_cull.indexer import _model_id
+
+        model_id = _model_id(ModelSpec("ViT-B-32", "openai"), Store.open(":memory:"))
+        warm_best_db(best_db, tmp / "many", args.warm_rows, model_id, head.prompts())
+        best_env = dict(os.environ, CLIPCULL_DB=str(best_db))
+        t_best = min(run_cli(["best", "--top", "20"], best_env)[0] for _ in range(3))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    n = len(files)
+    rows = [
+        ("(a) model alone, random tensors", f"{rate_model:.2f} img/s", ""),
+        ("(b) cold indexing, pipeline only (model loaded)", f"{rate_fast:.2f} img/s",
+         f"{rate_fast / rate_model:.2f}x (a), {rate_fast / rate_plain:.2f}x (c)"),
+        ("(b) cold `rank` whole process", f"{t_cold:.1f} s = {n / t_cold:.2f} img/s",
+         f"{n / t_cold / rate_model:.2f}x (a), {n / t_cold / rate_plain:.2f}x (c); includes model load"),
+        ("(c) straightforward pipeline", f"{rate_plain:.2f} img/s", ""),
+        ("    exact path (full decode) in the pipeline", f"{rate_exact:.2f} img/s", f"{rate_exact / rate_model:.2f}x (a)"),
+        ("(d) warm `rank`, nothing new, whole process", f"{t_warm:.2f} s", f"{t_cold / t_warm:.1f}x faster than (b)"),
+        (f"(e) warm `best --top 20`, {args.warm_rows} photos", f"{t_best:.2f} s", "whole process, best of 3"),
+        ("(f) peak memory, cold `rank`", f"{rss_cold} MiB", f"first run with prompts: {rss_first} MiB"),
+        ("first run: prompts + model load, 1 photo", f"{t_first:.1f} s", "2000 prompts, trimmed context"),
+        ("text encoding, 128 prompts", f"{t_full:.2f} s full / {t_trim:.2f} s trimmed",
+         f"{t_full / t_trim:.1f}x; max abs diff {text_diff:.1e}"),
+        ("decode only, all cores", f"{rate_decode:.1f} img/s", f"{os.cpu_count()} threads"),
+        ("fidelity: fast vs exact decode", f"Spearman {fidelity:.4f}", f"embedding cosine min {cos.min():.4f}"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print()
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:<32} {note}")
+    print("\n| measure | figure | ratio / note |\n|---|---|---|")
+    for name, value, note in rows:
+        print(f"| {name.strip()} | {value} | {note} |")
+
+
+def head_norm(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+if __name__ == "__main__":
+    main()
