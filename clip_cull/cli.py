@@ -224,7 +224,10 @@ def _run(settings: RunSettings, db: Path | None, device: Device, options: IndexO
     err = ui.stderr_console()
     store = _open_store(db)
     try:
-        session = ModelSession(ModelSpec(settings.model, settings.pretrained), store, device.value)
+        session = ModelSession(
+            ModelSpec(settings.model, settings.pretrained), store, device.value,
+            on_load=lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
+        )
         head = EnsembleHead(settings.positive, settings.negative)
         heif = heif_available()
 

@@ -43,10 +43,13 @@ class IndexReport:
 class ModelSession:
     """The model the user chose, loaded only when something really needs it."""
 
-    def __init__(self, spec: ModelSpec, store: Store, device: str = "auto"):
+    def __init__(
+        self, spec: ModelSpec, store: Store, device: str = "auto", on_load: Callable[[ModelSpec], None] | None = None
+    ):
         self.spec = spec
         self.device = device
         self.model_id = _model_id(spec, store)
+        self.on_load = on_load  # told before the (seconds-long) load starts
         self._encoder: ClipEncoder | None = None
         self._lock = threading.Lock()
 
@@ -58,6 +61,8 @@ class ModelSession:
     def encoder(self) -> ClipEncoder:
         with self._lock:
             if self._encoder is None:
+                if self.on_load:
+                    self.on_load(self.spec)
                 self._encoder = load_encoder(self.spec, self.device)
             return self._encoder
 
@@ -159,6 +164,8 @@ def _run_pipeline(store, todo, session, known, options, report, fail, progress) 
         if progress:
             progress(done, len(todo))
 
+    if progress:
+        progress(0, len(todo))
     prepare = _Preparer(session, known, options)
     # Bounded read-ahead keeps memory flat however large the folder.
     window = max(2 * (options.batch_size or CPU_BATCH_SIZE), 4 * options.workers)
