@@ -19,6 +19,20 @@ from clip_cull.errors import ModelLoadError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 TEXT_BATCH_SIZE = 256
+MAX_ASPECT = 2.0  # wider images keep a 2:1 centre, well beyond the square the model sees
+
+
+def crop_extreme_aspect(image, max_aspect: float):
+    w, h = image.size
+    if max(w, h) <= max_aspect * min(w, h):
+        return image
+    if w > h:
+        keep = int(round(h * max_aspect))
+        left = (w - keep) // 2
+        return image.crop((left, 0, left + keep, h))
+    keep = int(round(w * max_aspect))
+    top = (h - keep) // 2
+    return image.crop((0, top, w, top + keep))
 
 
 @dataclass(frozen=True)
@@ -174,6 +188,18 @@ class ClipEncoder:
         self._proj = proj if isinstance(proj, torch.nn.Parameter) else None
         if self._proj is not None:
             visual.proj = None
+
+    def pixels(self, image):
+        """The model's preprocessing of one RGB PIL image.
+
+        With the usual resize-shortest-side-then-centre-crop, only a centre square survives;
+        cropping a panorama near to that square first gives the same pixels without resizing
+        a 70000-pixel-wide strip to 224 pixels high (gigabytes) on the way.
+        """
+        cfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
+        if cfg.get("resize_mode", "shortest") == "shortest":
+            image = crop_extreme_aspect(image, MAX_ASPECT)
+        return self.preprocess(image)
 
     @property
     def image_size(self) -> int:

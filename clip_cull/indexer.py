@@ -229,7 +229,7 @@ class _Preparer:
                 data, min_side=encoder.image_size, max_pixels=self.options.max_pixels, fast=self.options.fast_decode
             )
             item.facts = read_facts(data, size)
-            item.pixels = encoder.preprocess(image)
+            item.pixels = encoder.pixels(image)
         except UnreadableImage as e:
             item.error = str(e)
         except MemoryError:

@@ -32,10 +32,18 @@ def stdout_console() -> Console:
 
 
 def shown_path(path: str) -> str:
-    """A path on one line: control characters (a newline in a file name) are escaped."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
-        return path.encode("unicode_escape", "backslashreplace").decode("ascii")
-    return path
+    """A path on one printable line: control characters (a newline in a file name) are
+    escaped, and so are bytes that are not UTF-8 (which Python holds as surrogates)."""
+    return "".join(_shown_char(c) for c in path)
+
+
+def _shown_char(c: str) -> str:
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 32 or code == 127:
+        return c.encode("unicode_escape").decode("ascii")
+    return c
 
 
 def message(console: Console, text: str, style: str | None = None) -> None:

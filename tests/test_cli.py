@@ -241,3 +241,29 @@ def test_two_rank_processes_share_one_cache(tiny_env, photo_folder, private_cach
     conn = sqlite3.connect(private_cache)
     assert conn.execute("select count(*) from files").fetchone()[0] == 8
     assert conn.execute("select count(*) from embeddings").fetchone()[0] == 8
+
+
+def test_non_utf8_file_name_is_reported_with_escaped_bytes(tiny_env, tmp_path):
+    folder = tmp_path / "names"
+    make_photo(folder / "ok.jpg", seed=1)
+    bad = os.path.join(os.fsencode(folder), b"caf\xe9.jpg")  # Latin-1 bytes, as old cameras and zips write
+    with open(bad, "wb") as f:
+        f.write((folder / "ok.jpg").read_bytes())
+    result = run("rank", folder, "--json")
+    assert result.exit_code == 0
+    assert [json.loads(l)["path"] for l in result.stdout.splitlines()] == [str(folder / "ok.jpg")]
+    assert f"clipcull: skipped {folder}/caf\\xe9.jpg: file name is not valid UTF-8" in result.stderr
+
+
+def test_panorama_is_ranked_without_a_huge_intermediate(tiny_env, tiny_model_files, tmp_path):
+    from clip_cull.encoder import ModelSpec, crop_extreme_aspect, load_encoder
+
+    wide = Image.fromarray(np.random.default_rng(0).integers(0, 255, (10, 7000, 3), dtype=np.uint8))
+    cropped = crop_extreme_aspect(wide, 2.0)
+    assert cropped.size == (20, 10)
+    config, checkpoint = tiny_model_files
+    encoder = load_encoder(ModelSpec(str(config), str(checkpoint)), "cpu")
+    # The model sees the same centre square either way.
+    np.testing.assert_allclose(encoder.pixels(wide).numpy(), encoder.preprocess(wide).numpy(), atol=0.05)
+    wide.save(tmp_path / "pano.png")
+    assert [r["path"] for r in rank_json(tmp_path / "pano.png")] == [str(tmp_path / "pano.png")]
