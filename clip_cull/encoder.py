@@ -79,7 +79,10 @@ def model_identity(spec: ModelSpec, checkpoint_sha256: str | None = None) -> str
     """
     arch = spec.name
     if spec.config_file:
-        cfg = json.dumps(json.loads(spec.config_file.read_text()), sort_keys=True)
+        try:
+            cfg = json.dumps(json.loads(spec.config_file.read_text()), sort_keys=True)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot read the model config file {spec.config_file}: {e}") from None
         arch = f"{spec.architecture}#cfg-{hashlib.sha256(cfg.encode()).hexdigest()[:12]}"
     if spec.checkpoint_file:
         if checkpoint_sha256 is None:

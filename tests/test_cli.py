@@ -267,3 +267,18 @@ def test_panorama_is_ranked_without_a_huge_intermediate(tiny_env, tiny_model_fil
     np.testing.assert_allclose(encoder.pixels(wide).numpy(), encoder.preprocess(wide).numpy(), atol=0.05)
     wide.save(tmp_path / "pano.png")
     assert [r["path"] for r in rank_json(tmp_path / "pano.png")] == [str(tmp_path / "pano.png")]
+
+
+def test_unusable_cache_location_is_one_clear_error(tiny_env, photo_folder, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run("rank", photo_folder, "--db", blocker / "cache.db")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"clipcull: error: cannot create the cache folder {blocker}")
+    assert "--db or CLIPCULL_DB" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_model_config_file_is_one_clear_error(photo_folder, tmp_path):
+    result = run("rank", photo_folder, "--model", tmp_path / "nope.json", "--pretrained", tmp_path / "w.pt")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"clipcull: error: cannot read the model config file {tmp_path / 'nope.json'}")
