@@ -8,10 +8,12 @@ never throws anything away.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -112,15 +114,34 @@ class Store:
         try:
             conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-            db = Database(conn)
+            store = cls(Database(conn), str(path))
             if str(path) != ":memory:":
-                db.enable_wal()
+                _retry_while_locked(store.db.enable_wal)
             conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses no committed batch
-            _check_schema(db, path)
-            migrations.apply(db)
+            with store.writing():  # two clipcull processes opening a new cache migrate it once
+                _check_schema(store.db, path)
+                migrations.apply(store.db)
         except sqlite3.DatabaseError as e:
             raise _cache_error(e, path) from None
-        return cls(db, str(path))
+        return store
+
+    @contextlib.contextmanager
+    def writing(self):
+        """A write transaction that takes the write lock first (BEGIN IMMEDIATE).
+
+        Another process holding the lock makes this wait (busy timeout) instead of failing
+        with "database is locked" halfway through, as a read-then-write transaction can in WAL
+        mode. sqlite-utils calls inside nest as savepoints.
+        """
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            if conn.in_transaction:  # an error may already have ended it
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -145,7 +166,7 @@ class Store:
         present = set(present)
         rows = self.db.execute("select path from files where substr(path, 1, ?) = ?", [len(prefix), prefix]).fetchall()
         gone = [r[0] for r in rows if r[0] not in present]
-        with self.db.atomic():
+        with self.writing():
             for start in range(0, len(gone), SQL_CHUNK):
                 chunk = gone[start : start + SQL_CHUNK]
                 self.db.execute(f"delete from files where path in ({','.join('?' * len(chunk))})", chunk)
@@ -171,7 +192,7 @@ class Store:
             }
             for e in embeddings
         ]
-        with self.db.atomic():
+        with self.writing():
             if emb_rows:
                 self.db["embeddings"].insert_all(emb_rows, replace=True)
             if file_rows:
@@ -220,7 +241,7 @@ class Store:
             {"model_id": model_id, "prompt": p, "vector": np.asarray(v, np.float32).tobytes()}
             for p, v in zip(prompts, vectors)
         ]
-        with self.db.atomic():
+        with self.writing():
             self.db["text_embeddings"].insert_all(rows, replace=True)
 
     # --- checkpoints and settings ----------------------------------------------------------
@@ -232,7 +253,7 @@ class Store:
         return row[0] if row else None
 
     def save_checkpoint_sha256(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
-        with self.db.atomic():
+        with self.writing():
             self.db["checkpoints"].insert(
                 {"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": sha256}, replace=True
             )
@@ -242,8 +263,20 @@ class Store:
         return json.loads(row[0]) if row else None
 
     def set_setting(self, key: str, value) -> None:
-        with self.db.atomic():
+        with self.writing():
             self.db["settings"].insert({"key": key, "value": json.dumps(value)}, replace=True)
+
+
+def _retry_while_locked(action, attempts: int = 50, pause_s: float = 0.2):
+    """Switching a new database to WAL needs a moment alone with it; another process that
+    is doing the same gets SQLITE_BUSY at once, without the busy timeout."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s)
 
 
 def _check_schema(db: Database, path: Path) -> None:
