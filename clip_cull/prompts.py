@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 DEFAULT_POSITIVE = "outstanding"
 DEFAULT_NEGATIVE = "horrible"
@@ -11,8 +12,14 @@ FIXED_TEMPLATE = "a {adjective} picture"
 CONTEXT_TEMPLATE = "a {adjective} picture, of a #{content}"
 
 
+SOURCE_ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
 def _asset_lines(name: str) -> tuple[str, ...]:
-    text = resources.files("clip_cull.assets").joinpath(name).read_text(encoding="utf-8")
+    try:
+        text = resources.files("clip_cull.assets").joinpath(name).read_text(encoding="utf-8")
+    except ModuleNotFoundError:  # run from a source checkout that is not installed
+        text = (SOURCE_ASSETS / name).read_text(encoding="utf-8")
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
