@@ -220,6 +220,16 @@ def main() -> None:
     rate_decode = decode_only(files, encoder.image_size, os.cpu_count() or 1)
     t_full, t_trim, text_diff = text_encoding(encoder)
 
+    # Reduced CPU precisions: speed of the model alone and of the whole pipeline, and how far
+    # the ranking moves from fp32.
+    precision = {}
+    for name in ("int8", "bf16"):
+        low = load_encoder(ModelSpec("ViT-B-32", str(ckpt), name), "cpu")
+        rate_low_model = model_only(low, args.batch_size)
+        rate_low, low_vecs = indexing_phase(ModelSpec("ViT-B-32", str(ckpt), name), photos_dir, args.batch_size, True, low)
+        precision[name] = (rate_low_model, rate_low, low_vecs)
+        del low
+
     # Fidelity: the ensemble score from fast-decoded vs exactly preprocessed photos.
     head = EnsembleHead()
     from clip_cull.store import Store
@@ -234,6 +244,12 @@ def main() -> None:
     s_exact, _ = head.score(np.stack([exact_vecs[k] for k in keys]), text)
     fidelity = spearman(s_fast, s_exact)
     cos = np.sum(head_norm(np.stack([fast_vecs[k] for k in keys])) * head_norm(np.stack([exact_vecs[k] for k in keys])), axis=1)
+    low_rows = []
+    for name, (rate_low_model, rate_low, low_vecs) in precision.items():
+        s_low, _ = head.score(np.stack([low_vecs[k] for k in keys]), text)
+        low_rows.append((f"--precision {name}: model alone / pipeline", f"{rate_low_model:.2f} / {rate_low:.2f} img/s",
+                         f"{rate_low_model / rate_model:.2f}x / {rate_low / rate_fast:.2f}x fp32; "
+                         f"Spearman vs fp32 {spearman(s_low, s_fast):.4f}"))
     del encoder
 
     tmp = Path(tempfile.mkdtemp(prefix="clipcull-bench-"))
@@ -273,6 +289,7 @@ def main() -> None:
          f"{t_full / t_trim:.1f}x; max abs diff {text_diff:.1e}"),
         ("decode only, all cores", f"{rate_decode:.1f} img/s", f"{os.cpu_count()} threads"),
         ("fidelity: fast vs exact decode", f"Spearman {fidelity:.4f}", f"embedding cosine min {cos.min():.4f}"),
+        *low_rows,
     ]
     width = max(len(r[0]) for r in rows)
     print()

@@ -83,6 +83,20 @@ class Device(str, Enum):
 DeviceOpt = Annotated[
     Device, typer.Option("--device", help="Where the model runs; auto tries CUDA, then MPS, then the CPU.")
 ]
+class Precision(str, Enum):
+    fp32 = "fp32"
+    int8 = "int8"
+    bf16 = "bf16"
+
+
+PrecisionOpt = Annotated[
+    Optional[Precision],
+    typer.Option(
+        "--precision", envvar="CLIPCULL_PRECISION",
+        help="CPU precision of the image model: fp32 (exact), int8 (several times faster, embeddings "
+        "slightly different and cached apart) or bf16. See BENCHMARKS.md. \\[default: fp32]",
+    ),
+]
 BatchOpt = Annotated[
     Optional[int], typer.Option("--batch-size", min=1, help="Photos per model batch. \\[default: 32 on the CPU, 128 on a GPU]")
 ]
@@ -110,6 +124,7 @@ class RunSettings:
     pretrained: str
     positive: str
     negative: str
+    precision: str = "fp32"
 
     def as_dict(self) -> dict:
         return vars(self).copy()
@@ -140,6 +155,7 @@ def rank(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = max(1, os.cpu_count() or 1),
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
@@ -159,6 +175,7 @@ def rank(
         pretrained or DEFAULT_PRETRAINED,
         positive or DEFAULT_POSITIVE,
         negative or DEFAULT_NEGATIVE,
+        (precision or Precision.fp32).value,
     )
     options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
     result = _run(settings, db, device, options)
@@ -184,6 +201,7 @@ def best(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = max(1, os.cpu_count() or 1),
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
@@ -207,6 +225,7 @@ def best(
         pretrained or base.get("pretrained") or DEFAULT_PRETRAINED,
         positive or base.get("positive") or DEFAULT_POSITIVE,
         negative or base.get("negative") or DEFAULT_NEGATIVE,
+        precision.value if precision else base.get("precision", "fp32"),
     )
     options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
     result = _run(settings, db, device, options, remember=False)
@@ -225,7 +244,7 @@ def _run(settings: RunSettings, db: Path | None, device: Device, options: IndexO
     store = _open_store(db)
     try:
         session = ModelSession(
-            ModelSpec(settings.model, settings.pretrained), store, device.value,
+            ModelSpec(settings.model, settings.pretrained, settings.precision), store, device.value,
             on_load=lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
         )
         head = EnsembleHead(settings.positive, settings.negative)

@@ -18,6 +18,7 @@ import numpy as np
 from clip_cull.errors import ModelLoadError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+PRECISIONS = ("fp32", "int8", "bf16")
 TEXT_BATCH_SIZE = 256
 MAX_ASPECT = 2.0  # wider images keep a 2:1 centre, well beyond the square the model sees
 
@@ -42,6 +43,9 @@ class ModelSpec:
 
     name: str = "ViT-B-32"
     pretrained: str = "openai"
+    # How the image tower runs on the CPU: fp32 (exact), int8 (dynamically quantised linear
+    # layers) or bf16 (autocast). A GPU always runs fp16 autocast.
+    precision: str = "fp32"
 
     @property
     def config_file(self) -> Path | None:
@@ -71,12 +75,18 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def model_identity(spec: ModelSpec, checkpoint_sha256: str | None = None) -> str:
+def model_identity(spec: ModelSpec, checkpoint_sha256: str | None = None, with_precision: bool = True) -> str:
     """A stable key for embeddings made by this model: the same weights give the same key.
 
     Tags are identified by name; a checkpoint file by its content hash (so renaming or moving
-    the file keeps the cache); a JSON config by its content too.
+    the file keeps the cache); a JSON config by its content too. A reduced precision gets keys
+    of its own (`+int8`), since its embeddings differ slightly.
     """
+    base = _weights_identity(spec, checkpoint_sha256)
+    return f"{base}+{spec.precision}" if with_precision and spec.precision != "fp32" else base
+
+
+def _weights_identity(spec: ModelSpec, checkpoint_sha256: str | None) -> str:
     arch = spec.name
     if spec.config_file:
         try:
@@ -164,8 +174,30 @@ def load_encoder(spec: ModelSpec, device: str = "auto") -> "ClipEncoder":
             raise ModelLoadError(OFFLINE_HELP.format(name=spec.architecture, tag=spec.pretrained, reason=reason)) from e
         raise ModelLoadError(f"could not load checkpoint {checkpoint} into {spec.architecture}: {reason}") from e
     model.eval()
+    if spec.precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision '{spec.precision}': choose one of {', '.join(PRECISIONS)}")
+    if spec.precision != "fp32" and device != "cpu":
+        raise ModelLoadError(f"--precision {spec.precision} is for the CPU; on {device} the model runs in fp16 already.")
+    if spec.precision == "int8":
+        model.visual = quantize_int8(model.visual)
     tokenizer = open_clip.get_tokenizer(spec.architecture)
-    return ClipEncoder(model, preprocess, tokenizer, torch.device(device))
+    return ClipEncoder(model, preprocess, tokenizer, torch.device(device), bf16=spec.precision == "bf16")
+
+
+def quantize_int8(module):
+    """Dynamic int8 quantisation of the linear layers (weights int8, activations quantised
+    per batch): several times faster on CPUs with VNNI, slightly different embeddings."""
+    import warnings
+
+    import torch
+
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as e:  # pragma: no cover - removed in some future torch
+        raise ModelLoadError(f"--precision int8 needs torch's dynamic quantisation, which this torch lacks: {e}") from e
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch announces the API's deprecation on every call
+        return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class ClipEncoder:
@@ -176,7 +208,7 @@ class ClipEncoder:
     paper's linear probe and fine-tuning start).
     """
 
-    def __init__(self, model, preprocess, tokenizer, device):
+    def __init__(self, model, preprocess, tokenizer, device, bf16: bool = False):
         import torch
 
         self.model = model
@@ -184,6 +216,7 @@ class ClipEncoder:
         self.tokenizer = tokenizer
         self.device = device
         self.autocast_fp16 = device.type == "cuda"
+        self.autocast_bf16 = bf16 and device.type == "cpu"
         visual = model.visual
         proj = getattr(visual, "proj", None)
         # Take the projection out of the image tower so one forward pass gives both
@@ -213,13 +246,15 @@ class ClipEncoder:
     def embed_dim(self) -> int:
         return int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") else -1
 
-    def _autocast(self):
+    def _autocast(self, images: bool = True):
+        import contextlib
+
         import torch
 
         if self.autocast_fp16:
             return torch.autocast("cuda", dtype=torch.float16)
-        import contextlib
-
+        if self.autocast_bf16 and images:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def encode_images(self, pixels) -> tuple[np.ndarray, np.ndarray | None]:
@@ -245,7 +280,7 @@ class ClipEncoder:
         out = []
         for start in range(0, len(prompts), TEXT_BATCH_SIZE):
             tokens = self.tokenizer(list(prompts[start : start + TEXT_BATCH_SIZE])).to(self.device)
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), self._autocast(images=False):
                 out.append(self._encode_tokens(tokens).float().cpu().numpy())
             if progress:
                 progress(min(start + TEXT_BATCH_SIZE, len(prompts)), len(prompts))

@@ -48,7 +48,7 @@ class ModelSession:
     ):
         self.spec = spec
         self.device = device
-        self.model_id = _model_id(spec, store)
+        self.model_id, self.text_model_id = _model_ids(spec, store)
         self.on_load = on_load  # told before the (seconds-long) load starts
         self._encoder: ClipEncoder | None = None
         self._lock = threading.Lock()
@@ -67,17 +67,21 @@ class ModelSession:
             return self._encoder
 
 
-def _model_id(spec: ModelSpec, store: Store) -> str:
+def _model_ids(spec: ModelSpec, store: Store) -> tuple[str, str]:
+    """Keys for image embeddings (with the precision) and for prompt embeddings (the text
+    tower always runs in full precision, so every precision shares them)."""
     checkpoint = spec.checkpoint_file
-    if checkpoint is None or not checkpoint.is_file():
-        return model_identity(spec, "missing" if checkpoint else None)
-    st = checkpoint.stat()
-    key = str(checkpoint.resolve())
-    sha = store.checkpoint_sha256(key, st.st_size, st.st_mtime_ns)
-    if sha is None:
-        sha = file_sha256(checkpoint)
-        store.save_checkpoint_sha256(key, st.st_size, st.st_mtime_ns, sha)
-    return model_identity(spec, sha)
+    sha = None
+    if checkpoint is not None and not checkpoint.is_file():
+        sha = "missing"  # loading will say so, if anything needs the model
+    elif checkpoint is not None:
+        st = checkpoint.stat()
+        key = str(checkpoint.resolve())
+        sha = store.checkpoint_sha256(key, st.st_size, st.st_mtime_ns)
+        if sha is None:
+            sha = file_sha256(checkpoint)
+            store.save_checkpoint_sha256(key, st.st_size, st.st_mtime_ns, sha)
+    return model_identity(spec, sha), model_identity(spec, sha, with_precision=False)
 
 
 @dataclass
@@ -278,10 +282,10 @@ def prompt_embeddings(
     store: Store, session: ModelSession, prompts: list[str], progress: ProgressFn | None = None
 ) -> dict[str, np.ndarray]:
     """Embeddings of prompts, from the cache where present; the rest encoded and cached."""
-    cached = store.text_embeddings(session.model_id, prompts)
+    cached = store.text_embeddings(session.text_model_id, prompts)
     missing = [p for p in dict.fromkeys(prompts) if p not in cached]
     if missing:
         vectors = session.encoder.encode_texts(missing, progress=progress)
-        store.save_text_embeddings(session.model_id, missing, vectors)
+        store.save_text_embeddings(session.text_model_id, missing, vectors)
         cached.update(zip(missing, vectors))
     return cached

@@ -165,3 +165,34 @@ def test_prompt_embeddings_are_cached_per_model(store, tiny_model_files):
     assert not warm.loaded
     for p in prompts:
         np.testing.assert_array_equal(first[p], second[p])
+
+
+def test_int8_precision_is_cached_apart_and_shares_prompts(store, tiny_model_files, photo_folder):
+    from clip_cull.indexer import prompt_embeddings
+
+    config, checkpoint = tiny_model_files
+    fp32 = ModelSession(ModelSpec(str(config), str(checkpoint)), store, "cpu")
+    int8 = ModelSession(ModelSpec(str(config), str(checkpoint), "int8"), store, "cpu")
+    assert int8.model_id == fp32.model_id + "+int8" and int8.text_model_id == fp32.model_id
+    assert index(store, fp32, photo_folder).embedded == 8
+    assert index(store, int8, photo_folder).embedded == 8
+    prompts = ["a outstanding picture, of a #tench"]
+    prompt_embeddings(store, fp32, prompts)
+    warm = ModelSession(ModelSpec(str(config), str(checkpoint), "int8"), store, "cpu")
+    prompt_embeddings(store, warm, prompts)
+    assert not warm.loaded  # prompts are shared across precisions
+    fps = [r[0] for r in store.db.execute("select distinct fingerprint from embeddings")]
+    a = store.projected_embeddings(fps, fp32.model_id)
+    b = store.projected_embeddings(fps, int8.model_id)
+    for fp in fps:
+        x, y = a[fp].astype(np.float64), b[fp].astype(np.float64)
+        assert x @ y / np.linalg.norm(x) / np.linalg.norm(y) > 0.99
+
+
+def test_unknown_precision_is_refused(tiny_model_files):
+    from clip_cull.encoder import load_encoder
+    from clip_cull.errors import ModelLoadError
+
+    config, checkpoint = tiny_model_files
+    with pytest.raises(ModelLoadError, match="unknown precision 'fp8'"):
+        load_encoder(ModelSpec(str(config), str(checkpoint), "fp8"), "cpu")
