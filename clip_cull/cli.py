@@ -21,7 +21,8 @@ from clip_cull.images import DEFAULT_MAX_PIXELS
 from clip_cull.indexer import Failure, IndexOptions, ModelSession
 from clip_cull.paths import default_db_path
 from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
-from clip_cull.ranking import FolderRanking, rank_folders
+from clip_cull.distributed import local_rank, torchrun_shard, wait_for_all
+from clip_cull.ranking import FolderRanking, index_folders, rank_folders
 from clip_cull.store import Store
 from clip_cull import ui
 
@@ -162,6 +163,16 @@ def rank(
     strict: StrictOpt = False,
     positive: PositiveOpt = None,
     negative: NegativeOpt = None,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard", metavar="K/N",
+            help="Embed only the K-th of N disjoint shares of the photos (K from 0) and print no ranking: "
+            "N processes, on several GPUs or machines sharing the cache, split a folder. Under "
+            "`torchrun --nproc-per-node N -m clip_cull rank` the shares are set for you and process 0 "
+            "prints the ranking once all are done.",
+        ),
+    ] = None,
 ) -> None:
     """Embed new or changed photos, then print all photos ranked by aesthetic score, best first.
 
@@ -178,6 +189,15 @@ def rank(
         (precision or Precision.fp32).value,
     )
     options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    share = _parse_shard(shard) if shard else torchrun_shard()
+    if share:
+        share_result = _run(settings, db, device, options, shard=share)
+        if shard or share[0] != 0:
+            if not shard:
+                wait_for_all()
+            _finish(share_result, strict)
+            return
+        wait_for_all()  # process 0 ranks once every share is embedded
     result = _run(settings, db, device, options)
     ranked = result.ranked[:limit] if limit else result.ranked
     if json_lines:
@@ -238,7 +258,25 @@ def best(
 # --- the shared run ----------------------------------------------------------------------
 
 
-def _run(settings: RunSettings, db: Path | None, device: Device, options: IndexOptions, remember: bool = True) -> FolderRanking:
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"--shard takes K/N, e.g. 0/2 (got {text!r})") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise typer.BadParameter(f"--shard K/N needs 0 <= K < N (got {text!r})")
+    return k, n
+
+
+def _run(
+    settings: RunSettings,
+    db: Path | None,
+    device: Device,
+    options: IndexOptions,
+    remember: bool = True,
+    shard: tuple[int, int] | None = None,
+) -> FolderRanking:
+    """Index (and, without a shard, rank) with the user's settings; errors become one line."""
     _quiet_libraries()
     err = ui.stderr_console()
     store = _open_store(db)
@@ -246,6 +284,7 @@ def _run(settings: RunSettings, db: Path | None, device: Device, options: IndexO
         session = ModelSession(
             ModelSpec(settings.model, settings.pretrained, settings.precision), store, device.value,
             on_load=lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
+            local_rank=local_rank(),
         )
         head = EnsembleHead(settings.positive, settings.negative)
         heif = heif_available()
@@ -255,6 +294,14 @@ def _run(settings: RunSettings, db: Path | None, device: Device, options: IndexO
             ui.message(err, f"clipcull: skipped {ui.shown_path(failure.path)}: {failure.reason}{note}", "yellow")
 
         with ui.progress_bars(err) as bar:
+            if shard:
+                report, unsupported = index_folders(
+                    store, settings.roots, session, options, heif=heif, shard=shard,
+                    progress=bar(f"embedding photos (share {shard[0]}/{shard[1]})"), on_failure=on_failure,
+                )
+                result = FolderRanking([], report, unsupported)
+                _summary(err, result, store.path, f"share {shard[0]}/{shard[1]}: ")
+                return result
             result = rank_folders(
                 store, settings.roots, session, head, options, heif=heif,
                 progress=bar("embedding photos"), text_progress=bar("embedding prompts"), on_failure=on_failure,
@@ -280,7 +327,7 @@ def _open_store(db: Path | None) -> Store:
         _fail(str(e))
 
 
-def _summary(err, result: FolderRanking, db_path: str) -> None:
+def _summary(err, result: FolderRanking, db_path: str, prefix: str = "") -> None:
     r = result.report
     total = len(r.ready) + len(r.failures)
     parts = [f"{r.embedded} embedded", f"{r.cached} cached"]
@@ -288,7 +335,7 @@ def _summary(err, result: FolderRanking, db_path: str) -> None:
         parts.append(f"{r.reused} recognised after a rename or copy")
     if r.failures:
         parts.append(f"{len(r.failures)} unreadable")
-    ui.message(err, f"clipcull: {total} photos: {', '.join(parts)}. Cache: {db_path}", "dim")
+    ui.message(err, f"clipcull: {prefix}{total} photos: {', '.join(parts)}. Cache: {db_path}", "dim")
     if result.unsupported:
         ui.message(
             err,

@@ -130,8 +130,9 @@ OFFLINE_HELP = (
 )
 
 
-def load_encoder(spec: ModelSpec, device: str = "auto") -> "ClipEncoder":
-    """Build the model, load its weights and return a ready ClipEncoder."""
+def load_encoder(spec: ModelSpec, device: str = "auto", local_rank: int | None = None) -> "ClipEncoder":
+    """Build the model, load its weights and return a ready ClipEncoder. local_rank picks the
+    GPU when several processes share a machine."""
     try:
         import open_clip
         import torch
@@ -139,6 +140,8 @@ def load_encoder(spec: ModelSpec, device: str = "auto") -> "ClipEncoder":
         raise ModelLoadError(f"torch and open_clip_torch are needed to embed photos: {e}") from e
 
     device = resolve_device(device)
+    if device == "cuda" and local_rank is not None:
+        device = f"cuda:{local_rank}"
     if spec.config_file:
         if not spec.config_file.is_file():
             raise ModelLoadError(f"model config file not found: {spec.config_file}")

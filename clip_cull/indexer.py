@@ -44,10 +44,16 @@ class ModelSession:
     """The model the user chose, loaded only when something really needs it."""
 
     def __init__(
-        self, spec: ModelSpec, store: Store, device: str = "auto", on_load: Callable[[ModelSpec], None] | None = None
+        self,
+        spec: ModelSpec,
+        store: Store,
+        device: str = "auto",
+        on_load: Callable[[ModelSpec], None] | None = None,
+        local_rank: int | None = None,
     ):
         self.spec = spec
         self.device = device
+        self.local_rank = local_rank  # which GPU, when torchrun starts one process per GPU
         self.model_id, self.text_model_id = _model_ids(spec, store)
         self.on_load = on_load  # told before the (seconds-long) load starts
         self._encoder: ClipEncoder | None = None
@@ -63,7 +69,7 @@ class ModelSession:
             if self._encoder is None:
                 if self.on_load:
                     self.on_load(self.spec)
-                self._encoder = load_encoder(self.spec, self.device)
+                self._encoder = load_encoder(self.spec, self.device, self.local_rank)
             return self._encoder
 
 

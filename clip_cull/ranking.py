@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -75,6 +76,37 @@ class FolderRanking:
     unsupported: list[str]  # files of a format this installation cannot read (a hint, not an error)
 
 
+def index_folders(
+    store: Store,
+    roots: list[str],
+    session: ModelSession,
+    options: IndexOptions | None = None,
+    *,
+    heif: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: ProgressFn | None = None,
+    on_failure: Callable[[Failure], None] | None = None,
+) -> tuple[IndexReport, list[str]]:
+    """Find the photos under roots and embed what is new or changed. With shard=(k, n) only
+    the k-th of n disjoint shares is embedded, so n processes can split a folder between them.
+    Returns the report and the files of unsupported formats."""
+    walk = walk_photos(roots, heif=heif)
+    early_failures = [Failure(path, reason) for path, reason in walk.errors]
+    for failure in early_failures:
+        if on_failure:
+            on_failure(failure)
+    photos = walk.photos if shard is None else [p for p in walk.photos if shard_of(p.path, shard[1]) == shard[0]]
+    report = index_photos(store, photos, session, options, progress=progress, on_failure=on_failure)
+    report.failures[:0] = early_failures
+    if shard is None:
+        present = {p.path for p in walk.photos}
+        for root in roots:
+            folder = os.path.abspath(os.path.expanduser(root))
+            if os.path.isdir(folder):
+                store.forget_missing(folder, present)
+    return report, walk.unsupported
+
+
 def rank_folders(
     store: Store,
     roots: list[str],
@@ -88,17 +120,14 @@ def rank_folders(
     on_failure: Callable[[Failure], None] | None = None,
 ) -> FolderRanking:
     """Find the photos under roots, embed what is new or changed, and rank them all."""
-    walk = walk_photos(roots, heif=heif)
-    early_failures = [Failure(path, reason) for path, reason in walk.errors]
-    for failure in early_failures:
-        if on_failure:
-            on_failure(failure)
-    report = index_photos(store, walk.photos, session, options, progress=progress, on_failure=on_failure)
-    report.failures[:0] = early_failures
-    present = {p.path for p in walk.photos}
-    for root in roots:
-        folder = os.path.abspath(os.path.expanduser(root))
-        if os.path.isdir(folder):
-            store.forget_missing(folder, present)
+    report, unsupported = index_folders(
+        store, roots, session, options, heif=heif, progress=progress, on_failure=on_failure
+    )
     ranked = rank_photos(store, report.ready, session, head, text_progress)
-    return FolderRanking(ranked, report, walk.unsupported)
+    return FolderRanking(ranked, report, unsupported)
+
+
+def shard_of(path: str, shards: int) -> int:
+    """Which of `shards` shares a file belongs to: stable across processes and runs."""
+    digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % shards

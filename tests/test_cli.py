@@ -282,3 +282,49 @@ def test_missing_model_config_file_is_one_clear_error(photo_folder, tmp_path):
     result = run("rank", photo_folder, "--model", tmp_path / "nope.json", "--pretrained", tmp_path / "w.pt")
     assert result.exit_code == 1
     assert result.stderr.startswith(f"clipcull: error: cannot read the model config file {tmp_path / 'nope.json'}")
+
+
+def _summary_counts(stderr: str) -> tuple[int, int]:
+    """(photos, embedded) from the summary line."""
+    import re
+
+    m = re.search(r"(\d+) photos: (\d+) embedded", stderr)
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_two_shards_split_the_folder_without_overlap(tiny_env, photo_folder, private_cache):
+    cmds = [[sys.executable, "-m", "clip_cull", "rank", str(photo_folder), "--shard", f"{k}/2"] for k in (0, 1)]
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    outs = [p.communicate(timeout=180) for p in procs]
+    counts = []
+    for k, (p, (out, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, err
+        assert out == ""  # a share prints no ranking
+        assert f"share {k}/2: " in err
+        counts.append(_summary_counts(err))
+    assert sum(n for n, _ in counts) == 8 and [n for n, _ in counts] == [e for _, e in counts]
+    assert all(n > 0 for n, _ in counts)
+    import sqlite3
+
+    assert sqlite3.connect(private_cache).execute("select count(*) from embeddings").fetchone()[0] == 8
+    after = run("rank", photo_folder, "--json")
+    assert _summary_counts(after.stderr) == (8, 0)
+
+
+def test_torchrun_splits_the_work_and_process_0_prints_once(tiny_env, photo_folder, private_cache):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "clip_cull", "rank", str(photo_folder), "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["rank"] for r in rows] == list(range(1, 9))
+    import sqlite3
+
+    conn = sqlite3.connect(private_cache)
+    assert conn.execute("select count(*) from embeddings").fetchone()[0] == 8
+    assert "share 0/2" in out.stderr and "share 1/2" in out.stderr
+
+
+@pytest.mark.parametrize("value", ["2/2", "x", "1/0", "-1/2"])
+def test_bad_shard_is_a_usage_error(tiny_env, photo_folder, value):
+    assert run("rank", photo_folder, "--shard", value).exit_code == 2
