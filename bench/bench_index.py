@@ -171,7 +171,7 @@ def indexing_phase(spec, files_dir: Path, batch_size: int, fast: bool, encoder) 
     rate = len(photos) / (time.perf_counter() - start)
     assert report.embedded == len(photos), report
     recs = store.file_records([p.path for p in photos])
-    vecs = store.projected_embeddings([r.fingerprint for r in recs.values()], session.model_id)
+    vecs = store.embeddings([r.fingerprint for r in recs.values()], session.model_id)
     return rate, {path: vecs[r.fingerprint] for path, r in recs.items()}
 
 
@@ -221,23 +221,50 @@ def warm_best_db(db: Path, folder: Path, rows: int, model_id: str, prompts: list
     store.close()
 
 
+def memory_run(count: int) -> None:
+    """Peak memory of a cold `rank` over many small photos: it must not grow with the folder."""
+    from PIL import Image
+
+    folder = CORPUS_DIR / f"small-{count}"
+    if not (folder.is_dir() and len(list(folder.glob("*.jpg"))) >= count):
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for i in range(count):
+            pixels = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).resize((640, 480), Image.BICUBIC).save(folder / f"IMG_{i:05d}.jpg", quality=85)
+    ckpt = checkpoint()
+    with tempfile.TemporaryDirectory(prefix="clipcull-bench-") as tmp:
+        env = dict(os.environ, CLIPCULL_DB=str(Path(tmp) / "mem.db"), CLIPCULL_PRETRAINED=str(ckpt), HF_HUB_OFFLINE="1")
+        wall, rss, err = run_cli(["rank", str(folder), "--json"], env)
+    parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"machine: {machine()}")
+    print(f"cold rank of {count} photos (640x480): {wall:.0f} s, peak memory {rss} MiB "
+          f"(includes up to {parent} MiB shared from this script at fork)")
+    print(err.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=48)
     ap.add_argument("--megapixels", type=float, default=24.0)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--warm-rows", type=int, default=10_000)
+    ap.add_argument("--memory-photos", type=int, default=0,
+                    help="only measure peak memory of a cold rank over this many small photos (e.g. 10000)")
     args = ap.parse_args()
+    if args.memory_photos:
+        memory_run(args.memory_photos)
+        return
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     from clip_cull.encoder import ModelSpec, load_encoder
-    from clip_cull.heads.prompt import EnsembleHead
+    from clip_cull.heads.prompt import PromptHead
 
     photos_dir = corpus(args.count, args.megapixels)
     files = sorted(photos_dir.glob("*.jpg"))[: args.count]
     ckpt = checkpoint()
     spec = ModelSpec("ViT-B-32", str(ckpt))
-    head = EnsembleHead()
+    head = PromptHead("ensemble")
     cli = cli_measurements(files, photos_dir, ckpt, args.warm_rows, head.prompts())
     print(f"machine: {machine()}")
     print(f"corpus: {len(files)} JPEGs of {args.megapixels:g} MP in {photos_dir}, batch {args.batch_size}")
@@ -267,7 +294,7 @@ def main() -> None:
     scratch = Store.open(":memory:")
     session = ModelSession(spec, scratch, "cpu")
     session._encoder = encoder
-    text = head.text_vectors(prompt_embeddings(scratch, session, head.prompts()))
+    text = prompt_embeddings(scratch, session, head.prompts())
     keys = sorted(fast_vecs)
     s_fast, _ = head.score(np.stack([fast_vecs[k] for k in keys]), text)
     s_exact, _ = head.score(np.stack([exact_vecs[k] for k in keys]), text)

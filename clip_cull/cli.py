@@ -16,7 +16,7 @@ from clip_cull import __version__
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.files import HEIF_HINT, heif_available
-from clip_cull.heads.prompt import EnsembleHead
+from clip_cull.heads.prompt import PromptHead
 from clip_cull.images import DEFAULT_MAX_PIXELS
 from clip_cull.indexer import Failure, IndexOptions, ModelSession
 from clip_cull.paths import default_db_path
@@ -286,7 +286,7 @@ def _run(
             on_load=lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
             local_rank=local_rank(),
         )
-        head = EnsembleHead(settings.positive, settings.negative)
+        head = PromptHead("ensemble", settings.positive, settings.negative)
         heif = heif_available()
 
         def on_failure(failure: Failure) -> None:

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from clip_cull.files import FileStat, walk_photos
-from clip_cull.heads.prompt import EnsembleHead
+from clip_cull.heads.base import Head
 from clip_cull.indexer import (
     Failure,
     IndexOptions,
@@ -47,7 +47,7 @@ def rank_photos(
     store: Store,
     photos: list[FileStat],
     session: ModelSession,
-    head: EnsembleHead,
+    head: Head,
     text_progress: ProgressFn | None = None,
 ) -> list[RankedPhoto]:
     """Rank photos that already have embeddings for session's model; best first, ties by path."""
@@ -55,13 +55,14 @@ def rank_photos(
         return []
     records = store.file_records([p.path for p in photos])
     rows = [records[p.path] for p in photos if p.path in records and records[p.path].fingerprint]
-    vectors = store.projected_embeddings([r.fingerprint for r in rows], session.model_id)
+    vectors = store.embeddings([r.fingerprint for r in rows], session.model_id, head.features)
     rows = [r for r in rows if r.fingerprint in vectors]
     if not rows:
         return []
-    text = head.text_vectors(prompt_embeddings(store, session, head.prompts(), text_progress))
-    image = np.stack([vectors[r.fingerprint] for r in rows]).astype(np.float32)
-    scores, labels = head.score(image, text)
+    prompts = head.prompts()
+    prompt_vectors = prompt_embeddings(store, session, prompts, text_progress) if prompts else {}
+    features = np.stack([vectors[r.fingerprint] for r in rows]).astype(np.float32)
+    scores, labels = head.score(features, prompt_vectors)
     order = sorted(range(len(rows)), key=lambda i: (-float(scores[i]), rows[i].path))
     return [
         RankedPhoto(n + 1, rows[i].path, float(scores[i]), labels[i], rows[i].captured_at, rows[i].camera)
@@ -111,7 +112,7 @@ def rank_folders(
     store: Store,
     roots: list[str],
     session: ModelSession,
-    head: EnsembleHead,
+    head: Head,
     options: IndexOptions | None = None,
     *,
     heif: bool = False,

@@ -198,24 +198,15 @@ class Store:
             if file_rows:
                 self.db["files"].insert_all(file_rows, replace=True)
 
-    def projected_embeddings(self, fingerprints: Sequence[str], model_id: str) -> dict[str, np.ndarray]:
+    def embeddings(self, fingerprints: Sequence[str], model_id: str, kind: str = "projected") -> dict[str, np.ndarray]:
+        """Cached vectors of one kind ("projected" or "pooled") by fingerprint."""
+        if kind not in ("projected", "pooled"):
+            raise ValueError(f"unknown feature kind {kind!r}")
         out: dict[str, np.ndarray] = {}
         for start in range(0, len(fingerprints), SQL_CHUNK):
             chunk = list(fingerprints[start : start + SQL_CHUNK])
             sql = (
-                "select fingerprint, projected from embeddings where model_id = ? "
-                f"and fingerprint in ({','.join('?' * len(chunk))})"
-            )
-            for fp, blob in self.db.execute(sql, [model_id, *chunk]).fetchall():
-                out[fp] = from_blob(blob)
-        return out
-
-    def pooled_embeddings(self, fingerprints: Sequence[str], model_id: str) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for start in range(0, len(fingerprints), SQL_CHUNK):
-            chunk = list(fingerprints[start : start + SQL_CHUNK])
-            sql = (
-                "select fingerprint, pooled from embeddings where model_id = ? and pooled is not null "
+                f"select fingerprint, {kind} from embeddings where model_id = ? and {kind} is not null "
                 f"and fingerprint in ({','.join('?' * len(chunk))})"
             )
             for fp, blob in self.db.execute(sql, [model_id, *chunk]).fetchall():

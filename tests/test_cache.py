@@ -182,8 +182,8 @@ def test_int8_precision_is_cached_apart_and_shares_prompts(store, tiny_model_fil
     prompt_embeddings(store, warm, prompts)
     assert not warm.loaded  # prompts are shared across precisions
     fps = [r[0] for r in store.db.execute("select distinct fingerprint from embeddings")]
-    a = store.projected_embeddings(fps, fp32.model_id)
-    b = store.projected_embeddings(fps, int8.model_id)
+    a = store.embeddings(fps, fp32.model_id)
+    b = store.embeddings(fps, int8.model_id)
     for fp in fps:
         x, y = a[fp].astype(np.float64), b[fp].astype(np.float64)
         assert x @ y / np.linalg.norm(x) / np.linalg.norm(y) > 0.99

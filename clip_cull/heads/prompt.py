@@ -1,8 +1,13 @@
-"""The paper's prompt-ensemble head (section 4.1.3).
+"""The paper's zero-shot prompt heads (section 4.1).
 
-For each adjective the embeddings of its 1000 context prompts are averaged into one vector;
-a photo's score is cos(I, T_pos) - cos(I, T_neg) (equations 1-2 with the two ensemble
-vectors), and its label is the adjective whose vector is closer.
+- fixed: two prompts `a {adj} picture`; score cos(I, T+) - cos(I, T-); label of the closer one.
+- context: the 2000 prompts `a {adj} picture, of a #{class}`; score = the sum of the cosines
+  weighted +1 / -1 (equations 1-2); label of the single closest prompt.
+- ensemble: the 1000 context prompts of each adjective averaged into one vector; score
+  cos(I, T+) - cos(I, T-); label of the closer one.
+
+Cosines use unit-length prompt vectors, as the paper's text says. The ensemble averages the
+raw prompt embeddings (as the authors' code does) and normalises the mean.
 """
 
 from __future__ import annotations
@@ -11,44 +16,84 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE, context_prompts
+from clip_cull.heads.base import l2_normalize, labels_from
+from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE, FIXED_TEMPLATE, context_prompts
 
-AESTHETIC = "aesthetic"
-NOT_AESTHETIC = "not aesthetic"
+PROMPT_KINDS = ("fixed", "context", "ensemble")
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+def adjective_prompts(kind: str, adjective: str) -> list[str]:
+    if kind == "fixed":
+        return [FIXED_TEMPLATE.format(adjective=adjective)]
+    return context_prompts(adjective)
 
 
 @dataclass(frozen=True)
-class EnsembleHead:
+class PromptHead:
+    kind: str = "ensemble"
     positive: str = DEFAULT_POSITIVE
     negative: str = DEFAULT_NEGATIVE
+    features: str = "projected"
+    backbone: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in PROMPT_KINDS:
+            raise ValueError(f"unknown prompt head kind {self.kind!r}")
 
     @property
     def name(self) -> str:
-        return f"ensemble({self.positive}/{self.negative})"
+        return f"{self.kind}({self.positive}/{self.negative})"
 
     def prompt_groups(self) -> tuple[list[str], list[str]]:
-        return context_prompts(self.positive), context_prompts(self.negative)
+        return adjective_prompts(self.kind, self.positive), adjective_prompts(self.kind, self.negative)
 
     def prompts(self) -> list[str]:
         positive, negative = self.prompt_groups()
         return positive + negative
 
-    def text_vectors(self, embeddings: dict[str, np.ndarray]) -> np.ndarray:
-        """The two ensemble vectors (2, D), unit length. Like the authors' code, the raw prompt
-        embeddings are averaged and the mean is then normalised."""
-        groups = self.prompt_groups()
-        means = [np.mean([embeddings[p] for p in group], axis=0) for group in groups]
+    def score(self, features: np.ndarray, prompt_vectors: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+        image = l2_normalize(features)
+        stats = [adjective_statistics(image, [prompt_vectors[p] for p in group]) for group in self.prompt_groups()]
+        scores, closer = combine(self.kind, stats[0], stats[1])
+        return scores, labels_from(closer)
+
+    def text_vectors(self, prompt_vectors: dict[str, np.ndarray]) -> np.ndarray:
+        """The two ensemble vectors (2, D), unit length."""
+        means = [np.mean([prompt_vectors[p] for p in group], axis=0) for group in self.prompt_groups()]
         return l2_normalize(np.stack(means))
 
-    def score(self, image_embeddings: np.ndarray, text_vectors: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Scores (N,) and labels for projected image embeddings (N, D)."""
-        cos = l2_normalize(image_embeddings) @ text_vectors.T  # (N, 2)
-        scores = cos[:, 0] - cos[:, 1]
-        labels = [AESTHETIC if s >= 0 else NOT_AESTHETIC for s in scores]
-        return scores, labels
+
+@dataclass
+class AdjectiveStats:
+    """Per image, what every prompt head needs from one adjective's prompts."""
+
+    cos_sum: np.ndarray  # sum of cosines over the adjective's prompts (context score)
+    cos_max: np.ndarray  # cosine of its closest prompt (context label)
+    cos_mean_vector: np.ndarray  # cosine with the averaged prompt vector (ensemble)
+
+
+def adjective_statistics(image_unit: np.ndarray, vectors: list[np.ndarray], chunk: int = 8192) -> AdjectiveStats:
+    """image_unit: (N, D) unit rows; vectors: the adjective's raw prompt embeddings."""
+    raw = np.stack(vectors).astype(np.float32)
+    unit = l2_normalize(raw)
+    mean = l2_normalize(raw.mean(axis=0))
+    sums, maxes = [], []
+    for start in range(0, len(image_unit), chunk):  # bounded memory for 250k AVA images
+        cos = image_unit[start : start + chunk] @ unit.T
+        sums.append(cos.sum(axis=1))
+        maxes.append(cos.max(axis=1))
+    empty = np.zeros(0, np.float32)
+    return AdjectiveStats(
+        np.concatenate(sums) if sums else empty,
+        np.concatenate(maxes) if maxes else empty,
+        image_unit @ mean,
+    )
+
+
+def combine(kind: str, pos: AdjectiveStats, neg: AdjectiveStats) -> tuple[np.ndarray, np.ndarray]:
+    """(continuous score, positive-is-closer flag) of one head kind from the two adjectives."""
+    if kind == "context":
+        return pos.cos_sum - neg.cos_sum, pos.cos_max >= neg.cos_max
+    # fixed has one prompt per adjective: its mean vector is that prompt
+    score = pos.cos_mean_vector - neg.cos_mean_vector
+    return score, score >= 0
