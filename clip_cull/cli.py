@@ -16,7 +16,7 @@ from clip_cull import __version__
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.files import HEIF_HINT, heif_available
-from clip_cull.heads.prompt import PromptHead
+from clip_cull.heads import BUILTIN_HEADS, load_head, resolve_head
 from clip_cull.images import DEFAULT_MAX_PIXELS
 from clip_cull.indexer import Failure, IndexOptions, ModelSession
 from clip_cull.paths import default_db_path
@@ -110,11 +110,19 @@ MaxPixelsOpt = Annotated[
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Exit with code 3 when any photo could not be read.")
 ]
+HeadOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--head", envvar="CLIPCULL_HEAD",
+        help="fixed, context, ensemble (the paper's prompt heads), or a head file: a trained .safetensors/.npz "
+        "or a LAION aesthetic .pth. `clipcull heads` lists them. \\[default: ensemble]",
+    ),
+]
 PositiveOpt = Annotated[
-    Optional[str], typer.Option("--positive", help=f"Positive adjective of the prompt ensemble. \\[default: {DEFAULT_POSITIVE}]")
+    Optional[str], typer.Option("--positive", help=f"Positive adjective of a prompt head. \\[default: {DEFAULT_POSITIVE}]")
 ]
 NegativeOpt = Annotated[
-    Optional[str], typer.Option("--negative", help=f"Negative adjective of the prompt ensemble. \\[default: {DEFAULT_NEGATIVE}]")
+    Optional[str], typer.Option("--negative", help=f"Negative adjective of a prompt head. \\[default: {DEFAULT_NEGATIVE}]")
 ]
 
 
@@ -123,9 +131,10 @@ class RunSettings:
     roots: list[str]
     model: str
     pretrained: str
-    positive: str
-    negative: str
+    positive: str | None
+    negative: str | None
     precision: str = "fp32"
+    head: str = "ensemble"
 
     def as_dict(self) -> dict:
         return vars(self).copy()
@@ -161,6 +170,7 @@ def rank(
     workers: WorkersOpt = max(1, os.cpu_count() or 1),
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     strict: StrictOpt = False,
+    head: HeadOpt = None,
     positive: PositiveOpt = None,
     negative: NegativeOpt = None,
     shard: Annotated[
@@ -184,9 +194,10 @@ def rank(
         [str(f) for f in folders],
         model or DEFAULT_MODEL,
         pretrained or DEFAULT_PRETRAINED,
-        positive or DEFAULT_POSITIVE,
-        negative or DEFAULT_NEGATIVE,
+        positive,
+        negative,
         (precision or Precision.fp32).value,
+        head or "ensemble",
     )
     options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
     share = _parse_shard(shard) if shard else torchrun_shard()
@@ -226,6 +237,7 @@ def best(
     workers: WorkersOpt = max(1, os.cpu_count() or 1),
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     strict: StrictOpt = False,
+    head: HeadOpt = None,
     positive: PositiveOpt = None,
     negative: NegativeOpt = None,
 ) -> None:
@@ -243,9 +255,10 @@ def best(
         [str(f) for f in folders] if folders else base["roots"],
         model or base.get("model") or DEFAULT_MODEL,
         pretrained or base.get("pretrained") or DEFAULT_PRETRAINED,
-        positive or base.get("positive") or DEFAULT_POSITIVE,
-        negative or base.get("negative") or DEFAULT_NEGATIVE,
+        positive or base.get("positive"),
+        negative or base.get("negative"),
         precision.value if precision else base.get("precision", "fp32"),
+        head or base.get("head") or "ensemble",
     )
     options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
     result = _run(settings, db, device, options, remember=False)
@@ -286,7 +299,7 @@ def _run(
             on_load=lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
             local_rank=local_rank(),
         )
-        head = PromptHead("ensemble", settings.positive, settings.negative)
+        head = resolve_head(settings.head, settings.positive, settings.negative)
         heif = heif_available()
 
         def on_failure(failure: Failure) -> None:
@@ -369,3 +382,7 @@ def _quiet_libraries() -> None:
 
 def main() -> None:
     app()
+
+
+# The AVA commands live in their own module; importing it registers them on `app`.
+from clip_cull import cli_ava  # noqa: E402,F401

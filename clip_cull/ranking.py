@@ -11,6 +11,7 @@ import numpy as np
 
 from clip_cull.files import FileStat, walk_photos
 from clip_cull.heads.base import Head
+from clip_cull.heads.files import check_backbone
 from clip_cull.indexer import (
     Failure,
     IndexOptions,
@@ -60,8 +61,9 @@ def rank_photos(
     if not rows:
         return []
     prompts = head.prompts()
-    prompt_vectors = prompt_embeddings(store, session, prompts, text_progress) if prompts else {}
     features = np.stack([vectors[r.fingerprint] for r in rows]).astype(np.float32)
+    check_backbone(head, session.text_model_id, session.spec.architecture, features.shape[1])
+    prompt_vectors = prompt_embeddings(store, session, prompts, text_progress) if prompts else {}
     scores, labels = head.score(features, prompt_vectors)
     order = sorted(range(len(rows)), key=lambda i: (-float(scores[i]), rows[i].path))
     return [

@@ -1,1 +1,31 @@
-"""Heads turn cached CLIP embeddings into aesthetic scores."""
+"""Heads turn cached CLIP embeddings into aesthetic scores.
+
+Built-in names: `fixed`, `context`, `ensemble` (the paper's prompt heads, with a choice of
+adjectives). Anything else is a head file: a clipcull `.safetensors`/`.npz` (a trained linear
+probe or a chosen prompt head) or a LAION aesthetic predictor `.pth`.
+"""
+
+from __future__ import annotations
+
+from clip_cull.heads.files import HeadError, load_head
+from clip_cull.heads.prompt import PROMPT_KINDS, PromptHead
+from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
+
+BUILTIN_HEADS = {
+    "ensemble": "the paper's prompt ensemble: 1000 context prompts per adjective averaged into one vector (default)",
+    "context": "the 2000 context prompts 'a {adj} picture, of a #{class}': score summed over all, label of the closest",
+    "fixed": "two prompts 'a {adj} picture'",
+}
+
+
+def resolve_head(name_or_path: str, positive: str | None = None, negative: str | None = None):
+    """A built-in prompt head by name, or a head file by path."""
+    if name_or_path in PROMPT_KINDS:
+        return PromptHead(name_or_path, positive or DEFAULT_POSITIVE, negative or DEFAULT_NEGATIVE)
+    head = load_head(name_or_path)
+    if (positive or negative) and not isinstance(head, PromptHead):
+        raise HeadError("--positive and --negative apply to prompt heads only")
+    return head
+
+
+__all__ = ["BUILTIN_HEADS", "HeadError", "PromptHead", "load_head", "resolve_head"]

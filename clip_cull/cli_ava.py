@@ -1,0 +1,336 @@
+"""`clipcull heads`, `clipcull train prompts|linear` and `clipcull eval`: the paper on AVA."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from clip_cull import ui
+from clip_cull.ava import Split, load_ava, make_split, read_ids
+from clip_cull.cli import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    BatchOpt,
+    DbOpt,
+    Device,
+    DeviceOpt,
+    ModelOpt,
+    PretrainedOpt,
+    WorkersOpt,
+    _fail,
+    _open_store,
+    _quiet_libraries,
+    app,
+)
+from clip_cull.encoder import ModelSpec
+from clip_cull.errors import ClipCullError
+from clip_cull.heads import BUILTIN_HEADS, load_head, resolve_head
+from clip_cull.heads.linear import probe_head
+from clip_cull.heads.prompt import PROMPT_KINDS, PromptHead
+from clip_cull.indexer import Failure, IndexOptions, ModelSession, prompt_embeddings
+from clip_cull.prompts import negative_adjectives, positive_adjectives
+from clip_cull import train as training
+
+train_app = typer.Typer(help="Fit heads on AVA (the paper's prompt search and linear probe).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+AvaArg = Annotated[Path, typer.Argument(help="The AVA folder: AVA.txt and images/{id}.jpg (or the images beside it).")]
+TestIdsOpt = Annotated[Optional[Path], typer.Option("--test-ids", help="File of test image ids (a list, or CSV).")]
+ValIdsOpt = Annotated[Optional[Path], typer.Option("--val-ids", help="File of validation image ids.")]
+SplitOpt = Annotated[Optional[Path], typer.Option("--split", help="A split file written by an earlier train run.")]
+TestFractionOpt = Annotated[
+    Optional[float],
+    typer.Option("--test-fraction", min=0.0, max=0.9, help="Without split files: the share drawn for test. \\[default: the paper's 25,551 of 255,530]"),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random split.")]
+FastOpt = Annotated[bool, typer.Option("--fast-decode", help="Reduced-scale JPEG decoding (faster; figures then differ slightly from exact preprocessing).")]
+
+
+class _Context:
+    """What every AVA command sets up: store, model session, dataset, split, console."""
+
+    def __init__(self, ava_dir, db, model, pretrained, device, batch_size, workers, fast_decode,
+                 split_file=None, test_ids=None, val_ids=None, test_fraction=None, seed=0):
+        _quiet_libraries()
+        self.err = ui.stderr_console()
+        self.store = _open_store(db)
+        self.stack = contextlib.ExitStack()
+        self.stack.callback(self.store.close)
+        self.session = ModelSession(
+            ModelSpec(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED), self.store, device.value,
+            on_load=lambda spec: ui.message(self.err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
+        )
+        self.options = IndexOptions(batch_size=batch_size, workers=workers, fast_decode=fast_decode)
+        self.ava = load_ava(ava_dir)
+        if split_file:
+            self.split = Split.load(split_file)
+        else:
+            self.split = make_split(
+                self.ava,
+                read_ids(test_ids) if test_ids else None,
+                read_ids(val_ids) if val_ids else None,
+                test_fraction,
+                seed=seed,
+            )
+        missing = sum(p is None for p in self.ava.paths)
+        ui.message(
+            self.err,
+            f"clipcull: AVA: {len(self.ava.ids)} rated images ({missing} missing from the folder); split "
+            f"({self.split.source}): {len(self.split.train)} train, {len(self.split.validation)} validation, "
+            f"{len(self.split.test)} test",
+            "dim",
+        )
+
+    def features(self, ids: list[str], kind: str, what: str):
+        def on_failure(failure: Failure) -> None:
+            ui.message(self.err, f"clipcull: skipped {ui.shown_path(failure.path)}: {failure.reason}", "yellow")
+
+        with ui.progress_bars(self.err) as bar:
+            got = training.ava_features(self.store, self.session, self.ava, ids, kind, self.options,
+                                        progress=bar(f"embedding {what} images"), on_failure=on_failure)
+        ui.message(self.err, f"clipcull: {what}: {len(got.ids)} images used, {got.missing} missing, "
+                             f"{got.unreadable} unreadable", "dim")
+        if not got.ids:
+            raise ClipCullError(f"no usable {what} images in {self.ava.folder}")
+        return got
+
+    def prompt_vectors(self, prompts: list[str]) -> dict:
+        with ui.progress_bars(self.err) as bar:
+            return prompt_embeddings(self.store, self.session, prompts, bar("embedding prompts"))
+
+
+def _context(**kwargs) -> _Context:
+    try:
+        return _Context(**kwargs)
+    except ClipCullError as e:
+        _fail(str(e))
+
+
+@app.command()
+def heads(files: Annotated[Optional[list[Path]], typer.Argument(help="Head files to describe.")] = None) -> None:
+    """List the built-in heads, or describe head files (kind, backbone, features, training, figures)."""
+    if not files:
+        table = Table(show_edge=False)
+        table.add_column("head")
+        table.add_column("what it is")
+        for name, text in BUILTIN_HEADS.items():
+            table.add_row(name, text)
+        table.add_row("FILE.safetensors", "a head written by `clipcull train` (linear probe or chosen prompt pair)")
+        table.add_row("FILE.pth", "a LAION aesthetic predictor (sa_0_4_vit_*_linear.pth, or the improved MLP)")
+        ui.stdout_console().print(table)
+        return
+    for path in files:
+        try:
+            head = load_head(path)
+        except ClipCullError as e:
+            _fail(str(e))
+        meta = getattr(head, "metadata", {}) or {}
+        info = {
+            "file": str(path),
+            "name": head.name,
+            "features": head.features,
+            "backbone": head.backbone,
+            "trained_on": meta.get("trained_on"),
+            "eval": meta.get("eval"),
+        }
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+
+
+@train_app.command("prompts")
+def train_prompts(
+    ava_dir: AvaArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the chosen head (.safetensors).")],
+    kind: Annotated[str, typer.Option("--kind", help="Which prompt head to write: fixed, context or ensemble.")] = "ensemble",
+    criterion: Annotated[str, typer.Option("--criterion", help="Choose the pair by spearman (continuous) or accuracy (binary).")] = "spearman",
+    top: Annotated[int, typer.Option("--top", min=1, help="How many pairs to show per head kind.")] = 5,
+    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = None, workers: WorkersOpt = 1, fast_decode: FastOpt = False,
+    split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
+    test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
+) -> None:
+    """The paper's prompt search: every positive x negative adjective pair (27 x 12) for the fixed, context and ensemble heads, on the training split."""
+    if kind not in PROMPT_KINDS or criterion not in ("spearman", "accuracy"):
+        raise typer.BadParameter("--kind is fixed, context or ensemble; --criterion is spearman or accuracy")
+    ctx = _context(ava_dir=ava_dir, db=db, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
+                   workers=workers, fast_decode=fast_decode, split_file=split, test_ids=test_ids, val_ids=val_ids,
+                   test_fraction=test_fraction, seed=seed)
+    with ctx.stack:
+        try:
+            data = ctx.features(ctx.split.train, "projected", "train")
+            positives, negatives = list(positive_adjectives()), list(negative_adjectives())
+            vectors = ctx.prompt_vectors(training.search_prompts_needed(positives, negatives))
+            results = training.search_prompts(data.features, data.means, vectors, positives, negatives)
+        except ClipCullError as e:
+            _fail(str(e))
+        table = Table(title=f"prompt pairs on {len(data.ids)} training images", show_edge=False)
+        for column in ("head", "positive", "negative", "accuracy", "Spearman"):
+            table.add_column(column)
+        for k in PROMPT_KINDS:
+            ranked = sorted((r for r in results if r.kind == k), key=lambda r: -getattr(r, criterion))
+            for r in ranked[:top]:
+                table.add_row(k, r.positive, r.negative, f"{r.accuracy:.4f}", f"{r.spearman:.4f}")
+        ui.stdout_console().print(table)
+        chosen = training.best_pair(results, kind, criterion)
+        head = PromptHead(kind, chosen.positive, chosen.negative)
+        trained_on = {"dataset": str(ctx.ava.folder), "split": ctx.split.source, "images": len(data.ids),
+                      "backbone": ctx.session.text_model_id, "criterion": criterion,
+                      "train_accuracy": chosen.accuracy, "train_spearman": chosen.spearman}
+        _write(ctx, head, output, trained_on)
+
+
+@train_app.command("linear")
+def train_linear(
+    ava_dir: AvaArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the head (.safetensors or .npz).")],
+    features: Annotated[str, typer.Option("--features", help="pooled (768-d, the paper's text) or projected (512-d, the authors' code).")] = "pooled",
+    ridge: Annotated[Optional[str], typer.Option("--ridge", help="auto (strength by 5-fold cross-validation) or a strength; default: plain least squares, the paper's method.")] = None,
+    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = None, workers: WorkersOpt = 1, fast_decode: FastOpt = False,
+    split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
+    test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
+) -> None:
+    """The paper's linear probe: z-scored features, least squares on the AVA mean score; label = prediction > 5. Fitted on the training split from cached features, evaluated on the test split."""
+    if features not in ("pooled", "projected"):
+        raise typer.BadParameter("--features is pooled or projected")
+    if ridge not in (None, "auto"):
+        try:
+            float(ridge)
+        except ValueError:
+            raise typer.BadParameter("--ridge is auto or a number") from None
+    ctx = _context(ava_dir=ava_dir, db=db, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
+                   workers=workers, fast_decode=fast_decode, split_file=split, test_ids=test_ids, val_ids=val_ids,
+                   test_fraction=test_fraction, seed=seed)
+    with ctx.stack:
+        try:
+            data = ctx.features(ctx.split.train, features, "train")
+            fit = training.fit_probe(data.features, data.means, ridge, seed)
+            head = probe_head(fit, features, ctx.session.text_model_id)
+            evaluation = None
+            if ctx.split.test:
+                test = ctx.features(ctx.split.test, features, "test")
+                evaluation = training.evaluate_head(head, test.features, test.means, {}).as_dict()
+        except ClipCullError as e:
+            _fail(str(e))
+        trained_on = {"dataset": str(ctx.ava.folder), "split": ctx.split.source, "images": len(data.ids),
+                      "features": features, "ridge_alpha": fit.alpha}
+        _write(ctx, head, output, trained_on, evaluation)
+        if evaluation:
+            _print_rows([_row("linear", f"linear probe ({features})", evaluation)], as_json=False)
+
+
+def _write(ctx: _Context, head, output: Path, trained_on: dict, evaluation: dict | None = None) -> None:
+    from clip_cull.heads.files import save_head
+
+    path = save_head(head, output, trained_on, evaluation)
+    split_path = ctx.split.save(path.with_name(path.stem + ".split.json"))
+    ui.message(ctx.err, f"clipcull: wrote {path} (split: {split_path})", "dim")
+
+
+@app.command("eval")
+def eval_ava(
+    ava_dir: AvaArg,
+    head: Annotated[Optional[list[str]], typer.Option("--head", help="A head name or file; repeat for several.")] = None,
+    all_heads: Annotated[bool, typer.Option("--all", help="Every paper method clipcull has: the three prompt heads with the paper's pairs, and a linear probe fitted on the train split.")] = False,
+    features: Annotated[str, typer.Option("--features", help="Features of the linear probe fitted by --all.")] = "pooled",
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object a line instead of a table.")] = False,
+    resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = None, workers: WorkersOpt = 1, fast_decode: FastOpt = False,
+    split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
+    test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
+) -> None:
+    """Accuracy, Spearman and Pearson on the AVA test split, with 95% bootstrap intervals and N, beside the paper's Table 1."""
+    if not head and not all_heads:
+        raise typer.BadParameter("give --head NAME|FILE (repeatable) or --all")
+    ctx = _context(ava_dir=ava_dir, db=db, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
+                   workers=workers, fast_decode=fast_decode, split_file=split, test_ids=test_ids, val_ids=val_ids,
+                   test_fraction=test_fraction, seed=seed)
+    with ctx.stack:
+        try:
+            rows = _evaluate(ctx, head or [], all_heads, features, resamples)
+        except ClipCullError as e:
+            _fail(str(e))
+    _print_rows(rows, json_out)
+
+
+def _evaluate(ctx: _Context, names: list[str], all_heads: bool, features: str, resamples: int) -> list[dict]:
+    from clip_cull.heads.files import check_backbone
+
+    test_cache: dict[str, object] = {}
+
+    def test_features(kind: str):
+        if kind not in test_cache:
+            test_cache[kind] = ctx.features(ctx.split.test, kind, "test")
+        return test_cache[kind]
+
+    train_means = ctx.ava.means[[ctx.ava.index()[i] for i in ctx.split.train]]
+    rows = [_row("majority", "majority baseline",
+                 training.majority_baseline(train_means, test_features("projected").means, resamples).as_dict())]
+    if all_heads:
+        proj = test_features("projected")
+        vectors = ctx.prompt_vectors(_paper_prompts())
+        for kind in PROMPT_KINDS:
+            evaluation = training.evaluate_paper_prompts(kind, proj.features, proj.means, vectors, resamples)
+            rows.append(_row(kind, f"{kind} (paper's pairs)", evaluation.as_dict()))
+        train = ctx.features(ctx.split.train, features, "train")
+        probe = probe_head(training.fit_probe(train.features, train.means), features, ctx.session.text_model_id)
+        data = test_features(features)
+        rows.append(_row("linear", f"linear probe ({features})",
+                         training.evaluate_head(probe, data.features, data.means, {}, resamples).as_dict()))
+    for name in names:
+        h = resolve_head(name)
+        data = test_features(h.features)
+        check_backbone(h, ctx.session.text_model_id, ctx.session.spec.architecture, data.features.shape[1])
+        vectors = ctx.prompt_vectors(h.prompts()) if h.prompts() else {}
+        kind = h.kind if isinstance(h, PromptHead) else ("linear" if "linear(" in h.name else None)
+        rows.append(_row(kind, h.name, training.evaluate_head(h, data.features, data.means, vectors, resamples).as_dict()))
+    return rows
+
+
+def _paper_prompts() -> list[str]:
+    prompts: list[str] = []
+    for kind, pairs in training.PAPER_PAIRS.items():
+        for pos, neg in pairs:
+            prompts += PromptHead(kind, pos, neg).prompts()
+    return list(dict.fromkeys(prompts))
+
+
+def _row(kind: str | None, method: str, evaluation: dict) -> dict:
+    paper = training.PAPER_TABLE.get(kind or "")
+    return {
+        "method": method,
+        **evaluation,
+        "paper": None if paper is None else {"row": paper[0], "accuracy": paper[1], "spearman": paper[2], "pearson": paper[3]},
+    }
+
+
+def _print_rows(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+
+    def cell(fig):
+        if not fig:
+            return "-"
+        low, high = fig["ci95"]
+        return f"{fig['value']:.3f} [{low:.3f}, {high:.3f}]"
+
+    def paper_cell(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    table = Table(title="AVA test split (95% bootstrap intervals) beside the paper's Table 1", show_edge=False)
+    for column in ("method", "N", "accuracy", "SRCC", "PLCC", "paper row", "acc", "SRCC", "PLCC"):
+        table.add_column(column)
+    for row in rows:
+        paper = row["paper"] or {}
+        table.add_row(row["method"], str(row["n"]), cell(row["accuracy"]), cell(row["spearman"]), cell(row["pearson"]),
+                      paper.get("row", "-"), paper_cell(paper.get("accuracy")), paper_cell(paper.get("spearman")),
+                      paper_cell(paper.get("pearson")))
+    ui.stdout_console().print(table)

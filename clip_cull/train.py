@@ -1,0 +1,180 @@
+"""Reproducing the paper on AVA: features from the cache, the prompt search, the linear probe,
+and evaluation against Table 1."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from clip_cull.ava import AvaSet
+from clip_cull.files import FileStat
+from clip_cull.heads.base import AESTHETIC
+from clip_cull.heads.linear import LinearFit, choose_ridge_alpha, fit_linear
+from clip_cull.heads.prompt import PROMPT_KINDS, adjective_prompts, adjective_statistics, combine
+from clip_cull.indexer import Failure, IndexOptions, ModelSession, ProgressFn, index_photos
+from clip_cull.metrics import Evaluation, accuracy, evaluate, spearman
+from clip_cull.store import Store
+
+# Table 1 of the paper: (accuracy, SRCC, PLCC).
+PAPER_TABLE = {
+    "majority": ("majority baseline", 0.703, None, None),
+    "fixed": ("fixed prompt CLIP", 0.725, 0.435, 0.453),
+    "context": ("context-aware prompt CLIP", 0.737, 0.539, 0.554),
+    "ensemble": ("ensemble prompt CLIP", 0.756, 0.539, 0.554),
+    "linear": ("linear probe CLIP", 0.800, 0.683, 0.694),
+    "finetune": ("fine-tuned CLIP", 0.816, 0.731, 0.741),
+}
+# The pairs the paper found best on AVA's training set: (binary task, continuous task).
+PAPER_PAIRS = {
+    "fixed": (("outstanding", "atrocious"), ("outstanding", "horrible")),
+    "context": (("smashing", "horrible"), ("outstanding", "horrible")),
+    "ensemble": (("smashing", "horrible"), ("outstanding", "horrible")),
+}
+
+
+@dataclass
+class AvaFeatures:
+    ids: list[str]
+    features: np.ndarray  # (N, D), in the order of ids
+    means: np.ndarray  # (N,) AVA mean scores
+    missing: int  # images not in the folder
+    unreadable: int
+
+
+def ava_features(
+    store: Store,
+    session: ModelSession,
+    ava: AvaSet,
+    ids: list[str],
+    kind: str = "projected",
+    options: IndexOptions | None = None,
+    progress: ProgressFn | None = None,
+    on_failure: Callable[[Failure], None] | None = None,
+) -> AvaFeatures:
+    """Embed (through the cache, resumable) the images of ids and return their features.
+    AVA uses exact preprocessing unless options say otherwise, so figures match the paper's."""
+    options = options or IndexOptions(fast_decode=False)
+    where = ava.index()
+    photos, missing = [], 0
+    for image_id in ids:
+        path = ava.paths[where[image_id]]
+        if path is None:
+            missing += 1
+            continue
+        st = os.stat(path)
+        photos.append((image_id, FileStat(str(path), st.st_size, st.st_mtime_ns)))
+    report = index_photos(store, [p for _, p in photos], session, options, progress=progress, on_failure=on_failure)
+    failed = {f.path for f in report.failures}
+    records = store.file_records([p.path for _, p in photos if p.path not in failed])
+    vectors = store.embeddings([r.fingerprint for r in records.values()], session.model_id, kind)
+    used, rows = [], []
+    for image_id, photo in photos:
+        rec = records.get(photo.path)
+        if rec is not None and rec.fingerprint in vectors:
+            used.append(image_id)
+            rows.append(vectors[rec.fingerprint])
+    means = ava.means[[where[i] for i in used]] if used else np.zeros(0)
+    dim = rows[0].shape[0] if rows else 0
+    features = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+    return AvaFeatures(used, features, means, missing, len(failed))
+
+
+# --- prompt search ---------------------------------------------------------------------------
+
+
+@dataclass
+class PairResult:
+    kind: str
+    positive: str
+    negative: str
+    accuracy: float
+    spearman: float
+
+
+def search_prompts_needed(positives, negatives, kinds=PROMPT_KINDS) -> list[str]:
+    kinds_needing = {"fixed"} & set(kinds) | ({"context"} if {"context", "ensemble"} & set(kinds) else set())
+    prompts: list[str] = []
+    for adjective in [*positives, *negatives]:
+        for kind in sorted(kinds_needing):
+            prompts += adjective_prompts(kind, adjective)
+    return list(dict.fromkeys(prompts))
+
+
+def search_prompts(
+    features: np.ndarray,
+    means: np.ndarray,
+    prompt_vectors: dict[str, np.ndarray],
+    positives: list[str],
+    negatives: list[str],
+    kinds=PROMPT_KINDS,
+) -> list[PairResult]:
+    """The paper's search: every positive x negative pair, for each head kind, scored on the
+    given (training) images by accuracy of the binary label and Spearman of the score."""
+    from clip_cull.heads.base import l2_normalize
+
+    unit = l2_normalize(features)
+    actual = means > 5.0
+    stats: dict[tuple[str, str], object] = {}
+    sources = {"fixed" if kind == "fixed" else "context" for kind in kinds}
+    for kind in sorted(sources):
+        for adjective in dict.fromkeys([*positives, *negatives]):
+            if (kind, adjective) not in stats:
+                vectors = [prompt_vectors[p] for p in adjective_prompts(kind, adjective)]
+                stats[(kind, adjective)] = adjective_statistics(unit, vectors)
+    results = []
+    for kind in kinds:
+        source = "fixed" if kind == "fixed" else "context"
+        for pos in positives:
+            for neg in negatives:
+                score, closer = combine(kind, stats[(source, pos)], stats[(source, neg)])
+                results.append(PairResult(kind, pos, neg, accuracy(closer, actual), spearman(score, means)))
+    return results
+
+
+def best_pair(results: list[PairResult], kind: str, criterion: str) -> PairResult:
+    """Highest accuracy or Spearman; ties go to the earlier pair in the adjective lists."""
+    candidates = [r for r in results if r.kind == kind]
+    return max(candidates, key=lambda r: getattr(r, criterion))
+
+
+# --- linear probe ----------------------------------------------------------------------------
+
+
+def fit_probe(features: np.ndarray, means: np.ndarray, ridge: str | float | None = None, seed: int = 0) -> LinearFit:
+    """The paper's probe: least squares on z-scored features (ridge=None), or ridge with a
+    given strength, or 'auto': the strength chosen by 5-fold cross-validation."""
+    if ridge is None:
+        return fit_linear(features, means)
+    if ridge == "auto":
+        alpha, _ = choose_ridge_alpha(features, means, seed=seed)
+        return fit_linear(features, means, alpha)
+    return fit_linear(features, means, float(ridge))
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def evaluate_head(head, features: np.ndarray, means: np.ndarray, prompt_vectors: dict, resamples: int = 1000) -> Evaluation:
+    scores, labels = head.score(features, prompt_vectors)
+    return evaluate(np.array([l == AESTHETIC for l in labels]), scores, means, resamples=resamples)
+
+
+def evaluate_paper_prompts(
+    kind: str, features: np.ndarray, means: np.ndarray, prompt_vectors: dict, resamples: int = 1000
+) -> Evaluation:
+    """As Table 1 reports prompt heads: accuracy with the pair best for the binary task,
+    correlations with the pair best for the continuous task."""
+    from clip_cull.heads.prompt import PromptHead
+
+    (bp, bn), (cp, cn) = PAPER_PAIRS[kind]
+    _, labels = PromptHead(kind, bp, bn).score(features, prompt_vectors)
+    scores, _ = PromptHead(kind, cp, cn).score(features, prompt_vectors)
+    return evaluate(np.array([l == AESTHETIC for l in labels]), scores, means, resamples=resamples)
+
+
+def majority_baseline(train_means: np.ndarray, test_means: np.ndarray, resamples: int = 1000) -> Evaluation:
+    majority = bool(np.mean(train_means > 5.0) >= 0.5)
+    return evaluate(np.full(len(test_means), majority), None, test_means, resamples=resamples)
