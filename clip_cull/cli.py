@@ -294,12 +294,15 @@ def _run(
     err = ui.stderr_console()
     store = _open_store(db)
     try:
-        session = ModelSession(
-            ModelSpec(settings.model, settings.pretrained, settings.precision), store, device.value,
-            on_load=lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
-            local_rank=local_rank(),
-        )
         head = resolve_head(settings.head, settings.positive, settings.negative)
+        announce = lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim")  # noqa: E731
+        if hasattr(head, "session"):  # a fine-tuned model brings its own weights
+            session = head.session(store, device.value, local_rank(), on_load=announce)
+        else:
+            session = ModelSession(
+                ModelSpec(settings.model, settings.pretrained, settings.precision), store, device.value,
+                on_load=announce, local_rank=local_rank(),
+            )
         heif = heif_available()
 
         def on_failure(failure: Failure) -> None:

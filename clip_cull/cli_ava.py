@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+
+import numpy as np
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,6 +30,7 @@ from clip_cull.cli import (
     _quiet_libraries,
     app,
 )
+from clip_cull.distributed import local_rank
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.heads import BUILTIN_HEADS, load_head, resolve_head
@@ -37,7 +40,7 @@ from clip_cull.indexer import Failure, IndexOptions, ModelSession, prompt_embedd
 from clip_cull.prompts import negative_adjectives, positive_adjectives
 from clip_cull import train as training
 
-train_app = typer.Typer(help="Fit heads on AVA (the paper's prompt search and linear probe).", no_args_is_help=True)
+train_app = typer.Typer(help="Fit heads on AVA: the paper's prompt search, linear probe and fine-tuning.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
 AvaArg = Annotated[Path, typer.Argument(help="The AVA folder: AVA.txt and images/{id}.jpg (or the images beside it).")]
@@ -65,6 +68,7 @@ class _Context:
         self.session = ModelSession(
             ModelSpec(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED), self.store, device.value,
             on_load=lambda spec: ui.message(self.err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
+            local_rank=local_rank(),
         )
         self.options = IndexOptions(batch_size=batch_size, workers=workers, fast_decode=fast_decode)
         self.ava = load_ava(ava_dir)
@@ -224,6 +228,105 @@ def train_linear(
             _print_rows([_row("linear", f"linear probe ({features})", evaluation)], as_json=False)
 
 
+@train_app.command("finetune")
+def train_finetune(
+    ava_dir: AvaArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model (resumes from it if it holds an unfinished run).")],
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs to run.")] = 100,
+    patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation EMD.")] = 10,
+    train_batch: Annotated[int, typer.Option("--train-batch-size", min=1, help="Images per SGD step.")] = 128,
+    lr_head: Annotated[float, typer.Option("--lr-head", help="Learning rate of the new Linear(768, 10).")] = 1e-2,
+    lr_backbone: Annotated[float, typer.Option("--lr-backbone", help="Learning rate of the image encoder.")] = 1e-4,
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.5,
+    loader_workers: Annotated[int, typer.Option("--loader-workers", min=0, help="DataLoader worker processes.")] = 0,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming.")] = False,
+    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = None, workers: WorkersOpt = 1,
+    split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
+    test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
+) -> None:
+    """The paper's fine-tuning: image encoder without projection + Linear(768, 10) + softmax, EMD loss (r=2), SGD momentum 0.5, lr 1e-2 head / 1e-4 encoder, batch 128, early stopping on validation EMD (patience 10), best checkpoint kept. Resumable; under `torchrun --nproc-per-node N -m clip_cull train finetune ...` it runs DistributedDataParallel."""
+    from clip_cull import finetune
+    from clip_cull.distributed import torchrun_shard
+
+    distributed = torchrun_shard() is not None
+    if distributed:
+        _init_distributed(device)
+    rank = _dist_rank()
+    ctx = _context(ava_dir=ava_dir, db=db, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
+                   workers=workers, fast_decode=False, split_file=split, test_ids=test_ids, val_ids=val_ids,
+                   test_fraction=test_fraction, seed=seed)
+    with ctx.stack:
+        try:
+            # One pass through the cache finds unreadable images once (process 0 does it; the
+            # others then read the warm cache) so training never stops on a bad file.
+            if rank != 0:
+                _barrier()
+            train = ctx.features(ctx.split.train, "projected", "train")
+            val = ctx.features(ctx.split.validation, "projected", "validation")
+            if rank == 0 and distributed:
+                _barrier()
+            encoder = ctx.session.encoder
+            where = ctx.ava.index()
+
+            def images(ids):
+                rows = [where[i] for i in ids]
+                counts = ctx.ava.counts[rows].astype(np.float64)
+                return finetune.AvaImages([str(ctx.ava.paths[r]) for r in rows],
+                                          counts / counts.sum(axis=1, keepdims=True), encoder.preprocess)
+
+            settings = finetune.FinetuneSettings(epochs, patience, train_batch, lr_head, lr_backbone, momentum,
+                                                 loader_workers, seed)
+            import open_clip
+
+            metadata = {
+                "architecture": ctx.session.spec.architecture,
+                "model_config": open_clip.get_model_config(ctx.session.spec.architecture),
+                "backbone": ctx.session.text_model_id,
+                "trained_on": {"dataset": str(ctx.ava.folder), "split": ctx.split.source,
+                               "train_images": len(train.ids), "validation_images": len(val.ids)},
+                "settings": vars(settings),
+            }
+            if rank == 0:
+                output.mkdir(parents=True, exist_ok=True)
+                ctx.split.save(output / "split.json")
+
+            def on_epoch(report):
+                if rank == 0:
+                    ui.message(ctx.err, f"clipcull: epoch {report.epoch}: train EMD {report.train_emd:.4f}, "
+                                        f"validation EMD {report.val_emd:.4f} (best: epoch {report.best_epoch})"
+                                        + (" - stopping early" if report.stopped else ""), "dim")
+
+            state = finetune.train_finetune(encoder, images(train.ids), images(val.ids), output, settings,
+                                            metadata, on_epoch, fresh)
+        except ClipCullError as e:
+            _fail(str(e))
+    if rank == 0:
+        ui.message(ctx.err, f"clipcull: best epoch {state.best_epoch} (validation EMD {state.best_val:.4f}); "
+                            f"model in {output}. Score with: clipcull rank FOLDER --head {output}", "dim")
+
+
+def _init_distributed(device: Device) -> None:
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if device != Device.cpu and torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+
+
+def _dist_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def _write(ctx: _Context, head, output: Path, trained_on: dict, evaluation: dict | None = None) -> None:
     from clip_cull.heads.files import save_head
 
@@ -285,6 +388,11 @@ def _evaluate(ctx: _Context, names: list[str], all_heads: bool, features: str, r
                          training.evaluate_head(probe, data.features, data.means, {}, resamples).as_dict()))
     for name in names:
         h = resolve_head(name)
+        if hasattr(h, "session"):  # a fine-tuned model: run it (cached) on the test images
+            data = training.ava_features(ctx.store, h.session(ctx.store, ctx.session.device), ctx.ava, ctx.split.test,
+                                         "projected", ctx.options)
+            rows.append(_row("finetune", h.name, training.evaluate_head(h, data.features, data.means, {}, resamples).as_dict()))
+            continue
         data = test_features(h.features)
         check_backbone(h, ctx.session.text_model_id, ctx.session.spec.architecture, data.features.shape[1])
         vectors = ctx.prompt_vectors(h.prompts()) if h.prompts() else {}

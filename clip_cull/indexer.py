@@ -50,11 +50,19 @@ class ModelSession:
         device: str = "auto",
         on_load: Callable[[ModelSpec], None] | None = None,
         local_rank: int | None = None,
+        loader: Callable[[], object] | None = None,
+        model_id: str | None = None,
     ):
+        """loader and model_id replace open_clip loading and the identity derived from spec
+        (a fine-tuned model scores through the same cache this way)."""
         self.spec = spec
         self.device = device
         self.local_rank = local_rank  # which GPU, when torchrun starts one process per GPU
-        self.model_id, self.text_model_id = _model_ids(spec, store)
+        self.loader = loader
+        if model_id is not None:
+            self.model_id = self.text_model_id = model_id
+        else:
+            self.model_id, self.text_model_id = _model_ids(spec, store)
         self.on_load = on_load  # told before the (seconds-long) load starts
         self._encoder: ClipEncoder | None = None
         self._lock = threading.Lock()
@@ -69,7 +77,10 @@ class ModelSession:
             if self._encoder is None:
                 if self.on_load:
                     self.on_load(self.spec)
-                self._encoder = load_encoder(self.spec, self.device, self.local_rank)
+                if self.loader is not None:
+                    self._encoder = self.loader()
+                else:
+                    self._encoder = load_encoder(self.spec, self.device, self.local_rank)
             return self._encoder
 
 

@@ -86,3 +86,34 @@ def photo_folder(tmp_path) -> Path:
     for i in range(6, 8):
         make_photo(folder / "day2" / f"IMG_{i:04d}.jpg", seed=i)
     return folder
+
+
+def counts_for_mean(target: float, votes: int = 100) -> list[int]:
+    """Ten rating counts whose mean is close to target (two neighbouring bins)."""
+    low = int(np.clip(np.floor(target), 1, 9))
+    frac = target - low
+    counts = [0] * 10
+    counts[low - 1] = round(votes * (1 - frac))
+    counts[low] = votes - counts[low - 1]
+    return counts
+
+
+@pytest.fixture
+def mini_ava(tmp_path) -> Path:
+    """60 images whose AVA mean score follows their brightness; 3 listed images are missing."""
+    folder = tmp_path / "ava"
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(63):
+        image_id = str(1000 + i)
+        brightness = rng.uniform(20, 235)
+        mean = 2.0 + 6.0 * (brightness - 20) / 215
+        if i < 60:
+            pixels = np.clip(rng.normal(brightness, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / "images" / f"{image_id}.jpg", quality=95)
+        counts = counts_for_mean(mean)
+        lines.append(" ".join(map(str, [i + 1, image_id, *counts, 0, 0, 1])))
+    (folder / "AVA.txt").write_text("\n".join(lines) + "\n")
+    (folder / "test_ids.txt").write_text("\n".join(str(1000 + i) for i in range(0, 63, 3)) + "\n")
+    return folder

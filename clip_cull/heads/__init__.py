@@ -15,13 +15,20 @@ BUILTIN_HEADS = {
     "ensemble": "the paper's prompt ensemble: 1000 context prompts per adjective averaged into one vector (default)",
     "context": "the 2000 context prompts 'a {adj} picture, of a #{class}': score summed over all, label of the closest",
     "fixed": "two prompts 'a {adj} picture'",
+    "FOLDER/": "a model fine-tuned by `clipcull train finetune` (runs the model; its outputs are cached)",
 }
 
 
 def resolve_head(name_or_path: str, positive: str | None = None, negative: str | None = None):
-    """A built-in prompt head by name, or a head file by path."""
+    """A built-in prompt head by name, a head file, or a fine-tuned model's folder."""
     if name_or_path in PROMPT_KINDS:
         return PromptHead(name_or_path, positive or DEFAULT_POSITIVE, negative or DEFAULT_NEGATIVE)
+    from clip_cull.finetune import FinetunedHead, finetuned_identity, is_finetuned_dir
+
+    if is_finetuned_dir(name_or_path):
+        if positive or negative:
+            raise HeadError("--positive and --negative apply to prompt heads only")
+        return FinetunedHead(f"finetune({name_or_path})", finetuned_identity(name_or_path), path=str(name_or_path))
     head = load_head(name_or_path)
     if (positive or negative) and not isinstance(head, PromptHead):
         raise HeadError("--positive and --negative apply to prompt heads only")
