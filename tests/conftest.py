@@ -117,3 +117,28 @@ def mini_ava(tmp_path) -> Path:
     (folder / "AVA.txt").write_text("\n".join(lines) + "\n")
     (folder / "test_ids.txt").write_text("\n".join(str(1000 + i) for i in range(0, 63, 3)) + "\n")
     return folder
+
+
+class _Payload:
+    """Pickled, this runs `touch MARKER` when unpickled by anything that executes pickle code."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def pickle_payload(tmp_path):
+    """write(path, key) saves {key: payload} with plain pickle; the marker file appears if it ever runs."""
+    import pickle
+
+    marker = tmp_path / "payload-ran"
+
+    def write(path: Path, key: str) -> Path:
+        with open(path, "wb") as f:
+            pickle.dump({key: _Payload(marker)}, f)
+        return path
+
+    return write, marker

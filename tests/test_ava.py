@@ -2,7 +2,6 @@
 files, LAION heads, and `clipcull train` / `clipcull eval` on a synthetic mini-AVA."""
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -199,26 +198,13 @@ def test_improved_laion_mlp_chains_its_linear_layers(tmp_path):
     np.testing.assert_allclose(head.score(x)[0], h[:, 0], rtol=1e-4)
 
 
-class _Payload:
-    def __reduce__(self):
-        import os
-
-        return (os.system, ("touch /tmp/clipcull-head-pwned",))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_pth_head_with_a_pickle_payload_is_refused_without_running(tmp_path):
-    import os
-
-    marker = "/tmp/clipcull-head-pwned"
-    if os.path.exists(marker):
-        os.remove(marker)
-    path = tmp_path / "evil.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"weight": _Payload()}, f)
+def test_pth_head_with_a_pickle_payload_is_refused_without_running(tmp_path, pickle_payload):
+    write, marker = pickle_payload
+    path = write(tmp_path / "evil.pth", "weight")
     with pytest.raises(HeadError, match="refused|cannot read"):
         load_head(path)
-    assert not os.path.exists(marker)
+    assert not marker.exists()
 
 
 # --- the commands on a mini-AVA -------------------------------------------------------------------------

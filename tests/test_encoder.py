@@ -1,7 +1,6 @@
 """Model loading through --pretrained PATH, embeddings, model identity, clear load errors."""
 
 import hashlib
-import pickle
 
 import numpy as np
 import pytest
@@ -82,27 +81,14 @@ def test_bad_model_choices_are_explained(spec, message):
         load_encoder(spec, "cpu")
 
 
-class _Payload:
-    def __reduce__(self):
-        import os
-
-        return (os.system, ("touch /tmp/clipcull-pwned-by-test",))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_pickle_payload_in_checkpoint_is_refused_and_never_runs(tiny_model_files, tmp_path):
-    import os
-
+def test_pickle_payload_in_checkpoint_is_refused_and_never_runs(tiny_model_files, tmp_path, pickle_payload):
     config, _ = tiny_model_files
-    marker = "/tmp/clipcull-pwned-by-test"
-    if os.path.exists(marker):
-        os.remove(marker)
-    evil = tmp_path / "evil.pt"
-    with open(evil, "wb") as f:
-        pickle.dump({"state_dict": _Payload()}, f)
+    write, marker = pickle_payload
+    evil = write(tmp_path / "evil.pt", "state_dict")
     with pytest.raises(ModelLoadError, match="could not load checkpoint"):
         load_encoder(ModelSpec(str(config), str(evil)), "cpu")
-    assert not os.path.exists(marker)
+    assert not marker.exists()
 
 
 def test_cuda_asked_for_without_a_gpu_is_a_clear_error(tiny_model_files, monkeypatch):
