@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from clip_cull import __version__
+from clip_cull.actions.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.files import HEIF_HINT, heif_available
@@ -22,7 +23,7 @@ from clip_cull.indexer import Failure, IndexOptions, ModelSession
 from clip_cull.paths import default_db_path
 from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
 from clip_cull.distributed import local_rank, torchrun_shard, wait_for_all
-from clip_cull.ranking import FolderRanking, index_folders, rank_folders
+from clip_cull.ranking import FolderRanking, group_ranked, index_folders, rank_folders
 from clip_cull.store import Store
 from clip_cull import ui
 
@@ -126,6 +127,15 @@ NegativeOpt = Annotated[
 ]
 
 
+GroupsOpt = Annotated[bool, typer.Option("--groups", help="Find bursts and near-duplicates (shown as a group number).")]
+SimilarityOpt = Annotated[
+    float, typer.Option("--similarity", min=0.0, max=1.0, help="Cosine of the embeddings above which two photos are near-duplicates.")
+]
+WindowOpt = Annotated[
+    float, typer.Option("--burst-window", min=0.0, help="Seconds between capture times within which near-duplicates form a burst.")
+]
+
+
 @dataclass
 class RunSettings:
     roots: list[str]
@@ -173,6 +183,9 @@ def rank(
     head: HeadOpt = None,
     positive: PositiveOpt = None,
     negative: NegativeOpt = None,
+    groups: GroupsOpt = False,
+    similarity: SimilarityOpt = DEFAULT_SIMILARITY,
+    burst_window: WindowOpt = DEFAULT_WINDOW_S,
     shard: Annotated[
         Optional[str],
         typer.Option(
@@ -209,14 +222,15 @@ def rank(
             _finish(share_result, strict)
             return
         wait_for_all()  # process 0 ranks once every share is embedded
-    result = _run(settings, db, device, options)
+    result = _run(settings, db, device, options, groups=(similarity, burst_window) if groups else None)
     ranked = result.ranked[:limit] if limit else result.ranked
+    group_of = result.groups if groups else None
     if json_lines:
-        ui.write_json_lines(ranked, sys.stdout)
+        ui.write_json_lines(ranked, sys.stdout, group_of)
     elif csv_out:
-        ui.write_csv(ranked, sys.stdout)
+        ui.write_csv(ranked, sys.stdout, group_of)
     elif ranked:
-        ui.stdout_console().print(ui.ranking_table(ranked))
+        ui.stdout_console().print(ui.ranking_table(ranked, group_of))
     _finish(result, strict)
 
 
@@ -240,6 +254,9 @@ def best(
     head: HeadOpt = None,
     positive: PositiveOpt = None,
     negative: NegativeOpt = None,
+    unique: Annotated[bool, typer.Option("--unique", help="Only the best photo of each burst or near-duplicate group.")] = False,
+    similarity: SimilarityOpt = DEFAULT_SIMILARITY,
+    burst_window: WindowOpt = DEFAULT_WINDOW_S,
 ) -> None:
     """Print the paths of the best photos, best first, one a line, for scripts.
 
@@ -261,9 +278,19 @@ def best(
         head or base.get("head") or "ensemble",
     )
     options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
-    result = _run(settings, db, device, options, remember=False)
+    result = _run(settings, db, device, options, remember=False, groups=(similarity, burst_window) if unique else None)
+    chosen = result.ranked
+    if unique:
+        seen: set[int] = set()
+        chosen = []
+        for p in result.ranked:
+            g = result.groups.get(p.path)
+            if g is None or g not in seen:
+                chosen.append(p)
+            if g is not None:
+                seen.add(g)
     end = "\0" if print0 else "\n"
-    sys.stdout.write("".join(p.path + end for p in result.ranked[:top]))
+    sys.stdout.write("".join(p.path + end for p in chosen[:top]))
     sys.stdout.flush()
     _finish(result, strict)
 
@@ -288,6 +315,7 @@ def _run(
     options: IndexOptions,
     remember: bool = True,
     shard: tuple[int, int] | None = None,
+    groups: tuple[float, float] | None = None,
 ) -> FolderRanking:
     """Index (and, without a shard, rank) with the user's settings; errors become one line."""
     _quiet_libraries()
@@ -322,6 +350,8 @@ def _run(
                 store, settings.roots, session, head, options, heif=heif,
                 progress=bar("embedding photos"), text_progress=bar("embedding prompts"), on_failure=on_failure,
             )
+        if groups:
+            result.groups = group_ranked(store, result.ranked, session.model_id, *groups)
         if remember:
             settings.roots = [os.path.abspath(os.path.expanduser(r)) for r in settings.roots]
             store.set_setting(LAST_RANK, settings.as_dict())
@@ -387,5 +417,5 @@ def main() -> None:
     app()
 
 
-# The AVA commands live in their own module; importing it registers them on `app`.
-from clip_cull import cli_ava  # noqa: E402,F401
+# The AVA and culling commands live in their own modules; importing them registers them on `app`.
+from clip_cull import cli_actions, cli_ava  # noqa: E402,F401

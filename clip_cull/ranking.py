@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -77,6 +77,20 @@ class FolderRanking:
     ranked: list[RankedPhoto]
     report: IndexReport
     unsupported: list[str]  # files of a format this installation cannot read (a hint, not an error)
+    groups: dict[str, int] = field(default_factory=dict)  # burst group of each photo in a group
+
+
+def group_ranked(store: Store, ranked: list[RankedPhoto], model_id: str, similarity: float, window_s: float) -> dict[str, int]:
+    """Burst groups of ranked photos from their cached embeddings and capture times."""
+    from clip_cull.actions.groups import burst_groups
+
+    if not ranked:
+        return {}
+    records = store.file_records([p.path for p in ranked])
+    vectors = store.embeddings([records[p.path].fingerprint for p in ranked], model_id, "projected")
+    usable = [p for p in ranked if records[p.path].fingerprint in vectors]
+    matrix = np.stack([vectors[records[p.path].fingerprint] for p in usable]).astype(np.float32)
+    return burst_groups([p.path for p in usable], matrix, [p.captured_at for p in usable], similarity, window_s)
 
 
 def index_folders(

@@ -58,6 +58,17 @@ def m001_initial(db: Database) -> None:
     db["settings"].create({"key": str, "value": str}, pk="key")
 
 
+@migrations()
+def m002_journal(db: Database) -> None:
+    """Runs of `tag` and `move` and their steps, for undo and crash recovery."""
+    db["runs"].create({"id": int, "kind": str, "created_at": str, "command": str, "state": str}, pk="id")
+    db["steps"].create(
+        {"run_id": int, "seq": int, "action": str, "src": str, "dst": str, "before": bytes, "after_sha": str,
+         "state": str},
+        pk=("run_id", "seq"),
+    )
+
+
 @dataclass
 class FileRecord:
     """One photo's row: identity, fingerprint, facts, or the reason it cannot be read."""

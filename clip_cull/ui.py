@@ -13,7 +13,7 @@ import sys
 from typing import Iterator
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape  # noqa: F401  (re-exported for the commands)
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -79,32 +79,41 @@ def progress_bars(console: Console) -> Iterator:
         yield make
 
 
-def ranking_table(ranked: list[RankedPhoto]) -> Table:
+def ranking_table(ranked: list[RankedPhoto], groups: dict[str, int] | None = None) -> Table:
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("label")
+    if groups is not None:
+        table.add_column("group", justify="right")
     table.add_column("captured")
     table.add_column("path", overflow="fold")
     for photo in ranked:
         label_style = "green" if photo.label == "aesthetic" else "red"
+        group = [str(groups.get(photo.path, ""))] if groups is not None else []
         table.add_row(
             str(photo.rank),
             f"{photo.score:+.4f}",
             f"[{label_style}]{photo.label}[/]",
+            *group,
             (photo.captured_at or "").replace("T", " "),
             escape(shown_path(photo.path)),
         )
     return table
 
 
-def write_json_lines(ranked: list[RankedPhoto], out) -> None:
+def write_json_lines(ranked: list[RankedPhoto], out, groups: dict[str, int] | None = None) -> None:
     for photo in ranked:
-        out.write(json.dumps(photo.as_dict(), ensure_ascii=False) + "\n")
+        row = photo.as_dict()
+        if groups is not None:
+            row["group"] = groups.get(photo.path)
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def write_csv(ranked: list[RankedPhoto], out) -> None:
+def write_csv(ranked: list[RankedPhoto], out, groups: dict[str, int] | None = None) -> None:
     writer = csv.writer(out)
-    writer.writerow(["rank", "score", "label", "captured_at", "camera", "path"])
+    extra = ["group"] if groups is not None else []
+    writer.writerow(["rank", "score", "label", *extra, "captured_at", "camera", "path"])
     for p in ranked:
-        writer.writerow([p.rank, f"{p.score:.6f}", p.label, p.captured_at or "", p.camera or "", p.path])
+        group = [groups.get(p.path, "")] if groups is not None else []
+        writer.writerow([p.rank, f"{p.score:.6f}", p.label, *group, p.captured_at or "", p.camera or "", p.path])

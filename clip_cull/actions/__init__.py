@@ -1,0 +1,1 @@
+"""Culling actions: XMP ratings, journaled moves and undo, burst groups, contact sheets."""

@@ -1,0 +1,233 @@
+"""`clipcull tag`, `move`, `undo`, `history` and `report`: turning a ranking into a culled shoot."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from clip_cull import ui
+from clip_cull.actions import tag as tagging
+from clip_cull.actions.fileops import FileOpError
+from clip_cull.actions.journal import Journal
+from clip_cull.actions.move import Selection, apply_moves, plan_moves, resume_unfinished, select_rejects
+from clip_cull.actions.undo import undo_run
+from clip_cull.cli import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    DEFAULT_SIMILARITY,
+    DEFAULT_WINDOW_S,
+    BatchOpt,
+    DbOpt,
+    Device,
+    DeviceOpt,
+    HeadOpt,
+    ModelOpt,
+    NegativeOpt,
+    PositiveOpt,
+    PretrainedOpt,
+    RunSettings,
+    SimilarityOpt,
+    WindowOpt,
+    WorkersOpt,
+    _fail,
+    _open_store,
+    _run,
+    app,
+)
+from clip_cull.indexer import IndexOptions
+
+FoldersArg = Annotated[list[Path], typer.Argument(help="Folders (searched recursively) or photo files.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Show exactly what would change, and change nothing.")]
+
+
+def _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers, groups=None):
+    settings = RunSettings([str(f) for f in folders], model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED,
+                           positive, negative, "fp32", head or "ensemble")
+    options = IndexOptions(batch_size=batch_size, workers=workers)
+    return settings, _run(settings, db, device, options, remember=False, groups=groups)
+
+
+@app.command()
+def tag(
+    folders: FoldersArg,
+    stars: Annotated[Optional[str], typer.Option("--stars", help="Score thresholds, e.g. 5:0.31,4:0.29,3:0.27,2:0.25 (below all: 1 star). \\[default: by rank in the folder: top 10% 5 stars, next 20% 4, middle 40% 3, next 20% 2, bottom 10% 1]")] = None,
+    reject_below: Annotated[Optional[float], typer.Option("--reject-below", help="Write xmp:Rating=-1 (reject) below this score.")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="Also write this xmp:Label (colour label) on 5-star photos.")] = None,
+    keywords: Annotated[bool, typer.Option("--keywords/--no-keywords", help="Add dc:subject keywords clipcull:aesthetic / clipcull:not-aesthetic.")] = True,
+    sidecar: Annotated[str, typer.Option("--sidecar", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp).")] = "lightroom",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace ratings the photographer set (by default they are kept).")] = False,
+    dry_run: DryRunOpt = False,
+    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
+    head: HeadOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
+    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1),
+) -> None:
+    """Write star ratings into XMP sidecars (merged: only xmp:Rating, xmp:Label and clipcull's own keywords change). Photos are never modified. Undo with `clipcull undo`."""
+    if sidecar not in ("lightroom", "darktable"):
+        raise typer.BadParameter("--sidecar is lightroom or darktable")
+    try:
+        thresholds = tagging.parse_star_thresholds(stars) if stars else None
+    except ValueError as e:
+        raise typer.BadParameter(f"--stars: {e}") from None
+    settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers)
+    changes = tagging.plan_tags(result.ranked, sidecar, thresholds, reject_below, label, keywords, overwrite)
+    out = ui.stdout_console()
+    for c in changes:
+        what = c.note if c.after is None else f"{c.note}: rating {c.rating}"
+        out.print(ui.escape(f"{'would ' if dry_run and c.after is not None else ''}{what}  {ui.shown_path(str(c.sidecar))}"),
+                  highlight=False, soft_wrap=True)
+    writes = sum(c.after is not None for c in changes)
+    err = ui.stderr_console()
+    if dry_run:
+        ui.message(err, f"clipcull: dry run: {writes} sidecars would be written; nothing changed.", "dim")
+        return
+    store = _open_store(db)
+    try:
+        run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": settings.roots})
+    except OSError as e:
+        _fail(f"writing sidecars stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
+    finally:
+        store.close()
+    ui.message(err, f"clipcull: tag run {run_id}: {writes} sidecars written. Undo: clipcull undo {run_id}", "dim")
+
+
+@app.command()
+def move(
+    folders: FoldersArg,
+    to: Annotated[Optional[Path], typer.Option("--to", help="Destination folder. \\[default: FOLDER/_rejects, keeping paths relative to FOLDER]")] = None,
+    worst: Annotated[Optional[str], typer.Option("--worst", help="Move the worst share, e.g. 30%.")] = None,
+    below: Annotated[Optional[float], typer.Option("--below", help="Move photos scoring below this.")] = None,
+    keep_top: Annotated[Optional[int], typer.Option("--keep-top", min=0, help="Keep the best N, move the rest.")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="Move photos with this label, e.g. not-aesthetic.")] = None,
+    per_group: Annotated[bool, typer.Option("--per-group", help="In each burst group keep the best photo, move the others.")] = False,
+    similarity: SimilarityOpt = DEFAULT_SIMILARITY,
+    burst_window: WindowOpt = DEFAULT_WINDOW_S,
+    copy: Annotated[bool, typer.Option("--copy", help="Copy instead of moving.")] = False,
+    dry_run: DryRunOpt = False,
+    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
+    head: HeadOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
+    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1),
+) -> None:
+    """Move rejects aside (never deleted), with their XMP sidecars. Nothing is overwritten: a name already taken gets -1, -2, ... The plan is journaled before the first file moves; `clipcull undo` puts everything back, and after a crash a re-run finishes the move."""
+    fraction = _percent(worst) if worst else None
+    if fraction is None and below is None and keep_top is None and label is None and not per_group:
+        raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label or --per-group")
+    store = _open_store(db)
+    try:
+        resumed = resume_unfinished(store, Journal(store)) if not dry_run else None
+    except (OSError, FileOpError) as e:
+        _fail(f"an interrupted move could not be finished: {e}. `clipcull undo` reverses it.")
+    finally:
+        store.close()
+    err = ui.stderr_console()
+    if resumed:
+        ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
+    groups = (similarity, burst_window) if per_group else None
+    settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers, groups)
+    chosen = select_rejects(result.ranked, Selection(fraction, below, keep_top, label, per_group), result.groups)
+    steps = plan_moves(chosen, settings.roots, str(to) if to else None, copy)
+    out = ui.stdout_console()
+    verb = "copy" if copy else "move"
+    for s in steps:
+        out.print(ui.escape(f"{'would ' if dry_run else ''}{verb} {ui.shown_path(s.src)} -> {ui.shown_path(s.dst)}"),
+                  highlight=False, soft_wrap=True)
+    if dry_run:
+        ui.message(err, f"clipcull: dry run: {len(chosen)} photos ({len(steps)} files) would {verb}; nothing changed.", "dim")
+        return
+    store = _open_store(db)
+    try:
+        run_id = apply_moves(store, Journal(store), steps, {"command": "move", "folders": settings.roots})
+    except (OSError, FileOpError) as e:
+        _fail(f"the move stopped: {e}. Every finished step is journaled: run it again to finish, or `clipcull undo`.")
+    finally:
+        store.close()
+    ui.message(err, f"clipcull: move run {run_id}: {len(chosen)} photos ({len(steps)} files). Undo: clipcull undo {run_id}", "dim")
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") or float(text.rstrip("%")) > 1 else 1)
+    except ValueError:
+        raise typer.BadParameter(f"--worst takes a share like 30% (got {text!r})") from None
+    if not 0 <= value <= 1:
+        raise typer.BadParameter("--worst must be between 0% and 100%")
+    return value
+
+
+@app.command()
+def undo(
+    run: Annotated[Optional[int], typer.Argument(help="The run to undo (see `clipcull history`). \\[default: the last]")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Reverse a tag or move run: sidecars get their previous content back (or go, if clipcull created them), moved photos go back. Nothing is overwritten: a file changed since is left alone and reported."""
+    store = _open_store(db)
+    try:
+        journal = Journal(store)
+        target = journal.run(run) if run is not None else journal.last_undoable()
+        if target is None:
+            _fail(f"no run {run} in the journal" if run is not None else "nothing to undo")
+        try:
+            report = undo_run(store, journal, target.id)
+        except (OSError, FileOpError) as e:
+            _fail(f"undo stopped: {e}. Run `clipcull undo {target.id}` again once the cause is fixed.")
+    finally:
+        store.close()
+    err = ui.stderr_console()
+    for problem in report.conflicts:
+        ui.message(err, f"clipcull: not undone: {problem}", "yellow")
+    ui.message(err, f"clipcull: undid {target.kind} run {target.id}: {report.restored} steps reversed"
+                    + (f", {len(report.conflicts)} left alone" if report.conflicts else "") + ".", "dim")
+    if report.conflicts:
+        raise typer.Exit(1)
+
+
+@app.command()
+def history(db: DbOpt = None, limit: Annotated[int, typer.Option("--limit", min=1)] = 20) -> None:
+    """List tag and move runs, newest first."""
+    store = _open_store(db)
+    try:
+        runs = Journal(store).runs(limit)
+    finally:
+        store.close()
+    table = Table(show_edge=False)
+    for column in ("run", "kind", "when", "state", "steps", "folders"):
+        table.add_column(column)
+    for r in runs:
+        folders = ", ".join(json.loads(r.command).get("folders", [])) if r.command else ""
+        table.add_row(str(r.id), r.kind, r.created_at, r.state, str(r.steps), ui.escape(folders))
+    ui.stdout_console().print(table)
+
+
+@app.command()
+def report(
+    folders: FoldersArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("clipcull-report.html"),
+    worst: Annotated[Optional[str], typer.Option("--worst", help="Grey out the worst share, e.g. 30%. \\[default: the photos labelled not aesthetic]")] = None,
+    similarity: SimilarityOpt = DEFAULT_SIMILARITY,
+    burst_window: WindowOpt = DEFAULT_WINDOW_S,
+    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
+    head: HeadOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
+    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1),
+) -> None:
+    """A self-contained HTML contact sheet: thumbnails, score, label, stars, burst group and capture time, best first, rejects greyed."""
+    from clip_cull.actions.report import render_report
+
+    settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,
+                                (similarity, burst_window))
+    ranked = result.ranked
+    stars = dict(zip([p.path for p in ranked], tagging.star_ratings([p.score for p in ranked]).tolist()))
+    if worst:
+        rejects = {p.path for p in select_rejects(ranked, Selection(worst_fraction=_percent(worst)))}
+    else:
+        rejects = {p.path for p in ranked if p.label != "aesthetic"}
+    err = ui.stderr_console()
+    with ui.progress_bars(err) as bar:
+        page = render_report(ranked, stars, result.groups, rejects, f"clipcull: {', '.join(settings.roots)}",
+                             bar("thumbnails"))
+    output.write_text(page, encoding="utf-8")
+    ui.message(err, f"clipcull: wrote {output} ({len(ranked)} photos)", "dim")
