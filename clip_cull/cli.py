@@ -16,14 +16,14 @@ from clip_cull import __version__
 from clip_cull.actions.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
-from clip_cull.files import HEIF_HINT, heif_available
+from clip_cull.files import HEIF_HINT, heif_available, is_raw
 from clip_cull.heads import BUILTIN_HEADS, load_head, resolve_head
-from clip_cull.images import DEFAULT_MAX_PIXELS
+from clip_cull.images import DEFAULT_MAX_PIXELS, RAW_HINT, rawpy_available
 from clip_cull.indexer import Failure, IndexOptions, ModelSession
 from clip_cull.paths import default_db_path
 from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
 from clip_cull.distributed import local_rank, torchrun_shard, wait_for_all
-from clip_cull.ranking import FolderRanking, group_ranked, index_folders, rank_folders
+from clip_cull.ranking import Checks, FolderRanking, group_ranked, index_folders, rank_folders
 from clip_cull.store import Store
 from clip_cull import ui
 
@@ -136,6 +136,26 @@ WindowOpt = Annotated[
 ]
 
 
+PenalizeOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--penalize", metavar="blur,exposure",
+        help="Rank blurry and/or badly exposed photos below all others: score - (max - min score) x number of such flags.",
+    ),
+]
+BlurBelowOpt = Annotated[
+    Optional[float],
+    typer.Option("--blur-below", help="Absolute focus threshold for 'blurry'. \\[default: a quarter of the folder's median focus]"),
+]
+
+
+def _checks(penalize: str | None, blur_below: float | None) -> Checks:
+    wanted = frozenset(p.strip() for p in (penalize or "").split(",") if p.strip())
+    if wanted - {"blur", "exposure"}:
+        raise typer.BadParameter("--penalize takes blur, exposure or both (blur,exposure)")
+    return Checks(wanted, blur_below)
+
+
 @dataclass
 class RunSettings:
     roots: list[str]
@@ -186,6 +206,8 @@ def rank(
     groups: GroupsOpt = False,
     similarity: SimilarityOpt = DEFAULT_SIMILARITY,
     burst_window: WindowOpt = DEFAULT_WINDOW_S,
+    penalize: PenalizeOpt = None,
+    blur_below: BlurBelowOpt = None,
     shard: Annotated[
         Optional[str],
         typer.Option(
@@ -222,7 +244,8 @@ def rank(
             _finish(share_result, strict)
             return
         wait_for_all()  # process 0 ranks once every share is embedded
-    result = _run(settings, db, device, options, groups=(similarity, burst_window) if groups else None)
+    result = _run(settings, db, device, options, groups=(similarity, burst_window) if groups else None,
+                  checks=_checks(penalize, blur_below))
     ranked = result.ranked[:limit] if limit else result.ranked
     group_of = result.groups if groups else None
     if json_lines:
@@ -257,6 +280,9 @@ def best(
     unique: Annotated[bool, typer.Option("--unique", help="Only the best photo of each burst or near-duplicate group.")] = False,
     similarity: SimilarityOpt = DEFAULT_SIMILARITY,
     burst_window: WindowOpt = DEFAULT_WINDOW_S,
+    include_blurry: Annotated[bool, typer.Option("--include-blurry", help="Also print photos flagged blurry (left out by default).")] = False,
+    penalize: PenalizeOpt = None,
+    blur_below: BlurBelowOpt = None,
 ) -> None:
     """Print the paths of the best photos, best first, one a line, for scripts.
 
@@ -278,12 +304,13 @@ def best(
         head or base.get("head") or "ensemble",
     )
     options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
-    result = _run(settings, db, device, options, remember=False, groups=(similarity, burst_window) if unique else None)
-    chosen = result.ranked
+    result = _run(settings, db, device, options, remember=False, groups=(similarity, burst_window) if unique else None,
+                  checks=_checks(penalize, blur_below))
+    chosen = [p for p in result.ranked if include_blurry or "blurry" not in p.flags]
     if unique:
         seen: set[int] = set()
-        chosen = []
-        for p in result.ranked:
+        candidates, chosen = chosen, []
+        for p in candidates:
             g = result.groups.get(p.path)
             if g is None or g not in seen:
                 chosen.append(p)
@@ -316,6 +343,7 @@ def _run(
     remember: bool = True,
     shard: tuple[int, int] | None = None,
     groups: tuple[float, float] | None = None,
+    checks: Checks = Checks(),
 ) -> FolderRanking:
     """Index (and, without a shard, rank) with the user's settings; errors become one line."""
     _quiet_libraries()
@@ -331,7 +359,7 @@ def _run(
                 ModelSpec(settings.model, settings.pretrained, settings.precision), store, device.value,
                 on_load=announce, local_rank=local_rank(),
             )
-        heif = heif_available()
+        heif, raw = heif_available(), rawpy_available()
 
         def on_failure(failure: Failure) -> None:
             note = " (unchanged since an earlier run)" if failure.remembered else ""
@@ -339,15 +367,15 @@ def _run(
 
         with ui.progress_bars(err) as bar:
             if shard:
-                report, unsupported = index_folders(
-                    store, settings.roots, session, options, heif=heif, shard=shard,
+                report, unsupported, _ = index_folders(
+                    store, settings.roots, session, options, heif=heif, raw=raw, shard=shard,
                     progress=bar(f"embedding photos (share {shard[0]}/{shard[1]})"), on_failure=on_failure,
                 )
                 result = FolderRanking([], report, unsupported)
                 _summary(err, result, store.path, f"share {shard[0]}/{shard[1]}: ")
                 return result
             result = rank_folders(
-                store, settings.roots, session, head, options, heif=heif,
+                store, settings.roots, session, head, options, heif=heif, raw=raw, checks=checks,
                 progress=bar("embedding photos"), text_progress=bar("embedding prompts"), on_failure=on_failure,
             )
         if groups:
@@ -382,15 +410,14 @@ def _summary(err, result: FolderRanking, db_path: str, prefix: str = "") -> None
     if r.failures:
         parts.append(f"{len(r.failures)} unreadable")
     ui.message(err, f"clipcull: {prefix}{total} photos: {', '.join(parts)}. Cache: {db_path}", "dim")
-    if result.unsupported:
-        ui.message(
-            err,
-            f"clipcull: skipped {len(result.unsupported)} HEIC/HEIF files "
-            f"(e.g. {ui.shown_path(result.unsupported[0])}): {HEIF_HINT}",
-            "yellow",
-        )
+    for kind, hint, files in (
+        ("HEIC/HEIF", HEIF_HINT, [f for f in result.unsupported if not is_raw(f)]),
+        ("RAW", RAW_HINT, [f for f in result.unsupported if is_raw(f)]),
+    ):
+        if files:
+            ui.message(err, f"clipcull: skipped {len(files)} {kind} files (e.g. {ui.shown_path(files[0])}): {hint}", "yellow")
     if total == 0:
-        ui.message(err, "clipcull: no photos found (looked for jpg, png, webp, tiff, bmp, gif, heic).", "yellow")
+        ui.message(err, "clipcull: no photos found (looked for jpg, png, webp, tiff, bmp, gif, heic and RAW).", "yellow")
 
 
 def _finish(result: FolderRanking, strict: bool) -> None:

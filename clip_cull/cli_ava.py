@@ -70,7 +70,7 @@ class _Context:
             on_load=lambda spec: ui.message(self.err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
             local_rank=local_rank(),
         )
-        self.options = IndexOptions(batch_size=batch_size, workers=workers, fast_decode=fast_decode)
+        self.options = IndexOptions(batch_size=batch_size, workers=workers, fast_decode=fast_decode, quality=False)
         self.ava = load_ava(ava_dir)
         if split_file:
             self.split = Split.load(split_file)

@@ -12,6 +12,7 @@ from clip_cull.errors import InputError
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".dng", ".pef"})
 REJECTS_DIRNAME = "_rejects"  # where culling moves rejects; never ranked again
 HEIF_HINT = "HEIC/HEIF needs the optional extra: pip install 'clipcull[heic]'"
 
@@ -28,8 +29,14 @@ class FileStat:
 @dataclass
 class WalkResult:
     photos: list[FileStat] = field(default_factory=list)
-    unsupported: list[str] = field(default_factory=list)  # HEIC without pillow-heif: a hint, not an error
+    unsupported: list[str] = field(default_factory=list)  # HEIC or RAW without their extra: a hint, not an error
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): could not be read
+    # A RAW beside a JPEG (or HEIC) of the same name is one photo with it: photo -> its RAW files
+    companions: dict[str, list[str]] = field(default_factory=dict)
+
+
+def is_raw(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in RAW_EXTENSIONS
 
 
 def heif_available() -> bool:
@@ -46,6 +53,7 @@ def walk_photos(
     roots: Iterable[str | Path],
     *,
     heif: bool = False,
+    raw: bool = False,
     exclude_dirnames: frozenset[str] = frozenset({REJECTS_DIRNAME}),
 ) -> WalkResult:
     """All photos under the roots (folders, or single files), sorted and without repeats.
@@ -57,7 +65,7 @@ def walk_photos(
     """
     result = WalkResult()
     seen: set[str] = set()
-    extensions = PHOTO_EXTENSIONS | HEIF_EXTENSIONS
+    extensions = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
     for root in roots:
         root_path = Path(os.path.abspath(os.path.expanduser(str(root))))
         if root_path.is_file():
@@ -83,8 +91,31 @@ def walk_photos(
                 result.errors.append((str(path), f"cannot read file: {e.strerror or e}"))
                 continue
             result.photos.append(FileStat(str(path), st.st_size, st.st_mtime_ns))
+    _pair_raw_files(result, raw)
     result.photos.sort(key=lambda f: f.path)
     return result
+
+
+def _pair_raw_files(result: WalkResult, raw_supported: bool) -> None:
+    """A RAW with a JPEG/HEIC of the same stem in the same folder rides with that file (which is
+    faster to decode); a lone RAW is a photo of its own where rawpy is installed."""
+    by_stem: dict[tuple[str, str], list[FileStat]] = {}
+    for photo in result.photos:
+        p = Path(photo.path)
+        by_stem.setdefault((str(p.parent), p.stem.lower()), []).append(photo)
+    kept: list[FileStat] = []
+    for group in by_stem.values():
+        raws = [f for f in group if is_raw(f.path)]
+        others = sorted((f for f in group if not is_raw(f.path)), key=lambda f: f.path)
+        if others:
+            kept.extend(others)
+            if raws:
+                result.companions[others[0].path] = sorted(f.path for f in raws)
+        elif raw_supported:
+            kept.extend(raws)
+        else:
+            result.unsupported.extend(f.path for f in raws)
+    result.photos = kept
 
 
 def _utf8(text: str) -> bool:

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 250_000_000  # above any camera; stops decompression bombs
+MIN_PREVIEW_SIDE = 256  # a RAW's embedded preview smaller than this is not used
+RAW_HINT = "RAW files need the optional extra: pip install 'clipcull[raw]'"
 ALPHA_BACKGROUND = (255, 255, 255)  # transparent areas are shown on white, as viewers do
 
 
@@ -64,6 +66,55 @@ def decode_photo(data: bytes, *, min_side: int, max_pixels: int = DEFAULT_MAX_PI
         raise UnreadableImage(_reason(e, "the image data cannot be decoded")) from None
     img = _upright(img)
     return to_rgb(img), (width, height)
+
+
+def rawpy_available() -> bool:
+    try:
+        import rawpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# LibRaw's flip codes to the rotation that makes the image upright.
+_FLIP_TO_TRANSPOSE = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+
+
+def decode_raw(data: bytes):
+    """A RAW file through its embedded preview (rawpy / LibRaw), or a half-size demosaic where
+    there is no usable preview; upright by the RAW's own orientation. Returns (image, size)."""
+    try:
+        import rawpy
+    except ImportError:
+        raise UnreadableImage(RAW_HINT) from None
+    try:
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            size = (raw.sizes.width, raw.sizes.height)
+            preview = _raw_preview(raw)
+            if preview is not None:
+                transpose = _FLIP_TO_TRANSPOSE.get(raw.sizes.flip)
+                return to_rgb(preview.transpose(transpose) if transpose is not None else preview), size
+            rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)  # applies the flip itself
+            return Image.fromarray(rgb), size
+    except UnreadableImage:
+        raise
+    except Exception as e:
+        raise UnreadableImage(_reason(e, "the RAW data cannot be decoded")) from None
+
+
+def _raw_preview(raw) -> Image.Image | None:
+    import rawpy
+
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+        return None
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        image = Image.open(io.BytesIO(thumb.data))
+        image.load()
+    else:
+        image = Image.fromarray(thumb.data)
+    return image if min(image.size) >= MIN_PREVIEW_SIDE else None
 
 
 def _upright(img: Image.Image) -> Image.Image:

@@ -17,8 +17,9 @@ from typing import Callable
 import numpy as np
 
 from clip_cull.encoder import ClipEncoder, ModelSpec, file_sha256, load_encoder, model_identity
-from clip_cull.files import FileStat, content_fingerprint, read_file
-from clip_cull.images import DEFAULT_MAX_PIXELS, UnreadableImage, decode_photo, read_facts
+from clip_cull.files import FileStat, content_fingerprint, is_raw, read_file
+from clip_cull.images import DEFAULT_MAX_PIXELS, UnreadableImage, decode_photo, decode_raw, read_facts
+from clip_cull.quality import measure
 from clip_cull.store import EmbeddingRecord, FileRecord, Store
 
 ProgressFn = Callable[[int, int], None]
@@ -109,6 +110,7 @@ class _Prepared:
     fingerprint: str | None = None
     facts: object | None = None
     pixels: object | None = None  # preprocessed tensor, when the content needs embedding
+    quality: object | None = None  # focus and exposure, when they were measured
     error: str | None = None
     remember_error: bool = True  # False when the file may be fine next time (it was changing)
 
@@ -123,6 +125,7 @@ class IndexOptions:
     workers: int = max(1, os.cpu_count() or 1)  # decode threads; on a GPU decoding is the bound
     max_pixels: int = DEFAULT_MAX_PIXELS
     fast_decode: bool = True
+    quality: bool = True  # measure focus and exposure on the decoded image
 
     def batch_size_for(self, encoder: ClipEncoder) -> int:
         if self.batch_size:
@@ -150,6 +153,7 @@ def index_photos(
             on_failure(failure)
 
     known = store.fingerprints_with_embedding(session.model_id)
+    measured = store.fingerprints_with_quality() if options.quality else None
     records = store.file_records([p.path for p in photos])
     todo: list[FileStat] = []
     for photo in photos:
@@ -158,25 +162,30 @@ def index_photos(
             todo.append(photo)
         elif rec.error is not None:
             fail(Failure(photo.path, rec.error, remembered=True))
-        elif rec.fingerprint in known:
+        elif rec.fingerprint in known and (measured is None or rec.fingerprint in measured):
             report.cached += 1
         else:
-            todo.append(photo)  # readable, but not yet embedded by this model
+            todo.append(photo)  # readable, but not yet embedded by this model (or not yet measured)
     if todo:
-        _run_pipeline(store, todo, session, known, options, report, fail, progress)
+        _run_pipeline(store, todo, session, known, measured, options, report, fail, progress)
     report.ready = [p for p in photos if p.path not in failed]
     return report
 
 
-def _run_pipeline(store, todo, session, known, options, report, fail, progress) -> None:
+def _run_pipeline(store, todo, session, known, measured, options, report, fail, progress) -> None:
     done = 0
     pending_files: list[FileRecord] = []
+    pending_quality: dict[str, tuple] = {}
     batch: list[_Prepared] = []
 
     def flush() -> None:
         nonlocal done
         embeddings = _embed(session.encoder, batch) if batch else []
         store.save(pending_files, embeddings, session.model_id)
+        store.save_quality(pending_quality)
+        if measured is not None:
+            measured.update(pending_quality)
+        pending_quality.clear()
         known.update(e.fingerprint for e in embeddings)
         report.embedded += len(embeddings)
         done += len(pending_files)
@@ -187,7 +196,7 @@ def _run_pipeline(store, todo, session, known, options, report, fail, progress) 
 
     if progress:
         progress(0, len(todo))
-    prepare = _Preparer(session, known, options)
+    prepare = _Preparer(session, known, measured, options)
     # Bounded read-ahead keeps memory flat however large the folder.
     window = max(2 * (options.batch_size or CPU_BATCH_SIZE), 4 * options.workers)
     pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clipcull-decode")
@@ -210,6 +219,9 @@ def _run_pipeline(store, todo, session, known, options, report, fail, progress) 
                                                     item.fingerprint, error=item.error))
                 continue
             pending_files.append(_file_record(item))
+            if item.quality is not None:
+                q = item.quality
+                pending_quality[item.fingerprint] = (q.focus, q.highlights, q.shadows, q.brightness)
             if item.pixels is None:
                 report.reused += 1
             else:
@@ -226,9 +238,10 @@ def _run_pipeline(store, todo, session, known, options, report, fail, progress) 
 class _Preparer:
     """Runs in a worker thread: read, fingerprint, and decode only what needs embedding."""
 
-    def __init__(self, session: ModelSession, known: set[str], options: IndexOptions):
+    def __init__(self, session: ModelSession, known: set[str], measured: set[str] | None, options: IndexOptions):
         self.session = session
         self.known = known
+        self.measured = measured  # None: technical checks are off
         self.options = options
 
     def __call__(self, photo: FileStat) -> _Prepared:
@@ -241,16 +254,23 @@ class _Preparer:
             return _Prepared(photo, error=f"cannot read file: {e.strerror or e}", remember_error=not changing)
         fingerprint = content_fingerprint(data)
         item = _Prepared(stat, fingerprint)
+        embedded = fingerprint in self.known
+        needs_quality = self.measured is not None and fingerprint not in self.measured
         try:
-            if fingerprint in self.known:
+            if embedded and not needs_quality:
                 item.facts = read_facts(data, _stored_size(data))
                 return item
-            encoder = self.session.encoder
-            image, size = decode_photo(
-                data, min_side=encoder.image_size, max_pixels=self.options.max_pixels, fast=self.options.fast_decode
-            )
+            min_side = self.session.encoder.image_size if not embedded else 224
+            if is_raw(photo.path):
+                image, size = decode_raw(data)
+            else:
+                image, size = decode_photo(data, min_side=min_side, max_pixels=self.options.max_pixels,
+                                           fast=self.options.fast_decode)
             item.facts = read_facts(data, size)
-            item.pixels = encoder.pixels(image)
+            if needs_quality:
+                item.quality = measure(image)
+            if not embedded:
+                item.pixels = self.session.encoder.pixels(image)
         except UnreadableImage as e:
             item.error = str(e)
         except MemoryError:

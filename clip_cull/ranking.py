@@ -21,6 +21,8 @@ from clip_cull.indexer import (
     index_photos,
     prompt_embeddings,
 )
+from clip_cull.quality import Flags, Quality, penalized_scores
+from clip_cull.quality import flag as quality_flags
 from clip_cull.store import Store
 
 
@@ -32,8 +34,12 @@ class RankedPhoto:
     label: str
     captured_at: str | None = None
     camera: str | None = None
+    quality: Quality | None = None
+    flags: list[str] = field(default_factory=list)  # blurry, overexposed, underexposed
+    companions: list[str] = field(default_factory=list)  # RAW files that go with this photo
 
     def as_dict(self) -> dict:
+        q = self.quality
         return {
             "rank": self.rank,
             "path": self.path,
@@ -41,7 +47,21 @@ class RankedPhoto:
             "label": self.label,
             "captured_at": self.captured_at,
             "camera": self.camera,
+            "focus": None if q is None else round(q.focus, 2),
+            "highlights": None if q is None else round(q.highlights, 4),
+            "shadows": None if q is None else round(q.shadows, 4),
+            "brightness": None if q is None else round(q.brightness, 4),
+            "flags": self.flags,
+            "raw": self.companions,
         }
+
+
+@dataclass(frozen=True)
+class Checks:
+    """How focus and exposure enter the ranking."""
+
+    penalize: frozenset = frozenset()  # {"blur", "exposure"}: see quality.penalized_scores
+    blur_below: float | None = None  # absolute focus threshold instead of the shoot-relative one
 
 
 def rank_photos(
@@ -50,6 +70,7 @@ def rank_photos(
     session: ModelSession,
     head: Head,
     text_progress: ProgressFn | None = None,
+    checks: Checks = Checks(),
 ) -> list[RankedPhoto]:
     """Rank photos that already have embeddings for session's model; best first, ties by path."""
     if not photos:
@@ -65,9 +86,15 @@ def rank_photos(
     check_backbone(head, session.text_model_id, session.spec.architecture, features.shape[1])
     prompt_vectors = prompt_embeddings(store, session, prompts, text_progress) if prompts else {}
     scores, labels = head.score(features, prompt_vectors)
-    order = sorted(range(len(rows)), key=lambda i: (-float(scores[i]), rows[i].path))
+    measured = {fp: Quality(*q) for fp, q in store.quality([r.fingerprint for r in rows]).items()}
+    qualities = {r.path: measured[r.fingerprint] for r in rows if r.fingerprint in measured}
+    flags = quality_flags(qualities, blur_below=checks.blur_below)
+    none = Flags(False, False, False)
+    order_scores = penalized_scores(scores, [flags.get(r.path, none) for r in rows], set(checks.penalize))
+    order = sorted(range(len(rows)), key=lambda i: (-float(order_scores[i]), rows[i].path))
     return [
-        RankedPhoto(n + 1, rows[i].path, float(scores[i]), labels[i], rows[i].captured_at, rows[i].camera)
+        RankedPhoto(n + 1, rows[i].path, float(scores[i]), labels[i], rows[i].captured_at, rows[i].camera,
+                    qualities.get(rows[i].path), flags.get(rows[i].path, none).names())
         for n, i in enumerate(order)
     ]
 
@@ -78,6 +105,7 @@ class FolderRanking:
     report: IndexReport
     unsupported: list[str]  # files of a format this installation cannot read (a hint, not an error)
     groups: dict[str, int] = field(default_factory=dict)  # burst group of each photo in a group
+    companions: dict[str, list[str]] = field(default_factory=dict)  # photo -> its RAW files
 
 
 def group_ranked(store: Store, ranked: list[RankedPhoto], model_id: str, similarity: float, window_s: float) -> dict[str, int]:
@@ -100,14 +128,15 @@ def index_folders(
     options: IndexOptions | None = None,
     *,
     heif: bool = False,
+    raw: bool = False,
     shard: tuple[int, int] | None = None,
     progress: ProgressFn | None = None,
     on_failure: Callable[[Failure], None] | None = None,
-) -> tuple[IndexReport, list[str]]:
+) -> tuple[IndexReport, list[str], dict[str, list[str]]]:
     """Find the photos under roots and embed what is new or changed. With shard=(k, n) only
     the k-th of n disjoint shares is embedded, so n processes can split a folder between them.
-    Returns the report and the files of unsupported formats."""
-    walk = walk_photos(roots, heif=heif)
+    Returns the report, the files of unsupported formats and the RAW companions of photos."""
+    walk = walk_photos(roots, heif=heif, raw=raw)
     early_failures = [Failure(path, reason) for path, reason in walk.errors]
     for failure in early_failures:
         if on_failure:
@@ -121,7 +150,7 @@ def index_folders(
             folder = os.path.abspath(os.path.expanduser(root))
             if os.path.isdir(folder):
                 store.forget_missing(folder, present)
-    return report, walk.unsupported
+    return report, walk.unsupported, walk.companions
 
 
 def rank_folders(
@@ -132,16 +161,20 @@ def rank_folders(
     options: IndexOptions | None = None,
     *,
     heif: bool = False,
+    raw: bool = False,
+    checks: Checks = Checks(),
     progress: ProgressFn | None = None,
     text_progress: ProgressFn | None = None,
     on_failure: Callable[[Failure], None] | None = None,
 ) -> FolderRanking:
     """Find the photos under roots, embed what is new or changed, and rank them all."""
-    report, unsupported = index_folders(
-        store, roots, session, options, heif=heif, progress=progress, on_failure=on_failure
+    report, unsupported, companions = index_folders(
+        store, roots, session, options, heif=heif, raw=raw, progress=progress, on_failure=on_failure
     )
-    ranked = rank_photos(store, report.ready, session, head, text_progress)
-    return FolderRanking(ranked, report, unsupported)
+    ranked = rank_photos(store, report.ready, session, head, text_progress, checks)
+    for photo in ranked:
+        photo.companions = companions.get(photo.path, [])
+    return FolderRanking(ranked, report, unsupported, companions=companions)
 
 
 def shard_of(path: str, shards: int) -> int:

@@ -69,6 +69,15 @@ def m002_journal(db: Database) -> None:
     )
 
 
+@migrations()
+def m003_quality(db: Database) -> None:
+    """Focus and exposure per content, measured while decoding for embedding."""
+    db["quality"].create(
+        {"fingerprint": str, "focus": float, "highlights": float, "shadows": float, "brightness": float},
+        pk="fingerprint",
+    )
+
+
 @dataclass
 class FileRecord:
     """One photo's row: identity, fingerprint, facts, or the reason it cannot be read."""
@@ -222,6 +231,29 @@ class Store:
             )
             for fp, blob in self.db.execute(sql, [model_id, *chunk]).fetchall():
                 out[fp] = from_blob(blob)
+        return out
+
+    # --- technical checks ------------------------------------------------------------------
+
+    def fingerprints_with_quality(self) -> set[str]:
+        return {r[0] for r in self.db.execute("select fingerprint from quality")}
+
+    def save_quality(self, rows: dict[str, tuple[float, float, float, float]]) -> None:
+        if not rows:
+            return
+        with self.writing():
+            self.db.conn.executemany(
+                "insert or replace into quality (fingerprint, focus, highlights, shadows, brightness) values (?,?,?,?,?)",
+                [(fp, *values) for fp, values in rows.items()],
+            )
+
+    def quality(self, fingerprints: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
+        out = {}
+        for start in range(0, len(fingerprints), SQL_CHUNK):
+            chunk = list(fingerprints[start : start + SQL_CHUNK])
+            sql = f"select fingerprint, focus, highlights, shadows, brightness from quality where fingerprint in ({','.join('?' * len(chunk))})"
+            for fp, *values in self.db.execute(sql, chunk).fetchall():
+                out[fp] = tuple(values)
         return out
 
     # --- prompts ---------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def ava_features(
 ) -> AvaFeatures:
     """Embed (through the cache, resumable) the images of ids and return their features.
     AVA uses exact preprocessing unless options say otherwise, so figures match the paper's."""
-    options = options or IndexOptions(fast_decode=False)
+    options = options or IndexOptions(fast_decode=False, quality=False)
     where = ava.index()
     photos, missing = [], 0
     for image_id in ids:

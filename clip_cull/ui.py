@@ -86,6 +86,8 @@ def ranking_table(ranked: list[RankedPhoto], groups: dict[str, int] | None = Non
     table.add_column("label")
     if groups is not None:
         table.add_column("group", justify="right")
+    table.add_column("focus", justify="right")
+    table.add_column("checks")
     table.add_column("captured")
     table.add_column("path", overflow="fold")
     for photo in ranked:
@@ -96,6 +98,8 @@ def ranking_table(ranked: list[RankedPhoto], groups: dict[str, int] | None = Non
             f"{photo.score:+.4f}",
             f"[{label_style}]{photo.label}[/]",
             *group,
+            "" if photo.quality is None else f"{photo.quality.focus:.0f}",
+            f"[yellow]{', '.join(photo.flags)}[/]" if photo.flags else "",
             (photo.captured_at or "").replace("T", " "),
             escape(shown_path(photo.path)),
         )
@@ -113,7 +117,9 @@ def write_json_lines(ranked: list[RankedPhoto], out, groups: dict[str, int] | No
 def write_csv(ranked: list[RankedPhoto], out, groups: dict[str, int] | None = None) -> None:
     writer = csv.writer(out)
     extra = ["group"] if groups is not None else []
-    writer.writerow(["rank", "score", "label", *extra, "captured_at", "camera", "path"])
+    writer.writerow(["rank", "score", "label", *extra, "focus", "flags", "captured_at", "camera", "path"])
     for p in ranked:
         group = [groups.get(p.path, "")] if groups is not None else []
-        writer.writerow([p.rank, f"{p.score:.6f}", p.label, *group, p.captured_at or "", p.camera or "", p.path])
+        focus = "" if p.quality is None else f"{p.quality.focus:.2f}"
+        writer.writerow([p.rank, f"{p.score:.6f}", p.label, *group, focus, " ".join(p.flags),
+                         p.captured_at or "", p.camera or "", p.path])

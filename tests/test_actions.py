@@ -363,3 +363,28 @@ def test_report_opens_in_a_real_browser(tiny_env, photo_folder, tmp_path):
                    capture_output=True, timeout=120)
     image = Image.open(shot)
     assert image.size == (1200, 900) and len(np.unique(np.asarray(image.convert("L")))) > 20  # thumbnails drawn
+
+
+def _other_device_dir(near: Path) -> Path | None:
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shm.stat().st_dev != near.stat().st_dev:
+        return shm
+    return None
+
+
+def test_move_to_another_file_system_and_back(tiny_env, photo_folder, tmp_path):
+    other = _other_device_dir(tmp_path)
+    if other is None:
+        pytest.skip("no writable tmpfs on another device here (/dev/shm)")
+    dest = Path(other) / f"clipcull-test-{os.getpid()}-{tmp_path.name}"
+    try:
+        before = tree_hashes(photo_folder)
+        result = run("move", photo_folder, "--keep-top", "5", "--to", dest)
+        assert result.exit_code == 0, result.stderr
+        moved = tree_hashes(dest)
+        assert len(moved) == 3 and sorted(moved.values()) == sorted(set(before.values()) - set(tree_hashes(photo_folder).values()))
+        assert not list(dest.rglob("*.clipcull-partial"))
+        assert run("undo").exit_code == 0
+        assert tree_hashes(photo_folder) == before
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
