@@ -18,6 +18,7 @@ from clip_cull.actions.journal import Journal
 from clip_cull.actions.move import Selection, apply_moves, plan_moves, resume_unfinished, select_rejects
 from clip_cull.actions.undo import undo_run
 from clip_cull.cli import (
+    BlurBelowOpt,
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
     DEFAULT_SIMILARITY,
@@ -41,16 +42,18 @@ from clip_cull.cli import (
     app,
 )
 from clip_cull.indexer import IndexOptions
+from clip_cull.ranking import Checks
 
 FoldersArg = Annotated[list[Path], typer.Argument(help="Folders (searched recursively) or photo files.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Show exactly what would change, and change nothing.")]
 
 
-def _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers, groups=None):
+def _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers, groups=None,
+             checks: Checks = Checks()):
     settings = RunSettings([str(f) for f in folders], model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED,
                            positive, negative, "fp32", head or "ensemble")
     options = IndexOptions(batch_size=batch_size, workers=workers)
-    return settings, _run(settings, db, device, options, remember=False, groups=groups)
+    return settings, _run(settings, db, device, options, remember=False, groups=groups, checks=checks)
 
 
 @app.command()
@@ -62,6 +65,8 @@ def tag(
     keywords: Annotated[bool, typer.Option("--keywords/--no-keywords", help="Add dc:subject keywords clipcull:aesthetic / clipcull:not-aesthetic.")] = True,
     sidecar: Annotated[str, typer.Option("--sidecar", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp).")] = "lightroom",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace ratings the photographer set (by default they are kept).")] = False,
+    reject_blurry: Annotated[bool, typer.Option("--reject-blurry", help="Rate photos flagged blurry as rejects (-1).")] = False,
+    blur_below: BlurBelowOpt = None,
     dry_run: DryRunOpt = False,
     db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
     head: HeadOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
@@ -74,8 +79,9 @@ def tag(
         thresholds = tagging.parse_star_thresholds(stars) if stars else None
     except ValueError as e:
         raise typer.BadParameter(f"--stars: {e}") from None
-    settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers)
-    changes = tagging.plan_tags(result.ranked, sidecar, thresholds, reject_below, label, keywords, overwrite)
+    settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,
+                                checks=Checks(blur_below=blur_below))
+    changes = tagging.plan_tags(result.ranked, sidecar, thresholds, reject_below, label, keywords, overwrite, reject_blurry)
     out = ui.stdout_console()
     for c in changes:
         what = c.note if c.after is None else f"{c.note}: rating {c.rating}"
@@ -105,6 +111,9 @@ def move(
     keep_top: Annotated[Optional[int], typer.Option("--keep-top", min=0, help="Keep the best N, move the rest.")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="Move photos with this label, e.g. not-aesthetic.")] = None,
     per_group: Annotated[bool, typer.Option("--per-group", help="In each burst group keep the best photo, move the others.")] = False,
+    blurry: Annotated[bool, typer.Option("--blurry", help="Move photos flagged blurry.")] = False,
+    badly_exposed: Annotated[bool, typer.Option("--badly-exposed", help="Move photos flagged over- or under-exposed.")] = False,
+    blur_below: BlurBelowOpt = None,
     similarity: SimilarityOpt = DEFAULT_SIMILARITY,
     burst_window: WindowOpt = DEFAULT_WINDOW_S,
     copy: Annotated[bool, typer.Option("--copy", help="Copy instead of moving.")] = False,
@@ -115,8 +124,8 @@ def move(
 ) -> None:
     """Move rejects aside (never deleted), with their XMP sidecars. Nothing is overwritten: a name already taken gets -1, -2, ... The plan is journaled before the first file moves; `clipcull undo` puts everything back, and after a crash a re-run finishes the move."""
     fraction = _percent(worst) if worst else None
-    if fraction is None and below is None and keep_top is None and label is None and not per_group:
-        raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label or --per-group")
+    if fraction is None and below is None and keep_top is None and label is None and not (per_group or blurry or badly_exposed):
+        raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label, --per-group, --blurry or --badly-exposed")
     store = _open_store(db)
     try:
         resumed = resume_unfinished(store, Journal(store)) if not dry_run else None
@@ -128,8 +137,10 @@ def move(
     if resumed:
         ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
     groups = (similarity, burst_window) if per_group else None
-    settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers, groups)
-    chosen = select_rejects(result.ranked, Selection(fraction, below, keep_top, label, per_group), result.groups)
+    settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,
+                                groups, Checks(blur_below=blur_below))
+    chosen = select_rejects(result.ranked, Selection(fraction, below, keep_top, label, per_group, blurry, badly_exposed),
+                            result.groups)
     steps = plan_moves(chosen, settings.roots, str(to) if to else None, copy)
     out = ui.stdout_console()
     verb = "copy" if copy else "move"

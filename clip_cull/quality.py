@@ -3,8 +3,8 @@
 Measured on the image already decoded for embedding (no second decode), at a fixed working
 size so that photos decoded at different scales compare:
 
-- focus: the variance of the Laplacian of the luminance, per tile of a 6 x 6 grid; the photo's
-  focus is the 90th percentile over tiles, so a sharp subject on a soft background counts as sharp;
+- focus: the variance of the Laplacian of the luminance, per tile of an 8 x 8 grid; the photo's
+  focus is the 95th percentile over tiles, so a sharp subject on a soft background counts as sharp;
 - highlights / shadows: the share of pixels at or above 250 / at or below 5 (luminance, 0-255);
 - brightness: the mean luminance, 0-1.
 """
@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 WORK_SIDE = 640  # long side of the working image
-GRID = 6
-FOCUS_PERCENTILE = 90
+GRID = 8
+FOCUS_PERCENTILE = 95
 CLIP_HIGH, CLIP_LOW = 250, 5
 
 # Flags, relative to the shoot with absolute overrides.

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip_cull.actions.fileops import file_sha256, free_name, transfer
+from clip_cull.actions.fileops import file_sha256, transfer
 from clip_cull.actions.journal import DONE, PARTIAL, Journal, Step
 from clip_cull.actions.xmp import existing_sidecars
 from clip_cull.files import REJECTS_DIRNAME
@@ -20,6 +20,8 @@ class Selection:
     keep_top: int | None = None  # --keep-top N
     label: str | None = None  # --label "not aesthetic"
     per_group: bool = False  # keep the best of each burst group, move the rest of it
+    blurry: bool = False  # --blurry: photos flagged blurry
+    badly_exposed: bool = False  # --badly-exposed: photos flagged over- or under-exposed
 
 
 def select_rejects(ranked: list, selection: Selection, groups: dict[str, int] | None = None) -> list:
@@ -37,6 +39,10 @@ def select_rejects(ranked: list, selection: Selection, groups: dict[str, int] | 
     if selection.label is not None:
         wanted = selection.label.replace("-", " ")
         picked |= {p.path for p in ranked if p.label == wanted}
+    if selection.blurry:
+        picked |= {p.path for p in ranked if "blurry" in p.flags}
+    if selection.badly_exposed:
+        picked |= {p.path for p in ranked if {"overexposed", "underexposed"} & set(p.flags)}
     if selection.per_group and groups:
         seen: set[int] = set()
         for p in ranked:  # best first: the first of each group stays
@@ -50,8 +56,9 @@ def select_rejects(ranked: list, selection: Selection, groups: dict[str, int] | 
 
 
 def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = False) -> list[Step]:
-    """Each photo and its sidecars to the destination, keeping the path relative to its root
-    folder (default destination: ROOT/_rejects). Names already taken get -1, -2, ..."""
+    """Each photo, its RAW companions and all their sidecars to the destination, keeping the
+    path relative to its root folder (default destination: ROOT/_rejects). Names already taken
+    get -1, -2, ...; a RAW+JPEG set keeps one common name."""
     taken: set[str] = set()
     steps = []
     action = "copy" if copy else "move"
@@ -60,18 +67,30 @@ def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = 
         root = next((r for r in abs_roots if photo.path == r or photo.path.startswith(r.rstrip(os.sep) + os.sep)), None)
         base = Path(root) if root and os.path.isdir(root) else Path(photo.path).parent
         dest_root = Path(to_dir).expanduser().resolve() if to_dir else base / REJECTS_DIRNAME
-        rel = Path(photo.path).relative_to(base)
-        target = free_name(dest_root / rel, taken)
-        taken.add(str(target))
-        steps.append(Step(action, photo.path, str(target)))
-        for sidecar in existing_sidecars(photo.path):
-            # keep the sidecar's name in step with the (maybe suffixed) photo name
-            suffix = sidecar.name[len(Path(photo.path).stem):]
-            side_target = target.with_name(target.stem + suffix)
-            side_target = free_name(side_target, taken)
-            taken.add(str(side_target))
-            steps.append(Step(action, str(sidecar), str(side_target)))
+        members = [photo.path, *getattr(photo, "companions", [])]
+        files = list(dict.fromkeys(
+            [m for m in members] + [str(s) for m in members for s in existing_sidecars(m)]
+        ))
+        stem = _common_stem(dest_root / Path(photo.path).relative_to(base), files, taken)
+        for f in files:
+            target = stem.with_name(stem.name + Path(f).name[len(Path(photo.path).stem):])
+            taken.add(str(target))
+            steps.append(Step(action, f, str(target)))
     return steps
+
+
+def _common_stem(first: Path, files: list[str], taken: set[str]) -> Path:
+    """The destination stem (folder/name without extension) free for every file of a set:
+    IMG_0001, else IMG_0001-1, ... so the RAW, the JPEG and their sidecars stay together."""
+    stem_len = len(Path(files[0]).stem)
+    base = first.with_name(first.stem)
+    n = 0
+    while True:
+        candidate = base if n == 0 else base.with_name(f"{base.name}-{n}")
+        targets = [candidate.with_name(candidate.name + Path(f).name[stem_len:]) for f in files]
+        if not any(os.path.lexists(t) or str(t) in taken for t in targets):
+            return candidate
+        n += 1
 
 
 def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict, run_id: int | None = None) -> int:

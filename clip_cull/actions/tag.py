@@ -67,14 +67,22 @@ def plan_tags(
     label: str | None = None,
     keywords: bool = True,
     overwrite: bool = False,
+    reject_blurry: bool = False,
 ) -> list[SidecarChange]:
     """What each photo's sidecar would become. A rating the photographer set (one clipcull did
-    not write) is kept unless overwrite."""
+    not write) is kept unless overwrite. With darktable naming a RAW companion gets its own
+    sidecar; with Lightroom naming the RAW and the JPEG share one."""
     scores = np.array([p.score for p in ranked])
     stars = star_ratings(scores, thresholds, reject_below)
+    if reject_blurry:
+        stars = np.where([("blurry" in p.flags) for p in ranked], REJECT, stars)
     changes = []
-    for photo, rating in zip(ranked, stars):
-        path = sidecar_path(photo.path, style)
+    targets = [
+        (photo, rating, sidecar)
+        for photo, rating in zip(ranked, stars)
+        for sidecar in dict.fromkeys(sidecar_path(f, style) for f in [photo.path, *getattr(photo, "companions", [])])
+    ]
+    for photo, rating, path in targets:
         before = path.read_bytes() if path.exists() else None
         text = before.decode("utf-8") if before is not None else None
         if text is not None:
