@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from clip_cull import __version__
-from clip_cull.actions.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S
+from clip_cull.actions.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S, best_of_each_group
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.files import HEIF_HINT, heif_available, is_raw
@@ -308,14 +308,7 @@ def best(
                   checks=_checks(penalize, blur_below))
     chosen = [p for p in result.ranked if include_blurry or "blurry" not in p.flags]
     if unique:
-        seen: set[int] = set()
-        candidates, chosen = chosen, []
-        for p in candidates:
-            g = result.groups.get(p.path)
-            if g is None or g not in seen:
-                chosen.append(p)
-            if g is not None:
-                seen.add(g)
+        chosen = best_of_each_group(chosen, result.groups)
     end = "\0" if print0 else "\n"
     sys.stdout.write("".join(p.path + end for p in chosen[:top]))
     sys.stdout.flush()

@@ -66,3 +66,17 @@ def _seconds(iso: str | None) -> float | None:
         return dt.datetime.fromisoformat(iso).timestamp()
     except ValueError:
         return None
+
+
+def best_of_each_group(ranked: list, groups: dict[str, int]) -> list:
+    """The ranking (best first) with only the first photo of each group kept; photos in no
+    group all stay."""
+    seen: set[int] = set()
+    kept = []
+    for photo in ranked:
+        group = groups.get(photo.path)
+        if group is None or group not in seen:
+            kept.append(photo)
+        if group is not None:
+            seen.add(group)
+    return kept

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clip_cull.actions.fileops import file_sha256, transfer
+from clip_cull.actions.groups import best_of_each_group
 from clip_cull.actions.journal import DONE, PARTIAL, Journal, Step
 from clip_cull.actions.xmp import existing_sidecars
 from clip_cull.files import REJECTS_DIRNAME
@@ -44,14 +45,8 @@ def select_rejects(ranked: list, selection: Selection, groups: dict[str, int] | 
     if selection.badly_exposed:
         picked |= {p.path for p in ranked if {"overexposed", "underexposed"} & set(p.flags)}
     if selection.per_group and groups:
-        seen: set[int] = set()
-        for p in ranked:  # best first: the first of each group stays
-            g = groups.get(p.path)
-            if g is None:
-                continue
-            if g in seen:
-                picked.add(p.path)
-            seen.add(g)
+        best = {p.path for p in best_of_each_group(ranked, groups)}  # best first: the first of each group stays
+        picked |= {p.path for p in ranked if p.path in groups and p.path not in best}
     return [p for p in ranked if p.path in picked]
 
 
