@@ -19,6 +19,7 @@ passed as --pretrained, as a user without network access would. The corpus comes
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
 import platform
@@ -209,12 +210,14 @@ def warm_best_db(db: Path, folder: Path, rows: int, model_id: str, prompts: list
     records, embeddings = [], []
     for i in range(rows):
         path = folder / f"IMG_{i:05d}.jpg"
-        path.write_bytes(payload + i.to_bytes(4, "big"))
+        data = payload + i.to_bytes(4, "big")
+        path.write_bytes(data)
         st = path.stat()
-        fp = f"{i:064x}"
+        fp = hashlib.sha256(data).hexdigest()
         records.append(FileRecord(str(path), st.st_size, st.st_mtime_ns, fp))
         embeddings.append(EmbeddingRecord(fp, rng.standard_normal(512), rng.standard_normal(768)))
     store.save(records, embeddings, model_id)
+    store.save_quality({r.fingerprint: (100.0, 0.0, 0.0, 0.5) for r in records})
     store.save_text_embeddings(model_id, prompts, rng.standard_normal((len(prompts), 512)))
     store.set_setting("last_rank", {"roots": [str(folder)], "model": "ViT-B-32", "pretrained": "openai",
                                     "positive": "outstanding", "negative": "horrible"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -426,6 +427,8 @@ def _fail(text: str) -> None:
 def _quiet_libraries() -> None:
     """Our own lines report bad files; library warnings about them would only repeat it."""
     warnings.filterwarnings("ignore", module="PIL")
+    # open_clip logs its own errors on the root logger; clipcull reports them as one clear line
+    logging.getLogger().setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", category=UserWarning, module="open_clip")
     from PIL import Image
 
@@ -438,4 +441,4 @@ def main() -> None:
 
 
 # The AVA and culling commands live in their own modules; importing them registers them on `app`.
-from clip_cull import cli_actions, cli_ava  # noqa: E402,F401
+from clip_cull import cli_actions, cli_ava, cli_taste  # noqa: E402,F401

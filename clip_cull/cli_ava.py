@@ -337,7 +337,7 @@ def _write(ctx: _Context, head, output: Path, trained_on: dict, evaluation: dict
 
 @app.command("eval")
 def eval_ava(
-    ava_dir: AvaArg,
+    target: Annotated[list[str], typer.Argument(metavar="AVA_DIR | ratings FOLDER...", help="The AVA folder; or `ratings` and folders of photos you rated, to see how each head agrees with your stars.")],
     head: Annotated[Optional[list[str]], typer.Option("--head", help="A head name or file; repeat for several.")] = None,
     all_heads: Annotated[bool, typer.Option("--all", help="Every paper method clipcull has: the three prompt heads with the paper's pairs, and a linear probe fitted on the train split.")] = False,
     features: Annotated[str, typer.Option("--features", help="Features of the linear probe fitted by --all.")] = "pooled",
@@ -347,8 +347,18 @@ def eval_ava(
     batch_size: BatchOpt = None, workers: WorkersOpt = 1, fast_decode: FastOpt = False,
     split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
     test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
+    unrated_as: Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5, help="With `ratings`: count unrated photos as this rating.")] = None,
 ) -> None:
-    """Accuracy, Spearman and Pearson on the AVA test split, with 95% bootstrap intervals and N, beside the paper's Table 1."""
+    """Accuracy, Spearman and Pearson on the AVA test split, with 95% bootstrap intervals and N, beside the paper's Table 1. `clipcull eval ratings FOLDER...` instead reports, for every prompt head and each --head, Spearman with your stars, accuracy at separating rejects / 1-2 stars from 4-5 stars, and the share of your 5-star photos in the head's top 10%."""
+    if target[0] == "ratings" and len(target) > 1 and not (Path("ratings") / "AVA.txt").exists():
+        from clip_cull.cli_taste import eval_ratings
+
+        eval_ratings(target[1:], head or [], db, model, pretrained, device, batch_size, workers or 1, unrated_as,
+                     json_out, resamples)
+        return
+    if len(target) != 1:
+        raise typer.BadParameter("give one AVA folder, or `ratings FOLDER...`")
+    ava_dir = Path(target[0])
     if not head and not all_heads:
         raise typer.BadParameter("give --head NAME|FILE (repeatable) or --all")
     ctx = _context(ava_dir=ava_dir, db=db, model=model, pretrained=pretrained, device=device, batch_size=batch_size,

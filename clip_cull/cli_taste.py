@@ -1,0 +1,165 @@
+"""`clipcull eval ratings` and `clipcull train ratings`: the photographer's own stars and rejects."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from clip_cull import taste, ui
+from clip_cull.cli import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    BatchOpt,
+    DbOpt,
+    Device,
+    DeviceOpt,
+    ModelOpt,
+    PretrainedOpt,
+    WorkersOpt,
+    _fail,
+    _open_store,
+    _quiet_libraries,
+)
+from clip_cull.cli_ava import train_app
+from clip_cull.encoder import ModelSpec
+from clip_cull.errors import ClipCullError
+from clip_cull.files import heif_available
+from clip_cull.heads import resolve_head
+from clip_cull.heads.files import check_backbone, save_head
+from clip_cull.heads.linear import LinearFit, probe_head
+from clip_cull.heads.prompt import PROMPT_KINDS
+from clip_cull.images import rawpy_available
+from clip_cull.indexer import IndexOptions, ModelSession, prompt_embeddings
+from clip_cull.ranking import index_folders
+
+UnratedOpt = Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5, help="Count unrated photos as this rating (default: leave them out).")]
+
+
+class _Library:
+    """Embedded photos of the given folders with the photographer's ratings."""
+
+    def __init__(self, folders, db, model, pretrained, device, batch_size, workers, unrated_as, features="projected"):
+        _quiet_libraries()
+        self.err = ui.stderr_console()
+        self.store = _open_store(db)
+        self.session = ModelSession(
+            ModelSpec(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED), self.store, device.value,
+            on_load=lambda spec: ui.message(self.err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
+        )
+        self.folders = [str(Path(f).expanduser().resolve()) for f in folders]
+        with ui.progress_bars(self.err) as bar:
+            report, _, _ = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
+                                         heif=heif_available(), raw=rawpy_available(), progress=bar("embedding photos"))
+        ratings = {p.path: taste.read_rating(p.path, unrated_as) for p in report.ready}
+        rated = [p for p in report.ready if ratings[p.path] is not None]
+        records = self.store.file_records([p.path for p in rated])
+        self.features_kind = features
+        vectors = self.store.embeddings([r.fingerprint for r in records.values()], self.session.model_id, features)
+        rated = [p for p in rated if records[p.path].fingerprint in vectors]
+        self.paths = [p.path for p in rated]
+        self.stars = np.array([ratings[p].stars for p in self.paths], int)
+        self.captured = [records[p].captured_at for p in self.paths]
+        self.features = (np.stack([vectors[records[p].fingerprint] for p in self.paths]).astype(np.float32)
+                         if self.paths else np.zeros((0, 0), np.float32))
+        counts = {s: int((self.stars == s).sum()) for s in (-1, 1, 2, 3, 4, 5)}
+        ui.message(self.err, f"clipcull: {len(report.ready)} photos, {len(self.paths)} rated by you "
+                             f"(rejects {counts[-1]}, " + ", ".join(f"{s}* {counts[s]}" for s in range(1, 6)) + ")", "dim")
+
+    def scores(self, head) -> np.ndarray:
+        check_backbone(head, self.session.text_model_id, self.session.spec.architecture, self.features.shape[1])
+        prompts = head.prompts()
+        vectors = prompt_embeddings(self.store, self.session, prompts) if prompts else {}
+        return head.score(self.features, vectors)[0]
+
+
+def eval_ratings(folders: list[str], heads: list[str], db, model, pretrained, device, batch_size, workers,
+                 unrated_as, json_out: bool, resamples: int) -> None:
+    lib = _library(folders, db, model, pretrained, device, batch_size, workers, unrated_as)
+    try:
+        if len(lib.paths) < 2:
+            raise ClipCullError("fewer than two rated photos: nothing to compare with")
+        rows = []
+        for name in [*PROMPT_KINDS, *heads]:
+            head = resolve_head(name)
+            if head.features != "projected":
+                head_lib = _library(folders, db, model, pretrained, device, batch_size, workers, unrated_as, head.features)
+                scores = head_lib.scores(head)
+            else:
+                scores = lib.scores(head)
+            rows.append({"head": head.name, **taste.taste_figures(scores, lib.stars, resamples).as_dict()})
+    except ClipCullError as e:
+        _fail(str(e))
+    finally:
+        lib.store.close()
+    _print(rows, json_out)
+
+
+def _library(*args, **kwargs) -> _Library:
+    try:
+        return _Library(*args, **kwargs)
+    except ClipCullError as e:
+        _fail(str(e))
+
+
+def _print(rows: list[dict], json_out: bool) -> None:
+    if json_out:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+
+    def cell(fig):
+        return "-" if not fig else f"{fig['value']:.3f} [{fig['ci95'][0]:.3f}, {fig['ci95'][1]:.3f}]"
+
+    table = Table(title="agreement with your ratings (95% bootstrap intervals)", show_edge=False)
+    for column in ("head", "N", "Spearman", "rejects/1-2 vs 4-5 (N)", "5-star in top 10% (N)"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["head"], str(r["n"]), cell(r["spearman"]), f"{cell(r['accuracy'])} ({r['n_binary']})",
+                      f"{cell(r['five_star_in_top10'])} ({r['n_five_star']})")
+    ui.stdout_console().print(table)
+
+
+@train_app.command("ratings")
+def train_ratings(
+    folders: Annotated[list[Path], typer.Argument(help="Folders whose photos you have rated (XMP sidecars or embedded XMP).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The head file to write (.safetensors).")],
+    features: Annotated[str, typer.Option("--features", help="projected (512-d) or pooled (768-d) features.")] = "projected",
+    unrated_as: UnratedOpt = None,
+    resamples: Annotated[int, typer.Option("--resamples", min=1)] = 1000,
+    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1),
+) -> None:
+    """Fit a personal head on your own ratings: ridge on cached features, its strength chosen by cross-validation grouped by shoot (bursts never straddle folds); prints the cross-validated figures beside the zero-shot ensemble's on the same photos."""
+    if features not in ("projected", "pooled"):
+        raise typer.BadParameter("--features is projected or pooled")
+    lib = _library([str(f) for f in folders], db, model, pretrained, device, batch_size, workers, unrated_as, features)
+    try:
+        taste.check_enough(lib.stars)
+        groups = taste.shoot_groups(lib.paths, lib.captured)
+        fit = taste.fit_taste(lib.features, lib.stars, groups)
+        personal = taste.taste_figures(fit.cv_predictions, lib.stars, resamples).as_dict()
+        zero_lib = lib if features == "projected" else _library([str(f) for f in folders], db, model, pretrained, device,
+                                                                 batch_size, workers, unrated_as)
+        zero_shot = taste.taste_figures(zero_lib.scores(resolve_head("ensemble")), lib.stars, resamples).as_dict()
+        head = probe_head(LinearFit(fit.weights, fit.bias, fit.mean, fit.std, fit.alpha), features, lib.session.text_model_id)
+        head.threshold = 3.0  # label 'aesthetic' above three stars
+        trained_on = {"folders": lib.folders, "photos": len(lib.paths), "date": dt.date.today().isoformat(),
+                      "ratings": {str(s): int((lib.stars == s).sum()) for s in (-1, 1, 2, 3, 4, 5)},
+                      "unrated_as": unrated_as, "groups": int(len(set(groups.tolist()))), "ridge_alpha": fit.alpha}
+        save_head(head, output, trained_on, {"cross_validated": personal, "zero_shot_ensemble": zero_shot})
+    except taste.TooFewRatings as e:
+        _fail(str(e))
+    except ClipCullError as e:
+        _fail(str(e))
+    finally:
+        lib.store.close()
+    _print([{"head": "ensemble (zero-shot)", **zero_shot}, {"head": f"yours, cross-validated", **personal}], False)
+    ui.message(lib.err, f"clipcull: wrote {output}. Use it: clipcull rank FOLDER --head {output}", "dim")

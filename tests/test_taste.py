@@ -1,0 +1,139 @@
+"""The photographer's own taste: ratings read from sidecars and embedded XMP, heads evaluated
+against them, and a personal head trained with cross-validation grouped by shoot."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from clip_cull.cli import app
+from clip_cull.taste import read_rating, shoot_groups, taste_figures
+
+XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/"'
+       ' xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" photoshop:City="Lyon" xmp:Rating="{rating}">'
+       '<dc:subject><rdf:Bag><rdf:li>{keyword}</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>')
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def photo(path: Path, brightness: float, seed: int, xmp: str | None = None, when: str | None = None) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.normal(brightness, 30, (48, 64, 3)), 0, 255).astype(np.uint8)
+    kwargs = {}
+    if xmp:
+        kwargs["xmp"] = xmp.encode()
+    if when:
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9003] = when
+        kwargs["exif"] = exif.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, "JPEG", quality=92, **kwargs)
+    return path
+
+
+def stars_for(brightness: float) -> int:
+    """The planted taste: brighter is better; the darkest are rejects."""
+    return -1 if brightness < 45 else int(np.clip(1 + (brightness - 45) // 38, 1, 5))
+
+
+@pytest.fixture
+def library(tmp_path) -> Path:
+    """Three shoots, ratings written as Lightroom sidecars, darktable sidecars and embedded XMP
+    (with other tools' fields), plus photos clipcull rated itself and unrated ones."""
+    root = tmp_path / "library"
+    rng = np.random.default_rng(0)
+    n = 0
+    for shoot in ("2025-05-wedding", "2025-06-portraits", "2025-07-travel"):
+        for i in range(24):
+            brightness = float(rng.uniform(20, 235))
+            stars = stars_for(brightness)
+            name = root / shoot / f"IMG_{n:04d}.jpg"
+            style = n % 3
+            when = f"2025:0{5 + n // 24}:01 10:{(i * 3) // 60:02d}:{(i * 3) % 60:02d}"
+            if style == 2:
+                photo(name, brightness, n, xmp=XMP.format(rating=stars, keyword="family"), when=when)
+            else:
+                photo(name, brightness, n, when=when)
+                side = name.with_suffix(".xmp") if style == 0 else name.with_name(name.name + ".xmp")
+                side.write_text(XMP.format(rating=stars, keyword="family"))
+            n += 1
+    photo(root / "mixed" / "clipcull_rated.jpg", 230, 900, xmp=XMP.format(rating=5, keyword="clipcull:rated"))
+    photo(root / "mixed" / "unrated.jpg", 120, 901)
+    return root
+
+
+def test_ratings_come_from_both_sidecar_styles_and_embedded_xmp(library):
+    lightroom = library / "2025-05-wedding" / "IMG_0000.jpg"
+    darktable = library / "2025-05-wedding" / "IMG_0001.jpg"
+    embedded = library / "2025-05-wedding" / "IMG_0002.jpg"
+    assert read_rating(str(lightroom)).source.endswith("IMG_0000.xmp")
+    assert read_rating(str(darktable)).source.endswith("IMG_0001.jpg.xmp")
+    assert read_rating(str(embedded)).source == "embedded"
+    assert read_rating(str(library / "mixed" / "clipcull_rated.jpg")) is None  # never learn from itself
+    assert read_rating(str(library / "mixed" / "unrated.jpg")) is None
+    assert read_rating(str(library / "mixed" / "unrated.jpg"), unrated_as=2).stars == 2
+
+
+def test_figures_match_hand_computed_values():
+    stars = np.array([5, 5, 4, 3, 2, 1, -1, -1, 1, 2])
+    scores = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0], float)
+    figures = taste_figures(scores, stars, resamples=50)
+    assert figures.n == 10 and figures.n_binary == 9 and figures.n_five == 2
+    assert figures.accuracy.value == 1.0  # the three best are exactly the 4-5 star ones
+    assert figures.five_star_in_top10.value == 0.5  # top 10% = 1 photo, one of the two 5-star ones
+    import scipy.stats
+
+    expected = scipy.stats.spearmanr(scores, np.where(stars < 0, 0, stars)).statistic
+    assert figures.spearman.value == pytest.approx(expected)
+
+
+def test_bursts_stay_in_one_group():
+    paths = [f"/shoot/IMG_{i}.jpg" for i in range(9)]
+    times = ["2025-05-01T10:00:00", "2025-05-01T10:00:01", "2025-05-01T10:00:02",  # a burst
+             "2025-05-01T10:05:00", "2025-05-01T10:05:01",  # another
+             "2025-05-01T10:09:00", "2025-05-01T10:14:00", "2025-05-01T10:20:00", None]
+    groups = shoot_groups(paths, times, min_groups=5)
+    assert groups[0] == groups[1] == groups[2] and groups[3] == groups[4]
+    assert len({groups[0], groups[3], groups[5], groups[6], groups[7], groups[8]}) == 6
+
+
+def test_personal_head_beats_a_head_blind_to_the_planted_taste(tiny_env, library, tmp_path):
+    out = tmp_path / "mine.safetensors"
+    result = run("train", "ratings", library, "-o", out, "--features", "pooled", "--resamples", "100")
+    assert result.exit_code == 0, result.stderr
+    assert "72 rated by you" in result.stderr
+    from clip_cull.heads import load_head
+
+    head = load_head(out)
+    meta = head.metadata
+    assert meta["trained_on"]["photos"] == 72 and meta["trained_on"]["groups"] >= 3
+    assert sum(meta["trained_on"]["ratings"].values()) == 72
+    personal = meta["eval"]["cross_validated"]["spearman"]["value"]
+    assert personal > 0.6
+    assert personal > meta["eval"]["zero_shot_ensemble"]["spearman"]["value"]
+
+    evaluation = run("eval", "ratings", library, "--head", out, "--json", "--resamples", "50")
+    assert evaluation.exit_code == 0, evaluation.stderr
+    rows = [json.loads(l) for l in evaluation.stdout.splitlines()]
+    assert [r["head"].split("(")[0] for r in rows] == ["fixed", "context", "ensemble", "linear"]
+    assert all(r["n"] == 72 for r in rows)
+    assert rows[-1]["spearman"]["value"] > rows[2]["spearman"]["value"]  # in-sample, yours beats the ensemble
+    ranked = run("rank", library / "2025-07-travel", "--head", out, "--json")
+    assert ranked.exit_code == 0 and len(ranked.stdout.splitlines()) == 24
+
+
+def test_too_few_ratings_is_said_plainly(tiny_env, tmp_path):
+    folder = tmp_path / "few"
+    for i in range(10):
+        photo(folder / f"IMG_{i}.jpg", 40 + 20 * i, i, xmp=XMP.format(rating=1 + i % 5, keyword="x"))
+    result = run("train", "ratings", folder, "-o", tmp_path / "h.safetensors")
+    assert result.exit_code == 1
+    assert "only 10 rated photos; a personal head needs at least 50" in result.stderr
+    assert not (tmp_path / "h.safetensors").exists()
