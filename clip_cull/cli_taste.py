@@ -133,6 +133,7 @@ def train_ratings(
     output: Annotated[Path, typer.Option("--output", "-o", help="The head file to write (.safetensors).")],
     features: Annotated[str, typer.Option("--features", help="projected (512-d) or pooled (768-d) features.")] = "projected",
     unrated_as: UnratedOpt = None,
+    start_from: Annotated[Optional[Path], typer.Option("--start-from", help="A linear head to start from and adapt (e.g. your AVA probe, on the same --features).")] = None,
     resamples: Annotated[int, typer.Option("--resamples", min=1)] = 1000,
     db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1),
@@ -143,8 +144,14 @@ def train_ratings(
     lib = _library([str(f) for f in folders], db, model, pretrained, device, batch_size, workers, unrated_as, features)
     try:
         taste.check_enough(lib.stars)
+        prior = None
+        if start_from is not None:
+            prior = resolve_head(str(start_from))
+            if not hasattr(prior, "as_raw_linear") or prior.features != features:
+                raise ClipCullError(f"--start-from needs a linear head on {features} features, like `clipcull train linear` writes")
+            check_backbone(prior, lib.session.text_model_id, lib.session.spec.architecture, lib.features.shape[1])
         groups = taste.shoot_groups(lib.paths, lib.captured)
-        fit = taste.fit_taste(lib.features, lib.stars, groups)
+        fit = taste.fit_taste(lib.features, lib.stars, groups, prior=prior)
         personal = taste.taste_figures(fit.cv_predictions, lib.stars, resamples).as_dict()
         zero_lib = lib if features == "projected" else _library([str(f) for f in folders], db, model, pretrained, device,
                                                                  batch_size, workers, unrated_as)
@@ -153,7 +160,8 @@ def train_ratings(
         head.threshold = 3.0  # label 'aesthetic' above three stars
         trained_on = {"folders": lib.folders, "photos": len(lib.paths), "date": dt.date.today().isoformat(),
                       "ratings": {str(s): int((lib.stars == s).sum()) for s in (-1, 1, 2, 3, 4, 5)},
-                      "unrated_as": unrated_as, "groups": int(len(set(groups.tolist()))), "ridge_alpha": fit.alpha}
+                      "unrated_as": unrated_as, "groups": int(len(set(groups.tolist()))), "ridge_alpha": fit.alpha,
+                      "started_from": str(start_from) if start_from else None}
         save_head(head, output, trained_on, {"cross_validated": personal, "zero_shot_ensemble": zero_shot})
     except taste.TooFewRatings as e:
         _fail(str(e))

@@ -36,7 +36,7 @@ class WalkResult:
 
 
 def is_raw(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in RAW_EXTENSIONS
+    return os.path.splitext(str(path))[1].lower() in RAW_EXTENSIONS
 
 
 def heif_available() -> bool:
@@ -67,30 +67,31 @@ def walk_photos(
     seen: set[str] = set()
     extensions = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
     for root in roots:
-        root_path = Path(os.path.abspath(os.path.expanduser(str(root))))
-        if root_path.is_file():
-            candidates: Iterable[Path] = [root_path]
-        elif root_path.is_dir():
+        root_path = os.path.abspath(os.path.expanduser(str(root)))
+        if os.path.isfile(root_path):
+            candidates: Iterable[str] = [root_path]
+        elif os.path.isdir(root_path):
             candidates = _walk_dir(root_path, exclude_dirnames, result.errors)
         else:
             raise InputError(f"no such file or folder: {root}")
+        # Plain strings, not Path objects: this loop runs once per file of large folders.
         for path in candidates:
-            suffix = path.suffix.lower()
-            if suffix not in extensions or str(path) in seen:
+            suffix = os.path.splitext(path)[1].lower()
+            if suffix not in extensions or path in seen:
                 continue
-            seen.add(str(path))
+            seen.add(path)
             if suffix in HEIF_EXTENSIONS and not heif:
-                result.unsupported.append(str(path))
+                result.unsupported.append(path)
                 continue
-            if not _utf8(str(path)):
-                result.errors.append((str(path), "file name is not valid UTF-8; rename the file to index it"))
+            if not _utf8(path):
+                result.errors.append((path, "file name is not valid UTF-8; rename the file to index it"))
                 continue
             try:
-                st = path.stat()
+                st = os.stat(path)
             except OSError as e:
-                result.errors.append((str(path), f"cannot read file: {e.strerror or e}"))
+                result.errors.append((path, f"cannot read file: {e.strerror or e}"))
                 continue
-            result.photos.append(FileStat(str(path), st.st_size, st.st_mtime_ns))
+            result.photos.append(FileStat(path, st.st_size, st.st_mtime_ns))
     _pair_raw_files(result, raw)
     result.photos.sort(key=lambda f: f.path)
     return result
@@ -99,10 +100,12 @@ def walk_photos(
 def _pair_raw_files(result: WalkResult, raw_supported: bool) -> None:
     """A RAW with a JPEG/HEIC of the same stem in the same folder rides with that file (which is
     faster to decode); a lone RAW is a photo of its own where rawpy is installed."""
+    if not any(is_raw(f.path) for f in result.photos):
+        return  # nothing to pair: keep large folders fast
     by_stem: dict[tuple[str, str], list[FileStat]] = {}
     for photo in result.photos:
-        p = Path(photo.path)
-        by_stem.setdefault((str(p.parent), p.stem.lower()), []).append(photo)
+        folder, name = os.path.split(photo.path)
+        by_stem.setdefault((folder, os.path.splitext(name)[0].lower()), []).append(photo)
     kept: list[FileStat] = []
     for group in by_stem.values():
         raws = [f for f in group if is_raw(f.path)]
@@ -126,7 +129,7 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _walk_dir(top: Path, exclude_dirnames: frozenset[str], errors: list[tuple[str, str]]):
+def _walk_dir(top: str, exclude_dirnames: frozenset[str], errors: list[tuple[str, str]]):
     stack = [top]
     while stack:
         folder = stack.pop()
@@ -144,9 +147,9 @@ def _walk_dir(top: Path, exclude_dirnames: frozenset[str], errors: list[tuple[st
                 is_dir = False
             if is_dir:
                 if entry.name not in exclude_dirnames:
-                    stack.append(Path(entry.path))
+                    stack.append(entry.path)
             else:
-                yield Path(entry.path)
+                yield entry.path
 
 
 def content_fingerprint(data: bytes) -> str:

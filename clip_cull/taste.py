@@ -9,6 +9,7 @@ learns from itself.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,7 @@ def read_rating(photo: str, unrated_as: int | None = None) -> Rating | None:
         got = _from_text(sidecar.read_bytes(), unrated_as, str(sidecar))
         if got is not None:
             return Rating(photo, got[0], got[1]) if got[0] is not None else None
-    with open(photo, "rb") as f:
-        head = f.read(4 << 20)  # XMP sits near the start of JPEG, TIFF and HEIC files
-    match = XMP_PACKET.search(head)
+    match = _embedded_xmp(photo)
     if match:
         got = _from_text(match.group(0), unrated_as, "embedded")
         if got is not None and got[0] is not None:
@@ -46,6 +45,19 @@ def read_rating(photo: str, unrated_as: int | None = None) -> Rating | None:
     if unrated_as is not None:
         return Rating(photo, unrated_as, "unrated")
     return None
+
+
+def _embedded_xmp(photo: str):
+    """The XMP packet in the file: near the start in JPEG and TIFF, at the start or the end of
+    a HEIC's boxes. Only the first and last 4 MiB are read."""
+    window = 4 << 20
+    with open(photo, "rb") as f:
+        head = f.read(window)
+        match = XMP_PACKET.search(head)
+        if match or len(head) < window:
+            return match
+        f.seek(max(window, os.fstat(f.fileno()).st_size - window))
+        return XMP_PACKET.search(f.read())
 
 
 def _from_text(data: bytes, unrated_as: int | None, source: str):
@@ -147,24 +159,61 @@ class TasteFit:
     cv_predictions: np.ndarray  # out-of-fold predictions, for honest figures
 
 
-def fit_taste(features: np.ndarray, stars: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0) -> TasteFit:
+def fit_taste(
+    features: np.ndarray, stars: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0, prior=None
+) -> TasteFit:
     """Ridge on z-scored features, its strength chosen by cross-validation grouped by shoot
-    (a burst never sits on both sides of a fold); out-of-fold predictions at that strength."""
+    (a burst never sits on both sides of a fold); out-of-fold predictions at that strength.
+
+    With a prior (e.g. the AVA linear probe, on the same features), start from it and adapt:
+    the stars are first fitted as scale x prior + offset, and ridge then learns only what the
+    prior misses. The result is still one linear function of the features."""
     from clip_cull.heads.linear import _fold_assignment
 
     y = target(stars)
+    x = np.asarray(features, np.float64)
+    base = prior.predict(x) if prior is not None else None
     folds = max(2, min(folds, len(np.unique(groups))))
-    alpha, _ = choose_ridge_alpha(features, y, groups=groups, folds=folds, seed=seed)
+    alpha, _ = choose_ridge_alpha(x, y - _prior_fit(base, y)[2] if base is not None else y, groups=groups,
+                                  folds=folds, seed=seed)
     fold_of = _fold_assignment(len(y), folds, groups, seed)
     oof = np.zeros(len(y))
     for k in range(folds):
         test = fold_of == k
         if not test.any() or test.all():
             continue
-        fit = fit_linear(features[~test], y[~test], alpha)
-        oof[test] = ((features[test] - fit.mean) / fit.std) @ fit.weights + fit.bias
-    final = fit_linear(features, y, alpha)
-    return TasteFit(final.weights, final.bias, final.mean, final.std, alpha, oof)
+        oof[test] = _fit_predict(x[~test], y[~test], x[test], alpha, None if base is None else (base[~test], base[test]))
+    weights, bias = _fit_linear_function(x, y, alpha, base, prior)
+    return TasteFit(weights, bias, np.zeros(x.shape[1]), np.ones(x.shape[1]), alpha, oof)
+
+
+def _prior_fit(base: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """scale, offset and fitted values of y ~ scale x base + offset."""
+    design = np.stack([base, np.ones_like(base)], axis=1)
+    (scale, offset), *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(scale), float(offset), scale * base + offset
+
+
+def _fit_predict(x_train, y_train, x_test, alpha, bases) -> np.ndarray:
+    if bases is None:
+        fit = fit_linear(x_train, y_train, alpha)
+        return ((x_test - fit.mean) / fit.std) @ fit.weights + fit.bias
+    scale, offset, fitted = _prior_fit(bases[0], y_train)
+    fit = fit_linear(x_train, y_train - fitted, alpha)
+    return scale * bases[1] + offset + ((x_test - fit.mean) / fit.std) @ fit.weights + fit.bias
+
+
+def _fit_linear_function(x, y, alpha, base, prior) -> tuple[np.ndarray, float]:
+    """The fitted predictor as weights on the raw features and a bias."""
+    if base is None:
+        fit = fit_linear(x, y, alpha)
+        return fit.weights / fit.std, fit.bias - float((fit.weights / fit.std) @ fit.mean)
+    scale, offset, fitted = _prior_fit(base, y)
+    fit = fit_linear(x, y - fitted, alpha)
+    prior_w, prior_b = prior.as_raw_linear()
+    weights = scale * prior_w + fit.weights / fit.std
+    bias = scale * prior_b + offset + fit.bias - float((fit.weights / fit.std) @ fit.mean)
+    return weights, bias
 
 
 def shoot_groups(paths: list[str], captured_at: list[str | None], min_groups: int = 5) -> np.ndarray:

@@ -137,3 +137,41 @@ def test_too_few_ratings_is_said_plainly(tiny_env, tmp_path):
     assert result.exit_code == 1
     assert "only 10 rated photos; a personal head needs at least 50" in result.stderr
     assert not (tmp_path / "h.safetensors").exists()
+
+
+def test_starting_from_a_prior_helps_with_few_ratings():
+    from clip_cull.heads.linear import LinearFit, fit_linear, probe_head
+    from clip_cull.metrics import spearman
+    from clip_cull.taste import fit_taste
+
+    rng = np.random.default_rng(5)
+    dim = 40
+    w_prior = rng.normal(size=dim)
+    big = rng.normal(size=(2000, dim))
+    prior = probe_head(fit_linear(big, big @ w_prior + 5), "projected", None)  # an "AVA probe" on plenty of data
+    x = rng.normal(size=(60, dim))
+    taste_signal = x @ w_prior + 0.8 * x[:, 0]  # mostly the prior's taste, plus a personal twist
+    stars = np.clip(np.round(3 + taste_signal / taste_signal.std()), 1, 5).astype(int)
+    groups = np.arange(60) // 4
+    plain = fit_taste(x, stars, groups)
+    adapted = fit_taste(x, stars, groups, prior=prior)
+    target = np.where(stars < 0, 0, stars)
+    assert spearman(adapted.cv_predictions, target) > spearman(plain.cv_predictions, target) + 0.05
+    # the adapted head is one linear function of the features: as saved, it predicts what was fitted
+    head = probe_head(LinearFit(adapted.weights, adapted.bias, adapted.mean, adapted.std, adapted.alpha), "projected", None)
+    fresh = rng.normal(size=(5, dim))
+    assert np.corrcoef(head.predict(fresh), prior.predict(fresh))[0, 1] > 0.9
+
+
+def test_train_ratings_can_start_from_an_ava_probe(tiny_env, library, mini_ava, tmp_path):
+    probe = tmp_path / "ava-probe.safetensors"
+    assert run("train", "linear", mini_ava, "-o", probe, "--ridge", "auto").exit_code == 0
+    out = tmp_path / "adapted.safetensors"
+    result = run("train", "ratings", library, "-o", out, "--features", "pooled", "--start-from", probe, "--resamples", "50")
+    assert result.exit_code == 0, result.stderr
+    from clip_cull.heads import load_head
+
+    meta = load_head(out).metadata
+    assert meta["trained_on"]["started_from"] == str(probe)
+    wrong = run("train", "ratings", library, "-o", out, "--features", "projected", "--start-from", probe)
+    assert wrong.exit_code == 1 and "needs a linear head on projected features" in wrong.stderr

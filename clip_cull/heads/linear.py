@@ -48,6 +48,16 @@ class LinearHead:
             x = x @ np.asarray(w, np.float64).T + np.asarray(b, np.float64)
         return x[:, 0]
 
+    def as_raw_linear(self) -> tuple[np.ndarray, float]:
+        """(weights, bias) on the raw features, for a single-layer head without L2 input."""
+        if len(self.layers) != 1 or self.l2_input:
+            raise ValueError(f"{self.name} is not one linear function of its features")
+        w = np.asarray(self.layers[0][0], np.float64)[0]
+        b = float(np.asarray(self.layers[0][1], np.float64)[0])
+        if self.mean is None:
+            return w, b
+        return w / self.std, b - float((w / self.std) @ self.mean)
+
     def score(self, features: np.ndarray, prompt_vectors=None) -> tuple[np.ndarray, list[str]]:
         predictions = self.predict(features)
         return predictions, labels_from(predictions > self.threshold)

@@ -53,7 +53,9 @@ class PromptHead:
 
     def score(self, features: np.ndarray, prompt_vectors: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
         image = l2_normalize(features)
-        stats = [adjective_statistics(image, [prompt_vectors[p] for p in group]) for group in self.prompt_groups()]
+        every_prompt = self.kind == "context"  # the others need only the averaged vectors
+        stats = [adjective_statistics(image, [prompt_vectors[p] for p in group], every_prompt=every_prompt)
+                 for group in self.prompt_groups()]
         scores, closer = combine(self.kind, stats[0], stats[1])
         return scores, labels_from(closer)
 
@@ -72,13 +74,16 @@ class AdjectiveStats:
     cos_mean_vector: np.ndarray  # cosine with the averaged prompt vector (ensemble)
 
 
-def adjective_statistics(image_unit: np.ndarray, vectors: list[np.ndarray], chunk: int = 8192) -> AdjectiveStats:
-    """image_unit: (N, D) unit rows; vectors: the adjective's raw prompt embeddings."""
+def adjective_statistics(
+    image_unit: np.ndarray, vectors: list[np.ndarray], chunk: int = 8192, every_prompt: bool = True
+) -> AdjectiveStats:
+    """image_unit: (N, D) unit rows; vectors: the adjective's raw prompt embeddings. Without
+    every_prompt only the cosine with the averaged vector is computed (sum and max stay empty)."""
     raw = np.stack(vectors).astype(np.float32)
     unit = l2_normalize(raw)
     mean = l2_normalize(raw.mean(axis=0))
     sums, maxes = [], []
-    for start in range(0, len(image_unit), chunk):  # bounded memory for 250k AVA images
+    for start in range(0, len(image_unit) if every_prompt else 0, chunk):  # bounded memory for 250k AVA images
         cos = image_unit[start : start + chunk] @ unit.T
         sums.append(cos.sum(axis=1))
         maxes.append(cos.max(axis=1))
