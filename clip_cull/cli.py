@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -190,7 +191,7 @@ def _main(
 def rank(
     folders: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) or photo files.")],
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Show only the best N.")] = None,
-    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object a line: rank, path, score, label, ...")] = False,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object a line: rank, path, score, label, ...; unreadable files as JSON objects (path, error) on stderr.")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV with a header row.")] = False,
     db: DbOpt = None,
     model: ModelOpt = None,
@@ -246,7 +247,7 @@ def rank(
             return
         wait_for_all()  # process 0 ranks once every share is embedded
     result = _run(settings, db, device, options, groups=(similarity, burst_window) if groups else None,
-                  checks=_checks(penalize, blur_below))
+                  checks=_checks(penalize, blur_below), json_errors=json_lines)
     ranked = result.ranked[:limit] if limit else result.ranked
     group_of = result.groups if groups else None
     if json_lines:
@@ -338,6 +339,7 @@ def _run(
     shard: tuple[int, int] | None = None,
     groups: tuple[float, float] | None = None,
     checks: Checks = Checks(),
+    json_errors: bool = False,
 ) -> FolderRanking:
     """Index (and, without a shard, rank) with the user's settings; errors become one line."""
     _quiet_libraries()
@@ -356,6 +358,10 @@ def _run(
         heif, raw = heif_available(), rawpy_available()
 
         def on_failure(failure: Failure) -> None:
+            if json_errors:  # one JSON object a line on stderr, for scripts
+                sys.stderr.write(json.dumps({"path": failure.path, "error": failure.reason,
+                                             "remembered": failure.remembered}) + "\n")
+                return
             note = " (unchanged since an earlier run)" if failure.remembered else ""
             ui.message(err, f"clipcull: skipped {ui.shown_path(failure.path)}: {failure.reason}{note}", "yellow")
 

@@ -154,14 +154,24 @@ class Store:
         mode. sqlite-utils calls inside nest as savepoints.
         """
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as e:
+            raise _cache_error(e, Path(self.path)) from None
         try:
             yield self.db
-        except BaseException:
+        except BaseException as e:
             if conn.in_transaction:  # an error may already have ended it
                 conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.DatabaseError):
+                raise _cache_error(e, Path(self.path)) from None
             raise
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _cache_error(e, Path(self.path)) from None
 
     def close(self) -> None:
         self.db.close()
@@ -327,6 +337,11 @@ def _check_schema(db: Database, path: Path) -> None:
 
 def _cache_error(error: sqlite3.DatabaseError, path: Path) -> CacheError:
     text = str(error)
+    if "disk is full" in text or "disk I/O error" in text:
+        return CacheError(
+            f"cannot write the cache {path} ({text}). Nothing committed was lost: free some space "
+            f"(or use --db on another disk) and run the command again to go on."
+        )
     if "not a database" in text or "malformed" in text:
         return CacheError(
             f"the cache {path} is damaged ({text}). Nothing was changed: move it aside "

@@ -115,9 +115,9 @@ def test_broken_files_are_one_line_each_and_the_run_goes_on(tiny_env, photo_fold
     (photo_folder / "text.jpg").write_text("hello")
     data = (photo_folder / "IMG_0000.jpg").read_bytes()
     (photo_folder / "cut.jpg").write_bytes(data[: len(data) // 2])
-    result = run("rank", photo_folder, "--json")
+    result = run("rank", photo_folder, "--csv")
     assert result.exit_code == 0
-    assert len(result.stdout.splitlines()) == 8
+    assert len(result.stdout.splitlines()) == 9  # header + 8 photos
     lines = [l for l in result.stderr.splitlines() if l.startswith("clipcull: skipped")]
     assert sorted(lines) == sorted([
         f"clipcull: skipped {photo_folder / 'cut.jpg'}: file is truncated (incomplete download or copy?)",
@@ -127,7 +127,10 @@ def test_broken_files_are_one_line_each_and_the_run_goes_on(tiny_env, photo_fold
     assert "Traceback" not in result.stderr
     strict = run("rank", photo_folder, "--strict", "--json")
     assert strict.exit_code == 3
-    assert "(unchanged since an earlier run)" in strict.stderr
+    failures = [json.loads(l) for l in strict.stderr.splitlines() if l.startswith("{")]
+    assert sorted((Path(f["path"]).name, f["remembered"]) for f in failures) == [
+        ("cut.jpg", True), ("text.jpg", True), ("zero.jpg", True)]
+    assert next(f["error"] for f in failures if f["path"].endswith("zero.jpg")) == "empty file (0 bytes)"
 
 
 def test_file_name_with_a_newline_stays_on_one_line(tiny_env, tmp_path):
@@ -136,6 +139,8 @@ def test_file_name_with_a_newline_stays_on_one_line(tiny_env, tmp_path):
     (folder / "bad\nname.jpg").write_text("x")
     result = run("rank", folder, "--json")
     assert json.loads(result.stdout)["path"] == str(folder / "two\nlines.jpg")
+    assert json.loads(result.stderr.splitlines()[0])["path"] == str(folder / "bad\nname.jpg")
+    result = run("rank", folder)
     skipped = [l for l in result.stderr.splitlines() if "skipped" in l]
     assert skipped == [f"clipcull: skipped {folder}/bad\\nname.jpg: not an image (or a format Pillow cannot read)"]
 
@@ -252,7 +257,8 @@ def test_non_utf8_file_name_is_reported_with_escaped_bytes(tiny_env, tmp_path):
     result = run("rank", folder, "--json")
     assert result.exit_code == 0
     assert [json.loads(l)["path"] for l in result.stdout.splitlines()] == [str(folder / "ok.jpg")]
-    assert f"clipcull: skipped {folder}/caf\\xe9.jpg: file name is not valid UTF-8" in result.stderr
+    assert "file name is not valid UTF-8" in json.loads(result.stderr.splitlines()[0])["error"]
+    assert f"clipcull: skipped {folder}/caf\\xe9.jpg: file name is not valid UTF-8" in run("rank", folder).stderr
 
 
 def test_panorama_is_ranked_without_a_huge_intermediate(tiny_env, tiny_model_files, tmp_path):

@@ -1,0 +1,258 @@
+"""Nothing lost, nothing crashes: SIGKILL in the middle of indexing and of moves, files that
+change while read, a full disk, a read-only cache location, hostile names, and a property test
+of the cache against a model of what it should hold."""
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from clip_cull.cli import app
+from conftest import make_photo
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def tree_hashes(root: Path) -> list[str]:
+    return sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file())
+
+
+def small_photos(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(folder / f"IMG_{i:04d}.png")
+    return folder
+
+
+def embeddings_count(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(db, timeout=5)
+        return conn.execute("select count(*) from embeddings").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_sigkill_while_indexing_loses_only_the_batch_in_flight(tiny_env, tmp_path, private_cache):
+    folder = small_photos(tmp_path / "many", 300)
+    proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "rank", str(folder), "--json", "--batch-size", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while embeddings_count(private_cache) < 20 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    committed = embeddings_count(private_cache)
+    assert 0 < committed < 300, "the kill should land in the middle of indexing"
+    again = run("rank", folder, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert f"300 photos: {300 - committed} embedded, {committed} cached" in again.stderr  # nothing committed is redone
+    conn = sqlite3.connect(private_cache)
+    assert conn.execute("select count(*) from embeddings").fetchone()[0] == 300  # exactly one each
+    assert conn.execute("select count(*) from files where error is null").fetchone()[0] == 300
+
+
+KILL_AFTER = """
+import os, signal, sys
+import clip_cull.actions.move as move
+import clip_cull.actions.tag as tag
+real_transfer, real_write = move.transfer, tag.write_atomic
+calls = {{"n": 0}}
+def die_at(n):
+    calls["n"] += 1
+    if calls["n"] == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+def transfer(*a, **k):
+    real_transfer(*a, **k)
+    die_at({n})  # the file has moved; the journal has not heard yet
+def write(*a, **k):
+    real_write(*a, **k)
+    die_at({n})
+move.transfer, tag.write_atomic = transfer, write
+from clip_cull.cli import app
+app(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("command", [["move", "--keep-top", "2"], ["tag"]])
+def test_sigkill_in_the_middle_of_move_or_tag_then_undo(tiny_env, photo_folder, private_cache, command):
+    (photo_folder / "IMG_0003.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF xmlns:rdf="
+                                              "'http://www.w3.org/1999/02/22-rdf-syntax-ns#'><rdf:Description "
+                                              "rdf:about='' xmlns:xmp='http://ns.adobe.com/xap/1.0/' xmp:Rating='2'/>"
+                                              "</rdf:RDF></x:xmpmeta>")
+    run("rank", photo_folder)  # embed first, so the killed process gets to the file work quickly
+    before = tree_hashes(photo_folder)
+    files_before = sorted(str(p.relative_to(photo_folder)) for p in photo_folder.rglob("*") if p.is_file())
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER.format(n=3), command[0], str(photo_folder), *command[1:],
+                           "--overwrite"] if command == ["tag"] else
+                          [sys.executable, "-c", KILL_AFTER.format(n=3), command[0], str(photo_folder), *command[1:]],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    if command[0] == "move":
+        assert tree_hashes(photo_folder) == before  # moved, not lost or doubled
+    history = run("history").stdout
+    assert "partial" in history  # the journal says it did not finish
+    assert run("undo").exit_code == 0
+    assert tree_hashes(photo_folder) == before
+    assert sorted(str(p.relative_to(photo_folder)) for p in photo_folder.rglob("*") if p.is_file()) == files_before
+
+
+def test_killed_move_is_finished_by_a_rerun(tiny_env, photo_folder):
+    run("rank", photo_folder)
+    before = tree_hashes(photo_folder)
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER.format(n=2), "move", str(photo_folder), "--keep-top", "4"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    again = run("move", photo_folder, "--keep-top", "4")
+    assert again.exit_code == 0, again.stderr
+    assert "finished move run 1, which had been interrupted" in again.stderr
+    assert tree_hashes(photo_folder) == before
+    assert len(list((photo_folder / "_rejects").rglob("*.jpg"))) == 4
+
+
+def test_a_photo_changing_while_read_is_reported_not_cached(tiny_env, photo_folder, monkeypatch):
+    import clip_cull.files as files
+
+    target = str(photo_folder / "IMG_0002.jpg")
+    real_stat = os.stat
+
+    def stat_sees_a_change(path, *a, **k):
+        st = real_stat(path, *a, **k)
+        if str(path) == target:
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid,
+                                   st.st_size + 1, int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
+        return st
+
+    monkeypatch.setattr(files.os, "stat", stat_sees_a_change)
+    result = run("rank", photo_folder)
+    monkeypatch.setattr(files.os, "stat", real_stat)
+    assert f"skipped {target}: cannot read file: file changed while it was being read" in result.stderr
+    assert "unchanged since an earlier run" not in run("rank", photo_folder).stderr  # retried, not remembered
+
+
+def test_a_full_disk_is_one_clear_line(tiny_env, photo_folder, monkeypatch):
+    import sqlite3 as sq
+
+    from clip_cull.store import Store
+
+    def full(self, *a, **k):
+        raise sq.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "save_quality", full)
+    result = run("rank", photo_folder)
+    assert result.exit_code == 1
+    assert "clipcull: error: cannot write the cache" in result.stderr and "free some space" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_read_only_cache_location_is_one_clear_line(tiny_env, photo_folder):
+    result = run("rank", photo_folder, "--db", "/proc/clipcull-test/cache.db")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("clipcull: error: cannot create the cache folder /proc/clipcull-test")
+    result = run("rank", photo_folder, "--db", "/proc/clipcull.db")
+    assert result.exit_code == 1 and "Use a writable place with --db" in result.stderr
+
+
+HOSTILE = 'we"ird, <name> & \\'quotes\\'\n.jpg'
+
+
+def test_hostile_names_survive_csv_xmp_and_print0(tiny_env, tmp_path):
+    import csv
+    import io
+
+    folder = tmp_path / "hostile"
+    make_photo(folder / HOSTILE, seed=3)
+    make_photo(folder / "plain.jpg", seed=4)
+    rows = list(csv.DictReader(io.StringIO(run("rank", folder, "--csv").stdout)))
+    assert sorted(r["path"] for r in rows) == sorted([str(folder / HOSTILE), str(folder / "plain.jpg")])
+    printed = run("best", folder, "--print0").stdout.split("\0")
+    assert sorted(printed[:-1]) == sorted([str(folder / HOSTILE), str(folder / "plain.jpg")]) and printed[-1] == ""
+    assert run("tag", folder, "--label", '<Red & "Blue">').exit_code == 0
+    from clip_cull.actions.xmp import read_fields, sidecar_path
+
+    text = sidecar_path(folder / HOSTILE).read_text()
+    fields = read_fields(text)
+    assert fields.rating in range(1, 6) and "<Red" not in text
+
+
+def test_ten_thousand_tiny_files(tiny_env, tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    data = (make_photo(tmp_path / "one.png", seed=1, size=(8, 8), fmt="PNG")).read_bytes()
+    for i in range(10_000):
+        (folder / f"{i:05d}.png").write_bytes(data)
+    (folder / "broken.png").write_bytes(data[:20])
+    result = run("rank", folder, "--json")
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert len(result.stdout.splitlines()) == 10_000
+    assert "10001 photos: 1 embedded" in result.stderr  # identical content is embedded once
+    assert [json.loads(l)["path"] for l in result.stderr.splitlines() if l.startswith("{")] == [str(folder / "broken.png")]
+
+
+# --- a property test of the cache ------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+OPS = st.lists(
+    st.tuples(st.sampled_from(["add", "modify", "rename", "delete", "rerun"]), st.integers(0, 5), st.integers(0, 50)),
+    min_size=1, max_size=10,
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_cache_matches_a_model_of_what_it_should_hold(tiny_model_files, tmp_path_factory, ops):
+    from clip_cull.encoder import ModelSpec
+    from clip_cull.files import walk_photos
+    from clip_cull.indexer import IndexOptions, ModelSession, index_photos
+    from clip_cull.store import Store
+
+    root = tmp_path_factory.mktemp("prop")
+    folder = root / "photos"
+    folder.mkdir()
+    store = Store.open(root / "cache.db")
+    config, checkpoint = tiny_model_files
+    embedded_contents: set[str] = set()  # the model: every content ever embedded
+
+    def rerun():
+        session = ModelSession(ModelSpec(str(config), str(checkpoint)), store, "cpu")
+        report = index_photos(store, walk_photos([folder]).photos, session, IndexOptions(batch_size=2))
+        store.forget_missing(str(folder), [p.path for p in walk_photos([folder]).photos])
+        on_disk = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+        new_contents = set(on_disk.values()) - embedded_contents
+        assert report.embedded == len(new_contents)
+        embedded_contents.update(on_disk.values())
+        rows = dict(store.db.execute("select path, fingerprint from files").fetchall())
+        assert rows == on_disk  # every file, with its current content, and nothing else
+        have = store.fingerprints_with_embedding(session.model_id)
+        assert set(on_disk.values()) <= have
+
+    for op, slot, seed in ops:
+        path = folder / f"p{slot}.png"
+        existing = sorted(folder.iterdir())
+        if op == "add" and not path.exists():
+            make_photo(path, seed=seed, size=(16, 16), fmt="PNG")
+        elif op == "modify" and existing:
+            target = existing[slot % len(existing)]
+            make_photo(target, seed=seed + 1000, size=(16, 16), fmt="PNG")
+            os.utime(target, ns=(time.time_ns(), time.time_ns() + seed))
+        elif op == "rename" and existing and not path.exists():
+            existing[slot % len(existing)].rename(path)
+        elif op == "delete" and existing:
+            existing[slot % len(existing)].unlink()
+        else:
+            rerun()
+    rerun()
+    store.close()
