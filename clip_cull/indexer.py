@@ -243,6 +243,16 @@ class _Preparer:
         self.known = known
         self.measured = measured  # None: technical checks are off
         self.options = options
+        self.claimed: set[str] = set()  # contents a worker is already decoding in this run
+        self.lock = threading.Lock()
+
+    def _claim(self, fingerprint: str) -> bool:
+        """True for the first file of a content in this run: copies of it wait for its embedding."""
+        with self.lock:
+            if fingerprint in self.claimed:
+                return False
+            self.claimed.add(fingerprint)
+            return True
 
     def __call__(self, photo: FileStat) -> _Prepared:
         try:
@@ -254,8 +264,11 @@ class _Preparer:
             return _Prepared(photo, error=f"cannot read file: {e.strerror or e}", remember_error=not changing)
         fingerprint = content_fingerprint(data)
         item = _Prepared(stat, fingerprint)
-        embedded = fingerprint in self.known
-        needs_quality = self.measured is not None and fingerprint not in self.measured
+        new = fingerprint not in self.known
+        first = new and self._claim(fingerprint)  # this file's content is embedded by this worker
+        copy = new and not first  # ... or by the worker that met the same content first
+        embedded = not first
+        needs_quality = self.measured is not None and fingerprint not in self.measured and not copy
         try:
             if embedded and not needs_quality:
                 item.facts = read_facts(data, _stored_size(data))

@@ -143,14 +143,17 @@ def test_a_photo_changing_while_read_is_reported_not_cached(tiny_env, photo_fold
 
 
 def test_a_full_disk_is_one_clear_line(tiny_env, photo_folder, monkeypatch):
-    import sqlite3 as sq
-
     from clip_cull.store import Store
 
-    def full(self, *a, **k):
-        raise sq.OperationalError("database or disk is full")
+    real_open = Store.open.__func__
 
-    monkeypatch.setattr(Store, "save_quality", full)
+    def open_on_a_full_disk(cls, path):
+        store = real_open(cls, path)
+        pages = store.db.conn.execute("pragma page_count").fetchone()[0]
+        store.db.conn.execute(f"pragma max_page_count = {pages + 1}")  # SQLite's own SQLITE_FULL from here on
+        return store
+
+    monkeypatch.setattr(Store, "open", classmethod(open_on_a_full_disk))
     result = run("rank", photo_folder)
     assert result.exit_code == 1
     assert "clipcull: error: cannot write the cache" in result.stderr and "free some space" in result.stderr
@@ -165,7 +168,7 @@ def test_a_read_only_cache_location_is_one_clear_line(tiny_env, photo_folder):
     assert result.exit_code == 1 and "Use a writable place with --db" in result.stderr
 
 
-HOSTILE = 'we"ird, <name> & \\'quotes\\'\n.jpg'
+HOSTILE = "we\"ird, <name> & 'quotes'\n.jpg"
 
 
 def test_hostile_names_survive_csv_xmp_and_print0(tiny_env, tmp_path):
@@ -197,7 +200,7 @@ def test_ten_thousand_tiny_files(tiny_env, tmp_path):
     result = run("rank", folder, "--json")
     assert result.exit_code == 0, result.stderr[-2000:]
     assert len(result.stdout.splitlines()) == 10_000
-    assert "10001 photos: 1 embedded" in result.stderr  # identical content is embedded once
+    assert "10001 photos: 1 embedded, 0 cached, 9999 recognised after a rename or copy, 1 unreadable" in result.stderr
     assert [json.loads(l)["path"] for l in result.stderr.splitlines() if l.startswith("{")] == [str(folder / "broken.png")]
 
 
