@@ -143,7 +143,8 @@ def test_file_name_with_a_newline_stays_on_one_line(tiny_env, tmp_path):
     assert [f["path"] for f in failures] == [str(folder / "bad\nname.jpg")]
     result = run("rank", folder)
     skipped = [l for l in result.stderr.splitlines() if "skipped" in l]
-    assert skipped == [f"clipcull: skipped {folder}/bad\\nname.jpg: not an image (or a format Pillow cannot read)"]
+    assert skipped == [f"clipcull: skipped {folder}/bad\\nname.jpg: not an image (or a format Pillow cannot read)"
+                       " (unchanged since an earlier run)"]
 
 
 def test_missing_folder_is_one_clear_error(tiny_env, tmp_path):
