@@ -128,7 +128,7 @@ def _reason(error: Exception, fallback: str) -> str:
     text = str(error).strip()
     if isinstance(error, Image.UnidentifiedImageError) or text.startswith("cannot identify image file"):
         return "not an image (or a format Pillow cannot read)"
-    if "truncated" in text:
+    if "truncated" in text.lower():
         return "file is truncated (incomplete download or copy?)"
     return f"{fallback}: {text}" if text else fallback
 

@@ -66,6 +66,7 @@ class ModelSession:
             self.model_id, self.text_model_id = _model_ids(spec, store)
         self.on_load = on_load  # told before the (seconds-long) load starts
         self._encoder: ClipEncoder | None = None
+        self._load_error: Exception | None = None
         self._lock = threading.Lock()
 
     @property
@@ -75,13 +76,19 @@ class ModelSession:
     @property
     def encoder(self) -> ClipEncoder:
         with self._lock:
+            if self._load_error is not None:
+                raise self._load_error  # tried once already: every worker gets the same answer
             if self._encoder is None:
                 if self.on_load:
                     self.on_load(self.spec)
-                if self.loader is not None:
-                    self._encoder = self.loader()
-                else:
-                    self._encoder = load_encoder(self.spec, self.device, self.local_rank)
+                try:
+                    if self.loader is not None:
+                        self._encoder = self.loader()
+                    else:
+                        self._encoder = load_encoder(self.spec, self.device, self.local_rank)
+                except Exception as e:
+                    self._load_error = e
+                    raise
             return self._encoder
 
 
@@ -260,8 +267,9 @@ class _Preparer:
         except FileNotFoundError:
             return _Prepared(photo, error="file disappeared while indexing", remember_error=False)
         except OSError as e:
-            changing = "changed while" in str(e)
-            return _Prepared(photo, error=f"cannot read file: {e.strerror or e}", remember_error=not changing)
+            # Not remembered: permissions or a file in flux get fixed without touching the
+            # file's size or mtime, so it must be tried again next run.
+            return _Prepared(photo, error=f"cannot read file: {e.strerror or e}", remember_error=False)
         fingerprint = content_fingerprint(data)
         item = _Prepared(stat, fingerprint)
         new = fingerprint not in self.known

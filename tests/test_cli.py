@@ -159,6 +159,7 @@ def test_offline_default_weights_explain_what_to_do(photo_folder, monkeypatch):
     assert result.exit_code == 1
     assert "could not be fetched" in result.stderr and "--pretrained /path/to/" in result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stderr.count("loading ViT-B-32") == 1 and result.stderr.count("could not be fetched") == 1
 
 
 def test_json_and_csv_together_is_a_usage_error(tiny_env, photo_folder):

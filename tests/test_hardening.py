@@ -259,3 +259,69 @@ def test_cache_matches_a_model_of_what_it_should_hold(tiny_model_files, tmp_path
             rerun()
     rerun()
     store.close()
+
+
+def test_an_unreadable_file_is_reported_and_retried_once_readable(tiny_env, photo_folder, monkeypatch):
+    import builtins
+
+    import clip_cull.files as files
+
+    locked = str(photo_folder / "IMG_0004.jpg")
+
+    def guarded_open(path, *a, **k):
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)  # as for a chmod 000 file (tests run as root)
+        return builtins.open(path, *a, **k)
+
+    monkeypatch.setattr(files, "open", guarded_open, raising=False)
+    first = run("rank", photo_folder, "--strict")
+    assert first.exit_code == 3
+    assert f"clipcull: skipped {locked}: cannot read file: Permission denied" in first.stderr
+    monkeypatch.delattr(files, "open")
+    second = run("rank", photo_folder)
+    assert "skipped" not in second.stderr and "8 photos: 1 embedded, 7 cached" in second.stderr
+
+
+def test_a_corpus_of_broken_and_odd_files(tiny_env, tmp_path):
+    """Every kind of bad input in one folder: the run finishes, each failure is one line, the
+    rest is ranked, and `best --print0` stays parseable."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    good = make_photo(folder / "good one.jpg", seed=1)
+    data = good.read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "random.webp").write_bytes(np.random.default_rng(0).bytes(3000))
+    Image.new("CMYK", (40, 30), (10, 200, 30, 5)).save(folder / "cmyk.tif")
+    Image.fromarray((np.arange(1200).reshape(30, 40) * 50).astype(np.uint16)).save(folder / "gray16.png")
+    pal = Image.new("P", (40, 30), 0)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pal.save(folder / "palette.png", transparency=0)
+    frames = [Image.new("RGB", (40, 30), (60 * i, 0, 0)) for i in range(3)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(folder / "animated.webp", save_all=True, append_images=frames[1:])
+    frames[0].save(folder / "multi.tif", save_all=True, append_images=frames[1:])
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00" * 40001 * 4)) + chunk(b"IEND", b"")
+    (folder / "bomb.png").write_bytes(bomb)
+    os.symlink(folder, folder / "loop")
+    os.symlink(folder / "nowhere.jpg", folder / "dangling.jpg")
+    make_photo(folder / "new\nline.jpg", seed=2)
+    with open(os.path.join(os.fsencode(folder), b"latin-\xe9.jpg"), "wb") as f:
+        f.write(data)
+    result = run("rank", folder, "--json")
+    assert result.exit_code == 0 and "Traceback" not in result.stderr
+    ranked = sorted(Path(json.loads(l)["path"]).name for l in result.stdout.splitlines())
+    assert ranked == sorted(["good one.jpg", "cmyk.tif", "gray16.png", "palette.png", "animated.gif",
+                             "animated.webp", "multi.tif", "new\nline.jpg"])
+    failures = {Path(f["path"]).name: f["error"] for f in map(json.loads, (l for l in result.stderr.splitlines() if l.startswith("{")))}
+    assert set(failures) == {"truncated.jpg", "zero.jpg", "random.webp", "bomb.png", "dangling.jpg", "latin-\udce9.jpg"}
+    assert "megapixels" in failures["bomb.png"] and "truncated" in failures["truncated.jpg"]
+    printed = run("best", folder, "--print0", "--top", "100").stdout.split("\0")
+    assert sorted(Path(p).name for p in printed[:-1]) == ranked and printed[-1] == ""
