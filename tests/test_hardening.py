@@ -325,3 +325,21 @@ def test_a_corpus_of_broken_and_odd_files(tiny_env, tmp_path):
     assert "megapixels" in failures["bomb.png"] and "truncated" in failures["truncated.jpg"]
     printed = run("best", folder, "--print0", "--top", "100").stdout.split("\0")
     assert sorted(Path(p).name for p in printed[:-1]) == ranked and printed[-1] == ""
+
+
+def test_a_photo_disappearing_mid_run_is_reported_and_forgotten(tiny_model_files, photo_folder, private_cache):
+    from clip_cull.encoder import ModelSpec
+    from clip_cull.files import walk_photos
+    from clip_cull.indexer import IndexOptions, ModelSession, index_photos
+    from clip_cull.store import Store
+
+    photos = walk_photos([photo_folder]).photos
+    gone = photo_folder / "IMG_0005.jpg"
+    gone.unlink()  # between the walk and the read
+    store = Store.open(private_cache)
+    config, checkpoint = tiny_model_files
+    report = index_photos(store, photos, ModelSession(ModelSpec(str(config), str(checkpoint)), store, "cpu"), IndexOptions())
+    assert [(f.path, f.reason, f.remembered) for f in report.failures] == [
+        (str(gone), "file disappeared while indexing", False)]
+    assert report.embedded == 7 and str(gone) not in store.file_records([str(gone)])
+    store.close()
