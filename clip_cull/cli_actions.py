@@ -31,6 +31,7 @@ from clip_cull.cli import (
     ModelOpt,
     NegativeOpt,
     PositiveOpt,
+    PrecisionOpt,
     PretrainedOpt,
     RunSettings,
     SimilarityOpt,
@@ -49,9 +50,9 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Show exactly w
 
 
 def _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers, groups=None,
-             checks: Checks = Checks()):
+             checks: Checks = Checks(), precision=None):
     settings = RunSettings([str(f) for f in folders], model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED,
-                           positive, negative, "fp32", head or "ensemble")
+                           positive, negative, precision.value if precision else "fp32", head or "ensemble")
     options = IndexOptions(batch_size=batch_size, workers=workers)
     return settings, _run(settings, db, device, options, remember=False, groups=groups, checks=checks)
 
@@ -70,7 +71,7 @@ def tag(
     dry_run: DryRunOpt = False,
     db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
     head: HeadOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
-    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1),
+    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1), precision: PrecisionOpt = None,
 ) -> None:
     """Write star ratings into XMP sidecars (merged: only xmp:Rating, xmp:Label and clipcull's own keywords change). Photos are never modified. Undo with `clipcull undo`."""
     if sidecar not in ("lightroom", "darktable"):
@@ -80,7 +81,7 @@ def tag(
     except ValueError as e:
         raise typer.BadParameter(f"--stars: {e}") from None
     settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,
-                                checks=Checks(blur_below=blur_below))
+                                checks=Checks(blur_below=blur_below), precision=precision)
     changes = tagging.plan_tags(result.ranked, sidecar, thresholds, reject_below, label, keywords, overwrite, reject_blurry)
     out = ui.stdout_console()
     for c in changes:
@@ -120,7 +121,7 @@ def move(
     dry_run: DryRunOpt = False,
     db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
     head: HeadOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
-    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1),
+    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1), precision: PrecisionOpt = None,
 ) -> None:
     """Move rejects aside (never deleted), with their XMP sidecars. Nothing is overwritten: a name already taken gets -1, -2, ... The plan is journaled before the first file moves; `clipcull undo` puts everything back, and after a crash a re-run finishes the move."""
     fraction = _percent(worst) if worst else None
@@ -138,7 +139,7 @@ def move(
         ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
     groups = (similarity, burst_window) if per_group else None
     settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,
-                                groups, Checks(blur_below=blur_below))
+                                groups, Checks(blur_below=blur_below), precision)
     chosen = select_rejects(result.ranked, Selection(fraction, below, keep_top, label, per_group, blurry, badly_exposed),
                             result.groups)
     steps = plan_moves(chosen, settings.roots, str(to) if to else None, copy)
@@ -223,13 +224,13 @@ def report(
     burst_window: WindowOpt = DEFAULT_WINDOW_S,
     db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
     head: HeadOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
-    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1),
+    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1), precision: PrecisionOpt = None,
 ) -> None:
     """A self-contained HTML contact sheet: thumbnails, score, label, stars, burst group and capture time, best first, rejects greyed."""
     from clip_cull.actions.report import render_report
 
     settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,
-                                (similarity, burst_window))
+                                (similarity, burst_window), precision=precision)
     ranked = result.ranked
     stars = dict(zip([p.path for p in ranked], tagging.star_ratings([p.score for p in ranked]).tolist()))
     if worst:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -205,8 +206,6 @@ def test_ten_thousand_tiny_files(tiny_env, tmp_path):
 
 
 # --- a property test of the cache ------------------------------------------------------------------
-
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 OPS = st.lists(
     st.tuples(st.sampled_from(["add", "modify", "rename", "delete", "rerun"]), st.integers(0, 5), st.integers(0, 50)),
