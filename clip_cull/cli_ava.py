@@ -311,6 +311,8 @@ def _init_distributed(device: Device) -> None:
     import torch.distributed as dist
 
     backend = "nccl" if device != Device.cpu and torch.cuda.is_available() else "gloo"
+    if backend == "nccl" and local_rank() is not None:
+        torch.cuda.set_device(local_rank())  # one GPU per process, and NCCL's own calls on it
     dist.init_process_group(backend=backend)
 
 
