@@ -296,6 +296,8 @@ class _Preparer:
             item.error = str(e)
         except MemoryError:
             item.error = "not enough memory to decode this image"
+        except Exception as e:  # a decoder or converter failing in a way nobody foresaw: one line, go on
+            item.error = f"cannot decode: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
         return item
 
 

@@ -342,3 +342,23 @@ def test_a_photo_disappearing_mid_run_is_reported_and_forgotten(tiny_model_files
         (str(gone), "file disappeared while indexing", False)]
     assert report.embedded == 7 and str(gone) not in store.file_records([str(gone)])
     store.close()
+
+
+def test_an_unforeseen_decoder_error_is_one_line(tiny_env, photo_folder, monkeypatch):
+    import clip_cull.indexer as indexer
+
+    real = indexer.decode_photo
+    odd = (photo_folder / "IMG_0001.jpg").read_bytes()
+
+    def explode(data, **kwargs):
+        if data == odd:
+            raise ValueError("conversion from LAB to RGB not supported")
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(indexer, "decode_photo", explode)
+    result = run("rank", photo_folder, "--json")
+    assert result.exit_code == 0 and "Traceback" not in result.stderr
+    failures = [json.loads(l) for l in result.stderr.splitlines() if l.startswith("{")]
+    assert failures == [{"path": str(photo_folder / "IMG_0001.jpg"), "remembered": False,
+                         "error": "cannot decode: ValueError: conversion from LAB to RGB not supported"}]
+    assert len(result.stdout.splitlines()) == 7
