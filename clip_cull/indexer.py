@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from clip_cull.encoder import ClipEncoder, ModelSpec, file_sha256, load_encoder, model_identity
+from clip_cull.errors import ClipCullError
 from clip_cull.files import FileStat, content_fingerprint, is_raw, read_file
 from clip_cull.images import DEFAULT_MAX_PIXELS, UnreadableImage, decode_photo, decode_raw, read_facts
 from clip_cull.quality import measure
@@ -296,6 +297,8 @@ class _Preparer:
             item.error = str(e)
         except MemoryError:
             item.error = "not enough memory to decode this image"
+        except ClipCullError:
+            raise  # the model cannot load: that ends the run, it is not this photo's fault
         except Exception as e:  # a decoder or converter failing in a way nobody foresaw: one line, go on
             item.error = f"cannot decode: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
         return item
