@@ -19,7 +19,7 @@ from clip_cull.actions.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S, best_
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.files import HEIF_HINT, heif_available, is_raw
-from clip_cull.heads import BUILTIN_HEADS, load_head, resolve_head
+from clip_cull.heads import resolve_head
 from clip_cull.images import DEFAULT_MAX_PIXELS, RAW_HINT, rawpy_available
 from clip_cull.indexer import Failure, IndexOptions, ModelSession
 from clip_cull.paths import default_db_path

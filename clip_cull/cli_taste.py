@@ -169,5 +169,5 @@ def train_ratings(
         _fail(str(e))
     finally:
         lib.store.close()
-    _print([{"head": "ensemble (zero-shot)", **zero_shot}, {"head": f"yours, cross-validated", **personal}], False)
+    _print([{"head": "ensemble (zero-shot)", **zero_shot}, {"head": "yours, cross-validated", **personal}], False)
     ui.message(lib.err, f"clipcull: wrote {output}. Use it: clipcull rank FOLDER --head {output}", "dim")

@@ -67,14 +67,6 @@ class ModelSpec:
         return None
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_identity(spec: ModelSpec, checkpoint_sha256: str | None = None, with_precision: bool = True) -> str:
     """A stable key for embeddings made by this model: the same weights give the same key.
 

@@ -152,6 +152,15 @@ def _walk_dir(top: str, exclude_dirnames: frozenset[str], errors: list[tuple[str
                 yield entry.path
 
 
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file read in chunks (checkpoints, moved photos), without holding it whole."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def content_fingerprint(data: bytes) -> str:
     """sha256 of the whole file: the same bytes under another name reuse their embedding."""
     return hashlib.sha256(data).hexdigest()

@@ -256,7 +256,7 @@ def is_finetuned_dir(path: str | Path) -> bool:
 
 
 def finetuned_identity(path: str | Path) -> str:
-    from clip_cull.encoder import file_sha256
+    from clip_cull.files import file_sha256
 
     return f"finetune@sha256:{file_sha256(Path(path) / 'model.safetensors')}"
 

@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from clip_cull.encoder import ClipEncoder, ModelSpec, file_sha256, load_encoder, model_identity
+from clip_cull.encoder import ClipEncoder, ModelSpec, load_encoder, model_identity
 from clip_cull.errors import ClipCullError
-from clip_cull.files import FileStat, content_fingerprint, is_raw, read_file
+from clip_cull.files import FileStat, content_fingerprint, file_sha256, is_raw, read_file
 from clip_cull.images import DEFAULT_MAX_PIXELS, UnreadableImage, decode_photo, decode_raw, read_facts
 from clip_cull.quality import measure
 from clip_cull.store import EmbeddingRecord, FileRecord, Store

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from clip_cull.ava import binary_labels, load_ava, make_split, mean_scores, read_ids

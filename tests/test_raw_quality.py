@@ -1,11 +1,9 @@
 """RAW files (small DNGs made here), RAW+JPEG pairs, and the focus and exposure checks."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 

@@ -2,7 +2,6 @@
 against them, and a personal head trained with cross-validation grouped by shoot."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

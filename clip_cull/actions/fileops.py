@@ -4,24 +4,17 @@ cross-filesystem moves that copy, fsync and verify before the source goes."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 from pathlib import Path
+
+from clip_cull.files import file_sha256
 
 PARTIAL_SUFFIX = ".clipcull-partial"
 
 
 class FileOpError(Exception):
     pass
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

@@ -5,14 +5,13 @@ crash."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import dataclass
 
 from clip_cull.store import Store
 
 
-PLANNED, DONE, UNDONE, PARTIAL, FAILED = "planned", "done", "undone", "partial", "failed"
+PLANNED, DONE, UNDONE, PARTIAL = "planned", "done", "undone", "partial"
 
 
 @dataclass
@@ -34,10 +33,6 @@ class Run:
     command: str
     state: str
     steps: int = 0
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Journal:

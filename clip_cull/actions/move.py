@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip_cull.actions.fileops import file_sha256, transfer
+from clip_cull.actions.fileops import transfer
 from clip_cull.actions.groups import best_of_each_group
 from clip_cull.actions.journal import DONE, PARTIAL, Journal, Step
 from clip_cull.actions.xmp import existing_sidecars
-from clip_cull.files import REJECTS_DIRNAME
+from clip_cull.files import REJECTS_DIRNAME, file_sha256
 from clip_cull.store import Store
 
 

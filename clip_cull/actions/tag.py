@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from clip_cull.actions.fileops import write_atomic
-from clip_cull.actions.journal import DONE, PARTIAL, Journal, Step, sha256_bytes
+from clip_cull.actions.journal import DONE, PARTIAL, Journal, Step
 from clip_cull.actions.xmp import KEYWORD_PREFIX, RATED_KEYWORD, XmpError, merge, read_fields, sidecar_path
+from clip_cull.files import content_fingerprint
 
 # Default stars by rank in the folder: the top 10% get 5, the next 20% 4, the middle 40% 3,
 # the next 20% 2 and the bottom 10% 1.
@@ -111,7 +112,7 @@ def plan_tags(
 def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict) -> int:
     """Journal the plan, then write each sidecar atomically, marking each step done."""
     writes = [c for c in changes if c.after is not None]
-    steps = [Step("sidecar", c.photo, str(c.sidecar), c.before, sha256_bytes(c.after)) for c in writes]
+    steps = [Step("sidecar", c.photo, str(c.sidecar), c.before, content_fingerprint(c.after)) for c in writes]
     run_id = journal.plan("tag", command, steps)
     journal.set_state(run_id, PARTIAL)
     for step, change in zip(steps, writes):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from clip_cull.actions.fileops import file_sha256, transfer, write_atomic
-from clip_cull.actions.journal import DONE, PARTIAL, UNDONE, Journal, Step, sha256_bytes
-from clip_cull.files import REJECTS_DIRNAME
+from clip_cull.actions.fileops import transfer, write_atomic
+from clip_cull.actions.journal import DONE, PARTIAL, UNDONE, Journal, Step
+from clip_cull.files import REJECTS_DIRNAME, content_fingerprint, file_sha256
 from clip_cull.store import Store
 
 
@@ -64,7 +64,7 @@ def _undo_sidecar(step: Step) -> str | None:
     current = open(step.dst, "rb").read() if os.path.exists(step.dst) else None
     if current == step.before:
         return None  # never written (or already restored)
-    if current is None or sha256_bytes(current) != step.after_sha:
+    if current is None or content_fingerprint(current) != step.after_sha:
         return f"{step.dst} changed since clipcull wrote it; left as it is"
     if step.before is None:
         os.unlink(step.dst)

@@ -59,11 +59,6 @@ class PromptHead:
         scores, closer = combine(self.kind, stats[0], stats[1])
         return scores, labels_from(closer)
 
-    def text_vectors(self, prompt_vectors: dict[str, np.ndarray]) -> np.ndarray:
-        """The two ensemble vectors (2, D), unit length."""
-        means = [np.mean([prompt_vectors[p] for p in group], axis=0) for group in self.prompt_groups()]
-        return l2_normalize(np.stack(means))
-
 
 @dataclass
 class AdjectiveStats:
