@@ -347,14 +347,10 @@ def _run(
     store = _open_store(db)
     try:
         head = resolve_head(settings.head, settings.positive, settings.negative)
-        announce = lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim")  # noqa: E731
         if hasattr(head, "session"):  # a fine-tuned model brings its own weights
-            session = head.session(store, device.value, local_rank(), on_load=announce)
+            session = head.session(store, device.value, local_rank(), on_load=_announce_loading(err))
         else:
-            session = ModelSession(
-                ModelSpec(settings.model, settings.pretrained, settings.precision), store, device.value,
-                on_load=announce, local_rank=local_rank(),
-            )
+            session = _model_session(ModelSpec(settings.model, settings.pretrained, settings.precision), store, device, err)
         heif, raw = heif_available(), rawpy_available()
 
         def on_failure(failure: Failure) -> None:
@@ -392,6 +388,16 @@ def _run(
         raise typer.Exit(EXIT_INTERRUPTED)
     finally:
         store.close()
+
+
+def _announce_loading(err):
+    """Loading a model takes seconds: say so before it starts."""
+    return lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim")
+
+
+def _model_session(spec: ModelSpec, store: Store, device: Device, err) -> ModelSession:
+    """The model a command runs, loaded on first use, on this process's GPU under torchrun."""
+    return ModelSession(spec, store, device.value, on_load=_announce_loading(err), local_rank=local_rank())
 
 
 def _open_store(db: Path | None) -> Store:

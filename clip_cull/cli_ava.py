@@ -26,6 +26,7 @@ from clip_cull.cli import (
     PretrainedOpt,
     WorkersOpt,
     _fail,
+    _model_session,
     _open_store,
     _quiet_libraries,
     app,
@@ -36,7 +37,7 @@ from clip_cull.errors import ClipCullError
 from clip_cull.heads import BUILTIN_HEADS, load_head, resolve_head
 from clip_cull.heads.linear import probe_head
 from clip_cull.heads.prompt import PROMPT_KINDS, PromptHead
-from clip_cull.indexer import Failure, IndexOptions, ModelSession, prompt_embeddings
+from clip_cull.indexer import Failure, IndexOptions, prompt_embeddings
 from clip_cull.prompts import negative_adjectives, positive_adjectives
 from clip_cull import train as training
 
@@ -65,11 +66,8 @@ class _Context:
         self.store = _open_store(db)
         self.stack = contextlib.ExitStack()
         self.stack.callback(self.store.close)
-        self.session = ModelSession(
-            ModelSpec(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED), self.store, device.value,
-            on_load=lambda spec: ui.message(self.err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
-            local_rank=local_rank(),
-        )
+        self.session = _model_session(ModelSpec(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED),
+                                      self.store, device, self.err)
         self.options = IndexOptions(batch_size=batch_size, workers=workers, fast_decode=fast_decode, quality=False)
         self.ava = load_ava(ava_dir)
         if split_file:

@@ -25,6 +25,7 @@ from clip_cull.cli import (
     PretrainedOpt,
     WorkersOpt,
     _fail,
+    _model_session,
     _open_store,
     _quiet_libraries,
 )
@@ -37,7 +38,7 @@ from clip_cull.heads.files import check_backbone, save_head
 from clip_cull.heads.linear import LinearFit, probe_head
 from clip_cull.heads.prompt import PROMPT_KINDS
 from clip_cull.images import rawpy_available
-from clip_cull.indexer import IndexOptions, ModelSession, prompt_embeddings
+from clip_cull.indexer import IndexOptions, prompt_embeddings
 from clip_cull.ranking import index_folders
 
 UnratedOpt = Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5, help="Count unrated photos as this rating (default: leave them out).")]
@@ -50,10 +51,8 @@ class _Library:
         _quiet_libraries()
         self.err = ui.stderr_console()
         self.store = _open_store(db)
-        self.session = ModelSession(
-            ModelSpec(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED), self.store, device.value,
-            on_load=lambda spec: ui.message(self.err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim"),
-        )
+        self.session = _model_session(ModelSpec(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED),
+                                      self.store, device, self.err)
         self.folders = [str(Path(f).expanduser().resolve()) for f in folders]
         with ui.progress_bars(self.err) as bar:
             report, _, _ = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
