@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, existing_sidecars, read_fields
-from clip_cull.heads.linear import choose_ridge_alpha, fit_linear
+from clip_cull.heads.linear import choose_ridge_alpha, fit_linear, fold_assignment
 from clip_cull.metrics import Figure, accuracy, spearman
 
 MIN_RATINGS = 50
@@ -168,15 +168,13 @@ def fit_taste(
     With a prior (e.g. the AVA linear probe, on the same features), start from it and adapt:
     the stars are first fitted as scale x prior + offset, and ridge then learns only what the
     prior misses. The result is still one linear function of the features."""
-    from clip_cull.heads.linear import _fold_assignment
-
     y = target(stars)
     x = np.asarray(features, np.float64)
     base = prior.predict(x) if prior is not None else None
     folds = max(2, min(folds, len(np.unique(groups))))
     alpha, _ = choose_ridge_alpha(x, y - _prior_fit(base, y)[2] if base is not None else y, groups=groups,
                                   folds=folds, seed=seed)
-    fold_of = _fold_assignment(len(y), folds, groups, seed)
+    fold_of = fold_assignment(len(y), folds, groups, seed)
     oof = np.zeros(len(y))
     for k in range(folds):
         test = fold_of == k

@@ -166,7 +166,7 @@ def test_move_worst_with_sidecars_keeps_relative_paths_and_undo_restores(tiny_en
     (photo_folder / "day2" / "IMG_0006.xmp").write_text(DARKTABLE_SIDECAR)
     before = tree_hashes(photo_folder)
     ranked = [json.loads(l)["path"] for l in run("rank", photo_folder, "--json").stdout.splitlines()]
-    worst = ranked[-3:]  # 30% of 8, rounded: 2 ... use 3 with --keep-top 5
+    worst = ranked[-3:]  # --keep-top 5 of 8 moves the three lowest
     dry = run("move", photo_folder, "--keep-top", "5", "--dry-run")
     assert tree_hashes(photo_folder) == before and dry.stdout.count("would move") >= 3
 

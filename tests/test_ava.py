@@ -91,10 +91,10 @@ def test_ridge_strength_is_chosen_by_cross_validation_and_groups_stay_together()
     y = x[:, 0] + rng.normal(0, 1, 60)
     alpha, errors = choose_ridge_alpha(x, y)
     assert errors[alpha] == min(errors.values()) and alpha > min(errors)
-    from clip_cull.heads.linear import _fold_assignment
+    from clip_cull.heads.linear import fold_assignment
 
     groups = np.repeat(np.arange(12), 5)  # 12 bursts of 5
-    folds = _fold_assignment(60, 5, groups, 0)
+    folds = fold_assignment(60, 5, groups, 0)
     for g in range(12):
         assert len(set(folds[groups == g])) == 1
 

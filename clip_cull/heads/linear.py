@@ -102,7 +102,7 @@ def choose_ridge_alpha(
     """The ridge strength with the lowest cross-validated squared error. With groups, every
     group stays within one fold (a burst never sits on both sides)."""
     alphas = np.logspace(-2, 5, 15) * len(x) / 1000 if alphas is None else alphas
-    fold_of = _fold_assignment(len(x), folds, groups, seed)
+    fold_of = fold_assignment(len(x), folds, groups, seed)
     errors: dict[float, float] = {}
     for alpha in alphas:
         sq = 0.0
@@ -118,7 +118,8 @@ def choose_ridge_alpha(
     return best, errors
 
 
-def _fold_assignment(n: int, folds: int, groups: np.ndarray | None, seed: int) -> np.ndarray:
+def fold_assignment(n: int, folds: int, groups: np.ndarray | None, seed: int) -> np.ndarray:
+    """Seeded cross-validation folds; with groups, each group falls in one fold whole."""
     rng = np.random.default_rng(seed)
     if groups is None:
         return rng.permutation(n) % folds
