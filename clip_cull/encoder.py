@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from clip_cull.errors import ModelLoadError
+from clip_cull.preprocess import CentreSquarePreprocess
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 PRECISIONS = ("fp32", "int8", "bf16")
@@ -239,6 +240,7 @@ class ClipEncoder:
 
         self.model = model
         self.preprocess = preprocess
+        self._fast = CentreSquarePreprocess.from_transform(preprocess)
         self.tokenizer = tokenizer
         self.device = device
         self.autocast_fp16 = device.type == "cuda"
@@ -251,17 +253,20 @@ class ClipEncoder:
         if self._proj is not None:
             visual.proj = None
 
-    def pixels(self, image):
-        """The model's preprocessing of one RGB PIL image.
+    def pixels(self, image) -> np.ndarray:
+        """The model's preprocessing of one RGB PIL image, as a float32 array (3, H, W).
 
-        With the usual resize-shortest-side-then-centre-crop, only a centre square survives;
-        cropping a panorama near to that square first gives the same pixels without resizing
-        a 70000-pixel-wide strip to 224 pixels high (gigabytes) on the way.
+        open_clip's usual transform goes through CentreSquarePreprocess (same pixels, less
+        work). Any other transform runs as it is; with a resize-shortest-side mode only a
+        centre square survives, so a panorama is first cropped near to that square rather
+        than resized whole (a 70000-pixel-wide strip would take gigabytes on the way).
         """
+        if self._fast is not None:
+            return self._fast(image)
         cfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
         if cfg.get("resize_mode", "shortest") == "shortest":
             image = crop_extreme_aspect(image, MAX_ASPECT)
-        return self.preprocess(image)
+        return self.preprocess(image).numpy()
 
     @property
     def image_size(self) -> int:

@@ -117,7 +117,7 @@ class _Prepared:
     stat: FileStat
     fingerprint: str | None = None
     facts: object | None = None
-    pixels: object | None = None  # preprocessed tensor, when the content needs embedding
+    pixels: np.ndarray | None = None  # preprocessed (3, H, W) float32, when the content needs embedding
     quality: object | None = None  # focus and exposure, when they were measured
     error: str | None = None
     remember_error: bool = True  # False when the file may be fine next time (it was changing)
@@ -334,7 +334,7 @@ def _file_record(item: _Prepared) -> FileRecord:
 def _embed(encoder: ClipEncoder, batch: list[_Prepared]) -> list[EmbeddingRecord]:
     import torch
 
-    projected, pooled = encoder.encode_images(torch.stack([b.pixels for b in batch]))
+    projected, pooled = encoder.encode_images(torch.from_numpy(np.stack([b.pixels for b in batch])))
     return [
         EmbeddingRecord(b.fingerprint, projected[i], None if pooled is None else pooled[i])
         for i, b in enumerate(batch)

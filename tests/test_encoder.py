@@ -5,6 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from clip_cull.encoder import ModelSpec, encode_text_trimmed, load_encoder, model_identity
 from clip_cull.errors import ModelLoadError
@@ -110,3 +111,40 @@ def test_wrapped_checkpoints_load_and_mismatched_ones_are_refused(tiny_model_fil
     torch.save({k: (v[:1] if v.ndim else v) for k, v in saved.items()}, broken)
     with pytest.raises(ModelLoadError, match="could not load checkpoint"):
         load_encoder(ModelSpec(str(config), str(broken)), "cpu")
+
+
+@pytest.mark.parametrize("size", [(96, 64), (64, 96), (50, 50), (224, 224), (225, 224), (31, 17), (7000, 10), (1000, 667)])
+@pytest.mark.parametrize("resample", ["bicubic", "bilinear"])
+def test_centre_square_preprocess_gives_open_clips_pixels(size, resample):
+    """The fast path must hand the model what open_clip's own transform would: resize the
+    short side, centre crop, normalise, for every aspect, odd size and up- or down-scale."""
+    import open_clip
+
+    from clip_cull.preprocess import CentreSquarePreprocess
+
+    transform = open_clip.image_transform(224, is_train=False, interpolation=resample)
+    fast = CentreSquarePreprocess.from_transform(transform)
+    assert fast is not None and fast.size == 224
+    rng = np.random.default_rng(sum(size))
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    got = fast(image)
+    assert got.dtype == np.float32 and got.shape == (3, 224, 224)
+    # Pillow's filter taps from the box may differ in the last float bit: at most one grey
+    # level (1/255/std ~ 0.015) on a rare pixel, never more.
+    diff = np.abs(got - transform(image).numpy())
+    assert diff.max() < 0.016 and np.mean(diff > 1e-5) < 0.001
+
+
+def test_other_transforms_are_left_to_open_clip(tiny_model_files):
+    import open_clip
+
+    from clip_cull.preprocess import CentreSquarePreprocess
+
+    for mode in ("squash", "longest"):
+        assert CentreSquarePreprocess.from_transform(open_clip.image_transform(224, False, resize_mode=mode)) is None
+    config, checkpoint = tiny_model_files
+    encoder = load_encoder(ModelSpec(str(config), str(checkpoint)), "cpu")
+    encoder.preprocess = open_clip.image_transform(32, False, resize_mode="squash")
+    encoder._fast = CentreSquarePreprocess.from_transform(encoder.preprocess)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 70, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(encoder.pixels(image), encoder.preprocess(image).numpy())
