@@ -6,6 +6,7 @@ functions that need a model: importing clip_cull.encoder itself is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -66,6 +67,27 @@ class ModelSpec:
         if Path(p).is_file():
             return Path(p)
         return None
+
+
+def image_size_hint(spec: ModelSpec) -> int | None:
+    """The side of the model's input images, read from its JSON config without importing
+    open_clip (seconds), so that photos can be decoded while the model loads. None when the
+    config is not a local file (a hub model, say): then decoding waits for the model."""
+    path = spec.config_file
+    if path is None:
+        import importlib.util
+
+        found = importlib.util.find_spec("open_clip")  # locates the package, does not import it
+        if found is None or not found.submodule_search_locations:
+            return None
+        path = Path(list(found.submodule_search_locations)[0]) / "model_configs" / f"{spec.architecture}.json"
+    try:
+        size = json.loads(path.read_text())["vision_cfg"]["image_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(size, (list, tuple)) and size:
+        size = max(size)
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def model_identity(spec: ModelSpec, checkpoint_sha256: str | None = None, with_precision: bool = True) -> str:
@@ -203,12 +225,34 @@ def _load_checkpoint_mapped(open_clip, architecture: str, checkpoint: Path, devi
         return None
     if next(iter(state)).startswith("module."):
         state = {k[len("module."):]: v for k, v in state.items()}
-    model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None, device="cpu")
+    with _random_init_skipped(torch):
+        model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None, device="cpu")
     expected = model.state_dict()
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in state):
         return None
     model.load_state_dict(state, strict=True)
     return model.to(device), preprocess
+
+
+@contextlib.contextmanager
+def _random_init_skipped(torch):
+    """torch.nn.init's fill functions as no-ops while a model is built whose every parameter
+    is then overwritten by a strict load_state_dict (checked by the caller): filling ViT-B-32's
+    150 M parameters with random numbers first costs about a second. Buffers that are not in
+    the state dict (the text tower's causal mask) do not come from torch.nn.init."""
+    init = torch.nn.init
+    saved = {name: getattr(init, name) for name in dir(init) if name.endswith("_") and not name.startswith("_")}
+    try:
+        for name in saved:
+            setattr(init, name, _leave_as_is)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(init, name, fn)
+
+
+def _leave_as_is(tensor, *args, **kwargs):
+    return tensor
 
 
 def quantize_int8(module):

@@ -60,6 +60,9 @@ def decode_photo(data: bytes, *, min_side: int, max_pixels: int = DEFAULT_MAX_PI
         scale = 2 * min_side / min(width, height)
         if scale < 1:
             img.draft("RGB", (max(1, int(width * scale + 1)), max(1, int(height * scale + 1))))
+        # The whole file to the decoder in one call (Pillow's default is 64 KB chunks): each
+        # chunk re-takes the GIL, which stalls decoding while another thread imports torch.
+        img.decodermaxblock = max(img.decodermaxblock, len(data))
     try:
         img.load()
     except Exception as e:

@@ -2,7 +2,9 @@
 
 Worker threads read, hash and decode files (Pillow and hashlib release the GIL) while the
 main thread runs the model on the previous batch, so the model does not wait on one file at
-a time. Each batch is committed on its own: an interruption loses at most the batch in flight.
+a time. The model itself loads in the background from the first photo that needs it, while
+the workers go on decoding. Each batch is committed on its own: an interruption loses at
+most the batch in flight.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from clip_cull.encoder import ClipEncoder, ModelSpec, load_encoder, model_identity
+from clip_cull.encoder import ClipEncoder, ModelSpec, image_size_hint, load_encoder, model_identity
 from clip_cull.errors import ClipCullError
 from clip_cull.files import FileStat, content_fingerprint, file_sha256, is_raw, read_file
 from clip_cull.images import DEFAULT_MAX_PIXELS, UnreadableImage, decode_photo, decode_raw, read_facts
@@ -66,13 +68,36 @@ class ModelSession:
         else:
             self.model_id, self.text_model_id = _model_ids(spec, store)
         self.on_load = on_load  # told before the (seconds-long) load starts
+        self.image_size_hint = image_size_hint(spec)
         self._encoder: ClipEncoder | None = None
         self._load_error: Exception | None = None
+        self._loading: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:
         return self._encoder is not None
+
+    def start_loading(self) -> None:
+        """Load the model in a background thread, so that photos are decoded meanwhile
+        (imports and weights take seconds); whoever needs the encoder waits for it."""
+        with self._start_lock:  # not self._lock: the loading thread holds that while it loads
+            if self._loading is not None or self.loaded:
+                return
+            self._loading = threading.Thread(target=self._load_in_background, name="clipcull-model-load", daemon=True)
+            self._loading.start()
+
+    def _load_in_background(self) -> None:
+        try:
+            self.encoder
+        except Exception:
+            pass  # kept in _load_error: the next one to ask for the encoder gets it
+
+    def decode_side(self) -> int:
+        """The side photos are decoded for: from the model's config when it says, so that
+        decoding need not wait for the model (and gives the same pixels whether it is loaded)."""
+        return self.image_size_hint or self.encoder.image_size
 
     @property
     def encoder(self) -> ClipEncoder:
@@ -118,11 +143,17 @@ class _Prepared:
     fingerprint: str | None = None
     facts: object | None = None
     pixels: np.ndarray | None = None  # preprocessed (3, H, W) float32, when the content needs embedding
+    image: object | None = None  # decoded before the model had loaded: preprocessed when it has
     quality: object | None = None  # focus and exposure, when they were measured
     error: str | None = None
     remember_error: bool = True  # False when the file may be fine next time (it was changing)
 
+    @property
+    def to_embed(self) -> bool:
+        return self.pixels is not None or self.image is not None
 
+
+HELD_IMAGES_BUDGET = 512 * 2**20  # bytes of decoded images that may wait for the model to load
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 128  # a GPU needs larger batches to stay busy
 
@@ -186,9 +217,16 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
     pending_quality: dict[str, tuple] = {}
     batch: list[_Prepared] = []
 
+    prepare = _Preparer(session, known, measured, options)
+
     def flush() -> None:
         nonlocal done
-        embeddings = _embed(session.encoder, batch) if batch else []
+        embeddings = []
+        if batch:
+            encoder = session.encoder  # waits here if the model is still loading
+            for item in batch:
+                prepare.finish(item, encoder)
+            embeddings = _embed(encoder, batch)
         store.save(pending_files, embeddings, session.model_id)
         store.save_quality(pending_quality)
         if measured is not None:
@@ -204,7 +242,6 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
 
     if progress:
         progress(0, len(todo))
-    prepare = _Preparer(session, known, measured, options)
     # Bounded read-ahead keeps memory flat however large the folder.
     window = max(2 * (options.batch_size or CPU_BATCH_SIZE), 4 * options.workers)
     pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clipcull-decode")
@@ -230,7 +267,7 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
             if item.quality is not None:
                 q = item.quality
                 pending_quality[item.fingerprint] = (q.focus, q.highlights, q.shadows, q.brightness)
-            if item.pixels is None:
+            if not item.to_embed:
                 report.reused += 1
             else:
                 batch.append(item)
@@ -252,6 +289,7 @@ class _Preparer:
         self.measured = measured  # None: technical checks are off
         self.options = options
         self.claimed: set[str] = set()  # contents a worker is already decoding in this run
+        self.held_bytes = 0  # decoded images waiting for the model to load
         self.lock = threading.Lock()
 
     def _claim(self, fingerprint: str) -> bool:
@@ -261,6 +299,23 @@ class _Preparer:
                 return False
             self.claimed.add(fingerprint)
             return True
+
+    def _hold(self, image) -> bool:
+        """Keep a decoded image until the model has loaded, within HELD_IMAGES_BUDGET."""
+        size = image.width * image.height * 3
+        with self.lock:
+            if self.held_bytes + size > HELD_IMAGES_BUDGET:
+                return False
+            self.held_bytes += size
+            return True
+
+    def finish(self, item: _Prepared, encoder: ClipEncoder) -> None:
+        """Preprocess an image decoded while the model was loading."""
+        if item.pixels is None and item.image is not None:
+            item.pixels = encoder.pixels(item.image)
+            with self.lock:
+                self.held_bytes -= item.image.width * item.image.height * 3
+            item.image = None
 
     def __call__(self, photo: FileStat) -> _Prepared:
         try:
@@ -282,7 +337,7 @@ class _Preparer:
             if embedded and not needs_quality:
                 item.facts = read_facts(data, _stored_size(data))
                 return item
-            min_side = self.session.encoder.image_size if not embedded else 224
+            min_side = self.session.decode_side() if not embedded else 224
             if is_raw(photo.path):
                 image, size = decode_raw(data)
             else:
@@ -292,7 +347,13 @@ class _Preparer:
             if needs_quality:
                 item.quality = measure(image)
             if not embedded:
-                item.pixels = self.session.encoder.pixels(image)
+                # Loading starts with the first photo that needs the model, and decoding goes
+                # on meanwhile: decoded images wait (within a memory budget) for the model.
+                self.session.start_loading()
+                if self.session.loaded or not self._hold(image):
+                    item.pixels = self.session.encoder.pixels(image)
+                else:
+                    item.image = image
         except UnreadableImage as e:
             item.error = str(e)
         except MemoryError:

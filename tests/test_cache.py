@@ -196,3 +196,45 @@ def test_unknown_precision_is_refused(tiny_model_files):
     config, checkpoint = tiny_model_files
     with pytest.raises(ModelLoadError, match="unknown precision 'fp8'"):
         load_encoder(ModelSpec(str(config), str(checkpoint), "fp8"), "cpu")
+
+
+def test_photos_are_decoded_while_the_model_loads_with_the_same_embeddings(store, tiny_model_files, photo_folder, monkeypatch):
+    """The model takes seconds to load: decoding must not wait for it, and must not change
+    what the model is given."""
+    import threading
+
+    import clip_cull.indexer as indexer
+    from clip_cull.encoder import load_encoder
+
+    reference = index(store, session_for(tiny_model_files, store), photo_folder)
+    expected = store.embeddings([r.fingerprint for r in store.file_records([p.path for p in reference.ready]).values()],
+                                session_for(tiny_model_files, store).model_id)
+
+    decoded = []
+    three_decoded = threading.Event()
+    real_decode = indexer.decode_photo
+
+    def counting_decode(*args, **kwargs):
+        result = real_decode(*args, **kwargs)
+        decoded.append(1)
+        if len(decoded) >= 3:
+            three_decoded.set()
+        return result
+
+    monkeypatch.setattr(indexer, "decode_photo", counting_decode)
+    config, checkpoint = tiny_model_files
+    spec = ModelSpec(str(config), str(checkpoint))
+
+    def slow_load():
+        # Loading finishes only once photos have been decoded meanwhile.
+        assert three_decoded.wait(timeout=20), "decoding waited for the model"
+        return load_encoder(spec, "cpu")
+
+    other = Store.open(store.path.replace("clipcull.db", "other.db"))
+    session = ModelSession(spec, other, "cpu", loader=slow_load, model_id=session_for(tiny_model_files, store).model_id)
+    report = index_photos(other, walk_photos([photo_folder]).photos, session, IndexOptions(workers=2))
+    assert report.embedded == 8 and not report.failures
+    got = other.embeddings(list(expected), session.model_id)
+    for fingerprint, vector in expected.items():
+        np.testing.assert_array_equal(got[fingerprint], vector)
+    other.close()

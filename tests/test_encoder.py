@@ -37,6 +37,12 @@ def test_image_embeddings_match_open_clip_and_pooled_is_pre_projection(tiny_mode
     assert projected.shape == (3, 16) and pooled.shape == (3, 32)
     np.testing.assert_allclose(projected, expected, atol=1e-5)
     np.testing.assert_allclose(pooled @ proj, expected, atol=1e-5)
+    # The fast loader skips random initialisation; the text tower's causal mask (a buffer not
+    # in the checkpoint) must still be right, and torch's init functions must be back.
+    tokens = encoder.tokenizer(["a photo of a dog", "x"])
+    with torch.no_grad():
+        np.testing.assert_allclose(encoder.model.encode_text(tokens).numpy(), reference.encode_text(tokens).numpy(), atol=1e-5)
+    assert torch.nn.init.normal_(torch.zeros(1000)).std() > 0.5
 
 
 def test_trimmed_text_encoding_equals_full_context(tiny_model_files):
@@ -148,3 +154,26 @@ def test_other_transforms_are_left_to_open_clip(tiny_model_files):
     encoder._fast = CentreSquarePreprocess.from_transform(encoder.preprocess)
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 70, 3), dtype=np.uint8))
     np.testing.assert_array_equal(encoder.pixels(image), encoder.preprocess(image).numpy())
+
+
+def test_image_size_hint_comes_from_the_config_without_importing_open_clip(tiny_model_files):
+    """Decoding starts while the model loads, at the size the model will want."""
+    import subprocess
+    import sys
+
+    import open_clip
+
+    from clip_cull.encoder import image_size_hint
+
+    code = ("import sys; from clip_cull.encoder import ModelSpec, image_size_hint; "
+            "print(image_size_hint(ModelSpec('ViT-L-14-336')), 'open_clip' in sys.modules, 'torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["336", "False", "False"]
+    config, _ = tiny_model_files
+    for name in open_clip.list_models():
+        if name == config.stem:
+            continue  # registered by these tests, not one of open_clip's own
+        size = open_clip.get_model_config(name)["vision_cfg"].get("image_size")
+        if size is not None:
+            assert image_size_hint(ModelSpec(name)) == (max(size) if isinstance(size, (list, tuple)) else size), name
+    assert image_size_hint(ModelSpec(str(config))) == 32
+    assert image_size_hint(ModelSpec("hf-hub:someone/some-model")) is None
