@@ -297,15 +297,16 @@ class ClipEncoder:
         if self._proj is not None:
             visual.proj = None
 
-    def pixels(self, image) -> np.ndarray:
+    def pixels(self, image, exact: bool = False) -> np.ndarray:
         """The model's preprocessing of one RGB PIL image, as a float32 array (3, H, W).
 
-        open_clip's usual transform goes through CentreSquarePreprocess (same pixels, less
-        work). Any other transform runs as it is; with a resize-shortest-side mode only a
-        centre square survives, so a panorama is first cropped near to that square rather
-        than resized whole (a 70000-pixel-wide strip would take gigabytes on the way).
+        open_clip's usual transform goes through CentreSquarePreprocess (same pixels to float
+        rounding, less work) unless exact=True asks for the transform itself (AVA evaluation).
+        With a resize-shortest-side mode only a centre square survives, so the transform gets
+        a panorama cropped near to that square rather than resizing it whole (a
+        70000-pixel-wide strip would take gigabytes on the way).
         """
-        if self._fast is not None:
+        if self._fast is not None and not exact:
             return self._fast(image)
         cfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
         if cfg.get("resize_mode", "shortest") == "shortest":

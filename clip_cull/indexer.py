@@ -309,10 +309,14 @@ class _Preparer:
             self.held_bytes += size
             return True
 
+    def pixels(self, image, encoder: ClipEncoder):
+        # The exact path (AVA evaluation) keeps open_clip's own transform as well as the full decode.
+        return encoder.pixels(image, exact=not self.options.fast_decode)
+
     def finish(self, item: _Prepared, encoder: ClipEncoder) -> None:
         """Preprocess an image decoded while the model was loading."""
         if item.pixels is None and item.image is not None:
-            item.pixels = encoder.pixels(item.image)
+            item.pixels = self.pixels(item.image, encoder)
             with self.lock:
                 self.held_bytes -= item.image.width * item.image.height * 3
             item.image = None
@@ -351,7 +355,7 @@ class _Preparer:
                 # on meanwhile: decoded images wait (within a memory budget) for the model.
                 self.session.start_loading()
                 if self.session.loaded or not self._hold(image):
-                    item.pixels = self.session.encoder.pixels(image)
+                    item.pixels = self.pixels(image, self.session.encoder)
                 else:
                     item.image = image
         except UnreadableImage as e:

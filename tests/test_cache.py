@@ -238,3 +238,27 @@ def test_photos_are_decoded_while_the_model_loads_with_the_same_embeddings(store
     for fingerprint, vector in expected.items():
         np.testing.assert_array_equal(got[fingerprint], vector)
     other.close()
+
+
+def test_exact_path_embeds_what_open_clip_would(store, tiny_model_files, tmp_path):
+    """AVA evaluation's exact path: the full decode and open_clip's own transform, so that
+    the paper's numbers stay comparable; the fast path agrees closely."""
+    from clip_cull.encoder import load_encoder
+
+    photo = make_photo(tmp_path / "photos" / "wide.jpg", seed=5, size=(300, 170))
+    config, checkpoint = tiny_model_files
+    encoder = load_encoder(ModelSpec(str(config), str(checkpoint)), "cpu")
+    with Image.open(photo) as img:
+        expected, _ = encoder.encode_images(encoder.preprocess(img.convert("RGB")).unsqueeze(0))
+    exact_store = Store.open(tmp_path / "exact.db")
+    session = session_for(tiny_model_files, exact_store)
+    report = index(exact_store, session, tmp_path / "photos", fast_decode=False)
+    fingerprint = exact_store.file_records([str(photo)])[str(photo)].fingerprint
+    got = exact_store.embeddings([fingerprint], session.model_id)[fingerprint]
+    assert report.embedded == 1
+    np.testing.assert_allclose(got, expected[0], atol=2e-3)  # float16 in the cache
+    fast = index(store, session_for(tiny_model_files, store), tmp_path / "photos")
+    assert fast.embedded == 1
+    fast_vector = store.embeddings([fingerprint], session.model_id)[fingerprint].astype(np.float32)
+    assert np.dot(fast_vector, got) / (np.linalg.norm(fast_vector) * np.linalg.norm(got)) > 0.99
+    exact_store.close()
