@@ -266,13 +266,19 @@ class FinetunedEncoder:
     ten-bin distribution, so the cache keeps it and a warm run does not run the model."""
 
     def __init__(self, model, preprocess, device):
+        from clip_cull.preprocess import CentreSquarePreprocess
+
         self.model = model
         self.preprocess = preprocess
+        self._fast = CentreSquarePreprocess.from_transform(preprocess)
         self.device = device
         self.image_size = 224
 
-    def pixels(self, image):
-        return self.preprocess(image)
+    def pixels(self, image, exact: bool = False):
+        """As ClipEncoder.pixels: a float32 array (3, H, W)."""
+        if self._fast is not None and not exact:
+            return self._fast(image)
+        return self.preprocess(image).numpy()
 
     def encode_images(self, pixels):
         import torch
