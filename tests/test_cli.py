@@ -338,3 +338,15 @@ def test_torchrun_splits_the_work_and_process_0_prints_once(tiny_env, photo_fold
 @pytest.mark.parametrize("value", ["2/2", "x", "1/0", "-1/2"])
 def test_bad_shard_is_a_usage_error(tiny_env, photo_folder, value):
     assert run("rank", photo_folder, "--shard", value).exit_code == 2
+
+
+def test_checkpoint_that_fails_to_load_in_the_background_is_one_clear_error(tiny_model_files, photo_folder, tmp_path):
+    """The model loads in a thread while photos decode: its failure must still end the run
+    with one line, not a traceback or a hang."""
+    config, _ = tiny_model_files
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint at all" * 100)
+    result = run("rank", photo_folder, "--model", config, "--pretrained", broken)
+    assert result.exit_code == 1
+    assert f"could not load checkpoint {broken}" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("could not load checkpoint") == 1
