@@ -302,7 +302,7 @@ class _Preparer:
 
     def _hold(self, image) -> bool:
         """Keep a decoded image until the model has loaded, within HELD_IMAGES_BUDGET."""
-        size = image.width * image.height * 3
+        size = _rgb_bytes(image)
         with self.lock:
             if self.held_bytes + size > HELD_IMAGES_BUDGET:
                 return False
@@ -318,7 +318,7 @@ class _Preparer:
         if item.pixels is None and item.image is not None:
             item.pixels = self.pixels(item.image, encoder)
             with self.lock:
-                self.held_bytes -= item.image.width * item.image.height * 3
+                self.held_bytes -= _rgb_bytes(item.image)
             item.image = None
 
     def __call__(self, photo: FileStat) -> _Prepared:
@@ -367,6 +367,10 @@ class _Preparer:
         except Exception as e:  # a decoder or converter failing in a way nobody foresaw: one line, go on
             item.error = f"cannot decode: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
         return item
+
+
+def _rgb_bytes(image) -> int:
+    return image.width * image.height * 3
 
 
 def _stored_size(data: bytes) -> tuple[int, int] | None:
