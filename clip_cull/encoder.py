@@ -139,10 +139,68 @@ def resolve_device(requested: str) -> str:
 OFFLINE_HELP = (
     "The weights for {name} / {tag} could not be fetched: {reason}\n"
     "clipcull downloads pretrained weights once (through open_clip and the Hugging Face hub) and "
-    "needs a network connection for that. Without one, download the checkpoint elsewhere and pass "
-    "it as a file: --pretrained /path/to/open_clip_pytorch_model.bin (or set CLIPCULL_PRETRAINED). "
+    "needs a network connection for that. Without one, download the checkpoint elsewhere, from {source}, "
+    "and pass it as a file: --pretrained /path/to/open_clip_pytorch_model.bin (or set CLIPCULL_PRETRAINED). "
     "OpenAI's ViT-B/32 weights used as a file need --model ViT-B-32-quickgelu."
 )
+
+
+def weights_source(tag_cfg: dict) -> str:
+    """Where a pretrained tag's weights can be downloaded by hand: its Hugging Face repo."""
+    repo = (tag_cfg.get("hf_hub") or "").strip("/")
+    if repo:
+        return f"https://huggingface.co/{repo} (open_clip_pytorch_model.bin or open_clip_model.safetensors)"
+    return tag_cfg.get("url") or "open_clip's model list (open_clip.list_pretrained())"
+
+
+def _weights_cached(tag_cfg: dict) -> bool:
+    """Whether the weights of a pretrained tag are already on this machine (no network needed)."""
+    repo = (tag_cfg.get("hf_hub") or "").strip("/")
+    if repo:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return False
+        for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo, name), str):
+                return True
+    url = tag_cfg.get("url") or ""
+    if url:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip"
+        return (cache / os.path.basename(url)).is_file()
+    return False
+
+
+def network_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
+    """One name resolution, given a few seconds: enough to tell "offline" from "slow"."""
+    import socket
+    import threading
+
+    answer: list[bool] = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    worker = threading.Thread(target=resolve, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return bool(answer and answer[0])
+
+
+def _fail_fast_offline(spec: ModelSpec, tag_cfg: dict) -> None:
+    """Offline with weights not yet downloaded: one clear line now, instead of a minute of
+    huggingface_hub retries and warnings."""
+    if _weights_cached(tag_cfg):
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline or not network_reachable():
+        reason = "HF_HUB_OFFLINE is set" if offline else "no network (huggingface.co cannot be resolved)"
+        raise ModelLoadError(OFFLINE_HELP.format(name=spec.architecture, tag=spec.pretrained, reason=reason,
+                                                 source=weights_source(tag_cfg)))
 
 
 def load_encoder(spec: ModelSpec, device: str = "auto", local_rank: int | None = None) -> "ClipEncoder":
@@ -177,6 +235,8 @@ def load_encoder(spec: ModelSpec, device: str = "auto", local_rank: int | None =
             f"'{spec.pretrained}' is neither a pretrained tag of {spec.architecture} (known: {tags}) "
             f"nor an existing checkpoint file."
         )
+    if checkpoint is None:
+        _fail_fast_offline(spec, tag_cfg)
     try:
         loaded = _load_checkpoint_mapped(open_clip, spec.architecture, checkpoint, device) if checkpoint else None
         if loaded is not None:
@@ -193,8 +253,10 @@ def load_encoder(spec: ModelSpec, device: str = "auto", local_rank: int | None =
     except Exception as e:  # open_clip raises RuntimeError, hub errors, OSError, pickle errors...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if checkpoint is None:
-            raise ModelLoadError(OFFLINE_HELP.format(name=spec.architecture, tag=spec.pretrained, reason=reason)) from e
-        raise ModelLoadError(f"could not load checkpoint {checkpoint} into {spec.architecture}: {reason}") from e
+            raise ModelLoadError(OFFLINE_HELP.format(name=spec.architecture, tag=spec.pretrained, reason=reason,
+                                                     source=weights_source(tag_cfg))) from e
+        raise ModelLoadError(f"could not load checkpoint {checkpoint} into {spec.architecture}: {reason}"
+                             + _model_hint(checkpoint, spec.architecture)) from e
     model.eval()
     if spec.precision not in PRECISIONS:
         raise ModelLoadError(f"unknown precision '{spec.precision}': choose one of {', '.join(PRECISIONS)}")
@@ -204,6 +266,69 @@ def load_encoder(spec: ModelSpec, device: str = "auto", local_rank: int | None =
         model.visual = quantize_int8(model.visual)
     tokenizer = open_clip.get_tokenizer(spec.architecture)
     return ClipEncoder(model, preprocess, tokenizer, torch.device(device), bf16=spec.precision == "bf16")
+
+
+def checkpoint_shape(state: dict) -> dict | None:
+    """The ViT dimensions a CLIP state dict was made with, from its tensor shapes."""
+    def shape(key):
+        t = state.get(key)
+        return tuple(t.shape) if t is not None else None
+
+    conv, pos, proj = shape("visual.conv1.weight"), shape("visual.positional_embedding"), shape("visual.proj")
+    if not conv or not pos or not proj:
+        return None
+    layers = {int(k.split(".")[3]) for k in state if k.startswith("visual.transformer.resblocks.")}
+    text_layers = {int(k.split(".")[2]) for k in state if k.startswith("transformer.resblocks.")}
+    grid = round((pos[0] - 1) ** 0.5)
+    return {"width": conv[0], "patch_size": conv[2], "image_size": grid * conv[2], "layers": len(layers),
+            "embed_dim": proj[1], "text_layers": len(text_layers)}
+
+
+def models_matching(found: dict) -> list[str]:
+    """open_clip ViT architectures whose configuration has these dimensions."""
+    import open_clip
+
+    names = []
+    for name in open_clip.list_models():
+        cfg = open_clip.get_model_config(name) or {}
+        vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+        if vision.get("timm_model_name") or "patch_size" not in vision:
+            continue
+        size = vision.get("image_size", 224)
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        if (vision.get("width"), vision.get("patch_size"), size, vision.get("layers"), cfg.get("embed_dim"),
+                text.get("layers", found["text_layers"])) == (
+                found["width"], found["patch_size"], found["image_size"], found["layers"], found["embed_dim"],
+                found["text_layers"]):
+            names.append(name)
+    return names
+
+
+def _model_hint(checkpoint: Path, architecture: str) -> str:
+    """Which --model a checkpoint that does not fit looks made for (its tensor shapes say)."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return ""
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        return ""
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    found = checkpoint_shape(state)
+    if found is None:
+        return ". It does not look like an open_clip ViT checkpoint."
+    what = (f"a ViT of width {found['width']}, patch {found['patch_size']}, {found['image_size']} px, "
+            f"{found['layers']} layers, {found['embed_dim']}-d embeddings")
+    names = [n for n in models_matching(found) if n != architecture]
+    if not names:
+        return f". The checkpoint is {what}; no open_clip model name matches: pass its JSON config with --model."
+    plain = sorted(names, key=lambda n: ("quickgelu" in n, len(n)))
+    return (f". The checkpoint is {what}, like {', '.join(plain[:4])}: pass --model {plain[0]}"
+            + (" (OpenAI's own weights need the -quickgelu variant)" if any("quickgelu" in n for n in names) else "")
+            + ".")
 
 
 def _load_checkpoint_mapped(open_clip, architecture: str, checkpoint: Path, device: str):
@@ -354,6 +479,8 @@ class ClipEncoder:
         import torch
 
         out = []
+        if progress:  # the bar shows from the first prompt, not after the first batch of 256
+            progress(0, len(prompts))
         for start in range(0, len(prompts), TEXT_BATCH_SIZE):
             tokens = self.tokenizer(list(prompts[start : start + TEXT_BATCH_SIZE])).to(self.device)
             with torch.inference_mode(), self._autocast(images=False):

@@ -271,6 +271,8 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
                 report.reused += 1
             else:
                 batch.append(item)
+            if progress:  # per photo, not per batch: a batch of 32 takes seconds on a CPU
+                progress(done + len(pending_files), len(todo))
             full = batch and len(batch) >= options.batch_size_for(session.encoder)
             if full or len(pending_files) >= 4 * (options.batch_size or CPU_BATCH_SIZE):
                 flush()

@@ -323,9 +323,15 @@ def _retry_while_locked(action, attempts: int = 50, pause_s: float = 0.2):
             time.sleep(pause_s)
 
 
+def _known_steps() -> set[str]:
+    """The schema steps this version knows: all of them are pending on an empty database
+    (sqlite-utils' public API; its list of registered migrations is private)."""
+    return {m.name for m in migrations.pending(Database(memory=True))}
+
+
 def _check_schema(db: Database, path: Path) -> None:
     """Refuse a cache written by a newer clipcull instead of guessing at its tables."""
-    known = {m.name for m in migrations._migrations}
+    known = _known_steps()
     applied = {m.name for m in migrations.applied(db)}
     unknown = sorted(applied - known)
     if unknown:

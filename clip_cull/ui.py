@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import sys
 from typing import Iterator
 
@@ -27,8 +28,42 @@ def stderr_console() -> Console:
 
 
 def stdout_console() -> Console:
+    """Terminal width on a terminal (or COLUMNS where set), else wide so nothing is cut."""
     is_tty = sys.stdout.isatty()
-    return Console(file=sys.stdout, highlight=False, width=None if is_tty else WIDE)
+    return Console(file=sys.stdout, highlight=False, width=None if is_tty or os.environ.get("COLUMNS") else WIDE)
+
+
+@contextlib.contextmanager
+def closed_stdout_is_fine():
+    """`clipcull rank --json | head -1`: a reader that stops early is not an error. Exit 0,
+    quietly, with stdout pointed at /dev/null so Python's last flush does not complain."""
+    try:
+        yield
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise SystemExit(0)
+
+
+def relative_path(path: str, roots: list[str] | None) -> str:
+    """A photo's path relative to the folder the user gave (the deepest one holding it);
+    a photo given as a file keeps its name; anything else its full path."""
+    for root in sorted((os.path.abspath(os.path.expanduser(r)) for r in roots or []), key=len, reverse=True):
+        if path == root:
+            return os.path.basename(path)
+        if path.startswith(root.rstrip(os.sep) + os.sep):
+            return path[len(root.rstrip(os.sep)) + 1:]
+    return path
+
+
+def cut_left(text: str, width: int) -> str:
+    """The end of a path when it does not fit: the file name matters most."""
+    if width <= 1 or len(text) <= width:
+        return text if width > 1 else text[-max(width, 1):]
+    return "…" + text[-(width - 1):]
 
 
 def shown_path(path: str) -> str:
@@ -79,47 +114,65 @@ def progress_bars(console: Console) -> Iterator:
         yield make
 
 
-def ranking_table(ranked: list[RankedPhoto], groups: dict[str, int] | None = None) -> Table:
-    table = Table(show_edge=False, pad_edge=False)
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("label")
-    if groups is not None:
-        table.add_column("group", justify="right")
-    table.add_column("focus", justify="right")
-    table.add_column("checks")
-    table.add_column("captured")
-    table.add_column("path", overflow="fold")
+SHORT_FLAGS = {"blurry": "blur", "overexposed": "over", "underexposed": "under"}
+
+
+def ranking_table(ranked: list[RankedPhoto], groups: dict[str, int] | None = None, roots: list[str] | None = None,
+                  width: int | None = None) -> Table:
+    """One row per photo, paths relative to the folders given and cut from the left if the
+    terminal is narrow (--json and --csv keep full paths). Focus is in --json/--csv."""
+    rows = []
     for photo in ranked:
-        label_style = "green" if photo.label == "aesthetic" else "red"
         group = [str(groups.get(photo.path, ""))] if groups is not None else []
-        table.add_row(
-            str(photo.rank),
-            f"{photo.score:+.4f}",
-            f"[{label_style}]{photo.label}[/]",
-            *group,
-            "" if photo.quality is None else f"{photo.quality.focus:.0f}",
-            f"[yellow]{', '.join(photo.flags)}[/]" if photo.flags else "",
-            (photo.captured_at or "").replace("T", " "),
-            escape(shown_path(photo.path)),
-        )
+        captured = (photo.captured_at or "").replace("T", " ")[:16]
+        checks = ",".join(SHORT_FLAGS.get(f, f) for f in photo.flags)
+        rows.append((photo, [str(photo.rank), f"{photo.score:+.4f}", photo.label, *group, checks, captured],
+                     shown_path(relative_path(photo.path, roots))))
+    headers = ["#", "score", "label", *(["group"] if groups is not None else []), "checks", "captured"]
+    widths = [max([len(h)] + [len(cells[i]) for _, cells, _ in rows]) for i, h in enumerate(headers)]
+    room = None
+    if width is not None:
+        room = max(12, width - sum(widths) - 2 * len(widths))
+    table = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 2, 0, 0))
+    for h in headers:
+        table.add_column(h, justify="right" if h in ("#", "score", "group") else "left", no_wrap=True)
+    table.add_column("path", no_wrap=True, overflow="ellipsis")
+    for photo, cells, path in rows:
+        label_style = "green" if photo.label == "aesthetic" else "red"
+        cells[2] = f"[{label_style}]{escape(cells[2])}[/]"
+        checks_i = len(cells) - 2
+        if cells[checks_i]:
+            cells[checks_i] = f"[yellow]{cells[checks_i]}[/]"
+        table.add_row(*cells, escape(cut_left(path, room) if room else path))
     return table
 
 
-def write_json_lines(ranked: list[RankedPhoto], out, groups: dict[str, int] | None = None) -> None:
+def write_json_lines(ranked: list[RankedPhoto], out, groups: dict[str, int] | None = None,
+                     head: str | None = None) -> None:
+    for row in rows_for_output(ranked, groups, head):
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def rows_for_output(ranked: list[RankedPhoto], groups: dict[str, int] | None = None, head: str | None = None):
+    """The rows --json and --csv print: the same columns in both."""
     for photo in ranked:
         row = photo.as_dict()
         if groups is not None:
             row["group"] = groups.get(photo.path)
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if head is not None:
+            row["head"] = head
+        yield row
 
 
-def write_csv(ranked: list[RankedPhoto], out, groups: dict[str, int] | None = None) -> None:
+def write_csv(ranked: list[RankedPhoto], out, groups: dict[str, int] | None = None, head: str | None = None) -> None:
+    """The --json columns; lists (flags, RAW files) joined with ';'."""
     writer = csv.writer(out)
-    extra = ["group"] if groups is not None else []
-    writer.writerow(["rank", "score", "label", *extra, "focus", "flags", "captured_at", "camera", "path"])
-    for p in ranked:
-        group = [groups.get(p.path, "")] if groups is not None else []
-        focus = "" if p.quality is None else f"{p.quality.focus:.2f}"
-        writer.writerow([p.rank, f"{p.score:.6f}", p.label, *group, focus, " ".join(p.flags),
-                         p.captured_at or "", p.camera or "", p.path])
+    header = None
+    for row in rows_for_output(ranked, groups, head):
+        if header is None:
+            header = list(row)
+            writer.writerow(header)
+        writer.writerow([";".join(v) if isinstance(v, list) else ("" if v is None else v) for v in row.values()])
+    if header is None:  # no photos: still the header, for scripts
+        empty = RankedPhoto(0, "", 0.0, "").as_dict()
+        writer.writerow(list(empty) + (["group"] if groups is not None else []) + (["head"] if head is not None else []))

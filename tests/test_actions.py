@@ -339,7 +339,7 @@ HOSTILE = "<img src=x onerror=alert(1)>.jpg"
 def test_report_is_self_contained_and_escapes_file_names(tiny_env, photo_folder, tmp_path):
     make_photo(photo_folder / HOSTILE, seed=50)
     out = tmp_path / "sheet.html"
-    result = run("report", photo_folder, "-o", out)
+    result = run("report", photo_folder, "-o", out, "--similarity", 1)  # the tiny model finds every photo alike: no stacks
     assert result.exit_code == 0, result.stderr
     page = out.read_text()
     assert page.count("<figure") == 9 and page.count('src="data:image/jpeg;base64,') == 9
@@ -351,7 +351,7 @@ def test_report_is_self_contained_and_escapes_file_names(tiny_env, photo_folder,
 def test_report_opens_in_a_real_browser(tiny_env, photo_folder, tmp_path):
     make_photo(photo_folder / HOSTILE, seed=50)
     out = tmp_path / "sheet.html"
-    run("report", photo_folder, "-o", out)
+    run("report", photo_folder, "-o", out, "--similarity", 1)  # the tiny model finds every photo alike: no stacks
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120)

@@ -141,7 +141,10 @@ def test_file_name_with_a_newline_stays_on_one_line(tiny_env, tmp_path):
     assert json.loads(result.stdout)["path"] == str(folder / "two\nlines.jpg")
     failures = [json.loads(l) for l in result.stderr.splitlines() if l.startswith("{")]
     assert [f["path"] for f in failures] == [str(folder / "bad\nname.jpg")]
-    result = run("rank", folder)
+    result = run("rank", folder)  # remembered: one summary line, not the file again
+    assert [l for l in result.stderr.splitlines() if "unreadable since" in l or "skipped" in l] == [
+        "clipcull: 1 file unreadable since an earlier run; --show-skipped lists them"]
+    result = run("rank", folder, "--show-skipped")
     skipped = [l for l in result.stderr.splitlines() if "skipped" in l]
     assert skipped == [f"clipcull: skipped {folder}/bad\\nname.jpg: not an image (or a format Pillow cannot read)"
                        " (unchanged since an earlier run)"]
@@ -159,7 +162,7 @@ def test_offline_default_weights_explain_what_to_do(photo_folder, monkeypatch):
     assert result.exit_code == 1
     assert "could not be fetched" in result.stderr and "--pretrained /path/to/" in result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stderr.count("loading ViT-B-32") == 1 and result.stderr.count("could not be fetched") == 1
+    assert result.stderr.count("loading model ViT-B-32") == 1 and result.stderr.count("could not be fetched") == 1
 
 
 def test_json_and_csv_together_is_a_usage_error(tiny_env, photo_folder):
@@ -223,7 +226,7 @@ def test_heic_photos_are_ranked_with_the_extra(tiny_env, tmp_path):
 
 
 def test_heic_without_the_extra_is_one_hint_not_an_error(tiny_env, tmp_path, monkeypatch):
-    monkeypatch.setattr("clip_cull.cli.heif_available", lambda: False)
+    monkeypatch.setattr("clip_cull.cli.scoring.heif_available", lambda: False)
     folder = tmp_path / "phone"
     for i in range(3):
         (folder / f"IMG_{i}.heic").parent.mkdir(parents=True, exist_ok=True)

@@ -47,3 +47,23 @@ def test_console_script_and_dependencies():
     names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in project["dependencies"]}
     assert {"typer", "rich", "torch", "open_clip_torch", "pillow", "exifread", "sqlite-utils", "numpy"} <= names
     assert "torch>=2.1" in project["dependencies"]
+
+
+def test_sqlite_utils_floor_has_the_migrations_module():
+    """sqlite_utils.migrations, which the cache's schema steps use, exists from sqlite-utils 4.0."""
+    spec = next(d for d in pyproject()["project"]["dependencies"] if d.startswith("sqlite-utils"))
+    floor = spec.split(">=")[1].split(",")[0].strip()
+    assert tuple(int(x) for x in floor.split(".")[:2]) >= (4, 0)
+
+
+def test_cache_schema_check_uses_no_private_sqlite_utils_attribute():
+    import ast
+    import inspect
+
+    from clip_cull import store
+
+    tree = ast.parse(inspect.getsource(store))
+    private = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+               and isinstance(n.value, ast.Name) and n.value.id == "migrations" and n.attr.startswith("_")]
+    assert private == []
+    assert store._known_steps() == {"m001_initial", "m002_journal", "m003_quality"}

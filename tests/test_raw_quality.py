@@ -96,7 +96,7 @@ def test_raw_jpeg_pair_is_one_photo_and_moves_together(tiny_env, tmp_path):
 
 
 def test_without_rawpy_raw_files_are_one_hint(tiny_env, tmp_path, monkeypatch):
-    monkeypatch.setattr("clip_cull.cli.rawpy_available", lambda: False)
+    monkeypatch.setattr("clip_cull.cli.scoring.rawpy_available", lambda: False)
     folder = tmp_path / "raws"
     make_dng(folder / "IMG_0003.dng")
     make_dng(folder / "IMG_0004.dng")

@@ -1,4 +1,9 @@
-"""`clipcull report`: one self-contained HTML contact sheet (thumbnails embedded), best first."""
+"""`clipcull report`: one self-contained HTML contact sheet (thumbnails embedded), best first.
+
+Meant to be mailed or printed: paths relative to the folders given, thumbnails at twice their
+shown size (sharp on HiDPI screens) without the photos' own metadata, bursts stacked in one
+card, and cards never split across printed pages.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,13 @@ import base64
 import datetime as dt
 import html
 import io
-from pathlib import Path
+import os
 from typing import Callable
 
 from PIL import Image
 
-THUMB_PX = 320
+THUMB_PX = 320  # shown size in CSS pixels
+THUMB_SCALE = 2  # stored at twice that: sharp on HiDPI screens and in print
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -21,12 +27,19 @@ PAGE = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }}
 h1 {{ font-size: 1.3em; }}
 .sheet {{ display: grid; grid-template-columns: repeat(auto-fill, minmax({px}px, 1fr)); gap: 14px; }}
-figure {{ margin: 0; background: #fff; padding: 8px; border-radius: 6px; box-shadow: 0 1px 3px #0002; }}
+figure {{ margin: 0; background: #fff; padding: 8px; border-radius: 6px; box-shadow: 0 1px 3px #0002;
+  break-inside: avoid; page-break-inside: avoid; }}
 figure.reject {{ opacity: .35; filter: grayscale(1); }}
+figure.burst {{ box-shadow: 4px 4px 0 #ddd, 8px 8px 0 #eee, 0 1px 3px #0002; }}
+.stack {{ display: flex; gap: 4px; overflow-x: auto; }}
+.stack img {{ height: {small}px; width: auto; flex: none; }}
 img {{ width: 100%; height: {px}px; object-fit: contain; background: #eee; }}
 figcaption {{ font-size: .8em; line-height: 1.4; word-break: break-all; }}
 .stars {{ color: #c90; letter-spacing: 1px; }}
+.yours {{ color: #06c; }}
+.flags {{ color: #b50; }}
 .missing {{ height: {px}px; display: flex; align-items: center; justify-content: center; background: #eee; }}
+@media print {{ body {{ background: #fff; margin: 0; }} figure {{ box-shadow: none; border: 1px solid #ccc; }} }}
 </style></head><body>
 <h1>{title}</h1>
 <p>{summary}</p>
@@ -36,8 +49,9 @@ figcaption {{ font-size: .8em; line-height: 1.4; word-break: break-all; }}
 """
 
 
-def thumbnail_data(path: str, px: int = THUMB_PX) -> str | None:
-    """A small upright JPEG as a data: URI, or None when the photo cannot be read."""
+def thumbnail_data(path: str, px: int = THUMB_PX * THUMB_SCALE) -> str | None:
+    """A small upright JPEG as a data: URI, or None when the photo cannot be read. Only the
+    pixels: no EXIF, no comment, no ICC or XMP of the photo rides along."""
     from clip_cull.images import decode_photo
 
     try:
@@ -46,9 +60,29 @@ def thumbnail_data(path: str, px: int = THUMB_PX) -> str | None:
     except Exception:
         return None
     image.thumbnail((px, px), Image.BICUBIC)
+    clean = Image.new(image.mode, image.size)  # a new image carries none of the source's info
+    clean.paste(image)
+    if clean.mode not in ("RGB", "L"):
+        clean = clean.convert("RGB")
     buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=80)
+    clean.save(buf, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def shown_path(path: str, roots: list[str] | None) -> str:
+    """The path relative to the folder given (a sheet to mail carries no home folders)."""
+    for root in sorted((os.path.abspath(os.path.expanduser(r)) for r in roots or []), key=len, reverse=True):
+        if path == root:
+            return os.path.basename(path)
+        if path.startswith(root.rstrip(os.sep) + os.sep):
+            return path[len(root.rstrip(os.sep)) + 1:]
+    return os.path.basename(path)
+
+
+def star_text(rating: int | None) -> str:
+    if rating is None or rating == 0:
+        return ""
+    return "reject" if rating == -1 else "★" * rating + "☆" * (5 - rating)
 
 
 def render_report(
@@ -58,25 +92,60 @@ def render_report(
     rejects: set[str],
     title: str,
     progress: Callable[[int, int], None] | None = None,
+    roots: list[str] | None = None,
+    yours: dict[str, int | None] | None = None,
 ) -> str:
-    figures = []
-    for n, photo in enumerate(ranked, 1):
-        data = thumbnail_data(photo.path)
-        picture = (f'<img src="{data}" alt="{html.escape(Path(photo.path).name)}">' if data
-                   else '<div class="missing">no preview</div>')
-        rating = stars.get(photo.path)
-        star_text = "reject" if rating == -1 else ("★" * rating + "☆" * (5 - rating) if rating else "")
+    """stars: clipcull's suggestion; yours: the photographer's own rating (-1 reject) where set.
+    A burst is one card at the place of its best photo, its other photos beside it."""
+    yours = yours or {}
+    members: dict[int, list] = {}
+    for photo in ranked:
         group = groups.get(photo.path)
-        captured = (photo.captured_at or "").replace("T", " ")
-        caption = " · ".join(x for x in [
-            f"#{photo.rank}", f"{photo.score:+.4f}", html.escape(photo.label),
-            f'<span class="stars">{star_text}</span>' if star_text else "",
-            f"burst {group}" if group else "", html.escape(captured),
-        ] if x)
-        cls = ' class="reject"' if photo.path in rejects else ""
-        figures.append(f"<figure{cls}>{picture}<figcaption>{caption}<br>{html.escape(photo.path)}</figcaption></figure>")
+        if group:
+            members.setdefault(group, []).append(photo)
+    figures = []
+    shown = 0
+    for photo in ranked:
+        group = groups.get(photo.path)
+        if group and members[group][0] is not photo:
+            continue  # drawn in its burst's card
+        stack = members.get(group, [photo]) if group else [photo]
+        figures.append(_figure(stack, stars, rejects, roots, yours, group))
+        shown += len(stack)
         if progress:
-            progress(n, len(ranked))
-    summary = (f"{len(ranked)} photos, best first; {len(rejects)} greyed as rejects. "
-               f"Made by clipcull on {dt.date.today().isoformat()}.")
-    return PAGE.format(title=html.escape(title), summary=html.escape(summary), px=THUMB_PX, figures="\n".join(figures))
+            progress(shown, len(ranked))
+    summary = (f"{len(ranked)} photo{'s' if len(ranked) != 1 else ''}, best first; "
+               f"{len(rejects)} greyed as rejects. Made by clipcull on {dt.date.today().isoformat()}.")
+    return PAGE.format(title=html.escape(title), summary=html.escape(summary), px=THUMB_PX, small=THUMB_PX // 3,
+                       figures="\n".join(figures))
+
+
+def _figure(stack: list, stars: dict, rejects: set, roots, yours: dict, group: int | None) -> str:
+    lead = stack[0]
+    pictures = [_picture(p, roots) for p in stack]
+    picture = pictures[0] + (f'<div class="stack">{"".join(pictures[1:])}</div>' if len(pictures) > 1 else "")
+    lines = [_caption(p, stars, roots, yours) for p in stack]
+    classes = [c for c in ("reject" if lead.path in rejects else "", "burst" if len(stack) > 1 else "") if c]
+    cls = f' class="{" ".join(classes)}"' if classes else ""
+    head = f"burst {group} ({len(stack)} photos)<br>" if len(stack) > 1 else ""
+    return f"<figure{cls}>{picture}<figcaption>{head}{'<br>'.join(lines)}</figcaption></figure>"
+
+
+def _picture(photo, roots) -> str:
+    data = thumbnail_data(photo.path)
+    name = html.escape(os.path.basename(photo.path))
+    return f'<img src="{data}" alt="{name}">' if data else '<div class="missing">no preview</div>'
+
+
+def _caption(photo, stars: dict, roots, yours: dict) -> str:
+    suggested = star_text(stars.get(photo.path))
+    own = star_text(yours.get(photo.path))
+    captured = (photo.captured_at or "").replace("T", " ")
+    parts = [
+        f"#{photo.rank}", f"{photo.score:+.4f}", html.escape(photo.label),
+        f'<span class="stars" title="clipcull suggests">{suggested}</span>' if suggested else "",
+        f'<span class="yours" title="your rating">yours: {own}</span>' if own else "",
+        f'<span class="flags">{html.escape(", ".join(photo.flags))}</span>' if photo.flags else "",
+        html.escape(captured),
+    ]
+    return " · ".join(x for x in parts if x) + "<br>" + html.escape(shown_path(photo.path, roots))

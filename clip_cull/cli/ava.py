@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 from pathlib import Path
@@ -15,22 +16,13 @@ from rich.table import Table
 
 from clip_cull import ui
 from clip_cull.ava import Split, load_ava, make_split, read_ids
-from clip_cull.cli import (
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    BatchOpt,
-    DbOpt,
-    Device,
-    DeviceOpt,
-    ModelOpt,
-    PretrainedOpt,
-    WorkersOpt,
-    _fail,
-    _model_session,
-    _open_store,
-    _quiet_libraries,
-    app,
-)
+from clip_cull.cli.app import app, train_app
+from clip_cull.cli.common import fail as _fail
+from clip_cull.cli.common import model_session as _model_session
+from clip_cull.cli.common import open_store as _open_store
+from clip_cull.cli.common import quiet_libraries as _quiet_libraries
+from clip_cull.cli.options import Device, ModelFlags, flag, shared_options
+from clip_cull.cli.scoring import resolve_settings
 from clip_cull.distributed import local_rank
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
@@ -41,34 +33,37 @@ from clip_cull.indexer import Failure, IndexOptions, prompt_embeddings
 from clip_cull.prompts import negative_adjectives, positive_adjectives
 from clip_cull import train as training
 
-train_app = typer.Typer(help="Fit heads on AVA: the paper's prompt search, linear probe and fine-tuning.", no_args_is_help=True)
-app.add_typer(train_app, name="train")
 
 AvaArg = Annotated[Path, typer.Argument(help="The AVA folder: AVA.txt and images/{id}.jpg (or the images beside it).")]
-TestIdsOpt = Annotated[Optional[Path], typer.Option("--test-ids", help="File of test image ids (a list, or CSV).")]
-ValIdsOpt = Annotated[Optional[Path], typer.Option("--val-ids", help="File of validation image ids.")]
-SplitOpt = Annotated[Optional[Path], typer.Option("--split", help="A split file written by an earlier train run.")]
-TestFractionOpt = Annotated[
-    Optional[float],
-    typer.Option("--test-fraction", min=0.0, max=0.9, help="Without split files: the share drawn for test. \\[default: the paper's 25,551 of 255,530]"),
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random split.")]
-FastOpt = Annotated[bool, typer.Option("--fast-decode", help="Reduced-scale JPEG decoding (faster; figures then differ slightly from exact preprocessing).")]
+
+
+@dataclass
+class SplitFlags:
+    split: Annotated[Optional[Path], typer.Option("--split", metavar="FILE", help="A split file written by an earlier train run.")] = None
+    test_ids: Annotated[Optional[Path], typer.Option("--test-ids", metavar="FILE", help="File of test image ids (a list, or CSV).")] = None
+    val_ids: Annotated[Optional[Path], typer.Option("--val-ids", metavar="FILE", help="File of validation image ids.")] = None
+    test_fraction: Annotated[Optional[float], typer.Option("--test-fraction", min=0.0, max=0.9, help="Without split files: the share drawn for test. \\[default: the paper's 25,551 of 255,530]")] = None
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random split.")] = 0
+
+
+FastOpt = Annotated[bool, flag("--fast-decode", help="Reduced-scale JPEG decoding (faster; figures then differ slightly from exact preprocessing).")]
 
 
 class _Context:
     """What every AVA command sets up: store, model session, dataset, split, console."""
 
-    def __init__(self, ava_dir, db, model, pretrained, device, batch_size, workers, fast_decode,
-                 split_file=None, test_ids=None, val_ids=None, test_fraction=None, seed=0):
+    def __init__(self, ava_dir, models: ModelFlags, fast_decode: bool, splits: SplitFlags):
         _quiet_libraries()
         self.err = ui.stderr_console()
-        self.store = _open_store(db)
+        spec = model_spec(models)
+        self.store = _open_store(models.db)
         self.stack = contextlib.ExitStack()
         self.stack.callback(self.store.close)
-        self.session = _model_session(ModelSpec(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED),
-                                      self.store, device, self.err)
-        self.options = IndexOptions(batch_size=batch_size, workers=workers, fast_decode=fast_decode, quality=False)
+        self.session = _model_session(spec, self.store, models.device.value, self.err)
+        self.options = IndexOptions(batch_size=models.batch_size, workers=models.workers, fast_decode=fast_decode,
+                                    quality=False)
+        split_file, test_ids, val_ids = splits.split, splits.test_ids, splits.val_ids
+        test_fraction, seed = splits.test_fraction, splits.seed
         self.ava = load_ava(ava_dir)
         if split_file:
             self.split = Split.load(split_file)
@@ -105,6 +100,12 @@ class _Context:
     def prompt_vectors(self, prompts: list[str]) -> dict:
         with ui.progress_bars(self.err) as bar:
             return prompt_embeddings(self.store, self.session, prompts, bar("embedding prompts"))
+
+
+def model_spec(models: ModelFlags, roots: list[str] | None = None) -> ModelSpec:
+    """The model given on the command line, else the environment's, else the default."""
+    s = resolve_settings(models.db, roots or [], {"model": models.model, "pretrained": models.pretrained}).settings
+    return ModelSpec(s.model, s.pretrained)
 
 
 def _context(**kwargs) -> _Context:
@@ -145,23 +146,21 @@ def heads(files: Annotated[Optional[list[Path]], typer.Argument(help="Head files
 
 
 @train_app.command("prompts")
+@shared_options
 def train_prompts(
     ava_dir: AvaArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the chosen head (.safetensors).")],
     kind: Annotated[str, typer.Option("--kind", help="Which prompt head to write: fixed, context or ensemble.")] = "ensemble",
     criterion: Annotated[str, typer.Option("--criterion", help="Choose the pair by spearman (continuous) or accuracy (binary).")] = "spearman",
     top: Annotated[int, typer.Option("--top", min=1, help="How many pairs to show per head kind.")] = 5,
-    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = None, workers: WorkersOpt = 1, fast_decode: FastOpt = False,
-    split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
-    test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
+    models: ModelFlags = None,
+    splits: SplitFlags = None,
+    fast_decode: FastOpt = False,
 ) -> None:
     """The paper's prompt search: every positive x negative adjective pair (27 x 12) for the fixed, context and ensemble heads, on the training split."""
     if kind not in PROMPT_KINDS or criterion not in ("spearman", "accuracy"):
         raise typer.BadParameter("--kind is fixed, context or ensemble; --criterion is spearman or accuracy")
-    ctx = _context(ava_dir=ava_dir, db=db, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
-                   workers=workers, fast_decode=fast_decode, split_file=split, test_ids=test_ids, val_ids=val_ids,
-                   test_fraction=test_fraction, seed=seed)
+    ctx = _context(ava_dir=ava_dir, models=models, fast_decode=fast_decode, splits=splits)
     with ctx.stack:
         try:
             data = ctx.features(ctx.split.train, "projected", "train")
@@ -187,15 +186,15 @@ def train_prompts(
 
 
 @train_app.command("linear")
+@shared_options
 def train_linear(
     ava_dir: AvaArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the head (.safetensors or .npz).")],
     features: Annotated[str, typer.Option("--features", help="pooled (768-d, the paper's text) or projected (512-d, the authors' code).")] = "pooled",
     ridge: Annotated[Optional[str], typer.Option("--ridge", help="auto (strength by 5-fold cross-validation) or a strength; default: plain least squares, the paper's method.")] = None,
-    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = None, workers: WorkersOpt = 1, fast_decode: FastOpt = False,
-    split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
-    test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
+    models: ModelFlags = None,
+    splits: SplitFlags = None,
+    fast_decode: FastOpt = False,
 ) -> None:
     """The paper's linear probe: z-scored features, least squares on the AVA mean score; label = prediction > 5. Fitted on the training split from cached features, evaluated on the test split."""
     if features not in ("pooled", "projected"):
@@ -205,13 +204,11 @@ def train_linear(
             float(ridge)
         except ValueError:
             raise typer.BadParameter("--ridge is auto or a number") from None
-    ctx = _context(ava_dir=ava_dir, db=db, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
-                   workers=workers, fast_decode=fast_decode, split_file=split, test_ids=test_ids, val_ids=val_ids,
-                   test_fraction=test_fraction, seed=seed)
+    ctx = _context(ava_dir=ava_dir, models=models, fast_decode=fast_decode, splits=splits)
     with ctx.stack:
         try:
             data = ctx.features(ctx.split.train, features, "train")
-            fit = training.fit_probe(data.features, data.means, ridge, seed)
+            fit = training.fit_probe(data.features, data.means, ridge, splits.seed)
             head = probe_head(fit, features, ctx.session.text_model_id)
             evaluation = None
             if ctx.split.test:
@@ -227,6 +224,7 @@ def train_linear(
 
 
 @train_app.command("finetune")
+@shared_options
 def train_finetune(
     ava_dir: AvaArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model (resumes from it if it holds an unfinished run).")],
@@ -237,11 +235,9 @@ def train_finetune(
     lr_backbone: Annotated[float, typer.Option("--lr-backbone", help="Learning rate of the image encoder.")] = 1e-4,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.5,
     loader_workers: Annotated[int, typer.Option("--loader-workers", min=0, help="DataLoader worker processes.")] = 0,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming.")] = False,
-    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = None, workers: WorkersOpt = 1,
-    split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
-    test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
+    fresh: Annotated[bool, flag("--fresh", help="Start over instead of resuming.")] = False,
+    models: ModelFlags = None,
+    splits: SplitFlags = None,
 ) -> None:
     """The paper's fine-tuning: image encoder without projection + Linear(768, 10) + softmax, EMD loss (r=2), SGD momentum 0.5, lr 1e-2 head / 1e-4 encoder, batch 128, early stopping on validation EMD (patience 10), best checkpoint kept. Resumable; under `torchrun --nproc-per-node N -m clip_cull train finetune ...` it runs DistributedDataParallel."""
     from clip_cull import finetune
@@ -249,11 +245,9 @@ def train_finetune(
 
     distributed = torchrun_shard() is not None
     if distributed:
-        _init_distributed(device)
+        _init_distributed(models.device)
     rank = _dist_rank()
-    ctx = _context(ava_dir=ava_dir, db=db, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
-                   workers=workers, fast_decode=False, split_file=split, test_ids=test_ids, val_ids=val_ids,
-                   test_fraction=test_fraction, seed=seed)
+    ctx = _context(ava_dir=ava_dir, models=models, fast_decode=False, splits=splits)
     with ctx.stack:
         try:
             # One pass through the cache finds unreadable images once (process 0 does it; the
@@ -274,7 +268,7 @@ def train_finetune(
                                           counts / counts.sum(axis=1, keepdims=True), encoder.preprocess)
 
             settings = finetune.FinetuneSettings(epochs, patience, train_batch, lr_head, lr_backbone, momentum,
-                                                 loader_workers, seed)
+                                                 loader_workers, splits.seed)
             import open_clip
 
             metadata = {
@@ -336,24 +330,24 @@ def _write(ctx: _Context, head, output: Path, trained_on: dict, evaluation: dict
 
 
 @app.command("eval")
+@shared_options
 def eval_ava(
-    target: Annotated[list[str], typer.Argument(metavar="AVA_DIR | ratings FOLDER...", help="The AVA folder; or `ratings` and folders of photos you rated, to see how each head agrees with your stars.")],
-    head: Annotated[Optional[list[str]], typer.Option("--head", help="A head name or file; repeat for several.")] = None,
-    all_heads: Annotated[bool, typer.Option("--all", help="Every paper method clipcull has: the three prompt heads with the paper's pairs, and a linear probe fitted on the train split.")] = False,
+    target: Annotated[list[str], typer.Argument(metavar="AVA_DIR | ratings FOLDER", help="The AVA folder; or `ratings` and folders of photos you rated, to see how each head agrees with your stars.")],
+    head: Annotated[Optional[list[str]], typer.Option("--head", metavar="NAME|FILE", help="A head name or file; repeat for several.")] = None,
+    all_heads: Annotated[bool, flag("--all", help="Every paper method clipcull has: the three prompt heads with the paper's pairs, and a linear probe fitted on the train split.")] = False,
     features: Annotated[str, typer.Option("--features", help="Features of the linear probe fitted by --all.")] = "pooled",
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON object a line instead of a table.")] = False,
+    json_out: Annotated[bool, flag("--json", help="One JSON object a line instead of a table.")] = False,
     resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples for the 95% intervals.")] = 1000,
-    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = None, workers: WorkersOpt = 1, fast_decode: FastOpt = False,
-    split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
-    test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
+    models: ModelFlags = None,
+    splits: SplitFlags = None,
+    fast_decode: FastOpt = False,
     unrated_as: Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5, help="With `ratings`: count unrated photos as this rating.")] = None,
 ) -> None:
     """Accuracy, Spearman and Pearson on the AVA test split, with 95% bootstrap intervals and N, beside the paper's Table 1. `clipcull eval ratings FOLDER...` instead reports, for every prompt head and each --head, Spearman with your stars, accuracy at separating rejects / 1-2 stars from 4-5 stars, and the share of your 5-star photos in the head's top 10%."""
     if target[0] == "ratings" and len(target) > 1 and not (Path("ratings") / "AVA.txt").exists():
-        from clip_cull.cli_taste import eval_ratings
+        from clip_cull.cli.taste import eval_ratings
 
-        eval_ratings(target[1:], head or [], db, model, pretrained, device, batch_size, workers or 1, unrated_as,
+        eval_ratings(target[1:], head or [], models, unrated_as,
                      json_out, resamples)
         return
     if len(target) != 1:
@@ -361,9 +355,7 @@ def eval_ava(
     ava_dir = Path(target[0])
     if not head and not all_heads:
         raise typer.BadParameter("give --head NAME|FILE (repeatable) or --all")
-    ctx = _context(ava_dir=ava_dir, db=db, model=model, pretrained=pretrained, device=device, batch_size=batch_size,
-                   workers=workers, fast_decode=fast_decode, split_file=split, test_ids=test_ids, val_ids=val_ids,
-                   test_fraction=test_fraction, seed=seed)
+    ctx = _context(ava_dir=ava_dir, models=models, fast_decode=fast_decode, splits=splits)
     with ctx.stack:
         try:
             rows = _evaluate(ctx, head or [], all_heads, features, resamples)

@@ -14,22 +14,13 @@ import typer
 from rich.table import Table
 
 from clip_cull import taste, ui
-from clip_cull.cli import (
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    BatchOpt,
-    DbOpt,
-    Device,
-    DeviceOpt,
-    ModelOpt,
-    PretrainedOpt,
-    WorkersOpt,
-    _fail,
-    _model_session,
-    _open_store,
-    _quiet_libraries,
-)
-from clip_cull.cli_ava import train_app
+from clip_cull.cli.app import train_app
+from clip_cull.cli.ava import model_spec
+from clip_cull.cli.common import fail as _fail
+from clip_cull.cli.common import model_session as _model_session
+from clip_cull.cli.common import open_store as _open_store
+from clip_cull.cli.common import quiet_libraries as _quiet_libraries
+from clip_cull.cli.options import ModelFlags, shared_options
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.files import heif_available
@@ -47,13 +38,14 @@ UnratedOpt = Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5
 class _Library:
     """Embedded photos of the given folders with the photographer's ratings."""
 
-    def __init__(self, folders, db, model, pretrained, device, batch_size, workers, unrated_as, features="projected"):
+    def __init__(self, folders, models: ModelFlags, unrated_as, features="projected"):
         _quiet_libraries()
         self.err = ui.stderr_console()
-        self.store = _open_store(db)
-        self.session = _model_session(ModelSpec(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED),
-                                      self.store, device, self.err)
         self.folders = [str(Path(f).expanduser().resolve()) for f in folders]
+        spec = model_spec(models, self.folders)
+        self.store = _open_store(models.db)
+        self.session = _model_session(spec, self.store, models.device.value, self.err)
+        batch_size, workers = models.batch_size, models.workers
         with ui.progress_bars(self.err) as bar:
             report, _, _ = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
                                          heif=heif_available(), raw=rawpy_available(), progress=bar("embedding photos"))
@@ -79,9 +71,9 @@ class _Library:
         return head.score(self.features, vectors)[0]
 
 
-def eval_ratings(folders: list[str], heads: list[str], db, model, pretrained, device, batch_size, workers,
-                 unrated_as, json_out: bool, resamples: int) -> None:
-    lib = _library(folders, db, model, pretrained, device, batch_size, workers, unrated_as)
+def eval_ratings(folders: list[str], heads: list[str], models: ModelFlags, unrated_as, json_out: bool,
+                 resamples: int) -> None:
+    lib = _library(folders, models, unrated_as)
     try:
         if len(lib.paths) < 2:
             raise ClipCullError("fewer than two rated photos: nothing to compare with")
@@ -89,7 +81,7 @@ def eval_ratings(folders: list[str], heads: list[str], db, model, pretrained, de
         for name in [*PROMPT_KINDS, *heads]:
             head = resolve_head(name)
             if head.features != "projected":
-                head_lib = _library(folders, db, model, pretrained, device, batch_size, workers, unrated_as, head.features)
+                head_lib = _library(folders, models, unrated_as, head.features)
                 scores = head_lib.scores(head)
             else:
                 scores = lib.scores(head)
@@ -127,20 +119,20 @@ def _print(rows: list[dict], json_out: bool) -> None:
 
 
 @train_app.command("ratings")
+@shared_options
 def train_ratings(
     folders: Annotated[list[Path], typer.Argument(help="Folders whose photos you have rated (XMP sidecars or embedded XMP).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The head file to write (.safetensors).")],
     features: Annotated[str, typer.Option("--features", help="projected (512-d) or pooled (768-d) features.")] = "projected",
     unrated_as: UnratedOpt = None,
     start_from: Annotated[Optional[Path], typer.Option("--start-from", help="A linear head to start from and adapt (e.g. your AVA probe, on the same --features).")] = None,
-    resamples: Annotated[int, typer.Option("--resamples", min=1)] = 1000,
-    db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1),
+    resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    models: ModelFlags = None,
 ) -> None:
     """Fit a personal head on your own ratings: ridge on cached features, its strength chosen by cross-validation grouped by shoot (bursts never straddle folds); prints the cross-validated figures beside the zero-shot ensemble's on the same photos."""
     if features not in ("projected", "pooled"):
         raise typer.BadParameter("--features is projected or pooled")
-    lib = _library([str(f) for f in folders], db, model, pretrained, device, batch_size, workers, unrated_as, features)
+    lib = _library([str(f) for f in folders], models, unrated_as, features)
     try:
         taste.check_enough(lib.stars)
         prior = None
@@ -152,8 +144,7 @@ def train_ratings(
         groups = taste.shoot_groups(lib.paths, lib.captured)
         fit = taste.fit_taste(lib.features, lib.stars, groups, prior=prior)
         personal = taste.taste_figures(fit.cv_predictions, lib.stars, resamples).as_dict()
-        zero_lib = lib if features == "projected" else _library([str(f) for f in folders], db, model, pretrained, device,
-                                                                 batch_size, workers, unrated_as)
+        zero_lib = lib if features == "projected" else _library([str(f) for f in folders], models, unrated_as)
         zero_shot = taste.taste_figures(zero_lib.scores(resolve_head("ensemble")), lib.stars, resamples).as_dict()
         head = probe_head(LinearFit(fit.weights, fit.bias, fit.mean, fit.std, fit.alpha), features, lib.session.text_model_id)
         head.threshold = 3.0  # label 'aesthetic' above three stars

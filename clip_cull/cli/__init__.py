@@ -1,0 +1,30 @@
+"""The `clipcull` command line: options in, library calls, output out. No logic of its own.
+
+- app.py: the Typer app and the `train` group
+- options.py: the options several commands share, declared once
+- common.py: cache, model session, one-line errors
+- scoring.py: the run every scoring command shares (settings resolved once, index, rank)
+- rank.py (rank, best), actions.py (tag, move, undo, history, report),
+  ava.py (heads, train prompts|linear|finetune, eval), taste.py (train ratings, eval ratings)
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+
+from clip_cull.cli.app import app
+
+# Importing the command modules registers their commands on `app`.
+from clip_cull.cli import rank, actions, ava, taste  # noqa: E402,F401,I001
+
+
+def main() -> None:
+    # At exit Python's last garbage collections walk every object torch and open_clip made:
+    # about a second after a command that loaded a model. Freezing them first skips that walk
+    # (atexit handlers, file flushing and the cache's own close still happen as usual).
+    atexit.register(gc.freeze)
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,229 @@
+"""`clipcull tag`, `move`, `undo`, `history` and `report`: turning a ranking into a culled shoot."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from clip_cull import ui
+from clip_cull.actions import tag as tagging
+from clip_cull.actions.fileops import FileOpError
+from clip_cull.actions.journal import Journal
+from clip_cull.actions.move import Selection, apply_moves, plan_moves, resume_unfinished, select_rejects
+from clip_cull.actions.undo import undo_run
+from clip_cull.cli.app import app
+from clip_cull.cli.common import fail, open_store, percent, plural
+from clip_cull.cli.options import (
+    CacheFlags,
+    CheckFlags,
+    DryRunOpt,
+    FoldersArg,
+    GroupFlags,
+    ScoringFlags,
+    flag,
+    shared_options,
+)
+from clip_cull.cli.scoring import finish, folder_roots, score
+
+
+@app.command()
+@shared_options
+def tag(
+    folders: FoldersArg,
+    scoring: ScoringFlags,
+    checks: CheckFlags,
+    stars: Annotated[Optional[str], typer.Option("--stars", metavar="STARS:SCORE,...", help="Score thresholds, e.g. 5:0.31,4:0.29,3:0.27,2:0.25 (below all: 1 star). \\[default: by rank in the folder: top 10% 5 stars, next 20% 4, middle 40% 3, next 20% 2, bottom 10% 1]")] = None,
+    reject_below: Annotated[Optional[float], typer.Option("--reject-below", metavar="SCORE", help="Write xmp:Rating=-1 (reject) below this score.")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", metavar="COLOUR", help="Also write this xmp:Label (colour label) on 5-star photos.")] = None,
+    keywords: Annotated[bool, typer.Option("--keywords/--no-keywords", help="Add dc:subject keywords clipcull:aesthetic / clipcull:not-aesthetic.")] = True,
+    sidecar: Annotated[str, typer.Option("--sidecar", metavar="lightroom|darktable", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp).")] = "lightroom",
+    overwrite: Annotated[bool, flag("--overwrite", help="Replace ratings the photographer set (by default they are kept).")] = False,
+    reject_blurry: Annotated[bool, flag("--reject-blurry", help="Rate photos flagged blurry as rejects (-1).")] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Write star ratings into XMP sidecars (merged: only xmp:Rating, xmp:Label and clipcull's own keywords change). Photos are never modified. Undo with `clipcull undo`. Scores the folder the way it was last ranked."""
+    if sidecar not in ("lightroom", "darktable"):
+        raise typer.BadParameter("--sidecar is lightroom or darktable")
+    try:
+        thresholds = tagging.parse_star_thresholds(stars) if stars else None
+    except ValueError as e:
+        raise typer.BadParameter(f"--stars: {e}") from None
+    scored = score(folder_roots(folders), scoring, checks)
+    changes = tagging.plan_tags(scored.result.ranked, sidecar, thresholds, reject_below, label, keywords, overwrite,
+                                reject_blurry)
+    out = ui.stdout_console()
+    for c in changes:
+        what = c.note if c.after is None else f"{c.note}: rating {c.rating}"
+        out.print(ui.escape(f"{'would ' if dry_run and c.after is not None else ''}{what}  {ui.shown_path(str(c.sidecar))}"),
+                  highlight=False, soft_wrap=True)
+    writes = sum(c.after is not None for c in changes)
+    err = ui.stderr_console()
+    if dry_run:
+        ui.message(err, f"clipcull: dry run: {plural(writes, 'sidecar')} would be written; nothing changed.", "dim")
+        return
+    store = open_store(scoring.db)
+    try:
+        run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": scored.roots})
+    except OSError as e:
+        fail(f"writing sidecars stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
+    finally:
+        store.close()
+    ui.message(err, f"clipcull: tag run {run_id}: {plural(writes, 'sidecar')} written. Undo: clipcull undo {run_id}", "dim")
+    finish(scored, scoring.strict)
+
+
+@app.command()
+@shared_options
+def move(
+    folders: FoldersArg,
+    scoring: ScoringFlags,
+    checks: CheckFlags,
+    grouping: GroupFlags,
+    to: Annotated[Optional[Path], typer.Option("--to", metavar="FOLDER", help="Destination folder. \\[default: FOLDER/_rejects, keeping paths relative to FOLDER]")] = None,
+    worst: Annotated[Optional[str], typer.Option("--worst", metavar="SHARE", help="Move the worst share, e.g. 30%.")] = None,
+    below: Annotated[Optional[float], typer.Option("--below", metavar="SCORE", help="Move photos scoring below this.")] = None,
+    keep_top: Annotated[Optional[int], typer.Option("--keep-top", min=0, metavar="N", help="Keep the best N, move the rest.")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", metavar="LABEL", help="Move photos with this label, e.g. not-aesthetic.")] = None,
+    per_group: Annotated[bool, flag("--per-group", help="In each burst group keep the best photo, move the others.")] = False,
+    blurry: Annotated[bool, flag("--blurry", help="Move photos flagged blurry.")] = False,
+    badly_exposed: Annotated[bool, flag("--badly-exposed", help="Move photos flagged over- or under-exposed.")] = False,
+    copy: Annotated[bool, flag("--copy", help="Copy instead of moving.")] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Move rejects aside (never deleted), with their XMP sidecars. Nothing is overwritten: a name already taken gets -1, -2, ... The plan is journaled before the first file moves; `clipcull undo` puts everything back, and after a crash a re-run finishes the move. Scores the folder the way it was last ranked."""
+    fraction = percent(worst) if worst else None
+    if fraction is None and below is None and keep_top is None and label is None and not (per_group or blurry or badly_exposed):
+        raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label, --per-group, --blurry or --badly-exposed")
+    store = open_store(scoring.db)
+    try:
+        resumed = resume_unfinished(store, Journal(store)) if not dry_run else None
+    except (OSError, FileOpError) as e:
+        fail(f"an interrupted move could not be finished: {e}. `clipcull undo` reverses it.")
+    finally:
+        store.close()
+    err = ui.stderr_console()
+    if resumed:
+        ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
+    scored = score(folder_roots(folders), scoring, checks, grouping, groups=per_group)
+    chosen = select_rejects(scored.result.ranked,
+                            Selection(fraction, below, keep_top, label, per_group, blurry, badly_exposed),
+                            scored.result.groups)
+    steps = plan_moves(chosen, scored.roots, str(to) if to else None, copy)
+    out = ui.stdout_console()
+    verb = "copy" if copy else "move"
+    for s in steps:
+        out.print(ui.escape(f"{'would ' if dry_run else ''}{verb} {ui.shown_path(s.src)} -> {ui.shown_path(s.dst)}"),
+                  highlight=False, soft_wrap=True)
+    if dry_run:
+        ui.message(err, f"clipcull: dry run: {plural(len(chosen), 'photo')} ({plural(len(steps), 'file')}) would "
+                        f"{verb}; nothing changed.", "dim")
+        return
+    store = open_store(scoring.db)
+    try:
+        run_id = apply_moves(store, Journal(store), steps, {"command": "move", "folders": scored.roots})
+    except (OSError, FileOpError) as e:
+        fail(f"the move stopped: {e}. Every finished step is journaled: run it again to finish, or `clipcull undo`.")
+    finally:
+        store.close()
+    ui.message(err, f"clipcull: move run {run_id}: {plural(len(chosen), 'photo')} ({plural(len(steps), 'file')}). "
+                    f"Undo: clipcull undo {run_id}", "dim")
+    finish(scored, scoring.strict)
+
+
+@app.command()
+@shared_options
+def undo(
+    cache: CacheFlags,
+    run: Annotated[Optional[int], typer.Argument(help="The run to undo (see `clipcull history`). \\[default: the last]", show_default=False)] = None,
+) -> None:
+    """Reverse a tag or move run: sidecars get their previous content back (or go, if clipcull created them), moved photos go back. Nothing is overwritten: a file changed since is left alone and reported."""
+    store = open_store(cache.db)
+    try:
+        journal = Journal(store)
+        target = journal.run(run) if run is not None else journal.last_undoable()
+        if target is None:
+            fail(f"no run {run} in the journal" if run is not None else "nothing to undo")
+        try:
+            report = undo_run(store, journal, target.id)
+        except (OSError, FileOpError) as e:
+            fail(f"undo stopped: {e}. Run `clipcull undo {target.id}` again once the cause is fixed.")
+    finally:
+        store.close()
+    err = ui.stderr_console()
+    for problem in report.conflicts:
+        ui.message(err, f"clipcull: not undone: {problem}", "yellow")
+    ui.message(err, f"clipcull: undid {target.kind} run {target.id}: {plural(report.restored, 'step')} reversed"
+                    + (f", {len(report.conflicts)} left alone" if report.conflicts else "") + ".", "dim")
+    if report.conflicts:
+        raise typer.Exit(1)
+
+
+@app.command()
+@shared_options
+def history(
+    cache: CacheFlags,
+    limit: Annotated[int, typer.Option("--limit", min=1, metavar="N", help="Show the N newest runs.")] = 20,
+) -> None:
+    """List tag and move runs, newest first."""
+    store = open_store(cache.db)
+    try:
+        runs = Journal(store).runs(limit)
+    finally:
+        store.close()
+    table = Table(show_edge=False)
+    for column in ("run", "kind", "when", "state", "steps", "folders"):
+        table.add_column(column)
+    for r in runs:
+        folders = ", ".join(json.loads(r.command).get("folders", [])) if r.command else ""
+        table.add_row(str(r.id), r.kind, r.created_at, r.state, str(r.steps), ui.escape(folders))
+    ui.stdout_console().print(table)
+
+
+@app.command()
+@shared_options
+def report(
+    folders: FoldersArg,
+    scoring: ScoringFlags,
+    checks: CheckFlags,
+    grouping: GroupFlags,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The HTML file to write (its folder is created if missing).")] = Path("clipcull-report.html"),
+    worst: Annotated[Optional[str], typer.Option("--worst", metavar="SHARE", help="Grey out the worst share, e.g. 30% (the photos `move --worst` would move). \\[default: none]")] = None,
+) -> None:
+    """A self-contained HTML contact sheet: thumbnails, score, clipcull's stars beside your own rating, flags, bursts stacked, capture time; best first. Scores the folder the way it was last ranked."""
+    from clip_cull.actions.report import render_report
+
+    roots = folder_roots(folders)
+    scored = score(roots, scoring, checks, grouping, groups=True)
+    ranked = scored.result.ranked
+    stars = dict(zip([p.path for p in ranked], tagging.star_ratings([p.score for p in ranked]).tolist()))
+    rejects = {p.path for p in select_rejects(ranked, Selection(worst_fraction=percent(worst)))} if worst else set()
+    yours = {p.path: _own_rating(p.path) for p in ranked}
+    err = ui.stderr_console()
+    title = "clipcull: " + ", ".join(os.path.basename(os.path.abspath(r)) or r for r in roots)
+    with ui.progress_bars(err) as bar:
+        page = render_report(ranked, stars, scored.result.groups, rejects, title, bar("thumbnails"), roots=roots,
+                             yours=yours)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(page, encoding="utf-8")
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror or e}")
+    ui.message(err, f"clipcull: wrote {output} ({plural(len(ranked), 'photo')})", "dim")
+    finish(scored, scoring.strict)
+
+
+def _own_rating(photo: str) -> int | None:
+    """The photographer's rating (-1 reject) from sidecar or embedded XMP; None where unset
+    or unreadable (the sheet still shows clipcull's suggestion)."""
+    from clip_cull.taste import read_rating
+
+    try:
+        rating = read_rating(photo)
+    except Exception:  # a sidecar clipcull cannot parse is the photographer's business, not the sheet's
+        return None
+    return rating.stars if rating is not None else None

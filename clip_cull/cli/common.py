@@ -1,0 +1,92 @@
+"""Helpers every command uses: the cache, the model session, one-line errors, summaries."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import typer
+
+from clip_cull import ui
+from clip_cull.encoder import ModelSpec
+from clip_cull.errors import ClipCullError
+from clip_cull.distributed import local_rank
+from clip_cull.indexer import ModelSession
+from clip_cull.paths import default_db_path
+from clip_cull.store import Store
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # the run could not be done: bad folder, model or cache
+EXIT_USAGE = 2  # wrong options (typer's own)
+EXIT_UNREADABLE = 3  # --strict, and some photos could not be read
+EXIT_INTERRUPTED = 130
+
+
+def fail(text: str) -> None:
+    ui.message(ui.stderr_console(), f"clipcull: error: {text}", "red")
+    raise typer.Exit(EXIT_ERROR)
+
+
+def open_store(db: Path | None) -> Store:
+    try:
+        return Store.open(db or default_db_path())
+    except ClipCullError as e:
+        fail(str(e))
+
+
+def quiet_libraries() -> None:
+    """Our own lines report bad files; library warnings about them would only repeat it."""
+    warnings.filterwarnings("ignore", module="PIL")
+    # open_clip and huggingface_hub log on their own loggers; clipcull reports their failures as one line
+    logging.getLogger().setLevel(logging.CRITICAL)
+    for name in ("huggingface_hub", "open_clip", "urllib3"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", category=UserWarning, module="open_clip")
+    warnings.filterwarnings("ignore", module="huggingface_hub")
+    from PIL import Image
+
+    # Pillow refuses images over 2x this while opening; clipcull applies --max-pixels itself.
+    Image.MAX_IMAGE_PIXELS = None
+
+
+def announce_loading(err=None):
+    """Loading a model takes seconds: say so before it starts. (A fresh console each time:
+    the model loads in the background while progress bars may be showing.)"""
+    return lambda spec: ui.message(ui.stderr_console(), f"clipcull: loading model {spec.name} ({spec.pretrained}) ...",
+                                   "dim")
+
+
+def timed_loader(spec: ModelSpec, device: str):
+    """open_clip loading that says when it is done and how long it took."""
+    from clip_cull.encoder import load_encoder
+
+    def load():
+        started = time.perf_counter()
+        encoder = load_encoder(spec, device, local_rank())
+        ui.message(ui.stderr_console(), f"clipcull: loaded {spec.name} ({time.perf_counter() - started:.1f} s)", "dim")
+        return encoder
+
+    return load
+
+
+def model_session(spec: ModelSpec, store: Store, device: str, err=None) -> ModelSession:
+    """The model a command runs, loaded on first use, on this process's GPU under torchrun."""
+    return ModelSession(spec, store, device, on_load=announce_loading(), local_rank=local_rank(),
+                        loader=timed_loader(spec, device))
+
+
+def percent(text: str, option: str = "--worst") -> float:
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") or float(text.rstrip("%")) > 1 else 1)
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes a share like 30% (got {text!r})") from None
+    if not 0 <= value <= 1:
+        raise typer.BadParameter(f"{option} must be between 0% and 100%")
+    return value
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 photo', '2 photos'."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

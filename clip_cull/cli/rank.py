@@ -1,0 +1,118 @@
+"""`clipcull rank` and `clipcull best`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from clip_cull import ui
+from clip_cull.actions.groups import best_of_each_group
+from clip_cull.cli.app import EXIT_CODES_HELP, app
+from clip_cull.cli.common import fail, open_store, plural
+from clip_cull.cli.options import CheckFlags, FoldersArg, GroupFlags, ScoringFlags, flag, shared_options
+from clip_cull.cli.scoring import finish, folder_roots, score
+from clip_cull.distributed import torchrun_shard, wait_for_all
+from clip_cull.settings import last_rank_roots
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@shared_options
+def rank(
+    folders: FoldersArg,
+    scoring: ScoringFlags,
+    checks: CheckFlags,
+    grouping: GroupFlags,
+    limit: Annotated[Optional[int], typer.Option("--limit", "--top", "-t", min=1, help="Show only the best N.")] = None,
+    json_lines: Annotated[bool, flag("--json", help="One JSON object a line: rank, path, score, label, head, ...; unreadable files as JSON objects (path, error) on stderr.")] = False,
+    csv_out: Annotated[bool, flag("--csv", help="CSV with a header row: the same columns as --json.")] = False,
+    groups: Annotated[bool, flag("--groups", help="Find bursts and near-duplicates (shown as a group number).")] = False,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", metavar="K/N",
+        help="Embed only the K-th of N disjoint shares of the photos (K from 0) and print no ranking: N processes, on "
+             "several GPUs or machines sharing the cache, split a folder. Under `torchrun --nproc-per-node N -m "
+             "clip_cull rank` the shares are set for you and process 0 prints the ranking once all are done.")] = None,
+) -> None:
+    """Embed new or changed photos, then print all photos ranked by aesthetic score, best first.
+
+    The score is the paper's prompt ensemble: cos(photo, T+) - cos(photo, T-), where T+ averages the embeddings of "a <positive> picture, of a #<class>" over the 1000 ImageNet classes and T- those of the negative adjective. The label says which of the two is closer. The settings used (model, head, adjectives, checks, grouping) are remembered for the folder: `best`, `tag`, `move` and `report` then score it the same way.
+    """
+    if json_lines and csv_out:
+        raise typer.BadParameter("choose one of --json and --csv")
+    roots = folder_roots(folders)
+    share = _parse_shard(shard) if shard else torchrun_shard()
+    if share:
+        scored = score(roots, scoring, checks, grouping, shard=share, record=True)
+        if shard or share[0] != 0:
+            if not shard:
+                wait_for_all()
+            finish(scored, scoring.strict)
+            return
+        wait_for_all()  # process 0 ranks once every share is embedded
+    scored = score(roots, scoring, checks, grouping, groups=groups, record=True, json_errors=json_lines)
+    ranked = scored.result.ranked[:limit] if limit else scored.result.ranked
+    group_of = scored.result.groups if groups else None
+    with ui.closed_stdout_is_fine():
+        if json_lines:
+            ui.write_json_lines(ranked, sys.stdout, group_of, scored.head_id)
+        elif csv_out:
+            ui.write_csv(ranked, sys.stdout, group_of, scored.head_id)
+        elif ranked:
+            out = ui.stdout_console()
+            out.print(ui.ranking_table(ranked, group_of, roots, out.width))
+    finish(scored, scoring.strict)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@shared_options
+def best(
+    scoring: ScoringFlags,
+    checks: CheckFlags,
+    grouping: GroupFlags,
+    folders: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="FOLDER_OR_PHOTO",
+        help="Folders or photos. \\[default: the folders of the last `clipcull rank`]", show_default=False)] = None,
+    top: Annotated[int, typer.Option("--top", "-t", min=1, help="How many photos to print.")] = 20,
+    print0: Annotated[bool, flag("--print0", "-0", help="End each path with NUL instead of a newline (xargs -0).")] = False,
+    unique: Annotated[bool, flag("--unique", help="Only the best photo of each burst or near-duplicate group.")] = False,
+    include_blurry: Annotated[bool, flag("--include-blurry", help="Also print photos flagged blurry (left out by default, and counted on stderr).")] = False,
+) -> None:
+    """Print the paths of the best photos, best first, one a line, for scripts.
+
+    Without folders it uses the folders of the last `clipcull rank`; every folder is scored the way it was last ranked (options given here still win). New or changed photos are embedded first.
+    """
+    if folders:
+        roots = folder_roots(folders)
+    else:
+        store = open_store(scoring.db)
+        roots = last_rank_roots(store)
+        store.close()
+        if not roots:
+            fail("no folders given and no earlier `clipcull rank` to take them from: clipcull best FOLDER")
+    scored = score(roots, scoring, checks, grouping, groups=unique)
+    chosen = scored.result.ranked
+    if not include_blurry:
+        chosen = [p for p in chosen if "blurry" not in p.flags]
+        left_out = len(scored.result.ranked) - len(chosen)
+        if left_out:
+            ui.message(ui.stderr_console(), f"clipcull: left out {plural(left_out, 'blurry photo')} "
+                                            "(--include-blurry keeps them)", "dim")
+    if unique:
+        chosen = best_of_each_group(chosen, scored.result.groups)
+    end = "\0" if print0 else "\n"
+    with ui.closed_stdout_is_fine():
+        sys.stdout.write("".join(p.path + end for p in chosen[:top]))
+        sys.stdout.flush()
+    finish(scored, scoring.strict)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"--shard takes K/N, e.g. 0/2 (got {text!r})") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise typer.BadParameter(f"--shard K/N needs 0 <= K < N (got {text!r})")
+    return k, n

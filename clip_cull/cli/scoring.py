@@ -1,0 +1,206 @@
+"""The run every scoring command shares: settings resolved once, photos embedded, ranked."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from clip_cull import settings as settings_lib
+from clip_cull import ui
+from clip_cull.cli.common import EXIT_INTERRUPTED, EXIT_UNREADABLE, fail, model_session, open_store, plural, quiet_libraries
+from clip_cull.cli.options import CheckFlags, GroupFlags, ScoringFlags
+from clip_cull.distributed import local_rank
+from clip_cull.encoder import ModelSpec
+from clip_cull.errors import ClipCullError
+from clip_cull.files import HEIF_HINT, heif_available, is_raw
+from clip_cull.heads import resolve_head
+from clip_cull.images import RAW_HINT, rawpy_available
+from clip_cull.indexer import Failure, IndexOptions
+from clip_cull.ranking import Checks, FolderRanking, group_ranked, index_folders, rank_folders
+from clip_cull.settings import Resolved, Settings
+
+
+@dataclass
+class Scored:
+    """A ranking and what it was made with."""
+
+    resolved: Resolved
+    result: FolderRanking
+    head_id: str
+    roots: list[str]
+
+    @property
+    def settings(self) -> Settings:
+        return self.resolved.settings
+
+
+def setting_flags(scoring: ScoringFlags | None = None, checks: CheckFlags | None = None,
+                  grouping: GroupFlags | None = None) -> dict:
+    """The settings the user gave on the command line (None where not given)."""
+    flags: dict = {}
+    if scoring is not None:
+        flags.update(model=scoring.model, pretrained=scoring.pretrained, head=scoring.head,
+                     positive=scoring.positive, negative=scoring.negative,
+                     precision=scoring.precision.value if scoring.precision else None)
+    if checks is not None:
+        try:
+            flags.update(penalize=settings_lib.parse_penalize(checks.penalize) if checks.penalize is not None else None,
+                         blur_below=checks.blur_below)
+        except ClipCullError as e:
+            raise typer.BadParameter(str(e)) from None
+    if grouping is not None:
+        flags.update(similarity=grouping.similarity, burst_window=grouping.burst_window)
+    return flags
+
+
+def resolve_settings(db, roots: list[str], flags: dict) -> Resolved:
+    store = open_store(db)
+    try:
+        return settings_lib.resolve(flags, store, roots)
+    except ClipCullError as e:
+        fail(str(e))
+    finally:
+        store.close()
+
+
+def score(
+    roots: list[str],
+    scoring: ScoringFlags,
+    checks: CheckFlags | None = None,
+    grouping: GroupFlags | None = None,
+    *,
+    groups: bool = False,
+    record: bool = False,
+    json_errors: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> Scored:
+    """Index (and, without a shard, rank) the roots with the settings resolved for them;
+    says on stderr what it scores with. Errors become one line."""
+    quiet_libraries()
+    err = ui.stderr_console()
+    for root in roots:  # before anything is said about scoring: a typo is the whole answer
+        if not os.path.exists(os.path.expanduser(root)):
+            fail(f"no such file or folder: {root}")
+    resolved = resolve_settings(scoring.db, roots, setting_flags(scoring, checks, grouping))
+    s = resolved.settings
+    store = open_store(scoring.db)
+    try:
+        head = resolve_head(s.head, s.positive, s.negative)
+        identity = settings_lib.head_id(s)
+        if hasattr(head, "session"):  # a fine-tuned model brings its own weights
+            from clip_cull.cli.common import announce_loading
+
+            session = head.session(store, scoring.device.value, local_rank(), on_load=announce_loading(err))
+        else:
+            session = model_session(ModelSpec(s.model, s.pretrained, s.precision), store, scoring.device.value, err)
+        ui.message(err, "clipcull: " + settings_lib.describe(s, resolved.source), "dim")
+        options = IndexOptions(batch_size=scoring.batch_size, workers=scoring.workers, max_pixels=scoring.max_pixels)
+        failures = _failure_printer(err, json_errors, scoring.show_skipped)
+        with ui.progress_bars(err) as bar:
+            if shard:
+                report, unsupported, _ = index_folders(
+                    store, roots, session, options, heif=heif_available(), raw=rawpy_available(), shard=shard,
+                    progress=bar(f"embedding photos (share {shard[0]}/{shard[1]})"), on_failure=failures,
+                )
+                result = FolderRanking([], report, unsupported)
+                summary(err, result, store.path, failures, f"share {shard[0]}/{shard[1]}: ")
+                return Scored(resolved, result, identity, roots)
+            result = rank_folders(
+                store, roots, session, head, options, heif=heif_available(), raw=rawpy_available(),
+                checks=Checks(frozenset(s.penalize), s.blur_below),
+                progress=bar("embedding photos"), text_progress=_prompt_progress(bar, s), on_failure=failures,
+            )
+        if groups:
+            result.groups = group_ranked(store, result.ranked, session.model_id, s.similarity, s.burst_window)
+        if record:
+            settings_lib.record(store, roots, s)
+        summary(err, result, store.path, failures)
+        return Scored(resolved, result, identity, roots)
+    except ClipCullError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        ui.message(err, "clipcull: interrupted. Every finished batch is saved; run the command again to go on.", "yellow")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    finally:
+        store.close()
+
+
+def _prompt_progress(bar, s: Settings):
+    """The prompt bar, and once (prompts are embedded only when not cached yet) why it runs."""
+    update = bar("embedding prompts")
+    said = False
+
+    def progress(done: int, total: int) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            ui.message(ui.stderr_console(), f"clipcull: embedding the head's {plural(total, 'prompt')} for "
+                                            f"{settings_lib.model_name(s)}: once per model, then cached.", "dim")
+        update(done, total)
+
+    return progress
+
+
+class _FailurePrinter:
+    """One line per file that could not be read this run; files remembered as unreadable from
+    an earlier run are counted and summed up in one line (listed with --show-skipped)."""
+
+    def __init__(self, err, json_errors: bool, show_remembered: bool):
+        self.err, self.json_errors, self.show_remembered = err, json_errors, show_remembered
+        self.remembered: list[Failure] = []
+
+    def __call__(self, failure: Failure) -> None:
+        if self.json_errors:  # one JSON object a line on stderr, for scripts
+            sys.stderr.write(json.dumps({"path": failure.path, "error": failure.reason,
+                                         "remembered": failure.remembered}) + "\n")
+            return
+        if failure.remembered and not self.show_remembered:
+            self.remembered.append(failure)
+            return
+        note = " (unchanged since an earlier run)" if failure.remembered else ""
+        ui.message(self.err, f"clipcull: skipped {ui.shown_path(failure.path)}: {failure.reason}{note}", "yellow")
+
+    def summarize(self) -> None:
+        if self.remembered:
+            n = len(self.remembered)
+            ui.message(self.err, f"clipcull: {plural(n, 'file')} unreadable since an earlier run; "
+                                 "--show-skipped lists them", "yellow")
+
+
+def _failure_printer(err, json_errors: bool, show_remembered: bool) -> _FailurePrinter:
+    return _FailurePrinter(err, json_errors, show_remembered)
+
+
+def summary(err, result: FolderRanking, db_path: str, failures: _FailurePrinter | None = None, prefix: str = "") -> None:
+    r = result.report
+    total = len(r.ready) + len(r.failures)
+    parts = [f"{r.embedded} embedded", f"{r.cached} cached"]
+    if r.reused:
+        parts.append(f"{r.reused} recognised after a rename or copy")
+    if r.failures:
+        parts.append(f"{len(r.failures)} unreadable")
+    if failures is not None:
+        failures.summarize()
+    ui.message(err, f"clipcull: {prefix}{plural(total, 'photo')}: {', '.join(parts)}. Cache: {db_path}", "dim")
+    for kind, hint, files in (
+        ("HEIC/HEIF", HEIF_HINT, [f for f in result.unsupported if not is_raw(f)]),
+        ("RAW", RAW_HINT, [f for f in result.unsupported if is_raw(f)]),
+    ):
+        if files:
+            ui.message(err, f"clipcull: skipped {plural(len(files), kind + ' file')} (e.g. {ui.shown_path(files[0])}): {hint}", "yellow")
+    if total == 0:
+        ui.message(err, "clipcull: no photos found (looked for jpg, png, webp, tiff, bmp, gif, heic and RAW).", "yellow")
+
+
+def finish(scored: Scored, strict: bool) -> None:
+    if strict and scored.result.report.failures:
+        raise typer.Exit(EXIT_UNREADABLE)
+
+
+def folder_roots(folders: list[Path]) -> list[str]:
+    return [str(f) for f in folders]
