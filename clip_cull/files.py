@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff",
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".dng", ".pef"})
 REJECTS_DIRNAME = "_rejects"  # where culling moves rejects; never ranked again
+# Folders of other programs' previews, never photos of their own: Synology's thumbnails, the
+# freedesktop thumbnail cache, Lightroom's previews (a leading dot is skipped anyway).
+SKIPPED_FOLDERS = ("@eaDir", ".thumbnails", "*.lrdata", "*.lrdata.*")
 HEIF_HINT = "HEIC/HEIF needs the optional extra: pip install 'clipcull[heic]'"
 
 
@@ -55,11 +59,13 @@ def walk_photos(
     heif: bool = False,
     raw: bool = False,
     exclude_dirnames: frozenset[str] = frozenset({REJECTS_DIRNAME}),
+    exclude: Iterable[str] = (),
 ) -> WalkResult:
     """All photos under the roots (folders, or single files), sorted and without repeats.
 
     Hidden files and folders (a leading dot, which covers macOS's `._*` files) and the
     excluded folders are left out; folder symlinks are not followed, so a link loop is harmless.
+    Files and folders whose name matches a glob of `exclude` (or of SKIPPED_FOLDERS) are skipped.
     HEIC files without pillow-heif land in `unsupported`; files and folders that cannot be
     read, or whose names are not valid UTF-8, in `errors`.
     """
@@ -71,7 +77,7 @@ def walk_photos(
         if os.path.isfile(root_path):
             candidates: Iterable[str] = [root_path]
         elif os.path.isdir(root_path):
-            candidates = _walk_dir(root_path, exclude_dirnames, result.errors)
+            candidates = _walk_dir(root_path, exclude_dirnames, result.errors, (*SKIPPED_FOLDERS, *exclude))
         else:
             raise InputError(f"no such file or folder: {root}")
         # Plain strings, not Path objects: this loop runs once per file of large folders.
@@ -129,7 +135,11 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _walk_dir(top: str, exclude_dirnames: frozenset[str], errors: list[tuple[str, str]]):
+def _excluded(name: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(name.lower(), g.lower()) for g in globs)
+
+
+def _walk_dir(top: str, exclude_dirnames: frozenset[str], errors: list[tuple[str, str]], globs: tuple[str, ...] = ()):
     stack = [top]
     while stack:
         folder = stack.pop()
@@ -139,7 +149,7 @@ def _walk_dir(top: str, exclude_dirnames: frozenset[str], errors: list[tuple[str
             errors.append((str(folder), f"cannot list folder: {e.strerror or e}"))
             continue
         for entry in entries:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or _excluded(entry.name, globs):
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)

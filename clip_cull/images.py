@@ -175,13 +175,35 @@ def read_facts(data: bytes, size: tuple[int, int] | None = None) -> PhotoFacts:
         logging.getLogger("exifread").setLevel(logging.CRITICAL)
         tags = exifread.process_file(io.BytesIO(data), details=False, strict=False)
     except Exception:
-        return facts
+        tags = {}
+    if not tags:
+        # exifread cannot read some containers' EXIF (pillow-heif's HEIC Exif item): Pillow can
+        return _pillow_facts(data, facts)
     facts.orientation = _orientation(tags.get("Image Orientation"))
     facts.captured_at = _exif_datetime(tags.get("EXIF DateTimeOriginal") or tags.get("Image DateTime"))
     make = str(tags.get("Image Make", "")).strip()
     model = str(tags.get("Image Model", "")).strip()
     if model and make and model.lower().startswith(make.split()[0].lower()):
         make = ""  # "Canon Canon EOS R6" reads badly
+    facts.camera = " ".join(p for p in (make, model) if p) or None
+    return facts
+
+
+def _pillow_facts(data: bytes, facts: PhotoFacts) -> PhotoFacts:
+    """Capture time, camera and orientation through Pillow's getexif(), for formats Pillow
+    opens (HEIC with pillow-heif) whose EXIF exifread does not find. Reads no pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            exif = img.getexif()
+            sub = exif.get_ifd(0x8769)  # the Exif IFD: DateTimeOriginal lives there
+    except Exception:
+        return facts
+    orientation = exif.get(0x0112)
+    facts.orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else None
+    facts.captured_at = _exif_datetime(sub.get(0x9003) or exif.get(0x0132))
+    make, model = (str(exif.get(tag) or "").strip().rstrip("\x00") for tag in (0x010F, 0x0110))
+    if model and make and model.lower().startswith(make.split()[0].lower()):
+        make = ""
     facts.camera = " ".join(p for p in (make, model) if p) or None
     return facts
 

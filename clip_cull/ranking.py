@@ -132,11 +132,12 @@ def index_folders(
     shard: tuple[int, int] | None = None,
     progress: ProgressFn | None = None,
     on_failure: Callable[[Failure], None] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> tuple[IndexReport, list[str], dict[str, list[str]]]:
     """Find the photos under roots and embed what is new or changed. With shard=(k, n) only
     the k-th of n disjoint shares is embedded, so n processes can split a folder between them.
     Returns the report, the files of unsupported formats and the RAW companions of photos."""
-    walk = walk_photos(roots, heif=heif, raw=raw)
+    walk = walk_photos(roots, heif=heif, raw=raw, exclude=exclude)
     early_failures = [Failure(path, reason) for path, reason in walk.errors]
     for failure in early_failures:
         if on_failure:
@@ -166,10 +167,11 @@ def rank_folders(
     progress: ProgressFn | None = None,
     text_progress: ProgressFn | None = None,
     on_failure: Callable[[Failure], None] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> FolderRanking:
     """Find the photos under roots, embed what is new or changed, and rank them all."""
     report, unsupported, companions = index_folders(
-        store, roots, session, options, heif=heif, raw=raw, progress=progress, on_failure=on_failure
+        store, roots, session, options, heif=heif, raw=raw, progress=progress, on_failure=on_failure, exclude=exclude
     )
     ranked = rank_photos(store, report.ready, session, head, text_progress, checks)
     for photo in ranked:

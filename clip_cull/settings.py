@@ -169,6 +169,22 @@ def describe(settings: Settings, source: str | None = None) -> str:
     return "scoring with " + what + (f"; {'; '.join(extras)}" if extras else "")
 
 
+def unknown_adjectives(settings: Settings) -> list[str]:
+    """A warning for each adjective not among the paper's lists: still used (it may be meant),
+    but a typo would cost a minute of prompt encoding for a meaningless score."""
+    from clip_cull.prompts import negative_adjectives, positive_adjectives
+
+    if is_head_file(settings.head):
+        return []
+    warnings = []
+    for word, known, side in ((settings.positive, positive_adjectives(), "positive"),
+                              (settings.negative, negative_adjectives(), "negative")):
+        if word and word not in known:
+            warnings.append(f"'{word}' is not one of the paper's {len(known)} {side} adjectives "
+                            f"({', '.join(list(known)[:4])}, ...); using it anyway")
+    return warnings
+
+
 def with_roots_made_absolute(roots: list[str]) -> list[str]:
     return [os.path.abspath(os.path.expanduser(r)) for r in roots]
 

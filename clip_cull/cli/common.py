@@ -54,8 +54,13 @@ def quiet_libraries() -> None:
 def announce_loading(err=None):
     """Loading a model takes seconds: say so before it starts. (A fresh console each time:
     the model loads in the background while progress bars may be showing.)"""
-    return lambda spec: ui.message(ui.stderr_console(), f"clipcull: loading model {spec.name} ({spec.pretrained}) ...",
-                                   "dim")
+    return lambda spec: ui.message(ui.stderr_console(), f"clipcull: loading model {shown_model(spec.name)} "
+                                                         f"({Path(spec.pretrained).name}) ...", "dim")
+
+
+def shown_model(name: str) -> str:
+    """A model as a person calls it: a JSON config file by its stem."""
+    return Path(name).stem if name.endswith(".json") else name
 
 
 def timed_loader(spec: ModelSpec, device: str):
@@ -65,7 +70,7 @@ def timed_loader(spec: ModelSpec, device: str):
     def load():
         started = time.perf_counter()
         encoder = load_encoder(spec, device, local_rank())
-        ui.message(ui.stderr_console(), f"clipcull: loaded {spec.name} ({time.perf_counter() - started:.1f} s)", "dim")
+        ui.message(ui.stderr_console(), f"clipcull: loaded {shown_model(spec.name)} ({time.perf_counter() - started:.1f} s)", "dim")
         return encoder
 
     return load

@@ -99,12 +99,15 @@ def score(
         else:
             session = model_session(ModelSpec(s.model, s.pretrained, s.precision), store, scoring.device.value, err)
         ui.message(err, "clipcull: " + settings_lib.describe(s, resolved.source), "dim")
+        for warning in settings_lib.unknown_adjectives(s):
+            ui.message(err, f"clipcull: {warning}", "yellow")
         options = IndexOptions(batch_size=scoring.batch_size, workers=scoring.workers, max_pixels=scoring.max_pixels)
+        exclude = exclude_globs(scoring.exclude)
         failures = _failure_printer(err, json_errors, scoring.show_skipped)
         with ui.progress_bars(err) as bar:
             if shard:
                 report, unsupported, _ = index_folders(
-                    store, roots, session, options, heif=heif_available(), raw=rawpy_available(), shard=shard,
+                    store, roots, session, options, heif=heif_available(), raw=rawpy_available(), shard=shard, exclude=exclude,
                     progress=bar(f"embedding photos (share {shard[0]}/{shard[1]})"), on_failure=failures,
                 )
                 result = FolderRanking([], report, unsupported)
@@ -112,7 +115,7 @@ def score(
                 return Scored(resolved, result, identity, roots)
             result = rank_folders(
                 store, roots, session, head, options, heif=heif_available(), raw=rawpy_available(),
-                checks=Checks(frozenset(s.penalize), s.blur_below),
+                checks=Checks(frozenset(s.penalize), s.blur_below), exclude=exclude,
                 progress=bar("embedding photos"), text_progress=_prompt_progress(bar, s), on_failure=failures,
             )
         if groups:
@@ -200,6 +203,13 @@ def summary(err, result: FolderRanking, db_path: str, failures: _FailurePrinter 
 def finish(scored: Scored, strict: bool) -> None:
     if strict and scored.result.report.failures:
         raise typer.Exit(EXIT_UNREADABLE)
+
+
+def exclude_globs(given: list[str] | None, environ=None) -> tuple[str, ...]:
+    """--exclude GLOB (repeatable) and CLIPCULL_EXCLUDE (globs separated like PATH)."""
+    environ = os.environ if environ is None else environ
+    from_env = [g for g in environ.get("CLIPCULL_EXCLUDE", "").split(os.pathsep) if g]
+    return tuple(dict.fromkeys([*from_env, *(given or [])]))
 
 
 def folder_roots(folders: list[Path]) -> list[str]:
