@@ -19,6 +19,7 @@ from clip_cull.cli.ava import model_spec
 from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
 from clip_cull.cli.common import open_store as _open_store
+from clip_cull.cli.common import plural
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import ModelFlags, shared_options
 from clip_cull.encoder import ModelSpec
@@ -61,7 +62,7 @@ class _Library:
         self.features = (np.stack([vectors[records[p].fingerprint] for p in self.paths]).astype(np.float32)
                          if self.paths else np.zeros((0, 0), np.float32))
         counts = {s: int((self.stars == s).sum()) for s in (-1, 1, 2, 3, 4, 5)}
-        ui.message(self.err, f"clipcull: {len(report.ready)} photos, {len(self.paths)} rated by you "
+        ui.message(self.err, f"clipcull: {plural(len(report.ready), 'photo')}, {len(self.paths)} rated by you "
                              f"(rejects {counts[-1]}, " + ", ".join(f"{s}* {counts[s]}" for s in range(1, 6)) + ")", "dim")
 
     def scores(self, head) -> np.ndarray:
