@@ -474,3 +474,51 @@ def test_embedded_scan_is_linear_on_crafted_input(tmp_path):
     fifo = tmp_path / "fifo.jpg"
     os.mkfifo(fifo)
     assert embedded_packet(str(fifo)) is None  # never opened
+
+
+# --- tag --embed -------------------------------------------------------------------------------------
+
+
+def all_but_xmp(path: Path) -> dict:
+    out = subprocess.run([EXIFTOOL, "-j", "-a", "-G1", "--XMP:all", "--File:all", "--ExifTool:all", "--Composite:all",
+                          str(path)], capture_output=True, text=True, timeout=60)
+    return {k: v for k, v in json.loads(out.stdout)[0].items()
+            if k != "SourceFile" and not k.endswith("Offsets")}  # where the strips sit moves when a TIFF grows
+
+
+def test_embed_writes_the_rating_into_jpeg_and_tiff_and_undo_restores(tiny_env, tmp_path, deadline):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "shoot"
+    jpg = make_photo(folder / "a.jpg", seed=1)
+    subprocess.run([EXIFTOOL, "-q", "-overwrite_original", "-EXIF:Artist=Ann", "-XMP-dc:Creator=Ann",
+                    "-XMP-photoshop:City=Lyon", str(jpg)], check=True, timeout=60)
+    tif = make_photo(folder / "b.tif", seed=2, fmt="TIFF")
+    png = make_photo(folder / "c.png", seed=3, fmt="PNG")
+    pixels = {p: np.asarray(Image.open(p)).copy() for p in (jpg, tif, png)}
+    others = {p: all_but_xmp(p) for p in (jpg, tif)}
+    before_xmp = exiftool_json(jpg)
+    originals = {p: p.read_bytes() for p in (jpg, tif, png)}
+
+    result = run("tag", folder, "--embed")
+    assert result.exit_code == 0, result.stderr
+    assert "not embedded" in result.stdout and "c.png" in result.stdout  # PNG: said, sidecar only
+    assert png.read_bytes() == originals[png]
+    for p in (jpg, tif):
+        assert np.array_equal(np.asarray(Image.open(p)), pixels[p])  # pixels untouched
+        assert all_but_xmp(p) == others[p]  # EXIF and the rest as they were
+        read = exiftool_json(p)
+        assert 1 <= read["Rating"] <= 5 and read["Rating"] == exiftool_json(p.with_suffix(".xmp"))["Rating"]
+    after_xmp = exiftool_json(jpg)
+    for key in set(before_xmp) | set(after_xmp):
+        if key not in OURS:
+            assert after_xmp.get(key) == before_xmp.get(key), key
+
+    undo = run("undo")
+    assert undo.exit_code == 0, undo.stderr
+    assert exiftool_json(jpg).get("Rating") is None and exiftool_json(jpg)["City"] == "Lyon"
+    assert exiftool_json(tif).get("Rating") is None
+    for p in (jpg, tif):
+        assert np.array_equal(np.asarray(Image.open(p)), pixels[p]) and all_but_xmp(p) == others[p]
+    assert not list(folder.glob("*.xmp"))

@@ -9,6 +9,7 @@ many openings and no end costs one pass)."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from clip_cull.actions.xmp import MAX_XMP_BYTES
@@ -78,3 +79,127 @@ def find_packet(buffer: bytes) -> bytes | None:
     if end < 0:
         return None
     return buffer[start:end + len(_CLOSE)]
+
+
+# --- writing the rating into the photo (tag --embed) ------------------------------------------------
+
+EMBEDDABLE = (".jpg", ".jpeg", ".tif", ".tiff", ".dng")  # exiv2 0.28 reads HEIC but cannot write it
+NO_PACKET = b""  # the journal's `before` for a photo that had no XMP
+_WRAP = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n', '\n<?xpacket end="w"?>')
+
+
+def can_embed(photo: str) -> bool:
+    return os.path.splitext(photo)[1].lower() in EMBEDDABLE
+
+
+def current_packet(data: bytes) -> bytes:
+    """The XMP packet exiv2 reads from the photo's bytes (NO_PACKET when there is none)."""
+    image = _open(data)
+    return image.xmpPacket().encode("utf-8")
+
+
+def with_packet(photo: str, data: bytes, packet: bytes) -> bytes:
+    """The photo's bytes with its XMP packet replaced (NO_PACKET: removed), everything else as
+    exiv2 keeps it. The pixels are decoded before and after and must be identical, else
+    XmpError: nothing is written."""
+    from clip_cull.actions.xmp import XmpError
+
+    image = _open(data)
+    if packet == NO_PACKET:
+        image.clearXmpPacket()
+        image.clearXmpData()
+    else:
+        text = packet.decode("utf-8")
+        if not text.lstrip().startswith("<?xpacket"):
+            text = _WRAP[0] + re.sub(r"\A\s*<\?xml[^>]*\?>\s*", "", text) + _WRAP[1]
+        image.setXmpPacket(text)
+    image.writeXmpFromPacket(True)
+    try:
+        image.writeMetadata()
+        io = image.io()
+        with io.mmap() as view:
+            out = bytes(view)
+    except Exception as e:  # exiv2's own errors: the photo is not touched
+        raise XmpError(f"exiv2 could not write into it ({e})") from None
+    if not same_pixels(photo, data, out):
+        raise XmpError("its pixels would change; not written")
+    return out
+
+
+def embed_rating(photo: str, data: bytes, rating: int, keywords: list[str]) -> tuple[bytes, bytes]:
+    """(the XMP packet the photo has now, the photo's new bytes with the rating and clipcull's
+    keywords merged into its XMP; every other property kept, pixels identical)."""
+    from clip_cull.actions.xmp import merge
+
+    before = current_packet(data)
+    merged = merge(before if before.strip() else None, rating, None, keywords)
+    return before, with_packet(photo, data, merged)
+
+
+def same_pixels(photo: str, before: bytes, after: bytes) -> bool:
+    """Decode both and compare every pixel (RAW data for DNG, through rawpy)."""
+    import io
+
+    import numpy as np
+
+    if os.path.splitext(photo)[1].lower() == ".dng":
+        try:
+            import rawpy
+        except ImportError:
+            return False  # cannot verify: refuse
+        arrays = []
+        for data in (before, after):
+            with rawpy.imread(io.BytesIO(data)) as raw:
+                arrays.append(raw.raw_image.copy())
+        return np.array_equal(*arrays)
+    from PIL import Image
+
+    def decode(data):
+        with Image.open(io.BytesIO(data)) as img:
+            frames = []
+            for i in range(getattr(img, "n_frames", 1)):
+                img.seek(i)
+                frames.append(np.asarray(img))
+            return frames
+
+    a, b = decode(before), decode(after)
+    return len(a) == len(b) and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _open(data: bytes):
+    """An exiv2 image over `data` (exiv2 reads from that buffer: the caller keeps it alive)."""
+    from clip_cull.actions.xmp import XmpError, _exiv2
+
+    exiv2 = _exiv2()
+    try:
+        image = exiv2.ImageFactory.open(data)
+        image.readMetadata()
+    except exiv2.Exiv2Error as e:
+        raise XmpError(f"exiv2 cannot read it ({e.args[-1] if e.args else e})") from None
+    return image
+
+
+def undo_embedded(step) -> str | None:
+    """Put back the XMP packet a photo had before `tag --embed` (journal step "embedded": dst the
+    photo, before its previous packet, after_sha the sha256 of the file clipcull wrote). A photo
+    changed since is left alone and reported."""
+    import hashlib
+
+    from clip_cull.actions.fileops import write_atomic
+    from clip_cull.actions.xmp import XmpError
+
+    try:
+        with open(step.dst, "rb") as f:
+            current = f.read()
+    except OSError as e:
+        return f"{step.dst} cannot be read ({e.strerror or e}); its previous XMP was not put back"
+    if hashlib.sha256(current).hexdigest() != step.after_sha:
+        return f"{step.dst} changed since clipcull wrote its rating into it; left as it is"
+    try:
+        restored = with_packet(step.dst, current, step.before or NO_PACKET)
+    except XmpError as e:
+        return f"{step.dst}: {e}; left as it is"
+    mode = stat.S_IMODE(os.stat(step.dst).st_mode)
+    write_atomic(step.dst, restored)
+    os.chmod(step.dst, mode)
+    return None

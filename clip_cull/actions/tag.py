@@ -11,6 +11,7 @@ import numpy as np
 
 from clip_cull.actions.fileops import write_atomic
 from clip_cull.actions.journal import DONE, PARTIAL, Journal, Step
+from clip_cull.actions.embedded import can_embed, embed_rating
 from clip_cull.actions.ratings import find_rating
 from clip_cull.actions.xmp import (
     KEYWORD_PREFIX,
@@ -72,6 +73,14 @@ class SidecarChange:
     rating: int
     note: str = ""  # why nothing is written, or what happens
     problem: bool = False  # left alone because it cannot be read or written safely: said on stderr
+    action: str = "sidecar"  # or "embedded": the rating goes into the photo's own XMP (tag --embed)
+    after_sha: str | None = None  # embedded: sha256 of the photo as it will be written
+    source_sha: str | None = None  # embedded: sha256 of the photo as planned
+    words: list[str] | None = None  # embedded: clipcull's keywords
+
+    @property
+    def writes(self) -> bool:
+        return self.after is not None or self.after_sha is not None
 
 
 def plan_tags(
@@ -84,6 +93,7 @@ def plan_tags(
     overwrite: bool = False,
     reject_blurry: bool = False,
     darktable_default_counts: bool = False,
+    embed: bool = False,
 ) -> tuple[list[SidecarChange], list[str]]:
     """What each photo's sidecar would become, and one line for each photo whose ratings disagree.
 
@@ -115,7 +125,47 @@ def plan_tags(
                 continue
             planned.add(path)
             changes.append(_sidecar_change(photo, int(rating), path, label, keywords))
+        if embed:
+            changes.append(_embedded_change(photo, int(rating), keywords))
     return changes, disagreements
+
+
+def _embedded_change(photo, rating: int, keywords: bool) -> SidecarChange:
+    """tag --embed: the rating merged into the photo's own XMP, worked out now (pixels checked)
+    and written later from the same bytes."""
+    words = [RATED_KEYWORD] + ([f"{KEYWORD_PREFIX}{photo.label.replace(' ', '-')}"] if keywords else [])
+    change = SidecarChange(photo.path, Path(photo.path), None, None, rating, "embed", action="embedded", words=words)
+    if not can_embed(photo.path):
+        change.note = "not embedded: clipcull writes XMP into JPEG, TIFF and DNG only (the sidecar has the rating)"
+        return change
+    try:
+        data = Path(photo.path).read_bytes()
+        change.before, new = embed_rating(photo.path, data, rating, words)
+    except (OSError, XmpError) as e:
+        change.note, change.problem = f"not embedded: {e}", True
+        return change
+    if change.before.strip() and parse(change.before).properties() == parse(_packet_of(new)).properties():
+        change.note = "unchanged"
+        return change
+    change.source_sha, change.after_sha = content_fingerprint(data), content_fingerprint(new)
+    return change
+
+
+def _packet_of(data: bytes) -> bytes:
+    from clip_cull.actions.embedded import current_packet
+
+    return current_packet(data)
+
+
+def _write_embedded(change: SidecarChange) -> None:
+    """Recompute from the photo's bytes, which must be those planned, and write atomically."""
+    data = Path(change.sidecar).read_bytes()
+    if content_fingerprint(data) != change.source_sha:
+        raise OSError(f"{change.sidecar} changed since the plan; not written")
+    _, new = embed_rating(change.photo, data, change.rating, change.words)
+    if content_fingerprint(new) != change.after_sha:
+        raise OSError(f"{change.sidecar}: exiv2 wrote something other than planned; not written")
+    write_atomic(change.sidecar, new)
 
 
 def target_sidecar(photo: str, style: str, listings: dict | None = None) -> Path:
@@ -165,15 +215,19 @@ def _same_properties(before: bytes, after: bytes) -> bool:
 def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict) -> int | None:
     """Journal the plan, then write each sidecar atomically (a read-only one stays read-only),
     marking each step done. Nothing to write: no run is journaled, and None is returned."""
-    writes = [c for c in changes if c.after is not None]
+    writes = [c for c in changes if c.writes]
     if not writes:
         return None
-    steps = [Step("sidecar", c.photo, str(c.sidecar), c.before, content_fingerprint(c.after)) for c in writes]
+    steps = [Step(c.action, c.photo, str(c.sidecar), c.before,
+                  c.after_sha if c.action == "embedded" else content_fingerprint(c.after)) for c in writes]
     run_id = journal.plan("tag", command, steps)
     journal.set_state(run_id, PARTIAL)
     for step, change in zip(steps, writes):
         mode = _mode(change.sidecar)
-        write_atomic(change.sidecar, change.after)
+        if change.action == "embedded":
+            _write_embedded(change)
+        else:
+            write_atomic(change.sidecar, change.after)
         if mode is not None and _mode(change.sidecar) != mode:
             os.chmod(change.sidecar, mode)
         journal.mark(run_id, step.seq, DONE)
