@@ -522,3 +522,22 @@ def test_embed_writes_the_rating_into_jpeg_and_tiff_and_undo_restores(tiny_env, 
     for p in (jpg, tif):
         assert np.array_equal(np.asarray(Image.open(p)), pixels[p]) and all_but_xmp(p) == others[p]
     assert not list(folder.glob("*.xmp"))
+
+
+def test_embed_into_dng_keeps_the_raw_data(tmp_path):
+    import io
+
+    import numpy as np
+    import rawpy
+    from test_raw_quality import make_dng
+
+    from clip_cull.actions.embedded import embed_rating
+
+    dng = make_dng(tmp_path / "a.dng")
+    data = dng.read_bytes()
+    _, new = embed_rating(str(dng), data, 4, ["clipcull:rated"])
+    out = tmp_path / "b.dng"
+    out.write_bytes(new)
+    assert exiftool_json(out)["Rating"] == 4
+    with rawpy.imread(io.BytesIO(data)) as a, rawpy.imread(str(out)) as b:
+        assert np.array_equal(a.raw_image, b.raw_image)
