@@ -45,6 +45,9 @@ from clip_cull.indexer import IndexOptions
 from clip_cull.ranking import Checks
 
 FoldersArg = Annotated[list[Path], typer.Argument(help="Folders (searched recursively) or photo files.")]
+DarktableDefaultOpt = Annotated[bool, typer.Option(
+    "--darktable-default-rating-counts",
+    help="Count xmp:Rating 1 in a darktable sidecar as your rating (by default it is darktable's import default: unrated).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Show exactly what would change, and change nothing.")]
 
 
@@ -66,13 +69,15 @@ def tag(
     sidecar: Annotated[str, typer.Option("--sidecar", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp).")] = "lightroom",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace ratings the photographer set (by default they are kept).")] = False,
     reject_blurry: Annotated[bool, typer.Option("--reject-blurry", help="Rate photos flagged blurry as rejects (-1).")] = False,
+    darktable_default_counts: DarktableDefaultOpt = False,
+    embed: Annotated[bool, typer.Option("--embed", help="Also write the rating into the photo's own XMP (JPEG, TIFF, DNG): what Lightroom Classic reads for those. Pixels are checked identical; undo puts the previous XMP back.")] = False,
     blur_below: BlurBelowOpt = None,
     dry_run: DryRunOpt = False,
     db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
     head: HeadOpt = None, positive: PositiveOpt = None, negative: NegativeOpt = None,
     batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1), precision: PrecisionOpt = None,
 ) -> None:
-    """Write star ratings into XMP sidecars (merged: only xmp:Rating, xmp:Label and clipcull's own keywords change). Photos are never modified. Undo with `clipcull undo`."""
+    """Write star ratings into XMP sidecars (merged: only xmp:Rating, clipcull's own keywords and, with --label, xmp:Label change). Photos are not modified unless --embed. Undo with `clipcull undo`."""
     if sidecar not in ("lightroom", "darktable"):
         raise typer.BadParameter("--sidecar is lightroom or darktable")
     try:
@@ -81,25 +86,33 @@ def tag(
         raise typer.BadParameter(f"--stars: {e}") from None
     settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,
                                 checks=Checks(blur_below=blur_below), precision=precision)
-    changes = tagging.plan_tags(result.ranked, sidecar, thresholds, reject_below, label, keywords, overwrite, reject_blurry)
-    out = ui.stdout_console()
+    changes, disagreements = tagging.plan_tags(result.ranked, sidecar, thresholds, reject_below, label, keywords,
+                                               overwrite, reject_blurry, darktable_default_counts, embed)
+    out, err = ui.stdout_console(), ui.stderr_console()
+    for line in disagreements:
+        ui.message(err, f"clipcull: {ui.shown_path(line)}", "yellow")
     for c in changes:
-        what = c.note if c.after is None else f"{c.note}: rating {c.rating}"
-        out.print(ui.escape(f"{'would ' if dry_run and c.after is not None else ''}{what}  {ui.shown_path(str(c.sidecar))}"),
+        if c.problem:  # one line on stderr naming the sidecar and why; the run goes on
+            ui.message(err, "clipcull: " + ui.shown_path(f"{c.sidecar}: {c.note}"), "yellow")
+            continue
+        what = f"{c.note}: rating {c.rating}" if c.writes else c.note
+        out.print(ui.escape(f"{'would ' if dry_run and c.writes else ''}{what}  {ui.shown_path(str(c.sidecar))}"),
                   highlight=False, soft_wrap=True)
-    writes = sum(c.after is not None for c in changes)
-    err = ui.stderr_console()
+    writes = sum(c.writes for c in changes)
     if dry_run:
-        ui.message(err, f"clipcull: dry run: {writes} sidecars would be written; nothing changed.", "dim")
+        ui.message(err, f"clipcull: dry run: {writes} files would be written; nothing changed.", "dim")
         return
     store = _open_store(db)
     try:
         run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": settings.roots})
     except OSError as e:
-        _fail(f"writing sidecars stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
+        _fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
     finally:
         store.close()
-    ui.message(err, f"clipcull: tag run {run_id}: {writes} sidecars written. Undo: clipcull undo {run_id}", "dim")
+    if run_id is None:
+        ui.message(err, "clipcull: nothing to change; no run journaled.", "dim")
+        return
+    ui.message(err, f"clipcull: tag run {run_id}: {writes} files written. Undo: clipcull undo {run_id}", "dim")
 
 
 @app.command()

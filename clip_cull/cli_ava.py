@@ -348,13 +348,14 @@ def eval_ava(
     split: SplitOpt = None, test_ids: TestIdsOpt = None, val_ids: ValIdsOpt = None,
     test_fraction: TestFractionOpt = None, seed: SeedOpt = 0,
     unrated_as: Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5, help="With `ratings`: count unrated photos as this rating.")] = None,
+    darktable_default_counts: Annotated[bool, typer.Option("--darktable-default-rating-counts", help="With `ratings`: count xmp:Rating 1 in a darktable sidecar as your rating (by default: darktable's import default, unrated).")] = False,
 ) -> None:
     """Accuracy, Spearman and Pearson on the AVA test split, with 95% bootstrap intervals and N, beside the paper's Table 1. `clipcull eval ratings FOLDER...` instead reports, for every prompt head and each --head, Spearman with your stars, accuracy at separating rejects / 1-2 stars from 4-5 stars, and the share of your 5-star photos in the head's top 10%."""
     if target[0] == "ratings" and len(target) > 1 and not (Path("ratings") / "AVA.txt").exists():
         from clip_cull.cli_taste import eval_ratings
 
         eval_ratings(target[1:], head or [], db, model, pretrained, device, batch_size, workers or 1, unrated_as,
-                     json_out, resamples)
+                     json_out, resamples, darktable_default_counts)
         return
     if len(target) != 1:
         raise typer.BadParameter("give one AVA folder, or `ratings FOLDER...`")

@@ -41,13 +41,17 @@ from clip_cull.images import rawpy_available
 from clip_cull.indexer import IndexOptions, prompt_embeddings
 from clip_cull.ranking import index_folders
 
+DarktableDefaultOpt = Annotated[bool, typer.Option(
+    "--darktable-default-rating-counts",
+    help="Count xmp:Rating 1 in a darktable sidecar as your rating (by default it is darktable's import default: unrated).")]
 UnratedOpt = Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5, help="Count unrated photos as this rating (default: leave them out).")]
 
 
 class _Library:
     """Embedded photos of the given folders with the photographer's ratings."""
 
-    def __init__(self, folders, db, model, pretrained, device, batch_size, workers, unrated_as, features="projected"):
+    def __init__(self, folders, db, model, pretrained, device, batch_size, workers, unrated_as, features="projected",
+                 darktable_default_counts=False):
         _quiet_libraries()
         self.err = ui.stderr_console()
         self.store = _open_store(db)
@@ -55,9 +59,13 @@ class _Library:
                                       self.store, device, self.err)
         self.folders = [str(Path(f).expanduser().resolve()) for f in folders]
         with ui.progress_bars(self.err) as bar:
-            report, _, _ = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
+            report, _, companions = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
                                          heif=heif_available(), raw=rawpy_available(), progress=bar("embedding photos"))
-        ratings = {p.path: taste.read_rating(p.path, unrated_as) for p in report.ready}
+        notes, listings = [], {}
+        ratings = {p.path: taste.read_rating(p.path, unrated_as, companions.get(p.path, []), darktable_default_counts,
+                                             notes, listings) for p in report.ready}
+        for line in dict.fromkeys(notes):  # a sidecar that cannot be read, sources that disagree: one line each
+            ui.message(self.err, "clipcull: " + ui.shown_path(line), "yellow")
         rated = [p for p in report.ready if ratings[p.path] is not None]
         records = self.store.file_records([p.path for p in rated])
         self.features_kind = features
@@ -80,8 +88,9 @@ class _Library:
 
 
 def eval_ratings(folders: list[str], heads: list[str], db, model, pretrained, device, batch_size, workers,
-                 unrated_as, json_out: bool, resamples: int) -> None:
-    lib = _library(folders, db, model, pretrained, device, batch_size, workers, unrated_as)
+                 unrated_as, json_out: bool, resamples: int, darktable_default_counts: bool = False) -> None:
+    lib = _library(folders, db, model, pretrained, device, batch_size, workers, unrated_as,
+                   darktable_default_counts=darktable_default_counts)
     try:
         if len(lib.paths) < 2:
             raise ClipCullError("fewer than two rated photos: nothing to compare with")
@@ -89,7 +98,8 @@ def eval_ratings(folders: list[str], heads: list[str], db, model, pretrained, de
         for name in [*PROMPT_KINDS, *heads]:
             head = resolve_head(name)
             if head.features != "projected":
-                head_lib = _library(folders, db, model, pretrained, device, batch_size, workers, unrated_as, head.features)
+                head_lib = _library(folders, db, model, pretrained, device, batch_size, workers, unrated_as, head.features,
+                                    darktable_default_counts)
                 scores = head_lib.scores(head)
             else:
                 scores = lib.scores(head)
@@ -132,6 +142,7 @@ def train_ratings(
     output: Annotated[Path, typer.Option("--output", "-o", help="The head file to write (.safetensors).")],
     features: Annotated[str, typer.Option("--features", help="projected (512-d) or pooled (768-d) features.")] = "projected",
     unrated_as: UnratedOpt = None,
+    darktable_default_counts: DarktableDefaultOpt = False,
     start_from: Annotated[Optional[Path], typer.Option("--start-from", help="A linear head to start from and adapt (e.g. your AVA probe, on the same --features).")] = None,
     resamples: Annotated[int, typer.Option("--resamples", min=1)] = 1000,
     db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
@@ -140,7 +151,8 @@ def train_ratings(
     """Fit a personal head on your own ratings: ridge on cached features, its strength chosen by cross-validation grouped by shoot (bursts never straddle folds); prints the cross-validated figures beside the zero-shot ensemble's on the same photos."""
     if features not in ("projected", "pooled"):
         raise typer.BadParameter("--features is projected or pooled")
-    lib = _library([str(f) for f in folders], db, model, pretrained, device, batch_size, workers, unrated_as, features)
+    lib = _library([str(f) for f in folders], db, model, pretrained, device, batch_size, workers, unrated_as, features,
+                   darktable_default_counts)
     try:
         taste.check_enough(lib.stars)
         prior = None
@@ -153,7 +165,8 @@ def train_ratings(
         fit = taste.fit_taste(lib.features, lib.stars, groups, prior=prior)
         personal = taste.taste_figures(fit.cv_predictions, lib.stars, resamples).as_dict()
         zero_lib = lib if features == "projected" else _library([str(f) for f in folders], db, model, pretrained, device,
-                                                                 batch_size, workers, unrated_as)
+                                                                 batch_size, workers, unrated_as,
+                                                                 darktable_default_counts=darktable_default_counts)
         zero_shot = taste.taste_figures(zero_lib.scores(resolve_head("ensemble")), lib.stars, resamples).as_dict()
         head = probe_head(LinearFit(fit.weights, fit.bias, fit.mean, fit.std, fit.alpha), features, lib.session.text_model_id)
         head.threshold = 3.0  # label 'aesthetic' above three stars
