@@ -96,7 +96,7 @@ def walk_photos(
                 result.unsupported.append(path)
                 continue
             if not _utf8(path):
-                result.errors.append((path, "path is not valid UTF-8 (file or folder name); rename it to index the file"))
+                result.errors.append((path, "file name is not valid UTF-8 (the file's or a folder's); rename it to index the file"))
                 continue
             try:
                 st = os.stat(path)  # follows a link: what matters is what would be read
