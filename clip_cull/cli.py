@@ -23,6 +23,7 @@ from clip_cull.errors import ClipCullError
 from clip_cull.files import HEIF_HINT, heif_available, is_raw
 from clip_cull.heads import resolve_head
 from clip_cull.images import DEFAULT_MAX_PIXELS, RAW_HINT, rawpy_available
+from clip_cull.files import DEFAULT_MAX_FILE_BYTES
 from clip_cull.indexer import Failure, IndexOptions, ModelSession
 from clip_cull.paths import default_db_path
 from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
@@ -111,6 +112,9 @@ WorkersOpt = Annotated[
 ]
 MaxPixelsOpt = Annotated[
     int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this (decompression bombs).")
+]
+MaxFileSizeOpt = Annotated[
+    int, typer.Option("--max-file-size", min=1, metavar="MiB", help="Refuse files larger than this many MiB before reading them (each photo is read whole into memory).")
 ]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Exit with code 3 when any photo could not be read.")
@@ -203,6 +207,7 @@ def rank(
     batch_size: BatchOpt = None,
     workers: WorkersOpt = max(1, os.cpu_count() or 1),
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_file_size: MaxFileSizeOpt = DEFAULT_MAX_FILE_BYTES // 2**20,
     strict: StrictOpt = False,
     head: HeadOpt = None,
     positive: PositiveOpt = None,
@@ -238,7 +243,8 @@ def rank(
         (precision or Precision.fp32).value,
         head or "ensemble",
     )
-    options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels,
+                           max_file_bytes=max_file_size * 2**20)
     share = _parse_shard(shard) if shard else torchrun_shard()
     if share:
         share_result = _run(settings, db, device, options, shard=share)
@@ -277,6 +283,7 @@ def best(
     batch_size: BatchOpt = None,
     workers: WorkersOpt = max(1, os.cpu_count() or 1),
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_file_size: MaxFileSizeOpt = DEFAULT_MAX_FILE_BYTES // 2**20,
     strict: StrictOpt = False,
     head: HeadOpt = None,
     positive: PositiveOpt = None,
@@ -307,7 +314,8 @@ def best(
         precision.value if precision else base.get("precision", "fp32"),
         head or base.get("head") or "ensemble",
     )
-    options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    options = IndexOptions(batch_size=batch_size, workers=workers, max_pixels=max_pixels,
+                           max_file_bytes=max_file_size * 2**20)
     result = _run(settings, db, device, options, remember=False, groups=(similarity, burst_window) if unique else None,
                   checks=_checks(penalize, blur_below))
     chosen = [p for p in result.ranked if include_blurry or "blurry" not in p.flags]
@@ -441,6 +449,8 @@ def _fail(text: str) -> None:
 def _quiet_libraries() -> None:
     """Our own lines report bad files; library warnings about them would only repeat it."""
     warnings.filterwarnings("ignore", module="PIL")
+    # numpy's "invalid value" / "All-NaN slice" on odd photos: the photo's own line says what matters
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     # open_clip logs its own errors on the root logger; clipcull reports them as one clear line
     logging.getLogger().setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", category=UserWarning, module="open_clip")
@@ -455,7 +465,15 @@ def main() -> None:
     # about a second after a command that loaded a model. Freezing them first skips that walk
     # (atexit handlers, file flushing and the cache's own close still happen as usual).
     atexit.register(gc.freeze)
-    app()
+    try:
+        app()
+    except ClipCullError as e:  # a last net: every command's own errors are one line, never a traceback
+        _fail_plain(str(e))
+
+
+def _fail_plain(text: str) -> None:
+    ui.message(ui.stderr_console(), f"clipcull: error: {text}", "red")
+    sys.exit(EXIT_ERROR)
 
 
 # The AVA and culling commands live in their own modules; importing them registers them on `app`.

@@ -16,6 +16,7 @@ from clip_cull.actions.fileops import FileOpError
 from clip_cull.actions.journal import Journal
 from clip_cull.actions.move import Selection, apply_moves, plan_moves, resume_unfinished, select_rejects
 from clip_cull.actions.undo import undo_run
+from clip_cull.errors import ClipCullError
 from clip_cull.cli import (
     BlurBelowOpt,
     DEFAULT_MODEL,
@@ -107,6 +108,8 @@ def tag(
         run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": settings.roots})
     except OSError as e:
         _fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
+    except ClipCullError as e:
+        _fail(f"writing ratings stopped: {e} What was written is journaled: `clipcull undo` reverses it.")
     finally:
         store.close()
     if run_id is None:
@@ -144,6 +147,8 @@ def move(
         resumed = resume_unfinished(store, Journal(store)) if not dry_run else None
     except (OSError, FileOpError) as e:
         _fail(f"an interrupted move could not be finished: {e}. `clipcull undo` reverses it.")
+    except ClipCullError as e:  # the cache locked or unusable: nothing was moved
+        _fail(str(e))
     finally:
         store.close()
     err = ui.stderr_console()
@@ -168,6 +173,8 @@ def move(
         run_id = apply_moves(store, Journal(store), steps, {"command": "move", "folders": settings.roots})
     except (OSError, FileOpError) as e:
         _fail(f"the move stopped: {e}. Every finished step is journaled: run it again to finish, or `clipcull undo`.")
+    except ClipCullError as e:
+        _fail(f"the move stopped: {e} Every finished step is journaled: run it again to finish, or `clipcull undo`.")
     finally:
         store.close()
     ui.message(err, f"clipcull: move run {run_id}: {len(chosen)} photos ({len(steps)} files). Undo: clipcull undo {run_id}", "dim")
@@ -197,7 +204,7 @@ def undo(
             _fail(f"no run {run} in the journal" if run is not None else "nothing to undo")
         try:
             report = undo_run(store, journal, target.id)
-        except (OSError, FileOpError) as e:
+        except (OSError, FileOpError, ClipCullError) as e:
             _fail(f"undo stopped: {e}. Run `clipcull undo {target.id}` again once the cause is fixed.")
     finally:
         store.close()
@@ -230,7 +237,8 @@ def history(db: DbOpt = None, limit: Annotated[int, typer.Option("--limit", min=
 @app.command()
 def report(
     folders: FoldersArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("clipcull-report.html"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write (missing folders are made).")] = Path("clipcull-report.html"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file at --output that is not a clipcull report.")] = False,
     worst: Annotated[Optional[str], typer.Option("--worst", help="Grey out the worst share, e.g. 30%. \\[default: the photos labelled not aesthetic]")] = None,
     similarity: SimilarityOpt = DEFAULT_SIMILARITY,
     burst_window: WindowOpt = DEFAULT_WINDOW_S,
@@ -239,8 +247,12 @@ def report(
     batch_size: BatchOpt = None, workers: WorkersOpt = max(1, os.cpu_count() or 1), precision: PrecisionOpt = None,
 ) -> None:
     """A self-contained HTML contact sheet: thumbnails, score, label, stars, burst group and capture time, best first, rejects greyed."""
-    from clip_cull.actions.report import render_report
+    from clip_cull.actions.report import check_output, render_report, write_report
 
+    try:
+        check_output(output, force)  # before the work: a photo at --output is refused at once
+    except ClipCullError as e:
+        _fail(str(e))
     settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,
                                 (similarity, burst_window), precision=precision)
     ranked = result.ranked
@@ -253,5 +265,8 @@ def report(
     with ui.progress_bars(err) as bar:
         page = render_report(ranked, stars, result.groups, rejects, f"clipcull: {', '.join(settings.roots)}",
                              bar("thumbnails"))
-    output.write_text(page, encoding="utf-8")
+    try:
+        write_report(page, output, force)
+    except ClipCullError as e:
+        _fail(str(e))
     ui.message(err, f"clipcull: wrote {output} ({len(ranked)} photos)", "dim")
