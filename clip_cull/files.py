@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import stat as stat_mode
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -19,6 +20,17 @@ REJECTS_DIRNAME = "_rejects"  # where culling moves rejects; never ranked again
 # freedesktop thumbnail cache, Lightroom's previews (a leading dot is skipped anyway).
 SKIPPED_FOLDERS = ("@eaDir", ".thumbnails", "*.lrdata", "*.lrdata.*")
 HEIF_HINT = "HEIC/HEIF needs the optional extra: pip install 'clipcull[heic]'"
+# Photos are read whole into memory to be hashed and decoded: a larger file is refused before
+# a byte of it is read (a 100 MP camera RAW is ~200 MB; larger scans can raise the bound).
+DEFAULT_MAX_FILE_BYTES = 512 * 2**20
+
+
+class FileTooLarge(OSError):
+    """A file over the size bound of this run: refused before reading, not remembered."""
+
+
+class NotRegularFile(OSError):
+    """A FIFO, device, socket or folder where a file was expected: never opened for reading."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +86,10 @@ def walk_photos(
     extensions = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
     for root in roots:
         root_path = os.path.abspath(os.path.expanduser(str(root)))
-        if os.path.isfile(root_path):
-            candidates: Iterable[str] = [root_path]
-        elif os.path.isdir(root_path):
-            candidates = _walk_dir(root_path, exclude_dirnames, result.errors, (*SKIPPED_FOLDERS, *exclude))
+        if os.path.isdir(root_path):
+            candidates: Iterable[str] = _walk_dir(root_path, exclude_dirnames, result.errors, (*SKIPPED_FOLDERS, *exclude))
+        elif os.path.lexists(root_path):
+            candidates = [root_path]  # a file, or something odd that is reported below with its kind
         else:
             raise InputError(f"no such file or folder: {root}")
         # Plain strings, not Path objects: this loop runs once per file of large folders.
@@ -90,12 +102,15 @@ def walk_photos(
                 result.unsupported.append(path)
                 continue
             if not _utf8(path):
-                result.errors.append((path, "file name is not valid UTF-8; rename the file to index it"))
+                result.errors.append((path, "file name is not valid UTF-8 (the file's or a folder's); rename it to index the file"))
                 continue
             try:
-                st = os.stat(path)
+                st = os.stat(path)  # follows a link: what matters is what would be read
             except OSError as e:
                 result.errors.append((path, f"cannot read file: {e.strerror or e}"))
+                continue
+            if not stat_mode.S_ISREG(st.st_mode):
+                result.errors.append((path, not_regular_reason(st.st_mode)))
                 continue
             result.photos.append(FileStat(path, st.st_size, st.st_mtime_ns))
     _pair_raw_files(result, raw)
@@ -162,10 +177,49 @@ def _walk_dir(top: str, exclude_dirnames: frozenset[str], errors: list[tuple[str
                 yield entry.path
 
 
+def not_regular_reason(mode: int) -> str:
+    """Why a file of this kind is not read, in words."""
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return f"not a regular file ({kind}); only regular files are read"
+
+
+_KINDS = (
+    (stat_mode.S_ISFIFO, "a FIFO / named pipe"),
+    (stat_mode.S_ISCHR, "a character device"),
+    (stat_mode.S_ISBLK, "a block device"),
+    (stat_mode.S_ISSOCK, "a socket"),
+    (stat_mode.S_ISDIR, "a folder"),
+)
+
+
+def open_regular(path: str | Path, max_bytes: int | None = None) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of a regular file, and its fstat.
+
+    O_NONBLOCK: a FIFO (even one swapped in after the walk looked) opens at once instead of
+    waiting for a writer forever; fstat on the open descriptor then refuses it, so nothing
+    but a regular file is ever read. A file over max_bytes is refused before it is read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat_mode.S_ISREG(st.st_mode):
+            raise NotRegularFile(not_regular_reason(st.st_mode))
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise FileTooLarge(
+                f"file is {st.st_size / 2**20:,.0f} MiB, over the limit of {max_bytes / 2**20:,.0f} MiB "
+                f"(--max-file-size); nothing was read"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file read in chunks (checkpoints, moved photos), without holding it whole."""
+    """sha256 of a regular file read in chunks (checkpoints, moved photos), without holding it whole."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd, _ = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -176,11 +230,12 @@ def content_fingerprint(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_file(path: str) -> tuple[bytes, FileStat]:
-    """The file's bytes and its identity, checked to be unchanged while it was read."""
-    with open(path, "rb") as f:
-        before = os.fstat(f.fileno())
-        data = f.read()
+def read_file(path: str, max_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> tuple[bytes, FileStat]:
+    """The bytes of a regular file of at most max_bytes and its identity, checked to be
+    unchanged while it was read. Never more than the size fstat gave (+1 to see growth) is read."""
+    fd, before = open_regular(path, max_bytes)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(before.st_size + 1)
     after = os.stat(path)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(data) != after.st_size:
         raise OSError("file changed while it was being read")

@@ -6,9 +6,13 @@ photographer can read; the indexer records that reason and goes on with the next
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
+import glob
 import io
 import logging
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +24,21 @@ RAW_HINT = "RAW files need the optional extra: pip install 'clipcull[raw]'"
 ALPHA_BACKGROUND = (255, 255, 255)  # transparent areas are shown on white, as viewers do
 
 
+# Memory for one photo (measured in tests/test_hostile_files.py): its file's bytes, the decoded
+# image as Pillow holds it (1 byte a pixel for greyscale, 2 for 16-bit greyscale, 4 for RGB, RGBA,
+# 32-bit and float), plus at most one more byte a pixel while 16-bit and float images become
+# 8 bits (in strips of STRIP_PIXELS), plus the reduced copy the model sees.
+STRIP_PIXELS = 1 << 20
+BYTES_PER_PIXEL_BOUND = 5  # the decoded image and its conversion, per pixel, at most
+
+
 class UnreadableImage(Exception):
     """This file cannot be used as a photo; str() is the reason."""
+
+
+class RunLimitExceeded(UnreadableImage):
+    """Refused by a limit of this run (--max-pixels, memory), not by a fault of the file:
+    never remembered as the file's failure, so a run with other limits reads it."""
 
 
 @dataclass
@@ -44,15 +61,16 @@ def decode_photo(data: bytes, *, min_side: int, max_pixels: int = DEFAULT_MAX_PI
     """
     if not data:
         raise UnreadableImage("empty file (0 bytes)")
+    quiet_libtiff()
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise UnreadableImage(f"too many pixels ({e})") from None
+        raise RunLimitExceeded(f"too many pixels ({e})") from None
     except Exception as e:  # UnidentifiedImageError, struct errors from mangled headers, ...
         raise UnreadableImage(_reason(e, "not an image Pillow can read")) from None
     width, height = img.size
     if width * height > max_pixels:
-        raise UnreadableImage(
+        raise RunLimitExceeded(
             f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
             f"{max_pixels / 1e6:.0f} (--max-pixels)"
         )
@@ -63,12 +81,144 @@ def decode_photo(data: bytes, *, min_side: int, max_pixels: int = DEFAULT_MAX_PI
         # The whole file to the decoder in one call (Pillow's default is 64 KB chunks): each
         # chunk re-takes the GIL, which stalls decoding while another thread imports torch.
         img.decodermaxblock = max(img.decodermaxblock, len(data))
+    _libtiff_messages.clear()
     try:
         img.load()
+    except MemoryError:
+        raise RunLimitExceeded("not enough memory to decode this image") from None
     except Exception as e:
-        raise UnreadableImage(_reason(e, "the image data cannot be decoded")) from None
+        raise UnreadableImage(_reason(e, "the image data cannot be decoded") + _libtiff_said()) from None
+    if _is_high_depth(img.mode):
+        img = _high_depth_to_grey(img)  # in strips: never a float64 copy of the whole image
+    if fast and img.format != "JPEG":
+        return to_rgb(_reduced_upright(img, min_side)), (width, height)
     img = _upright(img)
     return to_rgb(img), (width, height)
+
+
+REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F", "CMYK"})
+
+
+def _reduced_upright(img: Image.Image, min_side: int) -> Image.Image:
+    """A large non-JPEG reduced by a whole factor (box filter) while its short side stays at
+    least 2 x min_side, as a JPEG's draft decode does; then upright by its EXIF orientation."""
+    factor = min(img.size) // (2 * min_side) if min_side > 0 else 1
+    if factor < 2 or img.mode not in REDUCIBLE_MODES:
+        return _upright(img)
+    transpose = _exif_transpose_method(img)  # read before reducing: the reduced copy has no EXIF
+    small = img.reduce(factor)
+    return small.transpose(transpose) if transpose is not None else small
+
+
+def _exif_transpose_method(img: Image.Image):
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception:
+        return None
+    return {
+        2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation)
+
+
+# --- libtiff's own messages ------------------------------------------------------------------
+# libtiff prints warnings and errors ("WEBP compression support is not configured") straight to
+# the process's stderr from C, past Python's warnings. Its handlers are replaced once: warnings
+# are dropped, errors are kept per thread and become part of that file's one line.
+
+_libtiff_local = threading.local()
+_libtiff_lock = threading.Lock()
+_libtiff_handlers: list = []  # keeps the ctypes callbacks alive
+
+
+class _Messages:
+    def clear(self) -> None:
+        _libtiff_local.messages = []
+
+    def add(self, text: str) -> None:
+        if not hasattr(_libtiff_local, "messages"):
+            _libtiff_local.messages = []
+        if text not in _libtiff_local.messages and len(_libtiff_local.messages) < 3:
+            _libtiff_local.messages.append(text)
+
+    def get(self) -> list[str]:
+        return getattr(_libtiff_local, "messages", [])
+
+
+_libtiff_messages = _Messages()
+
+
+def _libtiff_said() -> str:
+    said = _libtiff_messages.get()
+    return f" (libtiff: {'; '.join(said)})" if said else ""
+
+
+def _loaded_libtiff_paths() -> list[str]:
+    """The libtiff Pillow uses: the copy bundled with its wheel, or the system's."""
+    import PIL
+
+    paths: list[str] = []
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "libtiff" in line and "/" in line})
+    except OSError:
+        pass
+    base = os.path.dirname(os.path.dirname(PIL.__file__))
+    paths += glob.glob(os.path.join(base, "pillow.libs", "libtiff*")) + glob.glob(os.path.join(base, "PIL", ".dylibs", "libtiff*"))
+    if not paths:
+        import ctypes.util
+
+        found = ctypes.util.find_library("tiff")
+        paths = [found] if found else []
+    return list(dict.fromkeys(paths))
+
+
+def quiet_libtiff() -> None:
+    """Install clipcull's libtiff handlers once (where libtiff can be found through ctypes)."""
+    if _libtiff_handlers:
+        return
+    with _libtiff_lock:
+        if _libtiff_handlers:
+            return
+        from PIL import features
+
+        _libtiff_handlers.append(None)  # tried: whatever happens below, only once
+        if not features.check("libtiff"):
+            return
+        try:
+            libc = ctypes.CDLL(None)
+            vsnprintf = libc.vsnprintf
+            vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        except (OSError, AttributeError):
+            vsnprintf = None
+        handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+
+        def on_error(module, fmt, args):
+            text = (fmt or b"").decode("utf-8", "replace")
+            if vsnprintf is not None:
+                buf = ctypes.create_string_buffer(512)
+                try:
+                    vsnprintf(buf, len(buf), fmt, args)
+                    text = buf.value.decode("utf-8", "replace")
+                except Exception:
+                    pass
+            _libtiff_messages.add(text.strip())
+
+        def on_warning(module, fmt, args):
+            pass
+
+        callbacks = (handler_type(on_error), handler_type(on_warning))
+        _libtiff_handlers.extend(callbacks)
+        for path in _loaded_libtiff_paths():
+            try:
+                lib = ctypes.CDLL(path)
+                lib.TIFFSetErrorHandler.argtypes = lib.TIFFSetWarningHandler.argtypes = [handler_type]
+                lib.TIFFSetErrorHandler.restype = lib.TIFFSetWarningHandler.restype = ctypes.c_void_p
+                lib.TIFFSetErrorHandler(callbacks[0])
+                lib.TIFFSetWarningHandler(callbacks[1])
+            except (OSError, AttributeError):
+                continue
 
 
 def rawpy_available() -> bool:
@@ -153,15 +303,42 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _is_high_depth(mode: str) -> bool:
+    return mode.startswith("I") or mode == "F"
+
+
 def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
-    """16-bit integer or float greyscale to 8 bits, keeping the tonal range."""
-    arr = np.asarray(img, dtype=np.float64)
-    if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
-        arr = arr / 257.0
-    elif img.mode == "F" and arr.max(initial=0) <= 1.0:
-        arr = arr * 255.0
-    grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey).convert("RGB")
+    return _high_depth_to_grey(img).convert("RGB")
+
+
+def _high_depth_to_grey(img: Image.Image) -> Image.Image:
+    """16-bit integer or float greyscale to 8 bits, keeping the tonal range: 16 bits / 257,
+    32-bit integers the same when they go above 255, floats in 0..1 x 255; NaN counts as 0.
+
+    Converted in strips of about STRIP_PIXELS: the float64 arithmetic never holds more than
+    one strip, so a 195 MP scan costs one byte a pixel on top of its decoded image."""
+    width, height = img.size
+    rows = max(1, STRIP_PIXELS // max(1, width))
+    strips = [(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+    def strip(top: int, bottom: int) -> np.ndarray:
+        return np.asarray(img.crop((0, top, width, bottom)), dtype=np.float64)
+
+    divide = img.mode.startswith("I;16")  # 16 bits: / 257
+    multiply = False  # floats in 0..1: x 255
+    if img.mode in ("I", "F"):
+        peak = max((float(np.nanmax(strip(t, b), initial=0)) for t, b in strips), default=0.0)
+        divide = img.mode == "I" and peak > 255
+        multiply = img.mode == "F" and peak <= 1.0
+    out = np.empty((height, width), np.uint8)
+    for top, bottom in strips:
+        arr = strip(top, bottom)
+        if divide:
+            arr = arr / 257.0
+        elif multiply:
+            arr = arr * 255.0
+        out[top:bottom] = np.clip(np.rint(np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255)
+    return Image.fromarray(out)
 
 
 def read_facts(data: bytes, size: tuple[int, int] | None = None) -> PhotoFacts:

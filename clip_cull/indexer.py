@@ -20,8 +20,25 @@ import numpy as np
 
 from clip_cull.encoder import ClipEncoder, ModelSpec, image_size_hint, load_encoder, model_identity
 from clip_cull.errors import ClipCullError
-from clip_cull.files import FileStat, content_fingerprint, file_sha256, is_raw, read_file
-from clip_cull.images import DEFAULT_MAX_PIXELS, UnreadableImage, decode_photo, decode_raw, read_facts
+from clip_cull.files import (
+    DEFAULT_MAX_FILE_BYTES,
+    FileStat,
+    FileTooLarge,
+    NotRegularFile,
+    content_fingerprint,
+    file_sha256,
+    is_raw,
+    read_file,
+)
+from clip_cull.images import (
+    DEFAULT_MAX_PIXELS,
+    RunLimitExceeded,
+    UnreadableImage,
+    decode_photo,
+    decode_raw,
+    quiet_libtiff,
+    read_facts,
+)
 from clip_cull.quality import measure
 from clip_cull.store import EmbeddingRecord, FileRecord, Store
 
@@ -163,6 +180,7 @@ class IndexOptions:
     batch_size: int | None = None  # None: 32 on the CPU, 128 on a GPU
     workers: int = max(1, os.cpu_count() or 1)  # decode threads; on a GPU decoding is the bound
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # larger files are refused before they are read
     fast_decode: bool = True
     quality: bool = True  # measure focus and exposure on the decoded image
 
@@ -244,7 +262,9 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
         progress(0, len(todo))
     # Bounded read-ahead keeps memory flat however large the folder.
     window = max(2 * (options.batch_size or CPU_BATCH_SIZE), 4 * options.workers)
+    quiet_libtiff()  # before the workers start: handlers are process-wide
     pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clipcull-decode")
+    interrupted = False
     try:
         queue: deque = deque()
         files = iter(todo)
@@ -278,8 +298,11 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
                 flush()
         if pending_files or batch:
             flush()
+    except BaseException:
+        interrupted = True  # Ctrl-C: do not wait for files still being decoded, only cancel the rest
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
 class _Preparer:
@@ -325,9 +348,11 @@ class _Preparer:
 
     def __call__(self, photo: FileStat) -> _Prepared:
         try:
-            data, stat = read_file(photo.path)
+            data, stat = read_file(photo.path, self.options.max_file_bytes)
         except FileNotFoundError:
             return _Prepared(photo, error="file disappeared while indexing", remember_error=False)
+        except (FileTooLarge, NotRegularFile) as e:
+            return _Prepared(photo, error=str(e), remember_error=False)  # cheap to tell again from stat
         except OSError as e:
             # Not remembered: permissions or a file in flux get fixed without touching the
             # file's size or mtime, so it must be tried again next run.
@@ -360,10 +385,14 @@ class _Preparer:
                     item.pixels = self.pixels(image, self.session.encoder)
                 else:
                     item.image = image
+        except RunLimitExceeded as e:
+            item.error = str(e)
+            item.remember_error = False  # another run, with other limits or more memory, may read it
         except UnreadableImage as e:
             item.error = str(e)
         except MemoryError:
             item.error = "not enough memory to decode this image"
+            item.remember_error = False
         except ClipCullError:
             raise  # the model cannot load: that ends the run, it is not this photo's fault
         except Exception as e:  # a decoder or converter failing in a way nobody foresaw: one line, go on

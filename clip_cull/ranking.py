@@ -43,17 +43,31 @@ class RankedPhoto:
         return {
             "rank": self.rank,
             "path": self.path,
-            "score": round(self.score, 6),
+            "score": _finite(self.score, 6),
             "label": self.label,
             "captured_at": self.captured_at,
             "camera": self.camera,
-            "focus": None if q is None else round(q.focus, 2),
-            "highlights": None if q is None else round(q.highlights, 4),
-            "shadows": None if q is None else round(q.shadows, 4),
-            "brightness": None if q is None else round(q.brightness, 4),
+            "focus": None if q is None else _finite(q.focus, 2),
+            "highlights": None if q is None else _finite(q.highlights, 4),
+            "shadows": None if q is None else _finite(q.shadows, 4),
+            "brightness": None if q is None else _finite(q.brightness, 4),
             "flags": self.flags,
             "raw": self.companions,
         }
+
+
+def _finite_or(value, default: float) -> float:
+    value = float(value)
+    return value if np.isfinite(value) else default
+
+
+def _finite(value, digits: int) -> float | None:
+    """A number for JSON: NaN and infinities (which json.dumps would print as invalid JSON) are null."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(value, digits) if np.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,8 @@ def rank_photos(
     flags = quality_flags(qualities, blur_below=checks.blur_below)
     none = Flags(False, False, False)
     order_scores = penalized_scores(scores, [flags.get(r.path, none) for r in rows], set(checks.penalize))
-    order = sorted(range(len(rows)), key=lambda i: (-float(order_scores[i]), rows[i].path))
+    # A score that is not a number (a damaged embedding) sorts last instead of scrambling the order.
+    order = sorted(range(len(rows)), key=lambda i: (-_finite_or(order_scores[i], -np.inf), rows[i].path))
     return [
         RankedPhoto(n + 1, rows[i].path, float(scores[i]), labels[i], rows[i].captured_at, rows[i].camera,
                     qualities.get(rows[i].path), flags.get(rows[i].path, none).names())

@@ -26,6 +26,10 @@ from clip_cull.errors import CacheError
 
 BUSY_TIMEOUT_S = 60  # another clipcull writing the same cache waits, it does not fail
 SQL_CHUNK = 500  # stays under SQLite's host-parameter limit
+# SQLite's header field for "which application's file is this" (PRAGMA application_id): "ClCu".
+# A file with another id, or with tables that are not clipcull's, is never changed.
+APPLICATION_ID = 0x436C4375
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 migrations = Migrations("clipcull")
 
@@ -75,6 +79,16 @@ def m003_quality(db: Database) -> None:
     db["quality"].create(
         {"fingerprint": str, "focus": float, "highlights": float, "shadows": float, "brightness": float},
         pk="fingerprint",
+    )
+
+
+@migrations()
+def m005_forget_run_limits(db: Database) -> None:
+    """Refusals of an earlier run's limits (--max-pixels, memory) were once remembered as the
+    file's failure: forget them, so the files are read again."""
+    db.execute(
+        "delete from files where fingerprint is null and (error like '%(--max-pixels)%' "
+        "or error like 'too many pixels%' or error like 'not enough memory%')"
     )
 
 
@@ -131,6 +145,8 @@ class Store:
                     f"cannot create the cache folder {path.parent}: {e.strerror or e}. "
                     f"Choose another place with --db or CLIPCULL_DB."
                 ) from None
+        if str(path) != ":memory:":
+            _check_ours(path)  # before anything writes: another application's database stays untouched
         try:
             conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
@@ -141,6 +157,8 @@ class Store:
             with store.writing():  # two clipcull processes opening a new cache migrate it once
                 _check_schema(store.db, path)
                 migrations.apply(store.db)
+                if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except sqlite3.DatabaseError as e:
             raise _cache_error(e, path) from None
         return store
@@ -193,6 +211,10 @@ class Store:
         """Drop rows of files under folder that are no longer there. Embeddings stay, so the
         same photo found elsewhere later is not embedded again."""
         prefix = folder.rstrip(os.sep) + os.sep
+        try:
+            prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            return 0  # paths that are not UTF-8 are never stored, so none can be under this folder
         present = set(present)
         rows = self.db.execute("select path from files where substr(path, 1, ?) = ?", [len(prefix), prefix]).fetchall()
         gone = [r[0] for r in rows if r[0] not in present]
@@ -329,6 +351,80 @@ def _known_steps() -> set[str]:
     return {m.name for m in migrations.pending(Database(memory=True))}
 
 
+def _check_ours(path: Path) -> None:
+    """Refuse, without changing a byte, a database file that is not clipcull's cache.
+
+    Ours: an empty or missing file; SQLite's application_id set to APPLICATION_ID; or, from
+    before the id was set, a database whose tables are clipcull's and whose migrations are
+    clipcull's. Everything else (a Lightroom catalog, any other program's database) is refused."""
+    import stat as stat_mode
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise CacheError(f"cannot use the cache {path}: {e.strerror or e}") from None
+    if stat_mode.S_ISDIR(st.st_mode):
+        raise CacheError(f"the cache {path} is a folder; give a file with --db")
+    if not stat_mode.S_ISREG(st.st_mode):
+        raise CacheError(f"the cache {path} is not a regular file; give a file with --db")
+    if st.st_size == 0:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            header = f.read(100)
+    except OSError as e:
+        raise CacheError(f"cannot read the cache {path}: {e.strerror or e}") from None
+    if not header.startswith(SQLITE_MAGIC):
+        return  # not SQLite at all: opening says "damaged", and changes nothing
+    if len(header) == 100 and int.from_bytes(header[68:72], "big") == APPLICATION_ID:
+        return
+    application_id = int.from_bytes(header[68:72], "big") if len(header) == 100 else 0
+    tables = _tables_untouched(path)
+    if application_id == 0 and tables is not None and _looks_like_clipcull(tables, path):
+        return  # a cache from before the id: accepted, and given the id
+    what = f"application id {application_id:#x}" if application_id else (
+        f"tables {', '.join(sorted(tables)[:6])}" + (", ..." if tables and len(tables) > 6 else "") if tables else "no clipcull tables")
+    raise CacheError(
+        f"{path} is not a clipcull cache (an SQLite database of another application: {what}). Nothing "
+        f"was changed. Give clipcull its own file with --db or CLIPCULL_DB."
+    )
+
+
+def _tables_untouched(path: Path) -> set[str] | None:
+    """Table names, read through an immutable connection: no lock, no journal, no byte written."""
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1", uri=True)
+        try:
+            return {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _looks_like_clipcull(tables: set[str], path: Path) -> bool:
+    if not tables:
+        return True  # a database without tables holds nothing to protect
+    if not {"files", "_sqlite_migrations"} <= tables:
+        return False
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1", uri=True)
+        try:
+            sets = {r[0] for r in conn.execute("select distinct migration_set from _sqlite_migrations")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+    return sets == {"clipcull"}
+
+
 def _check_schema(db: Database, path: Path) -> None:
     """Refuse a cache written by a newer clipcull instead of guessing at its tables."""
     known = _known_steps()
@@ -352,6 +448,11 @@ def _cache_error(error: sqlite3.DatabaseError, path: Path) -> CacheError:
         return CacheError(
             f"the cache {path} is damaged ({text}). Nothing was changed: move it aside "
             f"(clipcull builds a new one) or use another cache with --db."
+        )
+    if "locked" in text or "busy" in text:
+        return CacheError(
+            f"the cache {path} is locked by another program (waited {BUSY_TIMEOUT_S} s). Nothing was "
+            f"changed: let the other clipcull finish, then run the command again."
         )
     if "readonly" in text or "unable to open" in text:
         return CacheError(f"cannot write the cache {path} ({text}). Use a writable place with --db or CLIPCULL_DB.")

@@ -1,76 +1,49 @@
 """The photographer's own taste: star ratings and rejects already in their library, used to
 evaluate heads and to train a personal one.
 
-Ratings come from `xmp:Rating` in sidecars (both naming conventions) and from XMP embedded in
-the photo (JPEG, TIFF, HEIC): -1 is a reject, 1-5 stars, 0 unrated (left out unless
-unrated_as). Photos clipcull rated itself (keyword clipcull:rated) are left out, so it never
-learns from itself.
+Ratings come from `xmp:Rating` wherever the photographer's rating can be (see
+actions/ratings.py): -1 is a reject, 1-5 stars, 0 unrated (left out unless unrated_as). Ratings
+clipcull wrote itself (keyword clipcull:rated) are looked past, so it never learns from itself.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, existing_sidecars, read_fields
+from clip_cull.actions.ratings import find_rating
 from clip_cull.heads.linear import choose_ridge_alpha, fit_linear, fold_assignment
 from clip_cull.metrics import Figure, accuracy, spearman
 
 MIN_RATINGS = 50
-XMP_PACKET = re.compile(rb"<x:xmpmeta[\s\S]*?</x:xmpmeta>")
 
 
 @dataclass
 class Rating:
     path: str
-    stars: int  # -1 reject, 1-5
-    source: str  # the sidecar, or "embedded"
+    stars: int  # -1 reject, 1-5 (or the unrated_as value)
+    source: str  # the sidecar, "XMP embedded in NAME", or "unrated"
 
 
-def read_rating(photo: str, unrated_as: int | None = None) -> Rating | None:
-    """The photographer's rating of one photo, from a sidecar first, else embedded XMP."""
-    for sidecar in existing_sidecars(photo):
-        got = _from_text(sidecar.read_bytes(), unrated_as, str(sidecar))
-        if got is not None:
-            return Rating(photo, got[0], got[1]) if got[0] is not None else None
-    match = _embedded_xmp(photo)
-    if match:
-        got = _from_text(match.group(0), unrated_as, "embedded")
-        if got is not None and got[0] is not None:
-            return Rating(photo, got[0], got[1])
+def read_rating(photo: str, unrated_as: int | None = None, companions: list[str] = (),
+                darktable_default_counts: bool = False, notes: list[str] | None = None,
+                listings: dict | None = None) -> Rating | None:
+    """The photographer's rating of one photo, from wherever it is (actions/ratings.py: the
+    photo's sidecars, its RAW companion's, XMP embedded in the photo, then in the RAW). 0 or no
+    rating: unrated (None, or unrated_as). A disagreement between sources and a sidecar that cannot
+    be read are appended to `notes` as one line each."""
+    found = find_rating(photo, list(companions), darktable_default_counts, listings)
+    if notes is not None:
+        notes += [f"{where}: left out: {why}" for where, why in found.problems]
+        if found.disagreement:
+            notes.append(found.disagreement)
+    if found.rating not in (None, 0):
+        return Rating(photo, found.rating, found.source)
     if unrated_as is not None:
         return Rating(photo, unrated_as, "unrated")
     return None
-
-
-def _embedded_xmp(photo: str):
-    """The XMP packet in the file: near the start in JPEG and TIFF, at the start or the end of
-    a HEIC's boxes. Only the first and last 4 MiB are read."""
-    window = 4 << 20
-    with open(photo, "rb") as f:
-        head = f.read(window)
-        match = XMP_PACKET.search(head)
-        if match or len(head) < window:
-            return match
-        f.seek(max(window, os.fstat(f.fileno()).st_size - window))
-        return XMP_PACKET.search(f.read())
-
-
-def _from_text(data: bytes, unrated_as: int | None, source: str):
-    """(stars or None when clipcull rated it, source), or None when there is no rating here."""
-    try:
-        fields = read_fields(data.decode("utf-8", "replace"))
-    except XmpError:
-        return None
-    if RATED_KEYWORD in fields.keywords:
-        return (None, source)  # clipcull's own rating: never learn from it
-    if fields.rating in (None, 0):
-        return (unrated_as, source) if unrated_as is not None else None
-    return (max(-1, min(5, fields.rating)), source)
 
 
 def target(stars: np.ndarray) -> np.ndarray:

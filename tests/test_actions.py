@@ -69,31 +69,32 @@ def exiftool(*args) -> str:
 # --- XMP ----------------------------------------------------------------------------------------
 
 
-def test_merge_changes_only_clipculls_fields():
+def test_merge_changes_only_clipculls_fields(tmp_path):
     merged = merge(DARKTABLE_SIDECAR, 5, None, ["clipcull:rated", "clipcull:aesthetic"])
-    expected = DARKTABLE_SIDECAR.replace('xmp:Rating="1"', 'xmp:Rating="5"').replace(
-        "     <rdf:li>family &amp; friends</rdf:li>\n",
-        "     <rdf:li>family &amp; friends</rdf:li>\n     <rdf:li>clipcull:rated</rdf:li>\n"
-        "     <rdf:li>clipcull:aesthetic</rdf:li>\n",
-    )
-    assert merged == expected
+    (tmp_path / "before.xmp").write_text(DARKTABLE_SIDECAR)
+    (tmp_path / "after.xmp").write_bytes(merged)
+    before, after = (json.loads(exiftool("-j", "-struct", "-XMP:all", str(tmp_path / n)))[0]
+                     for n in ("before.xmp", "after.xmp"))
+    assert after["Rating"] == 5 and after["Subject"] == ["holiday", "family & friends", "clipcull:rated", "clipcull:aesthetic"]
+    for key in set(before) | set(after):  # darktable's history, version, everything else: same values
+        if key not in ("Rating", "Subject", "SourceFile", "XMPToolkit"):
+            assert after.get(key) == before.get(key), key
     again = merge(merged, 2, None, ["clipcull:rated"])  # clipcull's old keywords are replaced, not piled up
     fields = read_fields(again)
     assert fields.rating == 2 and fields.keywords == ["holiday", "family & friends", "clipcull:rated"]
 
 
-def test_merge_handles_element_form_and_self_closing_descriptions():
+def test_merge_handles_element_form_and_self_closing_descriptions(tmp_path):
     element_form = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
                     '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/">'
                     '<xmp:Rating>2</xmp:Rating><xmp:CreatorTool>Other</xmp:CreatorTool></rdf:Description></rdf:RDF></x:xmpmeta>')
-    out = merge(element_form, 4, "Red", [])
-    assert "<xmp:Rating>4</xmp:Rating><xmp:CreatorTool>Other</xmp:CreatorTool>" in out
-    assert read_fields(out).label == "Red"
+    (tmp_path / "a.xmp").write_bytes(merge(element_form, 4, "Red", []))
     self_closing = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
                     '<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Make="Canon"/></rdf:RDF></x:xmpmeta>')
-    out = merge(self_closing, 3, None, ["clipcull:rated"])
-    fields = read_fields(out)
-    assert fields.rating == 3 and fields.keywords == ["clipcull:rated"] and 'tiff:Make="Canon"' in out
+    (tmp_path / "b.xmp").write_bytes(merge(self_closing, 3, None, ["clipcull:rated"]))
+    a, b = json.loads(exiftool("-j", "-XMP:all", str(tmp_path / "a.xmp"), str(tmp_path / "b.xmp")))
+    assert (a["Rating"], a["Label"], a["CreatorTool"]) == (4, "Red", "Other")  # one rating, not two
+    assert (b["Rating"], b["Subject"], b["Make"]) == (3, "clipcull:rated", "Canon")
 
 
 def test_sidecar_names_follow_both_conventions():
@@ -142,9 +143,10 @@ def test_tag_writes_ratings_exiftool_reads_and_undo_restores_every_byte(tiny_env
 
 def test_photographers_own_rating_is_kept_unless_overwrite(tiny_env, photo_folder):
     side = photo_folder / "IMG_0002.xmp"
-    side.write_text(DARKTABLE_SIDECAR)  # rated 1 by the photographer
+    rated = DARKTABLE_SIDECAR.replace('xmp:Rating="1"', 'xmp:Rating="3"')  # rated 3 by the photographer
+    side.write_text(rated)
     run("tag", photo_folder)
-    assert side.read_text() == DARKTABLE_SIDECAR
+    assert side.read_text() == rated
     run("tag", photo_folder, "--overwrite")
     text = side.read_text()
     assert "clipcull:rated" in read_fields(text).keywords and 'darktable:operation="exposure"' in text

@@ -261,22 +261,19 @@ def test_cache_matches_a_model_of_what_it_should_hold(tiny_model_files, tmp_path
 
 
 def test_an_unreadable_file_is_reported_and_retried_once_readable(tiny_env, photo_folder, monkeypatch):
-    import builtins
-
-    import clip_cull.files as files
-
     locked = str(photo_folder / "IMG_0004.jpg")
+    real_open = os.open
 
     def guarded_open(path, *a, **k):
         if str(path) == locked:
             raise PermissionError(13, "Permission denied", locked)  # as for a chmod 000 file (tests run as root)
-        return builtins.open(path, *a, **k)
+        return real_open(path, *a, **k)
 
-    monkeypatch.setattr(files, "open", guarded_open, raising=False)
+    monkeypatch.setattr(os, "open", guarded_open)
     first = run("rank", photo_folder, "--strict")
     assert first.exit_code == 3
     assert f"clipcull: skipped {locked}: cannot read file: Permission denied" in first.stderr
-    monkeypatch.delattr(files, "open")
+    monkeypatch.setattr(os, "open", real_open)
     second = run("rank", photo_folder)
     assert "skipped" not in second.stderr and "8 photos: 1 embedded, 7 cached" in second.stderr
 

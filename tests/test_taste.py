@@ -74,7 +74,7 @@ def test_ratings_come_from_both_sidecar_styles_and_embedded_xmp(library):
     embedded = library / "2025-05-wedding" / "IMG_0002.jpg"
     assert read_rating(str(lightroom)).source.endswith("IMG_0000.xmp")
     assert read_rating(str(darktable)).source.endswith("IMG_0001.jpg.xmp")
-    assert read_rating(str(embedded)).source == "embedded"
+    assert read_rating(str(embedded)).source == "XMP embedded in IMG_0002.jpg"
     assert read_rating(str(library / "mixed" / "clipcull_rated.jpg")) is None  # never learn from itself
     assert read_rating(str(library / "mixed" / "unrated.jpg")) is None
     assert read_rating(str(library / "mixed" / "unrated.jpg"), unrated_as=2).stars == 2

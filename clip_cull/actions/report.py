@@ -12,15 +12,30 @@ import datetime as dt
 import html
 import io
 import os
+import stat as stat_mode
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 from PIL import Image
 
+from clip_cull.errors import ClipCullError
+
 THUMB_PX = 320  # shown size in CSS pixels
 THUMB_SCALE = 2  # stored at twice that: sharp on HiDPI screens and in print
+# Every report carries this line near its top: only a file that has it is replaced without --force.
+MARKER = '<meta name="generator" content="clipcull report">'
+LEGACY_MARKER = "Made by clipcull on "  # reports written before the marker
+SNIFF_BYTES = 64 * 1024
+
+
+class ReportError(ClipCullError):
+    """The report cannot be written where it was asked to go."""
+
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+{marker}
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <title>{title}</title>
 <style>
@@ -54,9 +69,11 @@ def thumbnail_data(path: str, px: int = THUMB_PX * THUMB_SCALE) -> str | None:
     pixels: no EXIF, no comment, no ICC or XMP of the photo rides along."""
     from clip_cull.images import decode_photo
 
+    from clip_cull.files import read_file
+
     try:
-        with open(path, "rb") as f:
-            image, _ = decode_photo(f.read(), min_side=px // 2)
+        data, _ = read_file(path)  # regular files only, within the size bound
+        image, _ = decode_photo(data, min_side=px // 2)
     except Exception:
         return None
     image.thumbnail((px, px), Image.BICUBIC)
@@ -116,7 +133,7 @@ def render_report(
             progress(shown, len(ranked))
     summary = (f"{len(ranked)} photo{'s' if len(ranked) != 1 else ''}, best first; "
                f"{len(rejects)} greyed as rejects. Made by clipcull on {dt.date.today().isoformat()}.")
-    return PAGE.format(title=html.escape(title), summary=html.escape(summary), px=THUMB_PX, small=THUMB_PX // 3,
+    return PAGE.format(marker=MARKER, title=html.escape(title), summary=html.escape(summary), px=THUMB_PX, small=THUMB_PX // 3,
                        figures="\n".join(figures))
 
 
@@ -149,3 +166,64 @@ def _caption(photo, stars: dict, roots, yours: dict) -> str:
         html.escape(captured),
     ]
     return " · ".join(x for x in parts if x) + "<br>" + html.escape(shown_path(photo.path, roots))
+
+
+def check_output(path: Path, force: bool = False) -> None:
+    """Refuse a place the report must not go, before any work is done: a folder, something that
+    is not a regular file, or an existing file that is not a clipcull report (a photo, say)
+    unless force."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ReportError(f"cannot write the report to {path}: {e.strerror or e}") from None
+    if stat_mode.S_ISDIR(st.st_mode):
+        raise ReportError(f"{path} is a folder; give the report a file name, e.g. {Path(path) / 'clipcull-report.html'}")
+    if not stat_mode.S_ISREG(st.st_mode):
+        raise ReportError(f"{path} is not a regular file; the report is not written there")
+    if not force and not is_report(path):
+        raise ReportError(f"{path} exists and is not a clipcull report; it is left as it is. "
+                          f"Choose another name, or --force to replace it")
+
+
+def is_report(path: Path) -> bool:
+    """True for a file clipcull wrote as a report (its marker near the top)."""
+    from clip_cull.files import open_regular
+
+    try:
+        fd, _ = open_regular(path)
+        with os.fdopen(fd, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"<!DOCTYPE html>") and (
+        MARKER.encode() in head or LEGACY_MARKER.encode() in head)
+
+
+def write_report(page: str, path: Path, force: bool = False) -> None:
+    """Write the page at path: folders made as needed, the file replaced whole (a temporary file
+    renamed over it), never written onto a file that is not a report unless force."""
+    path = Path(path)
+    check_output(path, force)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".clipcull-partial", dir=path.parent)
+    except OSError as e:
+        raise ReportError(f"cannot write the report to {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file would be
+        check_output(path, force)  # still no photo there
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise ReportError(f"cannot write the report to {path}: {e.strerror or e}") from None
+        raise

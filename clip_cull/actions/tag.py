@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +11,19 @@ import numpy as np
 
 from clip_cull.actions.fileops import write_atomic
 from clip_cull.actions.journal import DONE, PARTIAL, Journal, Step
-from clip_cull.actions.xmp import KEYWORD_PREFIX, RATED_KEYWORD, XmpError, merge, read_fields, sidecar_path
+from clip_cull.actions.embedded import can_embed, embed_rating
+from clip_cull.actions.ratings import find_rating
+from clip_cull.actions.xmp import (
+    KEYWORD_PREFIX,
+    LABELLED_KEYWORD,
+    RATED_KEYWORD,
+    XmpError,
+    existing_sidecars,
+    merge,
+    parse,
+    read_xmp_file,
+    sidecar_path,
+)
 from clip_cull.files import content_fingerprint
 
 # Default stars by rank in the folder: the top 10% get 5, the next 20% 4, the middle 40% 3,
@@ -55,9 +69,18 @@ class SidecarChange:
     photo: str
     sidecar: Path
     before: bytes | None
-    after: bytes | None  # None: nothing to write (kept, or unchanged)
+    after: bytes | None  # None: nothing to write (kept, unchanged, or left alone)
     rating: int
     note: str = ""  # why nothing is written, or what happens
+    problem: bool = False  # left alone because it cannot be read or written safely: said on stderr
+    action: str = "sidecar"  # or "embedded": the rating goes into the photo's own XMP (tag --embed)
+    after_sha: str | None = None  # embedded: sha256 of the photo as it will be written
+    source_sha: str | None = None  # embedded: sha256 of the photo as planned
+    words: list[str] | None = None  # embedded: clipcull's keywords
+
+    @property
+    def writes(self) -> bool:
+        return self.after is not None or self.after_sha is not None
 
 
 def plan_tags(
@@ -69,54 +92,151 @@ def plan_tags(
     keywords: bool = True,
     overwrite: bool = False,
     reject_blurry: bool = False,
-) -> list[SidecarChange]:
-    """What each photo's sidecar would become. A rating the photographer set (one clipcull did
-    not write) is kept unless overwrite. With darktable naming a RAW companion gets its own
-    sidecar; with Lightroom naming the RAW and the JPEG share one."""
+    darktable_default_counts: bool = False,
+    embed: bool = False,
+) -> tuple[list[SidecarChange], list[str]]:
+    """What each photo's sidecar would become, and one line for each photo whose ratings disagree.
+
+    A rating the photographer set anywhere (either sidecar naming, the RAW companion's sidecar, XMP
+    embedded in the photo or its RAW; see actions/ratings.py) is kept unless overwrite: then no
+    sidecar of that photo is written. With darktable naming a RAW companion gets its own sidecar;
+    with Lightroom naming the RAW and the JPEG share one. The photographer's colour label is left
+    as it is unless `label` is given."""
     scores = np.array([p.score for p in ranked])
     stars = star_ratings(scores, thresholds, reject_below)
     if reject_blurry:
         stars = np.where([("blurry" in p.flags) for p in ranked], REJECT, stars)
-    changes = []
-    targets = [
-        (photo, rating, sidecar)
-        for photo, rating in zip(ranked, stars)
-        for sidecar in dict.fromkeys(sidecar_path(f, style) for f in [photo.path, *getattr(photo, "companions", [])])
-    ]
-    for photo, rating, path in targets:
-        before = path.read_bytes() if path.exists() else None
-        text = before.decode("utf-8") if before is not None else None
-        if text is not None:
-            try:
-                fields = read_fields(text)
-            except XmpError as e:
-                changes.append(SidecarChange(photo.path, path, before, None, int(rating), f"left alone: {e}"))
+    changes, disagreements, listings, planned = [], [], {}, set()
+    for photo, rating in zip(ranked, stars):
+        members = [photo.path, *getattr(photo, "companions", [])]
+        found = find_rating(photo.path, members[1:], darktable_default_counts, listings)
+        changes += [SidecarChange(photo.path, Path(where), None, None, int(rating), f"left alone: {why}", True)
+                    for where, why in found.problems]
+        if found.disagreement:
+            disagreements.append(found.disagreement)
+        if found.rating not in (None, 0) and not overwrite:
+            changes.append(SidecarChange(photo.path, Path(found.source), None, None, int(rating),
+                                         f"keeps the photographer's rating {found.rating} (--overwrite to replace)"))
+            continue
+        unreadable = {where for where, _ in found.problems}
+        for member in members:
+            path = target_sidecar(member, style, listings)
+            if path in planned or str(path) in unreadable:
                 continue
-            if fields.rating not in (None, 0) and RATED_KEYWORD not in fields.keywords and not overwrite:
-                changes.append(SidecarChange(photo.path, path, before, None, int(rating),
-                                             f"keeps the photographer's rating {fields.rating} (--overwrite to replace)"))
-                continue
-        words = [RATED_KEYWORD] + ([f"{KEYWORD_PREFIX}{photo.label.replace(' ', '-')}"] if keywords else [])
+            planned.add(path)
+            changes.append(_sidecar_change(photo, int(rating), path, label, keywords))
+        if embed:
+            changes.append(_embedded_change(photo, int(rating), keywords))
+    return changes, disagreements
+
+
+def _embedded_change(photo, rating: int, keywords: bool) -> SidecarChange:
+    """tag --embed: the rating merged into the photo's own XMP, worked out now (pixels checked)
+    and written later from the same bytes."""
+    words = [RATED_KEYWORD] + ([f"{KEYWORD_PREFIX}{photo.label.replace(' ', '-')}"] if keywords else [])
+    change = SidecarChange(photo.path, Path(photo.path), None, None, rating, "embed", action="embedded", words=words)
+    if not can_embed(photo.path):
+        change.note = "not embedded: clipcull writes XMP into JPEG, TIFF and DNG only (the sidecar has the rating)"
+        return change
+    try:
+        data = Path(photo.path).read_bytes()
+        change.before, new = embed_rating(photo.path, data, rating, words)
+    except (OSError, XmpError) as e:
+        change.note, change.problem = f"not embedded: {e}", True
+        return change
+    if change.before.strip() and parse(change.before).properties() == parse(_packet_of(new)).properties():
+        change.note = "unchanged"
+        return change
+    change.source_sha, change.after_sha = content_fingerprint(data), content_fingerprint(new)
+    return change
+
+
+def _packet_of(data: bytes) -> bytes:
+    from clip_cull.actions.embedded import current_packet
+
+    return current_packet(data)
+
+
+def _write_embedded(change: SidecarChange) -> None:
+    """Recompute from the photo's bytes, which must be those planned, and write atomically."""
+    data = Path(change.sidecar).read_bytes()
+    if content_fingerprint(data) != change.source_sha:
+        raise OSError(f"{change.sidecar} changed since the plan; not written")
+    _, new = embed_rating(change.photo, data, change.rating, change.words)
+    if content_fingerprint(new) != change.after_sha:
+        raise OSError(f"{change.sidecar}: exiv2 wrote something other than planned; not written")
+    write_atomic(change.sidecar, new)
+
+
+def target_sidecar(photo: str, style: str, listings: dict | None = None) -> Path:
+    """The sidecar to write: the style's naming, or the one that exists under it with .XMP."""
+    wanted = sidecar_path(photo, style)
+    names = None if listings is None else listings.get(str(Path(photo).parent))
+    for existing in existing_sidecars(photo, names=names):
+        if existing.name.lower() == wanted.name.lower() and existing.name[:-4] == wanted.name[:-4]:
+            return existing
+    return wanted
+
+
+def _sidecar_change(photo, rating: int, path: Path, label: str | None, keywords: bool) -> SidecarChange:
+    def left_alone(why: str, before=None) -> SidecarChange:
+        return SidecarChange(photo.path, path, before, None, rating, f"left alone: {why}", True)
+
+    before = None
+    if os.path.lexists(path):
+        if os.path.islink(path):
+            return left_alone("is a symbolic link; clipcull does not write through links")
         try:
-            after = merge(text, int(rating), label if rating == 5 and label else None, words).encode("utf-8")
+            before = read_xmp_file(path)
         except XmpError as e:
-            changes.append(SidecarChange(photo.path, path, before, None, int(rating), f"left alone: {e}"))
-            continue
-        if after == before:
-            changes.append(SidecarChange(photo.path, path, before, None, int(rating), "unchanged"))
-            continue
-        changes.append(SidecarChange(photo.path, path, before, after, int(rating), "create" if before is None else "merge"))
-    return changes
+            return left_alone(str(e))
+    try:
+        current = parse(before).fields() if before is not None else None
+        words = [RATED_KEYWORD] + ([f"{KEYWORD_PREFIX}{photo.label.replace(' ', '-')}"] if keywords else [])
+        new_label, drop_label = None, False
+        if label and rating == 5:
+            new_label, words = label, words + [LABELLED_KEYWORD]
+        elif label and current is not None and LABELLED_KEYWORD in current.keywords:
+            drop_label = True  # clipcull labelled it before, and it is no longer a 5-star photo
+        elif current is not None and LABELLED_KEYWORD in current.keywords:
+            words.append(LABELLED_KEYWORD)  # without --label, labels stay as they are, and so does the mark
+        after = merge(before, rating, new_label, words, drop_label)
+    except XmpError as e:
+        return left_alone(str(e), before)
+    if before is not None and _same_properties(before, after):
+        return SidecarChange(photo.path, path, before, None, rating, "unchanged")
+    return SidecarChange(photo.path, path, before, after, rating, "create" if before is None else "merge")
 
 
-def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict) -> int:
-    """Journal the plan, then write each sidecar atomically, marking each step done."""
-    writes = [c for c in changes if c.after is not None]
-    steps = [Step("sidecar", c.photo, str(c.sidecar), c.before, content_fingerprint(c.after)) for c in writes]
+def _same_properties(before: bytes, after: bytes) -> bool:
+    return parse(before).properties() == parse(after).properties()
+
+
+def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict) -> int | None:
+    """Journal the plan, then write each sidecar atomically (a read-only one stays read-only),
+    marking each step done. Nothing to write: no run is journaled, and None is returned."""
+    writes = [c for c in changes if c.writes]
+    if not writes:
+        return None
+    steps = [Step(c.action, c.photo, str(c.sidecar), c.before,
+                  c.after_sha if c.action == "embedded" else content_fingerprint(c.after)) for c in writes]
     run_id = journal.plan("tag", command, steps)
     journal.set_state(run_id, PARTIAL)
     for step, change in zip(steps, writes):
-        write_atomic(change.sidecar, change.after)
+        mode = _mode(change.sidecar)
+        if change.action == "embedded":
+            _write_embedded(change)
+        else:
+            write_atomic(change.sidecar, change.after)
+        if mode is not None and _mode(change.sidecar) != mode:
+            os.chmod(change.sidecar, mode)
         journal.mark(run_id, step.seq, DONE)
     journal.set_state(run_id, DONE)
     return run_id
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(os.lstat(path).st_mode)
+    except OSError:
+        return None

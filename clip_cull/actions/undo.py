@@ -55,6 +55,10 @@ def _remove_empty_reject_folders(steps: list[Step]) -> None:
 def _undo_step(store: Store, step: Step) -> str | None:
     if step.action == "sidecar":
         return _undo_sidecar(step)
+    if step.action == "embedded":  # tag --embed: the photo's previous XMP packet goes back
+        from clip_cull.actions.embedded import undo_embedded
+
+        return undo_embedded(step)
     if step.action == "move":
         return _undo_move(store, step)
     return _undo_copy(step)

@@ -1,38 +1,50 @@
 """XMP sidecars that Lightroom, darktable, digiKam and exiftool read, merged without harm.
 
-clipcull owns three things in a sidecar: `xmp:Rating`, `xmp:Label`, and the `clipcull:*` entries
-of `dc:subject`. Editing is done on the text itself, touching only those fields, so everything
-else (darktable's edit history, other tools' keywords, formatting) stays byte for byte.
+clipcull owns three things in a sidecar: `xmp:Rating`, `xmp:Label` (only with `tag --label`) and
+the `clipcull:*` entries of `dc:subject`. Sidecars are read and written with libexiv2 (through
+python-exiv2), the XMP library darktable and digiKam use, so the file is parsed as RDF, not as
+text: prefixes are resolved to namespaces (`xap:Rating` is `xmp:Rating`), attribute and element
+forms are one property, comments are not data. exiv2 writes the packet anew (its own layout, every
+prefix bound); before a merge is accepted it is parsed back and every property another tool wrote
+must be there with the same value, else the sidecar is left alone.
+
+Before exiv2 sees anything, the text is checked cheaply: at most MAX_XMP_BYTES, UTF-8 (a UTF-16
+or UTF-32 sidecar with a byte-order mark is read, never written), no DOCTYPE (so no external
+entities and no entity expansion), well-formed XML with every prefix bound.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import stat
+import threading
+import xml.parsers.expat
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
 
 XMP_NS = "http://ns.adobe.com/xap/1.0/"
 DC_NS = "http://purl.org/dc/elements/1.1/"
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+DARKTABLE_NS = "http://darktable.sf.net/"
 KEYWORD_PREFIX = "clipcull:"
 RATED_KEYWORD = "clipcull:rated"  # marks ratings clipcull wrote, so it never mistakes them for the photographer's
+LABELLED_KEYWORD = "clipcull:labelled"  # marks a colour label clipcull wrote (tag --label)
 SIDECAR_STYLES = ("lightroom", "darktable")
+MAX_XMP_BYTES = 8 << 20  # darktable sidecars with long histories are a few hundred KB
 
-NEW_SIDECAR = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
-<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="clipcull">
- <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
-  <rdf:Description rdf:about=""
-    xmlns:xmp="http://ns.adobe.com/xap/1.0/"
-    xmlns:dc="http://purl.org/dc/elements/1.1/">
-  </rdf:Description>
- </rdf:RDF>
-</x:xmpmeta>
-<?xpacket end="w"?>
-"""
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+_BOMS = (("\ufeff".encode("utf-32-le"), "utf-32"), ("\ufeff".encode("utf-32-be"), "utf-32"),
+         (b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_DECLARATION = re.compile(r"\A\s*<\?xml[^>]{0,200}\?>")
 
 
 class XmpError(Exception):
-    """The sidecar's text is not XMP clipcull can edit safely."""
+    """The sidecar is not XMP clipcull can read or edit safely; the message says why."""
+
+
+# --- where sidecars are ------------------------------------------------------------------------
 
 
 def sidecar_path(photo: str | Path, style: str = "lightroom") -> Path:
@@ -45,138 +57,299 @@ def sidecar_path(photo: str | Path, style: str = "lightroom") -> Path:
     raise ValueError(f"unknown sidecar style {style!r}")
 
 
-def existing_sidecars(photo: str | Path) -> list[Path]:
-    """Every sidecar a photo has, under either naming convention."""
-    return [p for p in dict.fromkeys(sidecar_path(photo, s) for s in SIDECAR_STYLES) if p.is_file()]
+def existing_sidecars(photo: str | Path, *, names: list[str] | None = None) -> list[Path]:
+    """Every sidecar a photo has: IMG_0001.xmp (Lightroom), IMG_0001.JPG.xmp (darktable,
+    digiKam), either with .XMP in any case, and darktable's duplicates IMG_0001_01.JPG.xmp.
+    Regular files and symbolic links count (directories, FIFOs and the like do not; a link is
+    never followed here). Primary namings first. `names`: the folder's entries, when the caller
+    has listed it already."""
+    return [path for _, path in _sidecars(Path(photo), names)]
+
+
+def rating_sidecars(photo: str | Path, *, names: list[str] | None = None) -> list[Path]:
+    """The sidecars that hold this photo's own rating: Lightroom's naming, then darktable's, not
+    the duplicates (a darktable duplicate is another version of the photo, rated on its own)."""
+    return [path for rank, path in _sidecars(Path(photo), names) if rank < 2]
+
+
+def _sidecars(photo: Path, names: list[str] | None) -> list[tuple[int, Path]]:
+    if names is None:
+        names = _list_folder(photo.parent)
+    primary = {photo.stem: 0, photo.name: 1}
+    duplicate = re.compile(re.escape(photo.stem) + r"_\d{1,4}" + re.escape(photo.suffix), re.I)
+    found = []
+    for name in names:
+        base, ext = name[:-4], name[-4:]
+        if ext.lower() != ".xmp" or not base:
+            continue
+        rank = primary.get(base)
+        if rank is None and duplicate.fullmatch(base) and base.startswith(photo.stem):
+            rank = 2
+        if rank is not None and _is_file_or_link(photo.parent / name):
+            found.append((rank, name))
+    return [(rank, photo.parent / name) for rank, name in sorted(found)]
+
+
+def _list_folder(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries]
+    except OSError:
+        return []
+
+
+def _is_file_or_link(path: Path) -> bool:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
+# --- reading a sidecar safely ------------------------------------------------------------------
+
+
+def read_xmp_file(path: str | Path) -> bytes:
+    """A sidecar's bytes. Only a regular file (a link to one is read), at most MAX_XMP_BYTES;
+    a directory, FIFO, device or socket is never opened (a FIFO would block forever)."""
+    try:
+        info = os.stat(path)
+    except OSError as e:
+        raise XmpError(f"cannot be read ({e.strerror or e})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise XmpError("is not a regular file" + (" (a folder)" if stat.S_ISDIR(info.st_mode) else ""))
+    if info.st_size > MAX_XMP_BYTES:
+        raise XmpError(f"is {info.st_size} bytes, over the {MAX_XMP_BYTES}-byte limit for XMP")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped for something else meanwhile
+                raise XmpError("is not a regular file")
+            data = f.read(MAX_XMP_BYTES + 1)
+    except OSError as e:
+        raise XmpError(f"cannot be read ({e.strerror or e})") from None
+    if len(data) > MAX_XMP_BYTES:
+        raise XmpError(f"is over the {MAX_XMP_BYTES}-byte limit for XMP")
+    return data
+
+
+def decode_text(data: bytes) -> tuple[str, bool]:
+    """(text, transcoded): UTF-8, or UTF-16/UTF-32 with a byte-order mark (legal XMP, read but
+    never written back: clipcull writes UTF-8 only)."""
+    if len(data) > MAX_XMP_BYTES:
+        raise XmpError(f"is over the {MAX_XMP_BYTES}-byte limit for XMP")
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec), codec not in ("utf-8-sig",)
+            except UnicodeDecodeError:
+                raise XmpError(f"is not valid {codec.upper()} text") from None
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        raise XmpError("is not UTF-8 text (nor UTF-16/32 with a byte-order mark)") from None
+
+
+def check_xml(text: str) -> None:
+    """Refuse DOCTYPEs (external entities, entity expansion) before any parser expands them, then
+    require well-formed XML with every prefix bound and an rdf:RDF element."""
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        raise XmpError("declares a DOCTYPE or entities; refused (XMP has none)")
+    parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+    seen = {"rdf": False}
+
+    def start(name, _attrs):
+        if name == f"{RDF_NS} RDF":
+            seen["rdf"] = True
+
+    def no_doctype(*_args):
+        raise XmpError("declares a DOCTYPE; refused")
+
+    parser.StartElementHandler = start
+    parser.StartDoctypeDeclHandler = no_doctype
+    parser.EntityDeclHandler = no_doctype
+    try:
+        parser.Parse(_DECLARATION.sub("", text, count=1).encode("utf-8"), True)
+    except xml.parsers.expat.ExpatError as e:
+        raise XmpError(f"is not well-formed XML ({xml.parsers.expat.errors.messages.get(e.code, e)}, line {e.lineno})") from None
+    if not seen["rdf"]:
+        raise XmpError("has no rdf:RDF element")
+
+
+# --- exiv2 ---------------------------------------------------------------------------------------
+
+_exiv2_lock = threading.Lock()
+_exiv2_module = None
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+_collector = _Collect()
+
+
+def _exiv2():
+    """python-exiv2, imported on first use (commands that never touch XMP do not pay for it), its
+    log routed to a collector so that exiv2's complaints become the reason on one line."""
+    global _exiv2_module
+    if _exiv2_module is None:
+        try:
+            import exiv2
+        except ImportError as e:  # pragma: no cover - a dependency
+            raise XmpError(f"python-exiv2 is not installed ({e}); pip install exiv2") from None
+        exiv2.XmpParser.initialize()
+        exiv2.LogMsg.setHandler(exiv2.pythonHandler)
+        exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.warn)
+        logger = logging.getLogger("exiv2")
+        logger.addHandler(_collector)
+        logger.propagate = False
+        _exiv2_module = exiv2
+    return _exiv2_module
 
 
 @dataclass
 class XmpFields:
-    rating: int | None = None
+    rating: int | None = None  # None: no xmp:Rating (or not a number)
     label: str | None = None
     keywords: list[str] = field(default_factory=list)
+    darktable: bool = False  # darktable wrote it (its namespace is there)
 
 
-def read_fields(text: str) -> XmpFields:
-    """xmp:Rating, xmp:Label and dc:subject, as attributes or elements."""
-    return XmpFields(
-        _int(_get(text, "xmp", "Rating")),
-        _get(text, "xmp", "Label"),
-        [_unescape(k) for k in re.findall(r"<rdf:li[^>]*>(.*?)</rdf:li>", _subject_block(text) or "", re.S)],
-    )
+class Packet:
+    """One parsed XMP packet: its properties, held by exiv2."""
 
+    def __init__(self, data: bytes | None):
+        exiv2 = _exiv2()
+        self.transcoded = False
+        if data is None:
+            self.xmp = exiv2.XmpData()
+            return
+        text, self.transcoded = decode_text(data)
+        check_xml(text)
+        if self.transcoded:
+            text = _DECLARATION.sub("", text, count=1)
+        self._buffer = text.lstrip().encode("utf-8")  # exiv2 reads from this buffer: keep it alive
+        with _exiv2_lock:
+            _collector.messages.clear()
+            try:
+                image = exiv2.ImageFactory.open(self._buffer)
+                image.readMetadata()
+            except exiv2.Exiv2Error as e:
+                raise XmpError(f"exiv2 cannot read it ({e.args[-1] if e.args else e})") from None
+            problems = list(_collector.messages)
+        if problems:
+            raise XmpError(f"exiv2 cannot read it ({problems[0]})")
+        self._image = image
+        self.xmp = image.xmpData()
 
-def merge(text: str | None, rating: int | None, label: str | None, keywords: list[str]) -> str:
-    """The sidecar text with clipcull's fields set: rating and label (None leaves them out),
-    and the clipcull:* keywords replaced by `keywords`. Foreign text is kept as it was."""
-    text = NEW_SIDECAR if text is None else text
-    if "<rdf:Description" not in text:
-        raise XmpError("no rdf:Description element")
-    for name, value in (("Rating", None if rating is None else str(rating)), ("Label", label)):
-        text = _set(text, "xmp", name, value)
-    return _set_keywords(text, keywords)
+    def properties(self) -> dict[str, tuple[str, str]]:
+        """Every property, by exiv2 key: (type, value as text)."""
+        return {d.key(): (d.typeName(), str(d.value())) for d in self.xmp}
 
+    def _items(self, key: str) -> list[str] | None:
+        found = [d for d in self.xmp if d.key() == key]
+        if not found:
+            return None
+        value = found[0]
+        return [value.toString(i) for i in range(value.count())]
 
-# --- fields as attributes or elements --------------------------------------------------------
+    def _text(self, key: str) -> str | None:
+        found = [d for d in self.xmp if d.key() == key]
+        return str(found[0].value()) if found else None
 
+    def fields(self) -> XmpFields:
+        keys = [d.key() for d in self.xmp]
+        return XmpFields(_int(self._text("Xmp.xmp.Rating")), self._text("Xmp.xmp.Label"),
+                         self._items("Xmp.dc.subject") or [],
+                         any(k.startswith("Xmp.darktable.") for k in keys))
 
-def _get(text: str, prefix: str, name: str) -> str | None:
-    m = re.search(rf'\s{prefix}:{name}\s*=\s*(["\'])(.*?)\1', text, re.S)
-    if m:
-        return _unescape(m.group(2))
-    m = re.search(rf"<{prefix}:{name}>(.*?)</{prefix}:{name}>", text, re.S)
-    return _unescape(m.group(1).strip()) if m else None
-
-
-def _set(text: str, prefix: str, name: str, value: str | None) -> str:
-    attr = re.compile(rf'(\s){prefix}:{name}\s*=\s*(["\'])(.*?)\2', re.S)
-    elem = re.compile(rf"<{prefix}:{name}>(.*?)</{prefix}:{name}>", re.S)
-    if attr.search(text):
+    def set_text(self, key: str, value: str | None) -> None:
         if value is None:
-            return attr.sub("", text, count=1)
-        return attr.sub(lambda m: f"{m.group(1)}{prefix}:{name}={quoteattr(value)}", text, count=1)
-    if elem.search(text):
-        if value is None:
-            return _drop_element_line(text, elem)
-        return elem.sub(lambda m: f"<{prefix}:{name}>{escape(value)}</{prefix}:{name}>", text, count=1)
-    if value is None:
-        return text
-    text = _ensure_namespace(text, prefix, XMP_NS if prefix == "xmp" else DC_NS)
-    start = _description_start(text)
-    insert_at = start.end() - (2 if start.group(0).endswith("/>") else 1)
-    return text[:insert_at] + f"\n    {prefix}:{name}={quoteattr(value)}" + text[insert_at:]
+            if key in self.xmp:
+                del self.xmp[key]
+        else:
+            self.xmp[key] = value
+
+    def set_keywords(self, keywords: list[str]) -> None:
+        """clipcull:* entries of dc:subject replaced by `keywords`; everyone else's stay, in order."""
+        current = self._items("Xmp.dc.subject")
+        theirs = [k for k in (current or []) if not k.startswith(KEYWORD_PREFIX)]
+        wanted = theirs + list(keywords)
+        if wanted == (current or []):
+            return
+        if not wanted and current and not theirs:
+            del self.xmp["Xmp.dc.subject"]  # only clipcull's were there: the property goes with them
+            return
+        exiv2 = _exiv2()
+        bag = exiv2.Value.create(exiv2.TypeId.xmpBag)
+        for word in wanted:
+            bag.read(word)
+        if "Xmp.dc.subject" in self.xmp:
+            del self.xmp["Xmp.dc.subject"]
+        self.xmp["Xmp.dc.subject"] = bag
+
+    def encode(self) -> bytes:
+        exiv2 = _exiv2()
+        flags = exiv2.XmpParser.XmpFormatFlags
+        with _exiv2_lock:
+            code, packet = exiv2.XmpParser.encode(self.xmp, flags.useCompactFormat | flags.omitPacketWrapper)
+        if code != 0 or not packet:
+            raise XmpError(f"exiv2 could not write XMP (code {code})")
+        return (XML_DECLARATION + packet).encode("utf-8")
 
 
-def _drop_element_line(text: str, pattern: re.Pattern) -> str:
-    m = pattern.search(text)
-    begin = text.rfind("\n", 0, m.start())
-    only_space = begin >= 0 and not text[begin + 1 : m.start()].strip()
-    return text[: begin if only_space else m.start()] + text[m.end() :]
+def parse(data: bytes) -> Packet:
+    """The packet, or XmpError with the reason it cannot be read."""
+    return Packet(data)
 
 
-def _description_start(text: str) -> re.Match:
-    m = re.search(r"<rdf:Description\b[^>]*?/?>", text, re.S)
-    if not m:
-        raise XmpError("no rdf:Description element")
-    return m
+def read_fields(text: str | bytes) -> XmpFields:
+    """xmp:Rating, xmp:Label and dc:subject, whatever the prefix or form."""
+    return Packet(text.encode("utf-8") if isinstance(text, str) else text).fields()
 
 
-def _ensure_namespace(text: str, prefix: str, uri: str) -> str:
-    if re.search(rf"xmlns:{prefix}\s*=", text):
-        return text
-    start = _description_start(text)
-    insert_at = start.end() - (2 if start.group(0).endswith("/>") else 1)
-    return text[:insert_at] + f'\n    xmlns:{prefix}="{uri}"' + text[insert_at:]
+OURS = ("Xmp.xmp.Rating", "Xmp.xmp.Label", "Xmp.dc.subject")
 
 
-# --- dc:subject ------------------------------------------------------------------------------
+def merge(data: str | bytes | None, rating: int | None, label: str | None, keywords: list[str],
+          drop_label: bool = False) -> bytes:
+    """The sidecar with clipcull's fields set: the rating (None leaves it), the label (None leaves
+    it; drop_label removes it), and the clipcull:* keywords replaced by `keywords`. The result is
+    parsed back: every other property must be there with its value, else XmpError."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    packet = Packet(data)
+    if packet.transcoded:
+        raise XmpError("is UTF-16/UTF-32; clipcull reads it but writes only UTF-8, so it leaves it alone")
+    before = packet.properties()
+    if rating is not None:
+        packet.set_text("Xmp.xmp.Rating", str(int(rating)))
+    if label is not None:
+        packet.set_text("Xmp.xmp.Label", label)
+    elif drop_label:
+        packet.set_text("Xmp.xmp.Label", None)
+    packet.set_keywords(keywords)
+    out = packet.encode()
+    _check_kept(before, Packet(out), rating, label, drop_label, keywords, packet.fields().keywords)
+    return out
 
 
-def _subject_block(text: str) -> str | None:
-    m = re.search(r"<dc:subject>.*?</dc:subject>", text, re.S)
-    return m.group(0) if m else None
-
-
-def _set_keywords(text: str, keywords: list[str]) -> str:
-    block = _subject_block(text)
-    ours = re.compile(rf"[ \t]*<rdf:li[^>]*>{re.escape(KEYWORD_PREFIX)}.*?</rdf:li>\n?", re.S)
-    if block is not None:
-        new_block = ours.sub("", block)
-        if keywords:
-            close = new_block.rfind("</rdf:Bag>")
-            if close < 0:
-                raise XmpError("dc:subject without an rdf:Bag")
-            indent = _indent_before(new_block, close) + " "
-            items = "".join(f"{indent}<rdf:li>{escape(k)}</rdf:li>\n" for k in keywords)
-            line_start = new_block.rfind("\n", 0, close) + 1
-            new_block = new_block[:line_start] + items + new_block[line_start:]
-        if not re.search(r"<rdf:li", new_block):  # clipcull added the whole block: take it out whole
-            return _remove_block(text, block) if not keywords else text.replace(block, new_block, 1)
-        return text.replace(block, new_block, 1)
-    if not keywords:
-        return text
-    text = _ensure_namespace(text, "dc", DC_NS)
-    start = _description_start(text)
-    if start.group(0).endswith("/>"):  # <rdf:Description .../> has no room for elements: open it
-        opened = start.group(0)[:-2].rstrip() + ">"
-        text = text[: start.start()] + opened + "\n  </rdf:Description>" + text[start.end() :]
-        start = _description_start(text)
-    items = "".join(f"     <rdf:li>{escape(k)}</rdf:li>\n" for k in keywords)
-    element = f"\n   <dc:subject>\n    <rdf:Bag>\n{items}    </rdf:Bag>\n   </dc:subject>"
-    return text[: start.end()] + element + text[start.end() :]
-
-
-def _remove_block(text: str, block: str) -> str:
-    at = text.find(block)
-    begin = text.rfind("\n", 0, at)
-    if begin >= 0 and not text[begin + 1 : at].strip():
-        at = begin
-    return text[:at] + text[text.find(block) + len(block) :]
-
-
-def _indent_before(text: str, pos: int) -> str:
-    line_start = text.rfind("\n", 0, pos) + 1
-    return re.match(r"[ \t]*", text[line_start:pos]).group(0)
+def _check_kept(before: dict, written: Packet, rating, label, drop_label, keywords, expected_words) -> None:
+    after = written.properties()
+    lost = [k for k in before if k not in OURS and after.get(k) != before[k]]
+    added = [k for k in after if k not in OURS and k not in before]
+    fields = written.fields()
+    ours_ok = ((rating is None or fields.rating == int(rating)) and (label is None or fields.label == label)
+               and not (drop_label and label is None and fields.label is not None) and fields.keywords == expected_words)
+    if lost or added or not ours_ok:
+        what = ", ".join((lost + added)[:3]) or "clipcull's own fields"
+        raise XmpError(f"exiv2 would not keep every property ({what}); left alone")
 
 
 def _int(value: str | None) -> int | None:
@@ -184,8 +357,3 @@ def _int(value: str | None) -> int | None:
         return int(float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-def _unescape(text: str) -> str:
-    return (text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
-            .replace("&apos;", "'").replace("&amp;", "&"))

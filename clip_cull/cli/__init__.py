@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import atexit
 import gc
+import sys
 
+from clip_cull import ui
 from clip_cull.cli.app import app
+from clip_cull.cli.common import EXIT_ERROR
+from clip_cull.errors import ClipCullError
 
 # Importing the command modules registers their commands on `app`.
 from clip_cull.cli import rank, actions, ava, taste  # noqa: E402,F401,I001
@@ -24,7 +28,11 @@ def main() -> None:
     # about a second after a command that loaded a model. Freezing them first skips that walk
     # (atexit handlers, file flushing and the cache's own close still happen as usual).
     atexit.register(gc.freeze)
-    app()
+    try:
+        app()
+    except ClipCullError as e:  # a last net: every command's own errors are one line, never a traceback
+        ui.message(ui.stderr_console(), f"clipcull: error: {e}", "red")
+        sys.exit(EXIT_ERROR)
 
 
 __all__ = ["app", "main"]

@@ -21,6 +21,7 @@ from clip_cull.cli.common import fail, open_store, percent, plural
 from clip_cull.cli.options import (
     CacheFlags,
     CheckFlags,
+    DarktableDefaultOpt,
     DryRunOpt,
     FoldersArg,
     GroupFlags,
@@ -29,6 +30,7 @@ from clip_cull.cli.options import (
     shared_options,
 )
 from clip_cull.cli.scoring import finish, folder_roots, score
+from clip_cull.errors import ClipCullError
 
 
 @app.command()
@@ -44,9 +46,11 @@ def tag(
     sidecar: Annotated[str, typer.Option("--sidecar", metavar="lightroom|darktable", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp).")] = "lightroom",
     overwrite: Annotated[bool, flag("--overwrite", help="Replace ratings the photographer set (by default they are kept).")] = False,
     reject_blurry: Annotated[bool, flag("--reject-blurry", help="Rate photos flagged blurry as rejects (-1).")] = False,
+    darktable_default_counts: DarktableDefaultOpt = False,
+    embed: Annotated[bool, flag("--embed", help="Also write the rating into the photo's own XMP (JPEG, TIFF, DNG): what Lightroom Classic reads for those. Pixels are checked identical; undo puts the previous XMP back.")] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Write star ratings into XMP sidecars (merged: only xmp:Rating, xmp:Label and clipcull's own keywords change). Photos are never modified. Undo with `clipcull undo`. Scores the folder the way it was last ranked."""
+    """Write star ratings into XMP sidecars (merged: only xmp:Rating, clipcull's own keywords and, with --label, xmp:Label change). Photos are not modified unless --embed. Undo with `clipcull undo`. Scores the folder the way it was last ranked."""
     if sidecar not in ("lightroom", "darktable"):
         raise typer.BadParameter("--sidecar is lightroom or darktable")
     try:
@@ -54,26 +58,35 @@ def tag(
     except ValueError as e:
         raise typer.BadParameter(f"--stars: {e}") from None
     scored = score(folder_roots(folders), scoring, checks)
-    changes = tagging.plan_tags(scored.result.ranked, sidecar, thresholds, reject_below, label, keywords, overwrite,
-                                reject_blurry)
-    out = ui.stdout_console()
+    changes, disagreements = tagging.plan_tags(scored.result.ranked, sidecar, thresholds, reject_below, label, keywords,
+                                               overwrite, reject_blurry, darktable_default_counts, embed)
+    out, err = ui.stdout_console(), ui.stderr_console()
+    for line in disagreements:
+        ui.message(err, f"clipcull: {ui.shown_path(line)}", "yellow")
     for c in changes:
-        what = c.note if c.after is None else f"{c.note}: rating {c.rating}"
-        out.print(ui.escape(f"{'would ' if dry_run and c.after is not None else ''}{what}  {ui.shown_path(str(c.sidecar))}"),
+        if c.problem:  # one line on stderr naming the sidecar and why; the run goes on
+            ui.message(err, "clipcull: " + ui.shown_path(f"{c.sidecar}: {c.note}"), "yellow")
+            continue
+        what = f"{c.note}: rating {c.rating}" if c.writes else c.note
+        out.print(ui.escape(f"{'would ' if dry_run and c.writes else ''}{what}  {ui.shown_path(str(c.sidecar))}"),
                   highlight=False, soft_wrap=True)
-    writes = sum(c.after is not None for c in changes)
-    err = ui.stderr_console()
+    writes = sum(c.writes for c in changes)
     if dry_run:
-        ui.message(err, f"clipcull: dry run: {plural(writes, 'sidecar')} would be written; nothing changed.", "dim")
+        ui.message(err, f"clipcull: dry run: {plural(writes, 'file')} would be written; nothing changed.", "dim")
         return
     store = open_store(scoring.db)
     try:
         run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": scored.roots})
     except OSError as e:
-        fail(f"writing sidecars stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
+        fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
+    except ClipCullError as e:
+        fail(f"writing ratings stopped: {e} What was written is journaled: `clipcull undo` reverses it.")
     finally:
         store.close()
-    ui.message(err, f"clipcull: tag run {run_id}: {plural(writes, 'sidecar')} written. Undo: clipcull undo {run_id}", "dim")
+    if run_id is None:
+        ui.message(err, "clipcull: nothing to change; no run journaled.", "dim")
+        return
+    ui.message(err, f"clipcull: tag run {run_id}: {plural(writes, 'file')} written. Undo: clipcull undo {run_id}", "dim")
     finish(scored, scoring.strict)
 
 
@@ -104,6 +117,8 @@ def move(
         resumed = resume_unfinished(store, Journal(store)) if not dry_run else None
     except (OSError, FileOpError) as e:
         fail(f"an interrupted move could not be finished: {e}. `clipcull undo` reverses it.")
+    except ClipCullError as e:  # the cache locked or unusable: nothing was moved
+        fail(str(e))
     finally:
         store.close()
     err = ui.stderr_console()
@@ -128,6 +143,8 @@ def move(
         run_id = apply_moves(store, Journal(store), steps, {"command": "move", "folders": scored.roots})
     except (OSError, FileOpError) as e:
         fail(f"the move stopped: {e}. Every finished step is journaled: run it again to finish, or `clipcull undo`.")
+    except ClipCullError as e:
+        fail(f"the move stopped: {e} Every finished step is journaled: run it again to finish, or `clipcull undo`.")
     finally:
         store.close()
     ui.message(err, f"clipcull: move run {run_id}: {plural(len(chosen), 'photo')} ({plural(len(steps), 'file')}). "
@@ -150,7 +167,7 @@ def undo(
             fail(f"no run {run} in the journal" if run is not None else "nothing to undo")
         try:
             report = undo_run(store, journal, target.id)
-        except (OSError, FileOpError) as e:
+        except (OSError, FileOpError, ClipCullError) as e:
             fail(f"undo stopped: {e}. Run `clipcull undo {target.id}` again once the cause is fixed.")
     finally:
         store.close()
@@ -191,12 +208,17 @@ def report(
     scoring: ScoringFlags,
     checks: CheckFlags,
     grouping: GroupFlags,
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The HTML file to write (its folder is created if missing).")] = Path("clipcull-report.html"),
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The HTML file to write (missing folders are made).")] = Path("clipcull-report.html"),
+    force: Annotated[bool, flag("--force", help="Replace an existing file at --output that is not a clipcull report.")] = False,
     worst: Annotated[Optional[str], typer.Option("--worst", metavar="SHARE", help="Grey out the worst share, e.g. 30% (the photos `move --worst` would move). \\[default: none]")] = None,
 ) -> None:
     """A self-contained HTML contact sheet: thumbnails, score, clipcull's stars beside your own rating, flags, bursts stacked, capture time; best first. Scores the folder the way it was last ranked."""
-    from clip_cull.actions.report import render_report
+    from clip_cull.actions.report import check_output, render_report, write_report
 
+    try:
+        check_output(output, force)  # before the work: a photo at --output is refused at once
+    except ClipCullError as e:
+        fail(str(e))
     roots = folder_roots(folders)
     scored = score(roots, scoring, checks, grouping, groups=True)
     ranked = scored.result.ranked
@@ -209,10 +231,9 @@ def report(
         page = render_report(ranked, stars, scored.result.groups, rejects, title, bar("thumbnails"), roots=roots,
                              yours=yours)
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(page, encoding="utf-8")
-    except OSError as e:
-        fail(f"cannot write {output}: {e.strerror or e}")
+        write_report(page, output, force)  # missing folders made; never onto a file that is not a report
+    except ClipCullError as e:
+        fail(str(e))
     ui.message(err, f"clipcull: wrote {output} ({plural(len(ranked), 'photo')})", "dim")
     finish(scored, scoring.strict)
 

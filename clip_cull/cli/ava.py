@@ -342,13 +342,13 @@ def eval_ava(
     splits: SplitFlags = None,
     fast_decode: FastOpt = False,
     unrated_as: Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5, help="With `ratings`: count unrated photos as this rating.")] = None,
+    darktable_default_counts: Annotated[bool, flag("--darktable-default-rating-counts", help="With `ratings`: count xmp:Rating 1 in a darktable sidecar as your rating (by default: darktable's import default, unrated).")] = False,
 ) -> None:
     """Accuracy, Spearman and Pearson on the AVA test split, with 95% bootstrap intervals and N, beside the paper's Table 1. `clipcull eval ratings FOLDER...` instead reports, for every prompt head and each --head, Spearman with your stars, accuracy at separating rejects / 1-2 stars from 4-5 stars, and the share of your 5-star photos in the head's top 10%."""
     if target[0] == "ratings" and len(target) > 1 and not (Path("ratings") / "AVA.txt").exists():
         from clip_cull.cli.taste import eval_ratings
 
-        eval_ratings(target[1:], head or [], models, unrated_as,
-                     json_out, resamples)
+        eval_ratings(target[1:], head or [], models, unrated_as, json_out, resamples, darktable_default_counts)
         return
     if len(target) != 1:
         raise typer.BadParameter("give one AVA folder, or `ratings FOLDER...`")

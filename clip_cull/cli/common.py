@@ -39,6 +39,8 @@ def open_store(db: Path | None) -> Store:
 def quiet_libraries() -> None:
     """Our own lines report bad files; library warnings about them would only repeat it."""
     warnings.filterwarnings("ignore", module="PIL")
+    # numpy's "invalid value" / "All-NaN slice" on odd photos: the photo's own line says what matters
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     # open_clip and huggingface_hub log on their own loggers; clipcull reports their failures as one line
     logging.getLogger().setLevel(logging.CRITICAL)
     for name in ("huggingface_hub", "open_clip", "urllib3"):

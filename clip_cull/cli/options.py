@@ -18,6 +18,7 @@ from typing import Annotated, Optional, get_type_hints
 import typer
 
 from clip_cull.actions.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S
+from clip_cull.files import DEFAULT_MAX_FILE_BYTES
 from clip_cull.images import DEFAULT_MAX_PIXELS
 from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
 from clip_cull.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
@@ -88,6 +89,10 @@ class ScoringFlags(ModelFlags):
         help=f"Negative adjective of a prompt head. {SETTINGS_NOTE} {DEFAULT_NEGATIVE}]")] = None
     max_pixels: Annotated[int, typer.Option(
         "--max-pixels", min=1, help="Refuse images with more pixels than this (decompression bombs).")] = DEFAULT_MAX_PIXELS
+    max_file_size: Annotated[int, typer.Option(
+        "--max-file-size", min=1, metavar="MiB",
+        help="Refuse files larger than this many MiB before reading them (each photo is read whole into memory).")
+    ] = DEFAULT_MAX_FILE_BYTES // 2**20
     exclude: Annotated[Optional[list[str]], typer.Option(
         "--exclude", metavar="GLOB",
         help="Skip files and folders whose name matches GLOB; repeatable. Also CLIPCULL_EXCLUDE (separated by "
@@ -122,6 +127,9 @@ class GroupFlags:
 FoldersArg = Annotated[list[Path], typer.Argument(
     metavar="FOLDER_OR_PHOTO", help="Folders (searched recursively) or photo files.", show_default=False)]
 DryRunOpt = Annotated[bool, flag("--dry-run", "-n", help="Show exactly what would change, and change nothing.")]
+DarktableDefaultOpt = Annotated[bool, flag(
+    "--darktable-default-rating-counts",
+    help="Count xmp:Rating 1 in a darktable sidecar as your rating (by default it is darktable's import default: unrated).")]
 JsonOpt = Annotated[bool, flag("--json", help="One JSON object a line instead of a table.")]
 
 

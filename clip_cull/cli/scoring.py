@@ -101,7 +101,8 @@ def score(
         ui.message(err, "clipcull: " + settings_lib.describe(s, resolved.source), "dim")
         for warning in settings_lib.unknown_adjectives(s):
             ui.message(err, f"clipcull: {warning}", "yellow")
-        options = IndexOptions(batch_size=scoring.batch_size, workers=scoring.workers, max_pixels=scoring.max_pixels)
+        options = IndexOptions(batch_size=scoring.batch_size, workers=scoring.workers, max_pixels=scoring.max_pixels,
+                               max_file_bytes=scoring.max_file_size * 2**20)
         exclude = exclude_globs(scoring.exclude)
         failures = _failure_printer(err, json_errors, scoring.show_skipped)
         with ui.progress_bars(err) as bar:

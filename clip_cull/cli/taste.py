@@ -21,7 +21,7 @@ from clip_cull.cli.common import model_session as _model_session
 from clip_cull.cli.common import open_store as _open_store
 from clip_cull.cli.common import plural
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
-from clip_cull.cli.options import ModelFlags, shared_options
+from clip_cull.cli.options import DarktableDefaultOpt, ModelFlags, shared_options
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.files import heif_available
@@ -39,7 +39,7 @@ UnratedOpt = Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5
 class _Library:
     """Embedded photos of the given folders with the photographer's ratings."""
 
-    def __init__(self, folders, models: ModelFlags, unrated_as, features="projected"):
+    def __init__(self, folders, models: ModelFlags, unrated_as, features="projected", darktable_default_counts=False):
         _quiet_libraries()
         self.err = ui.stderr_console()
         self.folders = [str(Path(f).expanduser().resolve()) for f in folders]
@@ -48,9 +48,13 @@ class _Library:
         self.session = _model_session(spec, self.store, models.device.value, self.err)
         batch_size, workers = models.batch_size, models.workers
         with ui.progress_bars(self.err) as bar:
-            report, _, _ = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
+            report, _, companions = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
                                          heif=heif_available(), raw=rawpy_available(), progress=bar("embedding photos"))
-        ratings = {p.path: taste.read_rating(p.path, unrated_as) for p in report.ready}
+        notes, listings = [], {}
+        ratings = {p.path: taste.read_rating(p.path, unrated_as, companions.get(p.path, []), darktable_default_counts,
+                                             notes, listings) for p in report.ready}
+        for line in dict.fromkeys(notes):  # a sidecar that cannot be read, sources that disagree: one line each
+            ui.message(self.err, "clipcull: " + ui.shown_path(line), "yellow")
         rated = [p for p in report.ready if ratings[p.path] is not None]
         records = self.store.file_records([p.path for p in rated])
         self.features_kind = features
@@ -73,8 +77,8 @@ class _Library:
 
 
 def eval_ratings(folders: list[str], heads: list[str], models: ModelFlags, unrated_as, json_out: bool,
-                 resamples: int) -> None:
-    lib = _library(folders, models, unrated_as)
+                 resamples: int, darktable_default_counts: bool = False) -> None:
+    lib = _library(folders, models, unrated_as, darktable_default_counts=darktable_default_counts)
     try:
         if len(lib.paths) < 2:
             raise ClipCullError("fewer than two rated photos: nothing to compare with")
@@ -82,7 +86,7 @@ def eval_ratings(folders: list[str], heads: list[str], models: ModelFlags, unrat
         for name in [*PROMPT_KINDS, *heads]:
             head = resolve_head(name)
             if head.features != "projected":
-                head_lib = _library(folders, models, unrated_as, head.features)
+                head_lib = _library(folders, models, unrated_as, head.features, darktable_default_counts)
                 scores = head_lib.scores(head)
             else:
                 scores = lib.scores(head)
@@ -126,6 +130,7 @@ def train_ratings(
     output: Annotated[Path, typer.Option("--output", "-o", help="The head file to write (.safetensors).")],
     features: Annotated[str, typer.Option("--features", help="projected (512-d) or pooled (768-d) features.")] = "projected",
     unrated_as: UnratedOpt = None,
+    darktable_default_counts: DarktableDefaultOpt = False,
     start_from: Annotated[Optional[Path], typer.Option("--start-from", help="A linear head to start from and adapt (e.g. your AVA probe, on the same --features).")] = None,
     resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples for the 95% intervals.")] = 1000,
     models: ModelFlags = None,
@@ -133,7 +138,7 @@ def train_ratings(
     """Fit a personal head on your own ratings: ridge on cached features, its strength chosen by cross-validation grouped by shoot (bursts never straddle folds); prints the cross-validated figures beside the zero-shot ensemble's on the same photos."""
     if features not in ("projected", "pooled"):
         raise typer.BadParameter("--features is projected or pooled")
-    lib = _library([str(f) for f in folders], models, unrated_as, features)
+    lib = _library([str(f) for f in folders], models, unrated_as, features, darktable_default_counts)
     try:
         taste.check_enough(lib.stars)
         prior = None
@@ -145,7 +150,8 @@ def train_ratings(
         groups = taste.shoot_groups(lib.paths, lib.captured)
         fit = taste.fit_taste(lib.features, lib.stars, groups, prior=prior)
         personal = taste.taste_figures(fit.cv_predictions, lib.stars, resamples).as_dict()
-        zero_lib = lib if features == "projected" else _library([str(f) for f in folders], models, unrated_as)
+        zero_lib = lib if features == "projected" else _library([str(f) for f in folders], models, unrated_as,
+                                                                 darktable_default_counts=darktable_default_counts)
         zero_shot = taste.taste_figures(zero_lib.scores(resolve_head("ensemble")), lib.stars, resamples).as_dict()
         head = probe_head(LinearFit(fit.weights, fit.bias, fit.mean, fit.std, fit.alpha), features, lib.session.text_model_id)
         head.threshold = 3.0  # label 'aesthetic' above three stars
