@@ -82,7 +82,10 @@ def parse_penalize(text: str | None) -> tuple[str, ...]:
 
 
 def folder_key(folder: str) -> str:
-    return FOLDER_KEY + os.path.abspath(os.path.expanduser(folder))
+    """The settings key of a folder. A name that is not valid UTF-8 (held as surrogates) is
+    written with backslash escapes: SQLite takes only UTF-8 text."""
+    text = os.path.abspath(os.path.expanduser(folder))
+    return FOLDER_KEY + text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def recorded_for(store, roots: list[str]) -> tuple[dict, str | None]:
@@ -90,7 +93,7 @@ def recorded_for(store, roots: list[str]) -> tuple[dict, str | None]:
     for root in roots:
         path = Path(os.path.abspath(os.path.expanduser(root)))
         for folder in (path, *path.parents):
-            recorded = store.get_setting(FOLDER_KEY + str(folder))
+            recorded = store.get_setting(folder_key(str(folder)))
             if recorded:
                 return Settings.from_dict(recorded), str(folder)
     return {}, None
@@ -116,7 +119,7 @@ def record(store, roots: list[str], settings: Settings) -> None:
     """Remember the settings of a `rank` for each of its folders, and the folders themselves."""
     folders = [os.path.abspath(os.path.expanduser(r)) for r in roots]
     for folder in folders:
-        store.set_setting(FOLDER_KEY + folder, settings.as_dict())
+        store.set_setting(folder_key(folder), settings.as_dict())
     store.set_setting(LAST_RANK, {"roots": folders, **settings.as_dict()})
 
 
