@@ -315,3 +315,42 @@ def test_readme_install_and_the_portable_copy_example_works(tiny_env, photo_fold
     command = command.replace("~/Picks/", f"{picks}/").replace("--top 20", f"{photo_folder} --top 3")
     subprocess.run(["bash", "-c", command], check=True, env=_cli(tiny_env), timeout=300, capture_output=True)
     assert len(list(picks.iterdir())) == 3
+
+
+# --- the CLI's structure -----------------------------------------------------------------
+
+
+def test_cli_modules_import_no_circle_and_shared_options_are_declared_once():
+    import ast
+
+    folder = ROOT / "clip_cull" / "cli"
+    graph = {}
+    for path in folder.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("clip_cull.cli"):
+                assert node.module != "clip_cull.cli", f"{path.name} imports the package itself"
+                deps.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = deps
+    done, visiting = set(), []
+
+    def visit(name):
+        assert name not in visiting, f"import circle: {visiting + [name]}"
+        if name in done:
+            return
+        visiting.append(name)
+        for dep in graph[name]:
+            visit(dep)
+        visiting.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)
+    source = "\n".join(p.read_text() for p in folder.glob("*.py"))
+    # (eval's repeatable --head, several heads compared, is another option of the same name)
+    for option in ('"--model"', '"--pretrained"', '"--precision"', '"--db"', '"--workers"', '"--penalize"',
+                   '"--similarity"', '"--positive"'):
+        assert source.count(option) == 1, option

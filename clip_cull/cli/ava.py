@@ -22,7 +22,8 @@ from clip_cull.cli.common import model_session as _model_session
 from clip_cull.cli.common import open_store as _open_store
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import Device, ModelFlags, flag, shared_options
-from clip_cull.cli.scoring import resolve_settings
+from clip_cull.cli.scoring import model_spec
+from clip_cull.cli.taste import eval_ratings
 from clip_cull.distributed import local_rank
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
@@ -100,12 +101,6 @@ class _Context:
     def prompt_vectors(self, prompts: list[str]) -> dict:
         with ui.progress_bars(self.err) as bar:
             return prompt_embeddings(self.store, self.session, prompts, bar("embedding prompts"))
-
-
-def model_spec(models: ModelFlags, roots: list[str] | None = None) -> ModelSpec:
-    """The model given on the command line, else the environment's, else the default."""
-    s = resolve_settings(models.db, roots or [], {"model": models.model, "pretrained": models.pretrained}).settings
-    return ModelSpec(s.model, s.pretrained)
 
 
 def _context(**kwargs) -> _Context:
@@ -346,8 +341,6 @@ def eval_ava(
 ) -> None:
     """Accuracy, Spearman and Pearson on the AVA test split, with 95% bootstrap intervals and N, beside the paper's Table 1. `clipcull eval ratings FOLDER...` instead reports, for every prompt head and each --head, Spearman with your stars, accuracy at separating rejects / 1-2 stars from 4-5 stars, and the share of your 5-star photos in the head's top 10%."""
     if target[0] == "ratings" and len(target) > 1 and not (Path("ratings") / "AVA.txt").exists():
-        from clip_cull.cli.taste import eval_ratings
-
         eval_ratings(target[1:], head or [], models, unrated_as, json_out, resamples, darktable_default_counts)
         return
     if len(target) != 1:

@@ -13,7 +13,7 @@ import typer
 from clip_cull import settings as settings_lib
 from clip_cull import ui
 from clip_cull.cli.common import EXIT_INTERRUPTED, EXIT_UNREADABLE, fail, model_session, open_store, plural, quiet_libraries
-from clip_cull.cli.options import CheckFlags, GroupFlags, ScoringFlags
+from clip_cull.cli.options import CheckFlags, GroupFlags, ModelFlags, ScoringFlags
 from clip_cull.distributed import local_rank
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
@@ -66,6 +66,13 @@ def resolve_settings(db, roots: list[str], flags: dict) -> Resolved:
         fail(str(e))
     finally:
         store.close()
+
+
+def model_spec(models: ModelFlags, roots: list[str] | None = None) -> ModelSpec:
+    """The model given on the command line, else the folder's last rank's, else the
+    environment's, else the default (for commands that embed without a head)."""
+    s = resolve_settings(models.db, roots or [], {"model": models.model, "pretrained": models.pretrained}).settings
+    return ModelSpec(s.model, s.pretrained)
 
 
 def score(

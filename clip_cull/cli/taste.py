@@ -15,13 +15,13 @@ from rich.table import Table
 
 from clip_cull import taste, ui
 from clip_cull.cli.app import train_app
-from clip_cull.cli.ava import model_spec
 from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
 from clip_cull.cli.common import open_store as _open_store
 from clip_cull.cli.common import plural
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import DarktableDefaultOpt, ModelFlags, shared_options
+from clip_cull.cli.scoring import model_spec
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.files import heif_available
