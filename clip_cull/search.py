@@ -95,6 +95,7 @@ def query_embedding(store: Store, session: ModelSession, query: str, template: s
 def search(store: Store, session: ModelSession, paths: Sequence[str], query: str, top: int | None = None,
            template: str = QUERY_TEMPLATE) -> tuple[list[SearchHit], list[str]]:
     """(hits, photos not searched because they have no cached embedding)."""
+    query_prompt(query, template)  # an empty query is an error even where nothing is cached
     index = EmbeddingIndex(store, paths, session.model_id)
     if not len(index):
         return [], index.missing

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from conftest import make_photo
+from test_search import independent_search_order
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIFTOOL = shutil.which("exiftool")
@@ -71,6 +72,9 @@ def shoot(tmp_path_factory, tiny_model_files):
     make_photo(folder / "BURST_B.jpg", seed=20, exif=_exif("2024:05:01 10:00:01"))
     make_photo(folder / "ROT.jpg", seed=30, size=(96, 64), exif=_exif(orientation=6))  # upright: 64 x 96
     make_photo(folder / HOSTILE, seed=40)
+    soft = folder / "SOFT.jpg"  # far softer than the rest: flagged blurry
+    make_photo(soft, seed=50, size=(96, 64))
+    Image.open(soft).filter(ImageFilter.GaussianBlur(4)).save(soft, quality=95)
     config, checkpoint = tiny_model_files
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CLIPCULL_DB": str(base / "cache" / "c.db"),
            "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint),
@@ -347,30 +351,6 @@ def test_z_shows_every_pixel_and_enter_opens_the_burst_side_by_side(browser):
     wait_for(lambda: len(browser.find_elements("css selector", ".cell")) == len(stacked), what="the closed burst")
 
 
-def independent_search_order(env, folder: Path, text: str, tiny_model_files) -> list[str]:
-    """Cosine of the cached image embeddings (read from SQLite) with open_clip's own text embedding."""
-    import sqlite3
-
-    import open_clip
-    import torch
-
-    from conftest import TINY_NAME
-
-    config, checkpoint = tiny_model_files
-    model = open_clip.create_model(TINY_NAME, pretrained=None)
-    model.load_state_dict(torch.load(checkpoint))
-    model.eval()
-    with torch.no_grad():
-        t = model.encode_text(open_clip.get_tokenizer(TINY_NAME)([f"a photo of {text}"]))[0].numpy()
-    db = sqlite3.connect(env["CLIPCULL_DB"])
-    rows = db.execute("select f.path, e.projected from files f join embeddings e on e.fingerprint = f.fingerprint").fetchall()
-    db.close()
-    sims = {os.path.basename(p): float(np.frombuffer(b, np.float16).astype(np.float64) @ t
-                                       / np.linalg.norm(np.frombuffer(b, np.float16).astype(np.float64)) / np.linalg.norm(t))
-            for p, b in rows if p.startswith(str(folder) + os.sep) and os.path.exists(p)}
-    return sorted(sims, key=lambda n: (-round(sims[n], 5), n))
-
-
 def test_slash_focuses_search_and_results_come_by_text_similarity(browser, shoot, tiny_model_files):
     from selenium.webdriver.common.keys import Keys
 
@@ -383,6 +363,32 @@ def test_slash_focuses_search_and_results_come_by_text_similarity(browser, shoot
     assert shown == independent_search_order(env, folder, "red sky", tiny_model_files)
     press(browser, Keys.ESCAPE)
     wait_for(lambda: "search results" not in browser.find_element("id", "status").text, what="search closed")
+
+
+def cell_names(driver) -> list[str]:
+    return [c.get_attribute("title") for c in driver.find_elements("css selector", ".cell")]
+
+
+def test_filters_and_capture_time_order(browser):
+    from selenium.webdriver.support.ui import Select
+
+    choose = Select(browser.find_element("id", "filter")).select_by_value
+    choose("blurry")
+    wait_for(lambda: cell_names(browser) == ["SOFT.jpg"], what="the blurry filter")
+    choose("picks")
+    wait_for(lambda: cell_names(browser) == [], what="the picks filter (the one pick was undone)")
+    choose("unrated")
+    wait_for(lambda: "IMG_0003.jpg" in cell_names(browser), what="the unrated filter")
+    assert "IMG_0001.jpg" not in cell_names(browser) and "IMG_0002.jpg" not in cell_names(browser)
+    choose("all")
+    best_first = wait_for(lambda: cell_names(browser) if len(cell_names(browser)) > 5 else None, what="all")
+    Select(browser.find_element("id", "sort")).select_by_value("time")
+    # only the burst has capture times: its stack comes first, the others keep their best-first order
+    wait_for(lambda: cell_names(browser)[0].startswith("BURST_"), what="capture-time order")
+    by_time = cell_names(browser)
+    assert by_time[1:] == [n for n in best_first if not n.startswith("BURST_")]
+    Select(browser.find_element("id", "sort")).select_by_value("best")
+    wait_for(lambda: cell_names(browser) == best_first, what="best-first order again")
 
 
 def test_filter_then_m_twice_moves_the_sessions_rejects_with_their_sidecars(browser, shoot):
