@@ -147,8 +147,11 @@ def review(
             import webbrowser
 
             webbrowser.open(access.url())
-        threading.Thread(target=session.warm_up, name="clipcull-search-warmup", daemon=True).start()
+        warm_up = threading.Thread(target=session.warm_up, name="clipcull-search-warmup", daemon=True)
+        warm_up.start()
         serve(app_, sock)
+        session.close()
+        warm_up.join()  # the cache closes below: nothing may still be using it
     except ClipCullError as e:
         _fail(str(e))
     finally:

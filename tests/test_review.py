@@ -363,6 +363,7 @@ def test_slash_focuses_search_and_results_come_by_text_similarity(browser, shoot
     assert shown == independent_search_order(env, folder, "red sky", tiny_model_files)
     press(browser, Keys.ESCAPE)
     wait_for(lambda: "search results" not in browser.find_element("id", "status").text, what="search closed")
+    assert len(browser.find_elements("css selector", ".cell.current")) == 1  # one current photo, always
 
 
 def cell_names(driver) -> list[str]:

@@ -45,6 +45,7 @@ class ReviewSession:
         self._text_session_factory = text_session_factory
         self._text_session = None
         self._index: EmbeddingIndex | None = None
+        self._closed = False
         self._store_lock = threading.RLock()  # one SQLite connection, used from the server's threads
         records = store.file_records([p.path for p in ranked])
         stars = star_ratings(np.array([p.score for p in ranked])) if ranked else []
@@ -141,8 +142,15 @@ class ReviewSession:
         """Load the text model and the embeddings now (in the background), so the first search is quick."""
         try:
             with self._store_lock:
+                if self._closed:
+                    return
                 if self._index is None:
                     self._index = EmbeddingIndex(self.store, [p.ranked.path for p in self.photos], self.model_id)
             self.text_session().encoder
         except Exception:
             pass  # the search itself reports the problem when someone searches
+
+    def close(self) -> None:
+        """No more use of the cache from here (the caller closes it once the warm-up is over)."""
+        with self._store_lock:
+            self._closed = True

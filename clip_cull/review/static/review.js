@@ -6,7 +6,7 @@ const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
 const state = {
   photos: [], byId: new Map(), view: [], cur: 0, filter: "all", sort: "best",
-  hits: null, burst: null, loupe: false, cells: new Map(), moveArmed: 0,
+  hits: null, burst: null, loupe: false, cells: new Map(), curCell: null, moveArmed: 0,
 };
 
 if (location.search) history.replaceState(null, "", "/");  // the token leaves the address bar
@@ -113,13 +113,13 @@ function render() {
 function current() { return state.byId.get(state.view[state.cur]); }
 
 function select(i) {
-  const before = state.cells.get(state.view[state.cur]);
-  if (before) before.classList.remove("current");
+  if (state.curCell) state.curCell.classList.remove("current");  // the view may have changed since
   state.cur = Math.max(0, Math.min(i, state.view.length - 1));
   const p = current();
-  if (!p) { $("preview").removeAttribute("src"); return; }
+  if (!p) { state.curCell = null; $("preview").removeAttribute("src"); return; }
   const c = state.cells.get(p.id);
   c.classList.add("current");
+  state.curCell = c;
   c.scrollIntoView({ block: "nearest" });
   drawViewer(p);
   prefetch();
