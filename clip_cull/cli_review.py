@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -95,7 +95,7 @@ def text_session(settings: RunSettings, store: Store, device: Device):
 @app.command()
 def review(
     folder: Annotated[Path, typer.Argument(help="The shoot's folder (searched recursively).")],
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to serve on. \\[default: a free one]")] = 0,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, show_default=False, help="Port to serve on. \\[default: a free one]")] = 0,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but 127.0.0.1 lets other machines reach the page (they still need the token).")] = LOOPBACK,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open the browser; only print the URL.")] = False,
     sidecar: Annotated[str, typer.Option("--sidecar", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp), as for `tag`.")] = "lightroom",
