@@ -477,4 +477,4 @@ def _fail_plain(text: str) -> None:
 
 
 # The AVA and culling commands live in their own modules; importing them registers them on `app`.
-from clip_cull import cli_actions, cli_ava, cli_taste  # noqa: E402,F401
+from clip_cull import cli_actions, cli_ava, cli_review, cli_taste  # noqa: E402,F401
