@@ -119,3 +119,21 @@ def test_settings_order_flags_folder_environment_defaults(tmp_path):
     assert got.source == str(tmp_path / "a")
     assert resolve({}, store, [str(tmp_path / "b")], {}).settings == Settings()
     store.close()
+
+
+def test_review_and_search_use_the_folder_as_ranked(ranked_with_head, monkeypatch):
+    from clip_cull.review import server, session
+
+    folder, head, order = ranked_with_head
+    seen = []
+    original = session.ReviewSession
+
+    def capture(store, ranked, *args, **kwargs):
+        seen.append([p.path for p in ranked])
+        return original(store, ranked, *args, **kwargs)
+
+    monkeypatch.setattr(session, "ReviewSession", capture)
+    monkeypatch.setattr(server, "serve", lambda app_, sock: sock.close())
+    result = run("review", folder, "--no-browser")
+    assert result.exit_code == 0, result.stderr
+    assert seen == [order] and says_head(result.stderr, head)

@@ -71,7 +71,9 @@ class ModelFlags(CacheFlags):
 
 
 @dataclass
-class ScoringFlags(ModelFlags):
+class HeadFlags(ModelFlags):
+    """What scores: the model with its precision, and the head."""
+
     precision: Annotated[Optional[Precision], typer.Option(
         "--precision",
         help="CPU precision of the image model: fp32 (exact), int8 (several times faster, embeddings slightly "
@@ -87,6 +89,12 @@ class ScoringFlags(ModelFlags):
     negative: Annotated[Optional[str], typer.Option(
         "--negative", metavar="ADJECTIVE",
         help=f"Negative adjective of a prompt head. {SETTINGS_NOTE} {DEFAULT_NEGATIVE}]")] = None
+
+
+@dataclass
+class ScoringFlags(HeadFlags):
+    """What scores, and which files are read."""
+
     max_pixels: Annotated[int, typer.Option(
         "--max-pixels", min=1, help="Refuse images with more pixels than this (decompression bombs).")] = DEFAULT_MAX_PIXELS
     max_file_size: Annotated[int, typer.Option(

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""`clipcull review` and `clipcull search` speed, in a real (headless) browser.
+
+    python bench/bench_review.py [--photos 1000] [--search-rows 10000] [--screenshot docs/review.png]
+
+Measures, on this machine:
+  (a) `clipcull review` start to a usable page, 1,000 cached photos: the command started, the URL
+      printed, the page's grid drawn, every thumbnail in view loaded. Twice: first review (the
+      thumbnails are made) and second review (they come from the disk cache);
+  (b) key-to-screen latency in chromium: key event to the frame after the change is drawn
+      (arrow moves and star ratings, which also write XMP), median / 95th percentile / max;
+  (c) search over 10,000 cached photos: random 512-d embeddings inserted into a cache, the query
+      embedded by a ViT-B-32 text tower (random weights, the same cost as real ones): the first
+      search (loading the 10,000 embeddings from SQLite) and warm searches;
+  (d) the page's own search (HTTP round trip + drawing) over the 1,000 photos of (a).
+
+To make the 1,000-photo cache quickly, the photos are small (320x213 JPEGs) and the model is a
+tiny random open_clip (16-d embeddings): review never runs the model for cached photos, so what
+(a) and (b) measure does not depend on it. Needs chromium, chromedriver and selenium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
+
+TINY = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def tiny_model(work: Path) -> tuple[Path, Path]:
+    import open_clip
+    import torch
+
+    config = work / "bench-tiny.json"
+    config.write_text(json.dumps(TINY))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    checkpoint = work / "bench-tiny.pt"
+    torch.save(open_clip.create_model("bench-tiny", pretrained=None).state_dict(), checkpoint)
+    return config, checkpoint
+
+
+def make_shoot(folder: Path, count: int) -> None:
+    from conftest import make_photo
+
+    for i in range(count):
+        make_photo(folder / f"IMG_{i:05d}.jpg", seed=i, size=(320, 213), quality=85)
+
+
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900", "--disable-dev-shm-usage",
+                "--no-proxy-server", "--disable-background-networking"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(120)
+    return driver
+
+
+def wait_for(condition, timeout=120.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise TimeoutError("waited too long")
+
+
+VISIBLE_THUMBS_LOADED = """
+const grid = document.getElementById('grid'), box = grid.getBoundingClientRect();
+const imgs = [...grid.querySelectorAll('img')].filter(i => {
+  const r = i.getBoundingClientRect(); return r.bottom > box.top && r.top < box.bottom; });
+return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+"""
+
+
+def review_start(driver, env, folder) -> tuple[subprocess.Popen, str, dict]:
+    """Start `clipcull review`; seconds to the URL, the drawn grid, the thumbnails in view."""
+    t0 = time.perf_counter()
+    # --similarity: the tiny random model finds all photos alike at the default 0.92 (one burst)
+    proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "review", str(folder), "--no-browser",
+                             "--similarity", "0.9995"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = proc.stdout.readline().strip()
+    t_url = time.perf_counter() - t0
+    driver.get(url)
+    wait_for(lambda: driver.execute_script("return document.body.dataset.ready === '1'"))
+    t_grid = time.perf_counter() - t0
+    wait_for(lambda: driver.execute_script(VISIBLE_THUMBS_LOADED))
+    t_thumbs = time.perf_counter() - t0
+    return proc, url, {"url": t_url, "grid": t_grid, "thumbs": t_thumbs}
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+
+
+def key_latencies(driver, keys: list[str]) -> list[float]:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    driver.execute_script("window.__latencies = []")
+    for k in keys:
+        ActionChains(driver).send_keys(k).perform()
+        time.sleep(0.05)  # a photographer's pace, far above the frame time
+    wait_for(lambda: driver.execute_script("return window.__latencies.length") >= len(keys), 30)
+    return driver.execute_script("return window.__latencies")
+
+
+def summary(values: list[float]) -> str:
+    v = sorted(values)
+    p95 = v[min(len(v) - 1, int(round(0.95 * (len(v) - 1))))]
+    return f"median {statistics.median(v):.1f} ms, p95 {p95:.1f} ms, max {v[-1]:.1f} ms (n={len(v)})"
+
+
+def search_bench(work: Path, rows: int) -> dict:
+    """Search over `rows` random embeddings in a cache, with a ViT-B-32 text tower."""
+    import open_clip
+    import torch
+
+    from clip_cull.encoder import ClipEncoder, ModelSpec
+    from clip_cull.indexer import ModelSession
+    from clip_cull.search import EmbeddingIndex, query_embedding
+    from clip_cull.store import EmbeddingRecord, FileRecord, Store
+
+    store = Store.open(work / "search.db")
+    rng = np.random.default_rng(0)
+    model_id = "bench-vit-b-32"
+    paths = [f"/bench/photo_{i:05d}.jpg" for i in range(rows)]
+    files = [FileRecord(p, 1, 1, f"fp{i:05d}") for i, p in enumerate(paths)]
+    embs = [EmbeddingRecord(f"fp{i:05d}", rng.normal(size=512).astype(np.float32), None) for i in range(rows)]
+    store.save(files, embs, model_id)
+
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    model.eval()
+    encoder = ClipEncoder(model, preprocess, open_clip.get_tokenizer("ViT-B-32"), torch.device("cpu"))
+    session = ModelSession(ModelSpec("ViT-B-32", "random"), store, "cpu", loader=lambda: encoder, model_id=model_id)
+    t0 = time.perf_counter()
+    index = EmbeddingIndex(store, paths, model_id)
+    t_load = time.perf_counter() - t0
+    timings = []
+    for query in ["cutting the cake", "the bride laughing", "a dog on the lawn", "fireworks", "the first dance",
+                  "rings on a table"]:
+        t = time.perf_counter()
+        hits = index.top(query_embedding(store, session, query), 20)
+        timings.append(time.perf_counter() - t)
+        assert len(hits) == 20
+    store.close()
+    return {"load": t_load, "first": timings[0], "warm": statistics.median(timings[1:])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=1000)
+    parser.add_argument("--search-rows", type=int, default=10000)
+    parser.add_argument("--screenshot", type=Path, default=ROOT / "docs" / "review.png")
+    args = parser.parse_args()
+    from bench_index import machine
+
+    print(f"machine: {machine()}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (the machine is shared)")
+    print(f"chromium: {subprocess.run([shutil.which('chromium') or 'chromium', '--version'], capture_output=True, text=True).stdout.strip()}")
+    work = Path(tempfile.mkdtemp(prefix="clipcull-bench-review-"))
+    try:
+        config, checkpoint = tiny_model(work)
+        folder = work / "shoot"
+        t = time.perf_counter()
+        make_shoot(folder, args.photos)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CLIPCULL_DB": str(work / "cache" / "c.db"),
+               "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint), "XDG_CACHE_HOME": str(work / "xdg")}
+        subprocess.run([sys.executable, "-m", "clip_cull", "rank", str(folder), "--limit", "1"], env=env, check=True,
+                       capture_output=True, timeout=1200)
+        print(f"setup: {args.photos} photos made and ranked (cached) in {time.perf_counter() - t:.1f} s")
+
+        driver = browser()
+        try:
+            proc, _, cold = review_start(driver, env, folder)
+            stop(proc)
+            proc, url, warm = review_start(driver, env, folder)
+            for name, r in (("first review (thumbnails made)", cold), ("second review (thumbnails cached)", warm)):
+                print(f"(a) {name}: URL {r['url']:.2f} s, grid drawn {r['grid']:.2f} s, "
+                      f"thumbnails in view {r['thumbs']:.2f} s")
+            moves = key_latencies(driver, ["j"] * 40 + ["k"] * 10)
+            stars = key_latencies(driver, ["3", "j", "4", "j", "x", "j", "p", "j", "5", "j"] * 3)
+            print(f"(b) key to screen, moves: {summary(moves)}")
+            print(f"(b) key to screen, decisions and moves (XMP written): {summary(stars)}")
+            from selenium.webdriver.common.action_chains import ActionChains
+            from selenium.webdriver.common.keys import Keys
+
+            searches = []
+            for query in ["a red sky", "green grass", "the bride", "blue water", "a dark room"]:
+                ActionChains(driver).send_keys("/").perform()
+                t = time.perf_counter()
+                ActionChains(driver).send_keys(query, Keys.ENTER).perform()
+                wait_for(lambda: "search results" in driver.find_element("id", "status").text)
+                searches.append(time.perf_counter() - t)
+                ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+                wait_for(lambda: "search results" not in driver.find_element("id", "status").text)
+            print(f"(d) page search over {args.photos} photos (typing included): first {searches[0]:.2f} s, "
+                  f"then median {statistics.median(searches[1:]):.2f} s")
+            ActionChains(driver).send_keys(Keys.HOME, "j", "j").perform()
+            time.sleep(1.0)
+            wait_for(lambda: driver.execute_script(VISIBLE_THUMBS_LOADED))
+            args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(args.screenshot))
+            print(f"screenshot: {args.screenshot.relative_to(ROOT) if args.screenshot.is_relative_to(ROOT) else args.screenshot}")
+            stop(proc)
+        finally:
+            driver.quit()
+        s = search_bench(work, args.search_rows)
+        print(f"(c) search over {args.search_rows} cached photos, ViT-B-32 text tower: embeddings loaded "
+              f"{s['load']:.2f} s, first query {s['first'] * 1000:.0f} ms, warm query {s['warm'] * 1000:.0f} ms (median of 5)")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

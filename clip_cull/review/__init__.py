@@ -1,0 +1,1 @@
+"""`clipcull review`: a local, keyboard-driven review page over a folder's ranking."""

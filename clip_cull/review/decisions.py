@@ -1,0 +1,190 @@
+"""The photographer's decisions, written to XMP sidecars at once and journaled.
+
+Every call into the rest of clipcull that changes files is gathered here: the XMP merge and
+sidecar naming `tag` uses, the journal `clipcull undo` reads, and the journaled move of `move`.
+
+A review session is one journaled run (kind "review"): `clipcull undo` reverts the whole session;
+`undo_last` reverts one action. A decision is the photographer's, not clipcull's: the sidecar does
+not carry the `clipcull:rated` keyword, so a later `clipcull tag` keeps the rating.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clip_cull.actions.fileops import write_atomic
+from clip_cull.actions.journal import DONE, UNDONE, Journal, Step
+from clip_cull.actions.move import apply_moves, plan_moves
+from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, merge, read_fields, sidecar_path
+from clip_cull.errors import ClipCullError
+from clip_cull.files import content_fingerprint
+from clip_cull.store import Store
+
+REVIEW_RUN_KIND = "review"
+REJECT = -1
+DEFAULT_PICK_LABEL = "Green"  # Lightroom's and darktable's colour label for a pick
+
+
+class ReviewError(ClipCullError):
+    """A decision could not be written (or undone); str() names the file and why."""
+
+
+@dataclass
+class Decision:
+    rating: int | None = None  # the photographer's: 1-5 stars, -1 reject, None unrated
+    picked: bool = False
+
+    def as_dict(self) -> dict:
+        return {"rating": self.rating, "picked": self.picked}
+
+
+@dataclass
+class _Action:
+    photo: str
+    before: Decision
+    steps: list[Step] = field(default_factory=list)
+
+
+class DecisionWriter:
+    """Writes decisions for one review session; thread-safe."""
+
+    def __init__(self, store: Store, command: dict, style: str = "lightroom", pick_label: str = DEFAULT_PICK_LABEL):
+        self.store = store
+        self.journal = Journal(store)
+        self.command = command
+        self.style = style
+        self.pick_label = pick_label
+        self.run_id: int | None = None
+        self._next_seq = 0
+        self._done: list[_Action] = []
+        self._lock = threading.Lock()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def sidecars(self, photo: str, companions: list[str] = ()) -> list[Path]:
+        """The sidecars a decision goes to: the same ones `tag` writes for this photo."""
+        return list(dict.fromkeys(sidecar_path(f, self.style) for f in [photo, *companions]))
+
+    def current(self, photo: str) -> Decision:
+        """The photographer's decision as the photo's sidecar holds it (a rating clipcull wrote
+        with `tag` is clipcull's suggestion, not a decision)."""
+        path = sidecar_path(photo, self.style)
+        try:
+            fields = read_fields(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, XmpError):
+            return Decision()
+        own = fields.rating if fields.rating not in (None, 0) and RATED_KEYWORD not in fields.keywords else None
+        return Decision(own, fields.label == self.pick_label)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def decide(self, photo: str, companions: list[str], rating: int | None = None, clear: bool = False,
+               toggle_pick: bool = False) -> Decision:
+        """One action: set stars or reject (rating), clear the rating (clear), or flip the pick."""
+        with self._lock:
+            before = self.current(photo)
+            after = Decision(None if clear else (rating if rating is not None else before.rating),
+                             (not before.picked) if toggle_pick else before.picked)
+            changes = []
+            for path in self.sidecars(photo, companions):
+                old = _read_bytes(path)
+                new = self._merged(path, old, after, rating_changed=clear or rating is not None)
+                if new != old:
+                    changes.append((path, old, new))
+            if changes:
+                self._write(_Action(photo, before), changes)
+            return after
+
+    def _merged(self, path: Path, old: bytes | None, after: Decision, rating_changed: bool) -> bytes:
+        try:
+            text = old.decode("utf-8") if old is not None else None
+            fields = read_fields(text) if text is not None else None
+            keywords = [k for k in (fields.keywords if fields else []) if k.startswith("clipcull:")]
+            if rating_changed:  # the rating is now the photographer's: tag must keep it
+                keywords = [k for k in keywords if k != RATED_KEYWORD]
+                rating = after.rating if after.rating is not None else 0
+            else:
+                rating = fields.rating if fields else None
+            old_label = fields.label if fields else None
+            label = self.pick_label if after.picked else (None if old_label == self.pick_label else old_label)
+            return merge(text, rating, label, keywords).encode("utf-8")
+        except (UnicodeDecodeError, XmpError) as e:
+            raise ReviewError(f"{path}: left alone, not XMP clipcull can edit safely ({e})") from None
+
+    def _write(self, action: _Action, changes: list[tuple[Path, bytes | None, bytes]]) -> None:
+        if self.run_id is None:
+            self.run_id = self.journal.plan(REVIEW_RUN_KIND, self.command, [])
+        steps = []
+        for path, old, new in changes:
+            steps.append(Step("sidecar", action.photo, str(path), old, content_fingerprint(new), seq=self._next_seq))
+            self._next_seq += 1
+        _journal_more_steps(self.journal, self.run_id, steps)  # journaled before any file changes
+        try:
+            for step, (path, _, new) in zip(steps, changes):
+                write_atomic(path, new)
+                self.journal.mark(self.run_id, step.seq, DONE)
+                action.steps.append(step)
+        except OSError as e:
+            raise ReviewError(f"{path}: cannot write the sidecar ({e.strerror or e})") from None
+        finally:
+            if action.steps:
+                self._done.append(action)
+            self.journal.set_state(self.run_id, DONE)
+
+    # --- undo ----------------------------------------------------------------------------
+
+    def undo_last(self) -> tuple[str, Decision] | None:
+        """Revert the last action still in effect: (photo, its decision now), or None."""
+        with self._lock:
+            if not self._done:
+                return None
+            action = self._done[-1]
+            for step in reversed(action.steps):
+                current = _read_bytes(Path(step.dst))
+                if current != step.before and (current is None or content_fingerprint(current) != step.after_sha):
+                    raise ReviewError(f"{step.dst} changed since clipcull wrote it; left as it is")
+            for step in reversed(action.steps):
+                if step.before is None:
+                    Path(step.dst).unlink(missing_ok=True)
+                else:
+                    write_atomic(step.dst, step.before)
+                self.journal.mark(self.run_id, step.seq, UNDONE)
+            self._done.pop()
+            return action.photo, self.current(action.photo)
+
+    def forget(self, photos: set[str]) -> None:
+        """Photos moved away: their actions can no longer be undone one by one from here."""
+        with self._lock:
+            self._done = [a for a in self._done if a.photo not in photos]
+
+    @property
+    def actions(self) -> int:
+        return len(self._done)
+
+
+def move_rejects(store: Store, photos: list, roots: list[str]) -> int | None:
+    """Move photos (with RAW companions and sidecars) to ROOT/_rejects with the same journaled
+    move as `clipcull move`; the run id, or None when there is nothing to move."""
+    if not photos:
+        return None
+    steps = plan_moves(photos, roots, None)
+    return apply_moves(store, Journal(store), steps, {"command": "review --move-rejects", "folders": roots})
+
+
+def _journal_more_steps(journal: Journal, run_id: int, steps: list[Step]) -> None:
+    """Add steps to a run that is already journaled (a review run grows one action at a time)."""
+    with journal.store.writing():
+        for step in steps:
+            journal.db.execute(
+                "insert into steps (run_id, seq, action, src, dst, before, after_sha, state) values (?,?,?,?,?,?,?,?)",
+                [run_id, step.seq, step.action, step.src, step.dst, step.before, step.after_sha, step.state],
+            )
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,278 @@
+"""The review page's web server: Starlette routes behind a guard that lets only the user in.
+
+The guard, on every request:
+- the Host header must name the address and port served (a DNS-rebinding page gets 403);
+- the request must carry the session token: in the URL once (`/?token=...`, which sets an
+  HttpOnly, SameSite=Strict cookie) and in that cookie after; otherwise 403;
+- a POST (the only requests that change anything) must also carry the page's CSRF token in a
+  header, with a JSON body; GET never changes anything;
+- every answer has a Content-Security-Policy allowing only this origin, and nothing is loaded
+  from anywhere else.
+Photos are served by their number in the ranking only: no path is ever read from a request.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import json
+import secrets
+import socket
+from dataclasses import dataclass, field
+from importlib import resources
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from clip_cull.errors import ClipCullError
+from clip_cull.images import UnreadableImage
+from clip_cull.review.session import MAX_SEARCH_HITS, ReviewSession
+from clip_cull.review.thumbs import SIZES
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-resource-policy": "same-origin",
+    "cross-origin-opener-policy": "same-origin",
+}
+STATIC_TYPES = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
+
+
+@dataclass
+class Access:
+    """The secrets of one review session and the addresses it answers to."""
+
+    host: str
+    port: int
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    @property
+    def cookie_name(self) -> str:
+        return f"clipcull_review_{self.port}"  # cookies ignore ports: two reviews must not clash
+
+    def url(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}/?token={self.token}"
+
+    def host_allowed(self, header: str | None) -> bool:
+        """The Host header names this server: its own address (or localhost for loopback),
+        with the port. A wildcard bind accepts IP literals only, never a DNS name."""
+        if not header:
+            return False
+        name, _, port = header.rpartition(":")
+        if port != str(self.port):
+            return False
+        name = name.strip("[]").lower()
+        if name == self.host.lower():
+            return True
+        if _is_loopback(self.host):
+            return name in ("localhost", "127.0.0.1", "::1")
+        if self.host in ("0.0.0.0", "::"):
+            return _is_ip(name)
+        return False
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
+
+
+class Guard:
+    """ASGI middleware: Host check, token (URL once, then cookie), CSRF on POST, security headers."""
+
+    def __init__(self, app, access: Access):
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self._refusal(scope, headers)
+        if refusal:
+            return await _with_headers(PlainTextResponse(refusal, status_code=403))(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [
+                    (k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _refusal(self, scope, headers: dict[str, str]) -> str | None:
+        access = self.access
+        if not access.host_allowed(headers.get("host")):
+            return "forbidden: wrong Host header"
+        url_token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
+        cookie_token = _cookie(headers.get("cookie", ""), access.cookie_name)
+        given = cookie_token or url_token
+        if not given or not secrets.compare_digest(given.encode(), access.token.encode()):
+            return "forbidden: open the URL clipcull printed (it holds the access token)"
+        if scope["method"] not in ("GET", "HEAD", "POST"):
+            return "forbidden: method"
+        if scope["method"] == "POST":
+            csrf = headers.get("x-csrf-token", "")
+            if not secrets.compare_digest(csrf.encode(), access.csrf.encode()):
+                return "forbidden: missing or wrong CSRF token"
+            if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+                return "forbidden: changes are JSON requests"
+            origin = headers.get("origin")
+            if origin and not access.host_allowed(origin.split("://", 1)[-1]):
+                return "forbidden: request from another origin"
+        return None
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def _with_headers(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _static(name: str) -> bytes:
+    return resources.files("clip_cull.review").joinpath("static", name).read_bytes()
+
+
+def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
+    page_template = _static("index.html").decode("utf-8")
+    static = {name: _static(name) for name in STATIC_TYPES}
+
+    def index(request: Request) -> Response:
+        page = page_template.replace("{{CSRF}}", html.escape(access.csrf)).replace("{{TITLE}}", html.escape(title))
+        response = Response(page, media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})
+        if request.query_params.get("token"):
+            response.set_cookie(access.cookie_name, access.token, httponly=True, samesite="strict", path="/")
+        return response
+
+    def static_file(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in static:
+            return PlainTextResponse("not found", status_code=404)
+        return Response(static[name], media_type=STATIC_TYPES[name], headers={"cache-control": "no-cache"})
+
+    def photos(request: Request) -> Response:
+        return _json({"photos": session.listing(), "title": title, "pick_label": session.writer.pick_label})
+
+    def image(request: Request) -> Response:
+        size = request.path_params["size"]
+        if size not in SIZES:
+            return PlainTextResponse("not found", status_code=404)
+        try:
+            data = session.image(request.path_params["photo_id"], size)
+        except (UnreadableImage, OSError) as e:
+            return PlainTextResponse(f"cannot show this photo: {e}", status_code=422)
+        if data is None:
+            return PlainTextResponse("not found", status_code=404)
+        return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=86400"})
+
+    def search(request: Request) -> Response:
+        try:
+            top = min(int(request.query_params.get("top", MAX_SEARCH_HITS)), MAX_SEARCH_HITS)
+            hits = session.search(request.query_params.get("q", ""), top)
+        except ValueError:
+            return _json({"error": "top must be a number"}, 400)
+        except ClipCullError as e:
+            return _json({"error": str(e)}, 400)
+        return _json({"hits": hits})
+
+    async def decide(request: Request) -> Response:
+        body = await _body(request)
+        if body is None:
+            return _json({"error": "bad request"}, 400)
+        action, photo_id, value = body.get("action"), body.get("id"), body.get("value")
+        if action not in ("stars", "reject", "clear", "pick") or not isinstance(photo_id, int) or (
+                action == "stars" and value not in (1, 2, 3, 4, 5)):
+            return _json({"error": "bad request"}, 400)
+        return await _changing(lambda: session.decide(photo_id, action, value))
+
+    async def undo(request: Request) -> Response:
+        return await _changing(lambda: session.undo() or {"nothing": True})
+
+    async def move(request: Request) -> Response:
+        def run():
+            run_id, moved = session.move_rejects()
+            return {"run": run_id, "moved": moved}
+        return await _changing(run)
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/static/{name}", static_file, methods=["GET"]),
+        Route("/api/photos", photos, methods=["GET"]),
+        Route("/img/{photo_id:int}/{size}", image, methods=["GET"]),
+        Route("/api/search", search, methods=["GET"]),
+        Route("/api/decide", decide, methods=["POST"]),
+        Route("/api/undo", undo, methods=["POST"]),
+        Route("/api/move-rejects", move, methods=["POST"]),
+    ]
+    return Guard(Starlette(routes=routes), access)
+
+
+async def _changing(work) -> Response:
+    """Run a change off the event loop; a file that cannot be written is one clear line."""
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        result = await run_in_threadpool(work)
+    except ClipCullError as e:
+        return _json({"error": str(e)}, 409)
+    except OSError as e:
+        return _json({"error": f"{getattr(e, 'filename', '') or ''} {e.strerror or e}".strip()}, 409)
+    if result is None:
+        return _json({"error": "no such photo"}, 404)
+    return _json(result)
+
+
+async def _body(request: Request) -> dict | None:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _json(data, status: int = 200) -> Response:
+    return JSONResponse(data, status_code=status, headers={"cache-control": "no-store"})
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free one); raises OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+def serve(app, sock: socket.socket) -> None:
+    """Serve until Ctrl-C (uvicorn handles the signal and returns)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn raises the captured Ctrl-C again once it has stopped
+        pass

@@ -1,0 +1,325 @@
+// clipcull review: the grid, the viewer and the keys. Plain JavaScript, no build step.
+// Text from the server (file names, folders, labels) only ever goes into textContent.
+"use strict";
+
+const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+const $ = (id) => document.getElementById(id);
+const state = {
+  photos: [], byId: new Map(), view: [], cur: 0, filter: "all", sort: "best",
+  hits: null, burst: null, loupe: false, cells: new Map(), curCell: null, moveArmed: 0,
+};
+
+if (location.search) history.replaceState(null, "", "/");  // the token leaves the address bar
+
+function stars(n) { return n > 0 ? "★".repeat(n) + "☆".repeat(5 - n) : ""; }
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function status(text) { $("status").textContent = text; }
+
+async function api(path, body) {
+  const init = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
+    body: JSON.stringify(body),
+  };
+  const r = await fetch(path, init);
+  const data = await r.json().catch(() => ({ error: r.statusText }));
+  if (!r.ok) throw new Error(data.error || r.statusText);
+  return data;
+}
+
+// --- which photos are shown, in which order ------------------------------------------------
+
+function ordered() {
+  const list = state.photos.slice();
+  if (state.sort === "time") {
+    list.sort((a, b) => (a.captured || "\uffff").localeCompare(b.captured || "\uffff") || a.rank - b.rank);
+  }
+  return list;
+}
+
+function passes(p) {
+  switch (state.filter) {
+    case "unrated": return p.rating === null;
+    case "rejects": return p.rating === -1;
+    case "picks": return p.picked;
+    case "blurry": return p.flags.includes("blurry");
+    default: return true;
+  }
+}
+
+function computeView() {
+  if (state.burst !== null) {
+    return state.photos.filter((p) => p.group === state.burst).sort((a, b) => a.rank - b.rank).map((p) => p.id);
+  }
+  if (state.hits) return state.hits.filter((id) => state.byId.has(id) && passes(state.byId.get(id)));
+  // Bursts stacked: the best (lowest rank) member that passes the filter stands for its burst.
+  const top = new Map();
+  for (const p of state.photos) {
+    if (p.group !== null && passes(p) && (!top.has(p.group) || p.rank < top.get(p.group).rank)) top.set(p.group, p);
+  }
+  return ordered().filter((p) => passes(p) && (p.group === null || top.get(p.group) === p)).map((p) => p.id);
+}
+
+function burstSize(group) { return state.photos.filter((p) => p.group === group).length; }
+
+// --- drawing ---------------------------------------------------------------------------
+
+function cellFor(p) {
+  let c = state.cells.get(p.id);
+  if (!c) {
+    c = el("div", "cell");
+    c.dataset.id = p.id;
+    const img = el("img");
+    img.loading = "lazy";
+    img.alt = "";
+    img.src = `/img/${p.id}/thumb`;
+    c.append(img, el("div", "badges"), el("div", "name", p.name));
+    c.title = p.name;
+    c.addEventListener("click", () => { const i = state.view.indexOf(p.id); if (i >= 0) select(i); });
+    state.cells.set(p.id, c);
+  }
+  drawBadges(p, c);
+  return c;
+}
+
+function drawBadges(p, c) {
+  const b = c.querySelector(".badges");
+  b.replaceChildren();
+  if (p.rating === -1) b.append(el("span", "reject", "✕ reject "));
+  else if (p.rating > 0) b.append(el("span", "", stars(p.rating) + " "));
+  if (p.picked) b.append(el("span", "pick", "● pick "));
+  if (p.flags.length) b.append(el("span", "flag", p.flags.join(" ")));
+  c.classList.toggle("reject", p.rating === -1);
+  let s = c.querySelector(".stack");
+  if (p.group !== null && state.burst === null) {
+    if (!s) { s = el("span", "stack"); c.append(s); }
+    s.textContent = `burst ×${burstSize(p.group)}`;
+  } else if (s) s.remove();
+}
+
+function render() {
+  state.view = computeView();
+  if (state.cur >= state.view.length) state.cur = Math.max(0, state.view.length - 1);
+  $("grid").replaceChildren(...state.view.map((id) => cellFor(state.byId.get(id))));
+  const what = state.burst !== null ? `burst ${state.burst}` : state.hits ? "search results" : state.filter;
+  status(`${state.view.length} photos · ${what}`);
+  select(state.cur);
+}
+
+function current() { return state.byId.get(state.view[state.cur]); }
+
+function select(i) {
+  if (state.curCell) state.curCell.classList.remove("current");  // the view may have changed since
+  state.cur = Math.max(0, Math.min(i, state.view.length - 1));
+  const p = current();
+  if (!p) { state.curCell = null; $("preview").removeAttribute("src"); return; }
+  const c = state.cells.get(p.id);
+  c.classList.add("current");
+  state.curCell = c;
+  c.scrollIntoView({ block: "nearest" });
+  drawViewer(p);
+  prefetch();
+}
+
+function drawViewer(p) {
+  const comparing = state.burst !== null && state.view.length > 1;
+  $("single").hidden = comparing || state.loupe;
+  $("compare").hidden = !comparing || state.loupe;
+  $("loupe").hidden = !state.loupe;
+  if (state.loupe) {
+    const full = $("full");
+    full.onload = () => {  // 100%: one image pixel on one screen pixel
+      full.style.width = full.naturalWidth / devicePixelRatio + "px";
+      const box = $("loupe");
+      box.scrollLeft = (box.scrollWidth - box.clientWidth) / 2;
+      box.scrollTop = (box.scrollHeight - box.clientHeight) / 2;
+    };
+    full.src = `/img/${p.id}/full`;
+  } else if (comparing) {
+    const other = state.byId.get(state.view[state.cur + 1 < state.view.length ? state.cur + 1 : state.cur - 1]);
+    $("left").src = `/img/${p.id}/preview`;
+    $("left-name").textContent = `${p.name}  ${stars(p.rating)}`;
+    $("right").src = `/img/${other.id}/preview`;
+    $("right-name").textContent = `${other.name}  ${stars(other.rating)}`;
+    $("left").parentElement.classList.add("current");
+  } else {
+    $("preview").src = `/img/${p.id}/preview`;
+  }
+  drawInfo(p);
+}
+
+function drawInfo(p) {
+  $("info-name").textContent = p.folder ? `${p.name}  (${p.folder})` : p.name;
+  $("info-rank").textContent = `#${p.rank} · score ${p.score.toFixed(4)} · ${p.label}` +
+    (p.group !== null ? ` · burst ${p.group}` : "");
+  $("info-suggested").textContent = [stars(p.suggested), ...p.flags].filter(Boolean).join(" · ");
+  const yours = p.rating === -1 ? "reject" : p.rating ? stars(p.rating) : "unrated";
+  $("info-yours").textContent = yours + (p.picked ? " · pick" : "");
+  $("info-captured").textContent = (p.captured || "").replace("T", " ");
+}
+
+function prefetch() {
+  for (let k = 1; k <= 3; k++) {
+    const id = state.view[state.cur + k];
+    if (id !== undefined) new Image().src = `/img/${id}/preview`;
+  }
+}
+
+function redraw(p) {
+  const c = state.cells.get(p.id);
+  if (c) drawBadges(p, c);
+  if (current() && current().id === p.id) drawInfo(p);
+}
+
+// --- decisions -------------------------------------------------------------------------
+
+function apply(row) {
+  const p = state.byId.get(row.id);
+  if (!p) return;
+  Object.assign(p, row);
+  redraw(p);
+}
+
+async function decide(action, value) {
+  const p = current();
+  if (!p) return;
+  const before = { rating: p.rating, picked: p.picked };
+  if (action === "stars") p.rating = value;           // shown at once, confirmed by the server
+  else if (action === "reject") p.rating = -1;
+  else if (action === "clear") p.rating = null;
+  else if (action === "pick") p.picked = !p.picked;
+  redraw(p);
+  try {
+    apply(await api("/api/decide", { id: p.id, action, value }));
+  } catch (e) {
+    Object.assign(p, before);
+    redraw(p);
+    status(`not saved: ${e.message}`);
+  }
+}
+
+async function undo() {
+  try {
+    const row = await api("/api/undo", {});
+    if (row.nothing) { status("nothing to undo"); return; }
+    apply(row);
+    const i = state.view.indexOf(row.id);
+    if (i >= 0) select(i);
+    status(`undone: ${row.name}`);
+  } catch (e) { status(`undo failed: ${e.message}`); }
+}
+
+async function moveRejects() {
+  const n = state.photos.filter((p) => p.rating === -1).length;
+  if (Date.now() - state.moveArmed > 3000) {
+    state.moveArmed = Date.now();
+    status(`press M again to move ${n} rejects to _rejects`);
+    return;
+  }
+  state.moveArmed = 0;
+  try {
+    const r = await api("/api/move-rejects", {});
+    const moved = new Set(r.moved);
+    state.photos = state.photos.filter((p) => !moved.has(p.id));
+    for (const id of moved) { state.byId.delete(id); state.cells.delete(id); }
+    render();
+    status(r.run ? `moved ${moved.size} rejects (move run ${r.run}; clipcull undo puts them back)` : "no rejects to move");
+  } catch (e) { status(`move failed: ${e.message}`); }
+}
+
+// --- search ----------------------------------------------------------------------------
+
+async function search(text) {
+  if (!text.trim()) { clearSearch(); return; }
+  status("searching…");
+  try {
+    const r = await api(`/api/search?q=${encodeURIComponent(text)}`);
+    state.hits = r.hits.map((h) => h.id);
+    state.burst = null;
+    state.cur = 0;
+    render();
+  } catch (e) { status(`search failed: ${e.message}`); }
+}
+
+function clearSearch() {
+  $("search").value = "";
+  if (state.hits) { state.hits = null; state.cur = 0; render(); }
+}
+
+// --- keys ------------------------------------------------------------------------------
+
+function columns() {
+  const cells = $("grid").children;
+  if (cells.length < 2) return 1;
+  const top = cells[0].offsetTop;
+  let n = 0;
+  while (n < cells.length && cells[n].offsetTop === top) n++;
+  return n;
+}
+
+function toggleBurst() {
+  const p = current();
+  if (state.burst !== null) {
+    state.burst = null;
+    render();
+    const i = state.view.findIndex((id) => state.byId.get(id).group === p.group);
+    select(i >= 0 ? i : 0);
+  } else if (p && p.group !== null) {
+    state.burst = p.group;
+    state.cur = 0;
+    render();
+  }
+}
+
+const KEYS = {
+  ArrowRight: () => select(state.cur + 1), ArrowLeft: () => select(state.cur - 1),
+  j: () => select(state.cur + 1), k: () => select(state.cur - 1),
+  ArrowDown: () => select(state.cur + columns()), ArrowUp: () => select(state.cur - columns()),
+  Home: () => select(0), End: () => select(state.view.length - 1),
+  1: () => decide("stars", 1), 2: () => decide("stars", 2), 3: () => decide("stars", 3),
+  4: () => decide("stars", 4), 5: () => decide("stars", 5), 0: () => decide("clear"),
+  x: () => decide("reject"), p: () => decide("pick"), u: () => undo(),
+  z: () => { state.loupe = !state.loupe; if (current()) drawViewer(current()); },
+  Enter: toggleBurst,
+  Escape: () => { if (state.loupe) KEYS.z(); else if (state.burst !== null) toggleBurst(); else clearSearch(); },
+  "/": () => $("search").focus(),
+  m: () => moveRejects(),
+};
+
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const t = event.target;
+  if (t === $("search")) {
+    if (event.key === "Enter") { event.preventDefault(); t.blur(); search(t.value); }
+    else if (event.key === "Escape") { t.blur(); clearSearch(); }
+    return;
+  }
+  if (t.tagName === "SELECT") { if (event.key === "Escape") t.blur(); else return; }
+  const handler = KEYS[event.key.length === 1 ? event.key.toLowerCase() : event.key];
+  if (!handler) return;
+  event.preventDefault();
+  handler();
+  if (window.__latencies) {  // bench: key press to the frame after the change is drawn
+    const pressed = event.timeStamp;
+    requestAnimationFrame(() => setTimeout(() => window.__latencies.push(performance.now() - pressed), 0));
+  }
+});
+
+$("filter").addEventListener("change", (e) => { state.filter = e.target.value; state.cur = 0; e.target.blur(); render(); });
+$("sort").addEventListener("change", (e) => { state.sort = e.target.value; state.cur = 0; e.target.blur(); render(); });
+$("move").addEventListener("click", () => { state.moveArmed = Date.now(); moveRejects(); });
+
+(async function start() {
+  try {
+    const data = await api("/api/photos");
+    $("title").textContent = data.title;
+    state.photos = data.photos;
+    for (const p of data.photos) state.byId.set(p.id, p);
+    render();
+    document.body.dataset.ready = "1";
+  } catch (e) { status(`could not load the photos: ${e.message}`); }
+})();

@@ -1,0 +1,83 @@
+"""Thumbnails and previews for the review page, made on first request and kept on disk.
+
+Keyed by the photo's content hash (the cache's fingerprint) and the size, so a renamed photo
+keeps its thumbnails and a second review of a shoot starts with all of them ready. Images are
+upright (EXIF orientation applied); RAW files show their embedded preview.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from PIL import Image
+
+from clip_cull.files import is_raw
+from clip_cull.images import UnreadableImage, decode_photo, decode_raw
+
+# Long side in device pixels: twice the CSS size the page shows them at, sharp on HiDPI screens.
+SIZES = {"thumb": 2 * 200, "preview": 2 * 1200, "full": None}  # full: every pixel, for the 100% loupe
+JPEG_QUALITY = {"thumb": 82, "preview": 88, "full": 92}
+
+
+class ThumbnailCache:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def path_for(self, fingerprint: str, size: str) -> Path:
+        return self.folder / fingerprint[:2] / f"{fingerprint}-{size}.jpg"
+
+    def get(self, photo_path: str, fingerprint: str, size: str) -> bytes:
+        """The JPEG bytes of a photo at one of SIZES; raises UnreadableImage or OSError."""
+        if size not in SIZES:
+            raise KeyError(size)
+        target = self.path_for(fingerprint, size)
+        with self._lock_for(target):  # two requests for the same image make it once
+            try:
+                return target.read_bytes()
+            except FileNotFoundError:
+                pass
+            data = render(photo_path, SIZES[size], JPEG_QUALITY[size])
+            _write_quietly(target, data)
+            return data
+
+    def _lock_for(self, target: Path) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(str(target), threading.Lock())
+
+
+def render(photo_path: str, long_side: int | None, quality: int) -> bytes:
+    """An upright RGB JPEG of the photo, its long side at most long_side."""
+    with open(photo_path, "rb") as f:
+        data = f.read()
+    if is_raw(photo_path):
+        image, _ = decode_raw(data)
+    else:
+        # decode_photo applies the EXIF orientation; min_side lets a JPEG decode at reduced scale
+        min_side = (long_side // 2) if long_side else 1 << 30
+        image, _ = decode_photo(data, min_side=min_side, fast=long_side is not None)
+    if long_side and max(image.size) > long_side:
+        image.thumbnail((long_side, long_side), Image.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, optimize=False)
+    return out.getvalue()
+
+
+def _write_quietly(target: Path, data: bytes) -> None:
+    """Cache the bytes; a cache folder that cannot be written costs speed, not the page."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except OSError:
+        pass
+
+
+__all__ = ["SIZES", "ThumbnailCache", "UnreadableImage", "render"]

@@ -1,0 +1,88 @@
+"""The review's decisions on sidecars other programs wrote: merged, journaled, undone to the byte."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from clip_cull.actions.journal import Journal
+from clip_cull.review.decisions import DecisionWriter, ReviewError
+from clip_cull.store import Store
+from conftest import make_photo
+
+EXIFTOOL = shutil.which("exiftool")
+pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
+
+
+def exiftool(*args) -> str:
+    return subprocess.run([EXIFTOOL, *map(str, args)], capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def read(path) -> dict:
+    return json.loads(exiftool("-j", "-XMP:all", path))[0]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "c.db")
+    yield s
+    s.close()
+
+
+def test_decision_merges_into_a_foreign_sidecar_and_undo_restores_its_bytes(tmp_path, store):
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    sidecar = tmp_path / "IMG_1.xmp"
+    exiftool("-o", sidecar, "-XMP-dc:Creator=Ann Example", "-XMP-dc:Subject=wedding", "-XMP-xmp:Rating=2",
+             "-XMP-xmp:Label=Red", photo)
+    original = sidecar.read_bytes()
+    writer = DecisionWriter(store, {"command": "review"})
+    assert writer.current(str(photo)).rating == 2  # the photographer's own rating, read back
+
+    writer.decide(str(photo), [], rating=5)
+    after = read(sidecar)
+    assert after["Rating"] == 5 and after["Label"] == "Red"  # a colour label that is not a pick stays
+    assert after["Creator"] == "Ann Example" and after["Subject"] == "wedding"
+    writer.decide(str(photo), [], toggle_pick=True)
+    assert read(sidecar)["Label"] == "Green"
+
+    steps = Journal(store).steps(writer.run_id)
+    assert [s.state for s in steps] == ["done", "done"]  # one run, a step an action
+    writer.undo_last()
+    writer.undo_last()
+    assert sidecar.read_bytes() == original
+    assert [s.state for s in Journal(store).steps(writer.run_id)] == ["undone", "undone"]
+    assert writer.undo_last() is None
+
+
+def test_a_rating_clipcull_tag_wrote_is_not_taken_for_the_photographers(tmp_path, store):
+    photo = make_photo(tmp_path / "IMG_2.jpg", seed=2)
+    exiftool("-o", tmp_path / "IMG_2.xmp", "-XMP-xmp:Rating=3", "-XMP-dc:Subject=clipcull:rated", photo)
+    writer = DecisionWriter(store, {"command": "review"})
+    assert writer.current(str(photo)).rating is None
+    writer.decide(str(photo), [], rating=-1)
+    after = read(tmp_path / "IMG_2.xmp")
+    assert after["Rating"] == -1 and "Subject" not in after  # now the photographer's: no clipcull:rated
+
+
+def test_undo_of_one_action_leaves_a_sidecar_changed_since_alone(tmp_path, store):
+    photo = make_photo(tmp_path / "IMG_3.jpg", seed=3)
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(photo), [], rating=4)
+    exiftool("-overwrite_original", "-XMP-xmp:Rating=1", tmp_path / "IMG_3.xmp")  # another program edits it
+    with pytest.raises(ReviewError, match="changed since clipcull wrote it"):
+        writer.undo_last()
+    assert read(tmp_path / "IMG_3.xmp")["Rating"] == 1
+
+
+def test_darktable_naming_and_raw_companions_get_their_own_sidecars(tmp_path, store):
+    photo = make_photo(tmp_path / "IMG_4.jpg", seed=4)
+    raw = tmp_path / "IMG_4.CR2"
+    raw.write_bytes(b"raw")
+    writer = DecisionWriter(store, {"command": "review"}, style="darktable")
+    writer.decide(str(photo), [str(raw)], rating=3)
+    assert read(tmp_path / "IMG_4.jpg.xmp")["Rating"] == 3 and read(tmp_path / "IMG_4.CR2.xmp")["Rating"] == 3
+    writer.undo_last()
+    assert not (tmp_path / "IMG_4.jpg.xmp").exists() and not (tmp_path / "IMG_4.CR2.xmp").exists()

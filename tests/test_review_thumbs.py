@@ -1,0 +1,52 @@
+"""Thumbnails of the review page: upright, twice the shown size, RAW through the preview, kept by content."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+from PIL import Image
+
+from clip_cull.review.thumbs import SIZES, ThumbnailCache
+from conftest import make_photo
+from test_raw_quality import make_dng
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_thumbnail_is_upright_and_twice_the_css_size(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    photo = make_photo(tmp_path / "big.jpg", seed=1, size=(1000, 600), exif=exif)
+    cache = ThumbnailCache(tmp_path / "thumbs")
+    thumb = Image.open(io.BytesIO(cache.get(str(photo), sha256(photo), "thumb")))
+    assert SIZES["thumb"] == 400 and thumb.size == (240, 400)  # 200 CSS px on a 2x screen; upright
+    full = Image.open(io.BytesIO(cache.get(str(photo), sha256(photo), "full")))
+    assert full.size == (600, 1000)  # every pixel, for the 100% loupe
+    # the stored top row becomes the right-hand column once upright (orientation 6)
+    stored = np.asarray(Image.open(photo).convert("RGB"), np.float64)
+    shown = np.asarray(full.convert("RGB"), np.float64)
+    assert np.abs(shown[:, -1, :].mean(0) - stored[0, :, :].mean(0)).max() < 6
+
+
+def test_thumbnails_are_kept_by_content_hash_and_reused(tmp_path):
+    photo = make_photo(tmp_path / "a.jpg", seed=2, size=(300, 200))
+    fingerprint = sha256(photo)
+    cache = ThumbnailCache(tmp_path / "thumbs")
+    first = cache.get(str(photo), fingerprint, "preview")
+    stored = tmp_path / "thumbs" / fingerprint[:2] / f"{fingerprint}-preview.jpg"
+    assert stored.read_bytes() == first
+    renamed = photo.rename(tmp_path / "renamed.jpg")  # same content under another name: no new image made
+    mtime = stored.stat().st_mtime_ns
+    assert cache.get(str(renamed), fingerprint, "preview") == first and stored.stat().st_mtime_ns == mtime
+
+
+def test_raw_thumbnail_comes_from_the_embedded_preview(tmp_path):
+    raw = make_dng(tmp_path / "a.dng", preview_size=(384, 256), preview_colour=(200, 30, 30), orientation=6)
+    thumb = Image.open(io.BytesIO(ThumbnailCache(tmp_path / "thumbs").get(str(raw), sha256(raw), "thumb")))
+    assert thumb.size == (256, 384)  # the 384x256 preview, upright by the RAW's orientation
+    r, g, b = np.asarray(thumb.convert("RGB"), np.float64).reshape(-1, 3).mean(0)
+    assert abs(r - 200) < 8 and g < 45 and b < 45

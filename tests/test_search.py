@@ -1,0 +1,82 @@
+"""`clipcull search`: photos by text, over the cached embeddings only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from clip_cull.cli import app
+from conftest import TINY_NAME, make_photo
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def independent_search_order(env, folder: Path, text: str, tiny_model_files) -> list[str]:
+    """File names by cosine of their cached image embedding (read from SQLite) with open_clip's
+    own text embedding of "a photo of TEXT"; ties by name."""
+    import open_clip
+    import torch
+
+    _, checkpoint = tiny_model_files
+    model = open_clip.create_model(TINY_NAME, pretrained=None)
+    model.load_state_dict(torch.load(checkpoint))
+    model.eval()
+    with torch.no_grad():
+        t = model.encode_text(open_clip.get_tokenizer(TINY_NAME)([f"a photo of {text}"]))[0].numpy().astype(np.float64)
+    db = sqlite3.connect(env["CLIPCULL_DB"])
+    rows = db.execute("select f.path, e.projected from files f join embeddings e on e.fingerprint = f.fingerprint").fetchall()
+    db.close()
+    sims = {}
+    for path, blob in rows:
+        if path.startswith(str(folder) + os.sep) and os.path.exists(path):
+            v = np.frombuffer(blob, np.float16).astype(np.float64)
+            sims[os.path.basename(path)] = float(v @ t / np.linalg.norm(v) / np.linalg.norm(t))
+    return sorted(sims, key=lambda n: (-round(sims[n], 5), n))
+
+
+def embedding_rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("select count(*) from embeddings").fetchone()[0]
+
+
+def test_search_ranks_cached_photos_by_text_similarity(tiny_env, tiny_model_files, photo_folder, private_cache):
+    assert run("rank", photo_folder).exit_code == 0
+    expected = independent_search_order({"CLIPCULL_DB": str(private_cache)}, photo_folder, "a dog on the beach",
+                                        tiny_model_files)
+    result = run("search", "a dog on the beach", photo_folder, "--json", "--top", "5")
+    assert result.exit_code == 0
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [os.path.basename(r["path"]) for r in rows] == expected[:5]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    assert all(a["similarity"] >= b["similarity"] for a, b in zip(rows, rows[1:]))
+
+    paths = run("search", "a dog on the beach", photo_folder, "--print0", "--top", "8").stdout
+    assert paths.endswith("\0") and [os.path.basename(p) for p in paths.split("\0")[:-1]] == expected
+
+    table = run("search", "a dog on the beach", photo_folder, "--top", "2").stdout
+    assert expected[0] in table and expected[1] in table and expected[2] not in table
+
+
+def test_search_embeds_no_photo_and_says_which_were_left_out(tiny_env, photo_folder, private_cache):
+    assert run("rank", photo_folder).exit_code == 0
+    before = embedding_rows(private_cache)
+    make_photo(photo_folder / "NEW.jpg", seed=99)
+    result = run("search", "a dog", photo_folder, "--json")
+    assert result.exit_code == 0
+    assert "NEW.jpg" not in result.stdout and len(result.stdout.splitlines()) == 8
+    assert "1 photo not searched: not embedded yet" in result.stderr
+    assert embedding_rows(private_cache) == before
+
+
+def test_search_options_are_checked(tiny_env, photo_folder):
+    assert run("search", "x", photo_folder, "--json", "--print0").exit_code == 2
+    assert run("search", "x", photo_folder, "--template", "no placeholder").exit_code == 2
+    result = run("search", "   ", photo_folder)
+    assert result.exit_code == 1 and "the search text is empty" in result.stderr
