@@ -232,11 +232,11 @@ def train_finetune(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model (resumes from it if it holds an unfinished run).")],
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs to run.")] = 100,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation EMD.")] = 10,
-    train_batch: Annotated[int, typer.Option("--train-batch-size", min=1, help="Images per SGD step.")] = 128,
+    train_batch: Annotated[int, typer.Option("--train-batch-size", min=1, help="Images per SGD step, in total: under torchrun each of N processes takes 1/N of it (N must divide it).")] = 128,
     lr_head: Annotated[float, typer.Option("--lr-head", help="Learning rate of the new Linear(768, 10).")] = 1e-2,
     lr_backbone: Annotated[float, typer.Option("--lr-backbone", help="Learning rate of the image encoder.")] = 1e-4,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.5,
-    loader_workers: Annotated[int, typer.Option("--loader-workers", min=0, help="DataLoader worker processes.")] = 0,
+    loader_workers: Annotated[Optional[int], typer.Option("--loader-workers", min=0, help="DataLoader worker processes decoding images while the model trains (0: decode in the training process). \\[default: the cores available, shared among torchrun's processes on the machine]")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming.")] = False,
     db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = None, workers: WorkersOpt = 1,
@@ -273,13 +273,18 @@ def train_finetune(
                 return finetune.AvaImages([str(ctx.ava.paths[r]) for r in rows],
                                           counts / counts.sum(axis=1, keepdims=True), encoder.preprocess)
 
+            workers_used = finetune.default_loader_workers() if loader_workers is None else loader_workers
             settings = finetune.FinetuneSettings(epochs, patience, train_batch, lr_head, lr_backbone, momentum,
-                                                 loader_workers, seed)
-            import open_clip
-
+                                                 workers_used, seed)
+            world = _dist_world()
+            per_process = finetune.per_process_batch(train_batch, world)
+            if rank == 0:
+                ui.message(ctx.err, f"clipcull: total batch {train_batch} ({world} process(es) x {per_process}), "
+                                    f"{workers_used} loader worker(s) per process, on {encoder.device}", "dim")
             metadata = {
                 "architecture": ctx.session.spec.architecture,
-                "model_config": open_clip.get_model_config(ctx.session.spec.architecture),
+                # The exact network (QuickGELU for OpenAI's weights) so that it reloads as trained.
+                "model_config": finetune.trained_architecture(ctx.session.spec.architecture, encoder.model),
                 "backbone": ctx.session.text_model_id,
                 "trained_on": {"dataset": str(ctx.ava.folder), "split": ctx.split.source,
                                "train_images": len(train.ids), "validation_images": len(val.ids)},
@@ -318,6 +323,12 @@ def _dist_rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _dist_world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _barrier() -> None:

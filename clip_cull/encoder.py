@@ -300,13 +300,16 @@ class ClipEncoder:
     def pixels(self, image, exact: bool = False) -> np.ndarray:
         """The model's preprocessing of one RGB PIL image, as a float32 array (3, H, W).
 
-        open_clip's usual transform goes through CentreSquarePreprocess (same pixels to float
-        rounding, less work) unless exact=True asks for the transform itself (AVA evaluation).
-        With a resize-shortest-side mode only a centre square survives, so the transform gets
-        a panorama cropped near to that square rather than resizing it whole (a
+        exact=True is the paper's path: open_clip's transform itself on the image as given,
+        nothing before it (the caller opened it with preprocess.open_exact). Otherwise the
+        usual transform goes through CentreSquarePreprocess (same pixels to float rounding,
+        less work); another transform, with a resize-shortest-side mode, gets a panorama
+        cropped near to the centre square that survives rather than resizing it whole (a
         70000-pixel-wide strip would take gigabytes on the way).
         """
-        if self._fast is not None and not exact:
+        if exact:
+            return self.preprocess(image).numpy()
+        if self._fast is not None:
             return self._fast(image)
         cfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
         if cfg.get("resize_mode", "shortest") == "shortest":

@@ -39,7 +39,8 @@ def save_head(head, path: str | Path, trained_on: dict | None = None, evaluation
         "eval": evaluation or {},
     }
     if isinstance(head, PromptHead):
-        meta.update(kind="prompt", prompt={"kind": head.kind, "positive": head.positive, "negative": head.negative})
+        meta.update(kind="prompt", prompt={"kind": head.kind, "positive": head.positive, "negative": head.negative,
+                                           "scoring": head.scoring})
     elif isinstance(head, LinearHead):
         meta.update(kind="linear", name=head.name, l2_input=head.l2_input, threshold=head.threshold,
                     normalisation="standardise" if head.mean is not None else "none", layers=len(head.layers))
@@ -108,7 +109,8 @@ def _from_clipcull(meta: dict, tensors: dict, path: Path):
         raise HeadError(f"{path} was written by a newer clipcull (head format {meta['version']}); upgrade clipcull")
     if meta["kind"] == "prompt":
         p = meta["prompt"]
-        return PromptHead(p["kind"], p["positive"], p["negative"], meta.get("features", "projected"), meta.get("backbone"))
+        return PromptHead(p["kind"], p["positive"], p["negative"], meta.get("features", "projected"), meta.get("backbone"),
+                          p.get("scoring", "paper"))
     if meta["kind"] == "linear":
         layers = [(tensors[f"layers.{i}.weight"], tensors[f"layers.{i}.bias"]) for i in range(meta["layers"])]
         return LinearHead(
