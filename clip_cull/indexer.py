@@ -349,7 +349,7 @@ class _Preparer:
                 return item
             min_side = self.session.decode_side() if not embedded else 224
             if not self.options.fast_decode:  # the paper's exact path: Image.open(...).convert("RGB")
-                image = open_exact(data)
+                image = open_exact(data, self.options.max_pixels)
                 size = image.size
             elif is_raw(photo.path):
                 image, size = decode_raw(data)

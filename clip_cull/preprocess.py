@@ -75,7 +75,7 @@ FAST = "fast"  # the photographer's path: EXIF rotation, reduced-scale decode, c
 EXACT = "exact"  # the paper's path: preprocess(Image.open(path).convert("RGB")), nothing else
 
 
-def open_exact(data: bytes) -> Image.Image:
+def open_exact(data: bytes, max_pixels: int | None = None) -> Image.Image:
     """An image as the authors' code opened it: Image.open(...).convert("RGB"). No EXIF
     rotation (a portrait stored sideways stays sideways), no reduced-scale decoding, no crop
     of wide images; Pillow's own decompression-bomb limit still applies. Raises
@@ -88,8 +88,13 @@ def open_exact(data: bytes) -> Image.Image:
         raise UnreadableImage("empty file (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
+        if max_pixels is not None and image.size[0] * image.size[1] > max_pixels:
+            raise UnreadableImage(f"{image.size[0]}x{image.size[1]} is over the limit of {max_pixels / 1e6:.0f} "
+                                  f"megapixels (--max-pixels)")
         image.load()
         return image.convert("RGB")
+    except UnreadableImage:
+        raise
     except Image.DecompressionBombError as e:
         raise UnreadableImage(f"too many pixels ({e})") from None
     except Exception as e:

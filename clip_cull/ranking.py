@@ -43,7 +43,7 @@ class RankedPhoto:
         return {
             "rank": self.rank,
             "path": self.path,
-            "score": round(self.score, 6),
+            "score": float(self.score),  # full precision: json writes the shortest exact repr
             "label": self.label,
             "captured_at": self.captured_at,
             "camera": self.camera,

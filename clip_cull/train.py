@@ -176,6 +176,16 @@ def fitting_ids(split, fit_on: str) -> list[str]:
     raise ValueError(f"fit_on is one of {', '.join(FIT_CHOICES)}, not {fit_on!r}")
 
 
+@dataclass(frozen=True)
+class ProbeChoice:
+    """How `eval --all` fits its probe and scores its prompt rows."""
+
+    features: str = "pooled"
+    ridge: str | float = "auto"
+    fit_on: str = FIT_TRAIN
+    scoring: str = "code"
+
+
 # --- evaluation ------------------------------------------------------------------------------
 
 

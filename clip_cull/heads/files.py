@@ -172,11 +172,18 @@ def _from_laion(state: dict, path: Path) -> LinearHead:
     )
 
 
+def embedding_space(architecture: str) -> str:
+    """The architecture as it names an embedding space: `ViT-B-32-quickgelu` and `ViT-B-32` are
+    one network with two spellings of its activation (which weights need which is the
+    loader's business), so a head made for one is valid for the other."""
+    return architecture[: -len("-quickgelu")] if architecture.endswith("-quickgelu") else architecture
+
+
 def check_backbone(head, weights_id: str, architecture: str, feature_dim: int | None = None) -> None:
     """Refuse a head made for other features than the ones this run has."""
     backbone = getattr(head, "backbone", None)
     if backbone and backbone.startswith("arch:"):
-        if backbone[5:] != architecture:
+        if embedding_space(backbone[5:]) != embedding_space(architecture):
             raise HeadError(
                 f"{head.name} was made for {backbone[5:]} embeddings, but this run uses {architecture}. "
                 f"Pass --model {backbone[5:]}."
