@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fine-tuning's data loading: one epoch of `train finetune` with 0 DataLoader workers (decode in
-the training process) against the default (the cores available), in one run.
+the training process) against the GPU default (the cores available), in one run.
 
     python bench/bench_finetune_loader.py [--images 96] [--size 800x600] [--model tiny|ViT-B-32]
 
@@ -113,7 +113,7 @@ def main() -> None:
           f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(f"model {args.model}, {args.images} JPEGs of {args.size}, batch {args.batch}, one epoch + validation")
     print(f"--loader-workers 0: {serial:.2f} s ({n / serial:.1f} img/s)")
-    print(f"--loader-workers {workers} (default): {parallel:.2f} s ({n / parallel:.1f} img/s)")
+    print(f"--loader-workers {workers} (the GPU default): {parallel:.2f} s ({n / parallel:.1f} img/s)")
     print(f"ratio: {serial / parallel:.2f}x")
 
 

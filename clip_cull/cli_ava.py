@@ -248,7 +248,7 @@ def train_finetune(
     lr_head: Annotated[float, typer.Option("--lr-head", help="Learning rate of the new Linear(768, 10).")] = 1e-2,
     lr_backbone: Annotated[float, typer.Option("--lr-backbone", help="Learning rate of the image encoder.")] = 1e-4,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.5,
-    loader_workers: Annotated[Optional[int], typer.Option("--loader-workers", min=0, help="DataLoader worker processes decoding images while the model trains (0: decode in the training process). \\[default: the cores available, shared among torchrun's processes on the machine]")] = None,
+    loader_workers: Annotated[Optional[int], typer.Option("--loader-workers", min=0, help="DataLoader worker processes decoding images while the model trains (0: decode in the training process). \\[default: on a GPU the cores available, shared among torchrun's processes on the machine; on the CPU 0]")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming.")] = False,
     db: DbOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = None, workers: WorkersOpt = 1,
@@ -285,7 +285,8 @@ def train_finetune(
                 return finetune.AvaImages([str(ctx.ava.paths[r]) for r in rows],
                                           counts / counts.sum(axis=1, keepdims=True), encoder.preprocess)
 
-            workers_used = finetune.default_loader_workers() if loader_workers is None else loader_workers
+            workers_used = (finetune.default_loader_workers(device_type=encoder.device.type)
+                            if loader_workers is None else loader_workers)
             settings = finetune.FinetuneSettings(epochs, patience, train_batch, lr_head, lr_backbone, momentum,
                                                  workers_used, seed)
             world = _dist_world()

@@ -154,7 +154,7 @@ def test_prompt_head_file_keeps_its_scoring(tmp_path):
 def odd_ava(tmp_path):
     """An AVA folder with a 4:1 panorama, a JPEG stored sideways with EXIF orientation 6 (set by
     exiftool), and an ordinary one."""
-    from tests.conftest import counts_for_mean, make_photo
+    from conftest import counts_for_mean, make_photo
 
     folder = tmp_path / "ava"
     make_photo(folder / "images" / "1.jpg", seed=1, size=(400, 100))
@@ -272,6 +272,7 @@ def test_loader_workers_default_to_the_cores_shared_among_local_processes():
     cores = len(os.sched_getaffinity(0))
     assert default_loader_workers({}) == cores
     assert default_loader_workers({"LOCAL_WORLD_SIZE": "2"}) == max(1, cores // 2)
+    assert default_loader_workers({}, device_type="cpu") == 0  # workers would take cores from the model
 
 
 # --- 10. fitting on the whole training CSV ---------------------------------------------------------
