@@ -92,6 +92,88 @@ def test_default_probe_is_cross_validated_ridge_and_sound_with_fewer_images_than
     assert scipy.stats.spearmanr(ols_pred, y[test])[0] < srcc_default - 0.1
 
 
+WIDE_CONFIG = {  # one 768-wide layer: pooled features as wide as ViT-B/32's, built in a second
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 768, "head_width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture
+def wide_ava(tmp_path, monkeypatch):
+    """1,000 AVA-format images whose mean score follows their brightness, and a random model
+    with 768-d pooled features selected through the environment."""
+    import open_clip
+    import torch
+
+    from conftest import counts_for_mean
+
+    config = tmp_path / "clipcull-test-wide768.json"
+    config.write_text(json.dumps(WIDE_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "wide.pt"
+    torch.save(open_clip.create_model(config.stem, pretrained=None).state_dict(), checkpoint)
+    monkeypatch.setenv("CLIPCULL_MODEL", str(config))
+    monkeypatch.setenv("CLIPCULL_PRETRAINED", str(checkpoint))
+    ava = tmp_path / "ava"
+    (ava / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(1000):
+        brightness, tint = rng.uniform(20, 235), rng.uniform(0.7, 1.3, 3)
+        pixels = np.clip(rng.normal(brightness, 25, (40, 40, 3)) * tint, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(ava / "images" / f"{i + 1}.jpg", quality=95)
+        lines.append(" ".join(map(str, [i + 1, i + 1, *counts_for_mean(2 + 6 * (brightness - 20) / 215), 0, 0, 1])))
+    (ava / "AVA.txt").write_text("\n".join(lines) + "\n")
+    return ava, config, checkpoint
+
+
+def test_default_train_linear_does_not_collapse_on_a_1000_image_ava_set(wide_ava, tmp_path):
+    """Fewer training images (630) than pooled features (768): least squares collapses, the
+    default (CV ridge) does not; its figure equals a scipy fit on the same cached features."""
+    from clip_cull.ava import load_ava
+    from clip_cull.encoder import ModelSpec
+    from clip_cull.heads import load_head
+    from clip_cull.indexer import ModelSession
+    from clip_cull.store import Store
+
+    ava_dir, config, checkpoint = wide_ava
+    common = ["train", "linear", ava_dir, "--test-fraction", "0.3"]
+    default = run(*common, "-o", tmp_path / "cv.safetensors")
+    ols = run(*common, "-o", tmp_path / "ols.safetensors", "--ols")
+    assert default.exit_code == 0 and ols.exit_code == 0, default.stderr + ols.stderr
+    cv_head, ols_head = load_head(tmp_path / "cv.safetensors"), load_head(tmp_path / "ols.safetensors")
+    alpha = cv_head.metadata["trained_on"]["ridge_alpha"]
+    assert alpha > 0 and ols_head.metadata["trained_on"]["ridge_alpha"] == 0
+    cv_srcc = cv_head.metadata["eval"]["spearman"]["value"]
+    ols_srcc = ols_head.metadata["eval"]["spearman"]["value"]
+    assert cv_srcc > 0.85 and ols_srcc < cv_srcc - 0.15
+
+    # Independently: the cached exact pooled features, ridge at the recorded strength via scipy's SVD.
+    split = json.loads((tmp_path / "cv.split.json").read_text())
+    ava = load_ava(ava_dir)
+    where = ava.index()
+    store = Store.open(os.environ["CLIPCULL_DB"])
+    model_id = ModelSession(ModelSpec(str(config), str(checkpoint)), store).model_id + "|exact"
+
+    def features(ids):
+        records = store.file_records([str(ava.paths[where[i]]) for i in ids])
+        vectors = store.embeddings([r.fingerprint for r in records.values()], model_id, "pooled")
+        x = np.stack([vectors[records[str(ava.paths[where[i]])].fingerprint] for i in ids]).astype(np.float64)
+        return x, ava.means[[where[i] for i in ids]]
+
+    (xt, yt), (xs, ys) = features(split["train"]), features(split["test"])
+    store.close()
+    assert xt.shape == (630, 768)
+    mu, sd = xt.mean(0), xt.std(0)
+    sd[sd <= 1e-12] = 1.0
+    u, sv, vt = scipy.linalg.svd((xt - mu) / sd, full_matrices=False)
+    w = vt.T @ (sv / (sv**2 + alpha) * (u.T @ (yt - yt.mean())))
+    expected = scipy.stats.spearmanr((xs - mu) / sd @ w + yt.mean(), ys)[0]
+    assert cv_srcc == pytest.approx(expected, abs=1e-6)
+
+
 def test_train_linear_records_cv_ridge_by_default_and_ols_on_request(tiny_env, mini_ava, tmp_path):
     from clip_cull.heads import load_head
 
