@@ -150,6 +150,7 @@ def heads(files: Annotated[Optional[list[Path]], typer.Argument(help="Head files
             "name": head.name,
             "features": head.features,
             "backbone": head.backbone,
+            **({"prompt_scoring": head.scoring} if isinstance(head, PromptHead) else {}),
             "trained_on": meta.get("trained_on"),
             "eval": meta.get("eval"),
         }
