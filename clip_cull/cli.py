@@ -254,6 +254,10 @@ def rank(
             _finish(share_result, strict)
             return
         wait_for_all()  # process 0 ranks once every share is embedded
+        if db and "{rank}" in str(db):  # per-process cache files: fold the others' into process 0's
+            from clip_cull.cli_cache import merge_process_caches
+
+            merge_process_caches(db, share[1])
     result = _run(settings, db, device, options, groups=(similarity, burst_window) if groups else None,
                   checks=_checks(penalize, blur_below), json_errors=json_lines)
     ranked = result.ranked[:limit] if limit else result.ranked
@@ -402,7 +406,15 @@ def _run(
 
 def _announce_loading(err):
     """Loading a model takes seconds: say so before it starts."""
-    return lambda spec: ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim")
+    from clip_cull.encoder import openai_checkpoint_reason
+
+    def announce(spec):
+        ui.message(err, f"clipcull: loading {spec.name} ({spec.pretrained}) ...", "dim")
+        if (reason := openai_checkpoint_reason(spec)) is not None:
+            ui.message(err, f"clipcull: {spec.pretrained} holds OpenAI's weights ({reason}): running them with "
+                            f"QuickGELU, as they were trained (as if --model {spec.name}-quickgelu)", "yellow")
+
+    return announce
 
 
 def _model_session(spec: ModelSpec, store: Store, device: Device, err) -> ModelSession:
@@ -411,8 +423,10 @@ def _model_session(spec: ModelSpec, store: Store, device: Device, err) -> ModelS
 
 
 def _open_store(db: Path | None) -> Store:
-    try:
-        return Store.open(db or default_db_path())
+    from clip_cull.cache_merge import per_process_path
+
+    try:  # `{rank}` in the path: one cache file per torchrun process (see `clipcull cache merge`)
+        return Store.open(per_process_path(db) if db else default_db_path())
     except ClipCullError as e:
         _fail(str(e))
 
@@ -477,4 +491,4 @@ def _fail_plain(text: str) -> None:
 
 
 # The AVA and culling commands live in their own modules; importing them registers them on `app`.
-from clip_cull import cli_actions, cli_ava, cli_review, cli_taste  # noqa: E402,F401
+from clip_cull import cli_actions, cli_ava, cli_cache, cli_review, cli_taste  # noqa: E402,F401

@@ -121,5 +121,5 @@ def write_csv(ranked: list[RankedPhoto], out, groups: dict[str, int] | None = No
     for p in ranked:
         group = [groups.get(p.path, "")] if groups is not None else []
         focus = "" if p.quality is None else f"{p.quality.focus:.2f}"
-        writer.writerow([p.rank, f"{p.score:.6f}", p.label, *group, focus, " ".join(p.flags),
+        writer.writerow([p.rank, repr(float(p.score)), p.label, *group, focus, " ".join(p.flags),
                          p.captured_at or "", p.camera or "", p.path])
