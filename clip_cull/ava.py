@@ -46,7 +46,12 @@ def binary_labels(means: np.ndarray) -> np.ndarray:
 
 
 def load_ava(folder: str | Path) -> AvaSet:
-    folder = Path(folder).expanduser()
+    """AVA.txt and the images' paths, absolute (os.path.abspath, as `rank` spells the paths it
+    caches): the cache keys files by path, so `eval ava` and `eval ./ava` must name the same
+    rows, or 255k images are re-read and re-hashed."""
+    import os
+
+    folder = Path(os.path.abspath(Path(folder).expanduser()))
     index = next((p for p in (folder / "AVA.txt", folder / "AVA_dataset" / "AVA.txt") if p.is_file()), None)
     if index is None:
         raise InputError(f"no AVA.txt in {folder} (expected {folder / 'AVA.txt'})")

@@ -101,8 +101,41 @@ def model_identity(spec: ModelSpec, checkpoint_sha256: str | None = None, with_p
     return f"{base}+{spec.precision}" if with_precision and spec.precision != "fp32" else base
 
 
+def openai_checkpoint_reason(spec: ModelSpec, checkpoint_sha256: str | None = None) -> str | None:
+    """Why a checkpoint file given with a GELU architecture (`--model ViT-B-32`) holds OpenAI's
+    weights, which need QuickGELU; None when nothing says so. OpenAI's weights run with GELU
+    give embeddings that are close but wrong, and open_clip does not notice. Recognised: a
+    path that names OpenAI (the hub's cache folder `...clip_224.openai/`, `openai-*.pt`), or
+    the sha256 OpenAI published in its download address (open_clip's `openai` tag URL)."""
+    checkpoint = spec.checkpoint_file
+    if checkpoint is None or spec.config_file or spec.architecture.endswith("-quickgelu"):
+        return None
+    if "openai" in str(checkpoint).lower():
+        return "its path names OpenAI"
+    if checkpoint_sha256 is None and checkpoint.name == f"{spec.architecture}.pt" and checkpoint.is_file():
+        from clip_cull.files import file_sha256
+
+        checkpoint_sha256 = file_sha256(checkpoint)
+    if checkpoint_sha256 and checkpoint_sha256 in _openai_download_hashes(spec.architecture):
+        return "its sha256 is that of OpenAI's release"
+    return None
+
+
+def _openai_download_hashes(architecture: str) -> set[str]:
+    """The sha256 sums in open_clip's OpenAI download addresses (.../clip/models/<sha256>/X.pt)."""
+    try:
+        import open_clip
+
+        url = open_clip.get_pretrained_cfg(architecture, "openai").get("url", "")
+    except Exception:
+        return set()
+    return {part for part in url.split("/") if len(part) == 64 and all(c in "0123456789abcdef" for c in part)}
+
+
 def _weights_identity(spec: ModelSpec, checkpoint_sha256: str | None) -> str:
     arch = spec.name
+    if openai_checkpoint_reason(spec, checkpoint_sha256):
+        arch = f"{spec.name}-quickgelu"  # the network that really runs: the same key as spelling it so
     if spec.config_file:
         try:
             cfg = json.dumps(json.loads(spec.config_file.read_text()), sort_keys=True)
@@ -237,8 +270,12 @@ def load_encoder(spec: ModelSpec, device: str = "auto", local_rank: int | None =
         )
     if checkpoint is None:
         _fail_fast_offline(spec, tag_cfg)
+    # OpenAI's weights were trained with QuickGELU; open_clip only warns on a tag mismatch and
+    # says nothing for a file, so a file recognised as OpenAI's gets QuickGELU too.
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False)) or openai_checkpoint_reason(spec) is not None
     try:
-        loaded = _load_checkpoint_mapped(open_clip, spec.architecture, checkpoint, device) if checkpoint else None
+        loaded = (_load_checkpoint_mapped(open_clip, spec.architecture, checkpoint, device, quick_gelu)
+                  if checkpoint else None)
         if loaded is not None:
             model, preprocess = loaded
         else:
@@ -246,8 +283,7 @@ def load_encoder(spec: ModelSpec, device: str = "auto", local_rank: int | None =
                 spec.architecture,
                 pretrained=str(checkpoint) if checkpoint else spec.pretrained,
                 device=device,
-                # OpenAI's weights were trained with QuickGELU; open_clip only warns on a mismatch.
-                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                force_quick_gelu=quick_gelu,
                 weights_only=True,
             )
     except Exception as e:  # open_clip raises RuntimeError, hub errors, OSError, pickle errors...
@@ -331,7 +367,7 @@ def _model_hint(checkpoint: Path, architecture: str) -> str:
             + ".")
 
 
-def _load_checkpoint_mapped(open_clip, architecture: str, checkpoint: Path, device: str):
+def _load_checkpoint_mapped(open_clip, architecture: str, checkpoint: Path, device: str, quick_gelu: bool = False):
     """A plain state-dict checkpoint, memory-mapped instead of read whole into memory first
     (open_clip's way): about 1.5 s less per cold start for ViT-B-32. Returns None, leaving the
     file to open_clip's loader and its conversions and error messages, for anything else: not
@@ -351,7 +387,8 @@ def _load_checkpoint_mapped(open_clip, architecture: str, checkpoint: Path, devi
     if next(iter(state)).startswith("module."):
         state = {k[len("module."):]: v for k, v in state.items()}
     with _random_init_skipped(torch):
-        model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None, device="cpu")
+        model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None, device="cpu",
+                                                                     force_quick_gelu=quick_gelu)
     expected = model.state_dict()
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in state):
         return None
@@ -425,13 +462,16 @@ class ClipEncoder:
     def pixels(self, image, exact: bool = False) -> np.ndarray:
         """The model's preprocessing of one RGB PIL image, as a float32 array (3, H, W).
 
-        open_clip's usual transform goes through CentreSquarePreprocess (same pixels to float
-        rounding, less work) unless exact=True asks for the transform itself (AVA evaluation).
-        With a resize-shortest-side mode only a centre square survives, so the transform gets
-        a panorama cropped near to that square rather than resizing it whole (a
+        exact=True is the paper's path: open_clip's transform itself on the image as given,
+        nothing before it (the caller opened it with preprocess.open_exact). Otherwise the
+        usual transform goes through CentreSquarePreprocess (same pixels to float rounding,
+        less work); another transform, with a resize-shortest-side mode, gets a panorama
+        cropped near to the centre square that survives rather than resizing it whole (a
         70000-pixel-wide strip would take gigabytes on the way).
         """
-        if self._fast is not None and not exact:
+        if exact:
+            return self.preprocess(image).numpy()
+        if self._fast is not None:
             return self._fast(image)
         cfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
         if cfg.get("resize_mode", "shortest") == "shortest":

@@ -40,6 +40,41 @@ class FinetuneSettings:
     seed: int = 0
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def default_loader_workers(env: dict | None = None, device_type: str = "cuda") -> int:
+    """DataLoader workers by default: on a GPU, the cores available, shared among the processes
+    torchrun starts on this machine (LOCAL_WORLD_SIZE), so the GPU does not wait on decoding
+    (2.1x faster epochs where the model costs little: BENCHMARKS.md). On the CPU none: there
+    the workers take cores from the model itself (0.86x measured with ViT-B-32)."""
+    if device_type == "cpu":
+        return 0
+    env = os.environ if env is None else env
+    try:
+        local_world = max(1, int(env.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_world = 1
+    return max(1, available_cores() // local_world)
+
+
+def per_process_batch(total: int, world_size: int) -> int:
+    """The paper's batch (128) is the total over all processes: under DistributedDataParallel
+    each process takes total / world_size images per step, and the gradients are averaged, so
+    one step is the same SGD step as on one GPU. A total that does not divide is refused."""
+    if world_size < 1 or total % world_size:
+        raise ClipCullError(
+            f"the training batch of {total} images does not divide among {world_size} processes: "
+            f"pass --train-batch-size a multiple of {world_size} (the paper's is 128)"
+        )
+    return total // world_size
+
+
 def emd_loss(predicted, target, r: float = 2.0):
     """Earth mover's distance between distributions over ordered bins, per image
     (mean_k |CDF_p(k) - CDF_q(k)|^r)^(1/r), averaged over the batch."""
@@ -74,7 +109,8 @@ def build_model(visual, pooled_dim: int):
 
 
 class AvaImages:
-    """(pixels, target distribution) pairs, decoded with the model's exact preprocessing."""
+    """(pixels, target distribution) pairs, decoded exactly as the authors' code did:
+    preprocess(Image.open(path).convert("RGB")) (no EXIF rotation, no aspect handling)."""
 
     def __init__(self, paths: list[str], targets: np.ndarray, preprocess):
         self.paths = paths
@@ -87,10 +123,10 @@ class AvaImages:
     def __getitem__(self, i):
         import torch
 
-        from clip_cull.images import decode_photo
+        from clip_cull.preprocess import open_exact
 
         with open(self.paths[i], "rb") as f:
-            image, _ = decode_photo(f.read(), min_side=224, fast=False)
+            image = open_exact(f.read())
         return self.preprocess(image), torch.from_numpy(self.targets[i])
 
 
@@ -135,6 +171,7 @@ def train_finetune(
 
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
+    batch = per_process_batch(settings.batch_size, dist.get_world_size() if distributed else 1)
     device = encoder.device
     torch.manual_seed(settings.seed)
     pooled_dim = int(encoder._proj.shape[0]) if encoder._proj is not None else int(encoder.model.visual.output_dim)
@@ -154,12 +191,19 @@ def train_finetune(
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = TrainState(**saved["state"])
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    if distributed:  # one GPU per process: name it, as DDP wants for NCCL
+        ids = [device.index] if device.type == "cuda" and device.index is not None else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    else:
+        net = model
     sampler = DistributedSampler(train_data, shuffle=True, seed=settings.seed) if distributed else None
-    loader = DataLoader(train_data, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=settings.workers, generator=torch.Generator().manual_seed(settings.seed + state.epoch))
+    pin = device.type == "cuda"
+    loader = DataLoader(train_data, batch_size=batch, shuffle=sampler is None, sampler=sampler,
+                        num_workers=settings.workers, pin_memory=pin, persistent_workers=settings.workers > 0,
+                        generator=torch.Generator().manual_seed(settings.seed + state.epoch))
     val_sampler = DistributedSampler(val_data, shuffle=False) if distributed else None
-    val_loader = DataLoader(val_data, batch_size=settings.batch_size, sampler=val_sampler, num_workers=settings.workers)
+    val_loader = DataLoader(val_data, batch_size=batch, sampler=val_sampler, num_workers=settings.workers,
+                            pin_memory=pin, persistent_workers=settings.workers > 0)
 
     while state.epoch < settings.max_epochs and state.bad_epochs < settings.patience:
         if sampler is not None:
@@ -287,8 +331,55 @@ class FinetunedEncoder:
             return self.model(pixels.to(self.device)).float().cpu().numpy(), None
 
 
-def load_finetuned(path: str | Path, device: str = "cpu") -> FinetunedEncoder:
+def uses_quick_gelu(module) -> bool:
+    """Whether a network was built with QuickGELU (OpenAI's activation) rather than GELU."""
+    return any(type(m).__name__ == "QuickGELU" for m in module.modules())
+
+
+def trained_architecture(architecture: str, model) -> dict:
+    """The exact architecture of a loaded open_clip model, for head.json: open_clip's config of
+    `architecture` with the activation the model really runs (open_clip's own config for
+    ViT-B-32 has no `quick_gelu` key; OpenAI's weights are loaded with force_quick_gelu)."""
     import open_clip
+
+    config = json.loads(json.dumps(open_clip.get_model_config(architecture)))
+    config["quick_gelu"] = uses_quick_gelu(model.visual if hasattr(model, "visual") else model)
+    return config
+
+
+def recorded_quick_gelu(info: dict) -> bool:
+    """The activation a saved model was trained with. head.json written since clipcull records
+    `quick_gelu` in model_config; older ones did not, and are inferred from what they were
+    trained from: a pretrained tag that open_clip loads with QuickGELU (`openai`, the
+    laion400m ones) or an architecture named *-quickgelu. A checkpoint file without either was
+    loaded with GELU then, so GELU it is."""
+    import open_clip
+
+    config = info.get("model_config") or {}
+    if "quick_gelu" in config:
+        return bool(config["quick_gelu"])
+    backbone = str(info.get("backbone", ""))
+    if "/" in backbone and "@" not in backbone:
+        arch, _, tag = backbone.partition("/")
+        arch = arch.split("#", 1)[0]
+        try:
+            if open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False):
+                return True
+        except Exception:
+            pass
+    return str(info.get("architecture", "")).endswith("-quickgelu")
+
+
+def build_recorded_visual(info: dict):
+    """The image tower exactly as head.json records it (activation included), randomly
+    initialised: the saved weights then overwrite every parameter."""
+    from open_clip.model import _build_vision_tower
+
+    config = info["model_config"]
+    return _build_vision_tower(config["embed_dim"], config["vision_cfg"], quick_gelu=recorded_quick_gelu(info))
+
+
+def load_finetuned(path: str | Path, device: str = "cpu") -> FinetunedEncoder:
     import torch
     from open_clip.transform import PreprocessCfg, image_transform_v2
     from safetensors.torch import load_file
@@ -298,15 +389,9 @@ def load_finetuned(path: str | Path, device: str = "cpu") -> FinetunedEncoder:
         info = json.loads((path / "head.json").read_text())
         if info.get("format") != FORMAT:
             raise ClipCullError(f"{path} is not a clipcull fine-tuned model")
-        arch = info["architecture"]
-        if arch not in open_clip.list_models():
-            with tempfile.TemporaryDirectory() as tmp:
-                cfg = Path(tmp) / f"{arch}.json"
-                cfg.write_text(json.dumps(info["model_config"]))
-                open_clip.add_model_config(cfg)
-        clip = open_clip.create_model(arch, pretrained=None)
-        pooled_dim = int(clip.visual.proj.shape[0])
-        model = build_model(clip.visual, pooled_dim)
+        visual = build_recorded_visual(info)
+        pooled_dim = int(visual.proj.shape[0])
+        model = build_model(visual, pooled_dim)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
     except ClipCullError:
         raise

@@ -39,6 +39,7 @@ from clip_cull.images import (
     quiet_libtiff,
     read_facts,
 )
+from clip_cull.preprocess import EXACT, FAST, embedding_key, open_exact
 from clip_cull.quality import measure
 from clip_cull.store import EmbeddingRecord, FileRecord, Store
 
@@ -184,6 +185,11 @@ class IndexOptions:
     fast_decode: bool = True
     quality: bool = True  # measure focus and exposure on the decoded image
 
+    @property
+    def preprocessing(self) -> str:
+        """fast (the photographer's path) or exact (the paper's): part of the embeddings' key."""
+        return FAST if self.fast_decode else EXACT
+
     def batch_size_for(self, encoder: ClipEncoder) -> int:
         if self.batch_size:
             return self.batch_size
@@ -209,7 +215,7 @@ def index_photos(
         if on_failure:
             on_failure(failure)
 
-    known = store.fingerprints_with_embedding(session.model_id)
+    known = store.fingerprints_with_embedding(embedding_key(session.model_id, options.preprocessing))
     measured = store.fingerprints_with_quality() if options.quality else None
     records = store.file_records([p.path for p in photos])
     todo: list[FileStat] = []
@@ -245,7 +251,7 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
             for item in batch:
                 prepare.finish(item, encoder)
             embeddings = _embed(encoder, batch)
-        store.save(pending_files, embeddings, session.model_id)
+        store.save(pending_files, embeddings, embedding_key(session.model_id, options.preprocessing))
         store.save_quality(pending_quality)
         if measured is not None:
             measured.update(pending_quality)
@@ -369,7 +375,10 @@ class _Preparer:
                 item.facts = read_facts(data, _stored_size(data))
                 return item
             min_side = self.session.decode_side() if not embedded else 224
-            if is_raw(photo.path):
+            if not self.options.fast_decode:  # the paper's exact path: Image.open(...).convert("RGB")
+                image = open_exact(data, self.options.max_pixels)
+                size = image.size
+            elif is_raw(photo.path):
                 image, size = decode_raw(data)
             else:
                 image, size = decode_photo(data, min_side=min_side, max_pixels=self.options.max_pixels,

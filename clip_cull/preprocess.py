@@ -67,3 +67,48 @@ class CentreSquarePreprocess:
         top = int(round((new_h - s) / 2.0))
         sx, sy = width / new_w, height / new_h
         return (left * sx, top * sy, (left + s) * sx, (top + s) * sy)
+
+
+# --- the authors' exact path ----------------------------------------------------------------------
+
+FAST = "fast"  # the photographer's path: EXIF rotation, reduced-scale decode, centre square
+EXACT = "exact"  # the paper's path: preprocess(Image.open(path).convert("RGB")), nothing else
+
+
+def open_exact(data: bytes, max_pixels: int | None = None) -> Image.Image:
+    """An image as the authors' code opened it: Image.open(...).convert("RGB"). No EXIF
+    rotation (a portrait stored sideways stays sideways), no reduced-scale decoding, no crop
+    of wide images; Pillow's own decompression-bomb limit still applies. Raises
+    UnreadableImage with a reason for anything Pillow cannot open or decode."""
+    import io
+
+    from clip_cull.images import UnreadableImage
+
+    if not data:
+        raise UnreadableImage("empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if max_pixels is not None and image.size[0] * image.size[1] > max_pixels:
+            raise UnreadableImage(f"{image.size[0]}x{image.size[1]} is over the limit of {max_pixels / 1e6:.0f} "
+                                  f"megapixels (--max-pixels)")
+        image.load()
+        return image.convert("RGB")
+    except UnreadableImage:
+        raise
+    except Image.DecompressionBombError as e:
+        raise UnreadableImage(f"too many pixels ({e})") from None
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnreadableImage(f"not an image Pillow can decode: {reason}") from None
+
+
+def embedding_key(model_id: str, preprocessing: str) -> str:
+    """The cache key of image embeddings: the model and the preprocessing that made them, so
+    rank's fast embeddings never stand in for train/eval's exact ones (or the other way).
+    Fast embeddings keep the bare model id (the key every existing cache has); exact ones get
+    `|exact`. No schema change: the key is a string in the same column."""
+    if preprocessing == FAST:
+        return model_id
+    if preprocessing == EXACT:
+        return f"{model_id}|exact"
+    raise ValueError(f"unknown preprocessing {preprocessing!r}")

@@ -43,7 +43,7 @@ class RankedPhoto:
         return {
             "rank": self.rank,
             "path": self.path,
-            "score": _finite(self.score, 6),
+            "score": _finite(self.score),  # full precision: json writes the shortest exact repr
             "label": self.label,
             "captured_at": self.captured_at,
             "camera": self.camera,
@@ -61,13 +61,16 @@ def _finite_or(value, default: float) -> float:
     return value if np.isfinite(value) else default
 
 
-def _finite(value, digits: int) -> float | None:
-    """A number for JSON: NaN and infinities (which json.dumps would print as invalid JSON) are null."""
+def _finite(value, digits: int | None = None) -> float | None:
+    """A number for JSON: NaN and infinities (which json.dumps would print as invalid JSON) are null.
+    digits=None keeps full precision."""
     try:
         value = float(value)
     except (TypeError, ValueError):
         return None
-    return round(value, digits) if np.isfinite(value) else None
+    if not np.isfinite(value):
+        return None
+    return value if digits is None else round(value, digits)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from clip_cull.heads.base import AESTHETIC
 from clip_cull.heads.linear import LinearFit, choose_ridge_alpha, fit_linear
 from clip_cull.heads.prompt import PROMPT_KINDS, adjective_prompts, adjective_statistics, combine
 from clip_cull.indexer import Failure, IndexOptions, ModelSession, ProgressFn, index_photos
+from clip_cull.preprocess import embedding_key
 from clip_cull.metrics import Evaluation, accuracy, evaluate, spearman
 from clip_cull.store import Store
 
@@ -69,7 +70,7 @@ def ava_features(
     report = index_photos(store, [p for _, p in photos], session, options, progress=progress, on_failure=on_failure)
     failed = {f.path for f in report.failures}
     records = store.file_records([p.path for _, p in photos if p.path not in failed])
-    vectors = store.embeddings([r.fingerprint for r in records.values()], session.model_id, kind)
+    vectors = store.embeddings([r.fingerprint for r in records.values()], embedding_key(session.model_id, options.preprocessing), kind)
     used, rows = [], []
     for image_id, photo in photos:
         rec = records.get(photo.path)
@@ -110,9 +111,11 @@ def search_prompts(
     positives: list[str],
     negatives: list[str],
     kinds=PROMPT_KINDS,
+    scoring: str = "paper",
 ) -> list[PairResult]:
     """The paper's search: every positive x negative pair, for each head kind, scored on the
-    given (training) images by accuracy of the binary label and Spearman of the score."""
+    given (training) images by accuracy of the binary label and Spearman of the score
+    (continuous score as `scoring` says: the paper's text or the authors' code)."""
     from clip_cull.heads.base import l2_normalize
 
     unit = l2_normalize(features)
@@ -129,7 +132,7 @@ def search_prompts(
         source = "fixed" if kind == "fixed" else "context"
         for pos in positives:
             for neg in negatives:
-                score, closer = combine(kind, stats[(source, pos)], stats[(source, neg)])
+                score, closer = combine(kind, stats[(source, pos)], stats[(source, neg)], scoring)
                 results.append(PairResult(kind, pos, neg, accuracy(closer, actual), spearman(score, means)))
     return results
 
@@ -143,15 +146,44 @@ def best_pair(results: list[PairResult], kind: str, criterion: str) -> PairResul
 # --- linear probe ----------------------------------------------------------------------------
 
 
-def fit_probe(features: np.ndarray, means: np.ndarray, ridge: str | float | None = None, seed: int = 0) -> LinearFit:
-    """The paper's probe: least squares on z-scored features (ridge=None), or ridge with a
-    given strength, or 'auto': the strength chosen by 5-fold cross-validation."""
-    if ridge is None:
-        return fit_linear(features, means)
-    if ridge == "auto":
+def fit_probe(features: np.ndarray, means: np.ndarray, ridge: str | float | None = "auto", seed: int = 0) -> LinearFit:
+    """The linear probe on z-scored features. ridge "auto" (the default, also None): the
+    strength chosen by 5-fold cross-validation, sound at any size (plain least squares on 768
+    features and fewer images than that is underdetermined and collapses); on AVA's 230k
+    images the chosen strength is least-squares-like. ridge 0: the paper's ordinary least
+    squares exactly. A number: that strength."""
+    if ridge is None or ridge == "auto":
         alpha, _ = choose_ridge_alpha(features, means, seed=seed)
         return fit_linear(features, means, alpha)
     return fit_linear(features, means, float(ridge))
+
+
+# Which images the probe and the prompt search are fitted on.
+FIT_TRAIN = "train"  # the training split without its validation part (clipcull's default)
+FIT_TRAIN_AND_VALIDATION = "train+validation"  # the whole training CSV, as the authors' code fitted
+FIT_CHOICES = (FIT_TRAIN, FIT_TRAIN_AND_VALIDATION)
+
+
+def fitting_ids(split, fit_on: str) -> list[str]:
+    """The ids a probe or prompt search is fitted on. Neither needs a validation set (the
+    probe's strength is cross-validated within them), so the authors used the whole training
+    CSV (230k); clipcull's default leaves the validation part out (207k) so that fine-tuning's
+    early stopping and the probe see the same training images."""
+    if fit_on == FIT_TRAIN:
+        return list(split.train)
+    if fit_on == FIT_TRAIN_AND_VALIDATION:
+        return list(dict.fromkeys([*split.train, *split.validation]))
+    raise ValueError(f"fit_on is one of {', '.join(FIT_CHOICES)}, not {fit_on!r}")
+
+
+@dataclass(frozen=True)
+class ProbeChoice:
+    """How `eval --all` fits its probe and scores its prompt rows."""
+
+    features: str = "pooled"
+    ridge: str | float = "auto"
+    fit_on: str = FIT_TRAIN
+    scoring: str = "code"
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -163,15 +195,18 @@ def evaluate_head(head, features: np.ndarray, means: np.ndarray, prompt_vectors:
 
 
 def evaluate_paper_prompts(
-    kind: str, features: np.ndarray, means: np.ndarray, prompt_vectors: dict, resamples: int = 1000
+    kind: str, features: np.ndarray, means: np.ndarray, prompt_vectors: dict, resamples: int = 1000,
+    scoring: str = "code",
 ) -> Evaluation:
     """As Table 1 reports prompt heads: accuracy with the pair best for the binary task,
-    correlations with the pair best for the continuous task."""
+    correlations with the pair best for the continuous task. scoring "code" (the default
+    here) computes the continuous score as the authors' code that produced Table 1 did;
+    "paper" as the paper's text says (see heads.prompt). Labels are the same either way."""
     from clip_cull.heads.prompt import PromptHead
 
     (bp, bn), (cp, cn) = PAPER_PAIRS[kind]
     _, labels = PromptHead(kind, bp, bn).score(features, prompt_vectors)
-    scores, _ = PromptHead(kind, cp, cn).score(features, prompt_vectors)
+    scores, _ = PromptHead(kind, cp, cn, scoring=scoring).score(features, prompt_vectors)
     return evaluate(np.array([l == AESTHETIC for l in labels]), scores, means, resamples=resamples)
 
 

@@ -253,8 +253,8 @@ def test_eval_all_prints_the_papers_table_layout(tiny_env, mini_ava):
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["method"] for r in rows] == [
-        "majority baseline", "fixed (paper's pairs)", "context (paper's pairs)", "ensemble (paper's pairs)",
-        "linear probe (pooled)",
+        "majority baseline", "fixed (paper's pairs, code scoring)", "context (paper's pairs, code scoring)",
+        "ensemble (paper's pairs, code scoring)", "linear probe (pooled, CV ridge, fit on train)",
     ]
     assert [r["paper"]["row"] for r in rows] == [
         "majority baseline", "fixed prompt CLIP", "context-aware prompt CLIP", "ensemble prompt CLIP", "linear probe CLIP",

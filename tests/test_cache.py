@@ -254,7 +254,7 @@ def test_exact_path_embeds_what_open_clip_would(store, tiny_model_files, tmp_pat
     session = session_for(tiny_model_files, exact_store)
     report = index(exact_store, session, tmp_path / "photos", fast_decode=False)
     fingerprint = exact_store.file_records([str(photo)])[str(photo)].fingerprint
-    got = exact_store.embeddings([fingerprint], session.model_id)[fingerprint]
+    got = exact_store.embeddings([fingerprint], session.model_id + "|exact")[fingerprint]  # keyed by preprocessing
     assert report.embedded == 1
     np.testing.assert_allclose(got, expected[0], atol=2e-3)  # float16 in the cache
     fast = index(store, session_for(tiny_model_files, store), tmp_path / "photos")

@@ -91,3 +91,6 @@ def test_finetune_runs_distributed_on_two_cpu_processes(tiny_env, mini_ava, tmp_
     assert (out / "model.safetensors").is_file()
     saved = torch.load(out / "last.pt", weights_only=True)
     assert saved["state"]["epoch"] == 2
+    # The paper's batch is the total: 8 images per step across both processes, 4 each.
+    assert result.stderr.count("total batch 8 (2 process(es) x 4)") == 1
+    assert json.loads((out / "head.json").read_text())["settings"]["batch_size"] == 8

@@ -20,7 +20,7 @@ from clip_cull.cli.common import EXIT_ERROR
 from clip_cull.errors import ClipCullError
 
 # Importing the command modules registers their commands on `app`.
-from clip_cull.cli import rank, actions, review, taste, ava  # noqa: E402,F401,I001
+from clip_cull.cli import rank, actions, review, taste, ava, cache  # noqa: E402,F401,I001
 
 
 def main() -> None:

@@ -47,6 +47,20 @@ class SplitFlags:
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random split.")] = 0
 
 
+FitOnOpt = Annotated[
+    str,
+    typer.Option("--fit-on", metavar="train|train+validation",
+                 help="Images the probe / prompt search is fitted on: train (the training split without "
+                      "its validation part, the default) or train+validation (the whole training CSV, "
+                      "as the authors' code fitted)."),
+]
+ScoringOpt = Annotated[
+    str,
+    typer.Option("--prompt-scoring", metavar="code|paper",
+                 help="Continuous prompt score: code (100 * I . T on raw prompt vectors, as the "
+                      "authors' code computed Table 1) or paper (cosines, as the paper's text says)."),
+]
+OlsOpt = Annotated[bool, flag("--ols", help="Plain least squares, the paper's exact probe (same as --ridge 0).")]
 FastOpt = Annotated[bool, flag("--fast-decode", help="Reduced-scale JPEG decoding (faster; figures then differ slightly from exact preprocessing).")]
 
 
@@ -134,6 +148,7 @@ def heads(files: Annotated[Optional[list[Path]], typer.Argument(help="Head files
             "name": head.name,
             "features": head.features,
             "backbone": head.backbone,
+            **({"prompt_scoring": head.scoring} if isinstance(head, PromptHead) else {}),
             "trained_on": meta.get("trained_on"),
             "eval": meta.get("eval"),
         }
@@ -148,6 +163,7 @@ def train_prompts(
     kind: Annotated[str, typer.Option("--kind", help="Which prompt head to write: fixed, context or ensemble.")] = "ensemble",
     criterion: Annotated[str, typer.Option("--criterion", help="Choose the pair by spearman (continuous) or accuracy (binary).")] = "spearman",
     top: Annotated[int, typer.Option("--top", min=1, help="How many pairs to show per head kind.")] = 5,
+    scoring: ScoringOpt = "paper", fit_on: FitOnOpt = "train",
     models: ModelFlags = None,
     splits: SplitFlags = None,
     fast_decode: FastOpt = False,
@@ -155,13 +171,14 @@ def train_prompts(
     """The paper's prompt search: every positive x negative adjective pair (27 x 12) for the fixed, context and ensemble heads, on the training split."""
     if kind not in PROMPT_KINDS or criterion not in ("spearman", "accuracy"):
         raise typer.BadParameter("--kind is fixed, context or ensemble; --criterion is spearman or accuracy")
+    _check_choices(scoring, fit_on)
     ctx = _context(ava_dir=ava_dir, models=models, fast_decode=fast_decode, splits=splits)
     with ctx.stack:
         try:
-            data = ctx.features(ctx.split.train, "projected", "train")
+            data = ctx.features(training.fitting_ids(ctx.split, fit_on), "projected", fit_on)
             positives, negatives = list(positive_adjectives()), list(negative_adjectives())
             vectors = ctx.prompt_vectors(training.search_prompts_needed(positives, negatives))
-            results = training.search_prompts(data.features, data.means, vectors, positives, negatives)
+            results = training.search_prompts(data.features, data.means, vectors, positives, negatives, scoring=scoring)
         except ClipCullError as e:
             _fail(str(e))
         table = Table(title=f"prompt pairs on {len(data.ids)} training images", show_edge=False)
@@ -173,8 +190,8 @@ def train_prompts(
                 table.add_row(k, r.positive, r.negative, f"{r.accuracy:.4f}", f"{r.spearman:.4f}")
         ui.stdout_console().print(table)
         chosen = training.best_pair(results, kind, criterion)
-        head = PromptHead(kind, chosen.positive, chosen.negative)
-        trained_on = {"dataset": str(ctx.ava.folder), "split": ctx.split.source, "images": len(data.ids),
+        head = PromptHead(kind, chosen.positive, chosen.negative, scoring=scoring)
+        trained_on = {"dataset": str(ctx.ava.folder), "split": ctx.split.source, "images": len(data.ids), "fit_on": fit_on,
                       "backbone": ctx.session.text_model_id, "criterion": criterion,
                       "train_accuracy": chosen.accuracy, "train_spearman": chosen.spearman}
         _write(ctx, head, output, trained_on)
@@ -186,7 +203,8 @@ def train_linear(
     ava_dir: AvaArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the head (.safetensors or .npz).")],
     features: Annotated[str, typer.Option("--features", help="pooled (768-d, the paper's text) or projected (512-d, the authors' code).")] = "pooled",
-    ridge: Annotated[Optional[str], typer.Option("--ridge", help="auto (strength by 5-fold cross-validation) or a strength; default: plain least squares, the paper's method.")] = None,
+    ridge: Annotated[str, typer.Option("--ridge", help="auto: the strength chosen by 5-fold cross-validation (sound at any size; on AVA's 230k images it comes out least-squares-like), or a strength; 0 is plain least squares, the paper's exact method (also --ols).")] = "auto",
+    ols: OlsOpt = False, fit_on: FitOnOpt = "train",
     models: ModelFlags = None,
     splits: SplitFlags = None,
     fast_decode: FastOpt = False,
@@ -194,15 +212,12 @@ def train_linear(
     """The paper's linear probe: z-scored features, least squares on the AVA mean score; label = prediction > 5. Fitted on the training split from cached features, evaluated on the test split."""
     if features not in ("pooled", "projected"):
         raise typer.BadParameter("--features is pooled or projected")
-    if ridge not in (None, "auto"):
-        try:
-            float(ridge)
-        except ValueError:
-            raise typer.BadParameter("--ridge is auto or a number") from None
+    ridge = _ridge_choice(ridge, ols)
+    _check_choices("paper", fit_on)
     ctx = _context(ava_dir=ava_dir, models=models, fast_decode=fast_decode, splits=splits)
     with ctx.stack:
         try:
-            data = ctx.features(ctx.split.train, features, "train")
+            data = ctx.features(training.fitting_ids(ctx.split, fit_on), features, fit_on)
             fit = training.fit_probe(data.features, data.means, ridge, splits.seed)
             head = probe_head(fit, features, ctx.session.text_model_id)
             evaluation = None
@@ -212,7 +227,7 @@ def train_linear(
         except ClipCullError as e:
             _fail(str(e))
         trained_on = {"dataset": str(ctx.ava.folder), "split": ctx.split.source, "images": len(data.ids),
-                      "features": features, "ridge_alpha": fit.alpha}
+                      "features": features, "ridge_alpha": fit.alpha, "fit_on": fit_on}
         _write(ctx, head, output, trained_on, evaluation)
         if evaluation:
             _print_rows([_row("linear", f"linear probe ({features})", evaluation)], as_json=False)
@@ -225,11 +240,11 @@ def train_finetune(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model (resumes from it if it holds an unfinished run).")],
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs to run.")] = 100,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation EMD.")] = 10,
-    train_batch: Annotated[int, typer.Option("--train-batch-size", min=1, help="Images per SGD step.")] = 128,
+    train_batch: Annotated[int, typer.Option("--train-batch-size", min=1, help="Images per SGD step, in total: under torchrun each of N processes takes 1/N of it (N must divide it).")] = 128,
     lr_head: Annotated[float, typer.Option("--lr-head", help="Learning rate of the new Linear(768, 10).")] = 1e-2,
     lr_backbone: Annotated[float, typer.Option("--lr-backbone", help="Learning rate of the image encoder.")] = 1e-4,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.5,
-    loader_workers: Annotated[int, typer.Option("--loader-workers", min=0, help="DataLoader worker processes.")] = 0,
+    loader_workers: Annotated[Optional[int], typer.Option("--loader-workers", min=0, help="DataLoader worker processes decoding images while the model trains (0: decode in the training process). \\[default: on a GPU the cores available, shared among torchrun's processes on the machine; on the CPU 0]")] = None,
     fresh: Annotated[bool, flag("--fresh", help="Start over instead of resuming.")] = False,
     models: ModelFlags = None,
     splits: SplitFlags = None,
@@ -262,13 +277,19 @@ def train_finetune(
                 return finetune.AvaImages([str(ctx.ava.paths[r]) for r in rows],
                                           counts / counts.sum(axis=1, keepdims=True), encoder.preprocess)
 
+            workers_used = (finetune.default_loader_workers(device_type=encoder.device.type)
+                            if loader_workers is None else loader_workers)
             settings = finetune.FinetuneSettings(epochs, patience, train_batch, lr_head, lr_backbone, momentum,
-                                                 loader_workers, splits.seed)
-            import open_clip
-
+                                                 workers_used, splits.seed)
+            world = _dist_world()
+            per_process = finetune.per_process_batch(train_batch, world)
+            if rank == 0:
+                ui.message(ctx.err, f"clipcull: total batch {train_batch} ({world} process(es) x {per_process}), "
+                                    f"{workers_used} loader worker(s) per process, on {encoder.device}", "dim")
             metadata = {
                 "architecture": ctx.session.spec.architecture,
-                "model_config": open_clip.get_model_config(ctx.session.spec.architecture),
+                # The exact network (QuickGELU for OpenAI's weights) so that it reloads as trained.
+                "model_config": finetune.trained_architecture(ctx.session.spec.architecture, encoder.model),
                 "backbone": ctx.session.text_model_id,
                 "trained_on": {"dataset": str(ctx.ava.folder), "split": ctx.split.source,
                                "train_images": len(train.ids), "validation_images": len(val.ids)},
@@ -309,6 +330,12 @@ def _dist_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def _dist_world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _barrier() -> None:
     import torch.distributed as dist
 
@@ -331,6 +358,9 @@ def eval_ava(
     head: Annotated[Optional[list[str]], typer.Option("--head", metavar="NAME|FILE", help="A head name or file; repeat for several.")] = None,
     all_heads: Annotated[bool, flag("--all", help="Every paper method clipcull has: the three prompt heads with the paper's pairs, and a linear probe fitted on the train split.")] = False,
     features: Annotated[str, typer.Option("--features", help="Features of the linear probe fitted by --all.")] = "pooled",
+    scoring: Annotated[str, typer.Option("--prompt-scoring", help="Continuous prompt score of --all's rows and built-in prompt heads: code (as the authors' code computed Table 1; the default here) or paper (cosines, the paper's text).")] = "code",
+    ridge: Annotated[str, typer.Option("--ridge", help="Strength of --all's probe: auto (cross-validated) or a number; 0 = the paper's least squares (also --ols).")] = "auto",
+    ols: OlsOpt = False, fit_on: FitOnOpt = "train",
     json_out: Annotated[bool, flag("--json", help="One JSON object a line instead of a table.")] = False,
     resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples for the 95% intervals.")] = 1000,
     models: ModelFlags = None,
@@ -348,16 +378,40 @@ def eval_ava(
     ava_dir = Path(target[0])
     if not head and not all_heads:
         raise typer.BadParameter("give --head NAME|FILE (repeatable) or --all")
+    _check_choices(scoring, fit_on)
+    probe = training.ProbeChoice(features, _ridge_choice(ridge, ols), fit_on, scoring)
     ctx = _context(ava_dir=ava_dir, models=models, fast_decode=fast_decode, splits=splits)
     with ctx.stack:
         try:
-            rows = _evaluate(ctx, head or [], all_heads, features, resamples)
+            rows = _evaluate(ctx, head or [], all_heads, probe, resamples)
         except ClipCullError as e:
             _fail(str(e))
     _print_rows(rows, json_out)
 
 
-def _evaluate(ctx: _Context, names: list[str], all_heads: bool, features: str, resamples: int) -> list[dict]:
+def _check_choices(scoring: str, fit_on: str) -> None:
+    if scoring not in ("code", "paper"):
+        raise typer.BadParameter("--prompt-scoring is code or paper")
+    if fit_on not in training.FIT_CHOICES:
+        raise typer.BadParameter(f"--fit-on is {' or '.join(training.FIT_CHOICES)}")
+
+
+def _ridge_choice(ridge: str, ols: bool) -> str | float:
+    if ols:
+        return 0.0
+    if ridge == "auto":
+        return ridge
+    try:
+        value = float(ridge)
+    except ValueError:
+        raise typer.BadParameter("--ridge is auto or a number (0: least squares)") from None
+    if not value >= 0:
+        raise typer.BadParameter("--ridge must be auto or a number >= 0")
+    return value
+
+
+def _evaluate(ctx: _Context, names: list[str], all_heads: bool, probe_choice, resamples: int) -> list[dict]:
+    features, scoring = probe_choice.features, probe_choice.scoring
     from clip_cull.heads.files import check_backbone
 
     test_cache: dict[str, object] = {}
@@ -374,15 +428,20 @@ def _evaluate(ctx: _Context, names: list[str], all_heads: bool, features: str, r
         proj = test_features("projected")
         vectors = ctx.prompt_vectors(_paper_prompts())
         for kind in PROMPT_KINDS:
-            evaluation = training.evaluate_paper_prompts(kind, proj.features, proj.means, vectors, resamples)
-            rows.append(_row(kind, f"{kind} (paper's pairs)", evaluation.as_dict()))
-        train = ctx.features(ctx.split.train, features, "train")
-        probe = probe_head(training.fit_probe(train.features, train.means), features, ctx.session.text_model_id)
+            evaluation = training.evaluate_paper_prompts(kind, proj.features, proj.means, vectors, resamples, scoring)
+            rows.append(_row(kind, f"{kind} (paper's pairs, {scoring} scoring)", evaluation.as_dict()))
+        train = ctx.features(training.fitting_ids(ctx.split, probe_choice.fit_on), features, probe_choice.fit_on)
+        fit = training.fit_probe(train.features, train.means, probe_choice.ridge)
+        probe = probe_head(fit, features, ctx.session.text_model_id)
         data = test_features(features)
-        rows.append(_row("linear", f"linear probe ({features})",
-                         training.evaluate_head(probe, data.features, data.means, {}, resamples).as_dict()))
+        how = "least squares" if fit.alpha == 0 else ("CV ridge" if probe_choice.ridge == "auto" else "ridge")
+        row = _row("linear", f"linear probe ({features}, {how}, fit on {probe_choice.fit_on})",
+                   training.evaluate_head(probe, data.features, data.means, {}, resamples).as_dict())
+        rows.append(row | {"ridge_alpha": fit.alpha, "fit_images": len(train.ids)})
     for name in names:
         h = resolve_head(name)
+        if isinstance(h, PromptHead) and name in PROMPT_KINDS:
+            h = PromptHead(h.kind, h.positive, h.negative, h.features, h.backbone, scoring)
         if hasattr(h, "session"):  # a fine-tuned model: run it (cached) on the test images
             data = training.ava_features(ctx.store, h.session(ctx.store, ctx.session.device), ctx.ava, ctx.split.test,
                                          "projected", ctx.options)

@@ -30,8 +30,10 @@ def fail(text: str) -> None:
 
 
 def open_store(db: Path | None) -> Store:
-    try:
-        return Store.open(db or default_db_path())
+    from clip_cull.cache_merge import per_process_path
+
+    try:  # `{rank}` in the path: one cache file per torchrun process (see `clipcull cache merge`)
+        return Store.open(per_process_path(db) if db else default_db_path())
     except ClipCullError as e:
         fail(str(e))
 
@@ -56,8 +58,16 @@ def quiet_libraries() -> None:
 def announce_loading(err=None):
     """Loading a model takes seconds: say so before it starts. (A fresh console each time:
     the model loads in the background while progress bars may be showing.)"""
-    return lambda spec: ui.message(ui.stderr_console(), f"clipcull: loading model {shown_model(spec.name)} "
-                                                         f"({Path(spec.pretrained).name}) ...", "dim")
+    from clip_cull.encoder import openai_checkpoint_reason
+
+    def announce(spec):
+        err = ui.stderr_console()
+        ui.message(err, f"clipcull: loading model {shown_model(spec.name)} ({Path(spec.pretrained).name}) ...", "dim")
+        if (reason := openai_checkpoint_reason(spec)) is not None:
+            ui.message(err, f"clipcull: {spec.pretrained} holds OpenAI's weights ({reason}): running them with "
+                            f"QuickGELU, as they were trained (as if --model {spec.name}-quickgelu)", "yellow")
+
+    return announce
 
 
 def shown_model(name: str) -> str:

@@ -51,6 +51,10 @@ def rank(
             finish(scored, scoring.strict)
             return
         wait_for_all()  # process 0 ranks once every share is embedded
+        if scoring.db and "{rank}" in str(scoring.db):  # per-process cache files: fold the others' into process 0's
+            from clip_cull.cli.cache import merge_process_caches
+
+            merge_process_caches(scoring.db, share[1])
     scored = score(roots, scoring, checks, grouping, groups=groups, record=True, json_errors=json_lines)
     ranked = scored.result.ranked[:limit] if limit else scored.result.ranked
     group_of = scored.result.groups if groups else None

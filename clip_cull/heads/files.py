@@ -41,7 +41,8 @@ def save_head(head, path: str | Path, trained_on: dict | None = None, evaluation
         "eval": evaluation or {},
     }
     if isinstance(head, PromptHead):
-        meta.update(kind="prompt", prompt={"kind": head.kind, "positive": head.positive, "negative": head.negative})
+        meta.update(kind="prompt", prompt={"kind": head.kind, "positive": head.positive, "negative": head.negative,
+                                           "scoring": head.scoring})
     elif isinstance(head, LinearHead):
         meta.update(kind="linear", name=head.name, l2_input=head.l2_input, threshold=head.threshold,
                     normalisation="standardise" if head.mean is not None else "none", layers=len(head.layers))
@@ -182,7 +183,10 @@ def _prompt_head(prompt, features: str, backbone, path: Path) -> PromptHead:
     for label, word in (("positive", positive), ("negative", negative)):
         if not isinstance(word, str) or not word.strip() or len(word) > 200:
             raise HeadError(f"{path}: the {label} adjective must be a word, not {word!r}")
-    return PromptHead(kind, positive, negative, features, backbone)
+    scoring = prompt.get("scoring", "paper")
+    if scoring not in ("paper", "code"):
+        raise HeadError(f"{path}: prompt scoring must be paper or code, not {scoring!r}")
+    return PromptHead(kind, positive, negative, features, backbone, scoring)
 
 
 def _checked_layers(layers: list, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -267,11 +271,18 @@ def _from_laion(state: dict, path: Path) -> LinearHead:
     )
 
 
+def embedding_space(architecture: str) -> str:
+    """The architecture as it names an embedding space: `ViT-B-32-quickgelu` and `ViT-B-32` are
+    one network with two spellings of its activation (which weights need which is the
+    loader's business), so a head made for one is valid for the other."""
+    return architecture[: -len("-quickgelu")] if architecture.endswith("-quickgelu") else architecture
+
+
 def check_backbone(head, weights_id: str, architecture: str, feature_dim: int | None = None) -> None:
     """Refuse a head made for other features than the ones this run has."""
     backbone = getattr(head, "backbone", None)
     if backbone and backbone.startswith("arch:"):
-        if backbone[5:] != architecture:
+        if embedding_space(backbone[5:]) != embedding_space(architecture):
             raise HeadError(
                 f"{head.name} was made for {backbone[5:]} embeddings, but this run uses {architecture}. "
                 f"Pass --model {backbone[5:]}."

@@ -100,20 +100,31 @@ def choose_ridge_alpha(
     alphas: np.ndarray | None = None,
 ) -> tuple[float, dict[float, float]]:
     """The ridge strength with the lowest cross-validated squared error. With groups, every
-    group stays within one fold (a burst never sits on both sides)."""
+    group stays within one fold (a burst never sits on both sides).
+
+    Each fold is standardised on its training part exactly as fit_linear does; its Gram matrix
+    is computed once and solved for every strength (at AVA's 230k x 768 that is 5 products
+    instead of 75). The grid scales with N: on 230k images its weakest strength, 2.3 against a
+    Gram diagonal of 230k, is least squares for all practical purposes."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
     alphas = np.logspace(-2, 5, 15) * len(x) / 1000 if alphas is None else alphas
     fold_of = fold_assignment(len(x), folds, groups, seed)
-    errors: dict[float, float] = {}
-    for alpha in alphas:
-        sq = 0.0
-        for k in range(folds):
-            test = fold_of == k
-            if test.all() or not test.any():
-                continue
-            fit = fit_linear(x[~test], y[~test], float(alpha))
-            pred = ((x[test] - fit.mean) / fit.std) @ fit.weights + fit.bias
-            sq += float(np.sum((pred - y[test]) ** 2))
-        errors[float(alpha)] = sq / len(x)
+    sq = {float(a): 0.0 for a in alphas}
+    for k in range(folds):
+        test = fold_of == k
+        if test.all() or not test.any():
+            continue
+        mean, std = standardizer(x[~test])
+        z = (x[~test] - mean) / std
+        y_mean = y[~test].mean()
+        gram = z.T @ z
+        rhs = z.T @ (y[~test] - y_mean)
+        z_test = (x[test] - mean) / std
+        for alpha in alphas:
+            weights = np.linalg.solve(gram + float(alpha) * np.eye(len(gram)), rhs)
+            sq[float(alpha)] += float(np.sum((z_test @ weights + y_mean - y[test]) ** 2))
+    errors = {a: e / len(x) for a, e in sq.items()}
     best = min(errors, key=errors.get)
     return best, errors
 

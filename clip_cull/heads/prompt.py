@@ -6,8 +6,16 @@
 - ensemble: the 1000 context prompts of each adjective averaged into one vector; score
   cos(I, T+) - cos(I, T-); label of the closer one.
 
-Cosines use unit-length prompt vectors, as the paper's text says. The ensemble averages the
-raw prompt embeddings (as the authors' code does) and normalises the mean.
+Continuous scores come in two variants (scoring=):
+- "paper" (the default for ranking): cosines with unit-length prompt vectors, as the paper's
+  text (equations 1-2) says; the ensemble averages the raw prompt embeddings (as the authors'
+  code does) and normalises the mean.
+- "code": what the authors' code computed for Table 1: 100 * I . T with the image unit-length
+  and the prompt embeddings as the text tower gives them (not normalised); the ensemble's
+  vector is the plain mean of the raw embeddings. Its ensemble score is therefore exactly the
+  context score / 1000, which is why Table 1's two rows have the same SRCC and PLCC (0.539 /
+  0.554). The two variants rank images almost alike (Spearman about 0.996 between them) but
+  not identically. Binary labels are the same in both (the code normalises for those).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from clip_cull.heads.base import l2_normalize, labels_from
 from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE, FIXED_TEMPLATE, context_prompts
 
 PROMPT_KINDS = ("fixed", "context", "ensemble")
+PROMPT_SCORINGS = ("paper", "code")
+CODE_SCALE = 100.0  # CLIP's logit scale as the authors' code wrote it
 
 
 def adjective_prompts(kind: str, adjective: str) -> list[str]:
@@ -35,14 +45,18 @@ class PromptHead:
     negative: str = DEFAULT_NEGATIVE
     features: str = "projected"
     backbone: str | None = None
+    scoring: str = "paper"  # the continuous score: "paper" (unit prompt vectors) or "code"
 
     def __post_init__(self):
         if self.kind not in PROMPT_KINDS:
             raise ValueError(f"unknown prompt head kind {self.kind!r}")
+        if self.scoring not in PROMPT_SCORINGS:
+            raise ValueError(f"unknown prompt scoring {self.scoring!r}: paper or code")
 
     @property
     def name(self) -> str:
-        return f"{self.kind}({self.positive}/{self.negative})"
+        suffix = "" if self.scoring == "paper" else ", code scoring"
+        return f"{self.kind}({self.positive}/{self.negative}{suffix})"
 
     def prompt_groups(self) -> tuple[list[str], list[str]]:
         return adjective_prompts(self.kind, self.positive), adjective_prompts(self.kind, self.negative)
@@ -56,7 +70,7 @@ class PromptHead:
         every_prompt = self.kind == "context"  # the others need only the averaged vectors
         stats = [adjective_statistics(image, [prompt_vectors[p] for p in group], every_prompt=every_prompt)
                  for group in self.prompt_groups()]
-        scores, closer = combine(self.kind, stats[0], stats[1])
+        scores, closer = combine(self.kind, stats[0], stats[1], self.scoring)
         return scores, labels_from(closer)
 
 
@@ -67,6 +81,8 @@ class AdjectiveStats:
     cos_sum: np.ndarray  # sum of cosines over the adjective's prompts (context score)
     cos_max: np.ndarray  # cosine of its closest prompt (context label)
     cos_mean_vector: np.ndarray  # cosine with the averaged prompt vector (ensemble)
+    dot_raw_sum: np.ndarray | None = None  # I . (sum of the raw prompt vectors): the code's scores
+    count: int = 1  # how many prompts the adjective has
 
 
 def adjective_statistics(
@@ -87,13 +103,21 @@ def adjective_statistics(
         np.concatenate(sums) if sums else empty,
         np.concatenate(maxes) if maxes else empty,
         image_unit @ mean,
+        image_unit.astype(np.float64) @ raw.astype(np.float64).sum(axis=0),
+        len(raw),
     )
 
 
-def combine(kind: str, pos: AdjectiveStats, neg: AdjectiveStats) -> tuple[np.ndarray, np.ndarray]:
+def combine(kind: str, pos: AdjectiveStats, neg: AdjectiveStats, scoring: str = "paper") -> tuple[np.ndarray, np.ndarray]:
     """(continuous score, positive-is-closer flag) of one head kind from the two adjectives."""
     if kind == "context":
-        return pos.cos_sum - neg.cos_sum, pos.cos_max >= neg.cos_max
-    # fixed has one prompt per adjective: its mean vector is that prompt
-    score = pos.cos_mean_vector - neg.cos_mean_vector
-    return score, score >= 0
+        score, closer = pos.cos_sum - neg.cos_sum, pos.cos_max >= neg.cos_max
+    else:  # fixed has one prompt per adjective: its mean vector is that prompt
+        score = pos.cos_mean_vector - neg.cos_mean_vector
+        closer = score >= 0
+    if scoring == "code":
+        if kind == "context":  # 100 * sum of I . T over the prompts, weighted +1 / -1
+            score = CODE_SCALE * (pos.dot_raw_sum - neg.dot_raw_sum)
+        else:  # 100 * I . (mean raw prompt vector); fixed: the one raw prompt vector
+            score = CODE_SCALE * (pos.dot_raw_sum / pos.count - neg.dot_raw_sum / neg.count)
+    return score, closer

@@ -10,6 +10,7 @@ not carry the `clipcull:rated` keyword, so a later `clipcull tag` keeps the rati
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from clip_cull.actions.fileops import write_atomic
 from clip_cull.actions.journal import DONE, UNDONE, Journal, Step
 from clip_cull.actions.move import apply_moves, plan_moves
-from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, merge, read_fields, sidecar_path
+from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, merge, read_fields, read_xmp_file, sidecar_path
 from clip_cull.errors import ClipCullError
 from clip_cull.files import content_fingerprint
 from clip_cull.store import Store
@@ -72,8 +73,8 @@ class DecisionWriter:
         with `tag` is clipcull's suggestion, not a decision)."""
         path = sidecar_path(photo, self.style)
         try:
-            fields = read_fields(path.read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, XmpError):
+            fields = read_fields(read_xmp_file(path))
+        except XmpError:  # missing, unreadable, not XMP: no decision of the photographer's there
             return Decision()
         own = fields.rating if fields.rating not in (None, 0) and RATED_KEYWORD not in fields.keywords else None
         return Decision(own, fields.label == self.pick_label)
@@ -98,9 +99,10 @@ class DecisionWriter:
             return after
 
     def _merged(self, path: Path, old: bytes | None, after: Decision, rating_changed: bool) -> bytes:
+        if path.is_symlink():  # as `tag` does: a linked sidecar is the photographer's arrangement
+            raise ReviewError(f"{path}: left alone, the sidecar is a symbolic link")
         try:
-            text = old.decode("utf-8") if old is not None else None
-            fields = read_fields(text) if text is not None else None
+            fields = read_fields(old) if old is not None else None
             keywords = [k for k in (fields.keywords if fields else []) if k.startswith("clipcull:")]
             if rating_changed:  # the rating is now the photographer's: tag must keep it
                 keywords = [k for k in keywords if k != RATED_KEYWORD]
@@ -108,9 +110,10 @@ class DecisionWriter:
             else:
                 rating = fields.rating if fields else None
             old_label = fields.label if fields else None
-            label = self.pick_label if after.picked else (None if old_label == self.pick_label else old_label)
-            return merge(text, rating, label, keywords).encode("utf-8")
-        except (UnicodeDecodeError, XmpError) as e:
+            label = self.pick_label if after.picked else None
+            unpicked = not after.picked and old_label == self.pick_label
+            return merge(old, rating, label, keywords, drop_label=unpicked)
+        except XmpError as e:
             raise ReviewError(f"{path}: left alone, not XMP clipcull can edit safely ({e})") from None
 
     def _write(self, action: _Action, changes: list[tuple[Path, bytes | None, bytes]]) -> None:
@@ -184,7 +187,10 @@ def _journal_more_steps(journal: Journal, run_id: int, steps: list[Step]) -> Non
 
 
 def _read_bytes(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
+    """The sidecar's bytes, None where there is none; never opens a FIFO or device."""
+    if not os.path.lexists(path):
         return None
+    try:
+        return read_xmp_file(path)
+    except XmpError as e:
+        raise ReviewError(f"{path}: left alone, {e}") from None
