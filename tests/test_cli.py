@@ -301,7 +301,7 @@ def _summary_counts(stderr: str) -> tuple[int, int]:
     """(photos, embedded) from the summary line."""
     import re
 
-    m = re.search(r"(\d+) photos: (\d+) embedded", stderr)
+    m = re.search(r"(\d+) photos?: (\d+) embedded", stderr)  # "1 photo: ..." in the singular
     return int(m.group(1)), int(m.group(2))
 
 
