@@ -232,13 +232,16 @@ def text_encoding(encoder, n: int = 128) -> tuple[float, float, float]:
     from clip_cull.encoder import encode_text_trimmed
     from clip_cull.prompts import context_prompts
 
-    tokens = encoder.tokenizer(context_prompts("outstanding")[:n])
+    tokens = encoder.tokenizer(context_prompts("outstanding")[:n]).to(encoder.device)
+    sync = torch.cuda.synchronize if encoder.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         start = time.perf_counter()
         full = encoder.model.encode_text(tokens)
+        sync()
         t_full = time.perf_counter() - start
         start = time.perf_counter()
         trimmed = encode_text_trimmed(encoder.model, tokens)
+        sync()
         t_trim = time.perf_counter() - start
     return t_full, t_trim, float((full - trimmed).abs().max())
 
