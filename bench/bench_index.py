@@ -188,6 +188,7 @@ def indexing_phase(spec, files_dir: Path, batch_size: int, fast: bool, encoder, 
     """Photos/s of index_photos alone (model already loaded), and the embeddings it made."""
     from clip_cull.files import walk_photos
     from clip_cull.indexer import IndexOptions, ModelSession, index_photos
+    from clip_cull.preprocess import embedding_key
     from clip_cull.store import Store
 
     store = Store.open(":memory:")
@@ -195,11 +196,12 @@ def indexing_phase(spec, files_dir: Path, batch_size: int, fast: bool, encoder, 
     session._encoder = encoder  # reuse the loaded model: this measures the pipeline, not the load
     photos = walk_photos([files_dir]).photos
     start = time.perf_counter()
-    report = index_photos(store, photos, session, IndexOptions(batch_size=batch_size, fast_decode=fast, quality=quality))
+    options = IndexOptions(batch_size=batch_size, fast_decode=fast, quality=quality)
+    report = index_photos(store, photos, session, options)
     rate = len(photos) / (time.perf_counter() - start)
     assert report.embedded == len(photos), report
     recs = store.file_records([p.path for p in photos])
-    vecs = store.embeddings([r.fingerprint for r in recs.values()], session.model_id)
+    vecs = store.embeddings([r.fingerprint for r in recs.values()], embedding_key(session.model_id, options.preprocessing))
     return rate, {path: vecs[r.fingerprint] for path, r in recs.items()}
 
 
@@ -230,13 +232,16 @@ def text_encoding(encoder, n: int = 128) -> tuple[float, float, float]:
     from clip_cull.encoder import encode_text_trimmed
     from clip_cull.prompts import context_prompts
 
-    tokens = encoder.tokenizer(context_prompts("outstanding")[:n])
+    tokens = encoder.tokenizer(context_prompts("outstanding")[:n]).to(encoder.device)
+    sync = torch.cuda.synchronize if encoder.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         start = time.perf_counter()
         full = encoder.model.encode_text(tokens)
+        sync()
         t_full = time.perf_counter() - start
         start = time.perf_counter()
         trimmed = encode_text_trimmed(encoder.model, tokens)
+        sync()
         t_trim = time.perf_counter() - start
     return t_full, t_trim, float((full - trimmed).abs().max())
 

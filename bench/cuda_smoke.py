@@ -77,7 +77,7 @@ def main() -> None:
 
         state = open_clip.create_model("ViT-B-32", pretrained=None).state_dict()
         save_file({k: v.contiguous() for k, v in state.items()}, str(checkpoint))
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), CLIPCULL_DB=str(tmp / "cache.db"),
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), CLIPCULL_DB=str(tmp / "cache.db"),
                    CLIPCULL_MODEL="ViT-B-32", CLIPCULL_PRETRAINED=str(checkpoint))
         cli = [sys.executable, "-m", "clip_cull"]
         model = tmp / "ft"
