@@ -148,7 +148,8 @@ def _undo_copy(step: Step) -> bool:
 
 def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
     where, moved_by = step.dst, None
-    for later_run, later_move in journal.later_moves_from(step.dst, run_id):
+    chain = journal.later_moves_from(step.dst, run_id)
+    for later_run, later_move in chain:
         where, moved_by = later_move.dst, later_run
     found = Identity.of(where)
     if found is not None and found.kind != "file":
@@ -162,11 +163,14 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
         raise _Conflict(f"{where} changed since clipcull wrote it; left as it is")
     if step.before is None:
         os.unlink(where)  # clipcull created it, and it holds exactly what clipcull wrote
+        for later_run, later_move in chain:  # those moves have nothing left to put back
+            journal.mark(later_run, later_move.seq, UNDONE, f"{where} removed by undo of run {run_id}")
     else:
         write_atomic(where, step.before, mode=step.before_mode)
         journal.rewritten(where)
     if moved_by is not None:
-        report.notes.append(f"{step.dst}: restored at {where}, where move run {moved_by} took it")
+        what = "restored" if step.before is not None else "removed (clipcull had created it)"
+        report.notes.append(f"{step.dst}: {what} at {where}, where move run {moved_by} took it")
     return True
 
 
