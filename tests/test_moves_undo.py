@@ -683,3 +683,211 @@ def test_cli_a_locked_cache_during_move_is_one_line_and_the_next_move_finishes(t
     assert len(list((shoot / "_rejects").iterdir())) == 3 and contents(shoot) == before
     assert run("undo", "1").exit_code == 0 and contents(shoot) == before
     assert not (shoot / "_rejects").exists()
+
+
+# --- 11. any sequence of move, tag, undo and user actions --------------------------------------
+
+from hypothesis import HealthCheck, settings, strategies as st  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test  # noqa: E402
+
+
+class Killed(BaseException):
+    """The process dies here (as SIGKILL would: nothing after it runs)."""
+
+
+class MovesUndoMachine(RuleBasedStateMachine):
+    """Library calls (the CLI's move = resume, then plan and apply) on a few small files, with a
+    shared-stem pair and a photographer's sidecar. Invariant: every photo's bytes stay present as
+    a regular file somewhere (root or backup). When no user action interfered, undoing every run
+    restores the original tree exactly."""
+
+    def __init__(self):
+        super().__init__()
+        import tempfile
+
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # memory: fsync costs nothing
+        self.tmp = Path(tempfile.mkdtemp(prefix="clipcull-machine-", dir=shm))
+        self.root, self.backup, self.db = self.tmp / "shoot", self.tmp / "backup", self.tmp / "cache.db"
+        self.root.mkdir()
+        for i, name in enumerate(["IMG_0001.jpg", "IMG_0002.jpg", "IMG_0002.tif", "IMG_0003.jpg", "IMG_0004.png"]):
+            (self.root / name).write_bytes(hashlib.sha256(str(i).encode()).digest() * (20 + i))
+        (self.root / "IMG_0002.xmp").write_bytes(b"<photographer's sidecar of IMG_0002/>")
+        (self.root / "IMG_0004.png.xmp").write_bytes(b"<darktable sidecar/>")
+        self.photos = Counter(sha(p) for p in self.root.iterdir() if p.suffix in (".jpg", ".tif", ".png"))
+        self.original = tree(self.root)
+        self.interfered = False
+        self.edits = 0
+
+    def teardown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # helpers
+
+    def _root_photos(self) -> list[Path]:
+        return sorted(p for p in self.root.iterdir()
+                      if p.suffix in (".jpg", ".tif", ".png") and not p.is_symlink() and p.is_file())
+
+    def _pick(self, picks: list[int]) -> list[Path]:
+        photos = self._root_photos()
+        return sorted({photos[i % len(photos)] for i in picks}) if photos else []
+
+    def _runs(self) -> list[tuple[int, str]]:
+        if not self.db.exists():
+            return []
+        conn = sqlite3.connect(self.db)
+        try:
+            return conn.execute("select id, state from runs order by id").fetchall()
+        finally:
+            conn.close()
+
+    # rules
+
+    @initialize(picks=st.lists(st.integers(0, 9), min_size=1, max_size=3), copy=st.booleans())
+    def first_move(self, picks, copy):
+        self.move(picks, copy, False, None, False)
+
+    @rule(picks=st.lists(st.integers(0, 9), min_size=1, max_size=3), copy=st.booleans(), to_backup=st.booleans(),
+          kill_at=st.one_of(st.none(), st.integers(1, 3)), after=st.booleans())
+    def move(self, picks, copy, to_backup, kill_at, after):
+        store, journal = journal_at(self.db)
+        real, calls = move_module.transfer, []
+
+        def dying(src, dst, copy=False):
+            calls.append(src)
+            if kill_at is not None and len(calls) == kill_at and not after:
+                raise Killed
+            real(src, dst, copy)
+            if kill_at is not None and len(calls) == kill_at and after:
+                raise Killed  # moved, not yet marked done
+
+        move_module.transfer = dying
+        try:
+            resume_unfinished(store, journal, [])
+            steps = plan_moves([Shot(str(p)) for p in self._pick(picks)], [str(self.root)],
+                               str(self.backup) if to_backup else None, copy, [])
+            apply_moves(store, journal, steps, {"command": "move"}, notes=[])
+        except Killed:
+            pass
+        finally:
+            move_module.transfer = real
+            store.close()
+
+    @rule(picks=st.lists(st.integers(0, 9), min_size=1, max_size=3), kill=st.booleans(), text=st.binary(max_size=8))
+    def tag(self, picks, kill, text):
+        sidecars = list(dict.fromkeys(p.with_suffix(".xmp") for p in self._pick(picks)))
+        sidecars = [s for s in sidecars if not s.is_symlink() and not s.is_dir()]
+        if not sidecars:
+            return
+        store, journal = journal_at(self.db)
+        try:
+            plan = []
+            for s in sidecars:
+                before = s.read_bytes() if s.exists() else None
+                after = (before or b"") + b"<rating " + text + b"/>"
+                plan.append((s, Step("sidecar", str(s.with_suffix(".jpg")), str(s), before, content_fingerprint(after)), after))
+            run_id = journal.plan("tag", {}, [p[1] for p in plan])
+            journal.set_state(run_id, RUNNING)
+            for i, (s, step, after) in enumerate(plan):
+                write_atomic(s, after)
+                if kill and i == 0:
+                    return  # killed after the write, before it was marked
+                journal.mark(run_id, step.seq, DONE)
+            journal.set_state(run_id, DONE)
+        finally:
+            store.close()
+
+    @rule()
+    def undo_last(self):
+        store, journal = journal_at(self.db)
+        try:
+            target = journal.last_undoable()
+            if target is not None:
+                undo_run(store, journal, target.id)
+        finally:
+            store.close()
+
+    @rule(which=st.integers(0, 20))
+    def undo_one(self, which):
+        runs = self._runs()
+        if runs:
+            undo(self.db, runs[which % len(runs)][0])
+
+    @rule(pick=st.integers(0, 9))
+    def user_renames(self, pick):
+        photos = self._root_photos()
+        if photos:
+            p = photos[pick % len(photos)]
+            p.rename(p.with_name("u_" + p.name))
+            self.interfered = True
+
+    @rule(pick=st.integers(0, 9))
+    def user_links_old_place(self, pick):
+        """A symlink where a moved photo was, pointing at where it is now."""
+        if not self.db.exists():
+            return
+        conn = sqlite3.connect(self.db)
+        rows = conn.execute("select src, dst from steps where action = 'move' and state = 'done'").fetchall()
+        conn.close()
+        free = [(s, d) for s, d in rows if not os.path.lexists(s) and os.path.lexists(d)]
+        if free:
+            src, dst = free[pick % len(free)]
+            os.symlink(dst, src)
+            self.interfered = True
+
+    @rule(pick=st.integers(0, 9), photo=st.booleans())
+    def user_edits(self, pick, photo):
+        files = [p for p in self.root.rglob("*") if not p.is_symlink() and p.is_file()
+                 and (p.suffix in (".jpg", ".tif", ".png")) == photo and not p.name.endswith(PARTIAL_SUFFIX)]
+        if not files:
+            return
+        f = sorted(files)[pick % len(files)]
+        old = sha(f)
+        self.edits += 1
+        with open(f, "ab") as out:
+            out.write(b"edited %d" % self.edits)
+        if photo and self.photos[old] > 0:
+            self.photos[old] -= 1  # the photographer changed this photo: its new bytes must survive
+            self.photos[sha(f)] += 1
+        self.interfered = True
+
+    @invariant()
+    def no_photo_lost(self):
+        present = contents(self.root, self.backup)
+        missing = self.photos - present
+        assert not missing, f"photo contents lost: {missing}"
+
+    @invariant()
+    def journal_states_are_known(self):
+        for _, state in self._runs():
+            assert state in (PLANNED, RUNNING, DONE, FAILED, UNDONE, CONFLICT)
+
+    def check_undo_everything(self):
+        for _ in range(50):
+            store, journal = journal_at(self.db) if self.db.exists() else (None, None)
+            if store is None:
+                break
+            try:
+                target = journal.last_undoable()
+                if target is None:
+                    break
+                report = undo_run(store, journal, target.id)
+            finally:
+                store.close()
+            if report.conflicts:
+                break
+        if not self.interfered:
+            assert tree(self.root) == self.original
+            assert not [p for p in self.backup.rglob("*") if p.is_file() or p.is_symlink()]
+        assert not (self.photos - contents(self.root, self.backup))
+
+
+def test_any_sequence_of_moves_tags_undos_and_user_actions_keeps_every_photo():
+    class Machine(MovesUndoMachine):
+        def teardown(self):
+            try:
+                self.check_undo_everything()
+            finally:
+                super().teardown()
+
+    run_state_machine_as_test(Machine, settings=settings(max_examples=200, stateful_step_count=15, deadline=None,
+                                                         suppress_health_check=list(HealthCheck), database=None))
