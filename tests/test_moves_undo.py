@@ -891,3 +891,24 @@ def test_any_sequence_of_moves_tags_undos_and_user_actions_keeps_every_photo():
 
     run_state_machine_as_test(Machine, settings=settings(max_examples=200, stateful_step_count=15, deadline=None,
                                                          suppress_health_check=list(HealthCheck), database=None))
+
+
+def test_an_old_journal_is_migrated_to_explicit_states(private_cache):
+    """A cache from before m004: "partial" meant either a killed forward run or an undo that met
+    a conflict. The first is resumable ("running"); the second never is ("conflict")."""
+    Store.open(private_cache).close()
+    conn = sqlite3.connect(private_cache)
+    with conn:
+        conn.execute("delete from _sqlite_migrations where name = 'm004_journal_identity'")
+        for column in ("src_id", "dst_id", "before_mode", "note"):
+            conn.execute(f"alter table steps drop column {column}")
+        conn.executemany("insert into runs (id, kind, created_at, command, state) values (?, 'move', '', '{}', 'partial')",
+                         [(1,), (2,)])
+        conn.executemany("insert into steps (run_id, seq, action, src, dst, state) values (?, ?, 'move', 'a', 'b', ?)",
+                         [(1, 0, "done"), (1, 1, "planned"), (2, 0, "undone"), (2, 1, "done")])
+    conn.close()
+    store, journal = journal_at(private_cache)
+    assert [(r.id, r.state) for r in journal.runs()] == [(2, CONFLICT), (1, RUNNING)]
+    assert journal.unfinished("move").id == 1
+    assert [s.src_id for s in journal.steps(1)] == [None, None]
+    store.close()

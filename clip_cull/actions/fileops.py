@@ -136,9 +136,15 @@ def transfer(src: str | Path, dst: str | Path, copy: bool = False) -> None:
             if not remove_if_duplicate(src, dst):
                 raise FileOpError(f"{src} changed while it was moved; both names are kept")
             return
+    before = os.lstat(src)
     _copy_verified(src, dst)
-    if not copy and not remove_if_duplicate(src, dst):
-        raise FileOpError(f"{src} changed while it was copied to {dst}; both are kept")
+    if not copy:
+        after = os.lstat(src)  # the copy was verified against these bytes: the source may go
+        if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) != (
+                before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) or not stat.S_ISREG(after.st_mode):
+            raise FileOpError(f"{src} changed while it was copied to {dst}; both are kept")
+        os.unlink(src)
+        _fsync_dir(src.parent)
 
 
 def _copy_verified(src: Path, dst: Path) -> None:
