@@ -209,12 +209,13 @@ def test_moved_photo_replaced_at_destination_is_a_conflict(shoot, private_cache)
     moved.unlink()
     os.symlink("/etc/hostname", moved)  # not what clipcull put there
     report = undo(private_cache, run_id)
-    assert report.conflicts == [f"{moved} was replaced since the move (now a symbolic link); left as it is"]
+    assert report.conflicts == [f"{moved} was replaced or changed since the move (now a symbolic link); left as it is"]
     assert not photo.exists() and moved.is_symlink()
     moved.unlink()
-    moved.write_bytes(data)  # same bytes, but another file (inode) than clipcull left: still a conflict
+    moved.write_bytes(data)  # same bytes, but another file than clipcull left: still a conflict
+    os.utime(moved, ns=(1, 1))
     report = undo(private_cache, run_id)
-    assert report.conflicts == [f"{moved} was replaced since the move (now another file); left as it is"]
+    assert report.conflicts == [f"{moved} was replaced or changed since the move (now another file); left as it is"]
 
 
 def test_remove_if_duplicate_refuses_links_and_the_same_entry(tmp_path):

@@ -7,11 +7,13 @@ import errno
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 from clip_cull.files import file_sha256
 
 PARTIAL_SUFFIX = ".clipcull-partial"
+OTHER_RUNS_PARTIAL_AGE_S = 120  # a partial file of another run this fresh may still be written to
 
 
 class FileOpError(Exception):
@@ -53,16 +55,19 @@ def _drop_partial(tmp: Path) -> None:
         pass
 
 
-def sweep_partials(destinations) -> list[str]:
+def sweep_partials(destinations, older_than_s: float = 0) -> list[str]:
     """Remove `.clipcull-partial` files a killed write or copy left next to these destinations.
     Only that exact name, and only a regular file: the source of a copy and the previous version
     of a sidecar are never touched, since clipcull replaces or removes them only after the
-    temporary file is complete."""
+    temporary file is complete. older_than_s spares a file still being written by another
+    clipcull process."""
     removed = []
+    now = time.time()
     for dst in dict.fromkeys(destinations):
         tmp = Path(str(dst) + PARTIAL_SUFFIX)
         try:
-            if stat.S_ISREG(os.lstat(tmp).st_mode):
+            st = os.lstat(tmp)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= older_than_s:
                 os.unlink(tmp)
                 removed.append(str(tmp))
         except OSError:

@@ -26,7 +26,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from clip_cull.actions.fileops import sweep_partials
+from clip_cull.actions.fileops import OTHER_RUNS_PARTIAL_AGE_S, sweep_partials
 from clip_cull.errors import ClipCullError
 from clip_cull.store import Store
 
@@ -85,8 +85,11 @@ class Identity:
         return cls(st.st_dev, st.st_ino, kind, st.st_size, st.st_mtime_ns)
 
     def same_file(self, other: "Identity | None") -> bool:
-        """The very same regular file (same device and inode): a rename keeps this."""
-        return other is not None and self.kind == other.kind == "file" and (self.dev, self.ino) == (other.dev, other.ino)
+        """The very same regular file, unchanged: same device and inode (a rename or hard link
+        keeps them), and same size and modification time (an inode number freed and reused by
+        a new file, or a file edited in place, differs there)."""
+        return (other is not None and self.kind == other.kind == "file"
+                and (self.dev, self.ino, self.size, self.mtime_ns) == (other.dev, other.ino, other.size, other.mtime_ns))
 
     def same_content_stamp(self, other: "Identity | None") -> bool:
         """A regular file with the same size and modification time (a verified cross-device copy
@@ -137,9 +140,9 @@ class Journal:
     def plan(self, kind: str, command: dict, steps: list[Step]) -> int:
         """Write the run and all its steps in one transaction, before anything is touched. Each
         step's source (or a sidecar's present file and its mode) is recorded as it is now.
-        `.clipcull-partial` files that killed runs left (next to this plan's destinations or an
-        unfinished run's) are removed first."""
-        sweep_partials([*(s.dst for s in steps), *self.planned_destinations()])
+        `.clipcull-partial` files that killed runs left next to an unfinished run's destinations
+        are removed first."""
+        sweep_partials(self.planned_destinations(), OTHER_RUNS_PARTIAL_AGE_S)
         for step in steps:
             here = step.src if step.action in ("move", "copy") else step.dst
             try:

@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip_cull.actions.fileops import FileOpError, remove_if_duplicate, sweep_partials, transfer
+from clip_cull.actions.fileops import OTHER_RUNS_PARTIAL_AGE_S, FileOpError, remove_if_duplicate, sweep_partials, transfer
 from clip_cull.actions.groups import best_of_each_group
 from clip_cull.actions.journal import DONE, FAILED, PLANNED, RUNNING, Identity, Journal, Step
 from clip_cull.actions.xmp import existing_sidecars
@@ -220,8 +220,9 @@ def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict
         if not steps:
             return None
         run_id = journal.plan("move", command, steps)
-    # .clipcull-partial files a killed copy or sidecar write left (this plan, unfinished runs)
-    sweep_partials([*(s.dst for s in steps), *journal.planned_destinations()])
+    # .clipcull-partial files a killed copy or sidecar write left: this run's, other unfinished runs'
+    sweep_partials(s.dst for s in steps)
+    sweep_partials(journal.planned_destinations(), OTHER_RUNS_PARTIAL_AGE_S)
     journal.set_state(run_id, RUNNING)
     failed = False
     for step in steps:

@@ -116,7 +116,7 @@ def _undo_move(store: Store, step: Step) -> bool:
             raise _Conflict(f"{step.src} is not at {step.dst} any more"
                             + (f", and {step.src} is {_describe(src_now)}" if src_now else " nor where it was")
                             + "; nothing done")
-        raise _Conflict(f"{step.dst} was replaced since the move (now {_describe(dst_now)}); left as it is")
+        raise _Conflict(f"{step.dst} was replaced or changed since the move (now {_describe(dst_now)}); left as it is")
     if src_now is None:
         transfer(step.dst, step.src)
         with store.writing():
@@ -138,7 +138,7 @@ def _undo_copy(step: Step) -> bool:
     if not _ours(step, dst_now):
         if step.state in (PLANNED, FAILED):
             return False  # never copied: what is there is someone else's
-        raise _Conflict(f"{step.dst} was replaced since the copy (now {_describe(dst_now)}); left as it is")
+        raise _Conflict(f"{step.dst} was replaced or changed since the copy (now {_describe(dst_now)}); left as it is")
     if remove_if_duplicate(step.dst, step.src):
         return True
     src_now = Identity.of(step.src)
