@@ -913,3 +913,19 @@ def test_an_old_journal_is_migrated_to_explicit_states(private_cache):
     assert journal.unfinished("move").id == 1
     assert [s.src_id for s in journal.steps(1)] == [None, None]
     store.close()
+
+
+def test_undo_of_a_tag_run_says_which_copies_keep_the_tagged_sidecar(shoot, tmp_path, private_cache):
+    photo, side = shoot / "IMG_0001.jpg", shoot / "IMG_0001.xmp"
+    side.write_bytes(b"photographer's")
+    tag_run = sidecar_run(private_cache, photo, side, b"clipcull's")
+    backup = tmp_path / "backup"
+    copy_run, _ = move_files(private_cache, shoot, [photo], to=backup, copy=True)
+    report = undo(private_cache, tag_run)
+    assert side.read_bytes() == b"photographer's" and (backup / "IMG_0001.xmp").read_bytes() == b"clipcull's"
+    assert report.notes == [f"{backup / 'IMG_0001.xmp'}: the copy `--copy` run {copy_run} made of {side} keeps what "
+                            f"clipcull wrote (undo run {copy_run} to remove the copy)"]
+    # the copy no longer matches its original: undo of the copy run keeps it, and says so
+    report = undo(private_cache, copy_run)
+    assert report.conflicts == [f"{backup / 'IMG_0001.xmp'} is kept: its original {side} differs"]
+    assert not (backup / "IMG_0001.jpg").exists() and photo.exists()

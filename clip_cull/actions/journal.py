@@ -262,6 +262,16 @@ class Journal:
                 here = step.dst
         return chain
 
+    def later_copies_from(self, paths: list[str], after_run: int) -> list[tuple[int, Step]]:
+        """Copies done after run `after_run` of a file at any of these paths."""
+        if not paths:
+            return []
+        marks = ",".join("?" * len(paths))
+        rows = self.db.execute(
+            f"select run_id, {STEP_COLUMNS} from steps where action = 'copy' and state in (?, ?) and run_id > ?"
+            f" and src in ({marks}) order by run_id, seq", [DONE, CONFLICT, after_run, *paths]).fetchall()
+        return [(row[0], _step(row[1:])) for row in rows]
+
     def planned_destinations(self, states=(PLANNED, RUNNING, FAILED)) -> list[str]:
         """Destinations of steps in runs that did not finish: where a killed copy or write may
         have left a `.clipcull-partial` file."""

@@ -168,6 +168,10 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
     else:
         write_atomic(where, step.before, mode=step.before_mode)
         journal.rewritten(where)
+    for copy_run, copy in journal.later_copies_from([step.dst, *(m.dst for _, m in chain)], run_id):
+        if os.path.lexists(copy.dst):
+            report.notes.append(f"{copy.dst}: the copy `--copy` run {copy_run} made of {copy.src} keeps what "
+                                f"clipcull wrote (undo run {copy_run} to remove the copy)")
     if moved_by is not None:
         what = "restored" if step.before is not None else "removed (clipcull had created it)"
         report.notes.append(f"{step.dst}: {what} at {where}, where move run {moved_by} took it")
