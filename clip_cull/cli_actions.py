@@ -135,10 +135,11 @@ def move(
     err = ui.stderr_console()
     if not dry_run:
         notes: list[str] = []
-        resumed = _moving(db, lambda store: resume_unfinished(store, Journal(store), notes), "finishing an interrupted move")
+        finished: list[int] = []
+        _moving(db, lambda store: resume_unfinished(store, Journal(store), notes, finished), "finishing an interrupted move")
         for note in notes:
             ui.message(err, f"clipcull: {note}", "yellow")
-        if resumed:
+        for resumed in finished:
             ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
     groups = (similarity, burst_window) if per_group else None
     settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,

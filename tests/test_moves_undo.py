@@ -929,3 +929,18 @@ def test_undo_of_a_tag_run_says_which_copies_keep_the_tagged_sidecar(shoot, tmp_
     report = undo(private_cache, copy_run)
     assert report.conflicts == [f"{backup / 'IMG_0001.xmp'} is kept: its original {side} differs"]
     assert not (backup / "IMG_0001.jpg").exists() and photo.exists()
+
+
+def test_every_interrupted_run_is_finished_oldest_first(shoot, private_cache, monkeypatch):
+    real = move_module.transfer
+    monkeypatch.setattr(move_module, "transfer", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    for name in ("IMG_0000.jpg", "IMG_0001.jpg"):
+        with pytest.raises(KeyboardInterrupt):
+            move_files(private_cache, shoot, [shoot / name])
+    monkeypatch.setattr(move_module, "transfer", real)
+    store, journal = journal_at(private_cache)
+    finished = []
+    assert resume_unfinished(store, journal, [], finished) == 2 and finished == [1, 2]
+    store.close()
+    assert sorted(p.name for p in (shoot / "_rejects").iterdir()) == ["IMG_0000.jpg", "IMG_0001.jpg"]
+    assert states(private_cache, 1) == (DONE, [DONE]) and states(private_cache, 2) == (DONE, [DONE])

@@ -286,11 +286,15 @@ def _follow_in_cache(store: Store, src: str, dst: str) -> None:
         store.db.execute("update or replace files set path = ? where path = ?", [dst, src])
 
 
-def resume_unfinished(store: Store, journal: Journal, notes: list[str] | None = None) -> int | None:
-    """Finish a move run a killed process interrupted (planned or running). Runs that failed,
-    were undone or met a conflict in undo are never resumed."""
-    run = journal.unfinished("move")
-    if run is None:
-        return None
-    apply_moves(store, journal, journal.steps(run.id), {}, run_id=run.id, notes=notes)
-    return run.id
+def resume_unfinished(store: Store, journal: Journal, notes: list[str] | None = None,
+                      finished: list[int] | None = None) -> int | None:
+    """Finish every move run a killed process interrupted (planned or running), oldest first;
+    returns the last one's id (each goes into `finished`). Runs that failed, were undone or met
+    a conflict in undo are never resumed."""
+    last = None
+    while (run := journal.unfinished("move")) is not None:
+        apply_moves(store, journal, journal.steps(run.id), {}, run_id=run.id, notes=notes)
+        last = run.id
+        if finished is not None:
+            finished.append(run.id)
+    return last
