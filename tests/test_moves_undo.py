@@ -821,9 +821,10 @@ class MovesUndoMachine(RuleBasedStateMachine):
             p.rename(p.with_name("u_" + p.name))
             self.interfered = True
 
-    @rule(pick=st.integers(0, 9))
-    def user_links_old_place(self, pick):
-        """A symlink where a moved photo was, pointing at where it is now."""
+    @rule(pick=st.integers(0, 9), how=st.sampled_from(["link", "new file", "moved back by hand", "folder"]))
+    def user_takes_old_place(self, pick, how):
+        """Where a moved file was: a symlink to where it is now, another file, a folder, or the
+        file itself put back by hand."""
         if not self.db.exists():
             return
         conn = sqlite3.connect(self.db)
@@ -832,7 +833,14 @@ class MovesUndoMachine(RuleBasedStateMachine):
         free = [(s, d) for s, d in rows if not os.path.lexists(s) and os.path.lexists(d)]
         if free:
             src, dst = free[pick % len(free)]
-            os.symlink(dst, src)
+            if how == "link":
+                os.symlink(dst, src)
+            elif how == "new file":
+                Path(src).write_bytes(b"the user's new file")
+            elif how == "folder":
+                os.mkdir(src)
+            elif not os.path.islink(dst):
+                os.rename(dst, src)
             self.interfered = True
 
     @rule(pick=st.integers(0, 9), photo=st.booleans())
@@ -944,3 +952,20 @@ def test_every_interrupted_run_is_finished_oldest_first(shoot, private_cache, mo
     store.close()
     assert sorted(p.name for p in (shoot / "_rejects").iterdir()) == ["IMG_0000.jpg", "IMG_0001.jpg"]
     assert states(private_cache, 1) == (DONE, [DONE]) and states(private_cache, 2) == (DONE, [DONE])
+
+
+def test_undo_of_a_killed_tag_run_leaves_sidecars_it_never_wrote(shoot, private_cache):
+    """Found by the state machine: a step planned but never written is not a conflict, even when
+    the file changed since it was planned (an earlier run's undo restored it meanwhile)."""
+    side = shoot / "IMG_0001.xmp"
+    side.write_bytes(b"photographer's")
+    first = sidecar_run(private_cache, shoot / "IMG_0001.jpg", side, b"first")
+    store, journal = journal_at(private_cache)
+    killed = journal.plan("tag", {}, [Step("sidecar", str(shoot / "IMG_0001.jpg"), str(side), b"first",
+                                           content_fingerprint(b"second"))])
+    journal.set_state(killed, RUNNING)  # killed before it wrote anything
+    store.close()
+    assert not undo(private_cache, first).conflicts and side.read_bytes() == b"photographer's"
+    report = undo(private_cache, killed)
+    assert not report.conflicts and report.restored == 0 and side.read_bytes() == b"photographer's"
+    assert states(private_cache, killed) == (UNDONE, [UNDONE])

@@ -157,6 +157,9 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
     current = _read(where) if found is not None else None
     if current == step.before:
         return False  # never written, or already restored
+    written = current is not None and content_fingerprint(current) == step.after_sha
+    if step.state in (PLANNED, FAILED) and not written:
+        return False  # a killed run never wrote it: what is there is not clipcull's to change
     if current is None:
         raise _Conflict(f"{where} is gone; its earlier content was not put back")
     if content_fingerprint(current) != step.after_sha:
