@@ -923,20 +923,31 @@ def test_an_old_journal_is_migrated_to_explicit_states(private_cache):
     store.close()
 
 
-def test_undo_of_a_tag_run_says_which_copies_keep_the_tagged_sidecar(shoot, tmp_path, private_cache):
+def test_undo_of_a_tag_run_also_restores_the_copies_a_later_copy_run_made(shoot, tmp_path, private_cache):
     photo, side = shoot / "IMG_0001.jpg", shoot / "IMG_0001.xmp"
     side.write_bytes(b"photographer's")
     tag_run = sidecar_run(private_cache, photo, side, b"clipcull's")
     backup = tmp_path / "backup"
     copy_run, _ = move_files(private_cache, shoot, [photo], to=backup, copy=True)
     report = undo(private_cache, tag_run)
-    assert side.read_bytes() == b"photographer's" and (backup / "IMG_0001.xmp").read_bytes() == b"clipcull's"
-    assert report.notes == [f"{backup / 'IMG_0001.xmp'}: the copy `--copy` run {copy_run} made of {side} keeps what "
-                            f"clipcull wrote (undo run {copy_run} to remove the copy)"]
-    # the copy no longer matches its original: undo of the copy run keeps it, and says so
+    assert side.read_bytes() == b"photographer's" and (backup / "IMG_0001.xmp").read_bytes() == b"photographer's"
+    assert report.notes == [f"{backup / 'IMG_0001.xmp'}: the copy run {copy_run} made of it is restored too"]
+    assert not undo(private_cache, copy_run).conflicts
+    assert not list(backup.iterdir()) and side.read_bytes() == b"photographer's" and photo.exists()
+
+
+def test_a_copy_changed_since_keeps_its_bytes_and_is_named(shoot, tmp_path, private_cache):
+    photo, side = shoot / "IMG_0001.jpg", shoot / "IMG_0001.xmp"
+    tag_run = sidecar_run(private_cache, photo, side, b"clipcull's")  # created by clipcull
+    backup = tmp_path / "backup"
+    copy_run, _ = move_files(private_cache, shoot, [photo], to=backup, copy=True)
+    (backup / "IMG_0001.xmp").write_bytes(b"edited in the backup")
+    report = undo(private_cache, tag_run)
+    assert not side.exists() and (backup / "IMG_0001.xmp").read_bytes() == b"edited in the backup"
+    assert report.notes == [f"{backup / 'IMG_0001.xmp'}: the copy run {copy_run} made of {side} changed since; left as it is"]
     report = undo(private_cache, copy_run)
-    assert report.conflicts == [f"{backup / 'IMG_0001.xmp'} is kept: its original {side} differs"]
-    assert not (backup / "IMG_0001.jpg").exists() and photo.exists()
+    assert report.conflicts == [f"{backup / 'IMG_0001.xmp'} was replaced or changed since the copy (now another file); left as it is"]
+    assert (backup / "IMG_0001.xmp").read_bytes() == b"edited in the backup"
 
 
 def test_every_interrupted_run_is_finished_oldest_first(shoot, private_cache, monkeypatch):
@@ -969,3 +980,15 @@ def test_undo_of_a_killed_tag_run_leaves_sidecars_it_never_wrote(shoot, private_
     report = undo(private_cache, killed)
     assert not report.conflicts and report.restored == 0 and side.read_bytes() == b"photographer's"
     assert states(private_cache, killed) == (UNDONE, [UNDONE])
+
+
+def test_undo_of_a_tag_run_beneath_a_later_one_hands_its_before_to_it(shoot, private_cache):
+    side = shoot / "IMG_0001.xmp"
+    side.write_bytes(b"photographer's")
+    first = sidecar_run(private_cache, shoot / "IMG_0001.jpg", side, b"first")
+    second = sidecar_run(private_cache, shoot / "IMG_0001.jpg", side, b"second")
+    report = undo(private_cache, first)  # out of order: the second wrote on top of the first
+    assert not report.conflicts and side.read_bytes() == b"second"
+    assert report.notes == [f"{side}: left as run {second} wrote it; undoing run {second} now restores what was "
+                            f"there before run {first}"]
+    assert not undo(private_cache, second).conflicts and side.read_bytes() == b"photographer's"

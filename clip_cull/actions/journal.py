@@ -262,6 +262,20 @@ class Journal:
                 here = step.dst
         return chain
 
+    def later_write_of(self, path: str, after_run: int) -> tuple[int, Step] | None:
+        """The next sidecar write at path, in a run after `after_run`, not undone."""
+        row = self.db.execute(
+            f"select run_id, {STEP_COLUMNS} from steps where action = 'sidecar' and dst = ? and run_id > ?"
+            " and state != ? order by run_id, seq limit 1", [path, after_run, UNDONE]).fetchone()
+        return (row[0], _step(row[1:])) if row else None
+
+    def rebase(self, run_id: int, seq: int, before: bytes | None, before_mode: int | None) -> None:
+        """A later write's "before" becomes what was there before an earlier write it sat on,
+        now that the earlier one is undone beneath it: undoing the later run restores that."""
+        with self.store.writing():
+            self.db.execute("update steps set before = ?, before_mode = ? where run_id = ? and seq = ?",
+                            [before, before_mode, run_id, seq])
+
     def later_copies_from(self, paths: list[str], after_run: int) -> list[tuple[int, Step]]:
         """Copies done after run `after_run` of a file at any of these paths."""
         if not paths:

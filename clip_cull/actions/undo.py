@@ -147,6 +147,15 @@ def _undo_copy(step: Step) -> bool:
 
 
 def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
+    later = journal.later_write_of(step.dst, run_id)
+    if later is not None and _sits_on(later[1], step):
+        # A later run wrote on top of this write. Leave the file as that run left it, and let
+        # undoing that run restore what was there before this one.
+        later_run, later_step = later
+        journal.rebase(later_run, later_step.seq, step.before, step.before_mode)
+        report.notes.append(f"{step.dst}: left as run {later_run} wrote it; undoing run {later_run} now restores "
+                            f"what was there before run {run_id}")
+        return False
     where, moved_by = step.dst, None
     chain = journal.later_moves_from(step.dst, run_id)
     for later_run, later_move in chain:
@@ -172,13 +181,41 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
         write_atomic(where, step.before, mode=step.before_mode)
         journal.rewritten(where)
     for copy_run, copy in journal.later_copies_from([step.dst, *(m.dst for _, m in chain)], run_id):
-        if os.path.lexists(copy.dst):
-            report.notes.append(f"{copy.dst}: the copy `--copy` run {copy_run} made of {copy.src} keeps what "
-                                f"clipcull wrote (undo run {copy_run} to remove the copy)")
+        _undo_in_copy(journal, step, copy_run, copy, report)
     if moved_by is not None:
         what = "restored" if step.before is not None else "removed (clipcull had created it)"
         report.notes.append(f"{step.dst}: {what} at {where}, where move run {moved_by} took it")
     return True
+
+
+def _undo_in_copy(journal: Journal, step: Step, copy_run: int, copy: Step, report: UndoReport) -> None:
+    """A later `--copy` run copied the sidecar this step wrote: the copy gets the same undo when
+    it still holds exactly what clipcull wrote, else it is named as left."""
+    found = Identity.of(copy.dst)
+    if found is None:
+        return
+    if found.kind != "file" or content_fingerprint(_read(copy.dst)) != step.after_sha:
+        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of {copy.src} changed since; left as it is")
+        return
+    if step.before is None:
+        os.unlink(copy.dst)  # clipcull's own bytes, copied by clipcull: nothing of anyone else's
+        journal.mark(copy_run, copy.seq, UNDONE, f"{copy.dst} removed by undo of the run that wrote it")
+        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is removed too")
+    else:
+        write_atomic(copy.dst, step.before, mode=step.before_mode)
+        journal.rewritten(copy.dst)
+        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is restored too")
+
+
+def _sits_on(later: Step, step: Step) -> bool:
+    """Did the later write happen, on top of what this step wrote? (Its "before" is this step's
+    result, and it is marked done, or its result is what the file holds.)"""
+    if later.before is None or content_fingerprint(later.before) != step.after_sha:
+        return False
+    if later.state in (DONE, CONFLICT):
+        return True
+    found = Identity.of(later.dst)
+    return found is not None and found.kind == "file" and content_fingerprint(_read(later.dst)) == later.after_sha
 
 
 def _read(path: str) -> bytes:
