@@ -992,3 +992,26 @@ def test_undo_of_a_tag_run_beneath_a_later_one_hands_its_before_to_it(shoot, pri
     assert report.notes == [f"{side}: left as run {second} wrote it; undoing run {second} now restores what was "
                             f"there before run {first}"]
     assert not undo(private_cache, second).conflicts and side.read_bytes() == b"photographer's"
+
+
+def test_undo_beneath_killed_runs_that_wrote_without_marking(shoot, private_cache):
+    """Found by the state machine: runs killed after writing (never marked done) on top of each
+    other, one undone out of order; undoing the rest restores the photographer's bytes."""
+    side = shoot / "IMG_0001.xmp"
+    side.write_bytes(b"P")
+    store, journal = journal_at(private_cache)
+    runs = []
+    for content in (b"P1", b"P12", b"P123"):
+        before = side.read_bytes()
+        run_id = journal.plan("tag", {}, [Step("sidecar", str(shoot / "IMG_0001.jpg"), str(side), before,
+                                               content_fingerprint(content))])
+        journal.set_state(run_id, RUNNING)
+        write_atomic(side, content)  # killed before marking, except the last run
+        runs.append(run_id)
+    journal.mark(runs[-1], 0, DONE)
+    journal.set_state(runs[-1], DONE)
+    store.close()
+    assert not undo(private_cache, runs[0]).conflicts and side.read_bytes() == b"P123"
+    for run_id in reversed(runs[1:]):
+        assert not undo(private_cache, run_id).conflicts
+    assert side.read_bytes() == b"P"

@@ -148,7 +148,7 @@ def _undo_copy(step: Step) -> bool:
 
 def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
     later = journal.later_write_of(step.dst, run_id)
-    if later is not None and _sits_on(later[1], step):
+    if later is not None and _sits_on(journal, later[0], later[1], step):
         # A later run wrote on top of this write. Leave the file as that run left it, and let
         # undoing that run restore what was there before this one.
         later_run, later_step = later
@@ -207,15 +207,24 @@ def _undo_in_copy(journal: Journal, step: Step, copy_run: int, copy: Step, repor
         report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is restored too")
 
 
-def _sits_on(later: Step, step: Step) -> bool:
-    """Did the later write happen, on top of what this step wrote? (Its "before" is this step's
-    result, and it is marked done, or its result is what the file holds.)"""
+def _sits_on(journal: Journal, later_run: int, later: Step, step: Step) -> bool:
+    """Did the later write happen, on top of what this step wrote? (Its plan read this step's
+    result as its "before", and it wrote: see _wrote.)"""
     if later.before is None or content_fingerprint(later.before) != step.after_sha:
         return False
-    if later.state in (DONE, CONFLICT):
+    return _wrote(journal, later_run, later)
+
+
+def _wrote(journal: Journal, run_id: int, step: Step) -> bool:
+    """Did this sidecar write happen? Marked done; or the file holds its result; or a later
+    run's plan read its result as the file's content (a killed run wrote before it was marked)."""
+    if step.state in (DONE, CONFLICT):
         return True
-    found = Identity.of(later.dst)
-    return found is not None and found.kind == "file" and content_fingerprint(_read(later.dst)) == later.after_sha
+    found = Identity.of(step.dst)
+    if found is not None and found.kind == "file" and content_fingerprint(_read(step.dst)) == step.after_sha:
+        return True
+    later = journal.later_write_of(step.dst, run_id)
+    return later is not None and later[1].before is not None and content_fingerprint(later[1].before) == step.after_sha
 
 
 def _read(path: str) -> bytes:
