@@ -1015,3 +1015,16 @@ def test_undo_beneath_killed_runs_that_wrote_without_marking(shoot, private_cach
     for run_id in reversed(runs[1:]):
         assert not undo(private_cache, run_id).conflicts
     assert side.read_bytes() == b"P"
+
+
+def test_cli_a_name_too_long_in_move_is_one_line(tiny_env, tmp_path, private_cache):
+    folder = tmp_path / "long"
+    long_photo = make_photo(folder / ("b" * 251 + ".jpg"), 1)
+    make_photo(folder / "IMG_0001.jpg", 2)
+    result = run("move", folder, "--worst", "100%")
+    assert result.exit_code == 0 and "Traceback" not in result.stderr
+    err = "".join(result.stderr.split())  # rich wraps long lines
+    assert (folder / "_rejects" / "IMG_0001.jpg").is_file()
+    assert long_photo.exists() != (folder / "_rejects" / long_photo.name).exists()  # exactly one place
+    if long_photo.exists():  # its sidecar names cannot exist: one line names it, and it stays
+        assert err.count("Filenametoolong") == 1 and f"{long_photo.name}:Filenametoolong;notmoved" in err
