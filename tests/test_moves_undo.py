@@ -265,6 +265,31 @@ def test_journal_transitions_allowed_and_refused(tmp_path, private_cache):
     for state in (PLANNED, RUNNING, DONE, FAILED, CONFLICT):
         with pytest.raises(JournalError):
             journal.set_state(run_id, state)
+    # the other ways in: planned -> conflict, failed -> conflict -> undone; a failed run is undone
+    other = journal.plan("move", {}, [Step("move", str(target), str(tmp_path / "z0")),
+                                      Step("move", str(target), str(tmp_path / "z1"))])
+    journal.mark(other, 0, CONFLICT, "left alone")
+    journal.mark(other, 1, FAILED, "disk full")
+    journal.mark(other, 1, CONFLICT, "left alone")
+    journal.mark(other, 1, UNDONE)
+    journal.set_state(other, FAILED)
+    journal.set_state(other, UNDONE)
+    with pytest.raises(JournalError):
+        journal.mark(other, 9, DONE)  # no such step
+    store.close()
+
+
+def test_undo_of_a_run_killed_before_its_first_step(shoot, private_cache):
+    store, journal = journal_at(private_cache)
+    steps = plan_moves([Shot(str(shoot / "IMG_0000.jpg"))], [str(shoot)], None)
+    run_id = journal.plan("move", {}, steps)  # killed right after planning
+    store.close()
+    before = tree(shoot)
+    report = undo(private_cache, run_id)
+    assert report.restored == 0 and not report.conflicts and tree(shoot) == before
+    assert states(private_cache, run_id) == (UNDONE, [UNDONE])
+    store, journal = journal_at(private_cache)
+    assert resume_unfinished(store, journal) is None and journal.last_undoable() is None
     store.close()
 
 
