@@ -14,7 +14,8 @@ from clip_cull import ui
 from clip_cull.actions import tag as tagging
 from clip_cull.actions.fileops import FileOpError
 from clip_cull.actions.journal import Journal
-from clip_cull.actions.move import Selection, apply_moves, plan_moves, resume_unfinished, select_rejects
+from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
+                                   resume_unfinished, select_rejects)
 from clip_cull.actions.undo import undo_run
 from clip_cull.errors import ClipCullError
 from clip_cull.cli import (
@@ -142,42 +143,61 @@ def move(
     fraction = _percent(worst) if worst else None
     if fraction is None and below is None and keep_top is None and label is None and not (per_group or blurry or badly_exposed):
         raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label, --per-group, --blurry or --badly-exposed")
-    store = _open_store(db)
     try:
-        resumed = resume_unfinished(store, Journal(store)) if not dry_run else None
-    except (OSError, FileOpError) as e:
-        _fail(f"an interrupted move could not be finished: {e}. `clipcull undo` reverses it.")
-    except ClipCullError as e:  # the cache locked or unusable: nothing was moved
-        _fail(str(e))
-    finally:
-        store.close()
+        check_destination(str(to) if to else None, [str(f) for f in folders])
+    except ClipCullError as e:
+        raise typer.BadParameter(str(e)) from None  # exit code 2, before anything is journaled
     err = ui.stderr_console()
-    if resumed:
-        ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
+    if not dry_run:
+        notes: list[str] = []
+        finished: list[int] = []
+        _moving(db, lambda store: resume_unfinished(store, Journal(store), notes, finished), "finishing an interrupted move")
+        for note in notes:
+            ui.message(err, f"clipcull: {note}", "yellow")
+        for resumed in finished:
+            ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
     groups = (similarity, burst_window) if per_group else None
     settings, result = _ranking(folders, db, model, pretrained, device, head, positive, negative, batch_size, workers,
                                 groups, Checks(blur_below=blur_below), precision)
     chosen = select_rejects(result.ranked, Selection(fraction, below, keep_top, label, per_group, blurry, badly_exposed),
                             result.groups)
-    steps = plan_moves(chosen, settings.roots, str(to) if to else None, copy)
+    notes = []
+    steps = plan_moves(chosen, settings.roots, str(to) if to else None, copy, notes)
+    for note in notes:
+        ui.message(err, f"clipcull: {note}", "yellow")
     out = ui.stdout_console()
     verb = "copy" if copy else "move"
     for s in steps:
         out.print(ui.escape(f"{'would ' if dry_run else ''}{verb} {ui.shown_path(s.src)} -> {ui.shown_path(s.dst)}"),
                   highlight=False, soft_wrap=True)
+    photos = len({s.src for s in steps} & {p.path for p in chosen})
     if dry_run:
-        ui.message(err, f"clipcull: dry run: {len(chosen)} photos ({len(steps)} files) would {verb}; nothing changed.", "dim")
+        ui.message(err, f"clipcull: dry run: {photos} photos ({len(steps)} files) would {verb}; nothing changed.", "dim")
         return
+    notes = []
+    run_id = _moving(db, lambda store: apply_moves(store, Journal(store), steps,
+                                                   {"command": "move", "folders": settings.roots}, notes=notes), "the move")
+    for note in notes:
+        ui.message(err, f"clipcull: {note}", "yellow")
+    if run_id is None:
+        ui.message(err, f"clipcull: nothing to {verb}; nothing journaled.", "dim")
+        return
+    ui.message(err, f"clipcull: move run {run_id}: {photos} photos ({len(steps)} files). Undo: clipcull undo {run_id}", "dim")
+
+
+def _moving(db, action, what: str):
+    """Run a journaled move; each way it can stop is one line saying what the journal holds."""
     store = _open_store(db)
     try:
-        run_id = apply_moves(store, Journal(store), steps, {"command": "move", "folders": settings.roots})
-    except (OSError, FileOpError) as e:
-        _fail(f"the move stopped: {e}. Every finished step is journaled: run it again to finish, or `clipcull undo`.")
-    except ClipCullError as e:
-        _fail(f"the move stopped: {e} Every finished step is journaled: run it again to finish, or `clipcull undo`.")
+        return action(store)
+    except MoveStopped as e:
+        _fail(f"{what} stopped: {e.reason}. {e.done} files had moved; run {e.run_id} is journaled as failed "
+              f"(not resumed): `clipcull undo {e.run_id}` puts them back.")
+    except (OSError, FileOpError, ClipCullError) as e:
+        _fail(f"{what} stopped: {e}. A started run stays journaled as interrupted: the next `clipcull move` "
+              f"finishes it, or `clipcull undo` reverses it.")
     finally:
         store.close()
-    ui.message(err, f"clipcull: move run {run_id}: {len(chosen)} photos ({len(steps)} files). Undo: clipcull undo {run_id}", "dim")
 
 
 def _percent(text: str) -> float:
@@ -209,10 +229,18 @@ def undo(
     finally:
         store.close()
     err = ui.stderr_console()
+    if report.already_undone:
+        ui.message(err, f"clipcull: {target.kind} run {target.id} was already undone; nothing to do.", "dim")
+        return
+    for path in report.cleaned:
+        ui.message(err, f"clipcull: removed {path}, left by an interrupted write", "dim")
+    for note in report.notes:
+        ui.message(err, f"clipcull: {note}", "dim")
     for problem in report.conflicts:
         ui.message(err, f"clipcull: not undone: {problem}", "yellow")
     ui.message(err, f"clipcull: undid {target.kind} run {target.id}: {report.restored} steps reversed"
-                    + (f", {len(report.conflicts)} left alone" if report.conflicts else "") + ".", "dim")
+                    + (f", {len(report.conflicts)} left alone (`clipcull undo {target.id}` tries them again)"
+                       if report.conflicts else "") + ".", "dim")
     if report.conflicts:
         raise typer.Exit(1)
 
