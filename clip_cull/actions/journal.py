@@ -129,6 +129,19 @@ class Run:
     steps: int = 0
 
 
+def _record_what_is_there(steps: list[Step]) -> None:
+    """Each step's source as it is now (a move's photo, or a sidecar's present file and mode)."""
+    for step in steps:
+        here = step.src if step.action in ("move", "copy") else step.dst
+        try:
+            st = os.lstat(here)
+        except OSError:
+            continue
+        step.src_id = Identity.from_stat(st)
+        if step.action == "sidecar" and stat.S_ISREG(st.st_mode):
+            step.before_mode = stat.S_IMODE(st.st_mode)
+
+
 STEP_COLUMNS = "action, src, dst, before, after_sha, state, seq, src_id, dst_id, before_mode, note"
 
 
@@ -143,30 +156,33 @@ class Journal:
         `.clipcull-partial` files that killed runs left next to an unfinished run's destinations
         are removed first."""
         sweep_partials(self.planned_destinations(), OTHER_RUNS_PARTIAL_AGE_S)
-        for step in steps:
-            here = step.src if step.action in ("move", "copy") else step.dst
-            try:
-                st = os.lstat(here)
-            except OSError:
-                continue
-            step.src_id = Identity.from_stat(st)
-            if step.action == "sidecar" and stat.S_ISREG(st.st_mode):
-                step.before_mode = stat.S_IMODE(st.st_mode)
+        _record_what_is_there(steps)
         with self.store.writing():
             cur = self.db.execute(
                 "insert into runs (kind, created_at, command, state) values (?, ?, ?, ?)",
                 [kind, dt.datetime.now().isoformat(timespec="seconds"), json.dumps(command), PLANNED],
             )
             run_id = cur.lastrowid
-            for seq, step in enumerate(steps):
-                step.seq, step.state = seq, PLANNED
-                self.db.execute(
-                    "insert into steps (run_id, seq, action, src, dst, before, after_sha, state, src_id, before_mode)"
-                    " values (?,?,?,?,?,?,?,?,?,?)",
-                    [run_id, seq, step.action, step.src, step.dst, step.before, step.after_sha, PLANNED,
-                     step.src_id.dump() if step.src_id else None, step.before_mode],
-                )
+            self._insert_steps(run_id, steps, first_seq=0)
         return run_id
+
+    def add_steps(self, run_id: int, steps: list[Step]) -> None:
+        """Journal more steps in a run that grows one action at a time (a review session), before
+        they are carried out, recorded as plan() records them. They are numbered after the last."""
+        _record_what_is_there(steps)
+        with self.store.writing():
+            last = self.db.execute("select max(seq) from steps where run_id = ?", [run_id]).fetchone()[0]
+            self._insert_steps(run_id, steps, first_seq=0 if last is None else last + 1)
+
+    def _insert_steps(self, run_id: int, steps: list[Step], first_seq: int) -> None:
+        for seq, step in enumerate(steps, start=first_seq):
+            step.seq, step.state = seq, PLANNED
+            self.db.execute(
+                "insert into steps (run_id, seq, action, src, dst, before, after_sha, state, src_id, before_mode)"
+                " values (?,?,?,?,?,?,?,?,?,?)",
+                [run_id, seq, step.action, step.src, step.dst, step.before, step.after_sha, PLANNED,
+                 step.src_id.dump() if step.src_id else None, step.before_mode],
+            )
 
     def mark(self, run_id: int, seq: int, state: str, note: str | None = None) -> None:
         """Move one step to `state`. Marking a step done records what is at its destination now
