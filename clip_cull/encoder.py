@@ -121,15 +121,26 @@ def openai_checkpoint_reason(spec: ModelSpec, checkpoint_sha256: str | None = No
     return None
 
 
-def _openai_download_hashes(architecture: str) -> set[str]:
-    """The sha256 sums in open_clip's OpenAI download addresses (.../clip/models/<sha256>/X.pt)."""
-    try:
-        import open_clip
+# The sha256 sums in OpenAI's download addresses (.../clip/models/<sha256>/NAME.pt), as open_clip's
+# `openai` tags list them. Kept here so that recognising a file costs no import of open_clip:
+# a warm `rank` must not import torch.
+OPENAI_RELEASE_SHA256 = {
+    "RN50": "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
+    "RN101": "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599",
+    "RN50x4": "7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd",
+    "RN50x16": "52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa",
+    "RN50x64": "be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c",
+    "ViT-B-32": "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+    "ViT-B-16": "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+    "ViT-L-14": "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+    "ViT-L-14-336": "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",
+}
 
-        url = open_clip.get_pretrained_cfg(architecture, "openai").get("url", "")
-    except Exception:
-        return set()
-    return {part for part in url.split("/") if len(part) == 64 and all(c in "0123456789abcdef" for c in part)}
+
+def _openai_download_hashes(architecture: str) -> set[str]:
+    """The sha256 of OpenAI's release of this architecture (none for other architectures)."""
+    sha = OPENAI_RELEASE_SHA256.get(architecture)
+    return {sha} if sha else set()
 
 
 def _weights_identity(spec: ModelSpec, checkpoint_sha256: str | None) -> str:

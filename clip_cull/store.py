@@ -83,6 +83,18 @@ def m003_quality(db: Database) -> None:
 
 
 @migrations()
+def m004_journal_identity(db: Database) -> None:
+    """What each journaled step found and left (lstat identity, a sidecar's mode, why a step was
+    left alone), and explicit run states: the old "partial" becomes "conflict" when undo had
+    begun (some step undone), else "running" (a forward run a crash interrupted)."""
+    for column, kind in (("src_id", str), ("dst_id", str), ("before_mode", int), ("note", str)):
+        db["steps"].add_column(column, kind)
+    db.execute("update runs set state = 'conflict' where state = 'partial' and exists "
+               "(select 1 from steps s where s.run_id = runs.id and s.state = 'undone')")
+    db.execute("update runs set state = 'running' where state = 'partial'")
+
+
+@migrations()
 def m005_forget_run_limits(db: Database) -> None:
     """Refusals of an earlier run's limits (--max-pixels, memory) were once remembered as the
     file's failure: forget them, so the files are read again."""

@@ -282,7 +282,11 @@ def test_cross_filesystem_move_copies_verifies_then_removes(tmp_path, monkeypatc
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         return real_rename(a, b)
 
+    def no_cross_device_link(a, b, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
     monkeypatch.setattr(fileops.os, "rename", no_cross_device_rename)
+    monkeypatch.setattr(fileops.os, "link", no_cross_device_link)
     fileops.transfer(src, tmp_path / "b" / "x.jpg")
     assert not src.exists() and (tmp_path / "b" / "x.jpg").read_bytes() == data
     assert not list(tmp_path.rglob("*.clipcull-partial"))

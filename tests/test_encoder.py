@@ -177,3 +177,18 @@ def test_image_size_hint_comes_from_the_config_without_importing_open_clip(tiny_
             assert image_size_hint(ModelSpec(name)) == (max(size) if isinstance(size, (list, tuple)) else size), name
     assert image_size_hint(ModelSpec(str(config))) == 32
     assert image_size_hint(ModelSpec("hf-hub:someone/some-model")) is None
+
+
+def test_identifying_a_checkpoint_file_imports_neither_torch_nor_open_clip(tmp_path):
+    """A warm `rank --model ViT-B-32 --pretrained FILE` answers from the cache: working out the
+    model's cache key (which checks whether the file is OpenAI's release) must not import torch."""
+    import subprocess
+    import sys
+
+    checkpoint = tmp_path / "weights.pt"
+    checkpoint.write_bytes(b"not really weights")
+    code = ("import sys; from clip_cull.encoder import ModelSpec, model_identity; "
+            f"key = model_identity(ModelSpec('ViT-B-32', {str(checkpoint)!r}), 'ab' * 32); "
+            "print(key.startswith('ViT-B-32'), 'open_clip' in sys.modules, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.split() == ["True", "False", "False"]

@@ -457,3 +457,16 @@ def test_torchrun_with_per_process_cache_files_ranks_everything_on_process_0(tin
     assert len([l for l in result.stdout.splitlines() if l.startswith("{")]) == 8
     own, other = embedding_rows(tmp_path / "cache-0.db"), embedding_rows(tmp_path / "cache-1.db")
     assert 0 < len(other) < 8 and other <= own and len(own) == 8
+
+
+def test_openai_release_hashes_match_open_clips_download_addresses():
+    """The table that spares warm runs an import of open_clip holds what open_clip's `openai` tags say."""
+    import open_clip
+
+    from clip_cull.encoder import OPENAI_RELEASE_SHA256
+
+    for arch, sha in OPENAI_RELEASE_SHA256.items():
+        url = open_clip.get_pretrained_cfg(arch, "openai").get("url", "")
+        assert f"/{sha}/" in url, (arch, url)
+    openai_archs = {a for a, t in open_clip.list_pretrained() if t == "openai" and not a.endswith("-quickgelu")}
+    assert openai_archs == set(OPENAI_RELEASE_SHA256)

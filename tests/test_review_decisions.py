@@ -86,3 +86,28 @@ def test_darktable_naming_and_raw_companions_get_their_own_sidecars(tmp_path, st
     assert read(tmp_path / "IMG_4.jpg.xmp")["Rating"] == 3 and read(tmp_path / "IMG_4.CR2.xmp")["Rating"] == 3
     writer.undo_last()
     assert not (tmp_path / "IMG_4.jpg.xmp").exists() and not (tmp_path / "IMG_4.CR2.xmp").exists()
+
+
+def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store):
+    """`clipcull undo` of a review session while the page is still open: later keys go into a
+    new journaled run, and U no longer reaches into the reverted one."""
+    from clip_cull.actions.undo import undo_run
+
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    sidecar = tmp_path / "IMG_1.xmp"
+    exiftool("-o", sidecar, "-XMP-dc:Creator=Ann Example", "-XMP-xmp:Rating=2", photo)
+    original = sidecar.read_bytes()
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(photo), [], rating=4)
+    first = writer.run_id
+    journal = Journal(store)
+    assert undo_run(store, journal, first).conflicts == []
+    assert sidecar.read_bytes() == original and journal.run(first).state == "undone"
+
+    writer.decide(str(photo), [], rating=1)
+    assert writer.run_id != first and journal.run(writer.run_id).state == "done"
+    assert read(sidecar)["Rating"] == 1 and read(sidecar)["Creator"] == "Ann Example"
+    writer.undo_last()
+    assert sidecar.read_bytes() == original
+    assert writer.undo_last() is None  # the action of the reverted run is not U's any more
+    assert [s.state for s in journal.steps(first)] == ["undone"]

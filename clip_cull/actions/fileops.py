@@ -6,27 +6,99 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
+import time
 from pathlib import Path
 
 from clip_cull.files import file_sha256
 
 PARTIAL_SUFFIX = ".clipcull-partial"
+OTHER_RUNS_PARTIAL_AGE_S = 120  # a partial file of another run this fresh may still be written to
 
 
 class FileOpError(Exception):
     pass
 
 
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside path, fsync, then rename over it."""
+def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None:
+    """Write to a temporary file beside path, fsync, then rename over it. The file keeps the
+    permission bits it had (a read-only sidecar stays read-only: the rename replaces it all the
+    same), or takes `mode` when given. A temporary file is never left behind by an error."""
     path = Path(path)
     tmp = path.with_name(path.name + PARTIAL_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if mode is None:
+        try:
+            st = os.lstat(path)
+            mode = stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+        except OSError:
+            mode = None
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        _drop_partial(tmp)
+        raise
     _fsync_dir(path.parent)
+
+
+def _drop_partial(tmp: Path) -> None:
+    """Remove clipcull's own temporary file after an error (never anything else)."""
+    try:
+        if stat.S_ISREG(os.lstat(tmp).st_mode):
+            os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def sweep_partials(destinations, older_than_s: float = 0) -> list[str]:
+    """Remove `.clipcull-partial` files a killed write or copy left next to these destinations.
+    Only that exact name, and only a regular file: the source of a copy and the previous version
+    of a sidecar are never touched, since clipcull replaces or removes them only after the
+    temporary file is complete. older_than_s spares a file still being written by another
+    clipcull process."""
+    removed = []
+    now = time.time()
+    for dst in dict.fromkeys(destinations):
+        tmp = Path(str(dst) + PARTIAL_SUFFIX)
+        try:
+            st = os.lstat(tmp)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= older_than_s:
+                os.unlink(tmp)
+                removed.append(str(tmp))
+        except OSError:
+            continue
+    return removed
+
+
+def remove_if_duplicate(path: str | Path, keep: str | Path) -> bool:
+    """Unlink path only when another name, keep, holds the same photo: both regular files (by
+    lstat: a symlink never counts), not the same directory entry, and either hard links of one
+    inode or equal in size and sha256. Returns whether path was removed."""
+    try:
+        p, k = os.lstat(path), os.lstat(keep)
+    except OSError:
+        return False
+    if not (stat.S_ISREG(p.st_mode) and stat.S_ISREG(k.st_mode)) or _same_entry(path, keep):
+        return False
+    if (p.st_dev, p.st_ino) == (k.st_dev, k.st_ino):
+        if p.st_nlink < 2:
+            return False
+    elif p.st_size != k.st_size or file_sha256(path) != file_sha256(keep):
+        return False
+    os.unlink(path)
+    _fsync_dir(Path(path).parent)
+    return True
+
+
+def _same_entry(a: str | Path, b: str | Path) -> bool:
+    """The same name in the same folder, even reached through symlinked folders."""
+    a, b = Path(a), Path(b)
+    return a.name == b.name and os.path.realpath(a.parent) == os.path.realpath(b.parent)
 
 
 def free_name(dst: Path, taken: set[str]) -> Path:
@@ -39,34 +111,58 @@ def free_name(dst: Path, taken: set[str]) -> Path:
 
 
 def transfer(src: str | Path, dst: str | Path, copy: bool = False) -> None:
-    """Move (or copy) src to dst, never overwriting. A rename where possible; across file
-    systems: copy to a temporary name, fsync, verify size and sha256, rename into place, and
-    only then remove the source."""
+    """Move (or copy) src to dst, never overwriting. Within a file system: a hard link at dst,
+    then the old name goes (no moment without the photo, and an existing dst is never replaced);
+    where hard links are not supported, a rename after checking dst is free. Across file systems:
+    copy to a temporary name, fsync, verify size and sha256, rename into place, and only then
+    remove the source."""
     src, dst = Path(src), Path(dst)
     if os.path.lexists(dst):
         raise FileOpError(f"{dst} exists; clipcull never overwrites")
     dst.parent.mkdir(parents=True, exist_ok=True)
     if not copy:
         try:
-            os.rename(src, dst)
-            _fsync_dir(dst.parent)
-            return
+            os.link(src, dst, follow_symlinks=False)
+        except FileExistsError:
+            raise FileOpError(f"{dst} appeared meanwhile; clipcull never overwrites") from None
         except OSError as e:
-            if e.errno != errno.EXDEV:
+            if e.errno == errno.EXDEV:
+                pass  # another file system: copy and verify below
+            elif e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                if os.path.lexists(dst):
+                    raise FileOpError(f"{dst} appeared meanwhile; clipcull never overwrites") from None
+                os.rename(src, dst)
+                _fsync_dir(dst.parent)
+                return
+            else:
                 raise
+        else:
+            _fsync_dir(dst.parent)
+            if not remove_if_duplicate(src, dst):
+                raise FileOpError(f"{src} changed while it was moved; both names are kept")
+            return
+    before = os.lstat(src)
     _copy_verified(src, dst)
     if not copy:
+        after = os.lstat(src)  # the copy was verified against these bytes: the source may go
+        if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) != (
+                before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) or not stat.S_ISREG(after.st_mode):
+            raise FileOpError(f"{src} changed while it was copied to {dst}; both are kept")
         os.unlink(src)
         _fsync_dir(src.parent)
 
 
 def _copy_verified(src: Path, dst: Path) -> None:
     tmp = dst.with_name(dst.name + PARTIAL_SUFFIX)
-    with open(src, "rb") as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-        fout.flush()
-        os.fsync(fout.fileno())
-    shutil.copystat(src, tmp)
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        shutil.copystat(src, tmp)
+    except BaseException:
+        _drop_partial(tmp)  # a full disk or Ctrl-C: the source is untouched, no half copy stays
+        raise
     if os.path.getsize(tmp) != os.path.getsize(src) or file_sha256(tmp) != file_sha256(src):
         os.unlink(tmp)
         raise FileOpError(f"copy of {src} did not verify; the source is untouched")

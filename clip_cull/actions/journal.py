@@ -1,17 +1,107 @@
 """The journal: every tag and move run, planned in the database before anything changes on
 disk, each step marked as it is done. `clipcull undo` reads it back; so does a re-run after a
-crash."""
+crash.
+
+States are an explicit state machine (`STEP_TRANSITIONS`, `RUN_TRANSITIONS`); a change that is
+not allowed raises JournalError instead of being written.
+
+Steps:  planned -> done            the change happened (identity of the result recorded)
+        planned -> failed          an error stopped it; nothing of it remains on disk
+        planned | failed -> undone  undo found nothing of it to reverse (or reversed a change a
+                                    crash left unmarked)
+        done | conflict -> undone  undo reversed it
+        done | conflict -> conflict  undo met something unexpected and left it alone
+        undone                     final: never done again, not by a re-run, not by `move`
+
+Runs:   planned -> running -> done | failed     (forward; `failed` is never resumed)
+        planned | running                       interrupted (killed): the next `move` finishes it
+        any but undone -> undone | conflict     (undo; a conflict run may be undone again)
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import stat
 from dataclasses import dataclass
 
+from clip_cull.actions.fileops import OTHER_RUNS_PARTIAL_AGE_S, sweep_partials
+from clip_cull.errors import ClipCullError
 from clip_cull.store import Store
 
 
-PLANNED, DONE, UNDONE, PARTIAL = "planned", "done", "undone", "partial"
+PLANNED, RUNNING, DONE, FAILED, UNDONE, CONFLICT = "planned", "running", "done", "failed", "undone", "conflict"
+PARTIAL = RUNNING  # the old name of a run in progress (tag.py still says PARTIAL)
+
+STEP_TRANSITIONS = {
+    PLANNED: {DONE, FAILED, UNDONE, CONFLICT},
+    DONE: {UNDONE, CONFLICT},
+    FAILED: {UNDONE, CONFLICT},
+    CONFLICT: {UNDONE, CONFLICT},
+    UNDONE: set(),
+}
+RUN_TRANSITIONS = {
+    PLANNED: {RUNNING, DONE, FAILED, UNDONE, CONFLICT},
+    RUNNING: {RUNNING, DONE, FAILED, UNDONE, CONFLICT},
+    DONE: {UNDONE, CONFLICT},
+    FAILED: {UNDONE, CONFLICT},
+    CONFLICT: {UNDONE, CONFLICT},
+    UNDONE: set(),
+}
+INTERRUPTED = (PLANNED, RUNNING)  # forward work a killed process left: a re-run may finish it
+UNDOABLE = (PLANNED, RUNNING, DONE, FAILED, CONFLICT)
+
+
+class JournalError(ClipCullError):
+    """A state change the journal's state machine does not allow."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What sat at a path, by lstat (links are never followed): device, inode, kind, size, mtime."""
+
+    dev: int
+    ino: int
+    kind: str  # "file", "link", "dir", "other"
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | None) -> "Identity | None":
+        """The identity of what is at path now; None when nothing is there (or it cannot be seen)."""
+        if path is None:
+            return None
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return cls.from_stat(st)
+
+    @classmethod
+    def from_stat(cls, st: os.stat_result) -> "Identity":
+        kind = ("file" if stat.S_ISREG(st.st_mode) else "link" if stat.S_ISLNK(st.st_mode)
+                else "dir" if stat.S_ISDIR(st.st_mode) else "other")
+        return cls(st.st_dev, st.st_ino, kind, st.st_size, st.st_mtime_ns)
+
+    def same_file(self, other: "Identity | None") -> bool:
+        """The very same regular file, unchanged: same device and inode (a rename or hard link
+        keeps them), and same size and modification time (an inode number freed and reused by
+        a new file, or a file edited in place, differs there)."""
+        return (other is not None and self.kind == other.kind == "file"
+                and (self.dev, self.ino, self.size, self.mtime_ns) == (other.dev, other.ino, other.size, other.mtime_ns))
+
+    def same_content_stamp(self, other: "Identity | None") -> bool:
+        """A regular file with the same size and modification time (a verified cross-device copy
+        keeps both)."""
+        return other is not None and self.kind == other.kind == "file" and (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
+
+    def dump(self) -> str:
+        return json.dumps([self.dev, self.ino, self.kind, self.size, self.mtime_ns])
+
+    @classmethod
+    def load(cls, text: str | None) -> "Identity | None":
+        return cls(*json.loads(text)) if text else None
 
 
 @dataclass
@@ -20,9 +110,13 @@ class Step:
     src: str | None
     dst: str
     before: bytes | None = None  # a sidecar's bytes before clipcull wrote it; None: it did not exist
-    after_sha: str | None = None  # sha256 of what clipcull wrote (sidecars) or of the file moved
+    after_sha: str | None = None  # sha256 of what clipcull wrote (sidecars)
     state: str = PLANNED
     seq: int = 0
+    src_id: Identity | None = None  # move/copy: the source when planned; sidecar: the file before
+    dst_id: Identity | None = None  # what clipcull left at dst when the step was done
+    before_mode: int | None = None  # a sidecar's permission bits before clipcull wrote it
+    note: str | None = None  # why a step failed or was left alone
 
 
 @dataclass
@@ -35,40 +129,110 @@ class Run:
     steps: int = 0
 
 
+def _record_what_is_there(steps: list[Step]) -> None:
+    """Each step's source as it is now (a move's photo, or a sidecar's present file and mode)."""
+    for step in steps:
+        here = step.src if step.action in ("move", "copy") else step.dst
+        try:
+            st = os.lstat(here)
+        except OSError:
+            continue
+        step.src_id = Identity.from_stat(st)
+        if step.action == "sidecar" and stat.S_ISREG(st.st_mode):
+            step.before_mode = stat.S_IMODE(st.st_mode)
+
+
+STEP_COLUMNS = "action, src, dst, before, after_sha, state, seq, src_id, dst_id, before_mode, note"
+
+
 class Journal:
     def __init__(self, store: Store):
         self.store = store
         self.db = store.db
 
     def plan(self, kind: str, command: dict, steps: list[Step]) -> int:
-        """Write the run and all its steps in one transaction, before anything is touched."""
+        """Write the run and all its steps in one transaction, before anything is touched. Each
+        step's source (or a sidecar's present file and its mode) is recorded as it is now.
+        `.clipcull-partial` files that killed runs left next to an unfinished run's destinations
+        are removed first."""
+        sweep_partials(self.planned_destinations(), OTHER_RUNS_PARTIAL_AGE_S)
+        _record_what_is_there(steps)
         with self.store.writing():
             cur = self.db.execute(
                 "insert into runs (kind, created_at, command, state) values (?, ?, ?, ?)",
                 [kind, dt.datetime.now().isoformat(timespec="seconds"), json.dumps(command), PLANNED],
             )
             run_id = cur.lastrowid
-            for seq, step in enumerate(steps):
-                step.seq = seq
-                self.db.execute(
-                    "insert into steps (run_id, seq, action, src, dst, before, after_sha, state) values (?,?,?,?,?,?,?,?)",
-                    [run_id, seq, step.action, step.src, step.dst, step.before, step.after_sha, PLANNED],
-                )
+            self._insert_steps(run_id, steps, first_seq=0)
         return run_id
 
-    def mark(self, run_id: int, seq: int, state: str) -> None:
+    def add_steps(self, run_id: int, steps: list[Step]) -> None:
+        """Journal more steps in a run that grows one action at a time (a review session), before
+        they are carried out, recorded as plan() records them. They are numbered after the last."""
+        _record_what_is_there(steps)
         with self.store.writing():
-            self.db.execute("update steps set state = ? where run_id = ? and seq = ?", [state, run_id, seq])
+            last = self.db.execute("select max(seq) from steps where run_id = ?", [run_id]).fetchone()[0]
+            self._insert_steps(run_id, steps, first_seq=0 if last is None else last + 1)
+
+    def _insert_steps(self, run_id: int, steps: list[Step], first_seq: int) -> None:
+        for seq, step in enumerate(steps, start=first_seq):
+            step.seq, step.state = seq, PLANNED
+            self.db.execute(
+                "insert into steps (run_id, seq, action, src, dst, before, after_sha, state, src_id, before_mode)"
+                " values (?,?,?,?,?,?,?,?,?,?)",
+                [run_id, seq, step.action, step.src, step.dst, step.before, step.after_sha, PLANNED,
+                 step.src_id.dump() if step.src_id else None, step.before_mode],
+            )
+
+    def mark(self, run_id: int, seq: int, state: str, note: str | None = None) -> None:
+        """Move one step to `state`. Marking a step done records what is at its destination now
+        (lstat identity), which undo later demands to find there."""
+        with self.store.writing():
+            row = self.db.execute("select state, dst, action from steps where run_id = ? and seq = ?",
+                                  [run_id, seq]).fetchone()
+            if row is None:
+                raise JournalError(f"run {run_id} has no step {seq}")
+            current, dst, action = row
+            if state != current and state not in STEP_TRANSITIONS[current]:
+                raise JournalError(f"run {run_id} step {seq}: {current} -> {state} is not allowed")
+            if state == DONE:
+                found = Identity.of(dst)
+                self.db.execute("update steps set state = ?, dst_id = ?, note = ? where run_id = ? and seq = ?",
+                                [state, found.dump() if found else None, note, run_id, seq])
+                if action == "sidecar":
+                    self._follow_rewrite(run_id, dst, found)
+            else:
+                self.db.execute("update steps set state = ?, note = ? where run_id = ? and seq = ?",
+                                [state, note, run_id, seq])
+
+    def rewritten(self, path: str) -> None:
+        """clipcull itself replaced the file at path (a sidecar written or restored): earlier
+        moves that left it there expect the new file from now on."""
+        with self.store.writing():
+            self._follow_rewrite(None, path, Identity.of(path))
+
+    def _follow_rewrite(self, run_id: int | None, path: str, found: Identity | None) -> None:
+        if found is None:
+            return
+        self.db.execute(
+            "update steps set dst_id = ? where dst = ? and action in ('move', 'copy') and state in (?, ?)"
+            " and run_id is not ?",
+            [found.dump(), path, DONE, CONFLICT, run_id],
+        )
 
     def set_state(self, run_id: int, state: str) -> None:
         with self.store.writing():
+            row = self.db.execute("select state from runs where id = ?", [run_id]).fetchone()
+            if row is None:
+                raise JournalError(f"no run {run_id} in the journal")
+            current = "running" if row[0] == "partial" else row[0]
+            if state != current and state not in RUN_TRANSITIONS[current]:
+                raise JournalError(f"run {run_id}: {current} -> {state} is not allowed")
             self.db.execute("update runs set state = ? where id = ?", [state, run_id])
 
     def steps(self, run_id: int) -> list[Step]:
-        rows = self.db.execute(
-            "select action, src, dst, before, after_sha, state, seq from steps where run_id = ? order by seq", [run_id]
-        ).fetchall()
-        return [Step(*row) for row in rows]
+        rows = self.db.execute(f"select {STEP_COLUMNS} from steps where run_id = ? order by seq", [run_id]).fetchall()
+        return [_step(row) for row in rows]
 
     def runs(self, limit: int = 50) -> list[Run]:
         rows = self.db.execute(
@@ -79,10 +243,76 @@ class Journal:
         return [Run(*row) for row in rows]
 
     def run(self, run_id: int) -> Run | None:
-        return next((r for r in self.runs(10_000) if r.id == run_id), None)
+        row = self.db.execute(
+            "select r.id, r.kind, r.created_at, r.command, r.state, count(s.seq) from runs r "
+            "left join steps s on s.run_id = r.id where r.id = ? group by r.id", [run_id]).fetchone()
+        return Run(*row) if row else None
 
     def last_undoable(self) -> Run | None:
-        return next((r for r in self.runs(10_000) if r.state in (DONE, PARTIAL, PLANNED)), None)
+        """The newest run that is not wholly undone."""
+        marks = ",".join("?" * len(UNDOABLE))
+        row = self.db.execute(f"select id from runs where state in ({marks}) order by id desc limit 1",
+                              list(UNDOABLE)).fetchone()
+        return self.run(row[0]) if row else None
 
     def unfinished(self, kind: str) -> Run | None:
-        return next((r for r in self.runs(10_000) if r.kind == kind and r.state in (PLANNED, PARTIAL)), None)
+        """The oldest run of this kind a killed process left half done (planned or running).
+        Failed, undone and conflict runs are never picked: what was undone stays undone."""
+        marks = ",".join("?" * len(INTERRUPTED))
+        row = self.db.execute(f"select id from runs where kind = ? and state in ({marks}) order by id limit 1",
+                              [kind, *INTERRUPTED]).fetchone()
+        return self.run(row[0]) if row else None
+
+    def later_moves_from(self, path: str, after_run: int) -> list[tuple[int, Step]]:
+        """Moves done after run `after_run` that took the file at path elsewhere, followed from
+        place to place in order: where a sidecar written then is now."""
+        chain = []
+        rows = self.db.execute(
+            f"select run_id, {STEP_COLUMNS} from steps where action = 'move' and state in (?, ?) and run_id > ?"
+            " order by run_id, seq", [DONE, CONFLICT, after_run]).fetchall()
+        here = path
+        for row in rows:
+            step = _step(row[1:])
+            if step.src == here:
+                chain.append((row[0], step))
+                here = step.dst
+        return chain
+
+    def later_write_of(self, path: str, after_run: int) -> tuple[int, Step] | None:
+        """The next sidecar write at path, in a run after `after_run`, not undone."""
+        row = self.db.execute(
+            f"select run_id, {STEP_COLUMNS} from steps where action = 'sidecar' and dst = ? and run_id > ?"
+            " and state != ? order by run_id, seq limit 1", [path, after_run, UNDONE]).fetchone()
+        return (row[0], _step(row[1:])) if row else None
+
+    def rebase(self, run_id: int, seq: int, before: bytes | None, before_mode: int | None) -> None:
+        """A later write's "before" becomes what was there before an earlier write it sat on,
+        now that the earlier one is undone beneath it: undoing the later run restores that."""
+        with self.store.writing():
+            self.db.execute("update steps set before = ?, before_mode = ? where run_id = ? and seq = ?",
+                            [before, before_mode, run_id, seq])
+
+    def later_copies_from(self, paths: list[str], after_run: int) -> list[tuple[int, Step]]:
+        """Copies done after run `after_run` of a file at any of these paths."""
+        if not paths:
+            return []
+        marks = ",".join("?" * len(paths))
+        rows = self.db.execute(
+            f"select run_id, {STEP_COLUMNS} from steps where action = 'copy' and state in (?, ?) and run_id > ?"
+            f" and src in ({marks}) order by run_id, seq", [DONE, CONFLICT, after_run, *paths]).fetchall()
+        return [(row[0], _step(row[1:])) for row in rows]
+
+    def planned_destinations(self, states=(PLANNED, RUNNING, FAILED)) -> list[str]:
+        """Destinations of steps in runs that did not finish: where a killed copy or write may
+        have left a `.clipcull-partial` file."""
+        marks = ",".join("?" * len(states))
+        rows = self.db.execute(
+            f"select s.dst from steps s join runs r on r.id = s.run_id where r.state in ({marks})", list(states)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+
+def _step(row) -> Step:
+    action, src, dst, before, after_sha, state, seq, src_id, dst_id, before_mode, note = row
+    return Step(action, src, dst, before, after_sha, "running" if state == "partial" else state, seq,
+                Identity.load(src_id), Identity.load(dst_id), before_mode, note)

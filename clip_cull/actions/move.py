@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip_cull.actions.fileops import transfer
+from clip_cull.actions.fileops import OTHER_RUNS_PARTIAL_AGE_S, FileOpError, remove_if_duplicate, sweep_partials, transfer
 from clip_cull.actions.groups import best_of_each_group
-from clip_cull.actions.journal import DONE, PARTIAL, Journal, Step
+from clip_cull.actions.journal import DONE, FAILED, PLANNED, RUNNING, Identity, Journal, Step
 from clip_cull.actions.xmp import existing_sidecars
-from clip_cull.files import REJECTS_DIRNAME, file_sha256
+from clip_cull.errors import InputError
+from clip_cull.files import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS, REJECTS_DIRNAME
+
+ALL_PHOTO_EXTENSIONS = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
 from clip_cull.store import Store
 
 
@@ -50,74 +54,231 @@ def select_rejects(ranked: list, selection: Selection, groups: dict[str, int] | 
     return [p for p in ranked if p.path in picked]
 
 
-def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = False) -> list[Step]:
+class DestinationError(InputError):
+    """--to names a place the rejects cannot go."""
+
+
+def check_destination(to_dir: str | None, roots: list[str]) -> None:
+    """Refuse a --to that is an existing file, a folder being culled, or a folder inside one
+    (other than its _rejects, which is never ranked): moved photos would be ranked, and moved,
+    again. Checked before anything is planned or journaled."""
+    if to_dir is None:
+        return
+    to = Path(to_dir).expanduser()
+    if os.path.lexists(to) and not to.is_dir():
+        raise DestinationError(f"--to {to_dir}: it exists and is not a folder")
+    target = os.path.realpath(to)
+    for root in roots:
+        base = os.path.realpath(os.path.expanduser(root))
+        if not os.path.isdir(base):
+            base = os.path.dirname(base)
+        rejects = os.path.join(base, REJECTS_DIRNAME)
+        if _is_within(target, rejects):
+            continue
+        if _is_within(target, base):
+            raise DestinationError(
+                f"--to {to_dir}: it is {'the folder' if target == base else 'inside the folder'} being culled ({base}); "
+                f"choose a folder outside it, or leave --to out for {rejects}")
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = False,
+               notes: list[str] | None = None) -> list[Step]:
     """Each photo, its RAW companions and all their sidecars to the destination, keeping the
     path relative to its root folder (default destination: ROOT/_rejects). Names already taken
-    get -1, -2, ...; a RAW+JPEG set keeps one common name."""
+    get -1, -2, ...; a RAW+JPEG set keeps one common name.
+
+    Every file is planned at most once. A sidecar shared by several photos (IMG_0002.xmp of
+    IMG_0002.jpg and IMG_0002.tif) goes with the first of them; when one of its photos does not
+    move, it stays where it is (a line in `notes`): never copied, never split. Symbolic links
+    stay where they are. A photo whose files cannot be looked at (a name too long, no access)
+    is one line in `notes`, and the others are planned."""
+    notes = notes if notes is not None else []
     taken: set[str] = set()
+    claimed: set[str] = set()
+    moving = {m for p in photos for m in [p.path, *getattr(p, "companions", [])]}
+    folders: dict[str, list[str]] = {}
     steps = []
     action = "copy" if copy else "move"
     abs_roots = sorted((os.path.abspath(os.path.expanduser(r)) for r in roots), key=len, reverse=True)
+    dest_base = Path(os.path.realpath(Path(to_dir).expanduser())) if to_dir else None
     for photo in photos:
-        root = next((r for r in abs_roots if photo.path == r or photo.path.startswith(r.rstrip(os.sep) + os.sep)), None)
-        base = Path(root) if root and os.path.isdir(root) else Path(photo.path).parent
-        dest_root = Path(to_dir).expanduser().resolve() if to_dir else base / REJECTS_DIRNAME
-        members = [photo.path, *getattr(photo, "companions", [])]
-        files = list(dict.fromkeys(
-            [m for m in members] + [str(s) for m in members for s in existing_sidecars(m)]
-        ))
-        stem = _common_stem(dest_root / Path(photo.path).relative_to(base), files, taken)
+        try:
+            files, photo_notes = _files_of(photo, claimed, moving, folders)
+            notes.extend(photo_notes)
+            if not files:
+                continue
+            root = next((r for r in abs_roots if photo.path == r or photo.path.startswith(r.rstrip(os.sep) + os.sep)), None)
+            base = Path(root) if root and os.path.isdir(root) else Path(photo.path).parent
+            dest_root = dest_base if dest_base else base / REJECTS_DIRNAME
+            stems = [Path(f).stem for f in [photo.path, *getattr(photo, "companions", [])]]
+            first = dest_root / Path(photo.path).relative_to(base)
+            stem = _common_stem(first, Path(photo.path).stem, files, stems, taken)
+        except OSError as e:
+            notes.append(f"{photo.path}: {e.strerror or e}; not moved")
+            continue
         for f in files:
-            target = stem.with_name(stem.name + Path(f).name[len(Path(photo.path).stem):])
+            target = _target(f, stem, Path(photo.path).stem, stems)
             taken.add(str(target))
+            claimed.add(f)
             steps.append(Step(action, f, str(target)))
     return steps
 
 
-def _common_stem(first: Path, files: list[str], taken: set[str]) -> Path:
+def _files_of(photo, claimed: set[str], moving: set[str], folders: dict) -> tuple[list[str], list[str]]:
+    """The files that travel with this photo, and a line for each one that stays."""
+    notes = []
+    members = [m for m in [photo.path, *getattr(photo, "companions", [])] if m not in claimed]
+    for m in members:
+        if stat.S_ISLNK(os.lstat(m).st_mode):
+            return [], [f"{m}: a symbolic link; left where it is, with its sidecars"]
+    files = list(members)
+    for m in members:
+        for sidecar in existing_sidecars(m):
+            s = str(sidecar)
+            if s in claimed or s in files:
+                continue  # shared, and already travelling with an earlier photo of the plan
+            if stat.S_ISLNK(os.lstat(s).st_mode):
+                notes.append(f"{s}: a symbolic link; left where it is")
+                continue
+            staying = sorted(o for o in _owners(s, folders) if o not in moving)
+            if staying:
+                notes.append(f"{s}: shared with {staying[0]}, which stays; the sidecar stays too")
+                continue
+            files.append(s)
+    return files, notes
+
+
+def _owners(sidecar: str, folders: dict[str, list[str]]) -> list[str]:
+    """Every photo in the sidecar's folder whose sidecars include it."""
+    folder, name = os.path.split(sidecar)
+    if folder not in folders:
+        with os.scandir(folder or ".") as entries:
+            folders[folder] = [e.path for e in entries
+                               if os.path.splitext(e.name)[1].lower() in ALL_PHOTO_EXTENSIONS]
+    lowered = name.lower()
+    return [p for p in folders[folder]
+            if lowered.startswith(Path(p).stem.lower()) and sidecar in {str(s) for s in existing_sidecars(p)}]
+
+
+def _suffix(name: str, own_stem: str, stems: list[str]) -> str:
+    """What follows the photo's stem in a file's name: '.XMP', '.jpg.xmp', '_01.jpg.xmp'."""
+    for stem in sorted({own_stem, *stems}, key=len, reverse=True):
+        if name.lower().startswith(stem.lower()):
+            return name[len(stem):]
+    return "." + name  # not named after the photo at all: keep the whole name after the new stem
+
+
+def _target(f: str, stem: Path, own_stem: str, stems: list[str]) -> Path:
+    name = Path(f).name
+    if stem.name == own_stem and name.lower().startswith(own_stem.lower()):
+        return stem.with_name(name)  # not renamed: every file keeps its name exactly
+    return stem.with_name(stem.name + _suffix(name, own_stem, stems))
+
+
+def _common_stem(first: Path, own_stem: str, files: list[str], stems: list[str], taken: set[str]) -> Path:
     """The destination stem (folder/name without extension) free for every file of a set:
-    IMG_0001, else IMG_0001-1, ... so the RAW, the JPEG and their sidecars stay together."""
-    stem_len = len(Path(files[0]).stem)
-    base = first.with_name(first.stem)
+    IMG_0001, else IMG_0001-1, ... so the RAW, the JPEG and their sidecars stay together.
+    A name the file system refuses (too long) raises OSError."""
+    base = first.with_name(own_stem)
     n = 0
     while True:
         candidate = base if n == 0 else base.with_name(f"{base.name}-{n}")
-        targets = [candidate.with_name(candidate.name + Path(f).name[stem_len:]) for f in files]
-        if not any(os.path.lexists(t) or str(t) in taken for t in targets):
+        targets = [_target(f, candidate, own_stem, stems) for f in files]
+        if not any(_exists(t) or str(t) in taken for t in targets):
             return candidate
         n += 1
 
 
-def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict, run_id: int | None = None) -> int:
+def _exists(path: Path) -> bool:
+    """lexists that reports a name the file system cannot hold (ENAMETOOLONG) instead of
+    calling it free."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        return False
+    return True
+
+
+def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict, run_id: int | None = None,
+                notes: list[str] | None = None) -> int | None:
     """Journal the plan (unless resuming run_id), then move step by step, marking each done and
-    moving the cache's file rows along, so nothing is embedded again."""
+    moving the cache's file rows along, so nothing is embedded again. An empty plan is not
+    journaled (returns None).
+
+    Only planned steps are carried out: a step done, undone, failed or left alone by undo is
+    never done again. A step whose file is no longer where the plan found it is marked failed
+    with a line in `notes`. A file-system error stops the run: it is marked failed (never
+    resumed) and MoveStopped says what was done; `clipcull undo` reverses that."""
+    notes = notes if notes is not None else []
     if run_id is None:
+        if not steps:
+            return None
         run_id = journal.plan("move", command, steps)
-    journal.set_state(run_id, PARTIAL)
+    # .clipcull-partial files a killed copy or sidecar write left: this run's, other unfinished runs'
+    sweep_partials(s.dst for s in steps)
+    sweep_partials(journal.planned_destinations(), OTHER_RUNS_PARTIAL_AGE_S)
+    journal.set_state(run_id, RUNNING)
+    failed = False
     for step in steps:
-        if step.state == DONE:
+        if step.state != PLANNED:
             continue
-        if _both_identical(step):
-            if step.action == "move":  # copied across file systems, crashed before the source went
-                os.unlink(step.src)
-        elif not _already_there(step):
-            transfer(step.src, step.dst, copy=step.action == "copy")
+        try:
+            problem = _carry_out(step)
+        except (OSError, FileOpError) as e:
+            reason = f"{step.src}: {getattr(e, 'strerror', None) or e}"
+            journal.mark(run_id, step.seq, FAILED, reason)
+            journal.set_state(run_id, FAILED)
+            raise MoveStopped(run_id, reason, sum(s.state == DONE for s in journal.steps(run_id))) from e
+        if problem:
+            journal.mark(run_id, step.seq, FAILED, problem)
+            notes.append(problem)
+            failed = True
+            continue
         if step.action == "move":
             _follow_in_cache(store, step.src, step.dst)
         journal.mark(run_id, step.seq, DONE)
-    journal.set_state(run_id, DONE)
+        step.state = DONE
+    journal.set_state(run_id, FAILED if failed else DONE)
     return run_id
 
 
-def _already_there(step: Step) -> bool:
-    """A crash after the move and before it was marked done: the file is at dst already."""
-    return step.action == "move" and not os.path.lexists(step.src) and os.path.lexists(step.dst)
+class MoveStopped(Exception):
+    """A file-system error stopped a move run; what was done before is journaled."""
+
+    def __init__(self, run_id: int, reason: str, done: int):
+        super().__init__(reason)
+        self.run_id, self.reason, self.done = run_id, reason, done
 
 
-def _both_identical(step: Step) -> bool:
-    if not (os.path.isfile(step.src) and os.path.isfile(step.dst)):
-        return False
-    return os.path.getsize(step.src) == os.path.getsize(step.dst) and file_sha256(step.src) == file_sha256(step.dst)
+def _carry_out(step: Step) -> str | None:
+    """Do one planned step, or recognise that a killed run did it already. Returns why it
+    cannot be done (the file is not where the plan found it), or None once it is done."""
+    planned = step.src_id
+    src_now, dst_now = Identity.of(step.src), Identity.of(step.dst)
+    if src_now is not None and dst_now is None:
+        if planned is not None and not (planned.same_file(src_now) or planned.same_content_stamp(src_now)):
+            return f"{step.src} changed since the move was planned; left where it is"
+        if src_now.kind != "file":
+            return f"{step.src} is not a regular file any more; left where it is"
+        transfer(step.src, step.dst, copy=step.action == "copy")
+        return None
+    if src_now is not None and dst_now is not None:
+        # A killed run: both names exist. The same inode (a hard link not yet unlinked) or a
+        # verified copy with the source's size and time: finish it. Anything else: leave it.
+        if planned is not None and (planned.same_file(dst_now) or planned.same_content_stamp(dst_now)):
+            if step.action == "copy" or remove_if_duplicate(step.src, step.dst):
+                return None
+        return f"{step.dst} is taken by another file; {step.src} stays where it is"
+    if src_now is None and dst_now is not None and step.action == "move":
+        if planned is not None and (planned.same_file(dst_now) or planned.same_content_stamp(dst_now)):
+            return None  # moved before a crash, not yet marked
+    return f"{step.src} is not where the move was planned from; nothing done"
 
 
 def _follow_in_cache(store: Store, src: str, dst: str) -> None:
@@ -125,10 +286,15 @@ def _follow_in_cache(store: Store, src: str, dst: str) -> None:
         store.db.execute("update or replace files set path = ? where path = ?", [dst, src])
 
 
-def resume_unfinished(store: Store, journal: Journal) -> int | None:
-    """Finish a move run a crash interrupted (a re-run completes it)."""
-    run = journal.unfinished("move")
-    if run is None:
-        return None
-    apply_moves(store, journal, journal.steps(run.id), {}, run_id=run.id)
-    return run.id
+def resume_unfinished(store: Store, journal: Journal, notes: list[str] | None = None,
+                      finished: list[int] | None = None) -> int | None:
+    """Finish every move run a killed process interrupted (planned or running), oldest first;
+    returns the last one's id (each goes into `finished`). Runs that failed, were undone or met
+    a conflict in undo are never resumed."""
+    last = None
+    while (run := journal.unfinished("move")) is not None:
+        apply_moves(store, journal, journal.steps(run.id), {}, run_id=run.id, notes=notes)
+        last = run.id
+        if finished is not None:
+            finished.append(run.id)
+    return last

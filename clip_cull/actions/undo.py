@@ -1,40 +1,66 @@
 """`clipcull undo`: put back what a tag or move run changed, step by step, newest first.
 
-Undo trusts the files, not only the journal: a step a crash left unmarked is recognised by
-where the file is. It never overwrites: a sidecar changed since clipcull wrote it, or a photo
-whose old place is taken by a different file, is left alone and reported."""
+Undo trusts the files, not only the journal, and it never deletes the only copy of anything.
+What clipcull left at each place when a step was done is recorded (lstat: device, inode, kind);
+a step is reversed only when exactly that is still there and the old place is free. A name is
+unlinked only when another regular file (not a symlink) holds the same bytes. Anything else (a
+symlink or another file at the old place, a file replaced or edited since) is a conflict:
+reported, left as it is, and the step is marked `conflict` (never redone; `clipcull undo RUN`
+tries it again once the cause is gone).
+
+A sidecar a later move took elsewhere is restored where it is now (the journal's later move
+steps are followed)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
-from clip_cull.actions.fileops import transfer, write_atomic
-from clip_cull.actions.journal import DONE, PARTIAL, UNDONE, Journal, Step
-from clip_cull.files import REJECTS_DIRNAME, content_fingerprint, file_sha256
+from clip_cull.actions.fileops import remove_if_duplicate, sweep_partials, transfer, write_atomic
+from clip_cull.actions.journal import (CONFLICT, DONE, FAILED, PLANNED, UNDONE, Identity, Journal, Step)
+from clip_cull.files import REJECTS_DIRNAME, content_fingerprint
 from clip_cull.store import Store
 
 
 @dataclass
 class UndoReport:
     run_id: int
-    restored: int = 0
-    conflicts: list[str] = field(default_factory=list)
+    restored: int = 0  # steps whose change was reversed on disk
+    conflicts: list[str] = field(default_factory=list)  # left alone: what and why
+    notes: list[str] = field(default_factory=list)  # done, but not at the journaled place
+    cleaned: list[str] = field(default_factory=list)  # leftover .clipcull-partial files removed
+    already_undone: bool = False
+
+
+class _Conflict(Exception):
+    pass
 
 
 def undo_run(store: Store, journal: Journal, run_id: int) -> UndoReport:
     report = UndoReport(run_id)
-    for step in reversed(journal.steps(run_id)):
+    run = journal.run(run_id)
+    if run is None or run.state == UNDONE:
+        report.already_undone = run is not None
+        return report
+    steps = journal.steps(run_id)
+    report.cleaned = sweep_partials(s.dst for s in steps)
+    for step in reversed(steps):
         if step.state == UNDONE:
             continue
-        problem = _undo_step(store, step)
-        if problem:
-            report.conflicts.append(problem)
+        try:
+            changed = _undo_step(store, journal, run_id, step, report)
+        except _Conflict as e:
+            problem = str(e)
+        except OSError as e:
+            problem = f"{e.filename or step.dst}: {e.strerror or e}; left as it is"
+        else:
+            journal.mark(run_id, step.seq, UNDONE)
+            report.restored += changed
             continue
-        journal.mark(run_id, step.seq, UNDONE)
-        report.restored += 1
-    journal.set_state(run_id, PARTIAL if report.conflicts else UNDONE)
-    _remove_empty_reject_folders(journal.steps(run_id))
+        journal.mark(run_id, step.seq, CONFLICT, problem)
+        report.conflicts.append(problem)
+    journal.set_state(run_id, CONFLICT if report.conflicts else UNDONE)
+    _remove_empty_reject_folders(steps)
     return report
 
 
@@ -52,53 +78,165 @@ def _remove_empty_reject_folders(steps: list[Step]) -> None:
             folder = os.path.dirname(folder)
 
 
-def _undo_step(store: Store, step: Step) -> str | None:
+def _undo_step(store: Store, journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
+    """Reverse one step; True when something changed on disk, False when nothing of it was
+    there to reverse. Raises _Conflict to leave it alone."""
     if step.action == "sidecar":
-        return _undo_sidecar(step)
+        return _undo_sidecar(journal, run_id, step, report)
     if step.action == "embedded":  # tag --embed: the photo's previous XMP packet goes back
         from clip_cull.actions.embedded import undo_embedded
 
-        return undo_embedded(step)
+        problem = undo_embedded(step)
+        if problem:
+            raise _Conflict(problem)
+        return True
     if step.action == "move":
         return _undo_move(store, step)
     return _undo_copy(step)
 
 
-def _undo_sidecar(step: Step) -> str | None:
-    current = open(step.dst, "rb").read() if os.path.exists(step.dst) else None
+def _ours(step: Step, found: Identity | None) -> bool:
+    """Is what sits at step.dst what this step put there? Done steps compare with the identity
+    recorded then; a step a crash left unmarked with the source as planned (a rename keeps the
+    inode, a verified copy keeps size and time)."""
+    if found is None:
+        return False
+    if step.dst_id is not None:
+        return step.dst_id.same_file(found)
+    return step.src_id is not None and (step.src_id.same_file(found) or step.src_id.same_content_stamp(found))
+
+
+def _describe(found: Identity | None) -> str:
+    return {"link": "a symbolic link", "dir": "a folder", "other": "not a regular file"}.get(
+        found.kind if found else "", "another file")
+
+
+def _undo_move(store: Store, step: Step) -> bool:
+    src_now, dst_now = Identity.of(step.src), Identity.of(step.dst)
+    was_done = step.state not in (PLANNED, FAILED)
+    if not _ours(step, dst_now):
+        if dst_now is None and src_now is not None and src_now.kind == "file":
+            return False  # already back where it was (or never moved)
+        if not was_done and (src_now is not None and src_now.kind == "file"):
+            return False  # never moved: the destination, if any, is someone else's
+        if dst_now is None:
+            raise _Conflict(f"{step.src} is not at {step.dst} any more"
+                            + (f", and {step.src} is {_describe(src_now)}" if src_now else " nor where it was")
+                            + "; nothing done")
+        raise _Conflict(f"{step.dst} was replaced or changed since the move (now {_describe(dst_now)}); left as it is")
+    if src_now is None:
+        transfer(step.dst, step.src)
+        with store.writing():
+            store.db.execute("update or replace files set path = ? where path = ?", [step.src, step.dst])
+        return True
+    # Both places are taken. Only a second regular file with the same bytes at the old place
+    # (an undo or move killed half way) lets the moved name go.
+    if src_now.kind == "file" and remove_if_duplicate(step.dst, step.src):
+        with store.writing():
+            store.db.execute("update or replace files set path = ? where path = ?", [step.src, step.dst])
+        return True
+    raise _Conflict(f"{step.src} is taken by {_describe(src_now)}; {step.dst} stays where it is")
+
+
+def _undo_copy(step: Step) -> bool:
+    dst_now = Identity.of(step.dst)
+    if dst_now is None:
+        return False
+    if not _ours(step, dst_now):
+        if step.state in (PLANNED, FAILED):
+            return False  # never copied: what is there is someone else's
+        raise _Conflict(f"{step.dst} was replaced or changed since the copy (now {_describe(dst_now)}); left as it is")
+    if remove_if_duplicate(step.dst, step.src):
+        return True
+    src_now = Identity.of(step.src)
+    why = "is gone" if src_now is None else f"is now {_describe(src_now)}" if src_now.kind != "file" else "differs"
+    raise _Conflict(f"{step.dst} is kept: its original {step.src} {why}")
+
+
+def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
+    later = journal.later_write_of(step.dst, run_id)
+    if later is not None and _sits_on(journal, later[0], later[1], step):
+        # A later run wrote on top of this write. Leave the file as that run left it, and let
+        # undoing that run restore what was there before this one.
+        later_run, later_step = later
+        journal.rebase(later_run, later_step.seq, step.before, step.before_mode)
+        report.notes.append(f"{step.dst}: left as run {later_run} wrote it; undoing run {later_run} now restores "
+                            f"what was there before run {run_id}")
+        return False
+    where, moved_by = step.dst, None
+    chain = journal.later_moves_from(step.dst, run_id)
+    for later_run, later_move in chain:
+        where, moved_by = later_move.dst, later_run
+    found = Identity.of(where)
+    if found is not None and found.kind != "file":
+        raise _Conflict(f"{where} is now {_describe(found)}; left as it is")
+    current = _read(where) if found is not None else None
     if current == step.before:
-        return None  # never written (or already restored)
-    if current is None or content_fingerprint(current) != step.after_sha:
-        return f"{step.dst} changed since clipcull wrote it; left as it is"
+        return False  # never written, or already restored
+    written = current is not None and content_fingerprint(current) == step.after_sha
+    if step.state in (PLANNED, FAILED) and not written:
+        return False  # a killed run never wrote it: what is there is not clipcull's to change
+    if current is None:
+        raise _Conflict(f"{where} is gone; its earlier content was not put back")
+    if content_fingerprint(current) != step.after_sha:
+        raise _Conflict(f"{where} changed since clipcull wrote it; left as it is")
     if step.before is None:
-        os.unlink(step.dst)
+        os.unlink(where)  # clipcull created it, and it holds exactly what clipcull wrote
+        for later_run, later_move in chain:  # those moves have nothing left to put back
+            journal.mark(later_run, later_move.seq, UNDONE, f"{where} removed by undo of run {run_id}")
     else:
-        write_atomic(step.dst, step.before)
-    return None
+        write_atomic(where, step.before, mode=step.before_mode)
+        journal.rewritten(where)
+    for copy_run, copy in journal.later_copies_from([step.dst, *(m.dst for _, m in chain)], run_id):
+        _undo_in_copy(journal, step, copy_run, copy, report)
+    if moved_by is not None:
+        what = "restored" if step.before is not None else "removed (clipcull had created it)"
+        report.notes.append(f"{step.dst}: {what} at {where}, where move run {moved_by} took it")
+    return True
 
 
-def _undo_move(store: Store, step: Step) -> str | None:
-    src_there, dst_there = os.path.lexists(step.src), os.path.lexists(step.dst)
-    if not dst_there:
-        return None if src_there else f"{step.src} is neither where it was nor at {step.dst}"
-    if src_there:
-        if file_sha256(step.src) == file_sha256(step.dst):
-            os.unlink(step.dst)  # a crash left both copies; the original stays
-            return None
-        return f"{step.src} is taken by another file; {step.dst} stays where it is"
-    transfer(step.dst, step.src)
-    with store.writing():
-        store.db.execute("update or replace files set path = ? where path = ?", [step.src, step.dst])
-    return None
+def _undo_in_copy(journal: Journal, step: Step, copy_run: int, copy: Step, report: UndoReport) -> None:
+    """A later `--copy` run copied the sidecar this step wrote: the copy gets the same undo when
+    it still holds exactly what clipcull wrote, else it is named as left."""
+    found = Identity.of(copy.dst)
+    if found is None:
+        return
+    if found.kind != "file" or content_fingerprint(_read(copy.dst)) != step.after_sha:
+        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of {copy.src} changed since; left as it is")
+        return
+    if step.before is None:
+        os.unlink(copy.dst)  # clipcull's own bytes, copied by clipcull: nothing of anyone else's
+        journal.mark(copy_run, copy.seq, UNDONE, f"{copy.dst} removed by undo of the run that wrote it")
+        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is removed too")
+    else:
+        write_atomic(copy.dst, step.before, mode=step.before_mode)
+        journal.rewritten(copy.dst)
+        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is restored too")
 
 
-def _undo_copy(step: Step) -> str | None:
-    if not os.path.lexists(step.dst):
-        return None
-    if not os.path.isfile(step.src) or file_sha256(step.src) != file_sha256(step.dst):
-        return f"{step.dst} is kept: its original {step.src} is gone or differs"
-    os.unlink(step.dst)
-    return None
+def _sits_on(journal: Journal, later_run: int, later: Step, step: Step) -> bool:
+    """Did the later write happen, on top of what this step wrote? (Its plan read this step's
+    result as its "before", and it wrote: see _wrote.)"""
+    if later.before is None or content_fingerprint(later.before) != step.after_sha:
+        return False
+    return _wrote(journal, later_run, later)
+
+
+def _wrote(journal: Journal, run_id: int, step: Step) -> bool:
+    """Did this sidecar write happen? Marked done; or the file holds its result; or a later
+    run's plan read its result as the file's content (a killed run wrote before it was marked)."""
+    if step.state in (DONE, CONFLICT):
+        return True
+    found = Identity.of(step.dst)
+    if found is not None and found.kind == "file" and content_fingerprint(_read(step.dst)) == step.after_sha:
+        return True
+    later = journal.later_write_of(step.dst, run_id)
+    return later is not None and later[1].before is not None and content_fingerprint(later[1].before) == step.after_sha
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 __all__ = ["UndoReport", "undo_run", "DONE"]

@@ -14,7 +14,8 @@ from clip_cull import ui
 from clip_cull.actions import tag as tagging
 from clip_cull.actions.fileops import FileOpError
 from clip_cull.actions.journal import Journal
-from clip_cull.actions.move import Selection, apply_moves, plan_moves, resume_unfinished, select_rejects
+from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
+                                   resume_unfinished, select_rejects)
 from clip_cull.actions.undo import undo_run
 from clip_cull.cli.app import app
 from clip_cull.cli.common import fail, open_store, percent, plural
@@ -112,44 +113,65 @@ def move(
     fraction = percent(worst) if worst else None
     if fraction is None and below is None and keep_top is None and label is None and not (per_group or blurry or badly_exposed):
         raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label, --per-group, --blurry or --badly-exposed")
-    store = open_store(scoring.db)
     try:
-        resumed = resume_unfinished(store, Journal(store)) if not dry_run else None
-    except (OSError, FileOpError) as e:
-        fail(f"an interrupted move could not be finished: {e}. `clipcull undo` reverses it.")
-    except ClipCullError as e:  # the cache locked or unusable: nothing was moved
-        fail(str(e))
-    finally:
-        store.close()
+        check_destination(str(to) if to else None, folder_roots(folders))
+    except ClipCullError as e:
+        raise typer.BadParameter(str(e)) from None  # exit code 2, before anything is journaled
     err = ui.stderr_console()
-    if resumed:
-        ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
+    if not dry_run:
+        notes: list[str] = []
+        finished: list[int] = []
+        _moving(scoring.db, lambda store: resume_unfinished(store, Journal(store), notes, finished),
+                "finishing an interrupted move")
+        for note in notes:
+            ui.message(err, f"clipcull: {note}", "yellow")
+        for resumed in finished:
+            ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
     scored = score(folder_roots(folders), scoring, checks, grouping, groups=per_group)
     chosen = select_rejects(scored.result.ranked,
                             Selection(fraction, below, keep_top, label, per_group, blurry, badly_exposed),
                             scored.result.groups)
-    steps = plan_moves(chosen, scored.roots, str(to) if to else None, copy)
+    notes = []
+    steps = plan_moves(chosen, scored.roots, str(to) if to else None, copy, notes)
+    for note in notes:
+        ui.message(err, f"clipcull: {note}", "yellow")
     out = ui.stdout_console()
     verb = "copy" if copy else "move"
     for s in steps:
         out.print(ui.escape(f"{'would ' if dry_run else ''}{verb} {ui.shown_path(s.src)} -> {ui.shown_path(s.dst)}"),
                   highlight=False, soft_wrap=True)
+    photos = len({s.src for s in steps} & {p.path for p in chosen})
     if dry_run:
-        ui.message(err, f"clipcull: dry run: {plural(len(chosen), 'photo')} ({plural(len(steps), 'file')}) would "
+        ui.message(err, f"clipcull: dry run: {plural(photos, 'photo')} ({plural(len(steps), 'file')}) would "
                         f"{verb}; nothing changed.", "dim")
         return
-    store = open_store(scoring.db)
-    try:
-        run_id = apply_moves(store, Journal(store), steps, {"command": "move", "folders": scored.roots})
-    except (OSError, FileOpError) as e:
-        fail(f"the move stopped: {e}. Every finished step is journaled: run it again to finish, or `clipcull undo`.")
-    except ClipCullError as e:
-        fail(f"the move stopped: {e} Every finished step is journaled: run it again to finish, or `clipcull undo`.")
-    finally:
-        store.close()
-    ui.message(err, f"clipcull: move run {run_id}: {plural(len(chosen), 'photo')} ({plural(len(steps), 'file')}). "
+    notes = []
+    run_id = _moving(scoring.db, lambda store: apply_moves(store, Journal(store), steps,
+                                                           {"command": "move", "folders": scored.roots}, notes=notes),
+                     "the move")
+    for note in notes:
+        ui.message(err, f"clipcull: {note}", "yellow")
+    if run_id is None:
+        ui.message(err, f"clipcull: nothing to {verb}; nothing journaled.", "dim")
+        return
+    ui.message(err, f"clipcull: move run {run_id}: {plural(photos, 'photo')} ({plural(len(steps), 'file')}). "
                     f"Undo: clipcull undo {run_id}", "dim")
     finish(scored, scoring.strict)
+
+
+def _moving(db, action, what: str):
+    """Run a journaled move; each way it can stop is one line saying what the journal holds."""
+    store = open_store(db)
+    try:
+        return action(store)
+    except MoveStopped as e:
+        fail(f"{what} stopped: {e.reason}. {plural(e.done, 'file')} had moved; run {e.run_id} is journaled as failed "
+             f"(not resumed): `clipcull undo {e.run_id}` puts them back.")
+    except (OSError, FileOpError, ClipCullError) as e:
+        fail(f"{what} stopped: {e}. A started run stays journaled as interrupted: the next `clipcull move` "
+             f"finishes it, or `clipcull undo` reverses it.")
+    finally:
+        store.close()
 
 
 @app.command()
@@ -172,10 +194,18 @@ def undo(
     finally:
         store.close()
     err = ui.stderr_console()
+    if report.already_undone:
+        ui.message(err, f"clipcull: {target.kind} run {target.id} was already undone; nothing to do.", "dim")
+        return
+    for path in report.cleaned:
+        ui.message(err, f"clipcull: removed {path}, left by an interrupted write", "dim")
+    for note in report.notes:
+        ui.message(err, f"clipcull: {note}", "dim")
     for problem in report.conflicts:
         ui.message(err, f"clipcull: not undone: {problem}", "yellow")
     ui.message(err, f"clipcull: undid {target.kind} run {target.id}: {plural(report.restored, 'step')} reversed"
-                    + (f", {len(report.conflicts)} left alone" if report.conflicts else "") + ".", "dim")
+                    + (f", {len(report.conflicts)} left alone (`clipcull undo {target.id}` tries them again)"
+                       if report.conflicts else "") + ".", "dim")
     if report.conflicts:
         raise typer.Exit(1)
 

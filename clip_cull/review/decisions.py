@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_cull.actions.fileops import write_atomic
-from clip_cull.actions.journal import DONE, UNDONE, Journal, Step
+from clip_cull.actions.journal import DONE, PLANNED, RUNNING, UNDONE, Journal, Step
 from clip_cull.actions.move import apply_moves, plan_moves
 from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, merge, read_fields, read_xmp_file, sidecar_path
 from clip_cull.errors import ClipCullError
@@ -58,7 +58,6 @@ class DecisionWriter:
         self.style = style
         self.pick_label = pick_label
         self.run_id: int | None = None
-        self._next_seq = 0
         self._done: list[_Action] = []
         self._lock = threading.Lock()
 
@@ -117,13 +116,14 @@ class DecisionWriter:
             raise ReviewError(f"{path}: left alone, not XMP clipcull can edit safely ({e})") from None
 
     def _write(self, action: _Action, changes: list[tuple[Path, bytes | None, bytes]]) -> None:
-        if self.run_id is None:
+        run = self.journal.run(self.run_id) if self.run_id is not None else None
+        if run is None or run.state not in (PLANNED, RUNNING, DONE):
+            # First decision, or `clipcull undo` reverted this session meanwhile: what follows
+            # is a new run, and the reverted actions are no longer U's to undo.
             self.run_id = self.journal.plan(REVIEW_RUN_KIND, self.command, [])
-        steps = []
-        for path, old, new in changes:
-            steps.append(Step("sidecar", action.photo, str(path), old, content_fingerprint(new), seq=self._next_seq))
-            self._next_seq += 1
-        _journal_more_steps(self.journal, self.run_id, steps)  # journaled before any file changes
+            self._done.clear()
+        steps = [Step("sidecar", action.photo, str(path), old, content_fingerprint(new)) for path, old, new in changes]
+        self.journal.add_steps(self.run_id, steps)  # journaled before any file changes
         try:
             for step, (path, _, new) in zip(steps, changes):
                 write_atomic(path, new)
@@ -174,16 +174,6 @@ def move_rejects(store: Store, photos: list, roots: list[str]) -> int | None:
         return None
     steps = plan_moves(photos, roots, None)
     return apply_moves(store, Journal(store), steps, {"command": "review --move-rejects", "folders": roots})
-
-
-def _journal_more_steps(journal: Journal, run_id: int, steps: list[Step]) -> None:
-    """Add steps to a run that is already journaled (a review run grows one action at a time)."""
-    with journal.store.writing():
-        for step in steps:
-            journal.db.execute(
-                "insert into steps (run_id, seq, action, src, dst, before, after_sha, state) values (?,?,?,?,?,?,?,?)",
-                [run_id, step.seq, step.action, step.src, step.dst, step.before, step.after_sha, step.state],
-            )
 
 
 def _read_bytes(path: Path) -> bytes | None:
