@@ -20,15 +20,26 @@ function el(tag, cls, text) {
 }
 function status(text) { $("status").textContent = text; }
 
-async function api(path, body) {
-  const init = body === undefined ? {} : {
-    method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
-    body: JSON.stringify(body),
-  };
+async function request(path, init) {
   const r = await fetch(path, init);
   const data = await r.json().catch(() => ({ error: r.statusText }));
   if (!r.ok) throw new Error(data.error || r.statusText);
   return data;
+}
+
+// Changing requests go to the server one after another, in the order of the keys: fired at
+// once, "3" then "0" could arrive as "0" then "3" and leave the wrong rating in the sidecar.
+let writes = Promise.resolve();
+
+function api(path, body) {
+  if (body === undefined) return request(path, {});
+  const init = {
+    method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
+    body: JSON.stringify(body),
+  };
+  const mine = writes.then(() => request(path, init));
+  writes = mine.catch(() => {});
+  return mine;
 }
 
 // --- which photos are shown, in which order ------------------------------------------------
