@@ -7,6 +7,7 @@ are searched (`clipcull rank` puts them there). The query becomes one prompt fro
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,6 +19,7 @@ from clip_cull.indexer import ModelSession, prompt_embeddings
 from clip_cull.store import Store
 
 QUERY_TEMPLATE = "a photo of {query}"
+MAX_QUERY_CHARS = 1000
 
 
 @dataclass
@@ -80,9 +82,15 @@ def up_to_date(store: Store, photos: Sequence) -> tuple[list[str], list[str]]:
 
 
 def query_prompt(query: str, template: str = QUERY_TEMPLATE) -> str:
+    # Control characters (and a terminal's escapes) say nothing about a picture; undecodable
+    # bytes from the command line (surrogate escapes) could not be stored in the cache.
+    query = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in query)
     query = " ".join(query.split())
     if not query:
         raise InputError("the search text is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        # CLIP reads 77 tokens: a longer text only fills the cache with prompts that embed alike
+        raise InputError(f"the search text is {len(query):,} characters; at most {MAX_QUERY_CHARS} are used")
     return template.format(query=query)
 
 

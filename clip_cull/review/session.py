@@ -69,6 +69,7 @@ class ReviewSession:
         r = p.ranked
         return {
             "id": p.id,
+            "v": self.version(p),
             "name": os.path.basename(r.path),
             "folder": os.path.dirname(r.path),
             "rank": r.rank,
@@ -82,6 +83,12 @@ class ReviewSession:
             "focus": None if r.quality is None else round(r.quality.focus, 1),
             **p.decision.as_dict(),
         }
+
+    @staticmethod
+    def version(photo: ReviewPhoto) -> str | None:
+        """What the page puts in an image's URL: ids are places in this ranking, so the same URL
+        names another photo in a later review on the same port; the content hash never does."""
+        return photo.fingerprint[:16] if photo.fingerprint else None
 
     def image(self, photo_id: int, size: str) -> bytes | None:
         photo = self.photo(photo_id)

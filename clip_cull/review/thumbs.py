@@ -15,12 +15,17 @@ from pathlib import Path
 
 from PIL import Image
 
-from clip_cull.files import is_raw
+from clip_cull.files import content_fingerprint, is_raw, open_regular, read_file
 from clip_cull.images import UnreadableImage, decode_photo, decode_raw
 
 # Long side in device pixels: twice the CSS size the page shows them at, sharp on HiDPI screens.
 SIZES = {"thumb": 2 * 200, "preview": 2 * 1200, "full": None}  # full: every pixel, for the 100% loupe
 JPEG_QUALITY = {"thumb": 82, "preview": 88, "full": 92}
+MAX_CACHED_BYTES = 256 * 2**20
+
+
+class PhotoChanged(OSError):
+    """The photo's file no longer holds the content it was ranked (and is known to the page) by."""
 
 
 class ThumbnailCache:
@@ -33,18 +38,23 @@ class ThumbnailCache:
         return self.folder / fingerprint[:2] / f"{fingerprint}-{size}.jpg"
 
     def get(self, photo_path: str, fingerprint: str, size: str) -> bytes:
-        """The JPEG bytes of a photo at one of SIZES; raises UnreadableImage or OSError."""
+        """The JPEG bytes of a photo at one of SIZES; raises UnreadableImage or OSError
+        (PhotoChanged where the file no longer holds the content fingerprint names)."""
         if size not in SIZES:
             raise KeyError(size)
         target = self.path_for(fingerprint, size)
         with self._lock_for(target):  # two requests for the same image make it once
-            try:
-                return target.read_bytes()
-            except FileNotFoundError:
-                pass
-            data = render(photo_path, SIZES[size], JPEG_QUALITY[size])
-            _write_quietly(target, data)
-            return data
+            cached = _read_cached(target)
+            if cached is not None:
+                return cached
+            data = read_file(photo_path)[0]  # a regular file only: a FIFO swapped in never blocks
+            if content_fingerprint(data) != fingerprint:
+                # The image would be kept under the fingerprint of other content (and shown
+                # for it in every later review): refuse instead.
+                raise PhotoChanged(f"{photo_path}: changed since clipcull ranked it; rank the folder again")
+            image = render_bytes(data, photo_path, SIZES[size], JPEG_QUALITY[size])
+            _write_quietly(target, image)
+            return image
 
     def _lock_for(self, target: Path) -> threading.Lock:
         with self._guard:
@@ -53,8 +63,11 @@ class ThumbnailCache:
 
 def render(photo_path: str, long_side: int | None, quality: int) -> bytes:
     """An upright RGB JPEG of the photo, its long side at most long_side."""
-    with open(photo_path, "rb") as f:
-        data = f.read()
+    return render_bytes(read_file(photo_path)[0], photo_path, long_side, quality)
+
+
+def render_bytes(data: bytes, photo_path: str, long_side: int | None, quality: int) -> bytes:
+    """An upright RGB JPEG of a photo's bytes (photo_path says whether it is RAW)."""
     if is_raw(photo_path):
         image, _ = decode_raw(data)
     else:
@@ -66,6 +79,16 @@ def render(photo_path: str, long_side: int | None, quality: int) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=quality, optimize=False)
     return out.getvalue()
+
+
+def _read_cached(target: Path) -> bytes | None:
+    """A cached image, or None where there is none (or something that is not a regular file)."""
+    try:
+        fd, _ = open_regular(target, MAX_CACHED_BYTES)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 def _write_quietly(target: Path, data: bytes) -> None:
@@ -80,4 +103,4 @@ def _write_quietly(target: Path, data: bytes) -> None:
         pass
 
 
-__all__ = ["SIZES", "ThumbnailCache", "UnreadableImage", "render"]
+__all__ = ["SIZES", "PhotoChanged", "ThumbnailCache", "UnreadableImage", "render"]

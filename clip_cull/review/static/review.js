@@ -18,6 +18,8 @@ function el(tag, cls, text) {
   if (text !== undefined) e.textContent = text;
   return e;
 }
+// ?v= names the content: the browser may keep the image (an id alone is a place in this ranking).
+function imageUrl(p, size) { return `/img/${p.id}/${size}` + (p.v ? `?v=${encodeURIComponent(p.v)}` : ""); }
 function status(text) { $("status").textContent = text; }
 
 async function api(path, body) {
@@ -76,7 +78,7 @@ function cellFor(p) {
     const img = el("img");
     img.loading = "lazy";
     img.alt = "";
-    img.src = `/img/${p.id}/thumb`;
+    img.src = imageUrl(p, "thumb");
     c.append(img, el("div", "badges"), el("div", "name", p.name));
     c.title = p.name;
     c.addEventListener("click", () => { const i = state.view.indexOf(p.id); if (i >= 0) select(i); });
@@ -138,16 +140,16 @@ function drawViewer(p) {
       box.scrollLeft = (box.scrollWidth - box.clientWidth) / 2;
       box.scrollTop = (box.scrollHeight - box.clientHeight) / 2;
     };
-    full.src = `/img/${p.id}/full`;
+    full.src = imageUrl(p, "full");
   } else if (comparing) {
     const other = state.byId.get(state.view[state.cur + 1 < state.view.length ? state.cur + 1 : state.cur - 1]);
-    $("left").src = `/img/${p.id}/preview`;
+    $("left").src = imageUrl(p, "preview");
     $("left-name").textContent = `${p.name}  ${stars(p.rating)}`;
-    $("right").src = `/img/${other.id}/preview`;
+    $("right").src = imageUrl(other, "preview");
     $("right-name").textContent = `${other.name}  ${stars(other.rating)}`;
     $("left").parentElement.classList.add("current");
   } else {
-    $("preview").src = `/img/${p.id}/preview`;
+    $("preview").src = imageUrl(p, "preview");
   }
   drawInfo(p);
 }
@@ -165,7 +167,7 @@ function drawInfo(p) {
 function prefetch() {
   for (let k = 1; k <= 3; k++) {
     const id = state.view[state.cur + k];
-    if (id !== undefined) new Image().src = `/img/${id}/preview`;
+    if (id !== undefined) new Image().src = imageUrl(state.byId.get(id), "preview");
   }
 }
 
