@@ -6,6 +6,7 @@ import hashlib
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from clip_cull.review.thumbs import SIZES, ThumbnailCache
@@ -50,3 +51,46 @@ def test_raw_thumbnail_comes_from_the_embedded_preview(tmp_path):
     assert thumb.size == (256, 384)  # the 384x256 preview, upright by the RAW's orientation
     r, g, b = np.asarray(thumb.convert("RGB"), np.float64).reshape(-1, 3).mean(0)
     assert abs(r - 200) < 8 and g < 45 and b < 45
+
+
+def test_a_photo_swapped_for_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
+    import os
+    import signal
+
+    from clip_cull.files import NotRegularFile
+
+    photo = make_photo(tmp_path / "a.jpg", seed=3)
+    fingerprint = sha256(photo)
+    photo.unlink()
+    os.mkfifo(photo)  # nobody ever writes to it: an open() without O_NONBLOCK would wait forever
+
+    def expire(*_):
+        raise TimeoutError("the thumbnail waited on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(10)
+    try:
+        with pytest.raises(NotRegularFile):
+            ThumbnailCache(tmp_path / "thumbs").get(str(photo), fingerprint, "thumb")
+        cached = tmp_path / "thumbs" / fingerprint[:2] / f"{fingerprint}-preview.jpg"
+        cached.parent.mkdir(parents=True)
+        os.mkfifo(cached)  # nor is a FIFO in the thumbnail cache read: the image is made again
+        make_photo(tmp_path / "b.jpg", seed=3)
+        data = ThumbnailCache(tmp_path / "thumbs").get(str(tmp_path / "b.jpg"), fingerprint, "preview")
+        assert Image.open(io.BytesIO(data)).size == (96, 64)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_photo_changed_since_ranking_is_refused_and_never_cached_under_its_old_hash(tmp_path):
+    from clip_cull.review.thumbs import PhotoChanged
+
+    photo = make_photo(tmp_path / "a.jpg", seed=4)
+    ranked_as = sha256(photo)
+    make_photo(photo, seed=5)  # edited in another program while the review runs
+    with pytest.raises(PhotoChanged, match="changed since clipcull ranked it"):
+        ThumbnailCache(tmp_path / "thumbs").get(str(photo), ranked_as, "thumb")
+    assert not (tmp_path / "thumbs" / ranked_as[:2] / f"{ranked_as}-thumb.jpg").exists()
+    # the new content under its own hash is shown
+    assert ThumbnailCache(tmp_path / "thumbs").get(str(photo), sha256(photo), "thumb")[:2] == b"\xff\xd8"
