@@ -1,0 +1,168 @@
+"""The review server's guard and request checks as a hostile client meets them, in process
+(Starlette's TestClient: no socket, no network), against a stand-in session that records what
+would have changed. The real server, end to end, is in test_review.py."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+from starlette.testclient import TestClient
+
+from clip_cull.review.server import MAX_BODY_BYTES, Access, build_app
+
+PORT = 8765
+ORIGIN = f"http://127.0.0.1:{PORT}"
+
+
+@dataclass
+class StandInSession:
+    """What build_app uses of a ReviewSession; `decided` lists the changes asked for."""
+
+    decided: list = field(default_factory=list)
+    searched: list = field(default_factory=list)
+    writer: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(pick_label="Green"))
+    photos: list = field(default_factory=lambda: [SimpleNamespace(id=0, fingerprint="ab" * 32)])
+
+    def listing(self):
+        return [{"id": 0, "v": self.version(self.photos[0]), "name": "a.jpg"}]
+
+    def photo(self, photo_id):
+        return self.photos[photo_id] if 0 <= photo_id < len(self.photos) else None
+
+    @staticmethod
+    def version(photo):
+        return photo.fingerprint[:16]
+
+    def image(self, photo_id, size):
+        return b"\xff\xd8 jpeg bytes"
+
+    def decide(self, photo_id, action, value=None):
+        self.decided.append((photo_id, action, value))
+        return {"id": photo_id, "rating": value}
+
+    def search(self, query, top):
+        self.searched.append((query, top))
+        return []
+
+
+@pytest.fixture
+def site():
+    session, access = StandInSession(), Access("127.0.0.1", PORT)
+    client = TestClient(build_app(session, access, "shoot"), base_url=ORIGIN)
+    client.cookies.set(access.cookie_name, access.token)
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
+    headers = {"Content-Type": "application/json", "X-CSRF-Token": csrf}
+    return client, session, access, headers
+
+
+def test_a_stale_cookie_from_an_earlier_review_on_the_port_does_not_lock_out_the_new_url(site):
+    _, session, access = site[:3]
+    fresh = TestClient(build_app(session, access, "shoot"), base_url=ORIGIN)
+    fresh.cookies.set(access.cookie_name, "the-token-of-yesterdays-review")
+    page = fresh.get(f"/?token={access.token}")
+    assert page.status_code == 200
+    assert page.headers["set-cookie"].startswith(f"{access.cookie_name}={access.token};")
+    fresh.cookies.set(access.cookie_name, access.token)  # as the browser now holds it
+    assert fresh.get("/api/photos").status_code == 200
+    fresh.cookies.set(access.cookie_name, "the-token-of-yesterdays-review")
+    assert fresh.get("/api/photos").status_code == 403  # and the stale cookie alone still opens nothing
+
+
+@pytest.mark.parametrize("body", [
+    '{"id": true, "action": "reject"}',  # Python's bool is an int: true would be photo 1
+    '{"id": 0.0, "action": "reject"}',
+    '{"id": "0", "action": "reject"}',
+    '{"id": 0, "action": "stars", "value": true}',
+    '{"id": 0, "action": "stars", "value": 3.0}',
+    '{"id": 0, "action": "stars", "value": 6}',
+    '{"id": 0, "action": "stars", "value": 0}',
+    '{"id": 0, "action": ["stars"], "value": 3}',
+    '[0, "reject"]',
+    '{"id": 0, "action": "reject"',
+    '\xff\xfe',
+    "[" * 20000 + "]" * 20000,  # under the size limit, past the JSON parser's recursion limit
+])
+def test_decisions_are_json_objects_with_integer_ids_and_stars_only(site, body):
+    client, session, _, headers = site
+    r = client.post("/api/decide", content=body.encode("utf-8", "surrogateescape"), headers=headers)
+    assert r.status_code in (400, 413) and session.decided == []
+
+
+def test_a_valid_decision_goes_through(site):
+    client, session, _, headers = site
+    r = client.post("/api/decide", content=b'{"id": 0, "action": "stars", "value": 3}',
+                    headers={**headers, "Content-Type": "Application/JSON; charset=utf-8", "Origin": ORIGIN,
+                             "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 200 and session.decided == [(0, "stars", 3)]
+
+
+def test_oversized_bodies_are_refused_without_reading_them_whole(site):
+    client, session, _, headers = site
+    padded = b'{"id": 0, "action": "reject", "pad": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    assert client.post("/api/decide", content=padded, headers=headers).status_code == 413
+
+    def chunks():  # no Content-Length: the server counts as it reads
+        yield b'{"id": 0, "action": "reject", "pad": "'
+        for _ in range(100):
+            yield b"a" * 4096
+        yield b'"}'
+
+    assert client.post("/api/decide", content=chunks(), headers=headers).status_code == 413
+    assert session.decided == []
+
+
+@pytest.mark.parametrize("extra", [
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},  # another port of this machine is another site's page
+    {"Origin": f"https://127.0.0.1:{PORT}"},
+    {"Origin": f"http://127.0.0.1:{PORT + 1}"},
+    {"Origin": "null"},
+    {"Origin": f"http://127.0.0.1:{PORT}.evil.example"},
+    {"Content-Type": "text/plain"},  # a "simple" cross-site request needs no preflight
+    {"X-CSRF-Token": ""},
+])
+def test_posts_from_anywhere_but_the_page_are_refused_even_with_the_csrf_token(site, extra):
+    client, session, _, headers = site
+    r = client.post("/api/decide", content=b'{"id": 0, "action": "reject"}', headers={**headers, **extra})
+    assert r.status_code == 403 and session.decided == []
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "PUT", "DELETE", "PATCH", "TRACE"])
+def test_no_cors_and_no_other_methods(site, method):
+    client, _, _, headers = site
+    r = client.request(method, "/api/decide", headers={**headers, "Origin": "http://evil.example",
+                                                       "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 403
+    assert not any(k.lower().startswith("access-control-") for k in r.headers)
+    assert r.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
+def test_every_answer_carries_the_security_headers_and_the_api_is_never_cached(site):
+    client, _, _, headers = site
+    answers = [client.get("/api/photos"), client.get("/nothing"), client.get("/api/search?q=x"),
+               client.post("/api/decide", content=b"x" * (MAX_BODY_BYTES + 1), headers=headers)]
+    assert [a.status_code for a in answers] == [200, 404, 200, 413]
+    for a in answers:
+        assert a.headers["x-content-type-options"] == "nosniff" and a.headers["referrer-policy"] == "no-referrer"
+        assert not any(k.lower().startswith("access-control-") for k in a.headers)
+    assert answers[0].headers["cache-control"] == "no-store" and answers[2].headers["cache-control"] == "no-store"
+
+
+def test_image_urls_name_the_content_so_a_later_review_on_the_port_never_shows_a_kept_wrong_photo(site):
+    client = site[0]
+    version = "ab" * 8
+    named = client.get(f"/img/0/thumb?v={version}")
+    assert named.status_code == 200 and "immutable" in named.headers["cache-control"]
+    bare = client.get("/img/0/thumb")
+    assert bare.status_code == 200 and bare.headers["cache-control"] == "private, no-cache"
+    assert client.get("/img/0/thumb?v=cd" + "cd" * 7).status_code == 404  # another photo's content
+    assert client.get("/img/0/thumb?v=").status_code == 404
+
+
+@pytest.mark.parametrize("top", ["-1", "-5", "1e3", "x"])
+def test_search_top_is_a_count(site, top):
+    client, session = site[:2]
+    assert client.get(f"/api/search?q=dog&top={top}").status_code == 400 and session.searched == []
