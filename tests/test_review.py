@@ -333,6 +333,17 @@ def test_hostile_file_name_is_shown_as_text_never_run(browser):
     assert shown_name(browser).startswith(HOSTILE)
 
 
+def test_names_are_shown_as_spelled_not_as_bidi_controls_and_newlines_make_them_look(browser):
+    # U+202E would make "IMG_1\u202egpj.exe.jpg" read "IMG_1gpj.exe" backwards, i.e. like a .jpg
+    spoof = "IMG_1\u202egpj.exe.jpg"
+    assert browser.execute_script("return shown(arguments[0])", spoof) == "IMG_1⟨U+202E⟩gpj.exe.jpg"
+    assert browser.execute_script("return shown(arguments[0])", "a\nb\u2066c.jpg") == "a⟨U+000A⟩b⟨U+2066⟩c.jpg"
+    assert browser.execute_script("return shown(arguments[0])", HOSTILE) == HOSTILE
+    # and the page uses it wherever a name from the server is written
+    script = (ROOT / "clip_cull" / "review" / "static" / "review.js").read_text()
+    assert not re.search(r"\$\{(p|other|row)\.(name|folder)\}|textContent = (data\.title|p\.name)", script)
+
+
 def test_z_shows_every_pixel_and_enter_opens_the_burst_side_by_side(browser):
     from selenium.webdriver.common.keys import Keys
 

@@ -11,6 +11,12 @@ const state = {
 
 if (location.search) history.replaceState(null, "", "/");  // the token leaves the address bar
 
+// A name is shown as it is spelled: bidi controls (U+202E turns "a\u202Egpj.exe" into what reads
+// "aexe.jpg") and control characters (newlines) appear as their code points, not as their effect.
+const UNSEEN = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+function shown(text) {
+  return String(text).replace(UNSEEN, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
+}
 function stars(n) { return n > 0 ? "★".repeat(n) + "☆".repeat(5 - n) : ""; }
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -79,8 +85,8 @@ function cellFor(p) {
     img.loading = "lazy";
     img.alt = "";
     img.src = imageUrl(p, "thumb");
-    c.append(img, el("div", "badges"), el("div", "name", p.name));
-    c.title = p.name;
+    c.append(img, el("div", "badges"), el("div", "name", shown(p.name)));
+    c.title = shown(p.name);
     c.addEventListener("click", () => { const i = state.view.indexOf(p.id); if (i >= 0) select(i); });
     state.cells.set(p.id, c);
   }
@@ -144,9 +150,9 @@ function drawViewer(p) {
   } else if (comparing) {
     const other = state.byId.get(state.view[state.cur + 1 < state.view.length ? state.cur + 1 : state.cur - 1]);
     $("left").src = imageUrl(p, "preview");
-    $("left-name").textContent = `${p.name}  ${stars(p.rating)}`;
+    $("left-name").textContent = `${shown(p.name)}  ${stars(p.rating)}`;
     $("right").src = imageUrl(other, "preview");
-    $("right-name").textContent = `${other.name}  ${stars(other.rating)}`;
+    $("right-name").textContent = `${shown(other.name)}  ${stars(other.rating)}`;
     $("left").parentElement.classList.add("current");
   } else {
     $("preview").src = imageUrl(p, "preview");
@@ -155,7 +161,7 @@ function drawViewer(p) {
 }
 
 function drawInfo(p) {
-  $("info-name").textContent = p.folder ? `${p.name}  (${p.folder})` : p.name;
+  $("info-name").textContent = p.folder ? `${shown(p.name)}  (${shown(p.folder)})` : shown(p.name);
   $("info-rank").textContent = `#${p.rank} · score ${p.score.toFixed(4)} · ${p.label}` +
     (p.group !== null ? ` · burst ${p.group}` : "");
   $("info-suggested").textContent = [stars(p.suggested), ...p.flags].filter(Boolean).join(" · ");
@@ -200,7 +206,7 @@ async function decide(action, value) {
   } catch (e) {
     Object.assign(p, before);
     redraw(p);
-    status(`not saved: ${e.message}`);
+    status(`not saved: ${shown(e.message)}`);
   }
 }
 
@@ -211,8 +217,8 @@ async function undo() {
     apply(row);
     const i = state.view.indexOf(row.id);
     if (i >= 0) select(i);
-    status(`undone: ${row.name}`);
-  } catch (e) { status(`undo failed: ${e.message}`); }
+    status(`undone: ${shown(row.name)}`);
+  } catch (e) { status(`undo failed: ${shown(e.message)}`); }
 }
 
 async function moveRejects() {
@@ -230,7 +236,7 @@ async function moveRejects() {
     for (const id of moved) { state.byId.delete(id); state.cells.delete(id); }
     render();
     status(r.run ? `moved ${moved.size} rejects (move run ${r.run}; clipcull undo puts them back)` : "no rejects to move");
-  } catch (e) { status(`move failed: ${e.message}`); }
+  } catch (e) { status(`move failed: ${shown(e.message)}`); }
 }
 
 // --- search ----------------------------------------------------------------------------
@@ -244,7 +250,7 @@ async function search(text) {
     state.burst = null;
     state.cur = 0;
     render();
-  } catch (e) { status(`search failed: ${e.message}`); }
+  } catch (e) { status(`search failed: ${shown(e.message)}`); }
 }
 
 function clearSearch() {
@@ -318,10 +324,10 @@ $("move").addEventListener("click", () => { state.moveArmed = Date.now(); moveRe
 (async function start() {
   try {
     const data = await api("/api/photos");
-    $("title").textContent = data.title;
+    $("title").textContent = shown(data.title);
     state.photos = data.photos;
     for (const p of data.photos) state.byId.set(p.id, p);
     render();
     document.body.dataset.ready = "1";
-  } catch (e) { status(`could not load the photos: ${e.message}`); }
+  } catch (e) { status(`could not load the photos: ${shown(e.message)}`); }
 })();
