@@ -111,3 +111,38 @@ def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store)
     assert sidecar.read_bytes() == original
     assert writer.undo_last() is None  # the action of the reverted run is not U's any more
     assert [s.state for s in journal.steps(first)] == ["undone"]
+
+
+def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer_goes_on(tmp_path, store,
+                                                                                          monkeypatch):
+    """The RAW's sidecar cannot be written (read-only share, full disk): the JPEG's sidecar, already
+    written for the same key press, gets its bytes back, so the files match what the page shows."""
+    from clip_cull.actions.undo import undo_run
+    from clip_cull.review import decisions
+
+    photo = make_photo(tmp_path / "IMG_5.jpg", seed=5)
+    raw = tmp_path / "IMG_5.CR2"
+    raw.write_bytes(b"raw")
+    exiftool("-o", tmp_path / "IMG_5.jpg.xmp", "-XMP-dc:Creator=Ann Example", "-XMP-xmp:Rating=2", photo)
+    original = (tmp_path / "IMG_5.jpg.xmp").read_bytes()
+    real_write = decisions.write_atomic
+
+    def refuse_the_raws(path, data, *args, **kwargs):
+        if str(path).endswith(".CR2.xmp"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_write(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(decisions, "write_atomic", refuse_the_raws)
+    writer = DecisionWriter(store, {"command": "review"}, style="darktable")
+    with pytest.raises(ReviewError, match=r"IMG_5\.CR2\.xmp: cannot write the sidecar \(Permission denied\)"):
+        writer.decide(str(photo), [str(raw)], rating=5)
+    assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
+    journal = Journal(store)
+    assert [s.state for s in journal.steps(writer.run_id)] == ["undone", "failed"]
+    assert writer.actions == 0 and writer.current(str(photo)).rating == 2
+
+    monkeypatch.setattr(decisions, "write_atomic", real_write)  # the share is writable again
+    writer.decide(str(photo), [str(raw)], rating=4)
+    assert read(tmp_path / "IMG_5.jpg.xmp")["Rating"] == 4 and read(tmp_path / "IMG_5.CR2.xmp")["Rating"] == 4
+    assert undo_run(store, journal, writer.run_id).conflicts == []  # `clipcull undo` of the session
+    assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
