@@ -94,3 +94,23 @@ def test_a_photo_changed_since_ranking_is_refused_and_never_cached_under_its_old
     assert not (tmp_path / "thumbs" / ranked_as[:2] / f"{ranked_as}-thumb.jpg").exists()
     # the new content under its own hash is shown
     assert ThumbnailCache(tmp_path / "thumbs").get(str(photo), sha256(photo), "thumb")[:2] == b"\xff\xd8"
+
+
+def test_the_cache_serves_only_jpegs_it_wrote_and_a_broken_cache_costs_speed_not_the_page(tmp_path):
+    import os
+
+    photo = make_photo(tmp_path / "a.jpg", seed=6)
+    fingerprint = sha256(photo)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    entry = tmp_path / "thumbs" / fingerprint[:2] / f"{fingerprint}-thumb.jpg"
+    entry.parent.mkdir(parents=True)
+    os.symlink(secret, entry)  # a link planted in the cache is never followed
+    data = ThumbnailCache(tmp_path / "thumbs").get(str(photo), fingerprint, "thumb")
+    assert Image.open(io.BytesIO(data)).size == (96, 64)
+    assert secret.read_text() == "root:x:0:0" and not entry.is_symlink() and entry.read_bytes() == data
+    entry.write_bytes(b"not a jpeg")  # a damaged entry is made again
+    assert ThumbnailCache(tmp_path / "thumbs").get(str(photo), fingerprint, "thumb") == data
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")  # the cache folder cannot be made: images are still shown
+    assert ThumbnailCache(blocked).get(str(photo), fingerprint, "thumb") == data

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
 
 from PIL import Image
 
-from clip_cull.files import content_fingerprint, is_raw, open_regular, read_file
+from clip_cull.files import content_fingerprint, is_raw, read_file
 from clip_cull.images import UnreadableImage, decode_photo, decode_raw
 
 # Long side in device pixels: twice the CSS size the page shows them at, sharp on HiDPI screens.
 SIZES = {"thumb": 2 * 200, "preview": 2 * 1200, "full": None}  # full: every pixel, for the 100% loupe
 JPEG_QUALITY = {"thumb": 82, "preview": 88, "full": 92}
 MAX_CACHED_BYTES = 256 * 2**20
+JPEG_START = b"\xff\xd8\xff"
 
 
 class PhotoChanged(OSError):
@@ -82,13 +84,19 @@ def render_bytes(data: bytes, photo_path: str, long_side: int | None, quality: i
 
 
 def _read_cached(target: Path) -> bytes | None:
-    """A cached image, or None where there is none (or something that is not a regular file)."""
+    """A cached image, or None where there is none, or something else is there: a FIFO, a
+    symbolic link (never followed: the cache serves only what it wrote), not a JPEG."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd, _ = open_regular(target, MAX_CACHED_BYTES)
+        fd = os.open(target, flags)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
-        return f.read()
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CACHED_BYTES:
+            return None
+        data = f.read(MAX_CACHED_BYTES + 1)
+    return data if data.startswith(JPEG_START) and len(data) <= MAX_CACHED_BYTES else None
 
 
 def _write_quietly(target: Path, data: bytes) -> None:
