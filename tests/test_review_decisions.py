@@ -146,3 +146,38 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
     assert read(tmp_path / "IMG_5.jpg.xmp")["Rating"] == 4 and read(tmp_path / "IMG_5.CR2.xmp")["Rating"] == 4
     assert undo_run(store, journal, writer.run_id).conflicts == []  # `clipcull undo` of the session
     assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
+
+
+def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the_page(tmp_path, store,
+                                                                                       monkeypatch):
+    from types import SimpleNamespace
+
+    from clip_cull.actions import move
+    from clip_cull.review.session import MoveIncomplete, ReviewSession
+    from clip_cull.review.thumbs import ThumbnailCache
+
+    photos = [make_photo(tmp_path / f"IMG_{i}.jpg", seed=10 + i) for i in range(3)]
+    ranked = [SimpleNamespace(path=str(p), score=1.0 - i / 10, rank=i + 1, label="aesthetic", flags=[], captured_at=None,
+                              camera=None, quality=None, companions=[]) for i, p in enumerate(photos)]
+    writer = DecisionWriter(store, {"command": "review"})
+    session = ReviewSession(store, ranked, {}, [str(tmp_path)], writer, ThumbnailCache(tmp_path / "thumbs"), "m")
+    session.decide(0, "reject")
+    session.decide(1, "reject")
+    real = move._carry_out
+
+    def disk_full_on_the_second(step):
+        if step.src == str(photos[1]):
+            raise OSError(28, "No space left on device", step.dst)
+        return real(step)
+
+    monkeypatch.setattr(move, "_carry_out", disk_full_on_the_second)
+    with pytest.raises(MoveIncomplete, match="No space left on device; 1 of 2 rejects moved") as stopped:
+        session.move_rejects()
+    assert stopped.value.moved == [0]
+    assert (tmp_path / "_rejects" / "IMG_0.jpg").exists() and photos[1].exists()
+    assert [row["id"] for row in session.listing()] == [1, 2]
+    assert session.decide(0, "stars", 5) is None  # the moved photo takes no decision: no stray sidecar
+    assert not (tmp_path / "IMG_0.xmp").exists()
+    monkeypatch.setattr(move, "_carry_out", real)  # space again: the rest go
+    run_id, moved = session.move_rejects()
+    assert moved == [1] and not photos[1].exists() and [row["id"] for row in session.listing()] == [2]

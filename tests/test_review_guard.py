@@ -166,3 +166,19 @@ def test_image_urls_name_the_content_so_a_later_review_on_the_port_never_shows_a
 def test_search_top_is_a_count(site, top):
     client, session = site[:2]
     assert client.get(f"/api/search?q=dog&top={top}").status_code == 400 and session.searched == []
+
+
+def test_a_move_stopped_part_way_is_one_error_line_naming_the_photos_that_went(site):
+    from clip_cull.review.session import MoveIncomplete
+
+    client, session, _, headers = site
+
+    def stopped():
+        raise MoveIncomplete("the move stopped: /p/IMG_2.jpg: No space left on device; 1 of 2 rejects moved", 7, [0])
+
+    session.move_rejects = stopped
+    r = client.post("/api/move-rejects", content=b"{}", headers=headers)
+    assert r.status_code == 409
+    assert r.json() == {"error": "the move stopped: /p/IMG_2.jpg: No space left on device; 1 of 2 rejects moved",
+                        "run": 7, "moved": [0]}
+    assert client.get("/api/photos").status_code == 200  # and the server goes on

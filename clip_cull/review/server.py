@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from clip_cull.errors import ClipCullError
 from clip_cull.images import UnreadableImage
-from clip_cull.review.session import MAX_SEARCH_HITS, ReviewSession
+from clip_cull.review.session import MAX_SEARCH_HITS, MoveIncomplete, ReviewSession
 from clip_cull.review.thumbs import SIZES
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -238,7 +238,10 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
 
     async def move(request: Request) -> Response:
         def run():
-            run_id, moved = session.move_rejects()
+            try:
+                run_id, moved = session.move_rejects()
+            except MoveIncomplete as e:  # the page must still drop the photos that went
+                return _json({"error": str(e), "run": e.run_id, "moved": e.moved}, 409)
             return {"run": run_id, "moved": moved}
         return await _changing(run)
 
@@ -267,7 +270,7 @@ async def _changing(work) -> Response:
         return _json({"error": f"{getattr(e, 'filename', '') or ''} {e.strerror or e}".strip()}, 409)
     if result is None:
         return _json({"error": "no such photo"}, 404)
-    return _json(result)
+    return result if isinstance(result, Response) else _json(result)
 
 
 class _TooLarge(Exception):

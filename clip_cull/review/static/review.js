@@ -35,7 +35,7 @@ async function api(path, body) {
   };
   const r = await fetch(path, init);
   const data = await r.json().catch(() => ({ error: r.statusText }));
-  if (!r.ok) throw new Error(data.error || r.statusText);
+  if (!r.ok) throw Object.assign(new Error(data.error || r.statusText), { data });
   return data;
 }
 
@@ -231,12 +231,19 @@ async function moveRejects() {
   state.moveArmed = 0;
   try {
     const r = await api("/api/move-rejects", {});
-    const moved = new Set(r.moved);
-    state.photos = state.photos.filter((p) => !moved.has(p.id));
-    for (const id of moved) { state.byId.delete(id); state.cells.delete(id); }
-    render();
-    status(r.run ? `moved ${moved.size} rejects (move run ${r.run}; clipcull undo puts them back)` : "no rejects to move");
-  } catch (e) { status(`move failed: ${shown(e.message)}`); }
+    dropMoved(r.moved);
+    status(r.run ? `moved ${r.moved.length} rejects (move run ${r.run}; clipcull undo puts them back)` : "no rejects to move");
+  } catch (e) {
+    if (e.data && e.data.moved) dropMoved(e.data.moved);  // stopped part way: those that went, go
+    status(`move failed: ${shown(e.message)}`);
+  }
+}
+
+function dropMoved(ids) {
+  const moved = new Set(ids);
+  state.photos = state.photos.filter((p) => !moved.has(p.id));
+  for (const id of moved) { state.byId.delete(id); state.cells.delete(id); }
+  render();
 }
 
 // --- search ----------------------------------------------------------------------------
