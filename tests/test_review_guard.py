@@ -182,3 +182,17 @@ def test_a_move_stopped_part_way_is_one_error_line_naming_the_photos_that_went(s
     assert r.json() == {"error": "the move stopped: /p/IMG_2.jpg: No space left on device; 1 of 2 rejects moved",
                         "run": 7, "moved": [0]}
     assert client.get("/api/photos").status_code == 200  # and the server goes on
+
+
+@pytest.mark.parametrize("path", [
+    "/img/%D9%A3/thumb",  # an Arabic-Indic digit three
+    "/img/%EF%BC%90/thumb",  # a fullwidth digit zero
+    "/img/1e2/thumb", "/img/+0/thumb", "/img/-0/thumb", "/img/0x0/thumb",
+    "/img/99999999999999999999999999999999/thumb",
+    "/img/0/thumb%00", "/img/0/%2e%2e", "/img/0/%2e%2e%2f%2e%2e%2fserver.py",
+    "/static/review.js%00", "/static/%2e%2e/server.py", "/static/%2e%2e%2fserver.py", "/static/REVIEW.JS",
+    "/static/index.html",  # the template (with its placeholders) is served only as the page
+])
+def test_odd_ids_and_encoded_traversal_find_nothing(site, path):
+    r = site[0].get(path)
+    assert r.status_code in (404, 405) and b"import" not in r.content and b"{{CSRF}}" not in r.content
