@@ -181,3 +181,40 @@ def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the
     monkeypatch.setattr(move, "_carry_out", real)  # space again: the rest go
     run_id, moved = session.move_rejects()
     assert moved == [1] and not photos[1].exists() and [row["id"] for row in session.listing()] == [2]
+
+
+def test_decisions_from_many_requests_at_once_keep_the_journal_and_the_files_in_step(tmp_path, store):
+    import hashlib
+    import threading
+    from types import SimpleNamespace
+
+    from clip_cull.review.session import ReviewSession
+    from clip_cull.review.thumbs import ThumbnailCache
+
+    photos = [make_photo(tmp_path / f"IMG_{i}.jpg", seed=30 + i) for i in range(4)]
+    ranked = [SimpleNamespace(path=str(p), score=1.0 - i / 10, rank=i + 1, label="aesthetic", flags=[], captured_at=None,
+                              camera=None, quality=None, companions=[]) for i, p in enumerate(photos)]
+    session = ReviewSession(store, ranked, {}, [str(tmp_path)], DecisionWriter(store, {"command": "review"}),
+                            ThumbnailCache(tmp_path / "thumbs"), "m")
+    errors = []
+
+    def press(photo_id, stars):
+        try:
+            session.decide(photo_id, "stars", stars)
+        except Exception as e:  # noqa: BLE001 - any error is the failure this test looks for
+            errors.append(e)
+
+    threads = [threading.Thread(target=press, args=(i % 4, 1 + n % 5)) for n, i in enumerate(range(40))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    steps = Journal(store).steps(session.writer.run_id)
+    assert all(s.state == "done" for s in steps)
+    for p in photos:  # the last journaled write of each sidecar is what the file holds
+        mine = [s for s in steps if s.dst == str(p.with_suffix(".xmp"))]
+        assert mine[-1].after_sha == hashlib.sha256(p.with_suffix(".xmp").read_bytes()).hexdigest()
+        assert read(p.with_suffix(".xmp"))["Rating"] == session.photos[photos.index(p)].decision.rating
+    session.undo()
+    assert session.writer.actions == len(steps) - 1
