@@ -114,3 +114,33 @@ def test_the_cache_serves_only_jpegs_it_wrote_and_a_broken_cache_costs_speed_not
     blocked = tmp_path / "a-file"
     blocked.write_text("x")  # the cache folder cannot be made: images are still shown
     assert ThumbnailCache(blocked).get(str(photo), fingerprint, "thumb") == data
+
+
+def test_at_most_max_renders_photos_are_decoded_at_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from clip_cull.review import thumbs
+
+    photos = [make_photo(tmp_path / f"p{i}.jpg", seed=40 + i) for i in range(8)]
+    running, most = [0], [0]
+    count = threading.Lock()
+    real = thumbs.render_bytes
+
+    def slow_render(*args):
+        with count:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        with count:
+            running[0] -= 1
+        return real(*args)
+
+    monkeypatch.setattr(thumbs, "render_bytes", slow_render)
+    cache = ThumbnailCache(tmp_path / "thumbs", max_renders=2)
+    workers = [threading.Thread(target=cache.get, args=(str(p), sha256(p), "preview")) for p in photos]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    assert most[0] == 2 and len(list((tmp_path / "thumbs").rglob("*-preview.jpg"))) == 8

@@ -23,6 +23,7 @@ from clip_cull.images import UnreadableImage, decode_photo, decode_raw
 SIZES = {"thumb": 2 * 200, "preview": 2 * 1200, "full": None}  # full: every pixel, for the 100% loupe
 JPEG_QUALITY = {"thumb": 82, "preview": 88, "full": 92}
 MAX_CACHED_BYTES = 256 * 2**20
+MAX_RENDERS = max(1, min(4, os.cpu_count() or 1))  # photos decoded at once
 JPEG_START = b"\xff\xd8\xff"
 
 
@@ -31,10 +32,13 @@ class PhotoChanged(OSError):
 
 
 class ThumbnailCache:
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, max_renders: int = MAX_RENDERS):
         self.folder = Path(folder)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        # The server answers from up to 40 threads; a grid of uncached TIFFs or RAWs asked for at
+        # once would decode as many full photos into memory together. Cached images skip the queue.
+        self._renders = threading.BoundedSemaphore(max_renders)
 
     def path_for(self, fingerprint: str, size: str) -> Path:
         return self.folder / fingerprint[:2] / f"{fingerprint}-{size}.jpg"
@@ -49,12 +53,13 @@ class ThumbnailCache:
             cached = _read_cached(target)
             if cached is not None:
                 return cached
-            data = read_file(photo_path)[0]  # a regular file only: a FIFO swapped in never blocks
-            if content_fingerprint(data) != fingerprint:
-                # The image would be kept under the fingerprint of other content (and shown
-                # for it in every later review): refuse instead.
-                raise PhotoChanged(f"{photo_path}: changed since clipcull ranked it; rank the folder again")
-            image = render_bytes(data, photo_path, SIZES[size], JPEG_QUALITY[size])
+            with self._renders:
+                data = read_file(photo_path)[0]  # a regular file only: a FIFO swapped in never blocks
+                if content_fingerprint(data) != fingerprint:
+                    # The image would be kept under the fingerprint of other content (and shown
+                    # for it in every later review): refuse instead.
+                    raise PhotoChanged(f"{photo_path}: changed since clipcull ranked it; rank the folder again")
+                image = render_bytes(data, photo_path, SIZES[size], JPEG_QUALITY[size])
             _write_quietly(target, image)
             return image
 
