@@ -344,6 +344,18 @@ def test_names_are_shown_as_spelled_not_as_bidi_controls_and_newlines_make_them_
     assert not re.search(r"\$\{(p|other|row)\.(name|folder)\}|textContent = (data\.title|p\.name)", script)
 
 
+def test_the_content_security_policy_really_blocks_inline_and_foreign_script(browser):
+    """Were a name ever to reach the page as HTML, its script would still not run."""
+    browser.execute_script("""
+        const s = document.createElement('script'); s.textContent = 'window.inlineRan = 1'; document.body.append(s);
+        const d = document.createElement('div'); d.innerHTML = '<img src=x onerror="window.handlerRan = 1">';
+        document.body.append(d);
+        const f = document.createElement('script'); f.src = 'http://127.0.0.1:9/x.js'; document.body.append(f);""")
+    time.sleep(0.5)
+    assert browser.execute_script("return [window.inlineRan, window.handlerRan]") == [None, None]
+    assert browser.execute_script("return window.top === window.self")  # not framed
+
+
 def test_z_shows_every_pixel_and_enter_opens_the_burst_side_by_side(browser):
     from selenium.webdriver.common.keys import Keys
 
