@@ -218,3 +218,13 @@ def test_decisions_from_many_requests_at_once_keep_the_journal_and_the_files_in_
         assert read(p.with_suffix(".xmp"))["Rating"] == session.photos[photos.index(p)].decision.rating
     session.undo()
     assert session.writer.actions == len(steps) - 1
+
+
+def test_a_photo_gone_since_the_review_began_gets_no_orphan_sidecar(tmp_path, store):
+    photo = make_photo(tmp_path / "IMG_6.jpg", seed=6)
+    writer = DecisionWriter(store, {"command": "review"})
+    photo.rename(tmp_path / "elsewhere.jpg")  # another program moved it
+    with pytest.raises(ReviewError, match=r"IMG_6\.jpg: is gone"):
+        writer.decide(str(photo), [], rating=5)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".xmp") == []
+    assert writer.run_id is None  # nothing journaled

@@ -84,6 +84,8 @@ class DecisionWriter:
                toggle_pick: bool = False) -> Decision:
         """One action: set stars or reject (rating), clear the rating (clear), or flip the pick."""
         with self._lock:
+            if not os.path.isfile(photo):  # moved or deleted by another program since the review began
+                raise ReviewError(f"{photo}: is gone (moved or deleted since the review began); no sidecar written")
             before = self.current(photo)
             after = Decision(None if clear else (rating if rating is not None else before.rating),
                              (not before.picked) if toggle_pick else before.picked)
