@@ -101,3 +101,17 @@ def test_hostile_query_text_is_one_clear_line_or_searched_as_its_words(tiny_env,
     assert "the search text is 9,999 characters; at most 1000 are used" in long.stderr
     assert "Traceback" not in long.stderr + dirty.stderr
     assert run("search", "\x00\x1b\x07", photo_folder).exit_code == 1
+
+
+def test_a_template_is_text_with_one_placeholder_not_a_format_string(tiny_env, tiny_model_files, photo_folder,
+                                                                      private_cache):
+    assert run("rank", photo_folder).exit_code == 0
+    expected = independent_search_order({"CLIPCULL_DB": str(private_cache)}, photo_folder, "{0} {x} dog",
+                                        tiny_model_files)
+    for template in ("a photo of {query} {0}", "a photo of {query} {x}", "{query:>999999999} a photo of {query}"):
+        result = run("search", "dog", photo_folder, "--template", template, "--json")
+        assert result.exit_code == 0, result.stderr
+        assert "Traceback" not in result.stderr
+    # the braces stay as typed: "{0} {x} dog" in the default template is what open_clip embeds
+    result = run("search", "{0} {x} dog", photo_folder, "--json")
+    assert [os.path.basename(json.loads(line)["path"]) for line in result.stdout.splitlines()] == expected
