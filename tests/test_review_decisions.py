@@ -228,3 +228,20 @@ def test_a_photo_gone_since_the_review_began_gets_no_orphan_sidecar(tmp_path, st
         writer.decide(str(photo), [], rating=5)
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".xmp") == []
     assert writer.run_id is None  # nothing journaled
+
+
+def test_p_twice_on_a_photo_with_nothing_else_leaves_a_valid_empty_sidecar(tmp_path, store):
+    photo = make_photo(tmp_path / "IMG_7.jpg", seed=7)
+    sidecar = tmp_path / "IMG_7.xmp"
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(photo), [], toggle_pick=True)
+    assert read(sidecar)["Label"] == "Green"
+    assert writer.decide(str(photo), [], toggle_pick=True).picked is False  # was "not XMP clipcull can edit"
+    assert "Label" not in read(sidecar) and "Rating" not in read(sidecar)
+    listed = subprocess.run(["exiv2", "-px", str(sidecar)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and listed.stdout == "" and listed.stderr == ""  # exiv2 reads it: no properties
+    writer.decide(str(photo), [], rating=2)  # and it takes the next decision
+    assert read(sidecar)["Rating"] == 2
+    for _ in range(3):
+        writer.undo_last()
+    assert not sidecar.exists()
