@@ -24,7 +24,8 @@ class StandInSession:
     decided: list = field(default_factory=list)
     searched: list = field(default_factory=list)
     writer: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(pick_label="Green"))
-    photos: list = field(default_factory=lambda: [SimpleNamespace(id=0, fingerprint="ab" * 32)])
+    photos: list = field(default_factory=lambda: [SimpleNamespace(id=0, fingerprint="ab" * 32,
+                                                                   ranked=SimpleNamespace(path="/p/a.jpg"))])
 
     def listing(self):
         return [{"id": 0, "v": self.version(self.photos[0]), "name": "a.jpg"}]
@@ -196,3 +197,27 @@ def test_a_move_stopped_part_way_is_one_error_line_naming_the_photos_that_went(s
 def test_odd_ids_and_encoded_traversal_find_nothing(site, path):
     r = site[0].get(path)
     assert r.status_code in (404, 405) and b"import" not in r.content and b"{{CSRF}}" not in r.content
+
+
+@pytest.mark.parametrize("error, reason", [
+    ("changed", "changed since clipcull ranked it; rank the folder again"),
+    ("fifo", "not a regular file (a FIFO / named pipe); only regular files are read"),
+    ("gone", "No such file or directory"),
+])
+def test_a_photo_that_cannot_be_shown_is_one_line_naming_it(site, error, reason):
+    import stat
+
+    from clip_cull.files import NotRegularFile, not_regular_reason
+    from clip_cull.review.thumbs import PhotoChanged
+
+    client, session = site[:2]
+    raised = {"changed": PhotoChanged("changed since clipcull ranked it; rank the folder again"),
+              "fifo": NotRegularFile(not_regular_reason(stat.S_IFIFO)),
+              "gone": FileNotFoundError(2, "No such file or directory", "/p/a.jpg")}[error]
+
+    def fails(photo_id, size):
+        raise raised
+
+    session.image = fails
+    r = client.get("/img/0/preview")
+    assert r.status_code == 422 and r.text == f"cannot show /p/a.jpg: {reason}"

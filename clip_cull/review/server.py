@@ -200,7 +200,8 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         try:
             data = session.image(photo.id, size)
         except (UnreadableImage, OSError) as e:
-            return PlainTextResponse(f"cannot show {photo.ranked.path}: {e}", status_code=422)
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
+            return PlainTextResponse(f"cannot show {photo.ranked.path}: {reason}", status_code=422)
         if data is None:
             return PlainTextResponse("not found", status_code=404)
         # Kept by the browser only under a URL naming the content (?v=): a bare id is another

@@ -58,7 +58,7 @@ class ThumbnailCache:
                 if content_fingerprint(data) != fingerprint:
                     # The image would be kept under the fingerprint of other content (and shown
                     # for it in every later review): refuse instead.
-                    raise PhotoChanged(f"{photo_path}: changed since clipcull ranked it; rank the folder again")
+                    raise PhotoChanged("changed since clipcull ranked it; rank the folder again")
                 image = render_bytes(data, photo_path, SIZES[size], JPEG_QUALITY[size])
             _write_quietly(target, image)
             return image
