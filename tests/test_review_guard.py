@@ -221,3 +221,27 @@ def test_a_photo_that_cannot_be_shown_is_one_line_naming_it(site, error, reason)
     session.image = fails
     r = client.get("/img/0/preview")
     assert r.status_code == 422 and r.text == f"cannot show /p/a.jpg: {reason}"
+
+
+@pytest.mark.parametrize("header, allowed", [
+    (f"127.0.0.1:{PORT}.evil.example", False),
+    (f"127.0.0.1:{PORT}, evil.example:{PORT}", False),
+    (f"evil.example:80@127.0.0.1:{PORT}", False),
+    (f"LOCALHOST:{PORT}", True),  # names are case-blind
+    (f"localhost.:{PORT}", False),  # a trailing dot is another name to a resolver's search list
+    (f"127.0.0.1.:{PORT}", False),
+    (f"[::1]:{PORT}", True),
+    (f"[::ffff:127.0.0.1]:{PORT}", False),
+    (f"127.1:{PORT}", False), (f"2130706433:{PORT}", False), (f"0x7f.0.0.1:{PORT}", False),
+    (f"127.0.0.1:0{PORT}", False), (f"127.0.0.1:+{PORT}", False),
+    ("", False),
+])
+def test_host_header_variants(header, allowed):
+    assert Access("127.0.0.1", PORT).host_allowed(header) is allowed
+
+
+def test_a_request_without_a_host_header_is_refused(site):
+    client, _, access, _ = site
+    transport_client = TestClient(client.app, base_url=ORIGIN)
+    r = transport_client.get(f"/?token={access.token}", headers={"host": ""})
+    assert r.status_code == 403
