@@ -245,3 +245,18 @@ def test_p_twice_on_a_photo_with_nothing_else_leaves_a_valid_empty_sidecar(tmp_p
     for _ in range(3):
         writer.undo_last()
     assert not sidecar.exists()
+
+
+def test_a_sidecar_that_became_a_folder_is_one_error_and_other_photos_go_on(tmp_path, store):
+    photo, other = make_photo(tmp_path / "IMG_8.jpg", seed=8), make_photo(tmp_path / "IMG_9.jpg", seed=9)
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(photo), [], rating=3)
+    (tmp_path / "IMG_8.xmp").unlink()
+    (tmp_path / "IMG_8.xmp").mkdir()  # meanwhile, by someone else
+    with pytest.raises(ReviewError, match=r"IMG_8\.xmp: left alone, .*a folder"):
+        writer.decide(str(photo), [], rating=5)
+    with pytest.raises(ReviewError, match=r"IMG_8\.xmp"):
+        writer.undo_last()  # U of the earlier 3 stars: the folder is not clipcull's to remove
+    assert (tmp_path / "IMG_8.xmp").is_dir()
+    writer.decide(str(other), [], rating=4)
+    assert read(tmp_path / "IMG_9.xmp")["Rating"] == 4
