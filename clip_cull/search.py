@@ -7,6 +7,7 @@ are searched (`clipcull rank` puts them there). The query becomes one prompt fro
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -17,7 +18,9 @@ from clip_cull.heads.base import l2_normalize
 from clip_cull.indexer import ModelSession, prompt_embeddings
 from clip_cull.store import Store
 
-QUERY_TEMPLATE = "a photo of {query}"
+QUERY_FIELD = "{query}"
+QUERY_TEMPLATE = f"a photo of {QUERY_FIELD}"
+MAX_QUERY_CHARS = 1000
 
 
 @dataclass
@@ -80,10 +83,20 @@ def up_to_date(store: Store, photos: Sequence) -> tuple[list[str], list[str]]:
 
 
 def query_prompt(query: str, template: str = QUERY_TEMPLATE) -> str:
+    # Control characters (and a terminal's escapes) say nothing about a picture; undecodable
+    # bytes from the command line (surrogate escapes) could not be stored in the cache.
+    query = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in query)
     query = " ".join(query.split())
     if not query:
         raise InputError("the search text is empty")
-    return template.format(query=query)
+    if len(query) > MAX_QUERY_CHARS:
+        # CLIP reads 77 tokens: a longer text only fills the cache with prompts that embed alike
+        raise InputError(f"the search text is {len(query):,} characters; at most {MAX_QUERY_CHARS} are used")
+    if QUERY_FIELD not in template:
+        raise InputError(f"the template must contain {QUERY_FIELD}")
+    # Not str.format: a template is text from the user, and "{0}", "{x}" or "{query:>999999999}"
+    # there would be a traceback or a gigabyte string rather than words.
+    return template.replace(QUERY_FIELD, query)
 
 
 def query_embedding(store: Store, session: ModelSession, query: str, template: str = QUERY_TEMPLATE) -> np.ndarray:

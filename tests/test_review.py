@@ -235,6 +235,13 @@ def test_thumbnails_upright_hidpi_and_cached_by_content_hash(server, shoot):
     fingerprint = hashlib.sha256((folder / "ROT.jpg").read_bytes()).hexdigest()
     thumbs = Path(env["CLIPCULL_DB"]).parent / "thumbs"
     assert (thumbs / fingerprint[:2] / f"{fingerprint}-full.jpg").read_bytes() == data
+    # the page's image URLs name the content, so the browser may keep them: ids are places in
+    # this ranking, and the same id is another photo in a later review on this port
+    assert photo["v"] == fingerprint[:16]
+    status, headers, named = server.request("GET", f"/img/{photo['id']}/full?v={photo['v']}")
+    assert status == 200 and named == data and "immutable" in headers["cache-control"]
+    assert server.request("GET", f"/img/{photo['id']}/full?v={'0' * 16}")[0] == 404
+    assert "max-age" not in server.request("GET", f"/img/{photo['id']}/full")[1]["cache-control"]
     # a larger photo: the grid thumbnail is 400 px on its long side (twice its 200 CSS px)
     big = server.photos()["IMG_0001.jpg"]
     assert server.request("GET", f"/img/{big['id']}/thumb")[0] == 200
@@ -329,6 +336,29 @@ def test_hostile_file_name_is_shown_as_text_never_run(browser):
     assert shown_name(browser).startswith(HOSTILE)
 
 
+def test_names_are_shown_as_spelled_not_as_bidi_controls_and_newlines_make_them_look(browser):
+    # U+202E would make "IMG_1\u202egpj.exe.jpg" read "IMG_1gpj.exe" backwards, i.e. like a .jpg
+    spoof = "IMG_1\u202egpj.exe.jpg"
+    assert browser.execute_script("return shown(arguments[0])", spoof) == "IMG_1⟨U+202E⟩gpj.exe.jpg"
+    assert browser.execute_script("return shown(arguments[0])", "a\nb\u2066c.jpg") == "a⟨U+000A⟩b⟨U+2066⟩c.jpg"
+    assert browser.execute_script("return shown(arguments[0])", HOSTILE) == HOSTILE
+    # and the page uses it wherever a name from the server is written
+    script = (ROOT / "clip_cull" / "review" / "static" / "review.js").read_text()
+    assert not re.search(r"\$\{(p|other|row)\.(name|folder)\}|textContent = (data\.title|p\.name)", script)
+
+
+def test_the_content_security_policy_really_blocks_inline_and_foreign_script(browser):
+    """Were a name ever to reach the page as HTML, its script would still not run."""
+    browser.execute_script("""
+        const s = document.createElement('script'); s.textContent = 'window.inlineRan = 1'; document.body.append(s);
+        const d = document.createElement('div'); d.innerHTML = '<img src=x onerror="window.handlerRan = 1">';
+        document.body.append(d);
+        const f = document.createElement('script'); f.src = 'http://127.0.0.1:9/x.js'; document.body.append(f);""")
+    time.sleep(0.5)
+    assert browser.execute_script("return [window.inlineRan, window.handlerRan]") == [None, None]
+    assert browser.execute_script("return window.top === window.self")  # not framed
+
+
 def test_z_shows_every_pixel_and_enter_opens_the_burst_side_by_side(browser):
     from selenium.webdriver.common.keys import Keys
 
@@ -414,8 +444,16 @@ def test_filter_then_m_twice_moves_the_sessions_rejects_with_their_sidecars(brow
 
 def test_tag_keeps_the_photographers_decisions_and_undo_reverts_the_whole_session(server, shoot):
     folder, env = shoot
+    import socket
+
+    # a client holding a request open (a body that never comes) does not keep the server up
+    held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    held.sendall(f"POST /api/decide HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nCookie: {server.cookie}\r\n"
+                 "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+    time.sleep(0.5)
     server.proc.send_signal(signal.SIGINT)
-    assert server.proc.wait(30) == 0
+    assert server.proc.wait(15) == 0
+    held.close()
     server.stderr_reader.join(10)
     summary = "".join(server.stderr_lines)
     run = int(re.search(r"review run (\d+)", summary).group(1))

@@ -111,3 +111,152 @@ def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store)
     assert sidecar.read_bytes() == original
     assert writer.undo_last() is None  # the action of the reverted run is not U's any more
     assert [s.state for s in journal.steps(first)] == ["undone"]
+
+
+def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer_goes_on(tmp_path, store,
+                                                                                          monkeypatch):
+    """The RAW's sidecar cannot be written (read-only share, full disk): the JPEG's sidecar, already
+    written for the same key press, gets its bytes back, so the files match what the page shows."""
+    from clip_cull.actions.undo import undo_run
+    from clip_cull.review import decisions
+
+    photo = make_photo(tmp_path / "IMG_5.jpg", seed=5)
+    raw = tmp_path / "IMG_5.CR2"
+    raw.write_bytes(b"raw")
+    exiftool("-o", tmp_path / "IMG_5.jpg.xmp", "-XMP-dc:Creator=Ann Example", "-XMP-xmp:Rating=2", photo)
+    original = (tmp_path / "IMG_5.jpg.xmp").read_bytes()
+    real_write = decisions.write_atomic
+
+    def refuse_the_raws(path, data, *args, **kwargs):
+        if str(path).endswith(".CR2.xmp"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_write(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(decisions, "write_atomic", refuse_the_raws)
+    writer = DecisionWriter(store, {"command": "review"}, style="darktable")
+    with pytest.raises(ReviewError, match=r"IMG_5\.CR2\.xmp: cannot write the sidecar \(Permission denied\)"):
+        writer.decide(str(photo), [str(raw)], rating=5)
+    assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
+    journal = Journal(store)
+    assert [s.state for s in journal.steps(writer.run_id)] == ["undone", "failed"]
+    assert writer.actions == 0 and writer.current(str(photo)).rating == 2
+
+    monkeypatch.setattr(decisions, "write_atomic", real_write)  # the share is writable again
+    writer.decide(str(photo), [str(raw)], rating=4)
+    assert read(tmp_path / "IMG_5.jpg.xmp")["Rating"] == 4 and read(tmp_path / "IMG_5.CR2.xmp")["Rating"] == 4
+    assert undo_run(store, journal, writer.run_id).conflicts == []  # `clipcull undo` of the session
+    assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
+
+
+def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the_page(tmp_path, store,
+                                                                                       monkeypatch):
+    from types import SimpleNamespace
+
+    from clip_cull.actions import move
+    from clip_cull.review.session import MoveIncomplete, ReviewSession
+    from clip_cull.review.thumbs import ThumbnailCache
+
+    photos = [make_photo(tmp_path / f"IMG_{i}.jpg", seed=10 + i) for i in range(3)]
+    ranked = [SimpleNamespace(path=str(p), score=1.0 - i / 10, rank=i + 1, label="aesthetic", flags=[], captured_at=None,
+                              camera=None, quality=None, companions=[]) for i, p in enumerate(photos)]
+    writer = DecisionWriter(store, {"command": "review"})
+    session = ReviewSession(store, ranked, {}, [str(tmp_path)], writer, ThumbnailCache(tmp_path / "thumbs"), "m")
+    session.decide(0, "reject")
+    session.decide(1, "reject")
+    real = move._carry_out
+
+    def disk_full_on_the_second(step):
+        if step.src == str(photos[1]):
+            raise OSError(28, "No space left on device", step.dst)
+        return real(step)
+
+    monkeypatch.setattr(move, "_carry_out", disk_full_on_the_second)
+    with pytest.raises(MoveIncomplete, match="No space left on device; 1 of 2 rejects moved") as stopped:
+        session.move_rejects()
+    assert stopped.value.moved == [0]
+    assert (tmp_path / "_rejects" / "IMG_0.jpg").exists() and photos[1].exists()
+    assert [row["id"] for row in session.listing()] == [1, 2]
+    assert session.decide(0, "stars", 5) is None  # the moved photo takes no decision: no stray sidecar
+    assert not (tmp_path / "IMG_0.xmp").exists()
+    monkeypatch.setattr(move, "_carry_out", real)  # space again: the rest go
+    run_id, moved = session.move_rejects()
+    assert moved == [1] and not photos[1].exists() and [row["id"] for row in session.listing()] == [2]
+
+
+def test_decisions_from_many_requests_at_once_keep_the_journal_and_the_files_in_step(tmp_path, store):
+    import hashlib
+    import threading
+    from types import SimpleNamespace
+
+    from clip_cull.review.session import ReviewSession
+    from clip_cull.review.thumbs import ThumbnailCache
+
+    photos = [make_photo(tmp_path / f"IMG_{i}.jpg", seed=30 + i) for i in range(4)]
+    ranked = [SimpleNamespace(path=str(p), score=1.0 - i / 10, rank=i + 1, label="aesthetic", flags=[], captured_at=None,
+                              camera=None, quality=None, companions=[]) for i, p in enumerate(photos)]
+    session = ReviewSession(store, ranked, {}, [str(tmp_path)], DecisionWriter(store, {"command": "review"}),
+                            ThumbnailCache(tmp_path / "thumbs"), "m")
+    errors = []
+
+    def press(photo_id, stars):
+        try:
+            session.decide(photo_id, "stars", stars)
+        except Exception as e:  # noqa: BLE001 - any error is the failure this test looks for
+            errors.append(e)
+
+    threads = [threading.Thread(target=press, args=(i % 4, 1 + n % 5)) for n, i in enumerate(range(40))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    steps = Journal(store).steps(session.writer.run_id)
+    assert all(s.state == "done" for s in steps)
+    for p in photos:  # the last journaled write of each sidecar is what the file holds
+        mine = [s for s in steps if s.dst == str(p.with_suffix(".xmp"))]
+        assert mine[-1].after_sha == hashlib.sha256(p.with_suffix(".xmp").read_bytes()).hexdigest()
+        assert read(p.with_suffix(".xmp"))["Rating"] == session.photos[photos.index(p)].decision.rating
+    session.undo()
+    assert session.writer.actions == len(steps) - 1
+
+
+def test_a_photo_gone_since_the_review_began_gets_no_orphan_sidecar(tmp_path, store):
+    photo = make_photo(tmp_path / "IMG_6.jpg", seed=6)
+    writer = DecisionWriter(store, {"command": "review"})
+    photo.rename(tmp_path / "elsewhere.jpg")  # another program moved it
+    with pytest.raises(ReviewError, match=r"IMG_6\.jpg: is gone"):
+        writer.decide(str(photo), [], rating=5)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".xmp") == []
+    assert writer.run_id is None  # nothing journaled
+
+
+def test_p_twice_on_a_photo_with_nothing_else_leaves_a_valid_empty_sidecar(tmp_path, store):
+    photo = make_photo(tmp_path / "IMG_7.jpg", seed=7)
+    sidecar = tmp_path / "IMG_7.xmp"
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(photo), [], toggle_pick=True)
+    assert read(sidecar)["Label"] == "Green"
+    assert writer.decide(str(photo), [], toggle_pick=True).picked is False  # was "not XMP clipcull can edit"
+    assert "Label" not in read(sidecar) and "Rating" not in read(sidecar)
+    listed = subprocess.run(["exiv2", "-px", str(sidecar)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and listed.stdout == "" and listed.stderr == ""  # exiv2 reads it: no properties
+    writer.decide(str(photo), [], rating=2)  # and it takes the next decision
+    assert read(sidecar)["Rating"] == 2
+    for _ in range(3):
+        writer.undo_last()
+    assert not sidecar.exists()
+
+
+def test_a_sidecar_that_became_a_folder_is_one_error_and_other_photos_go_on(tmp_path, store):
+    photo, other = make_photo(tmp_path / "IMG_8.jpg", seed=8), make_photo(tmp_path / "IMG_9.jpg", seed=9)
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(photo), [], rating=3)
+    (tmp_path / "IMG_8.xmp").unlink()
+    (tmp_path / "IMG_8.xmp").mkdir()  # meanwhile, by someone else
+    with pytest.raises(ReviewError, match=r"IMG_8\.xmp: left alone, .*a folder"):
+        writer.decide(str(photo), [], rating=5)
+    with pytest.raises(ReviewError, match=r"IMG_8\.xmp"):
+        writer.undo_last()  # U of the earlier 3 stars: the folder is not clipcull's to remove
+    assert (tmp_path / "IMG_8.xmp").is_dir()
+    writer.decide(str(other), [], rating=4)
+    assert read(tmp_path / "IMG_9.xmp")["Rating"] == 4

@@ -80,3 +80,38 @@ def test_search_options_are_checked(tiny_env, photo_folder):
     assert run("search", "x", photo_folder, "--template", "no placeholder").exit_code == 2
     result = run("search", "   ", photo_folder)
     assert result.exit_code == 1 and "the search text is empty" in result.stderr
+
+
+def test_search_with_nothing_cached_says_so_and_embeds_nothing(tiny_env, photo_folder, private_cache):
+    result = run("search", "a dog", photo_folder, "--json")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "8 photos not searched: not embedded yet" in result.stderr
+    assert embedding_rows(private_cache) == 0
+
+
+def test_hostile_query_text_is_one_clear_line_or_searched_as_its_words(tiny_env, photo_folder, private_cache):
+    assert run("rank", photo_folder).exit_code == 0
+    plain = run("search", "red sky", photo_folder, "--json").stdout
+    # control characters and bytes that are not UTF-8 (argv's surrogate escapes) are no words
+    dirty = run("search", "\x1bred\x00 \udcff\x07sky\r\n", photo_folder, "--json")
+    assert dirty.exit_code == 0, dirty.stderr
+    assert dirty.stdout == plain
+    long = run("search", "sky " * 2500, photo_folder)
+    assert long.exit_code == 1
+    assert "the search text is 9,999 characters; at most 1000 are used" in long.stderr
+    assert "Traceback" not in long.stderr + dirty.stderr
+    assert run("search", "\x00\x1b\x07", photo_folder).exit_code == 1
+
+
+def test_a_template_is_text_with_one_placeholder_not_a_format_string(tiny_env, tiny_model_files, photo_folder,
+                                                                      private_cache):
+    assert run("rank", photo_folder).exit_code == 0
+    expected = independent_search_order({"CLIPCULL_DB": str(private_cache)}, photo_folder, "{0} {x} dog",
+                                        tiny_model_files)
+    for template in ("a photo of {query} {0}", "a photo of {query} {x}", "{query:>999999999} a photo of {query}"):
+        result = run("search", "dog", photo_folder, "--template", template, "--json")
+        assert result.exit_code == 0, result.stderr
+        assert "Traceback" not in result.stderr
+    # the braces stay as typed: "{0} {x} dog" in the default template is what open_clip embeds
+    result = run("search", "{0} {x} dog", photo_folder, "--json")
+    assert [os.path.basename(json.loads(line)["path"]) for line in result.stdout.splitlines()] == expected

@@ -299,6 +299,10 @@ class Packet:
         flags = exiv2.XmpParser.XmpFormatFlags
         with _exiv2_lock:
             code, packet = exiv2.XmpParser.encode(self.xmp, flags.useCompactFormat | flags.omitPacketWrapper)
+        if code == 0 and not packet and self.xmp.empty():
+            # Every property removed (a pick undone on a photo with nothing else): exiv2 writes
+            # nothing at all, but the sidecar stays a valid, empty XMP document.
+            packet = EMPTY_XMP
         if code != 0 or not packet:
             raise XmpError(f"exiv2 could not write XMP (code {code})")
         return (XML_DECLARATION + packet).encode("utf-8")
@@ -315,6 +319,8 @@ def read_fields(text: str | bytes) -> XmpFields:
 
 
 OURS = ("Xmp.xmp.Rating", "Xmp.xmp.Label", "Xmp.dc.subject")
+EMPTY_XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">\n <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+             '  <rdf:Description rdf:about=""/>\n </rdf:RDF>\n</x:xmpmeta>\n')
 
 
 def merge(data: str | bytes | None, rating: int | None, label: str | None, keywords: list[str],

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_cull.actions.fileops import write_atomic
-from clip_cull.actions.journal import DONE, PLANNED, RUNNING, UNDONE, Journal, Step
+from clip_cull.actions.journal import DONE, FAILED, PLANNED, RUNNING, UNDONE, Journal, Step
 from clip_cull.actions.move import apply_moves, plan_moves
 from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, merge, read_fields, read_xmp_file, sidecar_path
 from clip_cull.errors import ClipCullError
@@ -84,6 +84,8 @@ class DecisionWriter:
                toggle_pick: bool = False) -> Decision:
         """One action: set stars or reject (rating), clear the rating (clear), or flip the pick."""
         with self._lock:
+            if not os.path.isfile(photo):  # moved or deleted by another program since the review began
+                raise ReviewError(f"{photo}: is gone (moved or deleted since the review began); no sidecar written")
             before = self.current(photo)
             after = Decision(None if clear else (rating if rating is not None else before.rating),
                              (not before.picked) if toggle_pick else before.picked)
@@ -126,15 +128,31 @@ class DecisionWriter:
         self.journal.add_steps(self.run_id, steps)  # journaled before any file changes
         try:
             for step, (path, _, new) in zip(steps, changes):
-                write_atomic(path, new)
+                try:
+                    write_atomic(path, new)
+                except OSError as e:
+                    self._fail(action, steps, path, e)
                 self.journal.mark(self.run_id, step.seq, DONE)
                 action.steps.append(step)
-        except OSError as e:
-            raise ReviewError(f"{path}: cannot write the sidecar ({e.strerror or e})") from None
         finally:
             if action.steps:
                 self._done.append(action)
             self.journal.set_state(self.run_id, DONE)
+
+    def _fail(self, action: _Action, steps: list[Step], path: Path, error: OSError) -> None:
+        """One sidecar of an action could not be written: the action is all or nothing, so the
+        sidecars it did write get their bytes back (the page keeps showing the photo as it was)."""
+        why = f"{path}: cannot write the sidecar ({error.strerror or error})"
+        for step in steps[len(action.steps):]:
+            self.journal.mark(self.run_id, step.seq, FAILED, why)
+        try:
+            for step in reversed(action.steps):
+                _restore(step)
+                self.journal.mark(self.run_id, step.seq, UNDONE, why)
+                action.steps.remove(step)
+        except OSError as e:  # the written ones stay, and U can still take them back
+            why += f"; {step.dst} keeps the new decision ({e.strerror or e})"
+        raise ReviewError(why)
 
     # --- undo ----------------------------------------------------------------------------
 
@@ -149,10 +167,7 @@ class DecisionWriter:
                 if current != step.before and (current is None or content_fingerprint(current) != step.after_sha):
                     raise ReviewError(f"{step.dst} changed since clipcull wrote it; left as it is")
             for step in reversed(action.steps):
-                if step.before is None:
-                    Path(step.dst).unlink(missing_ok=True)
-                else:
-                    write_atomic(step.dst, step.before)
+                _restore(step)
                 self.journal.mark(self.run_id, step.seq, UNDONE)
             self._done.pop()
             return action.photo, self.current(action.photo)
@@ -174,6 +189,14 @@ def move_rejects(store: Store, photos: list, roots: list[str]) -> int | None:
         return None
     steps = plan_moves(photos, roots, None)
     return apply_moves(store, Journal(store), steps, {"command": "review --move-rejects", "folders": roots})
+
+
+def _restore(step: Step) -> None:
+    """Put back what was at a sidecar step's file before it was written (nothing: remove it)."""
+    if step.before is None:
+        Path(step.dst).unlink(missing_ok=True)
+    else:
+        write_atomic(step.dst, step.before)
 
 
 def _read_bytes(path: Path) -> bytes | None:

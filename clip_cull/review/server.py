@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from clip_cull.errors import ClipCullError
 from clip_cull.images import UnreadableImage
-from clip_cull.review.session import MAX_SEARCH_HITS, ReviewSession
+from clip_cull.review.session import MAX_SEARCH_HITS, MoveIncomplete, ReviewSession
 from clip_cull.review.thumbs import SIZES
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -42,6 +42,8 @@ SECURITY_HEADERS = {
     "cross-origin-resource-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
 }
+SHUTDOWN_GRACE_S = 3
+MAX_BODY_BYTES = 64 * 1024  # a decision is a few dozen bytes of JSON
 STATIC_TYPES = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
 
 
@@ -122,21 +124,32 @@ class Guard:
             return "forbidden: wrong Host header"
         url_token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
         cookie_token = _cookie(headers.get("cookie", ""), access.cookie_name)
-        given = cookie_token or url_token
-        if not given or not secrets.compare_digest(given.encode(), access.token.encode()):
+        # Either may hold it: a cookie left by an earlier review on the same port must not
+        # lock out the new URL (the browser keeps session cookies until it closes).
+        if not any(_same_secret(given, access.token) for given in (cookie_token, url_token)):
             return "forbidden: open the URL clipcull printed (it holds the access token)"
         if scope["method"] not in ("GET", "HEAD", "POST"):
             return "forbidden: method"
         if scope["method"] == "POST":
-            csrf = headers.get("x-csrf-token", "")
-            if not secrets.compare_digest(csrf.encode(), access.csrf.encode()):
-                return "forbidden: missing or wrong CSRF token"
-            if headers.get("content-type", "").split(";")[0].strip() != "application/json":
-                return "forbidden: changes are JSON requests"
-            origin = headers.get("origin")
-            if origin and not access.host_allowed(origin.split("://", 1)[-1]):
-                return "forbidden: request from another origin"
+            return self._post_refusal(headers)
         return None
+
+    def _post_refusal(self, headers: dict[str, str]) -> str | None:
+        if not _same_secret(headers.get("x-csrf-token"), self.access.csrf):
+            return "forbidden: missing or wrong CSRF token"
+        if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return "forbidden: changes are JSON requests"
+        # A browser names where a request comes from; only this page's own origin may change things.
+        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return "forbidden: request from another site"
+        origin = headers.get("origin")
+        if origin is not None and not (origin.startswith("http://") and self.access.host_allowed(origin[len("http://"):])):
+            return "forbidden: request from another origin"
+        return None
+
+
+def _same_secret(given: str | None, secret: str) -> bool:
+    return bool(given) and secrets.compare_digest(given.encode("utf-8", "replace"), secret.encode())
 
 
 def _cookie(header: str, name: str) -> str | None:
@@ -180,31 +193,44 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         size = request.path_params["size"]
         if size not in SIZES:
             return PlainTextResponse("not found", status_code=404)
+        photo = session.photo(request.path_params["photo_id"])
+        wanted = request.query_params.get("v")
+        if photo is None or (wanted is not None and wanted != session.version(photo)):
+            return PlainTextResponse("not found", status_code=404)
         try:
-            data = session.image(request.path_params["photo_id"], size)
+            data = session.image(photo.id, size)
         except (UnreadableImage, OSError) as e:
-            return PlainTextResponse(f"cannot show this photo: {e}", status_code=422)
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
+            return PlainTextResponse(f"cannot show {photo.ranked.path}: {reason}", status_code=422)
         if data is None:
             return PlainTextResponse("not found", status_code=404)
-        return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=86400"})
+        # Kept by the browser only under a URL naming the content (?v=): a bare id is another
+        # photo in the next review on this port.
+        cache = "private, max-age=31536000, immutable" if wanted else "private, no-cache"
+        return Response(data, media_type="image/jpeg", headers={"cache-control": cache})
 
     def search(request: Request) -> Response:
         try:
             top = min(int(request.query_params.get("top", MAX_SEARCH_HITS)), MAX_SEARCH_HITS)
+            if top < 0:
+                raise ValueError(top)
             hits = session.search(request.query_params.get("q", ""), top)
         except ValueError:
-            return _json({"error": "top must be a number"}, 400)
+            return _json({"error": "top must be a number, 0 or more"}, 400)
         except ClipCullError as e:
             return _json({"error": str(e)}, 400)
         return _json({"hits": hits})
 
     async def decide(request: Request) -> Response:
-        body = await _body(request)
+        try:
+            body = await _body(request)
+        except _TooLarge:
+            return _json({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
         if body is None:
             return _json({"error": "bad request"}, 400)
         action, photo_id, value = body.get("action"), body.get("id"), body.get("value")
-        if action not in ("stars", "reject", "clear", "pick") or not isinstance(photo_id, int) or (
-                action == "stars" and value not in (1, 2, 3, 4, 5)):
+        if action not in ("stars", "reject", "clear", "pick") or not _is_int(photo_id) or (
+                action == "stars" and not (_is_int(value) and 1 <= value <= 5)):
             return _json({"error": "bad request"}, 400)
         return await _changing(lambda: session.decide(photo_id, action, value))
 
@@ -213,7 +239,10 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
 
     async def move(request: Request) -> Response:
         def run():
-            run_id, moved = session.move_rejects()
+            try:
+                run_id, moved = session.move_rejects()
+            except MoveIncomplete as e:  # the page must still drop the photos that went
+                return _json({"error": str(e), "run": e.run_id, "moved": e.moved}, 409)
             return {"run": run_id, "moved": moved}
         return await _changing(run)
 
@@ -242,15 +271,33 @@ async def _changing(work) -> Response:
         return _json({"error": f"{getattr(e, 'filename', '') or ''} {e.strerror or e}".strip()}, 409)
     if result is None:
         return _json({"error": "no such photo"}, 404)
-    return _json(result)
+    return result if isinstance(result, Response) else _json(result)
+
+
+class _TooLarge(Exception):
+    pass
 
 
 async def _body(request: Request) -> dict | None:
+    """The request's JSON object, None for anything else; raises _TooLarge past MAX_BODY_BYTES,
+    read no further (a chunked body has no Content-Length to check first)."""
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        raise _TooLarge
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            raise _TooLarge
     try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(bytes(data))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def _is_int(value) -> bool:
+    return type(value) is int  # JSON true/false are ints to Python, 3.0 is a float: neither is an id or stars
 
 
 def _json(data, status: int = 200) -> Response:
@@ -271,7 +318,9 @@ def serve(app, sock: socket.socket) -> None:
     """Serve until Ctrl-C (uvicorn handles the signal and returns)."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # Ctrl-C stops within seconds even while a client holds a request open.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn raises the captured Ctrl-C again once it has stopped

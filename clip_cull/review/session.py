@@ -14,12 +14,21 @@ from typing import Callable
 import numpy as np
 
 from clip_cull.actions.tag import star_ratings
-from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, move_rejects
+from clip_cull.actions.move import MoveStopped
+from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
 from clip_cull.review.thumbs import ThumbnailCache
 from clip_cull.search import EmbeddingIndex, query_embedding
 from clip_cull.store import Store
 
 MAX_SEARCH_HITS = 200
+
+
+class MoveIncomplete(ReviewError):
+    """Moving the rejects stopped part way: `moved` holds the ids of the photos that went."""
+
+    def __init__(self, message: str, run_id: int, moved: list[int]):
+        super().__init__(message)
+        self.run_id, self.moved = run_id, moved
 
 
 @dataclass
@@ -69,6 +78,7 @@ class ReviewSession:
         r = p.ranked
         return {
             "id": p.id,
+            "v": self.version(p),
             "name": os.path.basename(r.path),
             "folder": os.path.dirname(r.path),
             "rank": r.rank,
@@ -83,6 +93,12 @@ class ReviewSession:
             **p.decision.as_dict(),
         }
 
+    @staticmethod
+    def version(photo: ReviewPhoto) -> str | None:
+        """What the page puts in an image's URL: ids are places in this ranking, so the same URL
+        names another photo in a later review on the same port; the content hash never does."""
+        return photo.fingerprint[:16] if photo.fingerprint else None
+
     def image(self, photo_id: int, size: str) -> bytes | None:
         photo = self.photo(photo_id)
         if photo is None or photo.fingerprint is None:
@@ -92,12 +108,12 @@ class ReviewSession:
     # --- decisions -----------------------------------------------------------------------
 
     def decide(self, photo_id: int, action: str, value: int | None = None) -> dict | None:
-        photo = self.photo(photo_id)
-        if photo is None:
-            return None
         kwargs = {"stars": {"rating": value}, "reject": {"rating": REJECT}, "clear": {"clear": True},
                   "pick": {"toggle_pick": True}}[action]
-        with self._store_lock:
+        with self._store_lock:  # not while its rejects are being moved: a sidecar would be left behind
+            photo = self.photo(photo_id)
+            if photo is None:
+                return None
             photo.decision = self.writer.decide(photo.ranked.path, photo.ranked.companions, **kwargs)
         return self._row(photo)
 
@@ -112,13 +128,25 @@ class ReviewSession:
         return self._row(photo)
 
     def move_rejects(self) -> tuple[int | None, list[int]]:
-        rejects = [p for p in self.photos if not p.moved and p.decision.rating == REJECT]
-        with self._store_lock:
-            run_id = move_rejects(self.store, [p.ranked for p in rejects], self.roots)
-        for p in rejects:
-            p.moved = True
-        self.writer.forget({p.ranked.path for p in rejects})
+        with self._store_lock:  # no decision lands between choosing the rejects and moving them
+            rejects = [p for p in self.photos if not p.moved and p.decision.rating == REJECT]
+            try:
+                run_id = move_rejects(self.store, [p.ranked for p in rejects], self.roots)
+            except MoveStopped as e:
+                # Those already moved leave the page (a decision there would write a sidecar
+                # beside nothing); the others stay, and the page hears which went.
+                gone = [p for p in rejects if not os.path.lexists(p.ranked.path)]
+                self._moved(gone)
+                raise MoveIncomplete(
+                    f"the move stopped: {e.reason}; {len(gone)} of {len(rejects)} rejects moved "
+                    f"(clipcull undo {e.run_id} puts them back)", e.run_id, [p.id for p in gone]) from None
+            self._moved(rejects)
         return run_id, [p.id for p in rejects]
+
+    def _moved(self, photos: list[ReviewPhoto]) -> None:
+        for p in photos:
+            p.moved = True
+        self.writer.forget({p.ranked.path for p in photos})
 
     # --- search --------------------------------------------------------------------------
 

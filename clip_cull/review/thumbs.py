@@ -9,42 +9,59 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
 
 from PIL import Image
 
-from clip_cull.files import is_raw
+from clip_cull.files import content_fingerprint, is_raw, read_file
 from clip_cull.images import UnreadableImage, decode_photo, decode_raw
 
 # Long side in device pixels: twice the CSS size the page shows them at, sharp on HiDPI screens.
 SIZES = {"thumb": 2 * 200, "preview": 2 * 1200, "full": None}  # full: every pixel, for the 100% loupe
 JPEG_QUALITY = {"thumb": 82, "preview": 88, "full": 92}
+MAX_CACHED_BYTES = 256 * 2**20
+MAX_RENDERS = max(1, min(4, os.cpu_count() or 1))  # photos decoded at once
+JPEG_START = b"\xff\xd8\xff"
+
+
+class PhotoChanged(OSError):
+    """The photo's file no longer holds the content it was ranked (and is known to the page) by."""
 
 
 class ThumbnailCache:
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, max_renders: int = MAX_RENDERS):
         self.folder = Path(folder)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        # The server answers from up to 40 threads; a grid of uncached TIFFs or RAWs asked for at
+        # once would decode as many full photos into memory together. Cached images skip the queue.
+        self._renders = threading.BoundedSemaphore(max_renders)
 
     def path_for(self, fingerprint: str, size: str) -> Path:
         return self.folder / fingerprint[:2] / f"{fingerprint}-{size}.jpg"
 
     def get(self, photo_path: str, fingerprint: str, size: str) -> bytes:
-        """The JPEG bytes of a photo at one of SIZES; raises UnreadableImage or OSError."""
+        """The JPEG bytes of a photo at one of SIZES; raises UnreadableImage or OSError
+        (PhotoChanged where the file no longer holds the content fingerprint names)."""
         if size not in SIZES:
             raise KeyError(size)
         target = self.path_for(fingerprint, size)
         with self._lock_for(target):  # two requests for the same image make it once
-            try:
-                return target.read_bytes()
-            except FileNotFoundError:
-                pass
-            data = render(photo_path, SIZES[size], JPEG_QUALITY[size])
-            _write_quietly(target, data)
-            return data
+            cached = _read_cached(target)
+            if cached is not None:
+                return cached
+            with self._renders:
+                data = read_file(photo_path)[0]  # a regular file only: a FIFO swapped in never blocks
+                if content_fingerprint(data) != fingerprint:
+                    # The image would be kept under the fingerprint of other content (and shown
+                    # for it in every later review): refuse instead.
+                    raise PhotoChanged("changed since clipcull ranked it; rank the folder again")
+                image = render_bytes(data, photo_path, SIZES[size], JPEG_QUALITY[size])
+            _write_quietly(target, image)
+            return image
 
     def _lock_for(self, target: Path) -> threading.Lock:
         with self._guard:
@@ -53,8 +70,11 @@ class ThumbnailCache:
 
 def render(photo_path: str, long_side: int | None, quality: int) -> bytes:
     """An upright RGB JPEG of the photo, its long side at most long_side."""
-    with open(photo_path, "rb") as f:
-        data = f.read()
+    return render_bytes(read_file(photo_path)[0], photo_path, long_side, quality)
+
+
+def render_bytes(data: bytes, photo_path: str, long_side: int | None, quality: int) -> bytes:
+    """An upright RGB JPEG of a photo's bytes (photo_path says whether it is RAW)."""
     if is_raw(photo_path):
         image, _ = decode_raw(data)
     else:
@@ -66,6 +86,22 @@ def render(photo_path: str, long_side: int | None, quality: int) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=quality, optimize=False)
     return out.getvalue()
+
+
+def _read_cached(target: Path) -> bytes | None:
+    """A cached image, or None where there is none, or something else is there: a FIFO, a
+    symbolic link (never followed: the cache serves only what it wrote), not a JPEG."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(target, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CACHED_BYTES:
+            return None
+        data = f.read(MAX_CACHED_BYTES + 1)
+    return data if data.startswith(JPEG_START) and len(data) <= MAX_CACHED_BYTES else None
 
 
 def _write_quietly(target: Path, data: bytes) -> None:
@@ -80,4 +116,4 @@ def _write_quietly(target: Path, data: bytes) -> None:
         pass
 
 
-__all__ = ["SIZES", "ThumbnailCache", "UnreadableImage", "render"]
+__all__ = ["SIZES", "PhotoChanged", "ThumbnailCache", "UnreadableImage", "render"]

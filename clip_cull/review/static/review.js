@@ -11,6 +11,12 @@ const state = {
 
 if (location.search) history.replaceState(null, "", "/");  // the token leaves the address bar
 
+// A name is shown as it is spelled: bidi controls (U+202E turns "a\u202Egpj.exe" into what reads
+// "aexe.jpg") and control characters (newlines) appear as their code points, not as their effect.
+const UNSEEN = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+function shown(text) {
+  return String(text).replace(UNSEEN, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
+}
 function stars(n) { return n > 0 ? "★".repeat(n) + "☆".repeat(5 - n) : ""; }
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -18,12 +24,14 @@ function el(tag, cls, text) {
   if (text !== undefined) e.textContent = text;
   return e;
 }
+// ?v= names the content: the browser may keep the image (an id alone is a place in this ranking).
+function imageUrl(p, size) { return `/img/${p.id}/${size}` + (p.v ? `?v=${encodeURIComponent(p.v)}` : ""); }
 function status(text) { $("status").textContent = text; }
 
 async function request(path, init) {
   const r = await fetch(path, init);
   const data = await r.json().catch(() => ({ error: r.statusText }));
-  if (!r.ok) throw new Error(data.error || r.statusText);
+  if (!r.ok) throw Object.assign(new Error(data.error || r.statusText), { data });
   return data;
 }
 
@@ -87,9 +95,9 @@ function cellFor(p) {
     const img = el("img");
     img.loading = "lazy";
     img.alt = "";
-    img.src = `/img/${p.id}/thumb`;
-    c.append(img, el("div", "badges"), el("div", "name", p.name));
-    c.title = p.name;
+    img.src = imageUrl(p, "thumb");
+    c.append(img, el("div", "badges"), el("div", "name", shown(p.name)));
+    c.title = shown(p.name);
     c.addEventListener("click", () => { const i = state.view.indexOf(p.id); if (i >= 0) select(i); });
     state.cells.set(p.id, c);
   }
@@ -149,22 +157,22 @@ function drawViewer(p) {
       box.scrollLeft = (box.scrollWidth - box.clientWidth) / 2;
       box.scrollTop = (box.scrollHeight - box.clientHeight) / 2;
     };
-    full.src = `/img/${p.id}/full`;
+    full.src = imageUrl(p, "full");
   } else if (comparing) {
     const other = state.byId.get(state.view[state.cur + 1 < state.view.length ? state.cur + 1 : state.cur - 1]);
-    $("left").src = `/img/${p.id}/preview`;
-    $("left-name").textContent = `${p.name}  ${stars(p.rating)}`;
-    $("right").src = `/img/${other.id}/preview`;
-    $("right-name").textContent = `${other.name}  ${stars(other.rating)}`;
+    $("left").src = imageUrl(p, "preview");
+    $("left-name").textContent = `${shown(p.name)}  ${stars(p.rating)}`;
+    $("right").src = imageUrl(other, "preview");
+    $("right-name").textContent = `${shown(other.name)}  ${stars(other.rating)}`;
     $("left").parentElement.classList.add("current");
   } else {
-    $("preview").src = `/img/${p.id}/preview`;
+    $("preview").src = imageUrl(p, "preview");
   }
   drawInfo(p);
 }
 
 function drawInfo(p) {
-  $("info-name").textContent = p.folder ? `${p.name}  (${p.folder})` : p.name;
+  $("info-name").textContent = p.folder ? `${shown(p.name)}  (${shown(p.folder)})` : shown(p.name);
   $("info-rank").textContent = `#${p.rank} · score ${p.score.toFixed(4)} · ${p.label}` +
     (p.group !== null ? ` · burst ${p.group}` : "");
   $("info-suggested").textContent = [stars(p.suggested), ...p.flags].filter(Boolean).join(" · ");
@@ -176,7 +184,7 @@ function drawInfo(p) {
 function prefetch() {
   for (let k = 1; k <= 3; k++) {
     const id = state.view[state.cur + k];
-    if (id !== undefined) new Image().src = `/img/${id}/preview`;
+    if (id !== undefined) new Image().src = imageUrl(state.byId.get(id), "preview");
   }
 }
 
@@ -209,7 +217,7 @@ async function decide(action, value) {
   } catch (e) {
     Object.assign(p, before);
     redraw(p);
-    status(`not saved: ${e.message}`);
+    status(`not saved: ${shown(e.message)}`);
   }
 }
 
@@ -220,8 +228,8 @@ async function undo() {
     apply(row);
     const i = state.view.indexOf(row.id);
     if (i >= 0) select(i);
-    status(`undone: ${row.name}`);
-  } catch (e) { status(`undo failed: ${e.message}`); }
+    status(`undone: ${shown(row.name)}`);
+  } catch (e) { status(`undo failed: ${shown(e.message)}`); }
 }
 
 async function moveRejects() {
@@ -234,12 +242,19 @@ async function moveRejects() {
   state.moveArmed = 0;
   try {
     const r = await api("/api/move-rejects", {});
-    const moved = new Set(r.moved);
-    state.photos = state.photos.filter((p) => !moved.has(p.id));
-    for (const id of moved) { state.byId.delete(id); state.cells.delete(id); }
-    render();
-    status(r.run ? `moved ${moved.size} rejects (move run ${r.run}; clipcull undo puts them back)` : "no rejects to move");
-  } catch (e) { status(`move failed: ${e.message}`); }
+    dropMoved(r.moved);
+    status(r.run ? `moved ${r.moved.length} rejects (move run ${r.run}; clipcull undo puts them back)` : "no rejects to move");
+  } catch (e) {
+    if (e.data && e.data.moved) dropMoved(e.data.moved);  // stopped part way: those that went, go
+    status(`move failed: ${shown(e.message)}`);
+  }
+}
+
+function dropMoved(ids) {
+  const moved = new Set(ids);
+  state.photos = state.photos.filter((p) => !moved.has(p.id));
+  for (const id of moved) { state.byId.delete(id); state.cells.delete(id); }
+  render();
 }
 
 // --- search ----------------------------------------------------------------------------
@@ -253,7 +268,7 @@ async function search(text) {
     state.burst = null;
     state.cur = 0;
     render();
-  } catch (e) { status(`search failed: ${e.message}`); }
+  } catch (e) { status(`search failed: ${shown(e.message)}`); }
 }
 
 function clearSearch() {
@@ -327,10 +342,10 @@ $("move").addEventListener("click", () => { state.moveArmed = Date.now(); moveRe
 (async function start() {
   try {
     const data = await api("/api/photos");
-    $("title").textContent = data.title;
+    $("title").textContent = shown(data.title);
     state.photos = data.photos;
     for (const p of data.photos) state.byId.set(p.id, p);
     render();
     document.body.dataset.ready = "1";
-  } catch (e) { status(`could not load the photos: ${e.message}`); }
+  } catch (e) { status(`could not load the photos: ${shown(e.message)}`); }
 })();
