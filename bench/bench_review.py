@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`clipcull review` and `clipcull search` speed, in a real (headless) browser.
 
-    python bench/bench_review.py [--photos 1000] [--search-rows 10000] [--screenshot docs/review.png]
+    python bench/bench_review.py [--photos 1000] [--search-rows 10000] [--screenshot bench/.work/review.png]
 
 Measures, on this machine:
   (a) `clipcull review` start to a usable page, 1,000 cached photos: the command started, the URL
@@ -175,7 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=1000)
     parser.add_argument("--search-rows", type=int, default=10000)
-    parser.add_argument("--screenshot", type=Path, default=ROOT / "docs" / "review.png")
+    parser.add_argument("--screenshot", type=Path, default=ROOT / "bench" / ".work" / "review.png")
     args = parser.parse_args()
     from bench_index import machine
 
