@@ -94,7 +94,7 @@ def can_embed(photo: str) -> bool:
 
 def current_packet(data: bytes) -> bytes:
     """The XMP packet exiv2 reads from the photo's bytes (NO_PACKET when there is none)."""
-    image = _open(data)
+    image, _buffer = _open(data)
     return image.xmpPacket().encode("utf-8")
 
 
@@ -104,7 +104,7 @@ def with_packet(photo: str, data: bytes, packet: bytes) -> bytes:
     XmpError: nothing is written."""
     from clip_cull.actions.xmp import XmpError
 
-    image = _open(data)
+    image, buffer = _open(data)
     if packet == NO_PACKET:
         image.clearXmpPacket()
         image.clearXmpData()
@@ -119,6 +119,7 @@ def with_packet(photo: str, data: bytes, packet: bytes) -> bytes:
         io = image.io()
         with io.mmap() as view:
             out = bytes(view)
+        del buffer  # exiv2 wrote into its own copy; only now may it go
     except Exception as e:  # exiv2's own errors: the photo is not touched
         raise XmpError(f"exiv2 could not write into it ({e})") from None
     if not same_pixels(photo, data, out):
@@ -167,16 +168,21 @@ def same_pixels(photo: str, before: bytes, after: bytes) -> bool:
 
 
 def _open(data: bytes):
-    """An exiv2 image over `data` (exiv2 reads from that buffer: the caller keeps it alive)."""
+    """(an exiv2 image, the buffer it works on). exiv2 reads from and, for TIFF and DNG, writes
+    metadata in place into the buffer it is given, even an immutable bytes object: so it gets a
+    private copy, and the caller's bytes (which the pixels are compared against, and whose hash
+    the journal holds) stay what was read. The caller keeps the buffer alive while it uses the
+    image."""
     from clip_cull.actions.xmp import XmpError, _exiv2
 
     exiv2 = _exiv2()
+    buffer = bytearray(data)
     try:
-        image = exiv2.ImageFactory.open(data)
+        image = exiv2.ImageFactory.open(buffer)
         image.readMetadata()
     except exiv2.Exiv2Error as e:
         raise XmpError(f"exiv2 cannot read it ({e.args[-1] if e.args else e})") from None
-    return image
+    return image, buffer
 
 
 def undo_embedded(step) -> str | None:
