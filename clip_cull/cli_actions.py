@@ -105,8 +105,9 @@ def tag(
         ui.message(err, f"clipcull: dry run: {writes} files would be written; nothing changed.", "dim")
         return
     store = _open_store(db)
+    skipped: list[str] = []  # files another program wrote between plan and write: kept as they are
     try:
-        run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": settings.roots})
+        run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": settings.roots}, skipped)
     except OSError as e:
         _fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
     except ClipCullError as e:
@@ -116,7 +117,9 @@ def tag(
     if run_id is None:
         ui.message(err, "clipcull: nothing to change; no run journaled.", "dim")
         return
-    ui.message(err, f"clipcull: tag run {run_id}: {writes} files written. Undo: clipcull undo {run_id}", "dim")
+    for note in skipped:
+        ui.message(err, "clipcull: " + ui.shown_path(note), "yellow")
+    ui.message(err, f"clipcull: tag run {run_id}: {writes - len(skipped)} files written. Undo: clipcull undo {run_id}", "dim")
 
 
 @app.command()

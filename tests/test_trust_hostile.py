@@ -113,3 +113,45 @@ def test_tag_embed_into_tiff_and_jpeg_with_exiftool_xmp_then_undo(tiny_env, tmp_
         assert {k: v for k, v in back.items() if k != "XMP-x:XMPToolkit"} == \
                {k: v for k, v in xmp_before[p].items() if k != "XMP-x:XMPToolkit"}
         assert np.array_equal(np.asarray(Image.open(p)), pixels[p]) and all_but_xmp(p) == others[p]
+
+
+# --- a file another program writes between clipcull's plan and its write ----------------------------
+# tag merged each sidecar when it planned and later wrote that result over whatever was there by
+# then: darktable or a second clipcull that wrote the sidecar meanwhile lost its edit.
+
+
+def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_cache):
+    from types import SimpleNamespace
+
+    from clip_cull.actions.journal import FAILED, Journal
+    from clip_cull.actions.tag import apply_tags, plan_tags
+    from clip_cull.actions.undo import undo_run
+    from clip_cull.store import Store
+
+    folder = tmp_path / "shoot"
+    a, b, c, d = (make_photo(folder / f"{n}.jpg", seed=i) for i, n in enumerate("abcd"))
+    subprocess.run([EXIFTOOL, "-q", "-o", str(folder / "a.xmp"), "-XMP-dc:Creator=Ann", str(a)], check=True, timeout=60)
+    ranked = [SimpleNamespace(path=str(p), score=0.3 - 0.01 * i, label="aesthetic", flags=[], companions=[])
+              for i, p in enumerate((a, b, c, d))]
+    changes, _ = plan_tags(ranked, embed=True)
+    # meanwhile: the sidecar edited, a sidecar created, a photo's EXIF changed, by exiftool
+    exiftool_write(folder / "a.xmp", "-XMP-dc:Creator=Changed")
+    subprocess.run([EXIFTOOL, "-q", "-o", str(folder / "b.xmp"), "-XMP-dc:Creator=Dt", str(b)], check=True, timeout=60)
+    exiftool_write(c, "-EXIF:Artist=Zoe")
+    kept = {p: p.read_bytes() for p in (folder / "a.xmp", folder / "b.xmp", c)}
+
+    store = Store.open(private_cache)
+    journal = Journal(store)
+    notes: list[str] = []
+    run_id = apply_tags(journal, changes, {"command": "tag"}, notes)
+    assert {p: p.read_bytes() for p in kept} == kept  # all three untouched
+    assert sorted(Path(n.split(" ")[0]).name for n in notes) == ["a.xmp", "b.xmp", "c.jpg"]
+    assert exiftool(folder / "a.xmp")["Creator"] == ["Changed"] and "Rating" not in exiftool(folder / "a.xmp")
+    assert 1 <= exiftool(d)["Rating"] <= 5 and 1 <= exiftool(folder / "d.xmp")["Rating"] <= 5  # the rest written
+    assert journal.run(run_id).state == FAILED
+
+    report = undo_run(store, journal, run_id)
+    assert report.conflicts == []  # the skipped steps are nothing to undo, not conflicts
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert "Rating" not in exiftool(d) and not (folder / "d.xmp").exists() and not (folder / "c.xmp").exists()
+    store.close()
