@@ -155,3 +155,77 @@ def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_c
     assert {p: p.read_bytes() for p in kept} == kept
     assert "Rating" not in exiftool(d) and not (folder / "d.xmp").exists() and not (folder / "c.xmp").exists()
     store.close()
+
+
+# --- two clipcull processes on one cache at once -----------------------------------------------------
+# Each took the other's running run for one a killed process had left and "finished" it, both
+# copied into the same .clipcull-partial file, and a run took credit for the other's moves (so
+# undoing it moved back photos it never moved). Now one process at a time holds the journal.
+
+
+def cli(*args):
+    import os
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.Popen([sys.executable, "-m", "clip_cull", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_moves_at_once_move_each_photo_once_and_undo_restores(tiny_env, photo_folder, tmp_path, deadline):
+    assert cli("rank", photo_folder).wait(timeout=240) == 0
+    subprocess.run([EXIFTOOL, "-q", "-o", str(photo_folder / "IMG_0001.xmp"), "-XMP-dc:Creator=Ann",
+                    str(photo_folder / "IMG_0001.jpg")], check=True, timeout=60)
+    before = sorted(sha(p.read_bytes()) for p in photo_folder.rglob("*") if p.is_file())
+    dest = tmp_path / "dest"
+    first, second = (cli("move", photo_folder, "--worst", "100%", "--to", dest) for _ in range(2))
+    outs = [p.communicate(timeout=240) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    assert not list(photo_folder.rglob("*.jpg"))
+    moved = sorted(sha(p.read_bytes()) for p in dest.rglob("*") if p.is_file())
+    assert moved == before  # every file once: nothing lost, nothing twice, no partial file
+    runs = [line for line in (outs[0][1] + outs[1][1]).splitlines() if "move run" in line]
+    assert len(runs) == 1, outs  # one run made the moves; the other found nothing left to plan
+
+    undo = cli("undo")
+    assert undo.wait(timeout=240) == 0, undo.communicate()
+    assert sorted(sha(p.read_bytes()) for p in photo_folder.rglob("*") if p.is_file()) == before
+    assert not [p for p in dest.rglob("*") if p.is_file()]
+
+
+def test_a_held_journal_makes_a_second_process_wait_then_say_so(photo_folder, private_cache, monkeypatch):
+    import os
+    import sys
+
+    from clip_cull.actions import journal as journal_module
+    from clip_cull.actions.journal import Journal, JournalBusy, Step
+    from clip_cull.actions.move import apply_moves
+    from clip_cull.store import Store
+
+    store = Store.open(private_cache)
+    lock = os.path.realpath(private_cache) + ".journal-lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"), lock],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(journal_module, "JOURNAL_WAIT_S", 0.5)
+        photo = photo_folder / "IMG_0000.jpg"
+        step = Step("move", str(photo), str(photo_folder / "_rejects" / "IMG_0000.jpg"))
+        with pytest.raises(JournalBusy, match="another clipcull process"):
+            apply_moves(store, Journal(store), [step], {"command": "move"})
+        assert photo.exists() and Journal(store).runs() == []  # nothing moved, nothing journaled
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    notes: list[str] = []
+    gone = photo_folder / "IMG_0001.jpg"
+    steps = [Step("move", str(photo), str(photo_folder / "_rejects" / "IMG_0000.jpg")),
+             Step("move", str(gone), str(photo_folder / "_rejects" / "IMG_0001.jpg"))]
+    gone.rename(tmp := photo_folder / "elsewhere.jpg")  # moved by someone else after the listing
+    run_id = apply_moves(store, Journal(store), steps, {"command": "move"}, notes=notes)
+    assert (photo_folder / "_rejects" / "IMG_0000.jpg").exists() and tmp.exists()
+    assert [s.src for s in Journal(store).steps(run_id)] == [str(photo)]  # only what was there is journaled
+    assert notes and str(gone) in notes[0]
+    store.close()

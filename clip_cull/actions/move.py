@@ -207,6 +207,13 @@ def _exists(path: Path) -> bool:
 
 def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict, run_id: int | None = None,
                 notes: list[str] | None = None) -> int | None:
+    """See _apply_moves_held; done while holding the journal (Journal.exclusive)."""
+    with journal.exclusive():  # one clipcull process at a time changes files and journal
+        return _apply_moves_held(store, journal, steps, command, run_id, notes)
+
+
+def _apply_moves_held(store: Store, journal: Journal, steps: list[Step], command: dict, run_id: int | None = None,
+                notes: list[str] | None = None) -> int | None:
     """Journal the plan (unless resuming run_id), then move step by step, marking each done and
     moving the cache's file rows along, so nothing is embedded again. An empty plan is not
     journaled (returns None).
@@ -217,6 +224,7 @@ def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict
     resumed) and MoveStopped says what was done; `clipcull undo` reverses that."""
     notes = notes if notes is not None else []
     if run_id is None:
+        steps = _sources_still_there(steps, notes)
         if not steps:
             return None
         run_id = journal.plan("move", command, steps)
@@ -246,6 +254,19 @@ def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict
         step.state = DONE
     journal.set_state(run_id, FAILED if failed else DONE)
     return run_id
+
+
+def _sources_still_there(steps: list[Step], notes: list[str]) -> list[Step]:
+    """The steps whose file is still where it was listed. Another clipcull process (which held
+    the journal meanwhile) or program may have moved some since this run listed the folder:
+    those are not planned, with a line, so this run never claims a move it did not make."""
+    kept = []
+    for step in steps:
+        if step.src is not None and not os.path.lexists(step.src):
+            notes.append(f"{step.src} is gone since the folder was listed (moved meanwhile?); not planned")
+            continue
+        kept.append(step)
+    return kept
 
 
 class MoveStopped(Exception):
@@ -287,6 +308,13 @@ def _follow_in_cache(store: Store, src: str, dst: str) -> None:
 
 
 def resume_unfinished(store: Store, journal: Journal, notes: list[str] | None = None,
+                      finished: list[int] | None = None) -> int | None:
+    """See _resume_unfinished_held; done while holding the journal (Journal.exclusive)."""
+    with journal.exclusive():  # one clipcull process at a time changes files and journal
+        return _resume_unfinished_held(store, journal, notes, finished)
+
+
+def _resume_unfinished_held(store: Store, journal: Journal, notes: list[str] | None = None,
                       finished: list[int] | None = None) -> int | None:
     """Finish every move run a killed process interrupted (planned or running), oldest first;
     returns the last one's id (each goes into `finished`). Runs that failed, were undone or met

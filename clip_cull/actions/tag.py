@@ -237,6 +237,13 @@ def _same_properties(before: bytes, after: bytes) -> bool:
 
 def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict,
                notes: list[str] | None = None) -> int | None:
+    """See _apply_tags_held; done while holding the journal (Journal.exclusive)."""
+    with journal.exclusive():  # one clipcull process at a time changes files and journal
+        return _apply_tags_held(journal, changes, command, notes)
+
+
+def _apply_tags_held(journal: Journal, changes: list[SidecarChange], command: dict,
+               notes: list[str] | None = None) -> int | None:
     """Journal the plan, then write each sidecar atomically (a read-only one stays read-only),
     marking each step done. Nothing to write: no run is journaled, and None is returned.
 

@@ -37,6 +37,12 @@ class _Conflict(Exception):
 
 
 def undo_run(store: Store, journal: Journal, run_id: int) -> UndoReport:
+    """See _undo_run_held; done while holding the journal (Journal.exclusive)."""
+    with journal.exclusive():  # one clipcull process at a time changes files and journal
+        return _undo_run_held(store, journal, run_id)
+
+
+def _undo_run_held(store: Store, journal: Journal, run_id: int) -> UndoReport:
     report = UndoReport(run_id)
     run = journal.run(run_id)
     if run is None or run.state == UNDONE:
