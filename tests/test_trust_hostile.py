@@ -229,3 +229,28 @@ def test_a_held_journal_makes_a_second_process_wait_then_say_so(photo_folder, pr
     assert [s.src for s in Journal(store).steps(run_id)] == [str(photo)]  # only what was there is journaled
     assert notes and str(gone) in notes[0]
     store.close()
+
+
+# --- a sidecar with no properties at all ------------------------------------------------------------
+# A zero-byte or blank sidecar (`touch IMG_0001.xmp`) was "not well-formed XML" and left alone, so
+# the photo never got its rating although there was nothing in the file to keep.
+
+
+def test_empty_sidecars_get_the_rating_and_undo_puts_them_back(tiny_env, tmp_path, deadline):
+    folder = tmp_path / "shoot"
+    for i in range(3):
+        make_photo(folder / f"IMG_{i:04d}.jpg", seed=i)
+    blanks = {folder / "IMG_0000.xmp": b"", folder / "IMG_0001.xmp": b"  \r\n\t\n",
+              folder / "IMG_0002.xmp": b'<?xml version="1.0" encoding="UTF-8"?>\n'}
+    for path, data in blanks.items():
+        path.write_bytes(data)
+    result = run("tag", folder)
+    assert result.exit_code == 0, result.stderr
+    assert "left alone" not in result.stderr
+    for path in blanks:
+        read = exiftool(path)
+        assert 1 <= read["Rating"] <= 5 and "clipcull:rated" in read["Subject"], path.name
+        check = subprocess.run([EXIV2, "-PX", str(path)], capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0 and "Xmp.xmp.Rating" in check.stdout, check.stderr
+    assert run("undo").exit_code == 0
+    assert {p: p.read_bytes() for p in blanks} == blanks
