@@ -254,3 +254,26 @@ def test_empty_sidecars_get_the_rating_and_undo_puts_them_back(tiny_env, tmp_pat
         assert check.returncode == 0 and "Xmp.xmp.Rating" in check.stdout, check.stderr
     assert run("undo").exit_code == 0
     assert {p: p.read_bytes() for p in blanks} == blanks
+
+
+# --- names that differ only in case or Unicode normalisation ----------------------------------------
+# IMG_0003.JPG and IMG_0003.jpg (or café in NFC and NFD) were planned to names that an exFAT or
+# FAT backup drive, or macOS, sees as one: `move --to` that drive stopped half-way.
+
+
+def test_names_one_on_a_case_insensitive_drive_are_planned_apart(tmp_path):
+    import unicodedata
+    from types import SimpleNamespace
+
+    from clip_cull.actions.move import plan_moves
+
+    folder = tmp_path / "shoot"
+    names = ["IMG_0003.JPG", "img_0003.jpg", unicodedata.normalize("NFC", "café.jpg"),
+             unicodedata.normalize("NFD", "café.jpg")]
+    photos = [SimpleNamespace(path=str(make_photo(folder / n, seed=i)), companions=[]) for i, n in enumerate(names)]
+    assert len(list(folder.iterdir())) == len(names)  # four files here (Linux keeps the names apart)
+    steps = plan_moves(photos, [str(folder)], str(tmp_path / "backup"))
+    destinations = [Path(s.dst).name for s in steps]
+    folded = {unicodedata.normalize("NFC", d).casefold() for d in destinations}
+    assert len(folded) == len(names), destinations
+    assert destinations[0] == "IMG_0003.JPG" and destinations[1] == "img_0003-1.jpg"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = 
             continue
         for f in files:
             target = _target(f, stem, Path(photo.path).stem, stems)
-            taken.add(str(target))
+            taken.add(_folded(target))
             claimed.add(f)
             steps.append(Step(action, f, str(target)))
     return steps
@@ -188,9 +189,17 @@ def _common_stem(first: Path, own_stem: str, files: list[str], stems: list[str],
     while True:
         candidate = base if n == 0 else base.with_name(f"{base.name}-{n}")
         targets = [_target(f, candidate, own_stem, stems) for f in files]
-        if not any(_exists(t) or str(t) in taken for t in targets):
+        if not any(_exists(t) or _folded(t) in taken for t in targets):
             return candidate
         n += 1
+
+
+def _folded(path: Path) -> str:
+    """A planned name as a case-insensitive, normalisation-insensitive file system sees it (exFAT
+    and FAT backup drives, macOS): IMG_1.JPG and img_1.jpg, or café in NFC and in NFD, are one
+    name there. Two files of a run never get names that differ only so, else the second move
+    would meet the first at its destination and stop the run."""
+    return unicodedata.normalize("NFC", str(path)).casefold()
 
 
 def _exists(path: Path) -> bool:
