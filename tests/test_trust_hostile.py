@@ -277,3 +277,30 @@ def test_names_one_on_a_case_insensitive_drive_are_planned_apart(tmp_path):
     folded = {unicodedata.normalize("NFC", d).casefold() for d in destinations}
     assert len(folded) == len(names), destinations
     assert destinations[0] == "IMG_0003.JPG" and destinations[1] == "img_0003-1.jpg"
+
+
+# --- the default destination is not a real folder --------------------------------------------------
+# `_rejects` a symlink to the folder itself: the rejects were "moved" to IMG_0001-1.jpg beside the
+# others; a symlink elsewhere sent them wherever it points; a file named _rejects journaled a run
+# that failed at its first step. Each is now refused before anything is planned (exit code 2).
+
+
+@pytest.mark.parametrize("make", ["link-to-itself", "link-elsewhere", "file"])
+def test_rejects_that_is_not_a_real_folder_is_refused_before_planning(tiny_env, photo_folder, tmp_path, make, deadline):
+    import os
+
+    rejects = photo_folder / "_rejects"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if make == "link-to-itself":
+        rejects.symlink_to(".")
+    elif make == "link-elsewhere":
+        rejects.symlink_to(elsewhere)
+    else:
+        rejects.write_text("notes")
+    before = {p: sha(p.read_bytes()) for p in photo_folder.rglob("*.jpg")}
+    result = run("move", photo_folder, "--worst", "50%")
+    assert result.exit_code == 2 and "_rejects" in result.output and "--to" in result.output
+    assert {p: sha(p.read_bytes()) for p in photo_folder.rglob("*.jpg")} == before
+    assert os.listdir(elsewhere) == []
+    assert "move" not in run("history").stdout  # nothing journaled

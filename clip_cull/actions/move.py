@@ -62,8 +62,22 @@ class DestinationError(InputError):
 def check_destination(to_dir: str | None, roots: list[str]) -> None:
     """Refuse a --to that is an existing file, a folder being culled, or a folder inside one
     (other than its _rejects, which is never ranked): moved photos would be ranked, and moved,
-    again. Checked before anything is planned or journaled."""
+    again. Without --to, each folder's _rejects must be a real folder or not exist yet: a
+    symbolic link there (to the folder itself, or anywhere) or a file of that name is refused,
+    rather than photos "moved aside" into the folder they came from, into wherever the link
+    points, or a run stopped at its first step. Checked before anything is planned or journaled."""
     if to_dir is None:
+        for root in roots:
+            base = os.path.abspath(os.path.expanduser(root))
+            rejects = os.path.join(base if os.path.isdir(base) else os.path.dirname(base), REJECTS_DIRNAME)
+            try:
+                mode = os.lstat(rejects).st_mode
+            except OSError:
+                continue  # not there yet: made by the move
+            if not stat.S_ISDIR(mode):
+                what = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+                raise DestinationError(f"{rejects} is {what}; clipcull moves rejects only into a real folder there: "
+                                       f"rename it, or choose a destination with --to")
         return
     to = Path(to_dir).expanduser()
     if os.path.lexists(to) and not to.is_dir():
