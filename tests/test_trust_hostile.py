@@ -304,3 +304,18 @@ def test_rejects_that_is_not_a_real_folder_is_refused_before_planning(tiny_env, 
     assert {p: sha(p.read_bytes()) for p in photo_folder.rglob("*.jpg")} == before
     assert os.listdir(elsewhere) == []
     assert "move" not in run("history").stdout  # nothing journaled
+
+
+def test_a_symlinked_folder_inside_the_destination_is_not_followed(tiny_env, photo_folder, tmp_path, deadline):
+    import os
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (photo_folder / "_rejects").mkdir()
+    (photo_folder / "_rejects" / "day2").symlink_to(elsewhere)
+    result = run("move", photo_folder, "--worst", "100%")
+    assert result.exit_code == 0, result.output
+    assert os.listdir(elsewhere) == []
+    assert sorted(p.name for p in (photo_folder / "day2").iterdir()) == ["IMG_0006.jpg", "IMG_0007.jpg"]
+    assert "_rejects/day2 is a symbolic link" in result.stderr.replace("\n", "")
+    assert sorted(p.name for p in (photo_folder / "_rejects").glob("*.jpg")) == [f"IMG_{i:04d}.jpg" for i in range(6)]

@@ -131,6 +131,10 @@ def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = 
             dest_root = dest_base if dest_base else base / REJECTS_DIRNAME
             stems = [Path(f).stem for f in [photo.path, *getattr(photo, "companions", [])]]
             first = dest_root / Path(photo.path).relative_to(base)
+            odd = _not_a_real_folder(dest_root, first.parent)
+            if odd:
+                notes.append(f"{photo.path}: {odd}; not moved")
+                continue
             stem = _common_stem(first, Path(photo.path).stem, files, stems, taken)
         except OSError as e:
             notes.append(f"{photo.path}: {e.strerror or e}; not moved")
@@ -141,6 +145,22 @@ def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = 
             claimed.add(f)
             steps.append(Step(action, f, str(target)))
     return steps
+
+
+def _not_a_real_folder(dest_root: Path, folder: Path) -> str | None:
+    """Why a photo cannot go into folder below dest_root: a part of the way that exists and is a
+    symbolic link (_rejects/day2 -> elsewhere would take the photo there) or not a folder.
+    None when every existing part is a real folder."""
+    path = dest_root
+    for part in folder.relative_to(dest_root).parts:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return None  # the rest is made by the move
+        if not stat.S_ISDIR(mode):
+            return f"{path} is {'a symbolic link' if stat.S_ISLNK(mode) else 'not a folder'}"
+    return None
 
 
 def _files_of(photo, claimed: set[str], moving: set[str], folders: dict) -> tuple[list[str], list[str]]:
