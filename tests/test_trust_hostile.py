@@ -319,3 +319,46 @@ def test_a_symlinked_folder_inside_the_destination_is_not_followed(tiny_env, pho
     assert sorted(p.name for p in (photo_folder / "day2").iterdir()) == ["IMG_0006.jpg", "IMG_0007.jpg"]
     assert "_rejects/day2 is a symbolic link" in result.stderr.replace("\n", "")
     assert sorted(p.name for p in (photo_folder / "_rejects").glob("*.jpg")) == [f"IMG_{i:04d}.jpg" for i in range(6)]
+
+
+# --- a JPEG with two XMP segments --------------------------------------------------------------------
+# Only the first was read (Rating 0: "unrated by choice"), while exiftool reads the last one's 5
+# stars; and `tag --embed` rewrote the photo so that the 5 came first, leaving readers to disagree.
+
+
+def two_xmp_segments(path: Path, first: str, second: str) -> Path:
+    import struct
+
+    def segment(attrs: str) -> bytes:
+        xmp = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+               '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+               f'xmlns:xmp="http://ns.adobe.com/xap/1.0/" {attrs}/></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
+        body = b"http://ns.adobe.com/xap/1.0/\x00" + xmp.encode()
+        return b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+
+    data = make_photo(path, seed=5).read_bytes()
+    path.write_bytes(data[:2] + segment(first) + segment(second) + data[2:])
+    return path
+
+
+def test_every_xmp_segment_of_a_jpeg_is_read_and_none_is_written_into(tiny_env, tmp_path, deadline):
+    from clip_cull.actions.ratings import find_rating
+
+    folder = tmp_path / "shoot"
+    photo = two_xmp_segments(folder / "a.jpg", 'xmp:Rating="0" xmp:Label="Red"', 'xmp:Rating="5"')
+    make_photo(folder / "b.jpg", seed=6)
+    assert exiftool(photo)["Rating"] == 5  # what exiftool shows the photographer
+    found = find_rating(str(photo))
+    assert found.rating == 5 and "disagree" in found.disagreement
+
+    original = photo.read_bytes()
+    kept = run("tag", folder, "--embed")
+    assert kept.exit_code == 0 and "keeps the photographer's rating 5" in kept.stdout
+    assert photo.read_bytes() == original and not (folder / "a.xmp").exists()
+
+    result = run("tag", folder, "--embed", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert photo.read_bytes() == original  # never written into
+    assert "holds 2 XMP packets" in result.stdout + result.stderr
+    assert 1 <= exiftool(folder / "a.xmp")["Rating"] <= 5  # the sidecar has the rating
+    assert 1 <= exiftool(folder / "b.jpg")["Rating"] <= 5  # the other photo is embedded as usual
