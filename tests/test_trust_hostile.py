@@ -362,3 +362,59 @@ def test_every_xmp_segment_of_a_jpeg_is_read_and_none_is_written_into(tiny_env, 
     assert "holds 2 XMP packets" in result.stdout + result.stderr
     assert 1 <= exiftool(folder / "a.xmp")["Rating"] <= 5  # the sidecar has the rating
     assert 1 <= exiftool(folder / "b.jpg")["Rating"] <= 5  # the other photo is embedded as usual
+
+
+# --- a folder that cannot be written ---------------------------------------------------------------
+# A read-only folder (a mount, a card with its lock switch on): `move` hard-linked the photo into
+# _rejects, could not remove the old name, and stopped with the photo in two places; `tag` stopped
+# the whole run at the first sidecar there. (Root ignores permission bits, so the read-only
+# file system is simulated where clipcull meets it: the unlink, the write.)
+
+
+def read_only(monkeypatch, module, name, folder: Path):
+    import errno
+
+    real = getattr(module, name)
+
+    def refuse(path, *args, **kwargs):
+        if Path(path).parent == folder:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(module, name, refuse)
+
+
+@pytest.mark.parametrize("across_file_systems", [False, True])
+def test_a_move_whose_source_cannot_go_leaves_the_photo_in_one_place(tmp_path, monkeypatch, across_file_systems):
+    import errno
+    import os
+
+    from clip_cull.actions import fileops
+
+    photo = make_photo(tmp_path / "card" / "IMG_0001.jpg", seed=1)
+    data = photo.read_bytes()
+    dst = tmp_path / "backup" / "IMG_0001.jpg"
+    if across_file_systems:
+        def no_link(*_a, **_k):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        monkeypatch.setattr(fileops.os, "link", no_link)
+    read_only(monkeypatch, fileops.os, "unlink", photo.parent)
+    with pytest.raises(OSError, match="Read-only"):
+        fileops.transfer(photo, dst)
+    assert photo.read_bytes() == data and not os.path.lexists(dst)
+    assert not list(dst.parent.glob("*.clipcull-partial"))
+
+
+def test_tag_writes_what_it_can_when_one_folder_is_read_only(tiny_env, photo_folder, monkeypatch, deadline):
+    from clip_cull.actions import tag as tag_module
+
+    read_only(monkeypatch, tag_module, "write_atomic", photo_folder / "day2")
+    result = run("tag", photo_folder)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in photo_folder.glob("*.xmp")) == [f"IMG_{i:04d}.xmp" for i in range(6)]
+    assert not list((photo_folder / "day2").glob("*.xmp"))
+    for name in ("IMG_0006.xmp", "IMG_0007.xmp"):
+        assert f"{name}: Read-only file system; not written" in result.stderr.replace("\n", "")
+    for sidecar in photo_folder.glob("*.xmp"):
+        assert 1 <= exiftool(sidecar)["Rating"] <= 5
+    assert run("undo").exit_code == 0
+    assert not list(photo_folder.rglob("*.xmp"))

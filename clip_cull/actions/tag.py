@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -157,6 +158,12 @@ def _packet_of(data: bytes) -> bytes:
     return current_packet(data)
 
 
+# Errors that concern one file or folder (a read-only folder, no permission, a name too long):
+# that file is one line and the run goes on. Anything else (a full disk) stops the run.
+_THIS_FILE_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOENT,
+                   errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EEXIST}
+
+
 class _ChangedSincePlan(Exception):
     """The file is no longer what the plan read: someone else wrote it meanwhile."""
 
@@ -266,10 +273,16 @@ def _apply_tags_held(journal: Journal, changes: list[SidecarChange], command: di
                 _write_embedded(change)
             else:
                 _write_sidecar(change)
-        except _ChangedSincePlan as e:
-            journal.mark(run_id, step.seq, FAILED, str(e))
-            change.note, change.problem = str(e), True
-            notes.append(str(e))
+        except (_ChangedSincePlan, OSError) as e:
+            if isinstance(e, OSError) and e.errno not in _THIS_FILE_ONLY:
+                journal.mark(run_id, step.seq, FAILED, str(e))  # a full disk, an I/O error: stop
+                journal.set_state(run_id, FAILED)
+                raise
+            why = str(e) if isinstance(e, _ChangedSincePlan) else (
+                f"{change.sidecar}: {e.strerror or e}; not written")
+            journal.mark(run_id, step.seq, FAILED, why)
+            change.note, change.problem = why, True
+            notes.append(why)
             skipped += 1
             continue
         except Exception as e:  # nothing of this step was written (the write is atomic)
