@@ -418,3 +418,37 @@ def test_tag_writes_what_it_can_when_one_folder_is_read_only(tiny_env, photo_fol
         assert 1 <= exiftool(sidecar)["Rating"] <= 5
     assert run("undo").exit_code == 0
     assert not list(photo_folder.rglob("*.xmp"))
+
+
+# --- exiv2's namespace registry is global to the process ---------------------------------------------
+# After exiv2 parsed one sidecar with xml:lang on its rdf:Description (legal RDF), every packet it
+# wrote in that process declared the reserved xml prefix (bound to a wrong name): no XML parser
+# accepts that, so every later sidecar with a title or copyright (lang-alt, xml:lang) was refused.
+
+
+def test_one_sidecar_with_xml_lang_does_not_spoil_the_others(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from clip_cull.actions.xmp import merge
+
+    odd = tmp_path / "odd.xmp"
+    odd.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                   '<rdf:Description rdf:about="" xml:lang="en" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+                   '<dc:subject><rdf:Bag><rdf:li>sunset</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>')
+    photo = make_photo(tmp_path / "a.jpg", seed=1)
+    titled = tmp_path / "a.xmp"
+    subprocess.run([EXIFTOOL, "-q", "-o", str(titled), "-XMP-dc:Title=Sea", "-XMP-dc:Title-de=Meer",
+                    "-XMP-dc:Rights=(c) Ann", "-XMP-dc:Creator=Ann", str(photo)], check=True, timeout=60)
+    expected = {p: exiftool(p, "-XMP:all", "-G1", "-a") for p in (odd, titled)}
+    for path in (odd, titled, odd):  # the odd one first: what it leaves behind must not matter
+        original = path.read_bytes()
+        path.write_bytes(merge(original, 3, None, ["clipcull:rated"]))
+        ET.fromstring(path.read_bytes())  # namespace-aware parse
+        check = subprocess.run([EXIV2, "-PX", str(path)], capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0 and "rror" not in check.stderr, check.stderr
+        read = exiftool(path, "-XMP:all", "-G1", "-a")
+        assert read["XMP-xmp:Rating"] == 3
+        for key, value in expected[path].items():
+            if key not in ("XMP-x:XMPToolkit", "XMP-dc:Subject"):
+                assert read.get(key) == value, (path.name, key)
+        path.write_bytes(original)

@@ -37,6 +37,7 @@ MAX_XMP_BYTES = 8 << 20  # darktable sidecars with long histories are a few hund
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _BOMS = (("\ufeff".encode("utf-32-le"), "utf-32"), ("\ufeff".encode("utf-32-be"), "utf-32"),
          (b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_XML_PREFIX_DECLARATION = re.compile(r'\s+xmlns:xml="[^"]*"')
 _DECLARATION = re.compile(r"\A\s*<\?xml[^>]{0,200}\?>")
 
 
@@ -310,6 +311,13 @@ class Packet:
             code, packet = exiv2.XmpParser.encode(self.xmp, flags.useCompactFormat | flags.omitPacketWrapper)
         if code != 0 or not packet:
             raise XmpError(f"exiv2 could not write XMP (code {code})")
+        # Once exiv2 has parsed an xml:lang attribute on an rdf:Description, it registers the
+        # reserved prefix `xml` for the rest of the process and declares it in every packet it
+        # writes (xmlns:xml="http://www.w3.org/XML/1998/namespace/", even bound to a wrong name),
+        # which no namespace-aware parser accepts: one such sidecar made every later one with a
+        # title or copyright (xml:lang in dc:title) "not well-formed". The prefix is bound by XML
+        # itself, so the declaration goes; the result is parsed back and compared as always.
+        packet = _XML_PREFIX_DECLARATION.sub("", packet)
         return (XML_DECLARATION + packet).encode("utf-8")
 
 
