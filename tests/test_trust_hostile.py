@@ -129,15 +129,16 @@ def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_c
     from clip_cull.store import Store
 
     folder = tmp_path / "shoot"
-    a, b, c, d = (make_photo(folder / f"{n}.jpg", seed=i) for i, n in enumerate("abcd"))
+    a, b, c, d, e = (make_photo(folder / f"{n}.jpg", seed=i) for i, n in enumerate("abcde"))
     subprocess.run([EXIFTOOL, "-q", "-o", str(folder / "a.xmp"), "-XMP-dc:Creator=Ann", str(a)], check=True, timeout=60)
     ranked = [SimpleNamespace(path=str(p), score=0.3 - 0.01 * i, label="aesthetic", flags=[], companions=[])
-              for i, p in enumerate((a, b, c, d))]
+              for i, p in enumerate((a, b, c, d, e))]
     changes, _ = plan_tags(ranked, embed=True)
     # meanwhile: the sidecar edited, a sidecar created, a photo's EXIF changed, by exiftool
     exiftool_write(folder / "a.xmp", "-XMP-dc:Creator=Changed")
     subprocess.run([EXIFTOOL, "-q", "-o", str(folder / "b.xmp"), "-XMP-dc:Creator=Dt", str(b)], check=True, timeout=60)
     exiftool_write(c, "-EXIF:Artist=Zoe")
+    e.rename(folder / "moved.jpg")  # and a photo moved away: no sidecar left behind for it
     kept = {p: p.read_bytes() for p in (folder / "a.xmp", folder / "b.xmp", c)}
 
     store = Store.open(private_cache)
@@ -145,7 +146,9 @@ def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_c
     notes: list[str] = []
     run_id = apply_tags(journal, changes, {"command": "tag"}, notes)
     assert {p: p.read_bytes() for p in kept} == kept  # all three untouched
-    assert sorted(Path(n.split(" ")[0]).name for n in notes) == ["a.xmp", "b.xmp", "c.jpg"]
+    # e.jpg twice: its sidecar and its embedded XMP
+    assert sorted(Path(n.split(" ")[0].rstrip(":")).name for n in notes) == ["a.xmp", "b.xmp", "c.jpg", "e.jpg", "e.jpg"]
+    assert not (folder / "e.xmp").exists()
     assert exiftool(folder / "a.xmp")["Creator"] == ["Changed"] and "Rating" not in exiftool(folder / "a.xmp")
     assert 1 <= exiftool(d)["Rating"] <= 5 and 1 <= exiftool(folder / "d.xmp")["Rating"] <= 5  # the rest written
     assert journal.run(run_id).state == FAILED

@@ -184,6 +184,8 @@ def _write_sidecar(change: SidecarChange) -> None:
     none, only while there still is none): another program (darktable, Lightroom, a second
     clipcull) that wrote it between plan and write keeps its edit, reported, never overwritten."""
     path = Path(change.sidecar)
+    if not os.path.lexists(change.photo):  # a `move` meanwhile: no sidecar left behind alone
+        raise _ChangedSincePlan(f"{change.photo} is gone since the plan (moved?); {path.name} was not written")
     if change.before is None:
         if os.path.lexists(path):
             raise _ChangedSincePlan(f"{path} was created by another program since the plan; left as it is")
