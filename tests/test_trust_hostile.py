@@ -455,3 +455,25 @@ def test_one_sidecar_with_xml_lang_does_not_spoil_the_others(tmp_path):
             if key not in ("XMP-x:XMPToolkit", "XMP-dc:Subject"):
                 assert read.get(key) == value, (path.name, key)
         path.write_bytes(original)
+
+
+def test_move_leaves_a_read_only_folders_photos_whole_and_moves_the_rest(tiny_env, photo_folder, monkeypatch, deadline):
+    from clip_cull.actions import fileops
+
+    day2 = photo_folder / "day2"
+    subprocess.run([EXIFTOOL, "-q", "-o", str(day2 / "IMG_0006.xmp"), "-XMP-dc:Creator=Ann",
+                    str(day2 / "IMG_0006.jpg")], check=True, timeout=60)
+    before = {p: sha(p.read_bytes()) for p in photo_folder.rglob("*") if p.is_file()}
+    writable_unlink = fileops.os.unlink
+    read_only(monkeypatch, fileops.os, "unlink", day2)
+    result = run("move", photo_folder, "--worst", "100%")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in day2.iterdir()) == ["IMG_0006.jpg", "IMG_0006.xmp", "IMG_0007.jpg"]
+    assert not (photo_folder / "_rejects" / "day2").exists() or not any((photo_folder / "_rejects" / "day2").iterdir())
+    assert sorted(p.name for p in (photo_folder / "_rejects").glob("*.jpg")) == [f"IMG_{i:04d}.jpg" for i in range(6)]
+    for name in ("IMG_0006.jpg", "IMG_0007.jpg"):
+        assert f"{name}: Read-only file system; not moved" in result.stderr.replace("\n", "")
+    monkeypatch.setattr(fileops.os, "unlink", writable_unlink)
+    undo = run("undo")
+    assert undo.exit_code == 0, undo.output
+    assert {p: sha(p.read_bytes()) for p in photo_folder.rglob("*") if p.is_file()} == before

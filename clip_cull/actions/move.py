@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import unicodedata
@@ -143,7 +144,9 @@ def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = 
             target = _target(f, stem, Path(photo.path).stem, stems)
             taken.add(_folded(target))
             claimed.add(f)
-            steps.append(Step(action, f, str(target)))
+            step = Step(action, f, str(target))
+            step.photo_set = id(photo)  # in memory only (not journaled): the files that go together
+            steps.append(step)
     return steps
 
 
@@ -276,12 +279,26 @@ def _apply_moves_held(store: Store, journal: Journal, steps: list[Step], command
     sweep_partials(journal.planned_destinations(), OTHER_RUNS_PARTIAL_AGE_S)
     journal.set_state(run_id, RUNNING)
     failed = False
+    staying = set()  # photo sets left where they are because one of their files cannot move
     for step in steps:
         if step.state != PLANNED:
+            continue
+        photo_set = getattr(step, "photo_set", None)
+        if photo_set is not None and photo_set in staying:
+            journal.mark(run_id, step.seq, FAILED, "stays with its photo")
+            failed = True
             continue
         try:
             problem = _carry_out(step)
         except (OSError, FileOpError) as e:
+            if _only_this_set(e, photo_set, step, steps):
+                # A read-only folder, no permission: that photo and its files stay, the others move
+                why = f"{step.src}: {e.strerror or e}; not moved, nor the files that go with it"
+                journal.mark(run_id, step.seq, FAILED, why)
+                notes.append(why)
+                staying.add(photo_set)
+                failed = True
+                continue
             reason = f"{step.src}: {getattr(e, 'strerror', None) or e}"
             journal.mark(run_id, step.seq, FAILED, reason)
             journal.set_state(run_id, FAILED)
@@ -297,6 +314,20 @@ def _apply_moves_held(store: Store, journal: Journal, steps: list[Step], command
         step.state = DONE
     journal.set_state(run_id, FAILED if failed else DONE)
     return run_id
+
+
+_THIS_SET_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
+
+
+def _only_this_set(error: Exception, photo_set, step: Step, steps: list[Step]) -> bool:
+    """Does this error concern this photo's files only (its own folder cannot be changed), and has
+    none of them moved yet? Then the set stays whole and the run goes on; anything else (a full
+    disk, a set half moved, a run resumed from the journal) stops the run."""
+    if photo_set is None or not isinstance(error, OSError) or error.errno not in _THIS_SET_ONLY:
+        return False
+    if error.filename is None or os.path.dirname(os.fspath(error.filename)) != os.path.dirname(step.src):
+        return False  # the destination cannot be written: that concerns every photo, stop
+    return not any(getattr(s, "photo_set", None) == photo_set and s.state == DONE for s in steps)
 
 
 def _sources_still_there(steps: list[Step], notes: list[str]) -> list[Step]:
