@@ -13,7 +13,7 @@ from rich.table import Table
 from clip_cull import ui
 from clip_cull.actions import tag as tagging
 from clip_cull.actions.fileops import FileOpError
-from clip_cull.actions.journal import Journal
+from clip_cull.actions.journal import Journal, JournalBusy
 from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
                                    resume_unfinished, select_rejects)
 from clip_cull.actions.undo import undo_run
@@ -193,6 +193,8 @@ def _moving(db, action, what: str):
     store = _open_store(db)
     try:
         return action(store)
+    except JournalBusy as e:
+        _fail(f"{what} did not start: {e}. Nothing was journaled or moved.")
     except MoveStopped as e:
         _fail(f"{what} stopped: {e.reason}. {e.done} files had moved; run {e.run_id} is journaled as failed "
               f"(not resumed): `clipcull undo {e.run_id}` puts them back.")
