@@ -21,41 +21,53 @@ _JPEG_XMP = b"http://ns.adobe.com/xap/1.0/\x00"
 
 def embedded_packet(photo: str) -> bytes | None:
     """The photo's XMP packet, or None (none, or the file cannot be read: indexing reports that)."""
+    packets = embedded_packets(photo)
+    return packets[0] if packets else None
+
+
+def embedded_packets(photo: str) -> list[bytes]:
+    """Every XMP packet in the photo: a JPEG may carry more than one standard XMP segment (some
+    tools append one instead of replacing it), and readers disagree which counts (exiftool lets
+    the last one win, exiv2 reads the first). Empty when there is none or the file cannot be read."""
     try:
         if not stat.S_ISREG(os.stat(photo).st_mode):
-            return None
+            return []
         fd = os.open(photo, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return None
+                return []
             start = f.read(2)
             if start == b"\xff\xd8":
-                return _jpeg_packet(f)
+                return _jpeg_packets(f)
             f.seek(0)
-            return _scan_windows(f)
+            found = _scan_windows(f)
+            return [found] if found is not None else []
     except OSError:
-        return None
+        return []
 
 
-def _jpeg_packet(f) -> bytes | None:
+def _jpeg_packets(f) -> list[bytes]:
     """Walk the JPEG's marker segments up to the start of scan; at most 64 KiB each."""
+    packets = []
     for _ in range(4096):  # bounded: a JPEG has a handful of segments before the scan
         head = f.read(4)
         if len(head) < 4 or head[0] != 0xFF:
-            return None
+            break
         marker, length = head[1], int.from_bytes(head[2:4], "big")
         if marker == 0xFF:  # fill byte: step one back and read the marker again
             f.seek(-3, os.SEEK_CUR)
             continue
         if marker in (0xDA, 0xD9) or length < 2:  # start of scan / end of image: no XMP after this
-            return None
+            break
         if marker == 0xE1:
             body = f.read(length - 2)
             if body.startswith(_JPEG_XMP):
-                return find_packet(body[len(_JPEG_XMP):])
+                found = find_packet(body[len(_JPEG_XMP):])
+                if found is not None:
+                    packets.append(found)
         else:
             f.seek(length - 2, os.SEEK_CUR)
-    return None
+    return packets
 
 
 def _scan_windows(f) -> bytes | None:
@@ -94,7 +106,7 @@ def can_embed(photo: str) -> bool:
 
 def current_packet(data: bytes) -> bytes:
     """The XMP packet exiv2 reads from the photo's bytes (NO_PACKET when there is none)."""
-    image = _open(data)
+    image, _buffer = _open(data)
     return image.xmpPacket().encode("utf-8")
 
 
@@ -104,7 +116,7 @@ def with_packet(photo: str, data: bytes, packet: bytes) -> bytes:
     XmpError: nothing is written."""
     from clip_cull.actions.xmp import XmpError
 
-    image = _open(data)
+    image, buffer = _open(data)
     if packet == NO_PACKET:
         image.clearXmpPacket()
         image.clearXmpData()
@@ -119,6 +131,7 @@ def with_packet(photo: str, data: bytes, packet: bytes) -> bytes:
         io = image.io()
         with io.mmap() as view:
             out = bytes(view)
+        del buffer  # exiv2 wrote into its own copy; only now may it go
     except Exception as e:  # exiv2's own errors: the photo is not touched
         raise XmpError(f"exiv2 could not write into it ({e})") from None
     if not same_pixels(photo, data, out):
@@ -129,11 +142,23 @@ def with_packet(photo: str, data: bytes, packet: bytes) -> bytes:
 def embed_rating(photo: str, data: bytes, rating: int, keywords: list[str]) -> tuple[bytes, bytes]:
     """(the XMP packet the photo has now, the photo's new bytes with the rating and clipcull's
     keywords merged into its XMP; every other property kept, pixels identical)."""
-    from clip_cull.actions.xmp import merge
+    from clip_cull.actions.xmp import XmpError, merge
 
+    if data.startswith(b"\xff\xd8"):
+        import io
+
+        count = len(_jpeg_packets(_skip_soi(io.BytesIO(data))))
+        if count > 1:
+            raise XmpError(f"holds {count} XMP packets, and programs disagree which one counts; "
+                           f"clipcull does not write into it (the sidecar has the rating)")
     before = current_packet(data)
     merged = merge(before if before.strip() else None, rating, None, keywords)
     return before, with_packet(photo, data, merged)
+
+
+def _skip_soi(f):
+    f.seek(2)
+    return f
 
 
 def same_pixels(photo: str, before: bytes, after: bytes) -> bool:
@@ -167,16 +192,21 @@ def same_pixels(photo: str, before: bytes, after: bytes) -> bool:
 
 
 def _open(data: bytes):
-    """An exiv2 image over `data` (exiv2 reads from that buffer: the caller keeps it alive)."""
+    """(an exiv2 image, the buffer it works on). exiv2 reads from and, for TIFF and DNG, writes
+    metadata in place into the buffer it is given, even an immutable bytes object: so it gets a
+    private copy, and the caller's bytes (which the pixels are compared against, and whose hash
+    the journal holds) stay what was read. The caller keeps the buffer alive while it uses the
+    image."""
     from clip_cull.actions.xmp import XmpError, _exiv2
 
     exiv2 = _exiv2()
+    buffer = bytearray(data)
     try:
-        image = exiv2.ImageFactory.open(data)
+        image = exiv2.ImageFactory.open(buffer)
         image.readMetadata()
     except exiv2.Exiv2Error as e:
         raise XmpError(f"exiv2 cannot read it ({e.args[-1] if e.args else e})") from None
-    return image
+    return image, buffer
 
 
 def undo_embedded(step) -> str | None:

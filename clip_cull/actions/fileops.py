@@ -138,7 +138,12 @@ def transfer(src: str | Path, dst: str | Path, copy: bool = False) -> None:
                 raise
         else:
             _fsync_dir(dst.parent)
-            if not remove_if_duplicate(src, dst):
+            try:
+                removed = remove_if_duplicate(src, dst)
+            except OSError:
+                _take_back(dst)  # the old name cannot go (a read-only folder): not left in two places
+                raise
+            if not removed:
                 raise FileOpError(f"{src} changed while it was moved; both names are kept")
             return
     before = os.lstat(src)
@@ -148,8 +153,22 @@ def transfer(src: str | Path, dst: str | Path, copy: bool = False) -> None:
         if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) != (
                 before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) or not stat.S_ISREG(after.st_mode):
             raise FileOpError(f"{src} changed while it was copied to {dst}; both are kept")
-        os.unlink(src)
+        try:
+            os.unlink(src)
+        except OSError:
+            _take_back(dst)  # the source cannot go: the verified copy goes again, one place only
+            raise
         _fsync_dir(src.parent)
+
+
+def _take_back(dst: Path) -> None:
+    """Remove the name clipcull has just made at dst (a hard link to the source, or a verified
+    copy of it) when the source could not be removed: the photo stays where it was, once."""
+    try:
+        os.unlink(dst)
+        _fsync_dir(dst.parent)
+    except OSError:
+        pass
 
 
 def _copy_verified(src: Path, dst: Path) -> None:

@@ -20,10 +20,14 @@ Runs:   planned -> running -> done | failed     (forward; `failed` is never resu
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import stat
+import threading
+import time
 from dataclasses import dataclass
 
 from clip_cull.actions.fileops import OTHER_RUNS_PARTIAL_AGE_S, sweep_partials
@@ -55,6 +59,16 @@ UNDOABLE = (PLANNED, RUNNING, DONE, FAILED, CONFLICT)
 
 class JournalError(ClipCullError):
     """A state change the journal's state machine does not allow."""
+
+
+class JournalBusy(ClipCullError):
+    """Another clipcull process holds the journal (it is moving, tagging or undoing)."""
+
+
+JOURNAL_WAIT_S = 300.0  # how long a second `move`/`tag`/`undo` waits for the first to finish
+_LOCK_SUFFIX = ".journal-lock"
+_held: dict[str, list] = {}  # lock file -> [fd, depth, RLock]: re-entrant within one process
+_held_guard = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,31 @@ def _record_what_is_there(steps: list[Step]) -> None:
             step.before_mode = stat.S_IMODE(st.st_mode)
 
 
+def _take_flock(path: str, wait_s: float, db: str) -> int | None:
+    """An fd holding an exclusive flock on path; None where no lock file can be made (a read-only
+    place: the cache cannot be written there either, and says so itself)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise JournalBusy(f"another clipcull process is moving, tagging or undoing with the journal in {db} "
+                                  f"(waited {wait_s:.0f} s); run this again when it has finished") from None
+            time.sleep(0.1)
+        except OSError:
+            return fd  # a file system without flock: go on unlocked, as before
+
+
 STEP_COLUMNS = "action, src, dst, before, after_sha, state, seq, src_id, dst_id, before_mode, note"
 
 
@@ -149,6 +188,38 @@ class Journal:
     def __init__(self, store: Store):
         self.store = store
         self.db = store.db
+
+    @contextlib.contextmanager
+    def exclusive(self, wait_s: float | None = None):
+        """Hold the journal for one process while it changes files: planning a run, carrying it
+        out, finishing an interrupted one, undoing one. Two clipcull processes on one cache used
+        to run side by side: each finished the other's run as if it had been killed, both copied
+        into the same temporary file, and a run took credit for the other's moves. The second
+        now waits (up to wait_s, JOURNAL_WAIT_S by default) and then raises JournalBusy. The lock
+        is an flock on a file next to the cache, so a killed holder releases it at once.
+        Re-entrant within a process (a thread waits for another thread's hold)."""
+        path = self._lock_path()
+        if path is None:
+            yield
+            return
+        with _held_guard:
+            entry = _held.setdefault(path, [None, 0, threading.RLock()])
+        with entry[2]:
+            if entry[1] == 0:
+                entry[0] = _take_flock(path, JOURNAL_WAIT_S if wait_s is None else wait_s, self.store.path)
+            entry[1] += 1
+            try:
+                yield
+            finally:
+                entry[1] -= 1
+                if entry[1] == 0 and entry[0] is not None:
+                    os.close(entry[0])  # releases the flock
+                    entry[0] = None
+
+    def _lock_path(self) -> str | None:
+        if self.store.path == ":memory:":
+            return None
+        return os.path.realpath(self.store.path) + _LOCK_SUFFIX
 
     def plan(self, kind: str, command: dict, steps: list[Step]) -> int:
         """Write the run and all its steps in one transaction, before anything is touched. Each

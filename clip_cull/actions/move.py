@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +63,22 @@ class DestinationError(InputError):
 def check_destination(to_dir: str | None, roots: list[str]) -> None:
     """Refuse a --to that is an existing file, a folder being culled, or a folder inside one
     (other than its _rejects, which is never ranked): moved photos would be ranked, and moved,
-    again. Checked before anything is planned or journaled."""
+    again. Without --to, each folder's _rejects must be a real folder or not exist yet: a
+    symbolic link there (to the folder itself, or anywhere) or a file of that name is refused,
+    rather than photos "moved aside" into the folder they came from, into wherever the link
+    points, or a run stopped at its first step. Checked before anything is planned or journaled."""
     if to_dir is None:
+        for root in roots:
+            base = os.path.abspath(os.path.expanduser(root))
+            rejects = os.path.join(base if os.path.isdir(base) else os.path.dirname(base), REJECTS_DIRNAME)
+            try:
+                mode = os.lstat(rejects).st_mode
+            except OSError:
+                continue  # not there yet: made by the move
+            if not stat.S_ISDIR(mode):
+                what = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+                raise DestinationError(f"{rejects} is {what}; clipcull moves rejects only into a real folder there: "
+                                       f"rename it, or choose a destination with --to")
         return
     to = Path(to_dir).expanduser()
     if os.path.lexists(to) and not to.is_dir():
@@ -116,16 +132,38 @@ def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = 
             dest_root = dest_base if dest_base else base / REJECTS_DIRNAME
             stems = [Path(f).stem for f in [photo.path, *getattr(photo, "companions", [])]]
             first = dest_root / Path(photo.path).relative_to(base)
+            odd = _not_a_real_folder(dest_root, first.parent)
+            if odd:
+                notes.append(f"{photo.path}: {odd}; not moved")
+                continue
             stem = _common_stem(first, Path(photo.path).stem, files, stems, taken)
         except OSError as e:
             notes.append(f"{photo.path}: {e.strerror or e}; not moved")
             continue
         for f in files:
             target = _target(f, stem, Path(photo.path).stem, stems)
-            taken.add(str(target))
+            taken.add(_folded(target))
             claimed.add(f)
-            steps.append(Step(action, f, str(target)))
+            step = Step(action, f, str(target))
+            step.photo_set = id(photo)  # in memory only (not journaled): the files that go together
+            steps.append(step)
     return steps
+
+
+def _not_a_real_folder(dest_root: Path, folder: Path) -> str | None:
+    """Why a photo cannot go into folder below dest_root: a part of the way that exists and is a
+    symbolic link (_rejects/day2 -> elsewhere would take the photo there) or not a folder.
+    None when every existing part is a real folder."""
+    path = dest_root
+    for part in folder.relative_to(dest_root).parts:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return None  # the rest is made by the move
+        if not stat.S_ISDIR(mode):
+            return f"{path} is {'a symbolic link' if stat.S_ISLNK(mode) else 'not a folder'}"
+    return None
 
 
 def _files_of(photo, claimed: set[str], moving: set[str], folders: dict) -> tuple[list[str], list[str]]:
@@ -188,9 +226,17 @@ def _common_stem(first: Path, own_stem: str, files: list[str], stems: list[str],
     while True:
         candidate = base if n == 0 else base.with_name(f"{base.name}-{n}")
         targets = [_target(f, candidate, own_stem, stems) for f in files]
-        if not any(_exists(t) or str(t) in taken for t in targets):
+        if not any(_exists(t) or _folded(t) in taken for t in targets):
             return candidate
         n += 1
+
+
+def _folded(path: Path) -> str:
+    """A planned name as a case-insensitive, normalisation-insensitive file system sees it (exFAT
+    and FAT backup drives, macOS): IMG_1.JPG and img_1.jpg, or café in NFC and in NFD, are one
+    name there. Two files of a run never get names that differ only so, else the second move
+    would meet the first at its destination and stop the run."""
+    return unicodedata.normalize("NFC", str(path)).casefold()
 
 
 def _exists(path: Path) -> bool:
@@ -207,6 +253,13 @@ def _exists(path: Path) -> bool:
 
 def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict, run_id: int | None = None,
                 notes: list[str] | None = None) -> int | None:
+    """See _apply_moves_held; done while holding the journal (Journal.exclusive)."""
+    with journal.exclusive():  # one clipcull process at a time changes files and journal
+        return _apply_moves_held(store, journal, steps, command, run_id, notes)
+
+
+def _apply_moves_held(store: Store, journal: Journal, steps: list[Step], command: dict, run_id: int | None = None,
+                notes: list[str] | None = None) -> int | None:
     """Journal the plan (unless resuming run_id), then move step by step, marking each done and
     moving the cache's file rows along, so nothing is embedded again. An empty plan is not
     journaled (returns None).
@@ -217,6 +270,7 @@ def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict
     resumed) and MoveStopped says what was done; `clipcull undo` reverses that."""
     notes = notes if notes is not None else []
     if run_id is None:
+        steps = _sources_still_there(steps, notes)
         if not steps:
             return None
         run_id = journal.plan("move", command, steps)
@@ -225,12 +279,26 @@ def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict
     sweep_partials(journal.planned_destinations(), OTHER_RUNS_PARTIAL_AGE_S)
     journal.set_state(run_id, RUNNING)
     failed = False
+    staying = set()  # photo sets left where they are because one of their files cannot move
     for step in steps:
         if step.state != PLANNED:
+            continue
+        photo_set = getattr(step, "photo_set", None)
+        if photo_set is not None and photo_set in staying:
+            journal.mark(run_id, step.seq, FAILED, "stays with its photo")
+            failed = True
             continue
         try:
             problem = _carry_out(step)
         except (OSError, FileOpError) as e:
+            if _only_this_set(e, photo_set, step, steps):
+                # A read-only folder, no permission: that photo and its files stay, the others move
+                why = f"{step.src}: {e.strerror or e}; not moved, nor the files that go with it"
+                journal.mark(run_id, step.seq, FAILED, why)
+                notes.append(why)
+                staying.add(photo_set)
+                failed = True
+                continue
             reason = f"{step.src}: {getattr(e, 'strerror', None) or e}"
             journal.mark(run_id, step.seq, FAILED, reason)
             journal.set_state(run_id, FAILED)
@@ -246,6 +314,33 @@ def apply_moves(store: Store, journal: Journal, steps: list[Step], command: dict
         step.state = DONE
     journal.set_state(run_id, FAILED if failed else DONE)
     return run_id
+
+
+_THIS_SET_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
+
+
+def _only_this_set(error: Exception, photo_set, step: Step, steps: list[Step]) -> bool:
+    """Does this error concern this photo's files only (its own folder cannot be changed), and has
+    none of them moved yet? Then the set stays whole and the run goes on; anything else (a full
+    disk, a set half moved, a run resumed from the journal) stops the run."""
+    if photo_set is None or not isinstance(error, OSError) or error.errno not in _THIS_SET_ONLY:
+        return False
+    if error.filename is None or os.path.dirname(os.fspath(error.filename)) != os.path.dirname(step.src):
+        return False  # the destination cannot be written: that concerns every photo, stop
+    return not any(getattr(s, "photo_set", None) == photo_set and s.state == DONE for s in steps)
+
+
+def _sources_still_there(steps: list[Step], notes: list[str]) -> list[Step]:
+    """The steps whose file is still where it was listed. Another clipcull process (which held
+    the journal meanwhile) or program may have moved some since this run listed the folder:
+    those are not planned, with a line, so this run never claims a move it did not make."""
+    kept = []
+    for step in steps:
+        if step.src is not None and not os.path.lexists(step.src):
+            notes.append(f"{step.src} is gone since the folder was listed (moved meanwhile?); not planned")
+            continue
+        kept.append(step)
+    return kept
 
 
 class MoveStopped(Exception):
@@ -287,6 +382,13 @@ def _follow_in_cache(store: Store, src: str, dst: str) -> None:
 
 
 def resume_unfinished(store: Store, journal: Journal, notes: list[str] | None = None,
+                      finished: list[int] | None = None) -> int | None:
+    """See _resume_unfinished_held; done while holding the journal (Journal.exclusive)."""
+    with journal.exclusive():  # one clipcull process at a time changes files and journal
+        return _resume_unfinished_held(store, journal, notes, finished)
+
+
+def _resume_unfinished_held(store: Store, journal: Journal, notes: list[str] | None = None,
                       finished: list[int] | None = None) -> int | None:
     """Finish every move run a killed process interrupted (planned or running), oldest first;
     returns the last one's id (each goes into `finished`). Runs that failed, were undone or met

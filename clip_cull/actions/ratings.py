@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_cull.actions.embedded import embedded_packet
+from clip_cull.actions.embedded import embedded_packets
 from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, parse, rating_sidecars, read_xmp_file
 
 DARKTABLE_DEFAULT_RATING = 1
@@ -77,8 +77,8 @@ def _sources(photo: str, companions: list[str], listings: dict | None):
             except XmpError as e:
                 yield str(sidecar), None, str(e)
     for member in members:
-        packet = embedded_packet(member)
-        if packet is not None:
+        # A JPEG with several XMP segments: each is a source, the last first (as exiftool reads it)
+        for packet in reversed(embedded_packets(member)):
             yield f"{EMBEDDED}{Path(member).name}", packet, None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_cull.actions.fileops import write_atomic
-from clip_cull.actions.journal import DONE, PARTIAL, Journal, Step
+from clip_cull.actions.journal import DONE, FAILED, PARTIAL, Journal, Step
 from clip_cull.actions.embedded import can_embed, embed_rating
 from clip_cull.actions.ratings import find_rating
 from clip_cull.actions.xmp import (
@@ -157,15 +158,46 @@ def _packet_of(data: bytes) -> bytes:
     return current_packet(data)
 
 
+# Errors that concern one file or folder (a read-only folder, no permission, a name too long):
+# that file is one line and the run goes on. Anything else (a full disk) stops the run.
+_THIS_FILE_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOENT,
+                   errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EEXIST}
+
+
+class _ChangedSincePlan(Exception):
+    """The file is no longer what the plan read: someone else wrote it meanwhile."""
+
+
 def _write_embedded(change: SidecarChange) -> None:
     """Recompute from the photo's bytes, which must be those planned, and write atomically."""
     data = Path(change.sidecar).read_bytes()
     if content_fingerprint(data) != change.source_sha:
-        raise OSError(f"{change.sidecar} changed since the plan; not written")
+        raise _ChangedSincePlan(f"{change.sidecar} changed since the plan; its XMP was not written")
     _, new = embed_rating(change.photo, data, change.rating, change.words)
     if content_fingerprint(new) != change.after_sha:
         raise OSError(f"{change.sidecar}: exiv2 wrote something other than planned; not written")
     write_atomic(change.sidecar, new)
+
+
+def _write_sidecar(change: SidecarChange) -> None:
+    """Write the merged sidecar only over the very bytes it was merged from (or where there was
+    none, only while there still is none): another program (darktable, Lightroom, a second
+    clipcull) that wrote it between plan and write keeps its edit, reported, never overwritten."""
+    path = Path(change.sidecar)
+    if not os.path.lexists(change.photo):  # a `move` meanwhile: no sidecar left behind alone
+        raise _ChangedSincePlan(f"{change.photo} is gone since the plan (moved?); {path.name} was not written")
+    if change.before is None:
+        if os.path.lexists(path):
+            raise _ChangedSincePlan(f"{path} was created by another program since the plan; left as it is")
+    else:
+        try:
+            st = os.lstat(path)
+            now = read_xmp_file(path) if stat.S_ISREG(st.st_mode) else None
+        except (OSError, XmpError):
+            now = None
+        if now != change.before:
+            raise _ChangedSincePlan(f"{path} changed since the plan; left as it is")
+    write_atomic(path, change.after)
 
 
 def target_sidecar(photo: str, style: str, listings: dict | None = None) -> Path:
@@ -212,9 +244,22 @@ def _same_properties(before: bytes, after: bytes) -> bool:
     return parse(before).properties() == parse(after).properties()
 
 
-def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict) -> int | None:
+def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict,
+               notes: list[str] | None = None) -> int | None:
+    """See _apply_tags_held; done while holding the journal (Journal.exclusive)."""
+    with journal.exclusive():  # one clipcull process at a time changes files and journal
+        return _apply_tags_held(journal, changes, command, notes)
+
+
+def _apply_tags_held(journal: Journal, changes: list[SidecarChange], command: dict,
+               notes: list[str] | None = None) -> int | None:
     """Journal the plan, then write each sidecar atomically (a read-only one stays read-only),
-    marking each step done. Nothing to write: no run is journaled, and None is returned."""
+    marking each step done. Nothing to write: no run is journaled, and None is returned.
+
+    A file that changed between plan and write is not written: its step is marked failed, the
+    change gets problem=True and a note, which also goes into `notes`; the run goes on. An error
+    that stops the run (a full disk) marks the step and the run failed before it propagates."""
+    notes = notes if notes is not None else []
     writes = [c for c in changes if c.writes]
     if not writes:
         return None
@@ -222,16 +267,34 @@ def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict) ->
                   c.after_sha if c.action == "embedded" else content_fingerprint(c.after)) for c in writes]
     run_id = journal.plan("tag", command, steps)
     journal.set_state(run_id, PARTIAL)
+    skipped = 0
     for step, change in zip(steps, writes):
         mode = _mode(change.sidecar)
-        if change.action == "embedded":
-            _write_embedded(change)
-        else:
-            write_atomic(change.sidecar, change.after)
+        try:
+            if change.action == "embedded":
+                _write_embedded(change)
+            else:
+                _write_sidecar(change)
+        except (_ChangedSincePlan, OSError) as e:
+            if isinstance(e, OSError) and e.errno not in _THIS_FILE_ONLY:
+                journal.mark(run_id, step.seq, FAILED, str(e))  # a full disk, an I/O error: stop
+                journal.set_state(run_id, FAILED)
+                raise
+            why = str(e) if isinstance(e, _ChangedSincePlan) else (
+                f"{change.sidecar}: {e.strerror or e}; not written")
+            journal.mark(run_id, step.seq, FAILED, why)
+            change.note, change.problem = why, True
+            notes.append(why)
+            skipped += 1
+            continue
+        except Exception as e:  # nothing of this step was written (the write is atomic)
+            journal.mark(run_id, step.seq, FAILED, str(e))
+            journal.set_state(run_id, FAILED)
+            raise
         if mode is not None and _mode(change.sidecar) != mode:
             os.chmod(change.sidecar, mode)
         journal.mark(run_id, step.seq, DONE)
-    journal.set_state(run_id, DONE)
+    journal.set_state(run_id, FAILED if skipped else DONE)
     return run_id
 
 

@@ -37,6 +37,12 @@ class _Conflict(Exception):
 
 
 def undo_run(store: Store, journal: Journal, run_id: int) -> UndoReport:
+    """See _undo_run_held; done while holding the journal (Journal.exclusive)."""
+    with journal.exclusive():  # one clipcull process at a time changes files and journal
+        return _undo_run_held(store, journal, run_id)
+
+
+def _undo_run_held(store: Store, journal: Journal, run_id: int) -> UndoReport:
     report = UndoReport(run_id)
     run = journal.run(run_id)
     if run is None or run.state == UNDONE:
@@ -86,6 +92,8 @@ def _undo_step(store: Store, journal: Journal, run_id: int, step: Step, report: 
     if step.action == "embedded":  # tag --embed: the photo's previous XMP packet goes back
         from clip_cull.actions.embedded import undo_embedded
 
+        if step.state in (PLANNED, FAILED) and not _holds(step.dst, step.after_sha):
+            return False  # never written (killed first, or the photo changed before the write)
         problem = undo_embedded(step)
         if problem:
             raise _Conflict(problem)
@@ -232,6 +240,17 @@ def _wrote(journal: Journal, run_id: int, step: Step) -> bool:
         return True
     later = journal.later_write_of(step.dst, run_id)
     return later is not None and later[1].before is not None and content_fingerprint(later[1].before) == step.after_sha
+
+
+def _holds(path: str, sha: str | None) -> bool:
+    """Is path a regular file with exactly the content whose sha256 is sha?"""
+    found = Identity.of(path)
+    if found is None or found.kind != "file":
+        return False
+    try:
+        return content_fingerprint(_read(path)) == sha
+    except OSError:
+        return False
 
 
 def _read(path: str) -> bytes:

@@ -37,6 +37,7 @@ MAX_XMP_BYTES = 8 << 20  # darktable sidecars with long histories are a few hund
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _BOMS = (("\ufeff".encode("utf-32-le"), "utf-32"), ("\ufeff".encode("utf-32-be"), "utf-32"),
          (b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_XML_PREFIX_DECLARATION = re.compile(r'\s+xmlns:xml="[^"]*"')
 _DECLARATION = re.compile(r"\A\s*<\?xml[^>]{0,200}\?>")
 
 
@@ -150,11 +151,17 @@ def decode_text(data: bytes) -> tuple[str, bool]:
         raise XmpError("is not UTF-8 text (nor UTF-16/32 with a byte-order mark)") from None
 
 
-def check_xml(text: str) -> None:
+def check_xml(text: str) -> bool:
     """Refuse DOCTYPEs (external entities, entity expansion) before any parser expands them, then
-    require well-formed XML with every prefix bound and an rdf:RDF element."""
+    require well-formed XML with every prefix bound and an rdf:RDF element. Returns False for a
+    file of nothing but whitespace (a zero-byte sidecar, `touch IMG_0001.xmp`): no properties to
+    keep, so it is written as a new sidecar (undo puts the empty file back). An x:xmpmeta without
+    rdf:RDF is not an XMP serialization (XMP part 1, 7.3) and is refused."""
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
         raise XmpError("declares a DOCTYPE or entities; refused (XMP has none)")
+    body = _DECLARATION.sub("", text, count=1)
+    if not body.strip(" \t\r\n\ufeff"):
+        return False
     parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
     seen = {"rdf": False}
 
@@ -169,11 +176,12 @@ def check_xml(text: str) -> None:
     parser.StartDoctypeDeclHandler = no_doctype
     parser.EntityDeclHandler = no_doctype
     try:
-        parser.Parse(_DECLARATION.sub("", text, count=1).encode("utf-8"), True)
+        parser.Parse(body.encode("utf-8"), True)
     except xml.parsers.expat.ExpatError as e:
         raise XmpError(f"is not well-formed XML ({xml.parsers.expat.errors.messages.get(e.code, e)}, line {e.lineno})") from None
     if not seen["rdf"]:
         raise XmpError("has no rdf:RDF element")
+    return True
 
 
 # --- exiv2 ---------------------------------------------------------------------------------------
@@ -231,7 +239,9 @@ class Packet:
             self.xmp = exiv2.XmpData()
             return
         text, self.transcoded = decode_text(data)
-        check_xml(text)
+        if not check_xml(text):  # an empty file: no properties, an empty packet written anew
+            self.xmp = exiv2.XmpData()
+            return
         if self.transcoded:
             text = _DECLARATION.sub("", text, count=1)
         self._buffer = text.lstrip().encode("utf-8")  # exiv2 reads from this buffer: keep it alive
@@ -305,6 +315,13 @@ class Packet:
             packet = EMPTY_XMP
         if code != 0 or not packet:
             raise XmpError(f"exiv2 could not write XMP (code {code})")
+        # Once exiv2 has parsed an xml:lang attribute on an rdf:Description, it registers the
+        # reserved prefix `xml` for the rest of the process and declares it in every packet it
+        # writes (xmlns:xml="http://www.w3.org/XML/1998/namespace/", even bound to a wrong name),
+        # which no namespace-aware parser accepts: one such sidecar made every later one with a
+        # title or copyright (xml:lang in dc:title) "not well-formed". The prefix is bound by XML
+        # itself, so the declaration goes; the result is parsed back and compared as always.
+        packet = _XML_PREFIX_DECLARATION.sub("", packet)
         return (XML_DECLARATION + packet).encode("utf-8")
 
 

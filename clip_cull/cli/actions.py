@@ -13,7 +13,7 @@ from rich.table import Table
 from clip_cull import ui
 from clip_cull.actions import tag as tagging
 from clip_cull.actions.fileops import FileOpError
-from clip_cull.actions.journal import Journal
+from clip_cull.actions.journal import Journal, JournalBusy
 from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
                                    resume_unfinished, select_rejects)
 from clip_cull.actions.undo import undo_run
@@ -76,8 +76,9 @@ def tag(
         ui.message(err, f"clipcull: dry run: {plural(writes, 'file')} would be written; nothing changed.", "dim")
         return
     store = open_store(scoring.db)
+    skipped: list[str] = []  # files another program wrote between plan and write: kept as they are
     try:
-        run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": scored.roots})
+        run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": scored.roots}, skipped)
     except OSError as e:
         fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
     except ClipCullError as e:
@@ -87,7 +88,10 @@ def tag(
     if run_id is None:
         ui.message(err, "clipcull: nothing to change; no run journaled.", "dim")
         return
-    ui.message(err, f"clipcull: tag run {run_id}: {plural(writes, 'file')} written. Undo: clipcull undo {run_id}", "dim")
+    for note in skipped:
+        ui.message(err, "clipcull: " + ui.shown_path(note), "yellow")
+    ui.message(err, f"clipcull: tag run {run_id}: {plural(writes - len(skipped), 'file')} written. "
+                    f"Undo: clipcull undo {run_id}", "dim")
     finish(scored, scoring.strict)
 
 
@@ -164,6 +168,8 @@ def _moving(db, action, what: str):
     store = open_store(db)
     try:
         return action(store)
+    except JournalBusy as e:
+        fail(f"{what} did not start: {e}. Nothing was journaled or moved.")
     except MoveStopped as e:
         fail(f"{what} stopped: {e.reason}. {plural(e.done, 'file')} had moved; run {e.run_id} is journaled as failed "
              f"(not resumed): `clipcull undo {e.run_id}` puts them back.")
