@@ -251,8 +251,7 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
             for item in batch:
                 prepare.finish(item, encoder)
             embeddings = _embed(encoder, batch)
-        store.save(pending_files, embeddings, embedding_key(session.model_id, options.preprocessing))
-        store.save_quality(pending_quality)
+        store.save(pending_files, embeddings, embedding_key(session.model_id, options.preprocessing), pending_quality)
         if measured is not None:
             measured.update(pending_quality)
         pending_quality.clear()

@@ -242,8 +242,10 @@ class Store:
         rows = self.db.execute("select fingerprint from embeddings where model_id = ?", [model_id])
         return {r[0] for r in rows}
 
-    def save(self, files: Iterable[FileRecord], embeddings: Iterable[EmbeddingRecord], model_id: str) -> None:
-        """Write one batch in one transaction: an interruption loses at most this batch."""
+    def save(self, files: Iterable[FileRecord], embeddings: Iterable[EmbeddingRecord], model_id: str,
+             quality: dict[str, tuple[float, float, float, float]] | None = None) -> None:
+        """Write one batch (files, embeddings and their focus/exposure figures) in one transaction:
+        an interruption loses at most this batch, and never leaves a photo half recorded."""
         now = _now()
         file_rows = [dict(vars(f), indexed_at=now) for f in files]
         emb_rows = [
@@ -261,6 +263,8 @@ class Store:
                 self.db["embeddings"].insert_all(emb_rows, replace=True)
             if file_rows:
                 self.db["files"].insert_all(file_rows, replace=True)
+            if quality:
+                self._insert_quality(quality)
 
     def embeddings(self, fingerprints: Sequence[str], model_id: str, kind: str = "projected") -> dict[str, np.ndarray]:
         """Cached vectors of one kind ("projected" or "pooled") by fingerprint."""
@@ -286,10 +290,13 @@ class Store:
         if not rows:
             return
         with self.writing():
-            self.db.conn.executemany(
-                "insert or replace into quality (fingerprint, focus, highlights, shadows, brightness) values (?,?,?,?,?)",
-                [(fp, *values) for fp, values in rows.items()],
-            )
+            self._insert_quality(rows)
+
+    def _insert_quality(self, rows: dict[str, tuple[float, float, float, float]]) -> None:
+        self.db.conn.executemany(
+            "insert or replace into quality (fingerprint, focus, highlights, shadows, brightness) values (?,?,?,?,?)",
+            [(fp, *values) for fp, values in rows.items()],
+        )
 
     def quality(self, fingerprints: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
         out = {}

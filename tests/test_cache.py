@@ -113,6 +113,24 @@ def test_interrupted_run_keeps_finished_batches(store, tiny_model_files, photo_f
     assert (resumed.cached, resumed.embedded) == (3, 5)
 
 
+def test_a_batch_is_recorded_whole_or_not_at_all(store, tiny_model_files, photo_folder, monkeypatch):
+    """Files, embeddings and focus/exposure figures of a batch go in one transaction: a process
+    killed while writing them leaves none of the batch, never an embedded photo without its
+    figures (which the next run then took for a renamed copy, and counted wrongly)."""
+    def die_while_writing_figures(self, rows):
+        raise KeyboardInterrupt  # stands in for SIGKILL between the embeddings and the figures
+
+    monkeypatch.setattr(Store, "_insert_quality", die_while_writing_figures)
+    with pytest.raises(KeyboardInterrupt):
+        index(store, session_for(tiny_model_files, store), photo_folder, batch_size=3)
+    conn = store.db.conn
+    assert conn.execute("select count(*) from embeddings").fetchone()[0] == 0
+    assert conn.execute("select count(*) from files where fingerprint is not null").fetchone()[0] == 0
+    monkeypatch.undo()
+    resumed = index(store, session_for(tiny_model_files, store), photo_folder, batch_size=3)
+    assert (resumed.cached, resumed.embedded) == (0, 8)
+
+
 def test_exif_facts_are_stored(store, tiny_model_files, tmp_path):
     exif = Image.Exif()
     exif[0x0110] = "X-T5"
