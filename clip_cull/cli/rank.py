@@ -31,9 +31,11 @@ def rank(
     groups: Annotated[bool, flag("--groups", help="Find bursts and near-duplicates (shown as a group number).")] = False,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", metavar="K/N",
-        help="Embed only the K-th of N disjoint shares of the photos (K from 0) and print no ranking: N processes, on "
-             "several GPUs or machines sharing the cache, split a folder. Under `torchrun --nproc-per-node N -m "
-             "clip_cull rank` the shares are set for you and process 0 prints the ranking once all are done.")] = None,
+        help="Embed only the K-th of N disjoint shares of the photos (K from 0) and print no ranking: N processes "
+             "split a folder, on one machine sharing its cache, or on several machines each with its own --db file "
+             "(never one SQLite file across machines), folded together afterwards with `clipcull cache merge`. "
+             "Under `torchrun --nproc-per-node N -m clip_cull rank` the shares are set for you and process 0 prints "
+             "the ranking once all are done.")] = None,
 ) -> None:
     """Embed new or changed photos, then print all photos ranked by aesthetic score, best first.
 
