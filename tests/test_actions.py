@@ -114,6 +114,14 @@ def test_star_ratings_by_quantile_threshold_and_reject():
 
 
 @NEEDS_EXIFTOOL
+def test_history_names_the_folders_absolutely_whatever_folder_the_run_started_in(tiny_env, photo_folder, monkeypatch):
+    monkeypatch.chdir(photo_folder.parent)
+    assert run("tag", photo_folder.name).exit_code == 0
+    monkeypatch.chdir("/")
+    table = CliRunner().invoke(app, ["history"], terminal_width=400, catch_exceptions=False).stdout
+    assert str(photo_folder.resolve()) in table
+
+
 def test_tag_writes_ratings_exiftool_reads_and_undo_restores_every_byte(tiny_env, photo_folder):
     side = photo_folder / "IMG_0001.xmp"
     side.write_text(DARKTABLE_SIDECAR.replace('xmp:Rating="1"\n    ', ""))  # foreign sidecar without a rating

@@ -78,7 +78,7 @@ def tag(
     store = open_store(scoring.db)
     skipped: list[str] = []  # files another program wrote between plan and write: kept as they are
     try:
-        run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": scored.roots}, skipped)
+        run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": _absolute(scored.roots)}, skipped)
     except OSError as e:
         fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
     except ClipCullError as e:
@@ -151,7 +151,7 @@ def move(
         return
     notes = []
     run_id = _moving(scoring.db, lambda store: apply_moves(store, Journal(store), steps,
-                                                           {"command": "move", "folders": scored.roots}, notes=notes),
+                                                           {"command": "move", "folders": _absolute(scored.roots)}, notes=notes),
                      "the move")
     for note in notes:
         ui.message(err, f"clipcull: {note}", "yellow")
@@ -161,6 +161,11 @@ def move(
     ui.message(err, f"clipcull: move run {run_id}: {plural(photos, 'photo')} ({plural(len(steps), 'file')}). "
                     f"Undo: clipcull undo {run_id}", "dim")
     finish(scored, scoring.strict)
+
+
+def _absolute(roots: list[str]) -> list[str]:
+    """Folders as the journal records them: `history` and `undo` run from anywhere later."""
+    return [os.path.abspath(r) for r in roots]
 
 
 def _moving(db, action, what: str):
