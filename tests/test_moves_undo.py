@@ -397,6 +397,23 @@ def test_shared_sidecar_stays_when_one_of_its_photos_stays(one_stem, private_cac
     assert (one_stem / "IMG_0002.xmp").is_file() and (one_stem / "_rejects" / "IMG_0002.jpg").is_file()
 
 
+def test_entries_named_like_sidecars_but_not_files_stay_with_a_line(tmp_path, private_cache):
+    """A FIFO or a folder with a sidecar's name is never opened nor moved, and the user is told."""
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    photo = shoot / "IMG_0001.jpg"
+    photo.write_bytes(b"jpeg bytes")
+    os.mkfifo(shoot / "IMG_0001.xmp")
+    (shoot / "IMG_0001.jpg.xmp").mkdir()
+    notes = []
+    run_id, steps = move_files(private_cache, shoot, [photo], notes=notes)
+    assert [Path(s.src).name for s in steps] == ["IMG_0001.jpg"]
+    assert sorted(notes) == sorted(f"{shoot / name}: named like a sidecar but not a file; left where it is"
+                                   for name in ("IMG_0001.xmp", "IMG_0001.jpg.xmp"))
+    assert stat.S_ISFIFO(os.lstat(shoot / "IMG_0001.xmp").st_mode) and (shoot / "IMG_0001.jpg.xmp").is_dir()
+    assert (shoot / "_rejects" / "IMG_0001.jpg").read_bytes() == b"jpeg bytes"
+
+
 def test_cli_move_worst_100_percent_with_one_stem(tiny_env, one_stem, private_cache):
     before = tree(one_stem)
     result = run("move", one_stem, "--worst", "100%")

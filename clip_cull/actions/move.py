@@ -12,7 +12,7 @@ from pathlib import Path
 from clip_cull.actions.fileops import OTHER_RUNS_PARTIAL_AGE_S, FileOpError, remove_if_duplicate, sweep_partials, transfer
 from clip_cull.actions.groups import best_of_each_group
 from clip_cull.actions.journal import DONE, FAILED, PLANNED, RUNNING, Identity, Journal, Step
-from clip_cull.actions.xmp import existing_sidecars
+from clip_cull.actions.xmp import existing_sidecars, unusual_sidecars
 from clip_cull.errors import InputError
 from clip_cull.files import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS, REJECTS_DIRNAME
 
@@ -175,6 +175,7 @@ def _files_of(photo, claimed: set[str], moving: set[str], folders: dict) -> tupl
             return [], [f"{m}: a symbolic link; left where it is, with its sidecars"]
     files = list(members)
     for m in members:
+        notes += [f"{odd}: named like a sidecar but not a file; left where it is" for odd in unusual_sidecars(m)]
         for sidecar in existing_sidecars(m):
             s = str(sidecar)
             if s in claimed or s in files:

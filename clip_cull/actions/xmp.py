@@ -73,7 +73,13 @@ def rating_sidecars(photo: str | Path, *, names: list[str] | None = None) -> lis
     return [path for rank, path in _sidecars(Path(photo), names) if rank < 2]
 
 
-def _sidecars(photo: Path, names: list[str] | None) -> list[tuple[int, Path]]:
+def unusual_sidecars(photo: str | Path, *, names: list[str] | None = None) -> list[Path]:
+    """Entries named like this photo's sidecars that are neither files nor links (a folder, a
+    FIFO, a socket, a device): never opened, never moved; callers say so in a line."""
+    return [path for _, path in _sidecars(Path(photo), names, usual=False)]
+
+
+def _sidecars(photo: Path, names: list[str] | None, usual: bool = True) -> list[tuple[int, Path]]:
     if names is None:
         names = _list_folder(photo.parent)
     primary = {photo.stem: 0, photo.name: 1}
@@ -86,7 +92,7 @@ def _sidecars(photo: Path, names: list[str] | None) -> list[tuple[int, Path]]:
         rank = primary.get(base)
         if rank is None and duplicate.fullmatch(base) and base.startswith(photo.stem):
             rank = 2
-        if rank is not None and _is_file_or_link(photo.parent / name):
+        if rank is not None and _is_file_or_link(photo.parent / name) == usual:
             found.append((rank, name))
     return [(rank, photo.parent / name) for rank, name in sorted(found)]
 
@@ -99,11 +105,12 @@ def _list_folder(folder: Path) -> list[str]:
         return []
 
 
-def _is_file_or_link(path: Path) -> bool:
+def _is_file_or_link(path: Path) -> bool | None:
+    """True for a regular file or a link, False for anything else there, None when nothing is."""
     try:
         mode = os.lstat(path).st_mode
     except OSError:
-        return False
+        return None
     return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
