@@ -524,6 +524,34 @@ def test_embed_writes_the_rating_into_jpeg_and_tiff_and_undo_restores(tiny_env, 
     assert not list(folder.glob("*.xmp"))
 
 
+def test_undo_of_an_embed_follows_the_photo_a_later_move_took(tiny_env, tmp_path, deadline):
+    """tag --embed, then move, then undo of the tag run: the photo's earlier XMP goes back where
+    the photo is now; undoing the move afterwards still brings it home (no conflict)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "shoot"
+    jpg = make_photo(folder / "a.jpg", seed=1)
+    make_photo(folder / "b.jpg", seed=2)
+    subprocess.run([EXIFTOOL, "-q", "-overwrite_original", "-XMP-dc:Creator=Ann", str(jpg)], check=True, timeout=60)
+    pixels = np.asarray(Image.open(jpg)).copy()
+    assert run("tag", folder, "--embed").exit_code == 0  # run 1
+    assert exiftool_json(jpg).get("Rating") is not None
+    moved = run("move", folder, "--worst", "100%")  # run 2
+    assert moved.exit_code == 0, moved.stderr
+    there = folder / "_rejects" / "a.jpg"
+    undo_tag = run("undo", "1")
+    assert undo_tag.exit_code == 0, undo_tag.stderr
+    assert f"put back at {there}" in undo_tag.stderr
+    read = exiftool_json(there)
+    assert read.get("Rating") is None and read["Creator"] == ["Ann"]
+    assert np.array_equal(np.asarray(Image.open(there)), pixels)
+    undo_move = run("undo", "2")
+    assert undo_move.exit_code == 0, undo_move.stderr
+    assert exiftool_json(jpg).get("Rating") is None and exiftool_json(jpg)["Creator"] == ["Ann"]
+    assert not there.exists()
+
+
 def test_embed_into_dng_keeps_the_raw_data(tmp_path):
     import io
 

@@ -14,7 +14,7 @@ steps are followed)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from clip_cull.actions.fileops import remove_if_duplicate, sweep_partials, transfer, write_atomic
 from clip_cull.actions.journal import (CONFLICT, DONE, FAILED, PLANNED, UNDONE, Identity, Journal, Step)
@@ -89,15 +89,8 @@ def _undo_step(store: Store, journal: Journal, run_id: int, step: Step, report: 
     there to reverse. Raises _Conflict to leave it alone."""
     if step.action == "sidecar":
         return _undo_sidecar(journal, run_id, step, report)
-    if step.action == "embedded":  # tag --embed: the photo's previous XMP packet goes back
-        from clip_cull.actions.embedded import undo_embedded
-
-        if step.state in (PLANNED, FAILED) and not _holds(step.dst, step.after_sha):
-            return False  # never written (killed first, or the photo changed before the write)
-        problem = undo_embedded(step)
-        if problem:
-            raise _Conflict(problem)
-        return True
+    if step.action == "embedded":
+        return _undo_embedded(journal, run_id, step, report)
     if step.action == "move":
         return _undo_move(store, step)
     return _undo_copy(step)
@@ -159,6 +152,24 @@ def _undo_copy(step: Step) -> bool:
     src_now = Identity.of(step.src)
     why = "is gone" if src_now is None else f"is now {_describe(src_now)}" if src_now.kind != "file" else "differs"
     raise _Conflict(f"{step.dst} is kept: its original {step.src} {why}")
+
+
+def _undo_embedded(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
+    """tag --embed: the photo's previous XMP packet goes back, where the photo is now (a later
+    move may have taken it elsewhere)."""
+    from clip_cull.actions.embedded import undo_embedded
+
+    chain = journal.later_moves_from(step.dst, run_id)
+    where = chain[-1][1].dst if chain else step.dst
+    if step.state in (PLANNED, FAILED) and not _holds(where, step.after_sha):
+        return False  # never written (killed first, or the photo changed before the write)
+    problem = undo_embedded(replace(step, dst=where))
+    if problem:
+        raise _Conflict(problem)
+    journal.rewritten(where)  # the moves that left the photo there expect the rewritten file now
+    if chain:
+        report.notes.append(f"{step.dst}: its earlier XMP put back at {where}, where move run {chain[-1][0]} took it")
+    return True
 
 
 def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
