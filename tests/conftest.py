@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,28 @@ def private_cache(tmp_path, monkeypatch) -> Path:
     for var in ("CLIPCULL_MODEL", "CLIPCULL_PRETRAINED"):
         monkeypatch.delenv(var, raising=False)
     return db
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int):
+    """A test that hangs fails after `seconds` (SIGALRM) instead of hanging the suite."""
+    def expire(*_):
+        raise TimeoutError(f"test took over {seconds} s: something hangs")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def deadline():
+    """For tests that run whole commands which could hang: 300 s, then a failure."""
+    with fails_after(300):
+        yield
 
 
 @pytest.fixture

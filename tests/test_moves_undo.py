@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import stat
 import subprocess
@@ -34,7 +33,7 @@ from clip_cull.cli import app
 from clip_cull.errors import CacheError, InputError
 from clip_cull.files import content_fingerprint
 from clip_cull.store import Store
-from conftest import make_photo
+from conftest import fails_after, make_photo
 
 EXIFTOOL = shutil.which("exiftool")
 
@@ -42,14 +41,8 @@ EXIFTOOL = shutil.which("exiftool")
 @pytest.fixture(autouse=True)
 def time_limit():
     """No test here may hang: each gets 240 s, then fails."""
-    def expired(signum, frame):
-        raise TimeoutError("test took over 240 s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(240)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    with fails_after(240):
+        yield
 
 
 def run(*args):
@@ -470,7 +463,7 @@ def _small_disk(folder: Path, monkeypatch) -> bool:
         return True
     except (subprocess.CalledProcessError, FileNotFoundError, PermissionError):
         pass
-    real_copy, real_link, used = fileops.shutil.copyfileobj, fileops.os.link, [0]
+    real_link, used = fileops.os.link, [0]
 
     def other_device(a, b, **kw):
         if str(b).startswith(str(folder)):

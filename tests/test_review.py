@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFilter
 
-from conftest import make_photo
+from conftest import fails_after, make_photo
 from test_search import independent_search_order
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,13 +41,8 @@ SIMILARITY = "0.9995"  # the tiny random model finds every photo alike at the de
 @pytest.fixture(autouse=True)
 def time_limit():
     """No test here may hang: SIGALRM after 150 s fails it."""
-    def expire(*_):
-        raise TimeoutError("test took over 150 s")
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(150)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with fails_after(150):
+        yield
 
 
 def _exif(when: str | None = None, orientation: int | None = None) -> Image.Exif:

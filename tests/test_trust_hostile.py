@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -22,18 +21,6 @@ from conftest import make_photo
 
 EXIFTOOL, EXIV2 = shutil.which("exiftool"), shutil.which("exiv2")
 pytestmark = pytest.mark.skipif(not (EXIFTOOL and EXIV2), reason=".ci/run installs exiftool and exiv2")
-
-
-@pytest.fixture
-def deadline():
-    """A test that hangs fails after 300 s instead of hanging the suite."""
-    def fail(*_):
-        raise TimeoutError("test took over 300 s: something hangs")
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(300)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def run(*args):

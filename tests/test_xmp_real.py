@@ -6,7 +6,6 @@ sidecars are one line each and the run goes on."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -170,18 +169,6 @@ BILLION_LAUGHS = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
                   + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
                   + "]>" + wrap(DC_NS, "<dc:title>&lol9;</dc:title>"))
 XXE = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>' + wrap(DC_NS, "<dc:title>&e;</dc:title>")
-
-
-@pytest.fixture
-def deadline():
-    """Every test here that could hang is stopped after 300 s with a failure, not a hung suite."""
-    def fail(*_):
-        raise TimeoutError("test took over 300 s: something hangs")
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(300)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def run(*args):
