@@ -25,7 +25,6 @@ from clip_cull.cli.options import Device, ModelFlags, flag, shared_options
 from clip_cull.cli.scoring import model_spec
 from clip_cull.cli.taste import eval_ratings
 from clip_cull.distributed import local_rank
-from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.heads import BUILTIN_HEADS, load_head, resolve_head
 from clip_cull.heads.linear import probe_head

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,7 +21,6 @@ from clip_cull.cli.common import plural
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import DarktableDefaultOpt, ModelFlags, shared_options
 from clip_cull.cli.scoring import model_spec
-from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.files import heif_available
 from clip_cull.heads import resolve_head
