@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from clip_cull.errors import CacheError
+from clip_cull.files import open_regular
 
 BUSY_TIMEOUT_S = 60  # another clipcull writing the same cache waits, it does not fail
 SQL_CHUNK = 500  # stays under SQLite's host-parameter limit
@@ -391,7 +392,7 @@ def _check_ours(path: Path) -> None:
     if st.st_size == 0:
         return
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd, _ = open_regular(path)
         with os.fdopen(fd, "rb") as f:
             header = f.read(100)
     except OSError as e:

@@ -13,6 +13,7 @@ import re
 import stat
 
 from clip_cull.actions.xmp import MAX_XMP_BYTES
+from clip_cull.files import open_regular
 
 WINDOW = 4 << 20
 _OPEN, _CLOSE = b"<x:xmpmeta", b"</x:xmpmeta>"
@@ -30,12 +31,8 @@ def embedded_packets(photo: str) -> list[bytes]:
     tools append one instead of replacing it), and readers disagree which counts (exiftool lets
     the last one win, exiv2 reads the first). Empty when there is none or the file cannot be read."""
     try:
-        if not stat.S_ISREG(os.stat(photo).st_mode):
-            return []
-        fd = os.open(photo, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd, _ = open_regular(photo)  # NotRegularFile is an OSError: a FIFO gives [] at once
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return []
             start = f.read(2)
             if start == b"\xff\xd8":
                 return _jpeg_packets(f)

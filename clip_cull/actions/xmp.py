@@ -24,6 +24,8 @@ import xml.parsers.expat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clip_cull.files import NotRegularFile, open_regular
+
 XMP_NS = "http://ns.adobe.com/xap/1.0/"
 DC_NS = "http://purl.org/dc/elements/1.1/"
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -129,11 +131,11 @@ def read_xmp_file(path: str | Path) -> bytes:
     if info.st_size > MAX_XMP_BYTES:
         raise XmpError(f"is {info.st_size} bytes, over the {MAX_XMP_BYTES}-byte limit for XMP")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd, _ = open_regular(path)
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped for something else meanwhile
-                raise XmpError("is not a regular file")
             data = f.read(MAX_XMP_BYTES + 1)
+    except NotRegularFile:  # swapped for something else since the stat above
+        raise XmpError("is not a regular file") from None
     except OSError as e:
         raise XmpError(f"cannot be read ({e.strerror or e})") from None
     if len(data) > MAX_XMP_BYTES:
