@@ -16,6 +16,7 @@ entities and no entity expansion), well-formed XML with every prefix bound.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import stat
@@ -226,16 +227,21 @@ def _exiv2():
         logger = logging.getLogger("exiv2")
         logger.addHandler(_collector)
         logger.propagate = False
+        # Its own level, so that whatever the application does to the root logger (the CLI sets
+        # it to CRITICAL) exiv2's warnings still reach the collector: a packet exiv2 read only in
+        # part must be refused, never taken for an empty one and written over.
+        logger.setLevel(logging.WARNING)
         _exiv2_module = exiv2
     return _exiv2_module
 
 
 @dataclass
 class XmpFields:
-    rating: int | None = None  # None: no xmp:Rating (or not a number)
+    rating: int | None = None  # None: no xmp:Rating, or not a finite number
     label: str | None = None
     keywords: list[str] = field(default_factory=list)
     darktable: bool = False  # darktable wrote it (its namespace is there)
+    rating_text: str | None = None  # xmp:Rating as written ("7", "1e999", "abc"): someone's value all the same
 
 
 class Packet:
@@ -266,6 +272,7 @@ class Packet:
             raise XmpError(f"exiv2 cannot read it ({problems[0]})")
         self._image = image
         self.xmp = image.xmpData()
+        _check_complete(xml_properties(self._buffer), self.properties())
 
     def properties(self) -> dict[str, tuple[str, str]]:
         """Every property, by exiv2 key: (type, value as text)."""
@@ -284,9 +291,9 @@ class Packet:
 
     def fields(self) -> XmpFields:
         keys = [d.key() for d in self.xmp]
-        return XmpFields(_int(self._text("Xmp.xmp.Rating")), self._text("Xmp.xmp.Label"),
-                         self._items("Xmp.dc.subject") or [],
-                         any(k.startswith("Xmp.darktable.") for k in keys))
+        rating = self._text("Xmp.xmp.Rating")
+        return XmpFields(_int(rating), self._text("Xmp.xmp.Label"), self._items("Xmp.dc.subject") or [],
+                         any(k.startswith("Xmp.darktable.") for k in keys), rating)
 
     def set_text(self, key: str, value: str | None) -> None:
         if value is None:
@@ -385,7 +392,101 @@ def _check_kept(before: dict, written: Packet, rating, label, drop_label, keywor
 
 
 def _int(value: str | None) -> int | None:
+    """A rating as a whole number; None for none, text, NaN or infinity ("1e999")."""
     try:
-        return int(float(value)) if value is not None else None
+        number = float(value) if value is not None else None
     except ValueError:
         return None
+    if number is None or not math.isfinite(number):
+        return None
+    return int(number)
+
+
+# --- an independent reading, to catch what exiv2 drops ----------------------------------------
+
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+_RDF_SYNTAX = {"about", "ID", "nodeID", "resource", "parseType", "datatype", "type"}
+
+
+def xml_properties(data: bytes) -> dict[tuple[str, str], str | None]:
+    """The top-level XMP properties of a packet, read with a plain namespace-aware XML parser:
+    (namespace, name) -> the value of a simple property, or None for an array, a structure or a
+    resource. A property written twice is refused here (exiv2 keeps one of them, and may say
+    nothing about it)."""
+    parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+    found: dict[tuple[str, str], str | None] = {}
+    stack: list[str] = []
+    state = {"rdf_depth": None, "current": None, "text": [], "simple": True}
+
+    def split(name: str) -> tuple[str, str]:
+        ns, _, local = name.rpartition(" ")
+        return ns, local
+
+    def add(key: tuple[str, str], value: str | None) -> None:
+        if key in found:
+            raise XmpError(f"has the property {key[1]} twice; clipcull cannot know which one counts, so leaves it alone")
+        found[key] = value
+
+    def start(name, attrs):
+        depth = len(stack)
+        stack.append(name)
+        rdf = state["rdf_depth"]
+        if name == f"{RDF_NS} RDF" and rdf is None:
+            state["rdf_depth"] = depth
+        elif rdf is not None and depth == rdf + 1:  # a node: rdf:Description (or a typed node)
+            if name != f"{RDF_NS} Description":
+                add(split(name), None)  # a typed node: must be there in exiv2's reading too
+            for attr, value in attrs.items():
+                ns, local = split(attr)
+                if ns in (RDF_NS, XML_NS) or not ns:
+                    continue
+                add((ns, local), value)
+        elif rdf is not None and depth == rdf + 2:  # a top-level property
+            state["current"], state["text"] = split(name), []
+            odd = [a for a in attrs if split(a)[0] != XML_NS]
+            state["simple"] = not odd
+        elif rdf is not None and depth > rdf + 2:
+            state["simple"] = False
+
+    def end(name):
+        stack.pop()
+        rdf = state["rdf_depth"]
+        if rdf is not None and len(stack) == rdf + 2 and state["current"] is not None:
+            add(state["current"], "".join(state["text"]) if state["simple"] else None)
+            state["current"] = None
+        if rdf is not None and len(stack) == rdf:
+            state["rdf_depth"] = None
+
+    def text(data):
+        if state["current"] is not None and len(stack) == state["rdf_depth"] + 3:
+            state["text"].append(data)
+
+    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, text
+    try:
+        parser.Parse(data, True)
+    except xml.parsers.expat.ExpatError as e:
+        raise XmpError(f"is not well-formed XML ({e})") from None
+    return found
+
+
+def _check_complete(expected: dict[tuple[str, str], str | None], read: dict[str, tuple[str, str]]) -> None:
+    """Every property the XML holds must be in what exiv2 read, a simple one with the same value:
+    anything less would be lost when the packet is written back, so the packet is refused."""
+    exiv2 = _exiv2()
+    have: dict[tuple[str, str], str | None] = {}
+    for key, (_type, value) in read.items():
+        _, prefix, path = key.split(".", 2)
+        local = re.match(r"[^\[/?]+", path).group(0)
+        try:
+            ns = exiv2.XmpProperties.ns(prefix)
+        except Exception:  # an exiv2 that cannot name it: compare by name alone
+            ns = None
+        simple = local == path
+        have[(ns, local)] = value if simple else None
+        have.setdefault((None, local), value if simple else None)
+    for (ns, local), value in expected.items():
+        if (ns, local) not in have and (None, local) not in have:
+            raise XmpError(f"holds {local} ({ns}), which exiv2 does not read; clipcull leaves it alone rather than lose it")
+        got = have.get((ns, local), have.get((None, local)))
+        if value is not None and got is not None and got.strip() != value.strip():
+            raise XmpError(f"holds {local}={value.strip()[:40]!r}, which exiv2 reads as {got.strip()[:40]!r}; left alone")
