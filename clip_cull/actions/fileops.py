@@ -39,11 +39,43 @@ def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None
             os.fsync(f.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
+        keep_attributes(path, tmp)
         os.replace(tmp, path)
     except BaseException:
         _drop_partial(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def keep_attributes(old: Path, new: Path) -> None:
+    """What the file at `old` carries besides its bytes goes to `new` before `new` replaces it:
+    extended attributes (KDE/Baloo ratings and tags, macOS Finder tags, SELinux labels) and, where
+    permitted, owner and group. A rename would otherwise drop them silently."""
+    try:
+        st = os.lstat(old)
+    except OSError:
+        return  # a new file: nothing to keep
+    if not stat.S_ISREG(st.st_mode):
+        return
+    for name in _xattr_names(old):
+        try:
+            os.setxattr(new, name, os.getxattr(old, name, follow_symlinks=False), follow_symlinks=False)
+        except OSError:
+            pass  # a namespace this user may not write (security.*, trusted.*): nothing lost on disk
+    if hasattr(os, "chown"):
+        try:
+            os.chown(new, st.st_uid, st.st_gid, follow_symlinks=False)
+        except OSError:
+            pass  # only root may give a file away; the user's own file stays the user's
+
+
+def _xattr_names(path: Path) -> list[str]:
+    if not hasattr(os, "listxattr"):
+        return []
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return []
 
 
 def _drop_partial(tmp: Path) -> None:
