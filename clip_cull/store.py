@@ -105,6 +105,15 @@ def m005_forget_run_limits(db: Database) -> None:
     )
 
 
+@migrations()
+def m006_journal_ownership(db: Database) -> None:
+    """What each write claims (the rating and label clipcull set: ownership comes from the journal,
+    not from a keyword), which moved files belong to one photo's set, and how to restore a
+    photo's exact bytes after `tag --embed`."""
+    for column, kind in (("owned", str), ("set_id", int), ("patch", str)):
+        db["steps"].add_column(column, kind)
+
+
 @dataclass
 class FileRecord:
     """One photo's row: identity, fingerprint, facts, or the reason it cannot be read."""

@@ -3,7 +3,8 @@ evaluate heads and to train a personal one.
 
 Ratings come from `xmp:Rating` wherever the photographer's rating can be (see
 actions/ratings.py): -1 is a reject, 1-5 stars, 0 unrated (left out unless unrated_as). Ratings
-clipcull wrote itself (keyword clipcull:rated) are looked past, so it never learns from itself.
+clipcull wrote itself (by its journal: the value clipcull last wrote there) are looked past, so it
+never learns from itself.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ class Rating:
 
 def read_rating(photo: str, unrated_as: int | None = None, companions: list[str] = (),
                 darktable_default_counts: bool = False, notes: list[str] | None = None,
-                listings: dict | None = None) -> Rating | None:
+                listings: dict | None = None, journal=None) -> Rating | None:
     """The photographer's rating of one photo, from wherever it is (actions/ratings.py: the
     photo's sidecars, its RAW companion's, XMP embedded in the photo, then in the RAW). 0 or no
     rating: unrated (None, or unrated_as). A disagreement between sources and a sidecar that cannot
     be read are appended to `notes` as one line each."""
-    found = find_rating(photo, list(companions), darktable_default_counts, listings)
+    found = find_rating(photo, list(companions), darktable_default_counts, listings, journal)
     if notes is not None:
         notes += [f"{where}: left out: {why}" for where, why in found.problems]
         if found.disagreement:

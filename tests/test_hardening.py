@@ -68,8 +68,8 @@ def test_sigkill_while_indexing_loses_only_the_batch_in_flight(tiny_env, tmp_pat
 KILL_AFTER = """
 import os, signal, sys
 import clip_cull.actions.move as move
-import clip_cull.actions.tag as tag
-real_transfer, real_write = move.transfer, tag.write_atomic
+import clip_cull.actions.writer as writer
+real_transfer, real_write = move.transfer, writer.write_atomic
 calls = {{"n": 0}}
 def die_at(n):
     calls["n"] += 1
@@ -81,7 +81,7 @@ def transfer(*a, **k):
 def write(*a, **k):
     real_write(*a, **k)
     die_at({n})
-move.transfer, tag.write_atomic = transfer, write
+move.transfer, writer.write_atomic = transfer, write
 from clip_cull.cli import app
 app(sys.argv[1:])
 """

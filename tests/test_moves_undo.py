@@ -194,7 +194,7 @@ def test_copy_original_replaced_by_link_to_the_backup_keeps_the_backup(tiny_env,
     assert contents(shoot, backup) == before  # the linked original's bytes live on in the backup
 
 
-def test_moved_photo_replaced_at_destination_is_a_conflict(shoot, private_cache):
+def test_moved_photo_replaced_by_a_link_is_a_conflict_an_edited_one_goes_back(shoot, private_cache):
     photo = shoot / "IMG_0002.jpg"
     run_id, _ = move_files(private_cache, shoot, [photo])
     moved = shoot / "_rejects" / "IMG_0002.jpg"
@@ -202,13 +202,14 @@ def test_moved_photo_replaced_at_destination_is_a_conflict(shoot, private_cache)
     moved.unlink()
     os.symlink("/etc/hostname", moved)  # not what clipcull put there
     report = undo(private_cache, run_id)
-    assert report.conflicts == [f"{moved} was replaced or changed since the move (now a symbolic link); left as it is"]
+    assert report.conflicts == [f"{moved} is now a symbolic link; left as it is"]
     assert not photo.exists() and moved.is_symlink()
     moved.unlink()
-    moved.write_bytes(data)  # same bytes, but another file than clipcull left: still a conflict
-    os.utime(moved, ns=(1, 1))
+    moved.write_bytes(data + b"edited")  # another file than clipcull left (edited there, say): a regular
+    os.utime(moved, ns=(1, 1))  # file, and its old place is free, so it goes back as it is now
     report = undo(private_cache, run_id)
-    assert report.conflicts == [f"{moved} was replaced or changed since the move (now another file); left as it is"]
+    assert report.conflicts == [] and photo.read_bytes() == data + b"edited" and not moved.exists()
+    assert report.notes == [f"{photo}: back from {moved}, as it is now (changed there since the move)"]
 
 
 def test_remove_if_duplicate_refuses_links_and_the_same_entry(tmp_path):

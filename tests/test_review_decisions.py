@@ -57,14 +57,36 @@ def test_decision_merges_into_a_foreign_sidecar_and_undo_restores_its_bytes(tmp_
     assert writer.undo_last() is None
 
 
+def _tag(store, photo, rating: int) -> None:
+    """clipcull tag's write of one rating, journaled as tag journals it."""
+    from clip_cull.actions import tag as tagging
+    from clip_cull.actions.writer import RATING, Edit, plan_sidecar
+
+    change = plan_sidecar(str(photo), photo.with_suffix(".xmp"), Edit(rating, keywords=["clipcull:rated"],
+                                                                     owned={RATING: str(rating)}), rating)
+    assert tagging.apply_tags(Journal(store), [change], {"command": "tag"}) is not None
+
+
 def test_a_rating_clipcull_tag_wrote_is_not_taken_for_the_photographers(tmp_path, store):
     photo = make_photo(tmp_path / "IMG_2.jpg", seed=2)
-    exiftool("-o", tmp_path / "IMG_2.xmp", "-XMP-xmp:Rating=3", "-XMP-dc:Subject=clipcull:rated", photo)
+    _tag(store, photo, 3)
     writer = DecisionWriter(store, {"command": "review"})
-    assert writer.current(str(photo)).rating is None
+    assert writer.current(str(photo)).rating is None  # the journal says clipcull wrote exactly this 3
     writer.decide(str(photo), [], rating=-1)
     after = read(tmp_path / "IMG_2.xmp")
     assert after["Rating"] == -1 and "Subject" not in after  # now the photographer's: no clipcull:rated
+
+
+def test_a_keyword_alone_makes_no_rating_clipculls(tmp_path, store):
+    """Ownership comes from the journal: a sidecar another program wrote with clipcull's keyword
+    (or one the photographer re-rated after clipcull) holds the photographer's rating."""
+    photo = make_photo(tmp_path / "IMG_2.jpg", seed=2)
+    exiftool("-o", tmp_path / "IMG_2.xmp", "-XMP-xmp:Rating=3", "-XMP-dc:Subject=clipcull:rated", photo)
+    assert DecisionWriter(store, {"command": "review"}).current(str(photo)).rating == 3
+    other = make_photo(tmp_path / "IMG_4.jpg", seed=4)
+    _tag(store, other, 2)
+    exiftool("-overwrite_original", "-XMP-xmp:Rating=5", tmp_path / "IMG_4.xmp")  # re-rated in Lightroom
+    assert DecisionWriter(store, {"command": "review"}).current(str(other)).rating == 5
 
 
 def test_undo_of_one_action_leaves_a_sidecar_changed_since_alone(tmp_path, store):
@@ -117,31 +139,31 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
                                                                                           monkeypatch):
     """The RAW's sidecar cannot be written (read-only share, full disk): the JPEG's sidecar, already
     written for the same key press, gets its bytes back, so the files match what the page shows."""
+    from clip_cull.actions import writer as xmp_writer
     from clip_cull.actions.undo import undo_run
-    from clip_cull.review import decisions
 
     photo = make_photo(tmp_path / "IMG_5.jpg", seed=5)
     raw = tmp_path / "IMG_5.CR2"
     raw.write_bytes(b"raw")
     exiftool("-o", tmp_path / "IMG_5.jpg.xmp", "-XMP-dc:Creator=Ann Example", "-XMP-xmp:Rating=2", photo)
     original = (tmp_path / "IMG_5.jpg.xmp").read_bytes()
-    real_write = decisions.write_atomic
+    real_write = xmp_writer.write_atomic
 
     def refuse_the_raws(path, data, *args, **kwargs):
         if str(path).endswith(".CR2.xmp"):
             raise PermissionError(13, "Permission denied", str(path))
         return real_write(path, data, *args, **kwargs)
 
-    monkeypatch.setattr(decisions, "write_atomic", refuse_the_raws)
+    monkeypatch.setattr(xmp_writer, "write_atomic", refuse_the_raws)
     writer = DecisionWriter(store, {"command": "review"}, style="darktable")
-    with pytest.raises(ReviewError, match=r"IMG_5\.CR2\.xmp: cannot write the sidecar \(Permission denied\)"):
+    with pytest.raises(ReviewError, match=r"IMG_5\.CR2\.xmp: Permission denied; not written"):
         writer.decide(str(photo), [str(raw)], rating=5)
     assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
     journal = Journal(store)
     assert [s.state for s in journal.steps(writer.run_id)] == ["undone", "failed"]
     assert writer.actions == 0 and writer.current(str(photo)).rating == 2
 
-    monkeypatch.setattr(decisions, "write_atomic", real_write)  # the share is writable again
+    monkeypatch.setattr(xmp_writer, "write_atomic", real_write)  # the share is writable again
     writer.decide(str(photo), [str(raw)], rating=4)
     assert read(tmp_path / "IMG_5.jpg.xmp")["Rating"] == 4 and read(tmp_path / "IMG_5.CR2.xmp")["Rating"] == 4
     assert undo_run(store, journal, writer.run_id).conflicts == []  # `clipcull undo` of the session

@@ -2,6 +2,7 @@
 against them, and a personal head trained with cross-validation grouped by shoot."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from clip_cull.actions.journal import Journal
 from clip_cull.cli import app
+from clip_cull.store import Store
 from clip_cull.taste import read_rating, shoot_groups, taste_figures
 
 XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -63,9 +66,23 @@ def library(tmp_path) -> Path:
                 side = name.with_suffix(".xmp") if style == 0 else name.with_name(name.name + ".xmp")
                 side.write_text(XMP.format(rating=stars, keyword="family"))
             n += 1
-    photo(root / "mixed" / "clipcull_rated.jpg", 230, 900, xmp=XMP.format(rating=5, keyword="clipcull:rated"))
+    clipcull_rated = photo(root / "mixed" / "clipcull_rated.jpg", 230, 900)
+    embed_as_tag_does(clipcull_rated, 5)  # journaled: clipcull's own rating, never learnt from
     photo(root / "mixed" / "unrated.jpg", 120, 901)
     return root
+
+
+def embed_as_tag_does(photo: Path, rating: int) -> None:
+    """`tag --embed`'s write of one rating, journaled where the commands look (CLIPCULL_DB)."""
+    from clip_cull.actions.tag import apply_tags
+    from clip_cull.actions.writer import RATING, Edit, plan_embedded
+
+    store = Store.open(os.environ["CLIPCULL_DB"])
+    try:
+        change = plan_embedded(str(photo), Edit(rating, keywords=["clipcull:rated"], owned={RATING: str(rating)}))
+        assert apply_tags(Journal(store), [change], {"command": "tag"}) is not None
+    finally:
+        store.close()
 
 
 def test_ratings_come_from_both_sidecar_styles_and_embedded_xmp(library):
@@ -75,7 +92,11 @@ def test_ratings_come_from_both_sidecar_styles_and_embedded_xmp(library):
     assert read_rating(str(lightroom)).source.endswith("IMG_0000.xmp")
     assert read_rating(str(darktable)).source.endswith("IMG_0001.jpg.xmp")
     assert read_rating(str(embedded)).source == "XMP embedded in IMG_0002.jpg"
-    assert read_rating(str(library / "mixed" / "clipcull_rated.jpg")) is None  # never learn from itself
+    store = Store.open(os.environ["CLIPCULL_DB"])
+    clipculls = str(library / "mixed" / "clipcull_rated.jpg")
+    assert read_rating(clipculls, journal=Journal(store)) is None  # never learn from itself
+    assert read_rating(clipculls).stars == 5  # without the journal no value is clipcull's
+    store.close()
     assert read_rating(str(library / "mixed" / "unrated.jpg")) is None
     assert read_rating(str(library / "mixed" / "unrated.jpg"), unrated_as=2).stars == 2
 

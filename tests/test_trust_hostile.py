@@ -395,7 +395,7 @@ def test_a_move_whose_source_cannot_go_leaves_the_photo_in_one_place(tmp_path, m
 
 
 def test_tag_writes_what_it_can_when_one_folder_is_read_only(tiny_env, photo_folder, monkeypatch, deadline):
-    from clip_cull.actions import tag as tag_module
+    from clip_cull.actions import writer as tag_module
 
     read_only(monkeypatch, tag_module, "write_atomic", photo_folder / "day2")
     result = run("tag", photo_folder)

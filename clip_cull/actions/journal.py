@@ -131,6 +131,9 @@ class Step:
     dst_id: Identity | None = None  # what clipcull left at dst when the step was done
     before_mode: int | None = None  # a sidecar's permission bits before clipcull wrote it
     note: str | None = None  # why a step failed or was left alone
+    owned: dict | None = None  # XMP writes: the fields clipcull set and claims ({"rating": "3"}); {}: the photographer's
+    set_id: int | None = None  # moves: the files of one photo (RAW, JPEG, sidecars) share it, and go back together
+    patch: dict | None = None  # tag --embed: {"head", "tail", "before_sha"}; `before` holds the bytes between
 
 
 @dataclass
@@ -181,7 +184,7 @@ def _take_flock(path: str, wait_s: float, db: str) -> int | None:
             return fd  # a file system without flock: go on unlocked, as before
 
 
-STEP_COLUMNS = "action, src, dst, before, after_sha, state, seq, src_id, dst_id, before_mode, note"
+STEP_COLUMNS = "action, src, dst, before, after_sha, state, seq, src_id, dst_id, before_mode, note, owned, set_id, patch"
 
 
 class Journal:
@@ -249,10 +252,12 @@ class Journal:
         for seq, step in enumerate(steps, start=first_seq):
             step.seq, step.state = seq, PLANNED
             self.db.execute(
-                "insert into steps (run_id, seq, action, src, dst, before, after_sha, state, src_id, before_mode)"
-                " values (?,?,?,?,?,?,?,?,?,?)",
+                "insert into steps (run_id, seq, action, src, dst, before, after_sha, state, src_id, before_mode,"
+                " owned, set_id, patch) values (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [run_id, seq, step.action, step.src, step.dst, step.before, step.after_sha, PLANNED,
-                 step.src_id.dump() if step.src_id else None, step.before_mode],
+                 step.src_id.dump() if step.src_id else None, step.before_mode,
+                 None if step.owned is None else json.dumps(step.owned), step.set_id,
+                 None if step.patch is None else json.dumps(step.patch)],
             )
 
     def mark(self, run_id: int, seq: int, state: str, note: str | None = None) -> None:
@@ -319,11 +324,11 @@ class Journal:
             "left join steps s on s.run_id = r.id where r.id = ? group by r.id", [run_id]).fetchone()
         return Run(*row) if row else None
 
-    def last_undoable(self) -> Run | None:
-        """The newest run that is not wholly undone."""
+    def last_undoable(self, before: int | None = None) -> Run | None:
+        """The newest run (older than run `before`, when given) that is not wholly undone."""
         marks = ",".join("?" * len(UNDOABLE))
-        row = self.db.execute(f"select id from runs where state in ({marks}) order by id desc limit 1",
-                              list(UNDOABLE)).fetchone()
+        row = self.db.execute(f"select id from runs where state in ({marks}) and (? is null or id < ?)"
+                              " order by id desc limit 1", [*UNDOABLE, before, before]).fetchone()
         return self.run(row[0]) if row else None
 
     def unfinished(self, kind: str) -> Run | None:
@@ -349,19 +354,44 @@ class Journal:
                 here = step.dst
         return chain
 
-    def later_write_of(self, path: str, after_run: int) -> tuple[int, Step] | None:
-        """The next sidecar write at path, in a run after `after_run`, not undone."""
+    def later_write_of(self, path: str, after_run: int, action: str = "sidecar") -> tuple[int, Step] | None:
+        """The next write (sidecar, or embedded) at path, in a run after `after_run`, not undone."""
         row = self.db.execute(
-            f"select run_id, {STEP_COLUMNS} from steps where action = 'sidecar' and dst = ? and run_id > ?"
-            " and state != ? order by run_id, seq limit 1", [path, after_run, UNDONE]).fetchone()
+            f"select run_id, {STEP_COLUMNS} from steps where action = ? and dst = ? and run_id > ?"
+            " and state != ? order by run_id, seq limit 1", [action, path, after_run, UNDONE]).fetchone()
         return (row[0], _step(row[1:])) if row else None
 
-    def rebase(self, run_id: int, seq: int, before: bytes | None, before_mode: int | None) -> None:
+    def rebase(self, run_id: int, seq: int, before: bytes | None, before_mode: int | None,
+               patch: dict | None = None) -> None:
         """A later write's "before" becomes what was there before an earlier write it sat on,
         now that the earlier one is undone beneath it: undoing the later run restores that."""
         with self.store.writing():
-            self.db.execute("update steps set before = ?, before_mode = ? where run_id = ? and seq = ?",
-                            [before, before_mode, run_id, seq])
+            self.db.execute("update steps set before = ?, before_mode = ?, patch = coalesce(?, patch)"
+                            " where run_id = ? and seq = ?",
+                            [before, before_mode, None if patch is None else json.dumps(patch), run_id, seq])
+
+    def last_write(self, path: str) -> Step | None:
+        """The XMP write (sidecar or embedded) whose result should be at `path` now, by the
+        journal: the newest write there that was not undone, following moves and copies back
+        to where the file was then. None when clipcull never wrote what is there (never wrote
+        there, or the file it wrote was moved away since)."""
+        here, before_run = path, None
+        for _ in range(1000):  # a chain of moves: bounded, never a loop
+            row = self.db.execute(
+                f"select run_id, {STEP_COLUMNS} from steps where state in (?, ?) and ("
+                "  (dst = ? and action in ('sidecar', 'embedded', 'move', 'copy'))"
+                "  or (src = ? and action = 'move'))"
+                " and (? is null or run_id < ?) order by run_id desc, seq desc limit 1",
+                [DONE, CONFLICT, here, here, before_run, before_run]).fetchone()
+            if row is None:
+                return None
+            step = _step(row[1:])
+            if step.action in ("sidecar", "embedded"):
+                return step
+            if step.src == here and step.action == "move":
+                return None  # the file clipcull wrote here was moved away; what is here now is not its
+            here, before_run = step.src, row[0]  # moved or copied here: look where it came from
+        return None
 
     def later_copies_from(self, paths: list[str], after_run: int) -> list[tuple[int, Step]]:
         """Copies done after run `after_run` of a file at any of these paths."""
@@ -384,6 +414,7 @@ class Journal:
 
 
 def _step(row) -> Step:
-    action, src, dst, before, after_sha, state, seq, src_id, dst_id, before_mode, note = row
+    action, src, dst, before, after_sha, state, seq, src_id, dst_id, before_mode, note, owned, set_id, patch = row
     return Step(action, src, dst, before, after_sha, "running" if state == "partial" else state, seq,
-                Identity.load(src_id), Identity.load(dst_id), before_mode, note)
+                Identity.load(src_id), Identity.load(dst_id), before_mode, note,
+                None if owned is None else json.loads(owned), set_id, None if patch is None else json.loads(patch))

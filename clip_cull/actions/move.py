@@ -121,7 +121,7 @@ def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = 
     action = "copy" if copy else "move"
     abs_roots = sorted((os.path.abspath(os.path.expanduser(r)) for r in roots), key=len, reverse=True)
     dest_base = Path(os.path.realpath(Path(to_dir).expanduser())) if to_dir else None
-    for photo in photos:
+    for photo_number, photo in enumerate(photos):
         try:
             files, photo_notes = _files_of(photo, claimed, moving, folders)
             notes.extend(photo_notes)
@@ -144,8 +144,8 @@ def plan_moves(photos: list, roots: list[str], to_dir: str | None, copy: bool = 
             target = _target(f, stem, Path(photo.path).stem, stems)
             taken.add(_folded(target))
             claimed.add(f)
-            step = Step(action, f, str(target))
-            step.photo_set = id(photo)  # in memory only (not journaled): the files that go together
+            step = Step(action, f, str(target), set_id=photo_number)  # journaled: undo takes the set back together
+            step.photo_set = photo_number  # the files that go together, for this run
             steps.append(step)
     return steps
 

@@ -9,8 +9,11 @@ Sources, in this order (the first that holds a photographer's rating wins):
 Sidecars come before embedded XMP because a sidecar is what a cataloguing program writes when the
 photographer rates (an embedded rating is often the camera's or an older export's).
 
-Not a photographer's rating, so looked past: a rating clipcull wrote (keyword clipcull:rated), and
-darktable's import default (xmp:Rating 1 in a darktable sidecar) unless darktable_default_counts.
+Not a photographer's rating, so looked past: a rating clipcull wrote, by its journal (the value is
+exactly what clipcull last wrote there; see writer.claims_now: a keyword proves nothing, since the
+photographer may re-rate a photo clipcull rated), and darktable's import default (xmp:Rating 1 in
+a darktable sidecar) unless darktable_default_counts. A value that is no rating at all ("abc",
+"1e999") is someone's all the same: `odd` holds it, and tag keeps it.
 An explicit 0 is "unrated by choice": it wins like any rating (the photo counts as unrated).
 When two sources hold different photographer's ratings, `disagreement` says so in one line.
 """
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_cull.actions.embedded import embedded_packets
-from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, parse, rating_sidecars, read_xmp_file
+from clip_cull.actions.writer import RATING, claims_now
+from clip_cull.actions.xmp import XmpError, parse, rating_sidecars, read_xmp_file
 
 DARKTABLE_DEFAULT_RATING = 1
 EMBEDDED = "XMP embedded in "
@@ -33,25 +37,32 @@ class Finding:
     source: str | None = None
     disagreement: str | None = None  # one line, when two sources disagree
     problems: list[tuple[str, str]] = field(default_factory=list)  # (sidecar, why it cannot be read)
+    odd: str | None = None  # an xmp:Rating someone set that is not a number clipcull understands
 
 
 def find_rating(photo: str, companions: list[str] = (), darktable_default_counts: bool = False,
-                listings: dict | None = None) -> Finding:
+                listings: dict | None = None, journal=None) -> Finding:
     """The photographer's rating of `photo` (with its RAW companions), and what else was seen.
-    `listings`: folder -> its entries, to list each folder once over many photos."""
+    `listings`: folder -> its entries, to list each folder once over many photos. `journal`: the
+    journal that says which values clipcull wrote (None: every value is the photographer's)."""
     finding = Finding()
     found: list[tuple[int, str]] = []
-    for source, data, problem in _sources(photo, list(companions), listings):
+    for source, where, data, problem in _sources(photo, list(companions), listings):
         try:
             if problem:
                 raise XmpError(problem)
-            rating = _photographers_rating(data, darktable_default_counts)
+            fields = parse(data).fields()
         except XmpError as e:
             if not source.startswith(EMBEDDED):  # a photo's own odd XMP is not worth a line
                 finding.problems.append((source, str(e)))
             continue
+        if fields.rating_text is None or RATING in claims_now(journal, where, fields, data):
+            continue  # no rating, or exactly the one clipcull wrote there
+        rating = _photographers_rating(fields, darktable_default_counts)
         if rating is not None:
             found.append((rating, source))
+        elif fields.rating is None and finding.odd is None:
+            finding.odd, finding.source = fields.rating_text, source
     if found:
         finding.rating, finding.source = found[0]
         others = [(r, s) for r, s in found[1:] if r != finding.rating]
@@ -73,18 +84,17 @@ def _sources(photo: str, companions: list[str], listings: dict | None):
                 continue
             seen.add(key)
             try:
-                yield str(sidecar), read_xmp_file(sidecar), None
+                yield str(sidecar), str(sidecar), read_xmp_file(sidecar), None
             except XmpError as e:
-                yield str(sidecar), None, str(e)
+                yield str(sidecar), str(sidecar), None, str(e)
     for member in members:
         # A JPEG with several XMP segments: each is a source, the last first (as exiftool reads it)
         for packet in reversed(embedded_packets(member)):
-            yield f"{EMBEDDED}{Path(member).name}", packet, None
+            yield f"{EMBEDDED}{Path(member).name}", member, packet, None
 
 
-def _photographers_rating(data: bytes, darktable_default_counts: bool) -> int | None:
-    fields = parse(data).fields()
-    if fields.rating is None or RATED_KEYWORD in fields.keywords:
+def _photographers_rating(fields, darktable_default_counts: bool) -> int | None:
+    if fields.rating is None:
         return None
     if fields.darktable and fields.rating == DARKTABLE_DEFAULT_RATING and not darktable_default_counts:
         return None

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import errno
-import os
-import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from clip_cull.actions.fileops import write_atomic
-from clip_cull.actions.journal import DONE, FAILED, PARTIAL, Journal, Step
-from clip_cull.actions.embedded import can_embed, embed_rating
+from clip_cull.actions.journal import DONE, FAILED, RUNNING, Journal
 from clip_cull.actions.ratings import find_rating
-from clip_cull.actions.xmp import (
-    KEYWORD_PREFIX,
-    LABELLED_KEYWORD,
-    RATED_KEYWORD,
-    XmpError,
-    existing_sidecars,
-    merge,
-    parse,
-    read_xmp_file,
-    sidecar_path,
-)
-from clip_cull.files import content_fingerprint
+from clip_cull.actions.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_embedded,
+                                      plan_sidecar, read_current, steps_for, target_sidecar)
+from clip_cull.actions.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse
 
 # Default stars by rank in the folder: the top 10% get 5, the next 20% 4, the middle 40% 3,
 # the next 20% 2 and the bottom 10% 1.
@@ -65,23 +50,7 @@ def star_ratings(scores: np.ndarray, thresholds: list[tuple[int, float]] | None 
     return stars
 
 
-@dataclass
-class SidecarChange:
-    photo: str
-    sidecar: Path
-    before: bytes | None
-    after: bytes | None  # None: nothing to write (kept, unchanged, or left alone)
-    rating: int
-    note: str = ""  # why nothing is written, or what happens
-    problem: bool = False  # left alone because it cannot be read or written safely: said on stderr
-    action: str = "sidecar"  # or "embedded": the rating goes into the photo's own XMP (tag --embed)
-    after_sha: str | None = None  # embedded: sha256 of the photo as it will be written
-    source_sha: str | None = None  # embedded: sha256 of the photo as planned
-    words: list[str] | None = None  # embedded: clipcull's keywords
-
-    @property
-    def writes(self) -> bool:
-        return self.after is not None or self.after_sha is not None
+SidecarChange = XmpChange  # the name tag's callers know
 
 
 def plan_tags(
@@ -95,14 +64,16 @@ def plan_tags(
     reject_blurry: bool = False,
     darktable_default_counts: bool = False,
     embed: bool = False,
-) -> tuple[list[SidecarChange], list[str]]:
+    journal: Journal | None = None,
+) -> tuple[list[XmpChange], list[str]]:
     """What each photo's sidecar would become, and one line for each photo whose ratings disagree.
 
     A rating the photographer set anywhere (either sidecar naming, the RAW companion's sidecar, XMP
     embedded in the photo or its RAW; see actions/ratings.py) is kept unless overwrite: then no
-    sidecar of that photo is written. With darktable naming a RAW companion gets its own sidecar;
-    with Lightroom naming the RAW and the JPEG share one. The photographer's colour label is left
-    as it is unless `label` is given."""
+    sidecar of that photo is written. A value is clipcull's only where `journal` says clipcull
+    wrote exactly that value there (writer.claims_now); without a journal every value is the
+    photographer's. With darktable naming a RAW companion gets its own sidecar; with Lightroom
+    naming the RAW and the JPEG share one. The photographer's colour label is left as it is."""
     scores = np.array([p.score for p in ranked])
     stars = star_ratings(scores, thresholds, reject_below)
     if reject_blurry:
@@ -110,14 +81,13 @@ def plan_tags(
     changes, disagreements, listings, planned = [], [], {}, set()
     for photo, rating in zip(ranked, stars):
         members = [photo.path, *getattr(photo, "companions", [])]
-        found = find_rating(photo.path, members[1:], darktable_default_counts, listings)
-        changes += [SidecarChange(photo.path, Path(where), None, None, int(rating), f"left alone: {why}", True)
+        found = find_rating(photo.path, members[1:], darktable_default_counts, listings, journal)
+        changes += [XmpChange(photo.path, Path(where), None, None, int(rating), f"left alone: {why}", True)
                     for where, why in found.problems]
         if found.disagreement:
             disagreements.append(found.disagreement)
-        if found.rating not in (None, 0) and not overwrite:
-            changes.append(SidecarChange(photo.path, Path(found.source), None, None, int(rating),
-                                         f"keeps the photographer's rating {found.rating} (--overwrite to replace)"))
+        if not overwrite and (kept := _kept(found)):
+            changes.append(XmpChange(photo.path, Path(found.source), None, None, int(rating), kept))
             continue
         unreadable = {where for where, _ in found.problems}
         for member in members:
@@ -125,181 +95,72 @@ def plan_tags(
             if path in planned or str(path) in unreadable:
                 continue
             planned.add(path)
-            changes.append(_sidecar_change(photo, int(rating), path, label, keywords))
+            changes.append(_sidecar_change(photo, int(rating), path, label, keywords, overwrite, journal))
         if embed:
-            changes.append(_embedded_change(photo, int(rating), keywords))
+            changes.append(plan_embedded(photo.path, Edit(int(rating), keywords=_words(photo, keywords),
+                                                          owned={RATING: str(int(rating))}), int(rating)))
     return changes, disagreements
 
 
-def _embedded_change(photo, rating: int, keywords: bool) -> SidecarChange:
-    """tag --embed: the rating merged into the photo's own XMP, worked out now (pixels checked)
-    and written later from the same bytes."""
-    words = [RATED_KEYWORD] + ([f"{KEYWORD_PREFIX}{photo.label.replace(' ', '-')}"] if keywords else [])
-    change = SidecarChange(photo.path, Path(photo.path), None, None, rating, "embed", action="embedded", words=words)
-    if not can_embed(photo.path):
-        change.note = "not embedded: clipcull writes XMP into JPEG, TIFF and DNG only (the sidecar has the rating)"
-        return change
+def _kept(found) -> str | None:
+    """Why the photographer's value stays (None: clipcull may rate the photo)."""
+    if found.rating not in (None, 0):
+        return f"keeps the photographer's rating {found.rating} (--overwrite to replace)"
+    if found.odd is not None:
+        return (f"keeps the value {found.odd[:20]!r} someone set as its rating "
+                f"(not a rating clipcull understands; --overwrite to replace)")
+    return None
+
+
+def _words(photo, keywords: bool) -> list[str]:
+    return [RATED_KEYWORD] + ([f"{KEYWORD_PREFIX}{photo.label.replace(' ', '-')}"] if keywords else [])
+
+
+def _sidecar_change(photo, rating: int, path: Path, label: str | None, keywords: bool, overwrite: bool,
+                    journal: Journal | None) -> XmpChange:
+    """The edit of one sidecar: clipcull's rating and keywords; with --label, the colour label on a
+    5-star photo where the label is free or clipcull's own (a photographer's label stays unless
+    --overwrite), and clipcull's own label taken off a photo that is no longer 5 stars."""
     try:
-        data = Path(photo.path).read_bytes()
-        change.before, new = embed_rating(photo.path, data, rating, words)
-    except (OSError, XmpError) as e:
-        change.note, change.problem = f"not embedded: {e}", True
-        return change
-    if change.before.strip() and parse(change.before).properties() == parse(_packet_of(new)).properties():
-        change.note = "unchanged"
-        return change
-    change.source_sha, change.after_sha = content_fingerprint(data), content_fingerprint(new)
-    return change
-
-
-def _packet_of(data: bytes) -> bytes:
-    from clip_cull.actions.embedded import current_packet
-
-    return current_packet(data)
-
-
-# Errors that concern one file or folder (a read-only folder, no permission, a name too long):
-# that file is one line and the run goes on. Anything else (a full disk) stops the run.
-_THIS_FILE_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOENT,
-                   errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EEXIST}
-
-
-class _ChangedSincePlan(Exception):
-    """The file is no longer what the plan read: someone else wrote it meanwhile."""
-
-
-def _write_embedded(change: SidecarChange) -> None:
-    """Recompute from the photo's bytes, which must be those planned, and write atomically."""
-    data = Path(change.sidecar).read_bytes()
-    if content_fingerprint(data) != change.source_sha:
-        raise _ChangedSincePlan(f"{change.sidecar} changed since the plan; its XMP was not written")
-    _, new = embed_rating(change.photo, data, change.rating, change.words)
-    if content_fingerprint(new) != change.after_sha:
-        raise OSError(f"{change.sidecar}: exiv2 wrote something other than planned; not written")
-    write_atomic(change.sidecar, new)
-
-
-def _write_sidecar(change: SidecarChange) -> None:
-    """Write the merged sidecar only over the very bytes it was merged from (or where there was
-    none, only while there still is none): another program (darktable, Lightroom, a second
-    clipcull) that wrote it between plan and write keeps its edit, reported, never overwritten."""
-    path = Path(change.sidecar)
-    if not os.path.lexists(change.photo):  # a `move` meanwhile: no sidecar left behind alone
-        raise _ChangedSincePlan(f"{change.photo} is gone since the plan (moved?); {path.name} was not written")
-    if change.before is None:
-        if os.path.lexists(path):
-            raise _ChangedSincePlan(f"{path} was created by another program since the plan; left as it is")
-    else:
-        try:
-            st = os.lstat(path)
-            now = read_xmp_file(path) if stat.S_ISREG(st.st_mode) else None
-        except (OSError, XmpError):
-            now = None
-        if now != change.before:
-            raise _ChangedSincePlan(f"{path} changed since the plan; left as it is")
-    write_atomic(path, change.after)
-
-
-def target_sidecar(photo: str, style: str, listings: dict | None = None) -> Path:
-    """The sidecar to write: the style's naming, or the one that exists under it with .XMP."""
-    wanted = sidecar_path(photo, style)
-    names = None if listings is None else listings.get(str(Path(photo).parent))
-    for existing in existing_sidecars(photo, names=names):
-        if existing.name.lower() == wanted.name.lower() and existing.name[:-4] == wanted.name[:-4]:
-            return existing
-    return wanted
-
-
-def _sidecar_change(photo, rating: int, path: Path, label: str | None, keywords: bool) -> SidecarChange:
-    def left_alone(why: str, before=None) -> SidecarChange:
-        return SidecarChange(photo.path, path, before, None, rating, f"left alone: {why}", True)
-
-    before = None
-    if os.path.lexists(path):
-        if os.path.islink(path):
-            return left_alone("is a symbolic link; clipcull does not write through links")
-        try:
-            before = read_xmp_file(path)
-        except XmpError as e:
-            return left_alone(str(e))
-    try:
-        current = parse(before).fields() if before is not None else None
-        words = [RATED_KEYWORD] + ([f"{KEYWORD_PREFIX}{photo.label.replace(' ', '-')}"] if keywords else [])
-        new_label, drop_label = None, False
-        if label and rating == 5:
-            new_label, words = label, words + [LABELLED_KEYWORD]
-        elif label and current is not None and LABELLED_KEYWORD in current.keywords:
-            drop_label = True  # clipcull labelled it before, and it is no longer a 5-star photo
-        elif current is not None and LABELLED_KEYWORD in current.keywords:
-            words.append(LABELLED_KEYWORD)  # without --label, labels stay as they are, and so does the mark
-        after = merge(before, rating, new_label, words, drop_label)
+        before = read_current(path)
+        fields = parse(before).fields() if before is not None else None
     except XmpError as e:
-        return left_alone(str(e), before)
-    if before is not None and _same_properties(before, after):
-        return SidecarChange(photo.path, path, before, None, rating, "unchanged")
-    return SidecarChange(photo.path, path, before, after, rating, "create" if before is None else "merge")
+        return XmpChange(photo.path, path, None, None, rating, f"left alone: {e}", True)
+    claims = claims_now(journal, path, fields, before)
+    current_label = fields.label if fields else None
+    words, owned = _words(photo, keywords), {RATING: str(rating)}
+    new_label, drop_label = None, False
+    label_free = current_label is None or LABEL in claims or current_label == label or overwrite
+    if label and rating == 5 and label_free:
+        new_label, owned[LABEL] = label, label
+        words.append(LABELLED_KEYWORD)
+    elif label and LABEL in claims and rating != 5:
+        drop_label = True  # clipcull's own label, and the photo is no longer a 5-star one
+    elif LABEL in claims:
+        owned[LABEL] = claims[LABEL]  # kept, and still clipcull's
+        words.append(LABELLED_KEYWORD)
+    return plan_sidecar(photo.path, path, Edit(rating, new_label, drop_label, words, owned), rating)
 
 
-def _same_properties(before: bytes, after: bytes) -> bool:
-    return parse(before).properties() == parse(after).properties()
-
-
-def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict,
+def apply_tags(journal: Journal, changes: list[XmpChange], command: dict,
                notes: list[str] | None = None) -> int | None:
-    """See _apply_tags_held; done while holding the journal (Journal.exclusive)."""
-    with journal.exclusive():  # one clipcull process at a time changes files and journal
-        return _apply_tags_held(journal, changes, command, notes)
-
-
-def _apply_tags_held(journal: Journal, changes: list[SidecarChange], command: dict,
-               notes: list[str] | None = None) -> int | None:
-    """Journal the plan, then write each sidecar atomically (a read-only one stays read-only),
-    marking each step done. Nothing to write: no run is journaled, and None is returned.
-
-    A file that changed between plan and write is not written: its step is marked failed, the
-    change gets problem=True and a note, which also goes into `notes`; the run goes on. An error
-    that stops the run (a full disk) marks the step and the run failed before it propagates."""
+    """Journal the plan, then write each file through the one writer (actions/writer.py), marking
+    each step done. Nothing to write: no run is journaled, and None is returned. A file changed
+    between plan and write is not written: a line in `notes`, the run goes on and ends failed. An
+    error that stops the run (a full disk) marks it failed before it propagates. One clipcull
+    process at a time changes files and journal (Journal.exclusive)."""
     notes = notes if notes is not None else []
     writes = [c for c in changes if c.writes]
     if not writes:
         return None
-    steps = [Step(c.action, c.photo, str(c.sidecar), c.before,
-                  c.after_sha if c.action == "embedded" else content_fingerprint(c.after)) for c in writes]
-    run_id = journal.plan("tag", command, steps)
-    journal.set_state(run_id, PARTIAL)
-    skipped = 0
-    for step, change in zip(steps, writes):
-        mode = _mode(change.sidecar)
+    with journal.exclusive():
+        steps = steps_for(writes)
+        run_id = journal.plan("tag", command, steps)
+        journal.set_state(run_id, RUNNING)
         try:
-            if change.action == "embedded":
-                _write_embedded(change)
-            else:
-                _write_sidecar(change)
-        except (_ChangedSincePlan, OSError) as e:
-            if isinstance(e, OSError) and e.errno not in _THIS_FILE_ONLY:
-                journal.mark(run_id, step.seq, FAILED, str(e))  # a full disk, an I/O error: stop
-                journal.set_state(run_id, FAILED)
-                raise
-            why = str(e) if isinstance(e, _ChangedSincePlan) else (
-                f"{change.sidecar}: {e.strerror or e}; not written")
-            journal.mark(run_id, step.seq, FAILED, why)
-            change.note, change.problem = why, True
-            notes.append(why)
-            skipped += 1
-            continue
-        except Exception as e:  # nothing of this step was written (the write is atomic)
-            journal.mark(run_id, step.seq, FAILED, str(e))
+            skipped = apply_changes(journal, run_id, steps, writes, notes)
+        except BaseException:
             journal.set_state(run_id, FAILED)
             raise
-        if mode is not None and _mode(change.sidecar) != mode:
-            os.chmod(change.sidecar, mode)
-        journal.mark(run_id, step.seq, DONE)
-    journal.set_state(run_id, FAILED if skipped else DONE)
+        journal.set_state(run_id, FAILED if skipped else DONE)
     return run_id
-
-
-def _mode(path: Path) -> int | None:
-    try:
-        return stat.S_IMODE(os.lstat(path).st_mode)
-    except OSError:
-        return None

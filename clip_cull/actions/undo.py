@@ -16,9 +16,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-from clip_cull.actions.fileops import remove_if_duplicate, sweep_partials, transfer, write_atomic
+from clip_cull.actions.fileops import remove_if_duplicate, sweep_partials, transfer
 from clip_cull.actions.journal import (CONFLICT, DONE, FAILED, PLANNED, UNDONE, Identity, Journal, Step)
-from clip_cull.files import REJECTS_DIRNAME, content_fingerprint
+from clip_cull.actions.writer import difference, restore_embedded, restore_sidecar, restored
+from clip_cull.actions.xmp import XmpError
+from clip_cull.files import REJECTS_DIRNAME, content_fingerprint, file_sha256
 from clip_cull.store import Store
 
 
@@ -50,10 +52,13 @@ def _undo_run_held(store: Store, journal: Journal, run_id: int) -> UndoReport:
         return report
     steps = journal.steps(run_id)
     report.cleaned = sweep_partials(s.dst for s in steps)
+    held = _sets_held_back(steps)
     for step in reversed(steps):
         if step.state == UNDONE:
             continue
         try:
+            if step.seq in held:
+                raise _Conflict(held[step.seq])
             changed = _undo_step(store, journal, run_id, step, report)
         except _Conflict as e:
             problem = str(e)
@@ -92,8 +97,8 @@ def _undo_step(store: Store, journal: Journal, run_id: int, step: Step, report: 
     if step.action == "embedded":
         return _undo_embedded(journal, run_id, step, report)
     if step.action == "move":
-        return _undo_move(store, step)
-    return _undo_copy(step)
+        return _undo_move(store, step, report)
+    return _undo_copy(journal, run_id, step, report)
 
 
 def _ours(step: Step, found: Identity | None) -> bool:
@@ -112,64 +117,131 @@ def _describe(found: Identity | None) -> str:
         found.kind if found else "", "another file")
 
 
-def _undo_move(store: Store, step: Step) -> bool:
+def _sets_held_back(steps: list[Step]) -> dict[int, str]:
+    """A photo's files (RAW, JPEG, sidecars: one set_id) go back together or not at all: when one
+    of them cannot go back, every file of its set stays, each with the reason."""
+    blocked: dict[int, str] = {}
+    sets: dict[int, list[Step]] = {}
+    for step in steps:
+        if step.action == "move" and step.set_id is not None and step.state != UNDONE:
+            sets.setdefault(step.set_id, []).append(step)
+    for members in sets.values():
+        reasons = [(m, why) for m in members if (why := _move_blocker(m)) is not None]
+        if reasons:
+            first, why = reasons[0]
+            for m in members:
+                blocked[m.seq] = why if m is first else f"{m.dst} stays with {first.src}'s set: {why}"
+    return blocked
+
+
+def _move_blocker(step: Step) -> str | None:
+    """Why this move cannot be undone now (None: it can, or there is nothing of it to undo)."""
     src_now, dst_now = Identity.of(step.src), Identity.of(step.dst)
-    was_done = step.state not in (PLANNED, FAILED)
-    if not _ours(step, dst_now):
-        if dst_now is None and src_now is not None and src_now.kind == "file":
-            return False  # already back where it was (or never moved)
-        if not was_done and (src_now is not None and src_now.kind == "file"):
-            return False  # never moved: the destination, if any, is someone else's
-        if dst_now is None:
-            raise _Conflict(f"{step.src} is not at {step.dst} any more"
-                            + (f", and {step.src} is {_describe(src_now)}" if src_now else " nor where it was")
-                            + "; nothing done")
-        raise _Conflict(f"{step.dst} was replaced or changed since the move (now {_describe(dst_now)}); left as it is")
+    if step.state in (PLANNED, FAILED) and not _ours(step, dst_now):
+        return None  # never carried out: nothing to reverse
+    if dst_now is None:
+        if src_now is not None and src_now.kind == "file":
+            return None  # already back where it was
+        return (f"{step.src} is not at {step.dst} any more"
+                + (f", and {step.src} is {_describe(src_now)}" if src_now else " nor where it was") + "; nothing done")
+    if dst_now.kind != "file":
+        return f"{step.dst} is now {_describe(dst_now)}; left as it is"
+    if src_now is not None and not (src_now.kind == "file" and _same_bytes(step.dst, step.src)):
+        return f"{step.src} is taken by {_describe(src_now)}; {step.dst} stays where it is"
+    return None
+
+
+def _undo_move(store: Store, step: Step, report: UndoReport) -> bool:
+    """Put a moved file back. What sits at the destination goes back even when it was edited
+    there since (the photographer re-rated the JPEG in _rejects): it is a regular file and the old
+    place is free, so nothing can be lost. A link, a folder, or an old place taken is a conflict."""
+    why = _move_blocker(step)
+    if why is not None:
+        raise _Conflict(why)
+    src_now, dst_now = Identity.of(step.src), Identity.of(step.dst)
+    if dst_now is None or (step.state in (PLANNED, FAILED) and not _ours(step, dst_now)):
+        return False  # never moved, or already back
+    edited = not _ours(step, dst_now)
     if src_now is None:
         transfer(step.dst, step.src)
-        with store.writing():
-            store.db.execute("update or replace files set path = ? where path = ?", [step.src, step.dst])
-        return True
-    # Both places are taken. Only a second regular file with the same bytes at the old place
-    # (an undo or move killed half way) lets the moved name go.
-    if src_now.kind == "file" and remove_if_duplicate(step.dst, step.src):
-        with store.writing():
-            store.db.execute("update or replace files set path = ? where path = ?", [step.src, step.dst])
-        return True
-    raise _Conflict(f"{step.src} is taken by {_describe(src_now)}; {step.dst} stays where it is")
+    elif not remove_if_duplicate(step.dst, step.src):  # an undo killed half way left both names
+        raise _Conflict(f"{step.src} is taken by {_describe(src_now)}; {step.dst} stays where it is")
+    with store.writing():
+        store.db.execute("update or replace files set path = ? where path = ?", [step.src, step.dst])
+    if edited:
+        report.notes.append(f"{step.src}: back from {step.dst}, as it is now (changed there since the move)")
+    return True
 
 
-def _undo_copy(step: Step) -> bool:
-    dst_now = Identity.of(step.dst)
+def _same_bytes(a: str, b: str) -> bool:
+    try:
+        return os.path.getsize(a) == os.path.getsize(b) and file_sha256(a) == file_sha256(b)
+    except OSError:
+        return False
+
+
+def _undo_copy(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
+    """Remove a copy clipcull made, where it is now (a later move may have taken it, or its
+    original, elsewhere), only while it holds the same bytes as its original."""
+    copy_chain = journal.later_moves_from(step.dst, run_id)
+    where = copy_chain[-1][1].dst if copy_chain else step.dst
+    dst_now = Identity.of(where)
     if dst_now is None:
         return False
-    if not _ours(step, dst_now):
+    if not copy_chain and not _ours(step, dst_now):
         if step.state in (PLANNED, FAILED):
             return False  # never copied: what is there is someone else's
         raise _Conflict(f"{step.dst} was replaced or changed since the copy (now {_describe(dst_now)}); left as it is")
-    if remove_if_duplicate(step.dst, step.src):
+    original_chain = journal.later_moves_from(step.src, run_id)
+    original = original_chain[-1][1].dst if original_chain else step.src
+    if remove_if_duplicate(where, original):
+        for later_run, later_move in copy_chain:  # nothing left for those moves to put back
+            journal.mark(later_run, later_move.seq, UNDONE, f"{where} removed by undo of copy run {run_id}")
+        if where != step.dst:
+            report.notes.append(f"{step.dst}: the copy is removed from {where}, where move run {copy_chain[-1][0]} took it")
         return True
-    src_now = Identity.of(step.src)
+    src_now = Identity.of(original)
     why = "is gone" if src_now is None else f"is now {_describe(src_now)}" if src_now.kind != "file" else "differs"
-    raise _Conflict(f"{step.dst} is kept: its original {step.src} {why}")
+    raise _Conflict(f"{where} is kept: its original {original} {why}")
 
 
 def _undo_embedded(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
-    """tag --embed: the photo's previous XMP packet goes back, where the photo is now (a later
-    move may have taken it elsewhere)."""
-    from clip_cull.actions.embedded import undo_embedded
-
+    """tag --embed: the photo gets its exact previous bytes back, where it is now (a later move may
+    have taken it elsewhere). When a later `tag --embed` wrote on top of this one, the photo stays
+    as that run left it, and undoing that run now brings back what was there before this one."""
     chain = journal.later_moves_from(step.dst, run_id)
     where = chain[-1][1].dst if chain else step.dst
-    if step.state in (PLANNED, FAILED) and not _holds(where, step.after_sha):
-        return False  # never written (killed first, or the photo changed before the write)
-    problem = undo_embedded(replace(step, dst=where))
-    if problem:
-        raise _Conflict(problem)
-    journal.rewritten(where)  # the moves that left the photo there expect the rewritten file now
-    if chain:
-        report.notes.append(f"{step.dst}: its earlier XMP put back at {where}, where move run {chain[-1][0]} took it")
-    return True
+    if _holds(where, step.after_sha):
+        problem = restore_embedded(where, step)
+        if problem:
+            raise _Conflict(problem)
+        journal.rewritten(where)  # the moves that left the photo there expect the rewritten file now
+        if chain:
+            report.notes.append(f"{step.dst}: its earlier bytes put back at {where}, where move run {chain[-1][0]} took it")
+        return True
+    later = journal.later_write_of(where, run_id, action="embedded")
+    if later is not None and later[1].patch and later[1].patch["before_sha"] == step.after_sha and step.patch:
+        _rebase_embedded(journal, where, step, *later)
+        report.notes.append(f"{where}: left as run {later[0]} wrote it; undoing run {later[0]} now restores "
+                            f"what was there before run {run_id}")
+        return False
+    if step.state in (PLANNED, FAILED) or (step.patch and _holds(where, step.patch["before_sha"])):
+        return False  # never written, or already back as it was
+    raise _Conflict(f"{where} changed since clipcull wrote its rating into it; left as it is")
+
+
+def _rebase_embedded(journal: Journal, where: str, step: Step, later_run: int, later: Step) -> None:
+    """The later write's way back now leads to what was there before this step."""
+    with open(where, "rb") as f:
+        current = f.read()
+    if content_fingerprint(current) != later.after_sha:
+        raise _Conflict(f"{where} changed since clipcull wrote its rating into it; left as it is")
+    try:
+        middle = restored(restored(current, later.before or b"", later.patch), step.before or b"", step.patch)
+    except XmpError as e:
+        raise _Conflict(f"{where}: {e}") from None
+    before, patch = difference(middle, current)
+    journal.rebase(later_run, later.seq, before, later.before_mode, patch)
 
 
 def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
@@ -199,12 +271,11 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
         raise _Conflict(f"{where} is gone; its earlier content was not put back")
     if content_fingerprint(current) != step.after_sha:
         raise _Conflict(f"{where} changed since clipcull wrote it; left as it is")
+    restore_sidecar(where, step.before, step.before_mode)  # clipcull created it: it goes; else its bytes come back
     if step.before is None:
-        os.unlink(where)  # clipcull created it, and it holds exactly what clipcull wrote
         for later_run, later_move in chain:  # those moves have nothing left to put back
             journal.mark(later_run, later_move.seq, UNDONE, f"{where} removed by undo of run {run_id}")
     else:
-        write_atomic(where, step.before, mode=step.before_mode)
         journal.rewritten(where)
     for copy_run, copy in journal.later_copies_from([step.dst, *(m.dst for _, m in chain)], run_id):
         _undo_in_copy(journal, step, copy_run, copy, report)
@@ -223,12 +294,11 @@ def _undo_in_copy(journal: Journal, step: Step, copy_run: int, copy: Step, repor
     if found.kind != "file" or content_fingerprint(_read(copy.dst)) != step.after_sha:
         report.notes.append(f"{copy.dst}: the copy run {copy_run} made of {copy.src} changed since; left as it is")
         return
+    restore_sidecar(copy.dst, step.before, step.before_mode)  # clipcull's own bytes, copied by clipcull
     if step.before is None:
-        os.unlink(copy.dst)  # clipcull's own bytes, copied by clipcull: nothing of anyone else's
         journal.mark(copy_run, copy.seq, UNDONE, f"{copy.dst} removed by undo of the run that wrote it")
         report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is removed too")
     else:
-        write_atomic(copy.dst, step.before, mode=step.before_mode)
         journal.rewritten(copy.dst)
         report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is restored too")
 

@@ -59,8 +59,14 @@ def tag(
     except ValueError as e:
         raise typer.BadParameter(f"--stars: {e}") from None
     scored = score(folder_roots(folders), scoring, checks)
-    changes, disagreements = tagging.plan_tags(scored.result.ranked, sidecar, thresholds, reject_below, label, keywords,
-                                               overwrite, reject_blurry, darktable_default_counts, embed)
+    store = open_store(scoring.db)
+    try:  # the journal says which ratings are clipcull's: a dry run plans with it too
+        changes, disagreements = tagging.plan_tags(scored.result.ranked, sidecar, thresholds, reject_below, label,
+                                                   keywords, overwrite, reject_blurry, darktable_default_counts,
+                                                   embed, Journal(store))
+    except BaseException:
+        store.close()
+        raise
     out, err = ui.stdout_console(), ui.stderr_console()
     for line in disagreements:
         ui.message(err, f"clipcull: {ui.shown_path(line)}", "yellow")
@@ -73,9 +79,9 @@ def tag(
                   highlight=False, soft_wrap=True)
     writes = sum(c.writes for c in changes)
     if dry_run:
+        store.close()
         ui.message(err, f"clipcull: dry run: {plural(writes, 'file')} would be written; nothing changed.", "dim")
         return
-    store = open_store(scoring.db)
     skipped: list[str] = []  # files another program wrote between plan and write: kept as they are
     try:
         run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": _absolute(scored.roots)}, skipped)
@@ -218,7 +224,20 @@ def undo(
                     + (f", {len(report.conflicts)} left alone (`clipcull undo {target.id}` tries them again)"
                        if report.conflicts else "") + ".", "dim")
     if report.conflicts:
+        _say_what_blocks(err, cache.db, target.id)
         raise typer.Exit(1)
+
+
+def _say_what_blocks(err, db, run_id: int) -> None:
+    """A blocked run never hides older ones: say how to go past it."""
+    store = open_store(db)
+    try:
+        older = Journal(store).last_undoable(before=run_id)
+    finally:
+        store.close()
+    ui.message(err, f"clipcull: run {run_id} stays blocked until what is listed above is resolved (put the file "
+                    f"back, or move what took its place aside), then `clipcull undo {run_id}` again."
+                    + (f" Older runs can be undone meanwhile: `clipcull undo {older.id}`." if older else ""), "yellow")
 
 
 @app.command()

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from clip_cull import taste, ui
+from clip_cull.actions.journal import Journal
 from clip_cull.cli.app import train_app
 from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
@@ -49,8 +50,9 @@ class _Library:
             report, _, companions = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
                                          heif=heif_available(), raw=rawpy_available(), progress=bar("embedding photos"))
         notes, listings = [], {}
+        journal = Journal(self.store)  # which ratings clipcull wrote itself: never learnt from
         ratings = {p.path: taste.read_rating(p.path, unrated_as, companions.get(p.path, []), darktable_default_counts,
-                                             notes, listings) for p in report.ready}
+                                             notes, listings, journal) for p in report.ready}
         for line in dict.fromkeys(notes):  # a sidecar that cannot be read, sources that disagree: one line each
             ui.message(self.err, "clipcull: " + ui.shown_path(line), "yellow")
         rated = [p for p in report.ready if ratings[p.path] is not None]

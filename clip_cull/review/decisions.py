@@ -1,24 +1,28 @@
 """The photographer's decisions, written to XMP sidecars at once and journaled.
 
-Every call into the rest of clipcull that changes files is gathered here: the XMP merge and
-sidecar naming `tag` uses, the journal `clipcull undo` reads, and the journaled move of `move`.
+Decisions are written by the one XMP writer (actions/writer.py), as `tag` writes: the same
+sidecar naming (an existing IMG_0001.XMP is the sidecar, never a second IMG_0001.xmp beside it),
+the journal's process lock (never while another clipcull process moves or tags), the
+changed-since-read check, links never written through, mode and extended attributes kept.
 
 A review session is one journaled run (kind "review"): `clipcull undo` reverts the whole session;
-`undo_last` reverts one action. A decision is the photographer's, not clipcull's: the sidecar does
-not carry the `clipcull:rated` keyword, so a later `clipcull tag` keeps the rating.
+`undo_last` reverts one action. A decision is the photographer's, not clipcull's: the journal
+records that clipcull claims nothing of it, so a later `clipcull tag` keeps the rating.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_cull.actions.fileops import write_atomic
-from clip_cull.actions.journal import DONE, FAILED, PLANNED, RUNNING, UNDONE, Journal, Step
+from clip_cull.actions.journal import CONFLICT, DONE, PLANNED, RUNNING, UNDONE, Journal, JournalBusy, Step
 from clip_cull.actions.move import apply_moves, plan_moves
-from clip_cull.actions.xmp import RATED_KEYWORD, XmpError, merge, read_fields, read_xmp_file, sidecar_path
+from clip_cull.actions.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_sidecar,
+                                      read_current, restore_sidecar, steps_for, target_sidecar)
+from clip_cull.actions.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse, read_xmp_file
 from clip_cull.errors import ClipCullError
 from clip_cull.files import content_fingerprint
 from clip_cull.store import Store
@@ -26,6 +30,7 @@ from clip_cull.store import Store
 REVIEW_RUN_KIND = "review"
 REJECT = -1
 DEFAULT_PICK_LABEL = "Green"  # Lightroom's and darktable's colour label for a pick
+LOCK_WAIT_S = 5.0  # a key press waits this long for another clipcull process's move or tag, then says so
 
 
 class ReviewError(ClipCullError):
@@ -34,11 +39,12 @@ class ReviewError(ClipCullError):
 
 @dataclass
 class Decision:
-    rating: int | None = None  # the photographer's: 1-5 stars, -1 reject, None unrated
+    rating: int | None = None  # the photographer's: 1-5 stars, -1 reject, None unrated (out of range as written)
     picked: bool = False
+    rating_text: str | None = None  # xmp:Rating as written when it is no number ("abc", "1e999")
 
     def as_dict(self) -> dict:
-        return {"rating": self.rating, "picked": self.picked}
+        return {"rating": self.rating, "picked": self.picked, "rating_text": self.rating_text}
 
 
 @dataclass
@@ -65,89 +71,111 @@ class DecisionWriter:
 
     def sidecars(self, photo: str, companions: list[str] = ()) -> list[Path]:
         """The sidecars a decision goes to: the same ones `tag` writes for this photo."""
-        return list(dict.fromkeys(sidecar_path(f, self.style) for f in [photo, *companions]))
+        return list(dict.fromkeys(target_sidecar(f, self.style) for f in [photo, *companions]))
 
     def current(self, photo: str) -> Decision:
-        """The photographer's decision as the photo's sidecar holds it (a rating clipcull wrote
-        with `tag` is clipcull's suggestion, not a decision)."""
-        path = sidecar_path(photo, self.style)
+        """The photographer's decision as the photo's sidecar holds it now, read from disk (a
+        rating clipcull wrote with `tag`, by the journal, is clipcull's suggestion, not a decision)."""
+        path = target_sidecar(photo, self.style)
         try:
-            fields = read_fields(read_xmp_file(path))
-        except XmpError:  # missing, unreadable, not XMP: no decision of the photographer's there
+            data = read_current(path)
+            fields = parse(data).fields() if data is not None else None
+        except XmpError:  # unreadable, not XMP: no decision of the photographer's clipcull can see
             return Decision()
-        own = fields.rating if fields.rating not in (None, 0) and RATED_KEYWORD not in fields.keywords else None
-        return Decision(own, fields.label == self.pick_label)
+        if fields is None:
+            return Decision()
+        claims = claims_now(self.journal, path, fields, data)
+        ours = RATING in claims
+        own = fields.rating if fields.rating not in (None, 0) and not ours else None
+        odd = fields.rating_text if fields.rating is None and not ours else None
+        return Decision(own, fields.label == self.pick_label, odd)
 
     # --- writing -------------------------------------------------------------------------
 
     def decide(self, photo: str, companions: list[str], rating: int | None = None, clear: bool = False,
                toggle_pick: bool = False) -> Decision:
-        """One action: set stars or reject (rating), clear the rating (clear), or flip the pick."""
-        with self._lock:
+        """One action: set stars or reject (rating), clear the rating (clear), or flip the pick.
+        Returns the decision as the sidecar holds it afterwards."""
+        with self._lock, self._holding_journal():
             if not os.path.isfile(photo):  # moved or deleted by another program since the review began
                 raise ReviewError(f"{photo}: is gone (moved or deleted since the review began); no sidecar written")
             before = self.current(photo)
             after = Decision(None if clear else (rating if rating is not None else before.rating),
                              (not before.picked) if toggle_pick else before.picked)
-            changes = []
-            for path in self.sidecars(photo, companions):
-                old = _read_bytes(path)
-                new = self._merged(path, old, after, rating_changed=clear or rating is not None)
-                if new != old:
-                    changes.append((path, old, new))
+            changes = [self._planned(photo, path, after, clear or rating is not None, toggle_pick)
+                       for path in self.sidecars(photo, companions)]
+            changes = [c for c in changes if c.writes]
             if changes:
                 self._write(_Action(photo, before), changes)
-            return after
+            return self.current(photo)
 
-    def _merged(self, path: Path, old: bytes | None, after: Decision, rating_changed: bool) -> bytes:
-        if path.is_symlink():  # as `tag` does: a linked sidecar is the photographer's arrangement
-            raise ReviewError(f"{path}: left alone, the sidecar is a symbolic link")
+    @contextlib.contextmanager
+    def _holding_journal(self):
+        """The journal's process lock, as tag and move take it, waiting only briefly: a key press
+        never writes while another clipcull process moves, tags or undoes."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.journal.exclusive(wait_s=LOCK_WAIT_S))
+            except JournalBusy:
+                raise ReviewError("another clipcull process is moving, tagging or undoing; nothing was "
+                                  "written: press again when it has finished") from None
+            yield
+
+    def _planned(self, photo: str, path: Path, after: Decision, rating_changed: bool, pick_changed: bool) -> XmpChange:
+        """The sidecar with this decision merged in. Only what the photographer changed is set:
+        a rating key leaves the label alone, P leaves the rating alone."""
         try:
-            fields = read_fields(old) if old is not None else None
-            keywords = [k for k in (fields.keywords if fields else []) if k.startswith("clipcull:")]
-            if rating_changed:  # the rating is now the photographer's: tag must keep it
-                keywords = [k for k in keywords if k != RATED_KEYWORD]
-                rating = after.rating if after.rating is not None else 0
-            else:
-                rating = fields.rating if fields else None
-            old_label = fields.label if fields else None
-            label = self.pick_label if after.picked else None
-            unpicked = not after.picked and old_label == self.pick_label
-            return merge(old, rating, label, keywords, drop_label=unpicked)
+            data = read_current(path)
+            fields = parse(data).fields() if data is not None else None
         except XmpError as e:
             raise ReviewError(f"{path}: left alone, not XMP clipcull can edit safely ({e})") from None
+        owned = claims_now(self.journal, path, fields, data)
+        keywords = [k for k in (fields.keywords if fields else []) if k.startswith(KEYWORD_PREFIX)]
+        rating, label, drop_label = None, None, False
+        if rating_changed:  # the rating is now the photographer's: clipcull claims it no more
+            rating = after.rating if after.rating is not None else 0
+            owned.pop(RATING, None)
+            keywords = [k for k in keywords if k != RATED_KEYWORD]
+        if pick_changed:
+            label = self.pick_label if after.picked else None
+            drop_label = not after.picked and fields is not None and fields.label == self.pick_label
+            owned.pop(LABEL, None)
+            keywords = [k for k in keywords if k != LABELLED_KEYWORD]
+        change = plan_sidecar(photo, path, Edit(rating, label, drop_label, keywords, owned))
+        if change.problem:
+            raise ReviewError(f"{path}: {change.note}")
+        return change
 
-    def _write(self, action: _Action, changes: list[tuple[Path, bytes | None, bytes]]) -> None:
+    def _write(self, action: _Action, changes: list[XmpChange]) -> None:
+        """Journal, then write each sidecar through the one writer. All or nothing: when one
+        cannot be written, those already written get their bytes back."""
         run = self.journal.run(self.run_id) if self.run_id is not None else None
         if run is None or run.state not in (PLANNED, RUNNING, DONE):
             # First decision, or `clipcull undo` reverted this session meanwhile: what follows
             # is a new run, and the reverted actions are no longer U's to undo.
             self.run_id = self.journal.plan(REVIEW_RUN_KIND, self.command, [])
             self._done.clear()
-        steps = [Step("sidecar", action.photo, str(path), old, content_fingerprint(new)) for path, old, new in changes]
+        steps = steps_for(changes)
         self.journal.add_steps(self.run_id, steps)  # journaled before any file changes
+        notes: list[str] = []
         try:
-            for step, (path, _, new) in zip(steps, changes):
-                try:
-                    write_atomic(path, new)
-                except OSError as e:
-                    self._fail(action, steps, path, e)
-                self.journal.mark(self.run_id, step.seq, DONE)
+            for step, change in zip(steps, changes):
+                if apply_changes(self.journal, self.run_id, [step], [change], notes):
+                    self._roll_back(action, notes[-1])
                 action.steps.append(step)
+        except OSError as e:  # a full disk, an I/O error
+            self._roll_back(action, f"{changes[len(action.steps)].sidecar}: cannot write the sidecar ({e.strerror or e})")
         finally:
             if action.steps:
                 self._done.append(action)
             self.journal.set_state(self.run_id, DONE)
 
-    def _fail(self, action: _Action, steps: list[Step], path: Path, error: OSError) -> None:
-        """One sidecar of an action could not be written: the action is all or nothing, so the
-        sidecars it did write get their bytes back (the page keeps showing the photo as it was)."""
-        why = f"{path}: cannot write the sidecar ({error.strerror or error})"
-        for step in steps[len(action.steps):]:
-            self.journal.mark(self.run_id, step.seq, FAILED, why)
+    def _roll_back(self, action: _Action, why: str) -> None:
+        """One sidecar of an action could not be written: the sidecars it did write get their
+        bytes back (the page keeps showing the photo as it was)."""
         try:
-            for step in reversed(action.steps):
-                _restore(step)
+            for step in reversed(list(action.steps)):
+                restore_sidecar(step.dst, step.before, step.before_mode)
                 self.journal.mark(self.run_id, step.seq, UNDONE, why)
                 action.steps.remove(step)
         except OSError as e:  # the written ones stay, and U can still take them back
@@ -157,19 +185,24 @@ class DecisionWriter:
     # --- undo ----------------------------------------------------------------------------
 
     def undo_last(self) -> tuple[str, Decision] | None:
-        """Revert the last action still in effect: (photo, its decision now), or None."""
-        with self._lock:
+        """Revert the last action still in effect: (photo, its decision now), or None. A sidecar
+        changed since (another program wrote it) is left as it is and said once: that action is
+        dropped from U's list, so the next U goes on to the action before it."""
+        with self._lock, self._holding_journal():
             if not self._done:
                 return None
-            action = self._done[-1]
-            for step in reversed(action.steps):
+            action = self._done.pop()
+            for step in action.steps:
                 current = _read_bytes(Path(step.dst))
                 if current != step.before and (current is None or content_fingerprint(current) != step.after_sha):
-                    raise ReviewError(f"{step.dst} changed since clipcull wrote it; left as it is")
+                    why = f"{step.dst} changed since clipcull wrote it; left as it is"
+                    for s in action.steps:
+                        self.journal.mark(self.run_id, s.seq, CONFLICT, why)
+                    raise ReviewError(why + " (U now goes on to the action before)")
             for step in reversed(action.steps):
-                _restore(step)
+                if _read_bytes(Path(step.dst)) != step.before:
+                    restore_sidecar(step.dst, step.before, step.before_mode)
                 self.journal.mark(self.run_id, step.seq, UNDONE)
-            self._done.pop()
             return action.photo, self.current(action.photo)
 
     def forget(self, photos: set[str]) -> None:
@@ -189,14 +222,6 @@ def move_rejects(store: Store, photos: list, roots: list[str]) -> int | None:
         return None
     steps = plan_moves(photos, roots, None)
     return apply_moves(store, Journal(store), steps, {"command": "review --move-rejects", "folders": roots})
-
-
-def _restore(step: Step) -> None:
-    """Put back what was at a sidecar step's file before it was written (nothing: remove it)."""
-    if step.before is None:
-        Path(step.dst).unlink(missing_ok=True)
-    else:
-        write_atomic(step.dst, step.before)
 
 
 def _read_bytes(path: Path) -> bytes | None:
