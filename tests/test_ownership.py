@@ -343,3 +343,17 @@ def test_the_undo_of_a_legacy_embedded_step_never_dies(tmp_path):
     report = undo_run(store, j, run_id)
     assert sha(photo) == before and len(report.conflicts) == 1
     store.close()
+
+
+def test_tag_copy_tag_then_undo_of_all_three_leaves_nothing_of_clipculls(tiny_env, photo_folder, tmp_path, deadline):
+    copies = tmp_path / "copies"
+    original = {p: sha(p) for p in photo_folder.rglob("*") if p.is_file()}
+    assert run("tag", photo_folder).exit_code == 0
+    assert run("move", photo_folder, "--keep-top", "4", "--copy", "--to", copies).exit_code == 0
+    assert any(copies.rglob("*.xmp"))
+    assert run("tag", photo_folder, "--stars", "5:-1e9").exit_code == 0
+    for _ in range(3):
+        result = run("undo")
+        assert result.exit_code == 0, result.stderr
+    assert {p: sha(p) for p in photo_folder.rglob("*") if p.is_file()} == original
+    assert not copies.exists() or not any(p.is_file() for p in copies.rglob("*"))

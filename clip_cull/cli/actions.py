@@ -284,7 +284,12 @@ def report(
     ranked = scored.result.ranked
     stars = dict(zip([p.path for p in ranked], tagging.star_ratings([p.score for p in ranked]).tolist()))
     rejects = {p.path for p in select_rejects(ranked, Selection(worst_fraction=percent(worst)))} if worst else set()
-    yours = {p.path: _own_rating(p.path) for p in ranked}
+    store = open_store(scoring.db)
+    try:  # the journal tells clipcull's own ratings from the photographer's
+        journal = Journal(store)
+        yours = {p.path: _own_rating(p.path, journal) for p in ranked}
+    finally:
+        store.close()
     err = ui.stderr_console()
     title = "clipcull: " + ", ".join(os.path.basename(os.path.abspath(r)) or r for r in roots)
     with ui.progress_bars(err) as bar:
@@ -298,13 +303,13 @@ def report(
     finish(scored, scoring.strict)
 
 
-def _own_rating(photo: str) -> int | None:
+def _own_rating(photo: str, journal: Journal) -> int | None:
     """The photographer's rating (-1 reject) from sidecar or embedded XMP; None where unset
     or unreadable (the sheet still shows clipcull's suggestion)."""
     from clip_cull.taste import read_rating
 
     try:
-        rating = read_rating(photo)
+        rating = read_rating(photo, journal=journal)
     except Exception:  # a sidecar clipcull cannot parse is the photographer's business, not the sheet's
         return None
     return rating.stars if rating is not None else None
