@@ -1,8 +1,8 @@
-"""Where the cache lives by default on each platform."""
+"""Where the cache and the state database live by default on each platform."""
 
 from pathlib import Path
 
-from clip_cull.paths import default_db_path
+from clip_cull.paths import default_db_path, default_state_path
 
 
 def test_default_cache_locations():
@@ -13,6 +13,18 @@ def test_default_cache_locations():
     assert default_db_path(platform="darwin", env={}, home=home) == home / "Library/Caches/clipcull/clipcull.db"
     assert default_db_path(platform="win32", env={"LOCALAPPDATA": "C:/Users/ana/AppData/Local"}, home=home) == Path(
         "C:/Users/ana/AppData/Local/clipcull/Cache/clipcull.db")
+
+
+def test_default_state_locations():
+    home = Path("/home/ana")
+    assert default_state_path(platform="linux", env={}, home=home) == home / ".local/state/clipcull/state.db"
+    assert default_state_path(platform="linux", env={"XDG_STATE_HOME": "/keep/state"}, home=home) == Path(
+        "/keep/state/clipcull/state.db")
+    assert default_state_path(platform="darwin", env={}, home=home) == (
+        home / "Library/Application Support/clipcull/state.db")
+    assert default_state_path(platform="win32", env={"LOCALAPPDATA": "C:/Users/ana/AppData/Local"}, home=home) == Path(
+        "C:/Users/ana/AppData/Local/clipcull/State/state.db")
+    assert default_state_path(platform="win32", env={}, home=home) == home / "AppData/Local/clipcull/State/state.db"
 
 
 def test_the_cli_uses_clipcull_db_over_the_default(monkeypatch, tmp_path):
