@@ -1,4 +1,6 @@
-"""The SQLite cache: files, their embeddings per model, prompt embeddings, settings.
+"""The SQLite cache: files, their embeddings per model, prompt embeddings, focus and exposure.
+Everything in it can be computed again: the undo journal and per-folder settings live in the
+state database (state.py), so a damaged cache is moved aside and built anew.
 
 Files are rows keyed by absolute path with size and mtime_ns; their content fingerprint
 (sha256) links them to embeddings, which are keyed by (fingerprint, model id). So a renamed
@@ -9,7 +11,6 @@ never throws anything away.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -63,7 +64,9 @@ def m001_initial(db: Database) -> None:
 
 @migrations()
 def m002_journal(db: Database) -> None:
-    """Runs of `tag` and `move` and their steps, for undo and crash recovery."""
+    """Runs of `tag` and `move` and their steps, for undo and crash recovery. (They, and the
+    settings table, now live in the state database; these stay for caches of older versions,
+    whose rows state_import.py copies over once.)"""
     db["runs"].create({"id": int, "kind": str, "created_at": str, "command": str, "state": str}, pk="id")
     db["steps"].create(
         {"run_id": int, "seq": int, "action": str, "src": str, "dst": str, "before": bytes, "after_sha": str,
@@ -309,7 +312,7 @@ class Store(SQLiteFile):
         with self.writing():
             self.db["text_embeddings"].insert_all(rows, replace=True)
 
-    # --- checkpoints and settings ----------------------------------------------------------
+    # --- checkpoints -------------------------------------------------------------------------
 
     def checkpoint_sha256(self, path: str, size: int, mtime_ns: int) -> str | None:
         row = self.db.execute(
@@ -322,14 +325,6 @@ class Store(SQLiteFile):
             self.db["checkpoints"].insert(
                 {"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": sha256}, replace=True
             )
-
-    def get_setting(self, key: str):
-        row = self.db.execute("select value from settings where key = ?", [key]).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def set_setting(self, key: str, value) -> None:
-        with self.writing():
-            self.db["settings"].insert({"key": key, "value": json.dumps(value)}, replace=True)
 
 
 def _known_steps() -> set[str]:
