@@ -39,11 +39,17 @@ def cache_path(db: Path | None) -> Path:
 
 
 def open_store(db: Path | None, state: Path | None = None) -> Store:
-    """The cache (state: the --state given)."""
+    """The cache. A damaged one is moved aside and built anew, and one line says so (state: the
+    --state given, named in that line)."""
     try:
-        return Store.open(cache_path(db))
+        store = Store.open(cache_path(db))
     except ClipCullError as e:
         fail(str(e))
+    if store.rebuilt_from is not None:
+        ui.message(ui.stderr_console(), f"clipcull: the cache {store.path} was damaged ({store.damage}); moved aside "
+                                        f"to {store.rebuilt_from} and rebuilt (embeddings are computed again; your undo "
+                                        f"history and folder settings are in {state or default_state_path()})", "yellow")
+    return store
 
 
 def open_state(state: Path | None, db: Path | None) -> StateStore:
@@ -71,6 +77,12 @@ def open_state(state: Path | None, db: Path | None) -> StateStore:
                         f"{plural(imported.settings, 'setting')} of an older clipcull over from the cache "
                         f"{imported.source} into {opened.path} (once; the cache keeps its copy)", "dim")
     return opened
+
+
+def database_failed(error: Exception) -> str:
+    """A SQLite error that escaped a command: one line, whichever database it came from."""
+    return (f"a clipcull database failed mid-command ({error}). Run the command again: a damaged cache is then "
+            f"moved aside and rebuilt, and a damaged state database is named, with how to recover it.")
 
 
 def quiet_libraries() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,8 @@ def score(
         return Scored(resolved, result, identity, roots)
     except ClipCullError as e:
         fail(str(e))
+    except sqlite3.DatabaseError as e:  # a cache page damaged after it was opened: one line, never a traceback
+        fail(str(store.error_for(e)))
     except KeyboardInterrupt:
         ui.message(err, "clipcull: interrupted. Every finished batch is saved; run the command again to go on.", "yellow")
         raise typer.Exit(EXIT_INTERRUPTED)
