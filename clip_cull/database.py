@@ -155,7 +155,8 @@ def _check_whole(conn: sqlite3.Connection, path: Path, kind: Kind) -> None:
     except sqlite3.DatabaseError as e:
         raise kind.damaged(kind, path, str(e)) from None
     if rows != [("ok",)]:
-        raise kind.damaged(kind, path, " ".join(str(r[0]) for r in rows).replace("\n", " "))
+        found = " ".join(str(r[0]) for r in rows).replace("*** in database main ***", "")
+        raise kind.damaged(kind, path, " ".join(found.split()))
 
 
 def _retry_while_locked(action, attempts: int = 50, pause_s: float = 0.2):
