@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_cull.errors import CacheError, InputError
-from clip_cull.store import Store
+from clip_cull.store import DamagedCache, Store
 
 RANK_PLACEHOLDER = "{rank}"
 # (table, how a source row enters): "keep" = INSERT OR IGNORE; "newer" = files rows by indexed_at.
@@ -60,7 +60,11 @@ def merge_caches(destination: Store, sources: list[str | Path]) -> MergeReport:
             raise InputError(f"no cache file {source}")
         if dest_path is not None and source.resolve() == dest_path:
             continue  # merging a cache into itself adds nothing
-        Store.open(source).close()  # brings an older source's schema up to date; refuses a newer one
+        try:  # brings an older source's schema up to date; refuses a newer one, and a damaged one
+            Store.open(source, rebuild=False).close()
+        except DamagedCache as e:
+            raise InputError(f"the cache {source} is damaged ({e.reason}); nothing was merged from it, and it "
+                             f"is left as it is") from None
         _merge_one(destination, source, report)
         report.sources += 1
     return report

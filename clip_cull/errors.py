@@ -15,3 +15,7 @@ class CacheError(ClipCullError):
 
 class InputError(ClipCullError):
     """A folder or file given on the command line cannot be used."""
+
+
+class StateError(ClipCullError):
+    """The state database (undo journal, per-folder settings) cannot be opened or used."""

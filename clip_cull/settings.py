@@ -2,8 +2,9 @@
 
 Order, first wins: the flags given on the command line, the settings of the last `rank` of
 the folder (or of a folder above it), the environment (CLIPCULL_MODEL, ...), the defaults.
-`rank` records the settings it used per folder in the cache's settings table, so `best`,
-`tag`, `move` and `report` act on the ranking the photographer looked at.
+`rank` records the settings it used per folder in the state database's settings table
+(state.py; a cleared cache keeps them), so `best`, `tag`, `move` and `report` act on the ranking
+the photographer looked at.
 """
 
 from __future__ import annotations
@@ -88,22 +89,22 @@ def folder_key(folder: str) -> str:
     return FOLDER_KEY + text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def recorded_for(store, roots: list[str]) -> tuple[dict, str | None]:
+def recorded_for(state, roots: list[str]) -> tuple[dict, str | None]:
     """The settings of the last `rank` of the first root (or a folder above it) that has some."""
     for root in roots:
         path = Path(os.path.abspath(os.path.expanduser(root)))
         for folder in (path, *path.parents):
-            recorded = store.get_setting(folder_key(str(folder)))
+            recorded = state.get_setting(folder_key(str(folder)))
             if recorded:
                 return Settings.from_dict(recorded), str(folder)
     return {}, None
 
 
-def resolve(flags: Mapping, store, roots: list[str], environ: Mapping[str, str] | None = None) -> Resolved:
-    """flags: the settings given on the command line (None: not given)."""
+def resolve(flags: Mapping, state, roots: list[str], environ: Mapping[str, str] | None = None) -> Resolved:
+    """flags: the settings given on the command line (None: not given); state: the StateStore."""
     environ = os.environ if environ is None else environ
     values: dict = {name: environ[var] for name, var in ENVIRONMENT.items() if environ.get(var)}
-    recorded, source = recorded_for(store, roots)
+    recorded, source = recorded_for(state, roots)
     values.update(recorded)
     given = {k: v for k, v in flags.items() if v is not None}
     values.update(given)
@@ -115,16 +116,16 @@ def resolve(flags: Mapping, store, roots: list[str], environ: Mapping[str, str] 
     return Resolved(settings, used)
 
 
-def record(store, roots: list[str], settings: Settings) -> None:
+def record(state, roots: list[str], settings: Settings) -> None:
     """Remember the settings of a `rank` for each of its folders, and the folders themselves."""
     folders = [os.path.abspath(os.path.expanduser(r)) for r in roots]
     for folder in folders:
-        store.set_setting(folder_key(folder), settings.as_dict())
-    store.set_setting(LAST_RANK, {"roots": folders, **settings.as_dict()})
+        state.set_setting(folder_key(folder), settings.as_dict())
+    state.set_setting(LAST_RANK, {"roots": folders, **settings.as_dict()})
 
 
-def last_rank_roots(store) -> list[str] | None:
-    last = store.get_setting(LAST_RANK)
+def last_rank_roots(state) -> list[str] | None:
+    last = state.get_setting(LAST_RANK)
     return last.get("roots") if last else None
 
 

@@ -1,4 +1,6 @@
-"""The SQLite cache: files, their embeddings per model, prompt embeddings, settings.
+"""The SQLite cache: files, their embeddings per model, prompt embeddings, focus and exposure.
+Everything in it can be computed again: the undo journal and per-folder settings live in the
+state database (state.py), so a damaged cache is moved aside and built anew.
 
 Files are rows keyed by absolute path with size and mtime_ns; their content fingerprint
 (sha256) links them to embeddings, which are keyed by (fingerprint, model id). So a renamed
@@ -8,11 +10,8 @@ never throws anything away.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +21,15 @@ import numpy as np
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from clip_cull import database
+from clip_cull.database import SQLITE_MAGIC, Damaged, Kind, SQLiteFile, known_steps, read_header, register
 from clip_cull.errors import CacheError
-from clip_cull.files import open_regular
 
-BUSY_TIMEOUT_S = 60  # another clipcull writing the same cache waits, it does not fail
+BUSY_TIMEOUT_S = database.BUSY_TIMEOUT_S  # another clipcull writing the same cache waits, it does not fail
 SQL_CHUNK = 500  # stays under SQLite's host-parameter limit
 # SQLite's header field for "which application's file is this" (PRAGMA application_id): "ClCu".
 # A file with another id, or with tables that are not clipcull's, is never changed.
 APPLICATION_ID = 0x436C4375
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 migrations = Migrations("clipcull")
 
@@ -65,7 +64,9 @@ def m001_initial(db: Database) -> None:
 
 @migrations()
 def m002_journal(db: Database) -> None:
-    """Runs of `tag` and `move` and their steps, for undo and crash recovery."""
+    """Runs of `tag` and `move` and their steps, for undo and crash recovery. (They, and the
+    settings table, now live in the state database; these stay for caches of older versions,
+    whose rows state_import.py copies over once.)"""
     db["runs"].create({"id": int, "kind": str, "created_at": str, "command": str, "state": str}, pk="id")
     db["steps"].create(
         {"run_id": int, "seq": int, "action": str, "src": str, "dst": str, "before": bytes, "after_sha": str,
@@ -105,15 +106,6 @@ def m005_forget_run_limits(db: Database) -> None:
     )
 
 
-@migrations()
-def m006_journal_ownership(db: Database) -> None:
-    """What each write claims (the rating and label clipcull set: ownership comes from the journal,
-    not from a keyword), which moved files belong to one photo's set, and how to restore a
-    photo's exact bytes after `tag --embed`."""
-    for column, kind in (("owned", str), ("set_id", int), ("patch", str)):
-        db["steps"].add_column(column, kind)
-
-
 @dataclass
 class FileRecord:
     """One photo's row: identity, fingerprint, facts, or the reason it cannot be read."""
@@ -149,72 +141,53 @@ def from_blob(blob: bytes, dtype=np.float16) -> np.ndarray:
     return np.frombuffer(blob, dtype=dtype)
 
 
-class Store:
-    """The cache database. Open it with Store.open(path)."""
+class DamagedCache(Damaged, CacheError):
+    """The cache is damaged: Store.open moves it aside and builds a new one."""
 
-    def __init__(self, db: Database, path: str):
-        self.db = db
-        self.path = path
+
+CACHE = register(Kind(
+    noun="cache", option="--db", env="CLIPCULL_DB", application_id=APPLICATION_ID, migrations=migrations,
+    own_table="files", error=CacheError, damaged=DamagedCache,
+    on_damage="It is only a cache: run the command again, and clipcull moves it aside and builds a new one.",
+))
+# A file that is not SQLite at all is taken for a damaged cache (and moved aside) only under a
+# database's name: `--db IMG_0001.jpg` given by mistake is refused, never renamed.
+DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
+
+
+class Store(SQLiteFile):
+    """The cache database. Open it with Store.open(path).
+
+    rebuilt_from: where a damaged cache found at open was moved aside (None: it was not);
+    damage: what was wrong with it."""
+
+    KIND = CACHE
+
+    def __init__(self, db: Database, path: str, busy_timeout_s: float = BUSY_TIMEOUT_S):
+        super().__init__(db, path, busy_timeout_s)
+        self.rebuilt_from: Path | None = None
+        self.damage: str | None = None
 
     @classmethod
-    def open(cls, path: str | Path) -> "Store":
+    def open(cls, path: str | Path, rebuild: bool = True) -> "Store":
+        """Open the cache at path, creating it if need be. A damaged cache (not a database, or
+        a damaged page) is moved aside, never deleted, and a new one is built in its place;
+        with rebuild=False it is refused (DamagedCache) and left as it is."""
         path = Path(path).expanduser()
-        if str(path) != ":memory:":
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise CacheError(
-                    f"cannot create the cache folder {path.parent}: {e.strerror or e}. "
-                    f"Choose another place with --db or CLIPCULL_DB."
-                ) from None
-        if str(path) != ":memory:":
-            _check_ours(path)  # before anything writes: another application's database stays untouched
+        found = _identity(path)
         try:
-            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-            store = cls(Database(conn), str(path))
-            if str(path) != ":memory:":
-                _retry_while_locked(store.db.enable_wal)
-            conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses no committed batch
-            with store.writing():  # two clipcull processes opening a new cache migrate it once
-                _check_schema(store.db, path)
-                migrations.apply(store.db)
-                if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        except sqlite3.DatabaseError as e:
-            raise _cache_error(e, path) from None
-        return store
-
-    @contextlib.contextmanager
-    def writing(self):
-        """A write transaction that takes the write lock first (BEGIN IMMEDIATE).
-
-        Another process holding the lock makes this wait (busy timeout) instead of failing
-        with "database is locked" halfway through, as a read-then-write transaction can in WAL
-        mode. sqlite-utils calls inside nest as savepoints.
-        """
-        conn = self.db.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as e:
-            raise _cache_error(e, Path(self.path)) from None
-        try:
-            yield self.db
-        except BaseException as e:
-            if conn.in_transaction:  # an error may already have ended it
-                conn.execute("ROLLBACK")
-            if isinstance(e, sqlite3.DatabaseError):
-                raise _cache_error(e, Path(self.path)) from None
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise _cache_error(e, Path(self.path)) from None
-
-    def close(self) -> None:
-        self.db.close()
+            return cls.connect(path, BUSY_TIMEOUT_S)  # looked up now: tests shorten it
+        except DamagedCache as damage:
+            if not rebuild:
+                raise
+            if not _rebuildable(path):
+                raise CacheError(f"{path} is not a clipcull cache (not an SQLite database: {damage.reason}). Nothing "
+                                 f"was changed. Give clipcull its own file with --db or CLIPCULL_DB.") from None
+            aside = move_aside(path, found)
+            store = cls.connect(path, BUSY_TIMEOUT_S)
+            if aside is not None:  # None: another clipcull moved it aside first, and says so
+                store.rebuilt_from, store.damage = aside, damage.reason
+            return store
 
     # --- files -----------------------------------------------------------------------------
 
@@ -339,7 +312,7 @@ class Store:
         with self.writing():
             self.db["text_embeddings"].insert_all(rows, replace=True)
 
-    # --- checkpoints and settings ----------------------------------------------------------
+    # --- checkpoints -------------------------------------------------------------------------
 
     def checkpoint_sha256(self, path: str, size: int, mtime_ns: int) -> str | None:
         row = self.db.execute(
@@ -353,136 +326,45 @@ class Store:
                 {"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": sha256}, replace=True
             )
 
-    def get_setting(self, key: str):
-        row = self.db.execute("select value from settings where key = ?", [key]).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def set_setting(self, key: str, value) -> None:
-        with self.writing():
-            self.db["settings"].insert({"key": key, "value": json.dumps(value)}, replace=True)
-
-
-def _retry_while_locked(action, attempts: int = 50, pause_s: float = 0.2):
-    """Switching a new database to WAL needs a moment alone with it; another process that
-    is doing the same gets SQLITE_BUSY at once, without the busy timeout."""
-    for attempt in range(attempts):
-        try:
-            return action()
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or attempt == attempts - 1:
-                raise
-            time.sleep(pause_s)
-
 
 def _known_steps() -> set[str]:
-    """The schema steps this version knows: all of them are pending on an empty database
-    (sqlite-utils' public API; its list of registered migrations is private)."""
-    return {m.name for m in migrations.pending(Database(memory=True))}
+    """The cache's schema steps this version knows."""
+    return known_steps(migrations)
 
 
-def _check_ours(path: Path) -> None:
-    """Refuse, without changing a byte, a database file that is not clipcull's cache.
-
-    Ours: an empty or missing file; SQLite's application_id set to APPLICATION_ID; or, from
-    before the id was set, a database whose tables are clipcull's and whose migrations are
-    clipcull's. Everything else (a Lightroom catalog, any other program's database) is refused."""
-    import stat as stat_mode
-
+def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise CacheError(f"cannot use the cache {path}: {e.strerror or e}") from None
-    if stat_mode.S_ISDIR(st.st_mode):
-        raise CacheError(f"the cache {path} is a folder; give a file with --db")
-    if not stat_mode.S_ISREG(st.st_mode):
-        raise CacheError(f"the cache {path} is not a regular file; give a file with --db")
-    if st.st_size == 0:
-        return
-    try:
-        fd, _ = open_regular(path)
-        with os.fdopen(fd, "rb") as f:
-            header = f.read(100)
-    except OSError as e:
-        raise CacheError(f"cannot read the cache {path}: {e.strerror or e}") from None
-    if not header.startswith(SQLITE_MAGIC):
-        return  # not SQLite at all: opening says "damaged", and changes nothing
-    if len(header) == 100 and int.from_bytes(header[68:72], "big") == APPLICATION_ID:
-        return
-    application_id = int.from_bytes(header[68:72], "big") if len(header) == 100 else 0
-    tables = _tables_untouched(path)
-    if application_id == 0 and tables is not None and _looks_like_clipcull(tables, path):
-        return  # a cache from before the id: accepted, and given the id
-    what = f"application id {application_id:#x}" if application_id else (
-        f"tables {', '.join(sorted(tables)[:6])}" + (", ..." if tables and len(tables) > 6 else "") if tables else "no clipcull tables")
-    raise CacheError(
-        f"{path} is not a clipcull cache (an SQLite database of another application: {what}). Nothing "
-        f"was changed. Give clipcull its own file with --db or CLIPCULL_DB."
-    )
-
-
-def _tables_untouched(path: Path) -> set[str] | None:
-    """Table names, read through an immutable connection: no lock, no journal, no byte written."""
-    from urllib.parse import quote
-
-    try:
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1", uri=True)
-        try:
-            return {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError:
+    except OSError:
         return None
+    return st.st_dev, st.st_ino
 
 
-def _looks_like_clipcull(tables: set[str], path: Path) -> bool:
-    if not tables:
-        return True  # a database without tables holds nothing to protect
-    if not {"files", "_sqlite_migrations"} <= tables:
-        return False
-    from urllib.parse import quote
+def _rebuildable(path: Path) -> bool:
+    """A damaged file clipcull may move aside: SQLite with the cache's id (check_ours let it
+    through), or garbage under a database's name."""
+    if read_header(path, CACHE).startswith(SQLITE_MAGIC):
+        return True
+    return path.suffix.lower() in DATABASE_SUFFIXES
 
+
+def move_aside(path: Path, found: tuple[int, int] | None = None) -> Path | None:
+    """Rename a damaged cache and its -wal and -shm to PATH.damaged-YYYYmmdd-HHMMSS(-wal/-shm);
+    the aside path, or None where the file is no longer the one found damaged (another clipcull
+    moved it aside first and made a new one, which stays). Nothing is deleted, nothing is
+    overwritten. The -wal goes first: a new cache must never find the old one's log."""
+    if found is not None and _identity(path) != found:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = path.with_name(f"{path.name}.damaged-{stamp}"), 0
+    while any(os.path.lexists(f"{aside}{suffix}") for suffix in ("", "-wal", "-shm")):
+        n += 1
+        aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1", uri=True)
-        try:
-            sets = {r[0] for r in conn.execute("select distinct migration_set from _sqlite_migrations")}
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError:
-        return False
-    return sets == {"clipcull"}
-
-
-def _check_schema(db: Database, path: Path) -> None:
-    """Refuse a cache written by a newer clipcull instead of guessing at its tables."""
-    known = _known_steps()
-    applied = {m.name for m in migrations.applied(db)}
-    unknown = sorted(applied - known)
-    if unknown:
-        raise CacheError(
-            f"the cache {path} was written by a newer clipcull (schema steps {', '.join(unknown)} are "
-            f"unknown to this version). Upgrade clipcull, or use another cache with --db."
-        )
-
-
-def _cache_error(error: sqlite3.DatabaseError, path: Path) -> CacheError:
-    text = str(error)
-    if "disk is full" in text or "disk I/O error" in text:
-        return CacheError(
-            f"cannot write the cache {path} ({text}). Nothing committed was lost: free some space "
-            f"(or use --db on another disk) and run the command again to go on."
-        )
-    if "not a database" in text or "malformed" in text:
-        return CacheError(
-            f"the cache {path} is damaged ({text}). Nothing was changed: move it aside "
-            f"(clipcull builds a new one) or use another cache with --db."
-        )
-    if "locked" in text or "busy" in text:
-        return CacheError(
-            f"the cache {path} is locked by another program (waited {BUSY_TIMEOUT_S} s). Nothing was "
-            f"changed: let the other clipcull finish, then run the command again."
-        )
-    if "readonly" in text or "unable to open" in text:
-        return CacheError(f"cannot write the cache {path} ({text}). Use a writable place with --db or CLIPCULL_DB.")
-    return CacheError(f"the cache {path} cannot be used: {text}")
+        for suffix in ("-wal", "-shm", ""):
+            if os.path.lexists(f"{path}{suffix}"):
+                os.rename(f"{path}{suffix}", f"{aside}{suffix}")
+    except OSError as e:
+        raise CacheError(f"the cache {path} is damaged and cannot be moved aside ({e.strerror or e}): move it "
+                         f"aside yourself (clipcull builds a new one) or use another cache with --db.") from None
+    return aside

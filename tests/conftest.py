@@ -44,13 +44,21 @@ def tiny_model_files(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own cache; nothing touches the user's real one."""
+    """Every test gets its own cache and state database; nothing touches the user's real ones."""
     db = tmp_path / "cache" / "clipcull.db"
     monkeypatch.setenv("CLIPCULL_DB", str(db))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setenv("CLIPCULL_STATE", str(tmp_path / "state" / "state.db"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     for var in ("CLIPCULL_MODEL", "CLIPCULL_PRETRAINED"):
         monkeypatch.delenv(var, raising=False)
     return db
+
+
+@pytest.fixture
+def private_state(private_cache) -> Path:
+    """The state database (journal, folder settings) the CLI uses in this test."""
+    return Path(os.environ["CLIPCULL_STATE"])
 
 
 @contextlib.contextmanager

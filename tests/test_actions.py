@@ -220,10 +220,12 @@ def _plan_for(folder, private_cache, keep_top=4):
     return plan_moves(ranked[keep_top:], [str(folder)], None)
 
 
-def test_crash_half_way_then_undo_or_rerun_loses_and_duplicates_nothing(tiny_env, photo_folder, private_cache, monkeypatch):
+def test_crash_half_way_then_undo_or_rerun_loses_and_duplicates_nothing(tiny_env, photo_folder, private_cache,
+                                                                         private_state, monkeypatch):
     import clip_cull.actions.move as move_module
     from clip_cull.actions.journal import Journal
     from clip_cull.actions.move import apply_moves, resume_unfinished
+    from clip_cull.state import StateStore
     from clip_cull.store import Store
 
     before = tree_hashes(photo_folder)
@@ -238,30 +240,32 @@ def test_crash_half_way_then_undo_or_rerun_loses_and_duplicates_nothing(tiny_env
         return real(src, dst, copy)
 
     monkeypatch.setattr(move_module, "transfer", crashing)
-    store = Store.open(private_cache)
+    store, state = Store.open(private_cache), StateStore.open(private_state)
     with pytest.raises(KeyboardInterrupt):
-        apply_moves(store, Journal(store), steps, {})
+        apply_moves(store, Journal(state), steps, {})
     monkeypatch.setattr(move_module, "transfer", real)
     assert sorted(before.values()) == sorted(tree_hashes(photo_folder).values())  # nothing lost or doubled
 
-    assert resume_unfinished(store, Journal(store)) is not None  # a re-run completes it
+    assert resume_unfinished(store, Journal(state)) is not None  # a re-run completes it
     after = tree_hashes(photo_folder)
     assert sorted(before.values()) == sorted(after.values())
     assert sum(1 for p in after if p.startswith("_rejects")) == 4
     store.close()
+    state.close()
     assert run("undo").exit_code == 0
     assert tree_hashes(photo_folder) == before
 
 
-def test_crash_after_a_rename_before_it_was_journaled(tiny_env, photo_folder, private_cache, monkeypatch):
+def test_crash_after_a_rename_before_it_was_journaled(tiny_env, photo_folder, private_cache, private_state, monkeypatch):
     from clip_cull.actions.journal import Journal
+    from clip_cull.state import StateStore
     from clip_cull.store import Store
     from clip_cull.actions.move import apply_moves
 
     before = tree_hashes(photo_folder)
     steps = _plan_for(photo_folder, private_cache)
-    store = Store.open(private_cache)
-    journal = Journal(store)
+    store, state = Store.open(private_cache), StateStore.open(private_state)
+    journal = Journal(state)
     real_mark = journal.mark
 
     def mark_then_die(run_id, seq, state):
@@ -273,6 +277,7 @@ def test_crash_after_a_rename_before_it_was_journaled(tiny_env, photo_folder, pr
     with pytest.raises(SystemExit):
         apply_moves(store, journal, steps, {})
     store.close()
+    state.close()
     assert sorted(before.values()) == sorted(tree_hashes(photo_folder).values())
     assert run("undo").exit_code == 0
     assert tree_hashes(photo_folder) == before

@@ -164,13 +164,27 @@ def test_cache_from_a_newer_version_is_refused(private_cache):
         Store.open(private_cache)
 
 
-def test_damaged_cache_is_reported_and_left_alone(private_cache):
+def test_a_damaged_cache_is_moved_aside_whole_and_built_anew(private_cache):
     private_cache.parent.mkdir(parents=True, exist_ok=True)
     private_cache.write_bytes(b"this is not sqlite" * 100)
     before = private_cache.read_bytes()
-    with pytest.raises(CacheError, match="damaged"):
-        Store.open(private_cache)
-    assert private_cache.read_bytes() == before
+    store = Store.open(private_cache)
+    assert store.rebuilt_from.name.startswith("clipcull.db.damaged-") and store.damage == "file is not a database"
+    assert store.rebuilt_from.read_bytes() == before  # renamed, never deleted or changed
+    assert store.file_records(["/a.jpg"]) == {}  # a new, empty cache in its place
+    store.close()
+    assert Store.open(private_cache).rebuilt_from is None
+
+
+def test_a_damaged_cache_is_left_alone_when_not_to_be_rebuilt_or_not_named_like_a_database(private_cache, tmp_path):
+    for path, rebuild, says in ((private_cache, False, "is damaged"),
+                                (tmp_path / "photos" / "IMG_0001.jpg", True, "is not a clipcull cache")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"this is not sqlite" * 100)
+        with pytest.raises(CacheError, match=says):
+            Store.open(path, rebuild=rebuild)
+        assert path.read_bytes() == b"this is not sqlite" * 100
+        assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
 def test_prompt_embeddings_are_cached_per_model(store, tiny_model_files):

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from clip_cull.actions.journal import Journal
 from clip_cull.actions.undo import undo_run
 from clip_cull.cli import app
+from clip_cull.state import StateStore
 from clip_cull.store import Store
 from conftest import fails_after, make_photo
 
@@ -68,7 +69,8 @@ def xmp_of(path: Path) -> dict:
 
 
 def journal():
-    return Journal(Store.open(os.environ["CLIPCULL_DB"]))
+    """The journal the commands use (conftest points CLIPCULL_STATE into the test's folder)."""
+    return Journal(StateStore.open(os.environ["CLIPCULL_STATE"]))
 
 
 # --- never write what was not fully read -------------------------------------------------------------
@@ -271,7 +273,7 @@ def test_review_writes_into_an_existing_upper_case_sidecar(tmp_path):
     photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
     upper = tmp_path / "IMG_1.XMP"
     exiftool("-q", "-o", upper, "-XMP-dc:Creator=Ann", photo)
-    store = Store.open(tmp_path / "c.db")
+    store = StateStore.open(tmp_path / "state.db")
     DecisionWriter(store, {"command": "review"}).decide(str(photo), [], rating=4)
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix.lower() == ".xmp") == ["IMG_1.XMP"]
     assert xmp_of(upper)["Rating"] == 4 and xmp_of(upper)["Creator"] == "Ann"
@@ -285,7 +287,7 @@ def test_review_does_not_write_while_another_process_holds_the_journal(tmp_path)
     from clip_cull.review.decisions import DecisionWriter, ReviewError
 
     photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
-    store = Store.open(tmp_path / "c.db")
+    store = StateStore.open(tmp_path / "state.db")
     lock = os.path.realpath(store.path) + ".journal-lock"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
@@ -314,7 +316,7 @@ def test_after_an_undo_conflict_u_goes_on_to_the_action_before(tmp_path):
     from clip_cull.review.decisions import DecisionWriter, ReviewError
 
     one, two = make_photo(tmp_path / "IMG_1.jpg", seed=1), make_photo(tmp_path / "IMG_2.jpg", seed=2)
-    store = Store.open(tmp_path / "c.db")
+    store = StateStore.open(tmp_path / "state.db")
     writer = DecisionWriter(store, {"command": "review"})
     writer.decide(str(one), [], rating=3)
     writer.decide(str(two), [], rating=4)
@@ -334,8 +336,8 @@ def test_the_undo_of_a_legacy_embedded_step_never_dies(tmp_path):
     from clip_cull.actions.journal import DONE, Step
 
     photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
-    store = Store.open(tmp_path / "c.db")
-    j = Journal(store)
+    store, state = Store.open(tmp_path / "c.db"), StateStore.open(tmp_path / "state.db")
+    j = Journal(state)
     step = Step("embedded", str(photo), str(photo), UNDECODABLE["top-level typed node"].encode(), sha(photo))
     run_id = j.plan("tag", {"command": "tag"}, [step])
     j.mark(run_id, 0, DONE)
@@ -343,6 +345,7 @@ def test_the_undo_of_a_legacy_embedded_step_never_dies(tmp_path):
     report = undo_run(store, j, run_id)
     assert sha(photo) == before and len(report.conflicts) == 1
     store.close()
+    state.close()
 
 
 def test_tag_copy_tag_then_undo_of_all_three_leaves_nothing_of_clipculls(tiny_env, photo_folder, tmp_path, deadline):

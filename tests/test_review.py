@@ -72,7 +72,7 @@ def shoot(tmp_path_factory, tiny_model_files):
     config, checkpoint = tiny_model_files
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CLIPCULL_DB": str(base / "cache" / "c.db"),
            "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint),
-           "XDG_CACHE_HOME": str(base / "xdg")}
+           "XDG_CACHE_HOME": str(base / "xdg"), "CLIPCULL_STATE": str(base / "state" / "state.db")}
     return folder, env
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from clip_cull.actions.journal import Journal
 from clip_cull.review.decisions import DecisionWriter, ReviewError
+from clip_cull.state import StateStore
 from clip_cull.store import Store
 from conftest import make_photo
 
@@ -32,13 +33,21 @@ def store(tmp_path):
     s.close()
 
 
-def test_decision_merges_into_a_foreign_sidecar_and_undo_restores_its_bytes(tmp_path, store):
+@pytest.fixture
+def state(tmp_path):
+    """The state database: the journal a review session's decisions go to."""
+    s = StateStore.open(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def test_decision_merges_into_a_foreign_sidecar_and_undo_restores_its_bytes(tmp_path, state):
     photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
     sidecar = tmp_path / "IMG_1.xmp"
     exiftool("-o", sidecar, "-XMP-dc:Creator=Ann Example", "-XMP-dc:Subject=wedding", "-XMP-xmp:Rating=2",
              "-XMP-xmp:Label=Red", photo)
     original = sidecar.read_bytes()
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(state, {"command": "review"})
     assert writer.current(str(photo)).rating == 2  # the photographer's own rating, read back
 
     writer.decide(str(photo), [], rating=5)
@@ -48,50 +57,50 @@ def test_decision_merges_into_a_foreign_sidecar_and_undo_restores_its_bytes(tmp_
     writer.decide(str(photo), [], toggle_pick=True)
     assert read(sidecar)["Label"] == "Green"
 
-    steps = Journal(store).steps(writer.run_id)
+    steps = Journal(state).steps(writer.run_id)
     assert [s.state for s in steps] == ["done", "done"]  # one run, a step an action
     writer.undo_last()
     writer.undo_last()
     assert sidecar.read_bytes() == original
-    assert [s.state for s in Journal(store).steps(writer.run_id)] == ["undone", "undone"]
+    assert [s.state for s in Journal(state).steps(writer.run_id)] == ["undone", "undone"]
     assert writer.undo_last() is None
 
 
-def _tag(store, photo, rating: int) -> None:
+def _tag(state, photo, rating: int) -> None:
     """clipcull tag's write of one rating, journaled as tag journals it."""
     from clip_cull.actions import tag as tagging
     from clip_cull.actions.writer import RATING, Edit, plan_sidecar
 
     change = plan_sidecar(str(photo), photo.with_suffix(".xmp"), Edit(rating, keywords=["clipcull:rated"],
                                                                      owned={RATING: str(rating)}), rating)
-    assert tagging.apply_tags(Journal(store), [change], {"command": "tag"}) is not None
+    assert tagging.apply_tags(Journal(state), [change], {"command": "tag"}) is not None
 
 
-def test_a_rating_clipcull_tag_wrote_is_not_taken_for_the_photographers(tmp_path, store):
+def test_a_rating_clipcull_tag_wrote_is_not_taken_for_the_photographers(tmp_path, state):
     photo = make_photo(tmp_path / "IMG_2.jpg", seed=2)
-    _tag(store, photo, 3)
-    writer = DecisionWriter(store, {"command": "review"})
+    _tag(state, photo, 3)
+    writer = DecisionWriter(state, {"command": "review"})
     assert writer.current(str(photo)).rating is None  # the journal says clipcull wrote exactly this 3
     writer.decide(str(photo), [], rating=-1)
     after = read(tmp_path / "IMG_2.xmp")
     assert after["Rating"] == -1 and "Subject" not in after  # now the photographer's: no clipcull:rated
 
 
-def test_a_keyword_alone_makes_no_rating_clipculls(tmp_path, store):
+def test_a_keyword_alone_makes_no_rating_clipculls(tmp_path, state):
     """Ownership comes from the journal: a sidecar another program wrote with clipcull's keyword
     (or one the photographer re-rated after clipcull) holds the photographer's rating."""
     photo = make_photo(tmp_path / "IMG_2.jpg", seed=2)
     exiftool("-o", tmp_path / "IMG_2.xmp", "-XMP-xmp:Rating=3", "-XMP-dc:Subject=clipcull:rated", photo)
-    assert DecisionWriter(store, {"command": "review"}).current(str(photo)).rating == 3
+    assert DecisionWriter(state, {"command": "review"}).current(str(photo)).rating == 3
     other = make_photo(tmp_path / "IMG_4.jpg", seed=4)
-    _tag(store, other, 2)
+    _tag(state, other, 2)
     exiftool("-overwrite_original", "-XMP-xmp:Rating=5", tmp_path / "IMG_4.xmp")  # re-rated in Lightroom
-    assert DecisionWriter(store, {"command": "review"}).current(str(other)).rating == 5
+    assert DecisionWriter(state, {"command": "review"}).current(str(other)).rating == 5
 
 
-def test_undo_of_one_action_leaves_a_sidecar_changed_since_alone(tmp_path, store):
+def test_undo_of_one_action_leaves_a_sidecar_changed_since_alone(tmp_path, state):
     photo = make_photo(tmp_path / "IMG_3.jpg", seed=3)
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(state, {"command": "review"})
     writer.decide(str(photo), [], rating=4)
     exiftool("-overwrite_original", "-XMP-xmp:Rating=1", tmp_path / "IMG_3.xmp")  # another program edits it
     with pytest.raises(ReviewError, match="changed since clipcull wrote it"):
@@ -99,18 +108,18 @@ def test_undo_of_one_action_leaves_a_sidecar_changed_since_alone(tmp_path, store
     assert read(tmp_path / "IMG_3.xmp")["Rating"] == 1
 
 
-def test_darktable_naming_and_raw_companions_get_their_own_sidecars(tmp_path, store):
+def test_darktable_naming_and_raw_companions_get_their_own_sidecars(tmp_path, state):
     photo = make_photo(tmp_path / "IMG_4.jpg", seed=4)
     raw = tmp_path / "IMG_4.CR2"
     raw.write_bytes(b"raw")
-    writer = DecisionWriter(store, {"command": "review"}, style="darktable")
+    writer = DecisionWriter(state, {"command": "review"}, style="darktable")
     writer.decide(str(photo), [str(raw)], rating=3)
     assert read(tmp_path / "IMG_4.jpg.xmp")["Rating"] == 3 and read(tmp_path / "IMG_4.CR2.xmp")["Rating"] == 3
     writer.undo_last()
     assert not (tmp_path / "IMG_4.jpg.xmp").exists() and not (tmp_path / "IMG_4.CR2.xmp").exists()
 
 
-def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store):
+def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store, state):
     """`clipcull undo` of a review session while the page is still open: later keys go into a
     new journaled run, and U no longer reaches into the reverted one."""
     from clip_cull.actions.undo import undo_run
@@ -119,10 +128,10 @@ def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store)
     sidecar = tmp_path / "IMG_1.xmp"
     exiftool("-o", sidecar, "-XMP-dc:Creator=Ann Example", "-XMP-xmp:Rating=2", photo)
     original = sidecar.read_bytes()
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(state, {"command": "review"})
     writer.decide(str(photo), [], rating=4)
     first = writer.run_id
-    journal = Journal(store)
+    journal = Journal(state)
     assert undo_run(store, journal, first).conflicts == []
     assert sidecar.read_bytes() == original and journal.run(first).state == "undone"
 
@@ -135,7 +144,7 @@ def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store)
     assert [s.state for s in journal.steps(first)] == ["undone"]
 
 
-def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer_goes_on(tmp_path, store,
+def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer_goes_on(tmp_path, store, state,
                                                                                           monkeypatch):
     """The RAW's sidecar cannot be written (read-only share, full disk): the JPEG's sidecar, already
     written for the same key press, gets its bytes back, so the files match what the page shows."""
@@ -155,11 +164,11 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
         return real_write(path, data, *args, **kwargs)
 
     monkeypatch.setattr(xmp_writer, "write_atomic", refuse_the_raws)
-    writer = DecisionWriter(store, {"command": "review"}, style="darktable")
+    writer = DecisionWriter(state, {"command": "review"}, style="darktable")
     with pytest.raises(ReviewError, match=r"IMG_5\.CR2\.xmp: Permission denied; not written"):
         writer.decide(str(photo), [str(raw)], rating=5)
     assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
-    journal = Journal(store)
+    journal = Journal(state)
     assert [s.state for s in journal.steps(writer.run_id)] == ["undone", "failed"]
     assert writer.actions == 0 and writer.current(str(photo)).rating == 2
 
@@ -170,7 +179,7 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
     assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
 
 
-def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the_page(tmp_path, store,
+def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the_page(tmp_path, store, state,
                                                                                        monkeypatch):
     from types import SimpleNamespace
 
@@ -181,7 +190,7 @@ def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the
     photos = [make_photo(tmp_path / f"IMG_{i}.jpg", seed=10 + i) for i in range(3)]
     ranked = [SimpleNamespace(path=str(p), score=1.0 - i / 10, rank=i + 1, label="aesthetic", flags=[], captured_at=None,
                               camera=None, quality=None, companions=[]) for i, p in enumerate(photos)]
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(state, {"command": "review"})
     session = ReviewSession(store, ranked, {}, [str(tmp_path)], writer, ThumbnailCache(tmp_path / "thumbs"), "m")
     session.decide(0, "reject")
     session.decide(1, "reject")
@@ -205,7 +214,7 @@ def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the
     assert moved == [1] and not photos[1].exists() and [row["id"] for row in session.listing()] == [2]
 
 
-def test_decisions_from_many_requests_at_once_keep_the_journal_and_the_files_in_step(tmp_path, store):
+def test_decisions_from_many_requests_at_once_keep_the_journal_and_the_files_in_step(tmp_path, store, state):
     import hashlib
     import threading
     from types import SimpleNamespace
@@ -216,7 +225,7 @@ def test_decisions_from_many_requests_at_once_keep_the_journal_and_the_files_in_
     photos = [make_photo(tmp_path / f"IMG_{i}.jpg", seed=30 + i) for i in range(4)]
     ranked = [SimpleNamespace(path=str(p), score=1.0 - i / 10, rank=i + 1, label="aesthetic", flags=[], captured_at=None,
                               camera=None, quality=None, companions=[]) for i, p in enumerate(photos)]
-    session = ReviewSession(store, ranked, {}, [str(tmp_path)], DecisionWriter(store, {"command": "review"}),
+    session = ReviewSession(store, ranked, {}, [str(tmp_path)], DecisionWriter(state, {"command": "review"}),
                             ThumbnailCache(tmp_path / "thumbs"), "m")
     errors = []
 
@@ -232,7 +241,7 @@ def test_decisions_from_many_requests_at_once_keep_the_journal_and_the_files_in_
     for t in threads:
         t.join(60)
     assert errors == []
-    steps = Journal(store).steps(session.writer.run_id)
+    steps = Journal(state).steps(session.writer.run_id)
     assert all(s.state == "done" for s in steps)
     for p in photos:  # the last journaled write of each sidecar is what the file holds
         mine = [s for s in steps if s.dst == str(p.with_suffix(".xmp"))]
@@ -242,9 +251,9 @@ def test_decisions_from_many_requests_at_once_keep_the_journal_and_the_files_in_
     assert session.writer.actions == len(steps) - 1
 
 
-def test_a_photo_gone_since_the_review_began_gets_no_orphan_sidecar(tmp_path, store):
+def test_a_photo_gone_since_the_review_began_gets_no_orphan_sidecar(tmp_path, state):
     photo = make_photo(tmp_path / "IMG_6.jpg", seed=6)
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(state, {"command": "review"})
     photo.rename(tmp_path / "elsewhere.jpg")  # another program moved it
     with pytest.raises(ReviewError, match=r"IMG_6\.jpg: is gone"):
         writer.decide(str(photo), [], rating=5)
@@ -252,10 +261,10 @@ def test_a_photo_gone_since_the_review_began_gets_no_orphan_sidecar(tmp_path, st
     assert writer.run_id is None  # nothing journaled
 
 
-def test_p_twice_on_a_photo_with_nothing_else_leaves_a_valid_empty_sidecar(tmp_path, store):
+def test_p_twice_on_a_photo_with_nothing_else_leaves_a_valid_empty_sidecar(tmp_path, state):
     photo = make_photo(tmp_path / "IMG_7.jpg", seed=7)
     sidecar = tmp_path / "IMG_7.xmp"
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(state, {"command": "review"})
     writer.decide(str(photo), [], toggle_pick=True)
     assert read(sidecar)["Label"] == "Green"
     assert writer.decide(str(photo), [], toggle_pick=True).picked is False  # was "not XMP clipcull can edit"
@@ -269,9 +278,9 @@ def test_p_twice_on_a_photo_with_nothing_else_leaves_a_valid_empty_sidecar(tmp_p
     assert not sidecar.exists()
 
 
-def test_a_sidecar_that_became_a_folder_is_one_error_and_other_photos_go_on(tmp_path, store):
+def test_a_sidecar_that_became_a_folder_is_one_error_and_other_photos_go_on(tmp_path, state):
     photo, other = make_photo(tmp_path / "IMG_8.jpg", seed=8), make_photo(tmp_path / "IMG_9.jpg", seed=9)
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(state, {"command": "review"})
     writer.decide(str(photo), [], rating=3)
     (tmp_path / "IMG_8.xmp").unlink()
     (tmp_path / "IMG_8.xmp").mkdir()  # meanwhile, by someone else

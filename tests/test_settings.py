@@ -108,17 +108,17 @@ def test_a_folder_never_ranked_uses_the_defaults(tiny_env, tmp_path):
 
 def test_settings_order_flags_folder_environment_defaults(tmp_path):
     from clip_cull.settings import Settings, record, resolve
-    from clip_cull.store import Store
+    from clip_cull.state import StateStore
 
-    store = Store.open(tmp_path / "c.db")
+    state = StateStore.open(tmp_path / "state.db")
     env = {"CLIPCULL_MODEL": "ViT-L-14", "CLIPCULL_HEAD": "fixed"}
-    assert resolve({}, store, [str(tmp_path / "a")], env).settings == Settings(model="ViT-L-14", head="fixed")
-    record(store, [str(tmp_path / "a")], Settings(head="context", positive="beautiful", penalize=("blur",)))
-    got = resolve({"positive": "pleasing"}, store, [str(tmp_path / "a" / "day1")], env)
+    assert resolve({}, state, [str(tmp_path / "a")], env).settings == Settings(model="ViT-L-14", head="fixed")
+    record(state, [str(tmp_path / "a")], Settings(head="context", positive="beautiful", penalize=("blur",)))
+    got = resolve({"positive": "pleasing"}, state, [str(tmp_path / "a" / "day1")], env)
     assert got.settings == Settings(head="context", positive="pleasing", penalize=("blur",))
     assert got.source == str(tmp_path / "a")
-    assert resolve({}, store, [str(tmp_path / "b")], {}).settings == Settings()
-    store.close()
+    assert resolve({}, state, [str(tmp_path / "b")], {}).settings == Settings()
+    state.close()
 
 
 def test_review_and_search_use_the_folder_as_ranked(ranked_with_head, monkeypatch):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from clip_cull.actions.journal import Journal
 from clip_cull.cli import app
-from clip_cull.store import Store
+from clip_cull.state import StateStore
 from clip_cull.taste import read_rating, shoot_groups, taste_figures
 
 XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -73,11 +73,11 @@ def library(tmp_path) -> Path:
 
 
 def embed_as_tag_does(photo: Path, rating: int) -> None:
-    """`tag --embed`'s write of one rating, journaled where the commands look (CLIPCULL_DB)."""
+    """`tag --embed`'s write of one rating, journaled where the commands look (CLIPCULL_STATE)."""
     from clip_cull.actions.tag import apply_tags
     from clip_cull.actions.writer import RATING, Edit, plan_embedded
 
-    store = Store.open(os.environ["CLIPCULL_DB"])
+    store = StateStore.open(os.environ["CLIPCULL_STATE"])
     try:
         change = plan_embedded(str(photo), Edit(rating, keywords=["clipcull:rated"], owned={RATING: str(rating)}))
         assert apply_tags(Journal(store), [change], {"command": "tag"}) is not None
@@ -92,7 +92,7 @@ def test_ratings_come_from_both_sidecar_styles_and_embedded_xmp(library):
     assert read_rating(str(lightroom)).source.endswith("IMG_0000.xmp")
     assert read_rating(str(darktable)).source.endswith("IMG_0001.jpg.xmp")
     assert read_rating(str(embedded)).source == "XMP embedded in IMG_0002.jpg"
-    store = Store.open(os.environ["CLIPCULL_DB"])
+    store = StateStore.open(os.environ["CLIPCULL_STATE"])
     clipculls = str(library / "mixed" / "clipcull_rated.jpg")
     assert read_rating(clipculls, journal=Journal(store)) is None  # never learn from itself
     assert read_rating(clipculls).stars == 5  # without the journal no value is clipcull's

@@ -107,12 +107,13 @@ def test_tag_embed_into_tiff_and_jpeg_with_exiftool_xmp_then_undo(tiny_env, tmp_
 # then: darktable or a second clipcull that wrote the sidecar meanwhile lost its edit.
 
 
-def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_cache):
+def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_cache, private_state):
     from types import SimpleNamespace
 
     from clip_cull.actions.journal import FAILED, Journal
     from clip_cull.actions.tag import apply_tags, plan_tags
     from clip_cull.actions.undo import undo_run
+    from clip_cull.state import StateStore
     from clip_cull.store import Store
 
     folder = tmp_path / "shoot"
@@ -128,8 +129,8 @@ def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_c
     e.rename(folder / "moved.jpg")  # and a photo moved away: no sidecar left behind for it
     kept = {p: p.read_bytes() for p in (folder / "a.xmp", folder / "b.xmp", c)}
 
-    store = Store.open(private_cache)
-    journal = Journal(store)
+    store, state = Store.open(private_cache), StateStore.open(private_state)
+    journal = Journal(state)
     notes: list[str] = []
     run_id = apply_tags(journal, changes, {"command": "tag"}, notes)
     assert {p: p.read_bytes() for p in kept} == kept  # all three untouched
@@ -145,6 +146,7 @@ def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_c
     assert {p: p.read_bytes() for p in kept} == kept
     assert "Rating" not in exiftool(d) and not (folder / "d.xmp").exists() and not (folder / "c.xmp").exists()
     store.close()
+    state.close()
 
 
 # --- two clipcull processes on one cache at once -----------------------------------------------------
@@ -183,17 +185,18 @@ def test_two_moves_at_once_move_each_photo_once_and_undo_restores(tiny_env, phot
     assert not [p for p in dest.rglob("*") if p.is_file()]
 
 
-def test_a_held_journal_makes_a_second_process_wait_then_say_so(photo_folder, private_cache, monkeypatch):
+def test_a_held_journal_makes_a_second_process_wait_then_say_so(photo_folder, private_cache, private_state, monkeypatch):
     import os
     import sys
 
     from clip_cull.actions import journal as journal_module
     from clip_cull.actions.journal import Journal, JournalBusy, Step
     from clip_cull.actions.move import apply_moves
+    from clip_cull.state import StateStore
     from clip_cull.store import Store
 
-    store = Store.open(private_cache)
-    lock = os.path.realpath(private_cache) + ".journal-lock"
+    store, state = Store.open(private_cache), StateStore.open(private_state)
+    lock = os.path.realpath(private_state) + ".journal-lock"  # beside the state database, which holds the journal
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"), lock],
@@ -204,8 +207,8 @@ def test_a_held_journal_makes_a_second_process_wait_then_say_so(photo_folder, pr
         photo = photo_folder / "IMG_0000.jpg"
         step = Step("move", str(photo), str(photo_folder / "_rejects" / "IMG_0000.jpg"))
         with pytest.raises(JournalBusy, match="another clipcull process"):
-            apply_moves(store, Journal(store), [step], {"command": "move"})
-        assert photo.exists() and Journal(store).runs() == []  # nothing moved, nothing journaled
+            apply_moves(store, Journal(state), [step], {"command": "move"})
+        assert photo.exists() and Journal(state).runs() == []  # nothing moved, nothing journaled
     finally:
         holder.kill()
         holder.wait(timeout=30)
@@ -214,11 +217,12 @@ def test_a_held_journal_makes_a_second_process_wait_then_say_so(photo_folder, pr
     steps = [Step("move", str(photo), str(photo_folder / "_rejects" / "IMG_0000.jpg")),
              Step("move", str(gone), str(photo_folder / "_rejects" / "IMG_0001.jpg"))]
     gone.rename(tmp := photo_folder / "elsewhere.jpg")  # moved by someone else after the listing
-    run_id = apply_moves(store, Journal(store), steps, {"command": "move"}, notes=notes)
+    run_id = apply_moves(store, Journal(state), steps, {"command": "move"}, notes=notes)
     assert (photo_folder / "_rejects" / "IMG_0000.jpg").exists() and tmp.exists()
-    assert [s.src for s in Journal(store).steps(run_id)] == [str(photo)]  # only what was there is journaled
+    assert [s.src for s in Journal(state).steps(run_id)] == [str(photo)]  # only what was there is journaled
     assert notes and str(gone) in notes[0]
     store.close()
+    state.close()
 
 
 # --- a sidecar with no properties at all ------------------------------------------------------------

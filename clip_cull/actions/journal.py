@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from clip_cull.actions.fileops import OTHER_RUNS_PARTIAL_AGE_S, sweep_partials
 from clip_cull.errors import ClipCullError
-from clip_cull.store import Store
+from clip_cull.state import StateStore
 
 
 PLANNED, RUNNING, DONE, FAILED, UNDONE, CONFLICT = "planned", "running", "done", "failed", "undone", "conflict"
@@ -161,7 +161,7 @@ def _record_what_is_there(steps: list[Step]) -> None:
 
 def _take_flock(path: str, wait_s: float, db: str) -> int | None:
     """An fd holding an exclusive flock on path; None where no lock file can be made (a read-only
-    place: the cache cannot be written there either, and says so itself)."""
+    place: the state database cannot be written there either, and says so itself)."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), 0o644)
     except OSError:
@@ -188,7 +188,7 @@ STEP_COLUMNS = "action, src, dst, before, after_sha, state, seq, src_id, dst_id,
 
 
 class Journal:
-    def __init__(self, store: Store):
+    def __init__(self, store: StateStore):
         self.store = store
         self.db = store.db
 
@@ -199,7 +199,7 @@ class Journal:
         to run side by side: each finished the other's run as if it had been killed, both copied
         into the same temporary file, and a run took credit for the other's moves. The second
         now waits (up to wait_s, JOURNAL_WAIT_S by default) and then raises JournalBusy. The lock
-        is an flock on a file next to the cache, so a killed holder releases it at once.
+        is an flock on a file next to the state database, so a killed holder releases it at once.
         Re-entrant within a process (a thread waits for another thread's hold)."""
         path = self._lock_path()
         if path is None:

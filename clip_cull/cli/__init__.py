@@ -2,7 +2,7 @@
 
 - app.py: the Typer app and the `train` group
 - options.py: the options several commands share, declared once
-- common.py: cache, model session, one-line errors
+- common.py: cache, state database, model session, one-line errors
 - scoring.py: the run every scoring command shares (settings resolved once, index, rank)
 - rank.py (rank, best), actions.py (tag, move, undo, history, report),
   ava.py (heads, train prompts|linear|finetune, eval), taste.py (train ratings, eval ratings)
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import atexit
 import gc
+import sqlite3
 import sys
 
 from clip_cull import ui
 from clip_cull.cli.app import app
-from clip_cull.cli.common import EXIT_ERROR
+from clip_cull.cli.common import EXIT_ERROR, database_failed
 from clip_cull.errors import ClipCullError
 
 # Importing the command modules registers their commands on `app`.
@@ -32,6 +33,9 @@ def main() -> None:
         app()
     except ClipCullError as e:  # a last net: every command's own errors are one line, never a traceback
         ui.message(ui.stderr_console(), f"clipcull: error: {e}", "red")
+        sys.exit(EXIT_ERROR)
+    except sqlite3.DatabaseError as e:  # a cache or state read that failed halfway (a page damaged meanwhile)
+        ui.message(ui.stderr_console(), f"clipcull: error: {database_failed(e)}", "red")
         sys.exit(EXIT_ERROR)
 
 

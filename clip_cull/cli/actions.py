@@ -18,7 +18,7 @@ from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_d
                                    resume_unfinished, select_rejects)
 from clip_cull.actions.undo import undo_run
 from clip_cull.cli.app import app
-from clip_cull.cli.common import fail, open_store, percent, plural
+from clip_cull.cli.common import fail, open_state, open_store, percent, plural
 from clip_cull.cli.options import (
     CacheFlags,
     CheckFlags,
@@ -59,13 +59,13 @@ def tag(
     except ValueError as e:
         raise typer.BadParameter(f"--stars: {e}") from None
     scored = score(folder_roots(folders), scoring, checks)
-    store = open_store(scoring.db)
+    state = open_state(scoring.state, scoring.db)
     try:  # the journal says which ratings are clipcull's: a dry run plans with it too
         changes, disagreements = tagging.plan_tags(scored.result.ranked, sidecar, thresholds, reject_below, label,
                                                    keywords, overwrite, reject_blurry, darktable_default_counts,
-                                                   embed, Journal(store))
+                                                   embed, Journal(state))
     except BaseException:
-        store.close()
+        state.close()
         raise
     out, err = ui.stdout_console(), ui.stderr_console()
     for line in disagreements:
@@ -79,18 +79,18 @@ def tag(
                   highlight=False, soft_wrap=True)
     writes = sum(c.writes for c in changes)
     if dry_run:
-        store.close()
+        state.close()
         ui.message(err, f"clipcull: dry run: {plural(writes, 'file')} would be written; nothing changed.", "dim")
         return
     skipped: list[str] = []  # files another program wrote between plan and write: kept as they are
     try:
-        run_id = tagging.apply_tags(Journal(store), changes, {"command": "tag", "folders": _absolute(scored.roots)}, skipped)
+        run_id = tagging.apply_tags(Journal(state), changes, {"command": "tag", "folders": _absolute(scored.roots)}, skipped)
     except OSError as e:
         fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
     except ClipCullError as e:
         fail(f"writing ratings stopped: {e} What was written is journaled: `clipcull undo` reverses it.")
     finally:
-        store.close()
+        state.close()
     if run_id is None:
         ui.message(err, "clipcull: nothing to change; no run journaled.", "dim")
         return
@@ -131,7 +131,7 @@ def move(
     if not dry_run:
         notes: list[str] = []
         finished: list[int] = []
-        _moving(scoring.db, lambda store: resume_unfinished(store, Journal(store), notes, finished),
+        _moving(scoring, lambda store, state: resume_unfinished(store, Journal(state), notes, finished),
                 "finishing an interrupted move")
         for note in notes:
             ui.message(err, f"clipcull: {note}", "yellow")
@@ -156,8 +156,9 @@ def move(
                         f"{verb}; nothing changed.", "dim")
         return
     notes = []
-    run_id = _moving(scoring.db, lambda store: apply_moves(store, Journal(store), steps,
-                                                           {"command": "move", "folders": _absolute(scored.roots)}, notes=notes),
+    run_id = _moving(scoring, lambda store, state: apply_moves(store, Journal(state), steps,
+                                                                {"command": "move", "folders": _absolute(scored.roots)},
+                                                                notes=notes),
                      "the move")
     for note in notes:
         ui.message(err, f"clipcull: {note}", "yellow")
@@ -174,11 +175,13 @@ def _absolute(roots: list[str]) -> list[str]:
     return [os.path.abspath(r) for r in roots]
 
 
-def _moving(db, action, what: str):
-    """Run a journaled move; each way it can stop is one line saying what the journal holds."""
-    store = open_store(db)
+def _moving(cache: CacheFlags, action, what: str):
+    """Run a journaled move, action(store, state); each way it can stop is one line saying what
+    the journal holds. The state database opens first: a damaged one stops it before anything."""
+    state = open_state(cache.state, cache.db)
+    store = open_store(cache.db, cache.state)
     try:
-        return action(store)
+        return action(store, state)
     except JournalBusy as e:
         fail(f"{what} did not start: {e}. Nothing was journaled or moved.")
     except MoveStopped as e:
@@ -189,6 +192,7 @@ def _moving(db, action, what: str):
              f"finishes it, or `clipcull undo` reverses it.")
     finally:
         store.close()
+        state.close()
 
 
 @app.command()
@@ -198,9 +202,10 @@ def undo(
     run: Annotated[Optional[int], typer.Argument(help="The run to undo (see `clipcull history`). \\[default: the last]", show_default=False)] = None,
 ) -> None:
     """Reverse a tag or move run: sidecars get their previous content back (or go, if clipcull created them), moved photos go back. Nothing is overwritten: a file changed since is left alone and reported."""
-    store = open_store(cache.db)
+    state = open_state(cache.state, cache.db)
+    store = open_store(cache.db, cache.state)  # a moved photo's cache row follows it back
     try:
-        journal = Journal(store)
+        journal = Journal(state)
         target = journal.run(run) if run is not None else journal.last_undoable()
         if target is None:
             fail(f"no run {run} in the journal" if run is not None else "nothing to undo")
@@ -210,6 +215,7 @@ def undo(
             fail(f"undo stopped: {e}. Run `clipcull undo {target.id}` again once the cause is fixed.")
     finally:
         store.close()
+        state.close()
     err = ui.stderr_console()
     if report.already_undone:
         ui.message(err, f"clipcull: {target.kind} run {target.id} was already undone; nothing to do.", "dim")
@@ -224,17 +230,17 @@ def undo(
                     + (f", {len(report.conflicts)} left alone (`clipcull undo {target.id}` tries them again)"
                        if report.conflicts else "") + ".", "dim")
     if report.conflicts:
-        _say_what_blocks(err, cache.db, target.id)
+        _say_what_blocks(err, cache, target.id)
         raise typer.Exit(1)
 
 
-def _say_what_blocks(err, db, run_id: int) -> None:
+def _say_what_blocks(err, cache, run_id: int) -> None:
     """A blocked run never hides older ones: say how to go past it."""
-    store = open_store(db)
+    state = open_state(cache.state, cache.db)
     try:
-        older = Journal(store).last_undoable(before=run_id)
+        older = Journal(state).last_undoable(before=run_id)
     finally:
-        store.close()
+        state.close()
     ui.message(err, f"clipcull: run {run_id} stays blocked until what is listed above is resolved (put the file "
                     f"back, or move what took its place aside), then `clipcull undo {run_id}` again."
                     + (f" Older runs can be undone meanwhile: `clipcull undo {older.id}`." if older else ""), "yellow")
@@ -247,11 +253,11 @@ def history(
     limit: Annotated[int, typer.Option("--limit", min=1, metavar="N", help="Show the N newest runs.")] = 20,
 ) -> None:
     """List tag and move runs, newest first."""
-    store = open_store(cache.db)
+    state = open_state(cache.state, cache.db)
     try:
-        runs = Journal(store).runs(limit)
+        runs = Journal(state).runs(limit)
     finally:
-        store.close()
+        state.close()
     table = Table(show_edge=False)
     for column in ("run", "kind", "when", "state", "steps", "folders"):
         table.add_column(column)
@@ -284,12 +290,12 @@ def report(
     ranked = scored.result.ranked
     stars = dict(zip([p.path for p in ranked], tagging.star_ratings([p.score for p in ranked]).tolist()))
     rejects = {p.path for p in select_rejects(ranked, Selection(worst_fraction=percent(worst)))} if worst else set()
-    store = open_store(scoring.db)
+    state = open_state(scoring.state, scoring.db)
     try:  # the journal tells clipcull's own ratings from the photographer's
-        journal = Journal(store)
+        journal = Journal(state)
         yours = {p.path: _own_rating(p.path, journal) for p in ranked}
     finally:
-        store.close()
+        state.close()
     err = ui.stderr_console()
     title = "clipcull: " + ", ".join(os.path.basename(os.path.abspath(r)) or r for r in roots)
     with ui.progress_bars(err) as bar:

@@ -70,7 +70,7 @@ class _Context:
         _quiet_libraries()
         self.err = ui.stderr_console()
         spec = model_spec(models)
-        self.store = _open_store(models.db)
+        self.store = _open_store(models.db, models.state)
         self.stack = contextlib.ExitStack()
         self.stack.callback(self.store.close)
         self.session = _model_session(spec, self.store, models.device.value, self.err)

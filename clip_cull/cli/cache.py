@@ -27,7 +27,7 @@ def merge(
 ) -> None:
     """Fold the embeddings, prompt embeddings and file rows of SRC... into the cache (--db). Idempotent; each source in one transaction. Several machines must never write one SQLite file: give each its own --db (`{rank}` in the path becomes torchrun's RANK), then merge."""
     err = ui.stderr_console()
-    store = _open_store(cache.db)
+    store = _open_store(cache.db, cache.state)
     try:
         report = merge_caches(store, sources)
     except ClipCullError as e:

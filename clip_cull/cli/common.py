@@ -1,4 +1,4 @@
-"""Helpers every command uses: the cache, the model session, one-line errors, summaries."""
+"""Helpers every command uses: the cache, the state database, the model session, one-line errors, summaries."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
 from clip_cull.distributed import local_rank
 from clip_cull.indexer import ModelSession
-from clip_cull.paths import default_db_path
+from clip_cull.paths import default_db_path, default_state_path
+from clip_cull.state import StateStore
 from clip_cull.store import Store
 
 EXIT_OK = 0
@@ -29,13 +30,59 @@ def fail(text: str) -> None:
     raise typer.Exit(EXIT_ERROR)
 
 
-def open_store(db: Path | None) -> Store:
+def cache_path(db: Path | None) -> Path:
+    """The cache file: --db (`{rank}` in it: one file per torchrun process, see `clipcull cache
+    merge`), else the user cache folder's."""
     from clip_cull.cache_merge import per_process_path
 
-    try:  # `{rank}` in the path: one cache file per torchrun process (see `clipcull cache merge`)
-        return Store.open(per_process_path(db) if db else default_db_path())
+    return per_process_path(db) if db else default_db_path()
+
+
+def open_store(db: Path | None, state: Path | None = None) -> Store:
+    """The cache. A damaged one is moved aside and built anew, and one line says so (state: the
+    --state given, named in that line)."""
+    try:
+        store = Store.open(cache_path(db))
     except ClipCullError as e:
         fail(str(e))
+    if store.rebuilt_from is not None:
+        ui.message(ui.stderr_console(), f"clipcull: the cache {store.path} was damaged ({store.damage}); moved aside "
+                                        f"to {store.rebuilt_from} and rebuilt (embeddings are computed again; your undo "
+                                        f"history and folder settings are in {state or default_state_path()})", "yellow")
+    return store
+
+
+def open_state(state: Path | None, db: Path | None) -> StateStore:
+    """The state database (journal, folder settings): --state, else the user state folder's.
+    The first time, an older clipcull's journal and settings are brought over from the cache
+    (db), and one line says so. A damaged state database stops the command: one line, exit 1."""
+    from clip_cull.state_import import LegacyUnreadable, import_legacy
+
+    path = state or default_state_path()
+    try:
+        opened = StateStore.open(path)
+    except ClipCullError as e:
+        fail(str(e))
+    err = ui.stderr_console()
+    try:
+        imported = import_legacy(opened, cache_path(db))
+    except LegacyUnreadable as e:
+        ui.message(err, f"clipcull: {e}", "yellow")
+        return opened
+    except ClipCullError as e:
+        opened.close()
+        fail(str(e))
+    if imported is not None:
+        ui.message(err, f"clipcull: brought the undo history ({plural(imported.runs, 'run')}) and "
+                        f"{plural(imported.settings, 'setting')} of an older clipcull over from the cache "
+                        f"{imported.source} into {opened.path} (once; the cache keeps its copy)", "dim")
+    return opened
+
+
+def database_failed(error: Exception) -> str:
+    """A SQLite error that escaped a command: one line, whichever database it came from."""
+    return (f"a clipcull database failed mid-command ({error}). Run the command again: a damaged cache is then "
+            f"moved aside and rebuilt, and a damaged state database is named, with how to recover it.")
 
 
 def quiet_libraries() -> None:

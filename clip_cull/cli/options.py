@@ -50,6 +50,10 @@ class CacheFlags:
     db: Annotated[Optional[Path], typer.Option(
         "--db", envvar="CLIPCULL_DB", metavar="FILE",
         help="Cache database file. \\[default: the user cache folder]")] = None
+    state: Annotated[Optional[Path], typer.Option(
+        "--state", envvar="CLIPCULL_STATE", metavar="FILE",
+        help="State database file: the undo journal and each folder's settings, kept apart from the cache. "
+             "\\[default: the user state folder]")] = None
 
 
 @dataclass

@@ -11,7 +11,7 @@ import typer
 from clip_cull import ui
 from clip_cull.actions.groups import best_of_each_group
 from clip_cull.cli.app import EXIT_CODES_HELP, app
-from clip_cull.cli.common import fail, open_store, plural
+from clip_cull.cli.common import fail, open_state, plural
 from clip_cull.cli.options import CheckFlags, FoldersArg, GroupFlags, ScoringFlags, flag, shared_options
 from clip_cull.cli.scoring import finish, folder_roots, score
 from clip_cull.distributed import torchrun_shard, wait_for_all
@@ -92,9 +92,9 @@ def best(
     if folders:
         roots = folder_roots(folders)
     else:
-        store = open_store(scoring.db)
-        roots = last_rank_roots(store)
-        store.close()
+        state = open_state(scoring.state, scoring.db)
+        roots = last_rank_roots(state)
+        state.close()
         if not roots:
             fail("no folders given and no earlier `clipcull rank` to take them from: clipcull best FOLDER")
     scored = score(roots, scoring, checks, grouping, groups=unique)

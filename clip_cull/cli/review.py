@@ -17,6 +17,7 @@ from clip_cull import ui
 from clip_cull.cli.app import app
 from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
+from clip_cull.cli.common import open_state as _open_state
 from clip_cull.cli.common import open_store as _open_store
 from clip_cull.cli.common import plural
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
@@ -80,10 +81,11 @@ def review(
     scored = score([str(folder)], scoring, checks, grouping, groups=True)  # in the order the folder was ranked
     result = scored.result
     roots = [os.path.abspath(os.path.expanduser(r)) for r in scored.roots]
-    store = _open_store(scoring.db)
+    state = _open_state(scoring.state, scoring.db)
+    store = _open_store(scoring.db, scoring.state)
     try:
         session_model = text_session(scored.settings, store, scoring.device.value)
-        writer = DecisionWriter(store, {"command": "review", "folders": roots}, sidecar, pick_label)
+        writer = DecisionWriter(state, {"command": "review", "folders": roots}, sidecar, pick_label)
         thumbs = ThumbnailCache(Path(store.path).parent / "thumbs")
         session = ReviewSession(store, result.ranked, result.groups, roots, writer, thumbs,
                                 session_model.model_id, lambda: session_model)
@@ -112,6 +114,7 @@ def review(
         _fail(str(e))
     finally:
         store.close()
+        state.close()
     if writer.run_id is not None:
         ui.message(err, f"clipcull: review run {writer.run_id}: {writer.actions} decisions in effect. "
                         f"Undo the whole session: clipcull undo {writer.run_id}", "dim")
@@ -151,11 +154,11 @@ def search(
     _quiet_libraries()
     err = ui.stderr_console()
     roots = [str(f) for f in folders]
-    settings = resolve_settings(model_flags.db, roots, setting_flags(model_flags)).settings  # as the folder was ranked
+    settings = resolve_settings(model_flags, roots, setting_flags(model_flags)).settings  # as the folder was ranked
     walk = walk_photos(roots, heif=heif_available(), raw=rawpy_available(), exclude=exclude_globs(None))
     for path, reason in walk.errors:
         ui.message(err, f"clipcull: skipped {ui.shown_path(path)}: {reason}", "yellow")
-    store = _open_store(model_flags.db)
+    store = _open_store(model_flags.db, model_flags.state)
     try:
         fresh, stale = up_to_date(store, walk.photos)
         hits, missing = run_search(store, text_session(settings, store, model_flags.device.value), fresh, query, top,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,9 @@ import typer
 
 from clip_cull import settings as settings_lib
 from clip_cull import ui
-from clip_cull.cli.common import EXIT_INTERRUPTED, EXIT_UNREADABLE, fail, model_session, open_store, plural, quiet_libraries
-from clip_cull.cli.options import CheckFlags, GroupFlags, ModelFlags, ScoringFlags
+from clip_cull.cli.common import (EXIT_INTERRUPTED, EXIT_UNREADABLE, fail, model_session, open_state, open_store, plural,
+                                  quiet_libraries)
+from clip_cull.cli.options import CacheFlags, CheckFlags, GroupFlags, ModelFlags, ScoringFlags
 from clip_cull.distributed import local_rank
 from clip_cull.encoder import ModelSpec
 from clip_cull.errors import ClipCullError
@@ -58,20 +60,32 @@ def setting_flags(scoring: ScoringFlags | None = None, checks: CheckFlags | None
     return flags
 
 
-def resolve_settings(db, roots: list[str], flags: dict) -> Resolved:
-    store = open_store(db)
+def resolve_settings(cache: CacheFlags, roots: list[str], flags: dict) -> Resolved:
+    """The settings the roots are scored with: flags, else the folder's recorded ones (in the
+    state database), else the environment's, else the defaults."""
+    state = open_state(cache.state, cache.db)
     try:
-        return settings_lib.resolve(flags, store, roots)
+        return settings_lib.resolve(flags, state, roots)
     except ClipCullError as e:
         fail(str(e))
     finally:
-        store.close()
+        state.close()
+
+
+def record_settings(cache: CacheFlags, roots: list[str], settings: Settings) -> None:
+    state = open_state(cache.state, cache.db)
+    try:
+        settings_lib.record(state, roots, settings)
+    except ClipCullError as e:
+        fail(str(e))
+    finally:
+        state.close()
 
 
 def model_spec(models: ModelFlags, roots: list[str] | None = None) -> ModelSpec:
     """The model given on the command line, else the folder's last rank's, else the
     environment's, else the default (for commands that embed without a head)."""
-    s = resolve_settings(models.db, roots or [], {"model": models.model, "pretrained": models.pretrained}).settings
+    s = resolve_settings(models, roots or [], {"model": models.model, "pretrained": models.pretrained}).settings
     return ModelSpec(s.model, s.pretrained)
 
 
@@ -93,9 +107,9 @@ def score(
     for root in roots:  # before anything is said about scoring: a typo is the whole answer
         if not os.path.exists(os.path.expanduser(root)):
             fail(f"no such file or folder: {root}")
-    resolved = resolve_settings(scoring.db, roots, setting_flags(scoring, checks, grouping))
+    resolved = resolve_settings(scoring, roots, setting_flags(scoring, checks, grouping))
     s = resolved.settings
-    store = open_store(scoring.db)
+    store = open_store(scoring.db, scoring.state)
     try:
         head = resolve_head(s.head, s.positive, s.negative)
         identity = settings_lib.head_id(s)
@@ -129,11 +143,13 @@ def score(
         if groups:
             result.groups = group_ranked(store, result.ranked, session.model_id, s.similarity, s.burst_window)
         if record:
-            settings_lib.record(store, roots, s)
+            record_settings(scoring, roots, s)
         summary(err, result, store.path, failures)
         return Scored(resolved, result, identity, roots)
     except ClipCullError as e:
         fail(str(e))
+    except sqlite3.DatabaseError as e:  # a cache page damaged after it was opened: one line, never a traceback
+        fail(str(store.error_for(e)))
     except KeyboardInterrupt:
         ui.message(err, "clipcull: interrupted. Every finished batch is saved; run the command again to go on.", "yellow")
         raise typer.Exit(EXIT_INTERRUPTED)

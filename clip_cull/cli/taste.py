@@ -43,7 +43,7 @@ class _Library:
         self.err = ui.stderr_console()
         self.folders = [str(Path(f).expanduser().resolve()) for f in folders]
         spec = model_spec(models, self.folders)
-        self.store = _open_store(models.db)
+        self.store = _open_store(models.db, models.state)
         self.session = _model_session(spec, self.store, models.device.value, self.err)
         batch_size, workers = models.batch_size, models.workers
         with ui.progress_bars(self.err) as bar:

@@ -25,6 +25,7 @@ from clip_cull.actions.writer import (LABEL, RATING, Edit, XmpChange, apply_chan
 from clip_cull.actions.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse, read_xmp_file
 from clip_cull.errors import ClipCullError
 from clip_cull.files import content_fingerprint
+from clip_cull.state import StateStore
 from clip_cull.store import Store
 
 REVIEW_RUN_KIND = "review"
@@ -57,9 +58,9 @@ class _Action:
 class DecisionWriter:
     """Writes decisions for one review session; thread-safe."""
 
-    def __init__(self, store: Store, command: dict, style: str = "lightroom", pick_label: str = DEFAULT_PICK_LABEL):
-        self.store = store
-        self.journal = Journal(store)
+    def __init__(self, state: StateStore, command: dict, style: str = "lightroom", pick_label: str = DEFAULT_PICK_LABEL):
+        self.state = state
+        self.journal = Journal(state)
         self.command = command
         self.style = style
         self.pick_label = pick_label
@@ -215,13 +216,13 @@ class DecisionWriter:
         return len(self._done)
 
 
-def move_rejects(store: Store, photos: list, roots: list[str]) -> int | None:
+def move_rejects(store: Store, journal: Journal, photos: list, roots: list[str]) -> int | None:
     """Move photos (with RAW companions and sidecars) to ROOT/_rejects with the same journaled
     move as `clipcull move`; the run id, or None when there is nothing to move."""
     if not photos:
         return None
     steps = plan_moves(photos, roots, None)
-    return apply_moves(store, Journal(store), steps, {"command": "review --move-rejects", "folders": roots})
+    return apply_moves(store, journal, steps, {"command": "review --move-rejects", "folders": roots})
 
 
 def _read_bytes(path: Path) -> bytes | None:

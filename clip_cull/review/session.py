@@ -131,7 +131,7 @@ class ReviewSession:
         with self._store_lock:  # no decision lands between choosing the rejects and moving them
             rejects = [p for p in self.photos if not p.moved and p.decision.rating == REJECT]
             try:
-                run_id = move_rejects(self.store, [p.ranked for p in rejects], self.roots)
+                run_id = move_rejects(self.store, self.writer.journal, [p.ranked for p in rejects], self.roots)
             except MoveStopped as e:
                 # Those already moved leave the page (a decision there would write a sidecar
                 # beside nothing); the others stay, and the page hears which went.
