@@ -58,9 +58,12 @@ def test_the_journal_has_exactly_the_columns_the_cache_journal_has(tmp_path):
     Store.open(tmp_path / "c.db").close()
     StateStore.open(tmp_path / "s.db").close()
     cache, state = sqlite3.connect(tmp_path / "c.db"), sqlite3.connect(tmp_path / "s.db")
-    for table in ("runs", "steps", "settings"):
-        info = "select name, type, pk from pragma_table_info(?)"
+    info = "select name, type, pk from pragma_table_info(?)"
+    for table in ("runs", "settings"):
         assert state.execute(info, [table]).fetchall() == cache.execute(info, [table]).fetchall()
+    # the cache journal's steps, then what the state database's step m002 added (ownership, sets, byte patches)
+    assert state.execute(info, ["steps"]).fetchall() == cache.execute(info, ["steps"]).fetchall() + [
+        ("owned", "TEXT", 0), ("set_id", "INTEGER", 0), ("patch", "TEXT", 0)]
     assert state.execute("pragma application_id").fetchone()[0] == APPLICATION_ID != cache.execute(
         "pragma application_id").fetchone()[0]
     assert state.execute("pragma journal_mode").fetchone()[0] == "wal"
@@ -276,8 +279,13 @@ def legacy_cache(db: Path, folder: Path) -> int:
             self.path, self.companions = str(path), []
 
     store = Store.open(db)
+    new_columns = ("owned", "set_id", "patch")  # today's Journal writes them; an older cache had none
+    for column in new_columns:
+        store.db.execute(f"alter table steps add column {column}")
     steps = plan_moves([Shot(folder / "IMG_0000.jpg"), Shot(folder / "IMG_0001.jpg")], [str(folder)], None)
     run_id = apply_moves(store, Journal(store), steps, {"command": "move", "folders": [str(folder)]})
+    for column in new_columns:
+        store.db.execute(f"alter table steps drop column {column}")
     with store.writing():
         store.db.execute("insert into settings (key, value) values (?, ?)",
                          [LAST_RANK, json.dumps({"roots": [str(folder)], "head": "fixed"})])
@@ -344,8 +352,8 @@ def test_journal_columns_are_matched_by_name_on_import(photo_folder, tmp_path):
     legacy_cache(cache, photo_folder)
     conn = sqlite3.connect(cache)
     with conn:
-        conn.execute("alter table steps add column owned text")
-        conn.execute("update steps set owned = 'rating'")
+        conn.execute("alter table steps add column later_column text")
+        conn.execute("update steps set later_column = 'rating'")
     conn.close()
     state = StateStore.open(tmp_path / "state.db")
     assert import_legacy(state, cache).steps == 2

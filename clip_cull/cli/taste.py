@@ -17,6 +17,7 @@ from clip_cull.actions.journal import Journal
 from clip_cull.cli.app import train_app
 from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
+from clip_cull.cli.common import open_state as _open_state
 from clip_cull.cli.common import open_store as _open_store
 from clip_cull.cli.common import plural
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
@@ -50,9 +51,14 @@ class _Library:
             report, _, companions = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
                                          heif=heif_available(), raw=rawpy_available(), progress=bar("embedding photos"))
         notes, listings = [], {}
-        journal = Journal(self.store)  # which ratings clipcull wrote itself: never learnt from
-        ratings = {p.path: taste.read_rating(p.path, unrated_as, companions.get(p.path, []), darktable_default_counts,
-                                             notes, listings, journal) for p in report.ready}
+        state = _open_state(models.state, models.db)
+        try:
+            journal = Journal(state)  # which ratings clipcull wrote itself: never learnt from
+            ratings = {p.path: taste.read_rating(p.path, unrated_as, companions.get(p.path, []),
+                                                 darktable_default_counts, notes, listings, journal)
+                       for p in report.ready}
+        finally:
+            state.close()
         for line in dict.fromkeys(notes):  # a sidecar that cannot be read, sources that disagree: one line each
             ui.message(self.err, "clipcull: " + ui.shown_path(line), "yellow")
         rated = [p for p in report.ready if ratings[p.path] is not None]
