@@ -81,24 +81,28 @@ def clipcull(env, *args, timeout=120) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+URL = re.compile(r"http://127\.0\.0\.1:(\d+)(/r/[A-Za-z0-9_-]{22})/\?token=([A-Za-z0-9_-]{43})")
+
+
 class Server:
     def __init__(self, proc, url, stderr_lines):
         self.proc, self.url = proc, url
-        m = re.match(r"http://127\.0\.0\.1:(\d+)/\?token=(\S+)$", url)
-        self.port, self.token = int(m.group(1)), m.group(2)
+        m = URL.fullmatch(url)
+        self.port, self.prefix, self.token = int(m.group(1)), m.group(2), m.group(3)
         self.stderr_lines = stderr_lines
 
     @property
     def cookie(self) -> str:
         return f"clipcull_review_{self.port}={self.token}"
 
-    def request(self, method, path, body=None, headers=None, host=None, cookie=True):
+    def request(self, method, path, body=None, headers=None, host=None, cookie=True, prefix=True):
+        """`path` under the review's prefix (as the page's requests are), unless prefix=False."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         h = {"Host": host or f"127.0.0.1:{self.port}"}
         if cookie:
             h["Cookie"] = self.cookie
         h.update(headers or {})
-        conn.request(method, path, body=body, headers=h)
+        conn.request(method, self.prefix + path if prefix else path, body=body, headers=h)
         r = conn.getresponse()
         data = r.read()
         conn.close()
@@ -154,7 +158,7 @@ def wait_for(condition, timeout=15.0, what="condition"):
 
 
 def test_url_is_one_stdout_line_on_loopback_with_a_long_token(server):
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]{43}", server.url)
+    assert URL.fullmatch(server.url)
     assert server.proc.poll() is None
 
 
@@ -164,6 +168,7 @@ def test_token_in_url_becomes_httponly_strict_cookie_and_page_has_self_only_csp(
     cookie = headers["set-cookie"]
     assert cookie.startswith(f"clipcull_review_{server.port}={server.token};")
     assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    assert f"Path={server.prefix}/" in cookie  # other servers on 127.0.0.1 never receive it
     csp = headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "http" not in csp
     assert not re.search(rb"(src|href)=\"(https?:)?//", page)  # nothing from the network
@@ -443,7 +448,7 @@ def test_tag_keeps_the_photographers_decisions_and_undo_reverts_the_whole_sessio
 
     # a client holding a request open (a body that never comes) does not keep the server up
     held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    held.sendall(f"POST /api/decide HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nCookie: {server.cookie}\r\n"
+    held.sendall(f"POST {server.prefix}/api/decide HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nCookie: {server.cookie}\r\n"
                  "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
     time.sleep(0.5)
     server.proc.send_signal(signal.SIGINT)

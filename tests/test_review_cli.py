@@ -33,7 +33,7 @@ def test_loopback_by_default_url_alone_on_stdout_and_browser_opened(tiny_env, ph
     port = free_port()
     result = CliRunner().invoke(app, ["review", str(photo_folder), "--port", str(port)], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
-    assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/\?token=[\w-]{{43}}\n", result.stdout)
+    assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/r/[\w-]{{22}}/\?token=[\w-]{{43}}\n", result.stdout)
     assert served == [("127.0.0.1", port)]
     assert opened == [result.stdout.strip()]
     assert "warning" not in result.stderr

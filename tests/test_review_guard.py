@@ -49,10 +49,15 @@ class StandInSession:
         return []
 
 
+def client_for(session, access) -> TestClient:
+    """A client whose paths ("/api/photos") are under the review's prefix, as the page's are."""
+    return TestClient(build_app(session, access, "shoot"), base_url=ORIGIN + access.prefix)
+
+
 @pytest.fixture
 def site():
     session, access = StandInSession(), Access("127.0.0.1", PORT)
-    client = TestClient(build_app(session, access, "shoot"), base_url=ORIGIN)
+    client = client_for(session, access)
     client.cookies.set(access.cookie_name, access.token)
     csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
     headers = {"Content-Type": "application/json", "X-CSRF-Token": csrf}
@@ -61,13 +66,14 @@ def site():
 
 def test_a_stale_cookie_from_an_earlier_review_on_the_port_does_not_lock_out_the_new_url(site):
     _, session, access = site[:3]
-    fresh = TestClient(build_app(session, access, "shoot"), base_url=ORIGIN)
+    fresh = client_for(session, access)
     fresh.cookies.set(access.cookie_name, "the-token-of-yesterdays-review")
     page = fresh.get(f"/?token={access.token}")
     assert page.status_code == 200
     assert page.headers["set-cookie"].startswith(f"{access.cookie_name}={access.token};")
     fresh.cookies.set(access.cookie_name, access.token)  # as the browser now holds it
     assert fresh.get("/api/photos").status_code == 200
+    fresh.cookies.clear()
     fresh.cookies.set(access.cookie_name, "the-token-of-yesterdays-review")
     assert fresh.get("/api/photos").status_code == 403  # and the stale cookie alone still opens nothing
 
@@ -143,7 +149,8 @@ def test_no_cors_and_no_other_methods(site, method):
 
 def test_every_answer_carries_the_security_headers_and_the_api_is_never_cached(site):
     client, _, _, headers = site
-    answers = [client.get("/api/photos"), client.get("/nothing"), client.get("/api/search?q=x"),
+    answers = [client.get("/api/photos"), client.get("/nothing"),
+               client.post("/api/search", json={"q": "x"}, headers=headers),
                client.post("/api/decide", content=b"x" * (MAX_BODY_BYTES + 1), headers=headers)]
     assert [a.status_code for a in answers] == [200, 404, 200, 413]
     for a in answers:
@@ -163,10 +170,12 @@ def test_image_urls_name_the_content_so_a_later_review_on_the_port_never_shows_a
     assert client.get("/img/0/thumb?v=").status_code == 404
 
 
-@pytest.mark.parametrize("top", ["-1", "-5", "1e3", "x"])
+@pytest.mark.parametrize("top", [-1, -5, 1e3, "x", "3", True, None])
 def test_search_top_is_a_count(site, top):
-    client, session = site[:2]
-    assert client.get(f"/api/search?q=dog&top={top}").status_code == 400 and session.searched == []
+    client, session, _, headers = site
+    r = client.post("/api/search", json={"q": "dog", "top": top}, headers=headers)
+    assert r.status_code == 400 and r.json() == {"error": "top must be a number, 0 or more"}
+    assert session.searched == []
 
 
 def test_a_move_stopped_part_way_is_one_error_line_naming_the_photos_that_went(site):
@@ -242,6 +251,81 @@ def test_host_header_variants(header, allowed):
 
 def test_a_request_without_a_host_header_is_refused(site):
     client, _, access, _ = site
-    transport_client = TestClient(client.app, base_url=ORIGIN)
+    transport_client = TestClient(client.app, base_url=ORIGIN + access.prefix)
     r = transport_client.get(f"/?token={access.token}", headers={"host": ""})
     assert r.status_code == 403
+
+
+# --- the random path prefix, GETs from other sites, search as a change --------------------------
+
+
+def test_the_url_and_the_cookie_name_the_reviews_random_path_prefix():
+    access = Access("127.0.0.1", PORT)
+    assert re.fullmatch(r"/r/[A-Za-z0-9_-]{22}", access.prefix) and access.prefix != Access("127.0.0.1", PORT).prefix
+    assert access.url() == f"http://127.0.0.1:{PORT}{access.prefix}/?token={access.token}"
+
+
+def test_the_cookie_goes_to_the_prefix_only(site):
+    client, _, access, _ = site
+    page = client.get(f"/?token={access.token}")
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith(f"{access.cookie_name}={access.token};")
+    # A browser sends 127.0.0.1's cookies to every port, but only to paths under the cookie's Path:
+    # another local server would have to know the random prefix to receive it.
+    assert f"Path={access.prefix}/" in cookie.split("; ")
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+
+
+@pytest.mark.parametrize("path", ["/", "/api/photos", "/static/review.js", "/img/0/thumb",
+                                  "/r/AAAAAAAAAAAAAAAAAAAAAA/api/photos", "/r/", "/r"])
+def test_a_path_outside_the_prefix_is_not_found_even_with_the_token(site, path):
+    client, session, access, headers = site
+    outside = TestClient(client.app, base_url=ORIGIN)
+    outside.cookies.set(access.cookie_name, access.token)
+    r = outside.get(path + f"?token={access.token}")
+    assert r.status_code == 404
+    assert r.text == "not found: this review's pages are under the path of the URL clipcull printed"
+    assert "set-cookie" not in r.headers
+    posted = outside.post(path.rstrip("/") + "/api/decide", json={"id": 0, "action": "reject", "v": None, "gen": 0},
+                          headers=headers)
+    assert posted.status_code == 404 and session.decided == []
+
+
+def test_a_path_that_only_starts_like_the_prefix_is_not_found(site):
+    client, _, access, _ = site
+    near = TestClient(client.app, base_url=ORIGIN)
+    near.cookies.set(access.cookie_name, access.token)
+    assert near.get(f"{access.prefix}x/api/photos").status_code == 404
+    assert near.get(f"{access.prefix[:-1]}/api/photos").status_code == 404
+    assert near.get(f"{access.prefix}/api/photos").status_code == 200
+
+
+@pytest.mark.parametrize("site_header", ["cross-site", "same-site"])
+@pytest.mark.parametrize("path", ["/api/photos", "/img/0/thumb?v=abababababababab",
+                                  "/static/review.js", "/"])
+def test_gets_from_another_sites_page_are_refused(site, site_header, path):
+    """An <img> or fetch on any other page (another port of this machine is same-site) gets nothing."""
+    client = site[0]
+    r = client.get(path, headers={"Sec-Fetch-Site": site_header, "Sec-Fetch-Mode": "no-cors"})
+    assert r.status_code == 403 and r.text == "forbidden: request from another site"
+
+
+def test_a_link_from_elsewhere_may_open_the_page_itself_only(site):
+    client, _, access, _ = site
+    navigate = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    assert client.get(f"/?token={access.token}", headers=navigate).status_code == 200  # the redirect file
+    assert client.get("/api/photos", headers=navigate).status_code == 403
+    for own in ("same-origin", "none"):
+        assert client.get("/api/photos", headers={"Sec-Fetch-Site": own}).status_code == 200
+
+
+def test_search_changes_the_cache_so_it_is_a_post_with_the_csrf_token_from_this_origin(site):
+    client, session, _, headers = site
+    assert client.get("/api/search?q=cake").status_code == 405
+    no_csrf = client.post("/api/search", json={"q": "cake"})
+    assert no_csrf.status_code == 403 and no_csrf.text == "forbidden: missing or wrong CSRF token"
+    cross = client.post("/api/search", json={"q": "cake"}, headers={**headers, "Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403 and cross.text == "forbidden: request from another site"
+    assert session.searched == []
+    ok = client.post("/api/search", json={"q": "cake"}, headers={**headers, "Sec-Fetch-Site": "same-origin"})
+    assert ok.status_code == 200 and ok.json() == {"hits": []} and session.searched == [("cake", 200)]

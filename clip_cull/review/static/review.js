@@ -1,5 +1,6 @@
 // clipcull review: the grid, the viewer and the keys. Plain JavaScript, no build step.
 // Text from the server (file names, folders, labels) only ever goes into textContent.
+// Every URL is relative: the whole review lives under a random path prefix (/r/<random>/).
 "use strict";
 
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
@@ -9,7 +10,7 @@ const state = {
   hits: null, burst: null, loupe: false, cells: new Map(), curCell: null, moveArmed: 0,
 };
 
-if (location.search) history.replaceState(null, "", "/");  // the token leaves the address bar
+if (location.search) history.replaceState(null, "", location.pathname);  // the token leaves the address bar
 
 // A name is shown as it is spelled: bidi controls (U+202E turns "a\u202Egpj.exe" into what reads
 // "aexe.jpg") and control characters (newlines) appear as their code points, not as their effect.
@@ -25,7 +26,7 @@ function el(tag, cls, text) {
   return e;
 }
 // ?v= names the content: the browser may keep the image (an id alone is a place in this ranking).
-function imageUrl(p, size) { return `/img/${p.id}/${size}` + (p.v ? `?v=${encodeURIComponent(p.v)}` : ""); }
+function imageUrl(p, size) { return `img/${p.id}/${size}` + (p.v ? `?v=${encodeURIComponent(p.v)}` : ""); }
 function status(text) { $("status").textContent = text; }
 
 async function request(path, init) {
@@ -35,17 +36,20 @@ async function request(path, init) {
   return data;
 }
 
+function post(path, body) {
+  return request(path, {
+    method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
+    body: JSON.stringify(body),
+  });
+}
+
 // Changing requests go to the server one after another, in the order of the keys: fired at
 // once, "3" then "0" could arrive as "0" then "3" and leave the wrong rating in the sidecar.
 let writes = Promise.resolve();
 
 function api(path, body) {
   if (body === undefined) return request(path, {});
-  const init = {
-    method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
-    body: JSON.stringify(body),
-  };
-  const mine = writes.then(() => request(path, init));
+  const mine = writes.then(() => post(path, body));
   writes = mine.catch(() => {});
   return mine;
 }
@@ -213,7 +217,7 @@ async function decide(action, value) {
   else if (action === "pick") p.picked = !p.picked;
   redraw(p);
   try {
-    apply(await api("/api/decide", { id: p.id, action, value }));
+    apply(await api("api/decide", { id: p.id, action, value }));
   } catch (e) {
     Object.assign(p, before);
     redraw(p);
@@ -223,7 +227,7 @@ async function decide(action, value) {
 
 async function undo() {
   try {
-    const row = await api("/api/undo", {});
+    const row = await api("api/undo", {});
     if (row.nothing) { status("nothing to undo"); return; }
     apply(row);
     const i = state.view.indexOf(row.id);
@@ -241,7 +245,7 @@ async function moveRejects() {
   }
   state.moveArmed = 0;
   try {
-    const r = await api("/api/move-rejects", {});
+    const r = await api("api/move-rejects", {});
     dropMoved(r.moved);
     status(r.run ? `moved ${r.moved.length} rejects (move run ${r.run}; clipcull undo puts them back)` : "no rejects to move");
   } catch (e) {
@@ -263,7 +267,7 @@ async function search(text) {
   if (!text.trim()) { clearSearch(); return; }
   status("searching…");
   try {
-    const r = await api(`/api/search?q=${encodeURIComponent(text)}`);
+    const r = await post("api/search", { q: text });  // a POST: it keeps the text's embedding
     state.hits = r.hits.map((h) => h.id);
     state.burst = null;
     state.cur = 0;
@@ -341,7 +345,7 @@ $("move").addEventListener("click", () => { state.moveArmed = Date.now(); moveRe
 
 (async function start() {
   try {
-    const data = await api("/api/photos");
+    const data = await api("api/photos");
     $("title").textContent = shown(data.title);
     state.photos = data.photos;
     for (const p of data.photos) state.byId.set(p.id, p);
