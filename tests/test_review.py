@@ -442,6 +442,21 @@ def test_filter_then_m_twice_moves_the_sessions_rejects_with_their_sidecars(brow
              what="the reject leaving the grid")
 
 
+def test_the_redirect_file_the_browser_is_opened_on_leads_to_the_working_page(browser, server):
+    from clip_cull.review.launch import remove_redirect, write_redirect
+
+    redirect = write_redirect(server.url)
+    try:
+        browser.get(redirect.as_uri())  # a navigation from file:// : another site to the server
+        wait_for(lambda: browser.current_url.startswith(f"http://127.0.0.1:{server.port}{server.prefix}/"),
+                 what="the redirect")
+        wait_for(lambda: browser.execute_script("return document.body.dataset.ready === '1'"), 60, "the page")
+        assert "token" not in browser.current_url  # and the token left the address bar
+    finally:
+        remove_redirect(redirect)
+    assert not redirect.parent.exists()
+
+
 def test_tag_keeps_the_photographers_decisions_and_undo_reverts_the_whole_session(server, shoot):
     folder, env = shoot
     import socket
