@@ -116,9 +116,8 @@ class Server:
         return {p["name"]: p for p in json.loads(self.request("GET", "/api/photos")[2])["photos"]}
 
 
-@pytest.fixture(scope="module")
-def server(shoot):
-    folder, env = shoot
+def start_server(folder, env) -> Server:
+    """`clipcull review FOLDER` in a subprocess, once it has printed its URL."""
     proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "review", str(folder), "--no-browser",
                              "--similarity", SIMILARITY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -132,10 +131,20 @@ def server(shoot):
     assert lines and lines[0].strip(), f"no URL printed; stderr: {stderr_lines}"
     srv = Server(proc, lines[0].strip(), stderr_lines)
     srv.stderr_reader = errors
+    return srv
+
+
+def stop_server(srv: Server) -> None:
+    if srv.proc.poll() is None:
+        srv.proc.send_signal(signal.SIGINT)
+        srv.proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(shoot):
+    srv = start_server(*shoot)
     yield srv
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+    stop_server(srv)
 
 
 def exif_read(*files) -> list[dict]:
@@ -250,8 +259,8 @@ def test_thumbnails_upright_hidpi_and_cached_by_content_hash(server, shoot):
 # --- the page in a real browser --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser(server):
+def start_browser(url: str):
+    """Headless chromium (Selenium) on the page, once it has drawn the photos."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -263,8 +272,14 @@ def browser(server):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     driver.set_script_timeout(60)
-    driver.get(server.url)
+    driver.get(url)
     wait_for(lambda: driver.execute_script("return document.body.dataset.ready === '1'"), 60, "the page")
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    driver = start_browser(server.url)
     yield driver
     driver.quit()
 

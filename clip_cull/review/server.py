@@ -302,6 +302,8 @@ async def _changing(work) -> Response:
         return _json({"error": str(e)}, 409)
     except OSError as e:
         return _json({"error": f"{getattr(e, 'filename', '') or ''} {e.strerror or e}".strip()}, 409)
+    except (ArithmeticError, ValueError) as e:  # a sidecar holding what no reader expected (1e999)
+        return _json({"error": f"{type(e).__name__}: {e}"}, 409)
     if result is None:
         return _json({"error": "no such photo"}, 404)
     return result if isinstance(result, Response) else _json(result)

@@ -16,6 +16,7 @@ import numpy as np
 from clip_cull.actions.tag import star_ratings
 from clip_cull.actions.move import MoveStopped
 from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
+from clip_cull.review.ondisk import json_rating
 from clip_cull.review.thumbs import ThumbnailCache
 from clip_cull.search import EmbeddingIndex, query_embedding
 from clip_cull.store import Store
@@ -39,6 +40,7 @@ class ReviewPhoto:
     group: int | None
     suggested_stars: int
     decision: Decision
+    sidecar_problem: str | None  # why its sidecar cannot be read (None: it can)
     moved: bool = False
 
 
@@ -60,9 +62,16 @@ class ReviewSession:
         stars = star_ratings(np.array([p.score for p in ranked])) if ranked else []
         self.photos = [
             ReviewPhoto(i, p, records[p.path].fingerprint if p.path in records else None, groups.get(p.path),
-                        int(stars[i]), writer.current(p.path))
+                        int(stars[i]), *self._read_decision(p.path))
             for i, p in enumerate(ranked)
         ]
+
+    def _read_decision(self, path: str) -> tuple[Decision, str | None]:
+        """The decision the photo's sidecar holds, and why it cannot be read (None: it can)."""
+        try:
+            return self.writer.current(path), None
+        except Exception as e:  # one sidecar's odd content must never take the others' listing down
+            return Decision(), f"its sidecar cannot be read: {e}"
 
     # --- the page's data -----------------------------------------------------------------
 
@@ -90,7 +99,9 @@ class ReviewSession:
             "group": p.group,
             "suggested": p.suggested_stars,
             "focus": None if r.quality is None else round(r.quality.focus, 1),
-            **p.decision.as_dict(),
+            "rating": _shown_rating(p.decision),
+            "picked": bool(p.decision.picked),
+            "problem": p.sidecar_problem,
         }
 
     @staticmethod
@@ -182,3 +193,9 @@ class ReviewSession:
         """No more use of the cache from here (the caller closes it once the warm-up is over)."""
         with self._store_lock:
             self._closed = True
+
+
+def _shown_rating(decision: Decision):
+    """The rating as the page shows it: the number, or as written where it is none ("1e999", "abc")."""
+    rating = decision.rating if decision.rating is not None else getattr(decision, "rating_text", None)
+    return json_rating(rating)

@@ -18,7 +18,17 @@ const UNSEEN = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066
 function shown(text) {
   return String(text).replace(UNSEEN, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
 }
-function stars(n) { return n > 0 ? "★".repeat(n) + "☆".repeat(5 - n) : ""; }
+function isStars(n) { return Number.isInteger(n) && n >= 1 && n <= 5; }
+function stars(n) { return isStars(n) ? "★".repeat(n) + "☆".repeat(5 - n) : ""; }
+// Another program may have written any rating (7, -5, 2.5, a word): it is shown as it is, and
+// never breaks the page (repeat() of a negative count throws, and blanked it).
+function ratingText(r) {
+  if (r === null || r === undefined || r === 0) return "unrated";
+  if (r === -1) return "reject";
+  if (isStars(r)) return stars(r);
+  const numeric = typeof r === "number" || (typeof r === "string" && r.trim() !== "" && !isNaN(Number(r)));
+  return `${shown(String(r))} (${numeric ? "out of range" : "not a rating"})`;
+}
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
@@ -113,7 +123,8 @@ function drawBadges(p, c) {
   const b = c.querySelector(".badges");
   b.replaceChildren();
   if (p.rating === -1) b.append(el("span", "reject", "✕ reject "));
-  else if (p.rating > 0) b.append(el("span", "", stars(p.rating) + " "));
+  else if (isStars(p.rating)) b.append(el("span", "", stars(p.rating) + " "));
+  else if (ratingText(p.rating) !== "unrated") b.append(el("span", "odd", ratingText(p.rating) + " "));
   if (p.picked) b.append(el("span", "pick", "● pick "));
   if (p.flags.length) b.append(el("span", "flag", p.flags.join(" ")));
   c.classList.toggle("reject", p.rating === -1);
@@ -165,9 +176,9 @@ function drawViewer(p) {
   } else if (comparing) {
     const other = state.byId.get(state.view[state.cur + 1 < state.view.length ? state.cur + 1 : state.cur - 1]);
     $("left").src = imageUrl(p, "preview");
-    $("left-name").textContent = `${shown(p.name)}  ${stars(p.rating)}`;
+    $("left-name").textContent = `${shown(p.name)}  ${ratingText(p.rating)}`;
     $("right").src = imageUrl(other, "preview");
-    $("right-name").textContent = `${shown(other.name)}  ${stars(other.rating)}`;
+    $("right-name").textContent = `${shown(other.name)}  ${ratingText(other.rating)}`;
     $("left").parentElement.classList.add("current");
   } else {
     $("preview").src = imageUrl(p, "preview");
@@ -180,8 +191,8 @@ function drawInfo(p) {
   $("info-rank").textContent = `#${p.rank} · score ${p.score.toFixed(4)} · ${p.label}` +
     (p.group !== null ? ` · burst ${p.group}` : "");
   $("info-suggested").textContent = [stars(p.suggested), ...p.flags].filter(Boolean).join(" · ");
-  const yours = p.rating === -1 ? "reject" : p.rating ? stars(p.rating) : "unrated";
-  $("info-yours").textContent = yours + (p.picked ? " · pick" : "");
+  $("info-yours").textContent = ratingText(p.rating) + (p.picked ? " · pick" : "") +
+    (p.problem ? ` · ${shown(p.problem)}` : "");
   $("info-captured").textContent = (p.captured || "").replace("T", " ");
 }
 

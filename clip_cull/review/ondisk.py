@@ -1,0 +1,34 @@
+"""What the review page shows of what is on disk: ratings as JSON can carry them, whatever
+another program wrote into a sidecar.
+"""
+
+from __future__ import annotations
+
+import math
+
+MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's numbers hold whole numbers exactly up to here
+MAX_SHOWN_CHARS = 40
+
+
+def json_rating(value):
+    """A rating as the page can be handed it unchanged: a number within what JavaScript holds
+    exactly, None, or else its text, short. Any value another program wrote (7, -5, 2.5, 1e300,
+    a word, a 5,000-digit number) is answered, never a JSON encoding error for the whole listing."""
+    if value is None or (type(value) is int and abs(value) <= MAX_SAFE_INTEGER):
+        return value
+    if type(value) is float and math.isfinite(value) and abs(value) <= MAX_SAFE_INTEGER:
+        return value
+    return shown_text(value)
+
+
+def shown_text(value) -> str:
+    """A value's text, at most about MAX_SHOWN_CHARS long: a long number in exponent form."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**(MAX_SHOWN_CHARS - 1):
+        try:
+            return f"{value:.6g}"  # 10**300: 1e+300
+        except OverflowError:  # past what a float holds (and past Python's int-to-text limit)
+            return f"a number of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = str(value)
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS // 2]}… ({len(text)} characters)"
