@@ -185,7 +185,7 @@ def test_token_in_url_becomes_httponly_strict_cookie_and_page_has_self_only_csp(
     assert status == 200
 
 
-@pytest.mark.parametrize("path", ["/", "/api/photos", "/img/0/thumb", "/static/review.js", "/api/search?q=x"])
+@pytest.mark.parametrize("path", ["/", "/api/photos", "/img/0/thumb", "/static/review.js", "/api/changes?since=0"])
 def test_without_the_token_every_request_is_refused(server, path):
     assert server.request("GET", path, cookie=False)[0] == 403
     assert server.request("GET", path, cookie=False, headers={"Cookie": f"clipcull_review_{server.port}=guess"})[0] == 403
@@ -201,8 +201,9 @@ def test_foreign_host_header_is_refused_even_with_the_token(server):
 
 def test_changes_need_a_post_with_the_csrf_token(server, shoot):
     folder, _ = shoot
-    rot = server.photos()["ROT.jpg"]["id"]
-    body = json.dumps({"id": rot, "action": "stars", "value": 2})
+    shown = server.photos()["ROT.jpg"]
+    rot = shown["id"]
+    body = json.dumps({"id": rot, "action": "stars", "value": 2, "v": shown["v"], "gen": shown["gen"]})
     sidecar = folder / "ROT.xmp"
     json_type = {"Content-Type": "application/json"}
     assert server.request("POST", "/api/decide", body, json_type)[0] == 403  # no CSRF token

@@ -120,3 +120,10 @@ def test_the_redirect_file_goes_even_when_serving_fails(tiny_env, photo_folder, 
 
     assert len(opened) == 1 and not Path(unquote(urlparse(opened[0]).path)).parent.exists()
 
+
+def test_help_tells_of_the_prefix_the_redirect_file_and_a_changing_disk():
+    result = CliRunner().invoke(app, ["review", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    text = " ".join(result.stdout.split())
+    assert "/r/RANDOM/" in text and "cookie for that path only" in text
+    assert "redirect file (0600, removed when the review stops)" in text
+    assert "whose sidecar another program changed, since the page showed it is refused with one line" in text

@@ -1,13 +1,16 @@
 """The review page while other programs change the disk under it, as a photographer meets it:
 the real `clipcull review` in a subprocess, chromium (Selenium) pressing real keys, sidecars read
-back with exiftool. Ratings of any value.
+back with exiftool. Ratings of any value, a photo replaced under its name, a sidecar re-rated by
+another program.
 
 One server and one browser for the module; the tests run in file order and each says what it leaves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 
 import pytest
 
@@ -21,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 # xmp:Rating as other programs wrote it
 ODD = {"ODD_SEVEN": "7", "ODD_MINUS": "-5", "ODD_HUGE": "1e300", "ODD_OVER": "1e999", "ODD_WORD": "lots"}
+REFUSED = "changed on disk since it was shown; reloaded — press again"
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +74,22 @@ def text_of(driver, element_id: str) -> str:
     return driver.find_element("id", element_id).text
 
 
+def status_line(driver) -> str:
+    return text_of(driver, "status")
+
+
+def polling(driver, on: bool) -> None:
+    """Pause the page's every-two-seconds look at the disk, to press a key before it has looked
+    (returns once a look already under way has come back)."""
+    driver.execute_async_script(f"state.polling = {'true' if on else 'false'};"
+                                "Promise.resolve(polled).then(() => arguments[arguments.length - 1]())")
+
+
+def preview(driver) -> dict:
+    return driver.execute_script("const i = document.getElementById('preview');"
+                                 "return {src: i.src, width: i.complete ? i.naturalWidth : 0}")
+
+
 def test_ratings_other_programs_wrote_out_of_range_are_shown_as_they_are_and_the_page_works(browser, shoot):
     folder, _ = shoot
     assert len(browser.find_elements("css selector", ".cell")) == 9  # the page is drawn: not blank
@@ -87,3 +107,63 @@ def test_ratings_other_programs_wrote_out_of_range_are_shown_as_they_are_and_the
     press(browser, "3")  # the odd value is the photographer's to replace
     wait_for(lambda: exif_read(folder / "ODD_SEVEN.xmp")[0].get("Rating") == 3, what="the new rating")
     wait_for(lambda: text_of(browser, "info-yours") == "★★★☆☆", what="the new rating on the page")
+
+
+def test_a_photo_replaced_on_disk_is_refused_once_then_shown_anew_and_rated_on_the_next_press(browser, shoot):
+    folder, _ = shoot
+    photo = folder / "IMG_0003.jpg"
+    go_to(browser, "IMG_0003.jpg")
+    wait_for(lambda: preview(browser)["width"] == 96, what="the first preview")
+    polling(browser, False)
+    make_photo(photo, seed=99, size=(120, 80))  # another photo under the same name, the page not told
+    press(browser, "4")
+    wait_for(lambda: status_line(browser) == f"not saved: IMG_0003.jpg {REFUSED}", what="the refusal")
+    assert not (folder / "IMG_0003.xmp").exists()  # the photographer never saw the new photo: no stars for it
+    new_version = hashlib.sha256(photo.read_bytes()).hexdigest()[:16]
+    wait_for(lambda: preview(browser)["width"] == 120, what="the new photo's preview")
+    assert preview(browser)["src"].endswith(f"/preview?v={new_version}")
+    cell = browser.find_element("css selector", ".cell.current img").get_attribute("src")
+    assert cell.endswith(f"/thumb?v={new_version}")
+    assert "changed on disk since clipcull ranked it" in text_of(browser, "info-rank")
+    press(browser, "4")
+    wait_for(lambda: (folder / "IMG_0003.xmp").exists() and exif_read(folder / "IMG_0003.xmp")[0].get("Rating") == 4,
+             what="the rating on the second press")
+    polling(browser, True)
+
+
+def test_a_sidecar_another_program_changed_is_shown_and_p_never_brings_back_a_removed_label(browser, server, shoot):
+    folder, _ = shoot
+    sidecar = folder / "IMG_0004.xmp"
+
+    def exiftool(*args):
+        import subprocess
+
+        subprocess.run([EXIFTOOL, "-overwrite_original", *args, str(sidecar)], check=True, capture_output=True,
+                       timeout=60)
+
+    go_to(browser, "IMG_0004.jpg")
+    polling(browser, False)
+    press(browser, "p")
+    wait_for(lambda: sidecar.exists() and exif_read(sidecar)[0].get("Label") == "Green", what="the pick")
+    wait_for(lambda: text_of(browser, "info-yours") == "unrated · pick", what="the pick on the page")
+    exiftool("-XMP-xmp:Label=", "-XMP-xmp:Rating=2")  # darktable re-rates it and takes the label off
+    press(browser, "p")  # meant as "unpick" on the page that still shows the pick
+    wait_for(lambda: status_line(browser) == f"not saved: IMG_0004.xmp {REFUSED}", what="the refusal")
+    assert "Label" not in exif_read(sidecar)[0] and exif_read(sidecar)[0]["Rating"] == 2
+    wait_for(lambda: text_of(browser, "info-yours") == "★★☆☆☆", what="the sidecar as it is now")
+    press(browser, "p")
+    wait_for(lambda: exif_read(sidecar)[0].get("Label") == "Green", what="the pick on the second press")
+    wait_for(lambda: text_of(browser, "info-yours") == "★★☆☆☆ · pick",
+             what="the answer: the sidecar after it")
+    assert exif_read(sidecar)[0]["Rating"] == 2
+
+    exiftool("-XMP-xmp:Rating=5")  # the window comes back into focus: the page looks again
+    browser.execute_script("window.dispatchEvent(new Event('focus'))")
+    wait_for(lambda: text_of(browser, "info-yours") == "★★★★★ · pick", what="the re-read on focus")
+    exiftool("-XMP-xmp:Rating=1")  # a reload reads every sidecar again
+    browser.refresh()
+    wait_for(lambda: browser.execute_script("return document.body.dataset.ready === '1'"), 60, "the reloaded page")
+    go_to(browser, "IMG_0004.jpg")
+    assert text_of(browser, "info-yours") == "★☆☆☆☆ · pick"
+    exiftool("-XMP-xmp:Rating=3")  # and while the page is in view, it looks every few seconds
+    wait_for(lambda: text_of(browser, "info-yours") == "★★★☆☆ · pick", what="the re-read by polling")

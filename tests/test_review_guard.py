@@ -28,10 +28,15 @@ class StandInSession:
                                                                    ranked=SimpleNamespace(path="/p/a.jpg"))])
 
     def listing(self):
-        return [{"id": 0, "v": self.version(self.photos[0]), "name": "a.jpg"}]
+        return [{"id": 0, "v": self.version(self.photos[0]), "gen": 0, "rev": 1, "name": "a.jpg"}]
+
+    def changes(self, since=-1):
+        return {"photos": [r for r in self.listing() if r["rev"] > since], "rev": 1}
 
     def photo(self, photo_id):
         return self.photos[photo_id] if 0 <= photo_id < len(self.photos) else None
+
+    check = photo
 
     @staticmethod
     def version(photo):
@@ -40,13 +45,16 @@ class StandInSession:
     def image(self, photo_id, size):
         return b"\xff\xd8 jpeg bytes"
 
-    def decide(self, photo_id, action, value=None):
+    def decide(self, photo_id, action, value=None, shown=None):
         self.decided.append((photo_id, action, value))
         return {"id": photo_id, "rating": value}
 
     def search(self, query, top):
         self.searched.append((query, top))
         return []
+
+
+SHOWN = ', "v": "abababababababab", "gen": 0'  # the version of the photo the page showed
 
 
 def client_for(session, access) -> TestClient:
@@ -100,7 +108,7 @@ def test_decisions_are_json_objects_with_integer_ids_and_stars_only(site, body):
 
 def test_a_valid_decision_goes_through(site):
     client, session, _, headers = site
-    r = client.post("/api/decide", content=b'{"id": 0, "action": "stars", "value": 3}',
+    r = client.post("/api/decide", content=b'{"id": 0, "action": "stars", "value": 3' + SHOWN.encode() + b'}',
                     headers={**headers, "Content-Type": "Application/JSON; charset=utf-8", "Origin": ORIGIN,
                              "Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 200 and session.decided == [(0, "stars", 3)]
@@ -133,7 +141,8 @@ def test_oversized_bodies_are_refused_without_reading_them_whole(site):
 ])
 def test_posts_from_anywhere_but_the_page_are_refused_even_with_the_csrf_token(site, extra):
     client, session, _, headers = site
-    r = client.post("/api/decide", content=b'{"id": 0, "action": "reject"}', headers={**headers, **extra})
+    r = client.post("/api/decide", content=b'{"id": 0, "action": "reject"' + SHOWN.encode() + b'}',
+                    headers={**headers, **extra})
     assert r.status_code == 403 and session.decided == []
 
 
@@ -209,7 +218,7 @@ def test_odd_ids_and_encoded_traversal_find_nothing(site, path):
 
 
 @pytest.mark.parametrize("error, reason", [
-    ("changed", "changed since clipcull ranked it; rank the folder again"),
+    ("changed", "changed on disk since it was shown"),
     ("fifo", "not a regular file (a FIFO / named pipe); only regular files are read"),
     ("gone", "No such file or directory"),
 ])
@@ -220,7 +229,7 @@ def test_a_photo_that_cannot_be_shown_is_one_line_naming_it(site, error, reason)
     from clip_cull.review.thumbs import PhotoChanged
 
     client, session = site[:2]
-    raised = {"changed": PhotoChanged("changed since clipcull ranked it; rank the folder again"),
+    raised = {"changed": PhotoChanged("changed on disk since it was shown"),
               "fifo": NotRegularFile(not_regular_reason(stat.S_IFIFO)),
               "gone": FileNotFoundError(2, "No such file or directory", "/p/a.jpg")}[error]
 
@@ -301,7 +310,7 @@ def test_a_path_that_only_starts_like_the_prefix_is_not_found(site):
 
 
 @pytest.mark.parametrize("site_header", ["cross-site", "same-site"])
-@pytest.mark.parametrize("path", ["/api/photos", "/img/0/thumb?v=abababababababab",
+@pytest.mark.parametrize("path", ["/api/photos", "/api/changes?since=0", "/img/0/thumb?v=abababababababab",
                                   "/static/review.js", "/"])
 def test_gets_from_another_sites_page_are_refused(site, site_header, path):
     """An <img> or fetch on any other page (another port of this machine is same-site) gets nothing."""

@@ -68,7 +68,7 @@ def review(
 
     Prints the page's URL as one line on stdout: every path of the review is under a random prefix (http://127.0.0.1:PORT/r/RANDOM/), and the URL holds the access token once (then a cookie for that path only). The browser is opened on a private redirect file (0600, removed when the review stops), so the token never appears on a command line.
 
-    Stars, rejects and picks are written to XMP sidecars at once, as the photographer's own (a later `tag` keeps them); the whole session is one journaled run: `clipcull undo` reverts it.
+    Stars, rejects and picks are written to XMP sidecars at once, as the photographer's own (a later `tag` keeps them); the whole session is one journaled run: `clipcull undo` reverts it. The page shows what is on disk: it checks the photos and sidecars again on reload, when its window regains focus and every few seconds. A key pressed on a photo that was replaced, or whose sidecar another program changed, since the page showed it is refused with one line, and the page shows the photo as it is now: press again.
     """
     from clip_cull.review.decisions import DecisionWriter
     from clip_cull.review.launch import remove_redirect

@@ -1,13 +1,42 @@
-"""What the review page shows of what is on disk: ratings as JSON can carry them, whatever
-another program wrote into a sidecar.
+"""What the review page shows, checked against the disk: cheap file stamps, content fingerprints,
+and ratings as JSON can carry them whatever another program wrote.
+
+A photo or sidecar is re-read only when its stamp (device, inode, size, mtime, ctime) changed: a
+check of a whole shoot is a few stat calls a photo. ctime cannot be set back by the program that
+writes, and a file replaced by renaming another over it has another inode.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
+from clip_cull.files import content_fingerprint, read_file
+
+Stamp = tuple[int, int, int, int, int]
+UNCHECKED = ()  # a stamp no file has: the first check always looks
 MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's numbers hold whole numbers exactly up to here
 MAX_SHOWN_CHARS = 40
+
+
+def stamp(path: str | Path) -> Stamp | None:
+    """The file's stamp, None where there is none (or it cannot be looked at)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def stamps(paths: list[Path]) -> tuple:
+    return tuple(stamp(p) for p in paths)
+
+
+def fingerprint(path: str) -> str:
+    """The content fingerprint of the file as it is now (the cache's: sha256 of the bytes);
+    raises OSError (a FIFO, a file too large, one changing while read)."""
+    return content_fingerprint(read_file(path)[0])
 
 
 def json_rating(value):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import html
 import ipaddress
 import json
+import os
+import re
 import secrets
 import socket
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from starlette.routing import Route
 
 from clip_cull.errors import ClipCullError
 from clip_cull.images import UnreadableImage
-from clip_cull.review.session import MAX_SEARCH_HITS, MoveIncomplete, ReviewSession
+from clip_cull.review.session import MAX_SEARCH_HITS, ChangedSinceShown, MoveIncomplete, ReviewSession
 from clip_cull.review.thumbs import SIZES
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -221,16 +223,27 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         return Response(static[name], media_type=STATIC_TYPES[name], headers={"cache-control": "no-cache"})
 
     def photos(request: Request) -> Response:
-        return _json({"photos": session.listing(), "title": title, "pick_label": session.writer.pick_label})
+        # every photo and sidecar checked on disk: a reload shows what is there now
+        return _json({**session.changes(), "title": title, "pick_label": session.writer.pick_label})
+
+    def changes(request: Request) -> Response:
+        since = request.query_params.get("since", "")
+        if not re.fullmatch(r"[0-9]{1,18}", since):
+            return _json({"error": "since must be a rev the page was handed"}, 400)
+        return _json(session.changes(int(since)))
 
     def image(request: Request) -> Response:
         size = request.path_params["size"]
         if size not in SIZES:
             return PlainTextResponse("not found", status_code=404)
-        photo = session.photo(request.path_params["photo_id"])
+        photo = session.check(request.path_params["photo_id"])
         wanted = request.query_params.get("v")
-        if photo is None or (wanted is not None and wanted != session.version(photo)):
+        if photo is None:
             return PlainTextResponse("not found", status_code=404)
+        if wanted is not None and wanted != session.version(photo):
+            # never the new content under the old version's URL (the browser keeps those for good)
+            return PlainTextResponse(f"{os.path.basename(photo.ranked.path)} changed on disk since it was shown",
+                                     status_code=404)
         try:
             data = session.image(photo.id, size)
         except (UnreadableImage, OSError) as e:
@@ -239,7 +252,7 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         if data is None:
             return PlainTextResponse("not found", status_code=404)
         # Kept by the browser only under a URL naming the content (?v=): a bare id is another
-        # photo in the next review on this port.
+        # photo in the next review on this port, or after the photo is replaced.
         cache = "private, max-age=31536000, immutable" if wanted else "private, no-cache"
         return Response(data, media_type="image/jpeg", headers={"cache-control": cache})
 
@@ -263,21 +276,31 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         if isinstance(body, Response):
             return body
         action, photo_id, value = body.get("action"), body.get("id"), body.get("value")
+        version, gen = body.get("v"), body.get("gen")
         if action not in ("stars", "reject", "clear", "pick") or not _is_int(photo_id) or (
                 action == "stars" and not (_is_int(value) and 1 <= value <= 5)):
             return _json({"error": "bad request"}, 400)
-        return await _changing(lambda: session.decide(photo_id, action, value))
+        if not _is_int(gen) or not (version is None or isinstance(version, str)):
+            return _json({"error": "bad request: a decision names the version (v, gen) of the photo shown"}, 400)
+        return await _changing(lambda: session.decide(photo_id, action, value, shown=(version, gen)))
 
     async def undo(request: Request) -> Response:
         return await _changing(lambda: session.undo() or {"nothing": True})
 
     async def move(request: Request) -> Response:
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
+        since = body.get("since", -1)  # the rev the page has seen: rows changed after it come back
+        if not _is_int(since):
+            return _json({"error": "bad request: since is a rev the page was handed"}, 400)
+
         def run():
             try:
                 run_id, moved = session.move_rejects()
             except MoveIncomplete as e:  # the page must still drop the photos that went
                 return _json({"error": str(e), "run": e.run_id, "moved": e.moved}, 409)
-            return {"run": run_id, "moved": moved}
+            return {"run": run_id, "moved": moved, "changed": session.changes(since)["photos"]}
         return await _changing(run)
 
     base = access.prefix
@@ -285,6 +308,7 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         Route(f"{base}/", index, methods=["GET"]),
         Route(f"{base}/static/{{name}}", static_file, methods=["GET"]),
         Route(f"{base}/api/photos", photos, methods=["GET"]),
+        Route(f"{base}/api/changes", changes, methods=["GET"]),
         Route(f"{base}/img/{{photo_id:int}}/{{size}}", image, methods=["GET"]),
         Route(f"{base}/api/search", search, methods=["POST"]),
         Route(f"{base}/api/decide", decide, methods=["POST"]),
@@ -298,6 +322,8 @@ async def _changing(work) -> Response:
     """Run a change off the event loop; a file that cannot be written is one clear line."""
     try:
         result = await run_in_threadpool(work)
+    except ChangedSinceShown as e:  # the page shows the photo as it is now, and says so
+        return _json({"error": str(e), "photo": e.row}, 409)
     except ClipCullError as e:
         return _json({"error": str(e)}, 409)
     except OSError as e:

@@ -5,9 +5,11 @@
 
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
+const POLL_MS = 2000;  // what is on disk, re-read while the page is in view (a stat a photo: cheap)
 const state = {
   photos: [], byId: new Map(), view: [], cur: 0, filter: "all", sort: "best",
   hits: null, burst: null, loupe: false, cells: new Map(), curCell: null, moveArmed: 0,
+  rev: -1, polling: true,  // the tests pause polling to press a key on a page that has not looked yet
 };
 
 if (location.search) history.replaceState(null, "", location.pathname);  // the token leaves the address bar
@@ -35,7 +37,8 @@ function el(tag, cls, text) {
   if (text !== undefined) e.textContent = text;
   return e;
 }
-// ?v= names the content: the browser may keep the image (an id alone is a place in this ranking).
+// ?v= names the content: the browser may keep the image (an id alone is a place in this ranking,
+// and a photo replaced under its name has another v).
 function imageUrl(p, size) { return `img/${p.id}/${size}` + (p.v ? `?v=${encodeURIComponent(p.v)}` : ""); }
 function status(text) { $("status").textContent = text; }
 
@@ -110,6 +113,7 @@ function cellFor(p) {
     img.loading = "lazy";
     img.alt = "";
     img.src = imageUrl(p, "thumb");
+    img.addEventListener("error", soon);  // replaced on disk since the listing? look again
     c.append(img, el("div", "badges"), el("div", "name", shown(p.name)));
     c.title = shown(p.name);
     c.addEventListener("click", () => { const i = state.view.indexOf(p.id); if (i >= 0) select(i); });
@@ -189,7 +193,8 @@ function drawViewer(p) {
 function drawInfo(p) {
   $("info-name").textContent = p.folder ? `${shown(p.name)}  (${shown(p.folder)})` : shown(p.name);
   $("info-rank").textContent = `#${p.rank} · score ${p.score.toFixed(4)} · ${p.label}` +
-    (p.group !== null ? ` · burst ${p.group}` : "");
+    (p.group !== null ? ` · burst ${p.group}` : "") +
+    (p.changed ? " · changed on disk since clipcull ranked it (the score is of the earlier photo)" : "");
   $("info-suggested").textContent = [stars(p.suggested), ...p.flags].filter(Boolean).join(" · ");
   $("info-yours").textContent = ratingText(p.rating) + (p.picked ? " · pick" : "") +
     (p.problem ? ` · ${shown(p.problem)}` : "");
@@ -209,18 +214,55 @@ function redraw(p) {
   if (current() && current().id === p.id) drawInfo(p);
 }
 
-// --- decisions -------------------------------------------------------------------------
+// --- what is on disk -------------------------------------------------------------------
 
+// A row from the server: the photo as it is on disk. An older one (a poll answered before a
+// decision's answer arrived) never overwrites a newer one.
 function apply(row) {
   const p = state.byId.get(row.id);
-  if (!p) return;
-  Object.assign(p, row);
+  if (!p || row.rev < p.rev) return;
+  const replaced = row.v !== p.v;
+  Object.assign(p, row);  // state.rev moves with whole polls only: a row's rev may pass others unseen
+  if (replaced) reloadImages(p);
   redraw(p);
 }
+
+function reloadImages(p) {  // the photo was replaced on disk: its new content under its new v
+  const c = state.cells.get(p.id);
+  if (c) c.querySelector("img").src = imageUrl(p, "thumb");
+  const cur = current();
+  if (cur && (cur.id === p.id || (state.burst !== null && state.view.includes(p.id)))) drawViewer(cur);
+}
+
+let polled = null;
+
+async function poll() {
+  if (document.body.dataset.ready !== "1") return;  // the listing itself is still on its way
+  if (polled) return polled;
+  polled = (async () => {
+    try {
+      const r = await request(`api/changes?since=${state.rev}`);
+      for (const row of r.photos) apply(row);
+      state.rev = Math.max(state.rev, r.rev);
+    } catch (e) { /* the next poll tries again; a decision still checks on disk first */ }
+  })();
+  try { await polled; } finally { polled = null; }
+}
+
+let soonTimer = 0;
+function soon() { clearTimeout(soonTimer); soonTimer = setTimeout(poll, 200); }
+
+setInterval(() => { if (state.polling && document.visibilityState === "visible") poll(); }, POLL_MS);
+window.addEventListener("focus", () => poll());  // back from darktable or the terminal: look again
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") poll(); });
+
+// --- decisions -------------------------------------------------------------------------
 
 async function decide(action, value) {
   const p = current();
   if (!p) return;
+  // What the photographer sees now: the server refuses the key if the disk holds something else.
+  const seen = { v: p.v, gen: p.gen };
   const before = { rating: p.rating, picked: p.picked };
   if (action === "stars") p.rating = value;           // shown at once, confirmed by the server
   else if (action === "reject") p.rating = -1;
@@ -228,10 +270,11 @@ async function decide(action, value) {
   else if (action === "pick") p.picked = !p.picked;
   redraw(p);
   try {
-    apply(await api("api/decide", { id: p.id, action, value }));
+    apply(await api("api/decide", { id: p.id, action, value, ...seen }));
   } catch (e) {
     Object.assign(p, before);
-    redraw(p);
+    if (e.data && e.data.photo) apply(e.data.photo);  // changed on disk: shown as it is now
+    else redraw(p);
     status(`not saved: ${shown(e.message)}`);
   }
 }
@@ -256,9 +299,12 @@ async function moveRejects() {
   }
   state.moveArmed = 0;
   try {
-    const r = await api("api/move-rejects", {});
+    const r = await api("api/move-rejects", { since: state.rev });
+    for (const row of r.changed) apply(row);  // a reject changed on disk since it was shown stays
     dropMoved(r.moved);
-    status(r.run ? `moved ${r.moved.length} rejects (move run ${r.run}; clipcull undo puts them back)` : "no rejects to move");
+    const left = state.photos.filter((p) => p.rating === -1).length;
+    status((r.run ? `moved ${r.moved.length} rejects (move run ${r.run}; clipcull undo puts them back)`
+      : "no rejects to move") + (left ? `; ${left} changed on disk since shown, left in place` : ""));
   } catch (e) {
     if (e.data && e.data.moved) dropMoved(e.data.moved);  // stopped part way: those that went, go
     status(`move failed: ${shown(e.message)}`);
@@ -359,6 +405,7 @@ $("move").addEventListener("click", () => { state.moveArmed = Date.now(); moveRe
     const data = await api("api/photos");
     $("title").textContent = shown(data.title);
     state.photos = data.photos;
+    state.rev = data.rev;
     for (const p of data.photos) state.byId.set(p.id, p);
     render();
     document.body.dataset.ready = "1";
