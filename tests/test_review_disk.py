@@ -1,7 +1,7 @@
 """The review page while other programs change the disk under it, as a photographer meets it:
 the real `clipcull review` in a subprocess, chromium (Selenium) pressing real keys, sidecars read
 back with exiftool. Ratings of any value, a photo replaced under its name, a sidecar re-rated by
-another program.
+another program, an undo conflict.
 
 One server and one browser for the module; the tests run in file order and each says what it leaves.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 
 import pytest
 
@@ -128,6 +127,7 @@ def test_a_photo_replaced_on_disk_is_refused_once_then_shown_anew_and_rated_on_t
     press(browser, "4")
     wait_for(lambda: (folder / "IMG_0003.xmp").exists() and exif_read(folder / "IMG_0003.xmp")[0].get("Rating") == 4,
              what="the rating on the second press")
+    wait_for(lambda: status_line(browser) == "IMG_0003.jpg: ★★★★☆", what="the saved line")
     polling(browser, True)
 
 
@@ -167,3 +167,27 @@ def test_a_sidecar_another_program_changed_is_shown_and_p_never_brings_back_a_re
     assert text_of(browser, "info-yours") == "★☆☆☆☆ · pick"
     exiftool("-XMP-xmp:Rating=3")  # and while the page is in view, it looks every few seconds
     wait_for(lambda: text_of(browser, "info-yours") == "★★★☆☆ · pick", what="the re-read by polling")
+
+
+def test_after_an_undo_conflict_the_next_keys_go_through_and_the_error_leaves_the_status_line(browser, shoot):
+    import subprocess
+
+    folder, _ = shoot
+    sidecar = folder / "IMG_0001.xmp"
+    go_to(browser, "IMG_0001.jpg")
+    press(browser, "2")
+    wait_for(lambda: sidecar.exists() and exif_read(sidecar)[0].get("Rating") == 2, what="the rating")
+    subprocess.run([EXIFTOOL, "-overwrite_original", "-XMP-xmp:Rating=5", str(sidecar)], check=True,
+                   capture_output=True, timeout=60)
+    press(browser, "u")
+    line = wait_for(lambda: status_line(browser) if status_line(browser).startswith("undo failed: ") else None,
+                    what="the undo conflict")
+    assert "IMG_0001.xmp" in line and line.count("undo failed") == 1
+    assert exif_read(sidecar)[0]["Rating"] == 5  # left as the other program made it
+    go_to(browser, "IMG_0002.jpg")
+    press(browser, "3")
+    wait_for(lambda: status_line(browser) == "IMG_0002.jpg: ★★★☆☆", what="the old error replaced")
+    assert "error" not in browser.find_element("id", "status").get_attribute("class")
+    press(browser, "u")  # sent as ever: undoes the 3
+    wait_for(lambda: status_line(browser) == "undone: IMG_0002.jpg: unrated", what="the next undo")
+    assert not (folder / "IMG_0002.xmp").exists()  # clipcull made it; undo took it away

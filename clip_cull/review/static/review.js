@@ -40,7 +40,10 @@ function el(tag, cls, text) {
 // ?v= names the content: the browser may keep the image (an id alone is a place in this ranking,
 // and a photo replaced under its name has another v).
 function imageUrl(p, size) { return `img/${p.id}/${size}` + (p.v ? `?v=${encodeURIComponent(p.v)}` : ""); }
-function status(text) { $("status").textContent = text; }
+function status(text, error = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", error);
+}
 
 async function request(path, init) {
   const r = await fetch(path, init);
@@ -258,6 +261,10 @@ document.addEventListener("visibilitychange", () => { if (document.visibilitySta
 
 // --- decisions -------------------------------------------------------------------------
 
+function decisionText(row) {
+  return `${shown(row.name)}: ${ratingText(row.rating)}${row.picked ? " · pick" : ""}`;
+}
+
 async function decide(action, value) {
   const p = current();
   if (!p) return;
@@ -270,12 +277,14 @@ async function decide(action, value) {
   else if (action === "pick") p.picked = !p.picked;
   redraw(p);
   try {
-    apply(await api("api/decide", { id: p.id, action, value, ...seen }));
+    const row = await api("api/decide", { id: p.id, action, value, ...seen });
+    apply(row);
+    status(decisionText(row));  // a later success replaces an earlier error
   } catch (e) {
     Object.assign(p, before);
     if (e.data && e.data.photo) apply(e.data.photo);  // changed on disk: shown as it is now
     else redraw(p);
-    status(`not saved: ${shown(e.message)}`);
+    status(`not saved: ${shown(e.message)}`, true);
   }
 }
 
@@ -286,8 +295,8 @@ async function undo() {
     apply(row);
     const i = state.view.indexOf(row.id);
     if (i >= 0) select(i);
-    status(`undone: ${shown(row.name)}`);
-  } catch (e) { status(`undo failed: ${shown(e.message)}`); }
+    status(`undone: ${decisionText(row)}`);
+  } catch (e) { status(`undo failed: ${shown(e.message)}`, true); }
 }
 
 async function moveRejects() {
@@ -307,7 +316,7 @@ async function moveRejects() {
       : "no rejects to move") + (left ? `; ${left} changed on disk since shown, left in place` : ""));
   } catch (e) {
     if (e.data && e.data.moved) dropMoved(e.data.moved);  // stopped part way: those that went, go
-    status(`move failed: ${shown(e.message)}`);
+    status(`move failed: ${shown(e.message)}`, true);
   }
 }
 
@@ -329,7 +338,7 @@ async function search(text) {
     state.burst = null;
     state.cur = 0;
     render();
-  } catch (e) { status(`search failed: ${shown(e.message)}`); }
+  } catch (e) { status(`search failed: ${shown(e.message)}`, true); }
 }
 
 function clearSearch() {
