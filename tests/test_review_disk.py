@@ -1,7 +1,7 @@
 """The review page while other programs change the disk under it, as a photographer meets it:
 the real `clipcull review` in a subprocess, chromium (Selenium) pressing real keys, sidecars read
 back with exiftool. Ratings of any value, a photo replaced under its name, a sidecar re-rated by
-another program, an undo conflict.
+another program, an undo conflict, a clicked button.
 
 One server and one browser for the module; the tests run in file order and each says what it leaves.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pytest
 
@@ -191,3 +192,26 @@ def test_after_an_undo_conflict_the_next_keys_go_through_and_the_error_leaves_th
     press(browser, "u")  # sent as ever: undoes the 3
     wait_for(lambda: status_line(browser) == "undone: IMG_0002.jpg: unrated", what="the next undo")
     assert not (folder / "IMG_0002.xmp").exists()  # clipcull made it; undo took it away
+
+
+def test_a_clicked_button_keeps_no_focus_space_is_the_pages_zoom_not_a_second_click(browser, shoot):
+    folder, _ = shoot
+    go_to(browser, "IMG_0002.jpg")
+    press(browser, "x")
+    wait_for(lambda: (folder / "IMG_0002.xmp").exists() and exif_read(folder / "IMG_0002.xmp")[0].get("Rating") == -1,
+             what="the reject")
+    browser.find_element("id", "move").click()  # one click moves the rejects
+    wait_for(lambda: status_line(browser).startswith("moved 1 rejects"), what="the move")
+    assert (folder / "_rejects" / "IMG_0002.jpg").exists()
+    go_to(browser, "IMG_0001.jpg")
+    press(browser, "x")  # another reject, after the click
+    wait_for(lambda: exif_read(folder / "IMG_0001.xmp")[0].get("Rating") == -1, what="the second reject")
+    press(browser, " ")  # Lightroom's zoom: the page's loupe, not the button pressed again
+    wait_for(lambda: browser.execute_script("return document.getElementById('loupe').hidden === false"),
+             what="the loupe")
+    time.sleep(1.0)  # a second click would have moved it by now
+    assert (folder / "IMG_0001.jpg").exists() and not (folder / "_rejects" / "IMG_0001.jpg").exists()
+    press(browser, " ")
+    wait_for(lambda: browser.execute_script("return document.getElementById('loupe').hidden === true"),
+             what="the loupe closed")
+    assert browser.execute_script("return document.activeElement === document.body")  # the button never took it

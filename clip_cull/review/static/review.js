@@ -380,6 +380,7 @@ const KEYS = {
   4: () => decide("stars", 4), 5: () => decide("stars", 5), 0: () => decide("clear"),
   x: () => decide("reject"), p: () => decide("pick"), u: () => undo(),
   z: () => { state.loupe = !state.loupe; if (current()) drawViewer(current()); },
+  " ": () => KEYS.z(),  // Space zooms, as in Lightroom
   Enter: toggleBurst,
   Escape: () => { if (state.loupe) KEYS.z(); else if (state.burst !== null) toggleBurst(); else clearSearch(); },
   "/": () => $("search").focus(),
@@ -408,6 +409,11 @@ document.addEventListener("keydown", (event) => {
 $("filter").addEventListener("change", (e) => { state.filter = e.target.value; state.cur = 0; e.target.blur(); render(); });
 $("sort").addEventListener("change", (e) => { state.sort = e.target.value; state.cur = 0; e.target.blur(); render(); });
 $("move").addEventListener("click", () => { state.moveArmed = Date.now(); moveRejects(); });
+// A button never keeps the keyboard: Space after a click is the page's (zoom), not a second click.
+for (const b of document.querySelectorAll("button")) {
+  b.addEventListener("mousedown", (e) => e.preventDefault());
+  b.addEventListener("click", () => b.blur());
+}
 
 (async function start() {
   try {
