@@ -81,24 +81,28 @@ def clipcull(env, *args, timeout=120) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+URL = re.compile(r"http://127\.0\.0\.1:(\d+)(/r/[A-Za-z0-9_-]{22})/\?token=([A-Za-z0-9_-]{43})")
+
+
 class Server:
     def __init__(self, proc, url, stderr_lines):
         self.proc, self.url = proc, url
-        m = re.match(r"http://127\.0\.0\.1:(\d+)/\?token=(\S+)$", url)
-        self.port, self.token = int(m.group(1)), m.group(2)
+        m = URL.fullmatch(url)
+        self.port, self.prefix, self.token = int(m.group(1)), m.group(2), m.group(3)
         self.stderr_lines = stderr_lines
 
     @property
     def cookie(self) -> str:
         return f"clipcull_review_{self.port}={self.token}"
 
-    def request(self, method, path, body=None, headers=None, host=None, cookie=True):
+    def request(self, method, path, body=None, headers=None, host=None, cookie=True, prefix=True):
+        """`path` under the review's prefix (as the page's requests are), unless prefix=False."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         h = {"Host": host or f"127.0.0.1:{self.port}"}
         if cookie:
             h["Cookie"] = self.cookie
         h.update(headers or {})
-        conn.request(method, path, body=body, headers=h)
+        conn.request(method, self.prefix + path if prefix else path, body=body, headers=h)
         r = conn.getresponse()
         data = r.read()
         conn.close()
@@ -112,9 +116,8 @@ class Server:
         return {p["name"]: p for p in json.loads(self.request("GET", "/api/photos")[2])["photos"]}
 
 
-@pytest.fixture(scope="module")
-def server(shoot):
-    folder, env = shoot
+def start_server(folder, env) -> Server:
+    """`clipcull review FOLDER` in a subprocess, once it has printed its URL."""
     proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "review", str(folder), "--no-browser",
                              "--similarity", SIMILARITY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -128,10 +131,20 @@ def server(shoot):
     assert lines and lines[0].strip(), f"no URL printed; stderr: {stderr_lines}"
     srv = Server(proc, lines[0].strip(), stderr_lines)
     srv.stderr_reader = errors
+    return srv
+
+
+def stop_server(srv: Server) -> None:
+    if srv.proc.poll() is None:
+        srv.proc.send_signal(signal.SIGINT)
+        srv.proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(shoot):
+    srv = start_server(*shoot)
     yield srv
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+    stop_server(srv)
 
 
 def exif_read(*files) -> list[dict]:
@@ -154,7 +167,7 @@ def wait_for(condition, timeout=15.0, what="condition"):
 
 
 def test_url_is_one_stdout_line_on_loopback_with_a_long_token(server):
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]{43}", server.url)
+    assert URL.fullmatch(server.url)
     assert server.proc.poll() is None
 
 
@@ -164,6 +177,7 @@ def test_token_in_url_becomes_httponly_strict_cookie_and_page_has_self_only_csp(
     cookie = headers["set-cookie"]
     assert cookie.startswith(f"clipcull_review_{server.port}={server.token};")
     assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    assert f"Path={server.prefix}/" in cookie  # other servers on 127.0.0.1 never receive it
     csp = headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "http" not in csp
     assert not re.search(rb"(src|href)=\"(https?:)?//", page)  # nothing from the network
@@ -171,7 +185,7 @@ def test_token_in_url_becomes_httponly_strict_cookie_and_page_has_self_only_csp(
     assert status == 200
 
 
-@pytest.mark.parametrize("path", ["/", "/api/photos", "/img/0/thumb", "/static/review.js", "/api/search?q=x"])
+@pytest.mark.parametrize("path", ["/", "/api/photos", "/img/0/thumb", "/static/review.js", "/api/changes?since=0"])
 def test_without_the_token_every_request_is_refused(server, path):
     assert server.request("GET", path, cookie=False)[0] == 403
     assert server.request("GET", path, cookie=False, headers={"Cookie": f"clipcull_review_{server.port}=guess"})[0] == 403
@@ -187,8 +201,9 @@ def test_foreign_host_header_is_refused_even_with_the_token(server):
 
 def test_changes_need_a_post_with_the_csrf_token(server, shoot):
     folder, _ = shoot
-    rot = server.photos()["ROT.jpg"]["id"]
-    body = json.dumps({"id": rot, "action": "stars", "value": 2})
+    shown = server.photos()["ROT.jpg"]
+    rot = shown["id"]
+    body = json.dumps({"id": rot, "action": "stars", "value": 2, "v": shown["v"], "gen": shown["gen"]})
     sidecar = folder / "ROT.xmp"
     json_type = {"Content-Type": "application/json"}
     assert server.request("POST", "/api/decide", body, json_type)[0] == 403  # no CSRF token
@@ -245,8 +260,8 @@ def test_thumbnails_upright_hidpi_and_cached_by_content_hash(server, shoot):
 # --- the page in a real browser --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser(server):
+def start_browser(url: str):
+    """Headless chromium (Selenium) on the page, once it has drawn the photos."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -258,8 +273,14 @@ def browser(server):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     driver.set_script_timeout(60)
-    driver.get(server.url)
+    driver.get(url)
     wait_for(lambda: driver.execute_script("return document.body.dataset.ready === '1'"), 60, "the page")
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    driver = start_browser(server.url)
     yield driver
     driver.quit()
 
@@ -437,13 +458,28 @@ def test_filter_then_m_twice_moves_the_sessions_rejects_with_their_sidecars(brow
              what="the reject leaving the grid")
 
 
+def test_the_redirect_file_the_browser_is_opened_on_leads_to_the_working_page(browser, server):
+    from clip_cull.review.launch import remove_redirect, write_redirect
+
+    redirect = write_redirect(server.url)
+    try:
+        browser.get(redirect.as_uri())  # a navigation from file:// : another site to the server
+        wait_for(lambda: browser.current_url.startswith(f"http://127.0.0.1:{server.port}{server.prefix}/"),
+                 what="the redirect")
+        wait_for(lambda: browser.execute_script("return document.body.dataset.ready === '1'"), 60, "the page")
+        assert "token" not in browser.current_url  # and the token left the address bar
+    finally:
+        remove_redirect(redirect)
+    assert not redirect.parent.exists()
+
+
 def test_tag_keeps_the_photographers_decisions_and_undo_reverts_the_whole_session(server, shoot):
     folder, env = shoot
     import socket
 
     # a client holding a request open (a body that never comes) does not keep the server up
     held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    held.sendall(f"POST /api/decide HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nCookie: {server.cookie}\r\n"
+    held.sendall(f"POST {server.prefix}/api/decide HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nCookie: {server.cookie}\r\n"
                  "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
     time.sleep(0.5)
     server.proc.send_signal(signal.SIGINT)

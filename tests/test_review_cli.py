@@ -33,9 +33,9 @@ def test_loopback_by_default_url_alone_on_stdout_and_browser_opened(tiny_env, ph
     port = free_port()
     result = CliRunner().invoke(app, ["review", str(photo_folder), "--port", str(port)], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
-    assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/\?token=[\w-]{{43}}\n", result.stdout)
+    assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/r/[\w-]{{22}}/\?token=[\w-]{{43}}\n", result.stdout)
     assert served == [("127.0.0.1", port)]
-    assert opened == [result.stdout.strip()]
+    assert len(opened) == 1 and opened[0].startswith("file:///")  # the redirect file, not the URL
     assert "warning" not in result.stderr
 
 
@@ -74,3 +74,56 @@ def test_a_port_in_use_is_one_line(tiny_env, photo_folder, no_serving):
 ])
 def test_host_header_rule(bound, header, allowed):
     assert Access(bound, 8765).host_allowed(header) is allowed
+
+
+def test_the_browser_is_opened_on_a_private_redirect_file_never_on_the_token(tiny_env, photo_folder, monkeypatch):
+    """The browser's command line (the one argument webbrowser.open hands it) is visible to every
+    user in `ps`: it names a 0600 file in a 0700 folder, and the file, which holds the URL, goes
+    when the review stops."""
+    import stat
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    seen = {}
+
+    def browser_opener(argument):  # the seam: what the browser is started with
+        path = Path(unquote(urlparse(argument).path))
+        seen.update(argument=argument, path=path, mode=stat.S_IMODE(path.stat().st_mode),
+                    folder_mode=stat.S_IMODE(path.parent.stat().st_mode), text=path.read_text())
+        return True
+
+    monkeypatch.setattr("webbrowser.open", browser_opener)
+    monkeypatch.setattr(server, "serve", lambda app_, sock: sock.close())
+    result = CliRunner().invoke(app, ["review", str(photo_folder)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    url = result.stdout.strip()
+    token = url.rsplit("token=", 1)[1]
+    assert seen["argument"].startswith("file:///") and seen["argument"].endswith(".html")
+    assert token not in seen["argument"] and "token" not in seen["argument"]
+    assert seen["mode"] == 0o600 and seen["folder_mode"] == 0o700
+    assert f'<meta http-equiv="refresh" content="0;url={url}">' in seen["text"]
+    assert not seen["path"].exists() and not seen["path"].parent.exists()  # removed when the review stopped
+
+
+def test_the_redirect_file_goes_even_when_serving_fails(tiny_env, photo_folder, monkeypatch):
+    opened = []
+    monkeypatch.setattr("webbrowser.open", lambda argument: opened.append(argument))
+
+    def fails(app_, sock):
+        sock.close()
+        raise KeyboardInterrupt  # a second Ctrl-C while shutting down
+
+    monkeypatch.setattr(server, "serve", fails)
+    CliRunner().invoke(app, ["review", str(photo_folder)])
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    assert len(opened) == 1 and not Path(unquote(urlparse(opened[0]).path)).parent.exists()
+
+
+def test_help_tells_of_the_prefix_the_redirect_file_and_a_changing_disk():
+    result = CliRunner().invoke(app, ["review", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    text = " ".join(result.stdout.split())
+    assert "/r/RANDOM/" in text and "cookie for that path only" in text
+    assert "redirect file (0600, removed when the review stops)" in text
+    assert "whose sidecar another program changed, since the page showed it is refused with one line" in text

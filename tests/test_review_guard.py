@@ -28,10 +28,15 @@ class StandInSession:
                                                                    ranked=SimpleNamespace(path="/p/a.jpg"))])
 
     def listing(self):
-        return [{"id": 0, "v": self.version(self.photos[0]), "name": "a.jpg"}]
+        return [{"id": 0, "v": self.version(self.photos[0]), "gen": 0, "rev": 1, "name": "a.jpg"}]
+
+    def changes(self, since=-1):
+        return {"photos": [r for r in self.listing() if r["rev"] > since], "rev": 1}
 
     def photo(self, photo_id):
         return self.photos[photo_id] if 0 <= photo_id < len(self.photos) else None
+
+    check = photo
 
     @staticmethod
     def version(photo):
@@ -40,7 +45,7 @@ class StandInSession:
     def image(self, photo_id, size):
         return b"\xff\xd8 jpeg bytes"
 
-    def decide(self, photo_id, action, value=None):
+    def decide(self, photo_id, action, value=None, shown=None):
         self.decided.append((photo_id, action, value))
         return {"id": photo_id, "rating": value}
 
@@ -49,10 +54,18 @@ class StandInSession:
         return []
 
 
+SHOWN = ', "v": "abababababababab", "gen": 0'  # the version of the photo the page showed
+
+
+def client_for(session, access) -> TestClient:
+    """A client whose paths ("/api/photos") are under the review's prefix, as the page's are."""
+    return TestClient(build_app(session, access, "shoot"), base_url=ORIGIN + access.prefix)
+
+
 @pytest.fixture
 def site():
     session, access = StandInSession(), Access("127.0.0.1", PORT)
-    client = TestClient(build_app(session, access, "shoot"), base_url=ORIGIN)
+    client = client_for(session, access)
     client.cookies.set(access.cookie_name, access.token)
     csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
     headers = {"Content-Type": "application/json", "X-CSRF-Token": csrf}
@@ -61,13 +74,14 @@ def site():
 
 def test_a_stale_cookie_from_an_earlier_review_on_the_port_does_not_lock_out_the_new_url(site):
     _, session, access = site[:3]
-    fresh = TestClient(build_app(session, access, "shoot"), base_url=ORIGIN)
+    fresh = client_for(session, access)
     fresh.cookies.set(access.cookie_name, "the-token-of-yesterdays-review")
     page = fresh.get(f"/?token={access.token}")
     assert page.status_code == 200
     assert page.headers["set-cookie"].startswith(f"{access.cookie_name}={access.token};")
     fresh.cookies.set(access.cookie_name, access.token)  # as the browser now holds it
     assert fresh.get("/api/photos").status_code == 200
+    fresh.cookies.clear()
     fresh.cookies.set(access.cookie_name, "the-token-of-yesterdays-review")
     assert fresh.get("/api/photos").status_code == 403  # and the stale cookie alone still opens nothing
 
@@ -94,7 +108,7 @@ def test_decisions_are_json_objects_with_integer_ids_and_stars_only(site, body):
 
 def test_a_valid_decision_goes_through(site):
     client, session, _, headers = site
-    r = client.post("/api/decide", content=b'{"id": 0, "action": "stars", "value": 3}',
+    r = client.post("/api/decide", content=b'{"id": 0, "action": "stars", "value": 3' + SHOWN.encode() + b'}',
                     headers={**headers, "Content-Type": "Application/JSON; charset=utf-8", "Origin": ORIGIN,
                              "Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 200 and session.decided == [(0, "stars", 3)]
@@ -127,7 +141,8 @@ def test_oversized_bodies_are_refused_without_reading_them_whole(site):
 ])
 def test_posts_from_anywhere_but_the_page_are_refused_even_with_the_csrf_token(site, extra):
     client, session, _, headers = site
-    r = client.post("/api/decide", content=b'{"id": 0, "action": "reject"}', headers={**headers, **extra})
+    r = client.post("/api/decide", content=b'{"id": 0, "action": "reject"' + SHOWN.encode() + b'}',
+                    headers={**headers, **extra})
     assert r.status_code == 403 and session.decided == []
 
 
@@ -143,7 +158,8 @@ def test_no_cors_and_no_other_methods(site, method):
 
 def test_every_answer_carries_the_security_headers_and_the_api_is_never_cached(site):
     client, _, _, headers = site
-    answers = [client.get("/api/photos"), client.get("/nothing"), client.get("/api/search?q=x"),
+    answers = [client.get("/api/photos"), client.get("/nothing"),
+               client.post("/api/search", json={"q": "x"}, headers=headers),
                client.post("/api/decide", content=b"x" * (MAX_BODY_BYTES + 1), headers=headers)]
     assert [a.status_code for a in answers] == [200, 404, 200, 413]
     for a in answers:
@@ -163,10 +179,12 @@ def test_image_urls_name_the_content_so_a_later_review_on_the_port_never_shows_a
     assert client.get("/img/0/thumb?v=").status_code == 404
 
 
-@pytest.mark.parametrize("top", ["-1", "-5", "1e3", "x"])
+@pytest.mark.parametrize("top", [-1, -5, 1e3, "x", "3", True, None])
 def test_search_top_is_a_count(site, top):
-    client, session = site[:2]
-    assert client.get(f"/api/search?q=dog&top={top}").status_code == 400 and session.searched == []
+    client, session, _, headers = site
+    r = client.post("/api/search", json={"q": "dog", "top": top}, headers=headers)
+    assert r.status_code == 400 and r.json() == {"error": "top must be a number, 0 or more"}
+    assert session.searched == []
 
 
 def test_a_move_stopped_part_way_is_one_error_line_naming_the_photos_that_went(site):
@@ -200,7 +218,7 @@ def test_odd_ids_and_encoded_traversal_find_nothing(site, path):
 
 
 @pytest.mark.parametrize("error, reason", [
-    ("changed", "changed since clipcull ranked it; rank the folder again"),
+    ("changed", "changed on disk since it was shown"),
     ("fifo", "not a regular file (a FIFO / named pipe); only regular files are read"),
     ("gone", "No such file or directory"),
 ])
@@ -211,7 +229,7 @@ def test_a_photo_that_cannot_be_shown_is_one_line_naming_it(site, error, reason)
     from clip_cull.review.thumbs import PhotoChanged
 
     client, session = site[:2]
-    raised = {"changed": PhotoChanged("changed since clipcull ranked it; rank the folder again"),
+    raised = {"changed": PhotoChanged("changed on disk since it was shown"),
               "fifo": NotRegularFile(not_regular_reason(stat.S_IFIFO)),
               "gone": FileNotFoundError(2, "No such file or directory", "/p/a.jpg")}[error]
 
@@ -242,6 +260,81 @@ def test_host_header_variants(header, allowed):
 
 def test_a_request_without_a_host_header_is_refused(site):
     client, _, access, _ = site
-    transport_client = TestClient(client.app, base_url=ORIGIN)
+    transport_client = TestClient(client.app, base_url=ORIGIN + access.prefix)
     r = transport_client.get(f"/?token={access.token}", headers={"host": ""})
     assert r.status_code == 403
+
+
+# --- the random path prefix, GETs from other sites, search as a change --------------------------
+
+
+def test_the_url_and_the_cookie_name_the_reviews_random_path_prefix():
+    access = Access("127.0.0.1", PORT)
+    assert re.fullmatch(r"/r/[A-Za-z0-9_-]{22}", access.prefix) and access.prefix != Access("127.0.0.1", PORT).prefix
+    assert access.url() == f"http://127.0.0.1:{PORT}{access.prefix}/?token={access.token}"
+
+
+def test_the_cookie_goes_to_the_prefix_only(site):
+    client, _, access, _ = site
+    page = client.get(f"/?token={access.token}")
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith(f"{access.cookie_name}={access.token};")
+    # A browser sends 127.0.0.1's cookies to every port, but only to paths under the cookie's Path:
+    # another local server would have to know the random prefix to receive it.
+    assert f"Path={access.prefix}/" in cookie.split("; ")
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+
+
+@pytest.mark.parametrize("path", ["/", "/api/photos", "/static/review.js", "/img/0/thumb",
+                                  "/r/AAAAAAAAAAAAAAAAAAAAAA/api/photos", "/r/", "/r"])
+def test_a_path_outside_the_prefix_is_not_found_even_with_the_token(site, path):
+    client, session, access, headers = site
+    outside = TestClient(client.app, base_url=ORIGIN)
+    outside.cookies.set(access.cookie_name, access.token)
+    r = outside.get(path + f"?token={access.token}")
+    assert r.status_code == 404
+    assert r.text == "not found: this review's pages are under the path of the URL clipcull printed"
+    assert "set-cookie" not in r.headers
+    posted = outside.post(path.rstrip("/") + "/api/decide", json={"id": 0, "action": "reject", "v": None, "gen": 0},
+                          headers=headers)
+    assert posted.status_code == 404 and session.decided == []
+
+
+def test_a_path_that_only_starts_like_the_prefix_is_not_found(site):
+    client, _, access, _ = site
+    near = TestClient(client.app, base_url=ORIGIN)
+    near.cookies.set(access.cookie_name, access.token)
+    assert near.get(f"{access.prefix}x/api/photos").status_code == 404
+    assert near.get(f"{access.prefix[:-1]}/api/photos").status_code == 404
+    assert near.get(f"{access.prefix}/api/photos").status_code == 200
+
+
+@pytest.mark.parametrize("site_header", ["cross-site", "same-site"])
+@pytest.mark.parametrize("path", ["/api/photos", "/api/changes?since=0", "/img/0/thumb?v=abababababababab",
+                                  "/static/review.js", "/"])
+def test_gets_from_another_sites_page_are_refused(site, site_header, path):
+    """An <img> or fetch on any other page (another port of this machine is same-site) gets nothing."""
+    client = site[0]
+    r = client.get(path, headers={"Sec-Fetch-Site": site_header, "Sec-Fetch-Mode": "no-cors"})
+    assert r.status_code == 403 and r.text == "forbidden: request from another site"
+
+
+def test_a_link_from_elsewhere_may_open_the_page_itself_only(site):
+    client, _, access, _ = site
+    navigate = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    assert client.get(f"/?token={access.token}", headers=navigate).status_code == 200  # the redirect file
+    assert client.get("/api/photos", headers=navigate).status_code == 403
+    for own in ("same-origin", "none"):
+        assert client.get("/api/photos", headers={"Sec-Fetch-Site": own}).status_code == 200
+
+
+def test_search_changes_the_cache_so_it_is_a_post_with_the_csrf_token_from_this_origin(site):
+    client, session, _, headers = site
+    assert client.get("/api/search?q=cake").status_code == 405
+    no_csrf = client.post("/api/search", json={"q": "cake"})
+    assert no_csrf.status_code == 403 and no_csrf.text == "forbidden: missing or wrong CSRF token"
+    cross = client.post("/api/search", json={"q": "cake"}, headers={**headers, "Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403 and cross.text == "forbidden: request from another site"
+    assert session.searched == []
+    ok = client.post("/api/search", json={"q": "cake"}, headers={**headers, "Sec-Fetch-Site": "same-origin"})
+    assert ok.status_code == 200 and ok.json() == {"hits": []} and session.searched == [("cake", 200)]

@@ -83,13 +83,13 @@ def test_a_photo_swapped_for_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
         signal.signal(signal.SIGALRM, old)
 
 
-def test_a_photo_changed_since_ranking_is_refused_and_never_cached_under_its_old_hash(tmp_path):
+def test_a_photo_changed_since_shown_is_refused_and_never_cached_under_its_old_hash(tmp_path):
     from clip_cull.review.thumbs import PhotoChanged
 
     photo = make_photo(tmp_path / "a.jpg", seed=4)
     ranked_as = sha256(photo)
     make_photo(photo, seed=5)  # edited in another program while the review runs
-    with pytest.raises(PhotoChanged, match="changed since clipcull ranked it"):
+    with pytest.raises(PhotoChanged, match="^changed on disk since it was shown$"):
         ThumbnailCache(tmp_path / "thumbs").get(str(photo), ranked_as, "thumb")
     assert not (tmp_path / "thumbs" / ranked_as[:2] / f"{ranked_as}-thumb.jpg").exists()
     # the new content under its own hash is shown
@@ -144,3 +144,18 @@ def test_at_most_max_renders_photos_are_decoded_at_once(tmp_path, monkeypatch):
     for w in workers:
         w.join(30)
     assert most[0] == 2 and len(list((tmp_path / "thumbs").rglob("*-preview.jpg"))) == 8
+
+
+def test_a_photo_replaced_under_its_name_gets_its_own_images_and_the_old_ones_stay_its_predecessors(tmp_path):
+    """Cached by content, not path: the same name with new content is a new entry, and the
+    earlier content's images are never overwritten with (or served for) the new one."""
+    photo = make_photo(tmp_path / "IMG_0003.jpg", seed=7, size=(96, 64))
+    cache = ThumbnailCache(tmp_path / "thumbs")
+    before = sha256(photo)
+    old = cache.get(str(photo), before, "preview")
+    make_photo(photo, seed=8, size=(120, 80))  # another photo under the same name
+    after = sha256(photo)
+    new = cache.get(str(photo), after, "preview")
+    assert Image.open(io.BytesIO(old)).size == (96, 64) and Image.open(io.BytesIO(new)).size == (120, 80)
+    assert cache.path_for(before, "preview").read_bytes() == old  # still the earlier photo's
+    assert cache.path_for(after, "preview").read_bytes() == new

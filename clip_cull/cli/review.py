@@ -60,15 +60,18 @@ def review(
     grouping: GroupFlags,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to serve on. \\[default: a free one]", show_default=False)] = 0,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but 127.0.0.1 lets other machines reach the page (they still need the token).")] = LOOPBACK,
-    no_browser: Annotated[bool, flag("--no-browser", help="Do not open the browser; only print the URL.")] = False,
+    no_browser: Annotated[bool, flag("--no-browser", help="Do not open the browser (no redirect file); only print the URL.")] = False,
     sidecar: Annotated[str, typer.Option("--sidecar", metavar="lightroom|darktable", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp), as for `tag`.")] = "lightroom",
     pick_label: Annotated[str, typer.Option("--pick-label", metavar="COLOUR", help="The xmp:Label P writes for a pick.")] = "Green",
 ) -> None:
     """Cull a shoot in the browser with the keyboard: ranks new photos, then serves a review page on this machine until Ctrl-C.
 
-    Prints the page's URL (with its access token) as one line on stdout. Stars, rejects and picks are written to XMP sidecars at once, as the photographer's own (a later `tag` keeps them); the whole session is one journaled run: `clipcull undo` reverts it.
+    Prints the page's URL as one line on stdout: every path of the review is under a random prefix (http://127.0.0.1:PORT/r/RANDOM/), and the URL holds the access token once (then a cookie for that path only). The browser is opened on a private redirect file (0600, removed when the review stops), so the token never appears on a command line.
+
+    Stars, rejects and picks are written to XMP sidecars at once, as the photographer's own (a later `tag` keeps them); the whole session is one journaled run: `clipcull undo` reverts it. The page shows what is on disk: it checks the photos and sidecars again on reload, when its window regains focus and every few seconds. A key pressed on a photo that was replaced, or whose sidecar another program changed, since the page showed it is refused with one line, and the page shows the photo as it is now: press again.
     """
     from clip_cull.review.decisions import DecisionWriter
+    from clip_cull.review.launch import remove_redirect
     from clip_cull.review.server import Access, bind, build_app, serve
     from clip_cull.review.session import ReviewSession
     from clip_cull.review.thumbs import ThumbnailCache
@@ -101,13 +104,14 @@ def review(
         sys.stdout.write(access.url() + "\n")
         sys.stdout.flush()
         ui.message(err, f"clipcull: reviewing {plural(len(result.ranked), 'photo')}; Ctrl-C stops.", "dim")
-        if not no_browser:
-            import webbrowser
-
-            webbrowser.open(access.url())
+        redirect = None if no_browser else _open_browser(access.url(), err)
         warm_up = threading.Thread(target=session.warm_up, name="clipcull-search-warmup", daemon=True)
         warm_up.start()
-        serve(app_, sock)
+        try:
+            serve(app_, sock)
+        finally:
+            if redirect is not None:
+                remove_redirect(redirect)
         session.close()
         warm_up.join()  # the cache closes below: nothing may still be using it
     except ClipCullError as e:
@@ -118,6 +122,17 @@ def review(
     if writer.run_id is not None:
         ui.message(err, f"clipcull: review run {writer.run_id}: {writer.actions} decisions in effect. "
                         f"Undo the whole session: clipcull undo {writer.run_id}", "dim")
+
+
+def _open_browser(url: str, err):
+    """The redirect file the browser was opened on (None: not opened; the URL is printed)."""
+    from clip_cull.review.launch import open_browser
+
+    try:
+        return open_browser(url)
+    except OSError as e:
+        ui.message(err, f"clipcull: cannot open the browser ({e.strerror or e}); open the URL above.", "yellow")
+        return None
 
 
 def _is_loopback(host: str) -> bool:

@@ -2,10 +2,16 @@
 
 The guard, on every request:
 - the Host header must name the address and port served (a DNS-rebinding page gets 403);
-- the request must carry the session token: in the URL once (`/?token=...`, which sets an
-  HttpOnly, SameSite=Strict cookie) and in that cookie after; otherwise 403;
-- a POST (the only requests that change anything) must also carry the page's CSRF token in a
-  header, with a JSON body; GET never changes anything;
+- the path must be under this review's random prefix (`/r/<random>/`), else 404: browsers send
+  a cookie of 127.0.0.1 to every server on 127.0.0.1 whatever its port, but only to paths under
+  the cookie's Path, so another local server never receives one that opens this review;
+- the request must carry the session token: in the URL once (`/r/<random>/?token=...`, which sets
+  an HttpOnly, SameSite=Strict cookie for that path) and in that cookie after; otherwise 403;
+- a POST (every request that changes anything, search included: it keeps the text's embedding in
+  the cache) must also carry the page's CSRF token in a header, with a JSON body, from this origin;
+- a GET from another site's page (Sec-Fetch-Site cross-site or same-site, i.e. an <img> or a
+  link on any other page, another port of this machine included) is refused, except a navigation
+  to the page itself (a link, the redirect file the browser is opened with);
 - every answer has a Content-Security-Policy allowing only this origin, and nothing is loaded
   from anywhere else.
 Photos are served by their number in the ranking only: no path is ever read from a request.
@@ -16,6 +22,8 @@ from __future__ import annotations
 import html
 import ipaddress
 import json
+import os
+import re
 import secrets
 import socket
 from dataclasses import dataclass, field
@@ -23,13 +31,14 @@ from importlib import resources
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from clip_cull.errors import ClipCullError
 from clip_cull.images import UnreadableImage
-from clip_cull.review.session import MAX_SEARCH_HITS, MoveIncomplete, ReviewSession
+from clip_cull.review.session import MAX_SEARCH_HITS, ChangedSinceShown, MoveIncomplete, ReviewSession
 from clip_cull.review.thumbs import SIZES
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -55,6 +64,7 @@ class Access:
     port: int
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    prefix: str = field(default_factory=lambda: "/r/" + secrets.token_urlsafe(16))  # every path is under it
 
     @property
     def cookie_name(self) -> str:
@@ -62,7 +72,15 @@ class Access:
 
     def url(self) -> str:
         shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{shown}:{self.port}/?token={self.token}"
+        return f"http://{shown}:{self.port}{self.prefix}/?token={self.token}"
+
+    @property
+    def page_path(self) -> str:
+        return self.prefix + "/"
+
+    def under_prefix(self, path: str) -> bool:
+        head = path[:len(self.page_path)].encode("utf-8", "replace")
+        return secrets.compare_digest(head, self.page_path.encode())
 
     def host_allowed(self, header: str | None) -> bool:
         """The Host header names this server: its own address (or localhost for loopback),
@@ -107,7 +125,8 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self._refusal(scope, headers)
         if refusal:
-            return await _with_headers(PlainTextResponse(refusal, status_code=403))(scope, receive, send)
+            status, text = refusal
+            return await _with_headers(PlainTextResponse(text, status_code=status))(scope, receive, send)
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -118,34 +137,49 @@ class Guard:
 
         await self.app(scope, receive, send_with_headers)
 
-    def _refusal(self, scope, headers: dict[str, str]) -> str | None:
+    def _refusal(self, scope, headers: dict[str, str]) -> tuple[int, str] | None:
         access = self.access
         if not access.host_allowed(headers.get("host")):
-            return "forbidden: wrong Host header"
+            return 403, "forbidden: wrong Host header"
+        if not access.under_prefix(scope.get("path", "")):
+            return 404, "not found: this review's pages are under the path of the URL clipcull printed"
         url_token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
         cookie_token = _cookie(headers.get("cookie", ""), access.cookie_name)
         # Either may hold it: a cookie left by an earlier review on the same port must not
         # lock out the new URL (the browser keeps session cookies until it closes).
         if not any(_same_secret(given, access.token) for given in (cookie_token, url_token)):
-            return "forbidden: open the URL clipcull printed (it holds the access token)"
+            return 403, "forbidden: open the URL clipcull printed (it holds the access token)"
         if scope["method"] not in ("GET", "HEAD", "POST"):
-            return "forbidden: method"
-        if scope["method"] == "POST":
-            return self._post_refusal(headers)
-        return None
+            return 403, "forbidden: method"
+        refusal = self._post_refusal(headers) if scope["method"] == "POST" else self._get_refusal(scope, headers)
+        return (403, refusal) if refusal else None
+
+    def _get_refusal(self, scope, headers: dict[str, str]) -> str | None:
+        """Another site's page may link to the review page, nothing more: an image or any other
+        GET it makes is refused (images are made and kept in the cache on first request)."""
+        if _from_this_site(headers):
+            return None
+        if headers.get("sec-fetch-mode") == "navigate" and scope.get("path") == self.access.page_path:
+            return None
+        return "forbidden: request from another site"
 
     def _post_refusal(self, headers: dict[str, str]) -> str | None:
         if not _same_secret(headers.get("x-csrf-token"), self.access.csrf):
             return "forbidden: missing or wrong CSRF token"
         if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             return "forbidden: changes are JSON requests"
-        # A browser names where a request comes from; only this page's own origin may change things.
-        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        if not _from_this_site(headers):
             return "forbidden: request from another site"
         origin = headers.get("origin")
         if origin is not None and not (origin.startswith("http://") and self.access.host_allowed(origin[len("http://"):])):
             return "forbidden: request from another origin"
         return None
+
+
+def _from_this_site(headers: dict[str, str]) -> bool:
+    """A browser names where a request comes from: this page's own origin, or the user (typed,
+    bookmarked); another port of this machine is "same-site", another site's page "cross-site"."""
+    return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
 def _same_secret(given: str | None, secret: str) -> bool:
@@ -177,7 +211,9 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         page = page_template.replace("{{CSRF}}", html.escape(access.csrf)).replace("{{TITLE}}", html.escape(title))
         response = Response(page, media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})
         if request.query_params.get("token"):
-            response.set_cookie(access.cookie_name, access.token, httponly=True, samesite="strict", path="/")
+            # Path: the browser sends it to this review's paths only, never to another server on this machine
+            response.set_cookie(access.cookie_name, access.token, httponly=True, samesite="strict",
+                                path=access.page_path)
         return response
 
     def static_file(request: Request) -> Response:
@@ -187,16 +223,27 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         return Response(static[name], media_type=STATIC_TYPES[name], headers={"cache-control": "no-cache"})
 
     def photos(request: Request) -> Response:
-        return _json({"photos": session.listing(), "title": title, "pick_label": session.writer.pick_label})
+        # every photo and sidecar checked on disk: a reload shows what is there now
+        return _json({**session.changes(), "title": title, "pick_label": session.writer.pick_label})
+
+    def changes(request: Request) -> Response:
+        since = request.query_params.get("since", "")
+        if not re.fullmatch(r"[0-9]{1,18}", since):
+            return _json({"error": "since must be a rev the page was handed"}, 400)
+        return _json(session.changes(int(since)))
 
     def image(request: Request) -> Response:
         size = request.path_params["size"]
         if size not in SIZES:
             return PlainTextResponse("not found", status_code=404)
-        photo = session.photo(request.path_params["photo_id"])
+        photo = session.check(request.path_params["photo_id"])
         wanted = request.query_params.get("v")
-        if photo is None or (wanted is not None and wanted != session.version(photo)):
+        if photo is None:
             return PlainTextResponse("not found", status_code=404)
+        if wanted is not None and wanted != session.version(photo):
+            # never the new content under the old version's URL (the browser keeps those for good)
+            return PlainTextResponse(f"{os.path.basename(photo.ranked.path)} changed on disk since it was shown",
+                                     status_code=404)
         try:
             data = session.image(photo.id, size)
         except (UnreadableImage, OSError) as e:
@@ -205,73 +252,96 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         if data is None:
             return PlainTextResponse("not found", status_code=404)
         # Kept by the browser only under a URL naming the content (?v=): a bare id is another
-        # photo in the next review on this port.
+        # photo in the next review on this port, or after the photo is replaced.
         cache = "private, max-age=31536000, immutable" if wanted else "private, no-cache"
         return Response(data, media_type="image/jpeg", headers={"cache-control": cache})
 
-    def search(request: Request) -> Response:
-        try:
-            top = min(int(request.query_params.get("top", MAX_SEARCH_HITS)), MAX_SEARCH_HITS)
-            if top < 0:
-                raise ValueError(top)
-            hits = session.search(request.query_params.get("q", ""), top)
-        except ValueError:
+    async def search(request: Request) -> Response:
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
+        query, top = body.get("q"), body.get("top", MAX_SEARCH_HITS)
+        if not isinstance(query, str):
+            return _json({"error": "bad request: q is the text to search for"}, 400)
+        if not _is_int(top) or top < 0:
             return _json({"error": "top must be a number, 0 or more"}, 400)
+        try:
+            hits = await run_in_threadpool(session.search, query, min(top, MAX_SEARCH_HITS))
         except ClipCullError as e:
             return _json({"error": str(e)}, 400)
         return _json({"hits": hits})
 
     async def decide(request: Request) -> Response:
-        try:
-            body = await _body(request)
-        except _TooLarge:
-            return _json({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
-        if body is None:
-            return _json({"error": "bad request"}, 400)
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
         action, photo_id, value = body.get("action"), body.get("id"), body.get("value")
+        version, gen = body.get("v"), body.get("gen")
         if action not in ("stars", "reject", "clear", "pick") or not _is_int(photo_id) or (
                 action == "stars" and not (_is_int(value) and 1 <= value <= 5)):
             return _json({"error": "bad request"}, 400)
-        return await _changing(lambda: session.decide(photo_id, action, value))
+        if not _is_int(gen) or not (version is None or isinstance(version, str)):
+            return _json({"error": "bad request: a decision names the version (v, gen) of the photo shown"}, 400)
+        return await _changing(lambda: session.decide(photo_id, action, value, shown=(version, gen)))
 
     async def undo(request: Request) -> Response:
         return await _changing(lambda: session.undo() or {"nothing": True})
 
     async def move(request: Request) -> Response:
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
+        since = body.get("since", -1)  # the rev the page has seen: rows changed after it come back
+        if not _is_int(since):
+            return _json({"error": "bad request: since is a rev the page was handed"}, 400)
+
         def run():
             try:
                 run_id, moved = session.move_rejects()
             except MoveIncomplete as e:  # the page must still drop the photos that went
                 return _json({"error": str(e), "run": e.run_id, "moved": e.moved}, 409)
-            return {"run": run_id, "moved": moved}
+            return {"run": run_id, "moved": moved, "changed": session.changes(since)["photos"]}
         return await _changing(run)
 
+    base = access.prefix
     routes = [
-        Route("/", index, methods=["GET"]),
-        Route("/static/{name}", static_file, methods=["GET"]),
-        Route("/api/photos", photos, methods=["GET"]),
-        Route("/img/{photo_id:int}/{size}", image, methods=["GET"]),
-        Route("/api/search", search, methods=["GET"]),
-        Route("/api/decide", decide, methods=["POST"]),
-        Route("/api/undo", undo, methods=["POST"]),
-        Route("/api/move-rejects", move, methods=["POST"]),
+        Route(f"{base}/", index, methods=["GET"]),
+        Route(f"{base}/static/{{name}}", static_file, methods=["GET"]),
+        Route(f"{base}/api/photos", photos, methods=["GET"]),
+        Route(f"{base}/api/changes", changes, methods=["GET"]),
+        Route(f"{base}/img/{{photo_id:int}}/{{size}}", image, methods=["GET"]),
+        Route(f"{base}/api/search", search, methods=["POST"]),
+        Route(f"{base}/api/decide", decide, methods=["POST"]),
+        Route(f"{base}/api/undo", undo, methods=["POST"]),
+        Route(f"{base}/api/move-rejects", move, methods=["POST"]),
     ]
     return Guard(Starlette(routes=routes), access)
 
 
 async def _changing(work) -> Response:
     """Run a change off the event loop; a file that cannot be written is one clear line."""
-    from starlette.concurrency import run_in_threadpool
-
     try:
         result = await run_in_threadpool(work)
+    except ChangedSinceShown as e:  # the page shows the photo as it is now, and says so
+        return _json({"error": str(e), "photo": e.row}, 409)
     except ClipCullError as e:
         return _json({"error": str(e)}, 409)
     except OSError as e:
         return _json({"error": f"{getattr(e, 'filename', '') or ''} {e.strerror or e}".strip()}, 409)
+    except (ArithmeticError, ValueError) as e:  # a sidecar holding what no reader expected (1e999)
+        return _json({"error": f"{type(e).__name__}: {e}"}, 409)
     if result is None:
         return _json({"error": "no such photo"}, 404)
     return result if isinstance(result, Response) else _json(result)
+
+
+async def _json_object(request: Request) -> dict | Response:
+    """The request's JSON object, or the answer refusing it."""
+    try:
+        body = await _body(request)
+    except _TooLarge:
+        return _json({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
+    return _json({"error": "bad request"}, 400) if body is None else body
 
 
 class _TooLarge(Exception):

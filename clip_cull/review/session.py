@@ -2,25 +2,36 @@
 
 Photos are known to the page only by their number in this ranking: the server never takes a
 path from a request, so nothing outside the ranked set can be read.
+
+What the page shows is what is on disk. Every listing, poll, image and decision checks the photos
+and their sidecars first (a stat each; a photo is hashed, a sidecar re-read, only when its stamp
+changed). A photo's `gen` counts the changes found that this session did not make (the photo
+replaced, its sidecar re-rated by darktable or exiftool); the page sends back the content version
+`v` and the `gen` it showed with every decision, and a decision on what changed since is refused.
+`rev` orders the rows the page is handed, so an answer that arrives late never overwrites a newer one.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from clip_cull.actions.tag import star_ratings
 from clip_cull.actions.move import MoveStopped
+from clip_cull.actions.tag import star_ratings
+from clip_cull.actions.xmp import sidecar_path
 from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
+from clip_cull.review.ondisk import UNCHECKED, fingerprint, json_rating, stamp, stamps
 from clip_cull.review.thumbs import ThumbnailCache
 from clip_cull.search import EmbeddingIndex, query_embedding
 from clip_cull.store import Store
 
 MAX_SEARCH_HITS = 200
+PRESS_AGAIN = "reloaded — press again"
 
 
 class MoveIncomplete(ReviewError):
@@ -31,15 +42,34 @@ class MoveIncomplete(ReviewError):
         self.run_id, self.moved = run_id, moved
 
 
+class ChangedSinceShown(ReviewError):
+    """A decision about a photo (or sidecar) that changed on disk since the page showed it;
+    `row` is the photo as it is now, for the page to show instead."""
+
+    def __init__(self, message: str, row: dict):
+        super().__init__(message)
+        self.row = row
+
+
 @dataclass
 class ReviewPhoto:
     id: int
     ranked: object  # a RankedPhoto: path, score, label, flags, captured_at, companions
-    fingerprint: str | None
+    fingerprint: str | None  # the content on disk, as last checked (None: cannot be read)
     group: int | None
     suggested_stars: int
-    decision: Decision
+    decision: Decision = field(default_factory=Decision)  # as the sidecar held it when last checked
     moved: bool = False
+    ranked_fingerprint: str | None = None  # the content clipcull ranked: the score is of that
+    ranked_size_mtime: tuple[int, int] | None = None
+    gen: int = 0  # changes found that this session did not make
+    rev: int = 0  # the session's change counter when this photo's row last changed
+    last_change: str = "photo"  # what the last change found was: "photo" or "sidecar"
+    photo_stamp: tuple | None = UNCHECKED
+    sidecar_stamp: tuple = UNCHECKED
+    sidecar_names: list[Path] = field(default_factory=list)  # looked at to see a sidecar change
+    problem: str | None = None  # why the photo cannot be read now
+    sidecar_problem: str | None = None  # why its sidecar cannot be read now
 
 
 class ReviewSession:
@@ -56,13 +86,30 @@ class ReviewSession:
         self._index: EmbeddingIndex | None = None
         self._closed = False
         self._store_lock = threading.RLock()  # one SQLite connection, used from the server's threads
+        # The photos' on-disk state; taken after _store_lock where both are (a sidecar is read
+        # with the journal, a SQLite connection the server's threads share: only under _store_lock).
+        self._disk_lock = threading.Lock()
+        self._rev = 0
         records = store.file_records([p.path for p in ranked])
         stars = star_ratings(np.array([p.score for p in ranked])) if ranked else []
-        self.photos = [
-            ReviewPhoto(i, p, records[p.path].fingerprint if p.path in records else None, groups.get(p.path),
-                        int(stars[i]), writer.current(p.path))
-            for i, p in enumerate(ranked)
-        ]
+        self.photos = [self._photo(i, p, records.get(p.path), groups.get(p.path), int(stars[i]))
+                       for i, p in enumerate(ranked)]
+
+    def _photo(self, i: int, ranked, record, group: int | None, stars: int) -> ReviewPhoto:
+        fp = record.fingerprint if record else None
+        photo = ReviewPhoto(i, ranked, fp, group, stars, ranked_fingerprint=fp,
+                            ranked_size_mtime=(record.size, record.mtime_ns) if record else None)
+        photo.sidecar_names = self._sidecar_names(ranked)
+        self._check_photo(photo)
+        self._check_sidecar(photo)
+        return photo
+
+    def _sidecar_names(self, ranked) -> list[Path]:
+        """The files whose change may change what the page shows of the photo's decision: the
+        sidecars decisions go to, and the photo's own under both namings."""
+        names = [*self.writer.sidecars(ranked.path, ranked.companions),
+                 *(sidecar_path(ranked.path, style) for style in ("lightroom", "darktable"))]
+        return list(dict.fromkeys(Path(n) for n in names))
 
     # --- the page's data -----------------------------------------------------------------
 
@@ -71,14 +118,34 @@ class ReviewSession:
             return self.photos[photo_id]
         return None
 
+    def check(self, photo_id: int) -> ReviewPhoto | None:
+        """The photo, its content checked against the disk first (None: no such photo). Its
+        sidecar is left to the next poll: an image never waits for the cache (a search holds it)."""
+        with self._disk_lock:
+            photo = self.photo(photo_id)
+            if photo is not None:
+                self._refresh(photo, sidecar=False)
+        return photo
+
     def listing(self) -> list[dict]:
-        return [self._row(p) for p in self.photos if not p.moved]
+        return self.changes()["photos"]
+
+    def changes(self, since: int = -1) -> dict:
+        """Every photo checked against the disk; the rows changed after `since` (a `rev` the page
+        was handed), and the rev to ask from next time."""
+        with self._store_lock, self._disk_lock:
+            live = [p for p in self.photos if not p.moved]
+            for p in live:
+                self._refresh(p)
+            return {"photos": [self._row(p) for p in live if p.rev > since], "rev": self._rev}
 
     def _row(self, p: ReviewPhoto) -> dict:
         r = p.ranked
         return {
             "id": p.id,
             "v": self.version(p),
+            "gen": p.gen,
+            "rev": p.rev,
             "name": os.path.basename(r.path),
             "folder": os.path.dirname(r.path),
             "rank": r.rank,
@@ -90,13 +157,17 @@ class ReviewSession:
             "group": p.group,
             "suggested": p.suggested_stars,
             "focus": None if r.quality is None else round(r.quality.focus, 1),
-            **p.decision.as_dict(),
+            "rating": _shown_rating(p.decision),
+            "picked": bool(p.decision.picked),
+            "changed": p.ranked_fingerprint is not None and p.fingerprint != p.ranked_fingerprint,
+            "problem": p.problem or p.sidecar_problem,
         }
 
     @staticmethod
     def version(photo: ReviewPhoto) -> str | None:
-        """What the page puts in an image's URL: ids are places in this ranking, so the same URL
-        names another photo in a later review on the same port; the content hash never does."""
+        """What the page puts in an image's URL and sends back with a decision: ids are places in
+        this ranking, so the same URL names another photo in a later review on the same port, and
+        a photo replaced under its name is another photo; the content hash never is."""
         return photo.fingerprint[:16] if photo.fingerprint else None
 
     def image(self, photo_id: int, size: str) -> bytes | None:
@@ -105,31 +176,119 @@ class ReviewSession:
             return None
         return self.thumbs.get(photo.ranked.path, photo.fingerprint, size)
 
+    # --- the disk ------------------------------------------------------------------------
+
+    def _refresh(self, p: ReviewPhoto, sidecar: bool = True) -> bool:
+        """Check the photo and (under _store_lock) its sidecar on disk, under _disk_lock; True when
+        either changed since last checked. The row's rev moves on whenever what the page shows changes."""
+        problems = (p.problem, p.sidecar_problem)
+        photo_changed = self._check_photo(p)
+        sidecar_changed = sidecar and self._check_sidecar(p)
+        if photo_changed or sidecar_changed:
+            p.gen += 1
+            p.last_change = "photo" if photo_changed else "sidecar"
+        if photo_changed or sidecar_changed or problems != (p.problem, p.sidecar_problem):
+            self._touch(p)
+        return photo_changed or sidecar_changed
+
+    def _check_photo(self, p: ReviewPhoto) -> bool:
+        """True when the photo's content is no longer the one last seen."""
+        now = stamp(p.ranked.path)
+        if now == p.photo_stamp:
+            return False
+        first, p.photo_stamp = p.photo_stamp == UNCHECKED, now
+        if now is None:  # the content stays what it was: a photo put back is the same photo
+            p.problem = "the photo is gone from disk (moved or deleted since the review began)"
+            return False
+        p.problem = None
+        if first and p.fingerprint and p.ranked_size_mtime == (now[2], now[3]):
+            return False  # as clipcull ranked it a moment ago: no need to read it again
+        try:
+            content = fingerprint(p.ranked.path)
+        except OSError as e:
+            content, p.problem = None, f"the photo cannot be read: {e.strerror or e}"
+        changed, p.fingerprint = content != p.fingerprint, content
+        return changed
+
+    def _check_sidecar(self, p: ReviewPhoto) -> bool:
+        """True when the decision its sidecar holds is no longer the one last seen."""
+        now = stamps(p.sidecar_names)
+        if now == p.sidecar_stamp:
+            return False
+        p.sidecar_stamp = now  # taken before reading: a write after it is seen next time
+        try:
+            decision, p.sidecar_problem = self.writer.current(p.ranked.path), None
+        except Exception as e:  # one sidecar's odd content must never take the others' listing down
+            decision, p.sidecar_problem = Decision(), f"its sidecar cannot be read: {e}"
+        changed = _shown_state(decision) != _shown_state(p.decision)
+        p.decision = decision
+        return changed
+
+    def _touch(self, p: ReviewPhoto) -> None:
+        self._rev += 1
+        p.rev = self._rev
+
+    def _check_shown(self, p: ReviewPhoto, shown: tuple[str | None, int]) -> None:
+        """Refuse a decision made on what the disk no longer holds (the photo replaced, its
+        sidecar re-rated by another program); the page is handed the photo as it is now."""
+        version, gen = shown
+        if version == self.version(p) and gen == p.gen:
+            return
+        if version != self.version(p) or p.last_change == "photo":
+            what = os.path.basename(p.ranked.path)
+        else:
+            what = self.writer.sidecars(p.ranked.path)[0].name
+        raise ChangedSinceShown(f"{what} changed on disk since it was shown; {PRESS_AGAIN}", self._row(p))
+
+    def _written(self, p: ReviewPhoto, decision: Decision) -> None:
+        """This session wrote the photo's sidecar: what it holds now is no news to the page."""
+        p.decision = decision
+        p.sidecar_stamp = stamps(p.sidecar_names)
+        self._touch(p)
+
     # --- decisions -----------------------------------------------------------------------
 
-    def decide(self, photo_id: int, action: str, value: int | None = None) -> dict | None:
+    def decide(self, photo_id: int, action: str, value: int | None = None,
+               shown: tuple[str | None, int] | None = None) -> dict | None:
+        """One decision; `shown`: the (version, gen) the page showed, checked against the disk
+        first (raises ChangedSinceShown). The answer is the photo as its sidecar now holds it."""
         kwargs = {"stars": {"rating": value}, "reject": {"rating": REJECT}, "clear": {"clear": True},
                   "pick": {"toggle_pick": True}}[action]
-        with self._store_lock:  # not while its rejects are being moved: a sidecar would be left behind
+        # _store_lock: not while its rejects are being moved (a sidecar would be left behind);
+        # _disk_lock: no check in between takes this session's own write for another program's.
+        with self._store_lock, self._disk_lock:
             photo = self.photo(photo_id)
             if photo is None:
                 return None
-            photo.decision = self.writer.decide(photo.ranked.path, photo.ranked.companions, **kwargs)
-        return self._row(photo)
+            self._refresh(photo)
+            if shown is not None:
+                self._check_shown(photo, shown)
+            try:
+                decision = self.writer.decide(photo.ranked.path, photo.ranked.companions, **kwargs)
+            except BaseException:
+                photo.sidecar_stamp = UNCHECKED  # whatever was put back, the next check reads it
+                raise
+            self._written(photo, decision)
+            return self._row(photo)
 
     def undo(self) -> dict | None:
-        with self._store_lock:
+        with self._store_lock, self._disk_lock:
             undone = self.writer.undo_last()
-        if undone is None:
-            return None
-        path, decision = undone
-        photo = next(p for p in self.photos if p.ranked.path == path)
-        photo.decision = decision
-        return self._row(photo)
+            if undone is None:
+                return None
+            path, decision = undone
+            photo = next(p for p in self.photos if p.ranked.path == path)
+            self._written(photo, decision)
+            return self._row(photo)
 
     def move_rejects(self) -> tuple[int | None, list[int]]:
-        with self._store_lock:  # no decision lands between choosing the rejects and moving them
-            rejects = [p for p in self.photos if not p.moved and p.decision.rating == REJECT]
+        """Move the rejects as the page showed them: (run id, ids moved). A reject that changed on
+        disk since it was shown (replaced, or re-rated elsewhere) stays, and its row moves on
+        (`changes` hands it to the page)."""
+        with self._store_lock, self._disk_lock:  # no decision lands between choosing the rejects and moving them
+            live = [p for p in self.photos if not p.moved]
+            changed = {p.id for p in live if self._refresh(p)}
+            rejects = [p for p in live if p.decision.rating == REJECT and p.id not in changed]
             try:
                 run_id = move_rejects(self.store, self.writer.journal, [p.ranked for p in rejects], self.roots)
             except MoveStopped as e:
@@ -141,7 +300,7 @@ class ReviewSession:
                     f"the move stopped: {e.reason}; {len(gone)} of {len(rejects)} rejects moved "
                     f"(clipcull undo {e.run_id} puts them back)", e.run_id, [p.id for p in gone]) from None
             self._moved(rejects)
-        return run_id, [p.id for p in rejects]
+            return run_id, [p.id for p in rejects]
 
     def _moved(self, photos: list[ReviewPhoto]) -> None:
         for p in photos:
@@ -182,3 +341,14 @@ class ReviewSession:
         """No more use of the cache from here (the caller closes it once the warm-up is over)."""
         with self._store_lock:
             self._closed = True
+
+
+def _shown_rating(decision: Decision):
+    """The rating as the page shows it: the number, or as written where it is none ("1e999", "abc")."""
+    rating = decision.rating if decision.rating is not None else getattr(decision, "rating_text", None)
+    return json_rating(rating)
+
+
+def _shown_state(decision: Decision) -> tuple:
+    """What the page shows of a decision (a NaN rating equals itself here)."""
+    return repr(_shown_rating(decision)), bool(decision.picked)

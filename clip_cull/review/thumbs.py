@@ -1,7 +1,8 @@
 """Thumbnails and previews for the review page, made on first request and kept on disk.
 
-Keyed by the photo's content hash (the cache's fingerprint) and the size, so a renamed photo
-keeps its thumbnails and a second review of a shoot starts with all of them ready. Images are
+Keyed by the photo's content hash (the cache's fingerprint) and the size, never by its path: a
+renamed photo keeps its thumbnails, a photo replaced under its name gets new ones, and a second
+review of a shoot starts with all of them ready. Images are
 upright (EXIF orientation applied); RAW files show their embedded preview.
 """
 
@@ -28,7 +29,7 @@ JPEG_START = b"\xff\xd8\xff"
 
 
 class PhotoChanged(OSError):
-    """The photo's file no longer holds the content it was ranked (and is known to the page) by."""
+    """The photo's file no longer holds the content the page was shown (the fingerprint asked for)."""
 
 
 class ThumbnailCache:
@@ -58,7 +59,7 @@ class ThumbnailCache:
                 if content_fingerprint(data) != fingerprint:
                     # The image would be kept under the fingerprint of other content (and shown
                     # for it in every later review): refuse instead.
-                    raise PhotoChanged("changed since clipcull ranked it; rank the folder again")
+                    raise PhotoChanged("changed on disk since it was shown")
                 image = render_bytes(data, photo_path, SIZES[size], JPEG_QUALITY[size])
             _write_quietly(target, image)
             return image

@@ -1,15 +1,18 @@
 // clipcull review: the grid, the viewer and the keys. Plain JavaScript, no build step.
 // Text from the server (file names, folders, labels) only ever goes into textContent.
+// Every URL is relative: the whole review lives under a random path prefix (/r/<random>/).
 "use strict";
 
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
+const POLL_MS = 2000;  // what is on disk, re-read while the page is in view (a stat a photo: cheap)
 const state = {
   photos: [], byId: new Map(), view: [], cur: 0, filter: "all", sort: "best",
   hits: null, burst: null, loupe: false, cells: new Map(), curCell: null, moveArmed: 0,
+  rev: -1, polling: true,  // the tests pause polling to press a key on a page that has not looked yet
 };
 
-if (location.search) history.replaceState(null, "", "/");  // the token leaves the address bar
+if (location.search) history.replaceState(null, "", location.pathname);  // the token leaves the address bar
 
 // A name is shown as it is spelled: bidi controls (U+202E turns "a\u202Egpj.exe" into what reads
 // "aexe.jpg") and control characters (newlines) appear as their code points, not as their effect.
@@ -17,16 +20,30 @@ const UNSEEN = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066
 function shown(text) {
   return String(text).replace(UNSEEN, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
 }
-function stars(n) { return n > 0 ? "★".repeat(n) + "☆".repeat(5 - n) : ""; }
+function isStars(n) { return Number.isInteger(n) && n >= 1 && n <= 5; }
+function stars(n) { return isStars(n) ? "★".repeat(n) + "☆".repeat(5 - n) : ""; }
+// Another program may have written any rating (7, -5, 2.5, a word): it is shown as it is, and
+// never breaks the page (repeat() of a negative count throws, and blanked it).
+function ratingText(r) {
+  if (r === null || r === undefined || r === 0) return "unrated";
+  if (r === -1) return "reject";
+  if (isStars(r)) return stars(r);
+  const numeric = typeof r === "number" || (typeof r === "string" && r.trim() !== "" && !isNaN(Number(r)));
+  return `${shown(String(r))} (${numeric ? "out of range" : "not a rating"})`;
+}
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text;
   return e;
 }
-// ?v= names the content: the browser may keep the image (an id alone is a place in this ranking).
-function imageUrl(p, size) { return `/img/${p.id}/${size}` + (p.v ? `?v=${encodeURIComponent(p.v)}` : ""); }
-function status(text) { $("status").textContent = text; }
+// ?v= names the content: the browser may keep the image (an id alone is a place in this ranking,
+// and a photo replaced under its name has another v).
+function imageUrl(p, size) { return `img/${p.id}/${size}` + (p.v ? `?v=${encodeURIComponent(p.v)}` : ""); }
+function status(text, error = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", error);
+}
 
 async function request(path, init) {
   const r = await fetch(path, init);
@@ -35,17 +52,20 @@ async function request(path, init) {
   return data;
 }
 
+function post(path, body) {
+  return request(path, {
+    method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
+    body: JSON.stringify(body),
+  });
+}
+
 // Changing requests go to the server one after another, in the order of the keys: fired at
 // once, "3" then "0" could arrive as "0" then "3" and leave the wrong rating in the sidecar.
 let writes = Promise.resolve();
 
 function api(path, body) {
   if (body === undefined) return request(path, {});
-  const init = {
-    method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
-    body: JSON.stringify(body),
-  };
-  const mine = writes.then(() => request(path, init));
+  const mine = writes.then(() => post(path, body));
   writes = mine.catch(() => {});
   return mine;
 }
@@ -96,6 +116,7 @@ function cellFor(p) {
     img.loading = "lazy";
     img.alt = "";
     img.src = imageUrl(p, "thumb");
+    img.addEventListener("error", soon);  // replaced on disk since the listing? look again
     c.append(img, el("div", "badges"), el("div", "name", shown(p.name)));
     c.title = shown(p.name);
     c.addEventListener("click", () => { const i = state.view.indexOf(p.id); if (i >= 0) select(i); });
@@ -109,7 +130,8 @@ function drawBadges(p, c) {
   const b = c.querySelector(".badges");
   b.replaceChildren();
   if (p.rating === -1) b.append(el("span", "reject", "✕ reject "));
-  else if (p.rating > 0) b.append(el("span", "", stars(p.rating) + " "));
+  else if (isStars(p.rating)) b.append(el("span", "", stars(p.rating) + " "));
+  else if (ratingText(p.rating) !== "unrated") b.append(el("span", "odd", ratingText(p.rating) + " "));
   if (p.picked) b.append(el("span", "pick", "● pick "));
   if (p.flags.length) b.append(el("span", "flag", p.flags.join(" ")));
   c.classList.toggle("reject", p.rating === -1);
@@ -161,9 +183,9 @@ function drawViewer(p) {
   } else if (comparing) {
     const other = state.byId.get(state.view[state.cur + 1 < state.view.length ? state.cur + 1 : state.cur - 1]);
     $("left").src = imageUrl(p, "preview");
-    $("left-name").textContent = `${shown(p.name)}  ${stars(p.rating)}`;
+    $("left-name").textContent = `${shown(p.name)}  ${ratingText(p.rating)}`;
     $("right").src = imageUrl(other, "preview");
-    $("right-name").textContent = `${shown(other.name)}  ${stars(other.rating)}`;
+    $("right-name").textContent = `${shown(other.name)}  ${ratingText(other.rating)}`;
     $("left").parentElement.classList.add("current");
   } else {
     $("preview").src = imageUrl(p, "preview");
@@ -174,10 +196,11 @@ function drawViewer(p) {
 function drawInfo(p) {
   $("info-name").textContent = p.folder ? `${shown(p.name)}  (${shown(p.folder)})` : shown(p.name);
   $("info-rank").textContent = `#${p.rank} · score ${p.score.toFixed(4)} · ${p.label}` +
-    (p.group !== null ? ` · burst ${p.group}` : "");
+    (p.group !== null ? ` · burst ${p.group}` : "") +
+    (p.changed ? " · changed on disk since clipcull ranked it (the score is of the earlier photo)" : "");
   $("info-suggested").textContent = [stars(p.suggested), ...p.flags].filter(Boolean).join(" · ");
-  const yours = p.rating === -1 ? "reject" : p.rating ? stars(p.rating) : "unrated";
-  $("info-yours").textContent = yours + (p.picked ? " · pick" : "");
+  $("info-yours").textContent = ratingText(p.rating) + (p.picked ? " · pick" : "") +
+    (p.problem ? ` · ${shown(p.problem)}` : "");
   $("info-captured").textContent = (p.captured || "").replace("T", " ");
 }
 
@@ -194,18 +217,59 @@ function redraw(p) {
   if (current() && current().id === p.id) drawInfo(p);
 }
 
-// --- decisions -------------------------------------------------------------------------
+// --- what is on disk -------------------------------------------------------------------
 
+// A row from the server: the photo as it is on disk. An older one (a poll answered before a
+// decision's answer arrived) never overwrites a newer one.
 function apply(row) {
   const p = state.byId.get(row.id);
-  if (!p) return;
-  Object.assign(p, row);
+  if (!p || row.rev < p.rev) return;
+  const replaced = row.v !== p.v;
+  Object.assign(p, row);  // state.rev moves with whole polls only: a row's rev may pass others unseen
+  if (replaced) reloadImages(p);
   redraw(p);
+}
+
+function reloadImages(p) {  // the photo was replaced on disk: its new content under its new v
+  const c = state.cells.get(p.id);
+  if (c) c.querySelector("img").src = imageUrl(p, "thumb");
+  const cur = current();
+  if (cur && (cur.id === p.id || (state.burst !== null && state.view.includes(p.id)))) drawViewer(cur);
+}
+
+let polled = null;
+
+async function poll() {
+  if (document.body.dataset.ready !== "1") return;  // the listing itself is still on its way
+  if (polled) return polled;
+  polled = (async () => {
+    try {
+      const r = await request(`api/changes?since=${state.rev}`);
+      for (const row of r.photos) apply(row);
+      state.rev = Math.max(state.rev, r.rev);
+    } catch (e) { /* the next poll tries again; a decision still checks on disk first */ }
+  })();
+  try { await polled; } finally { polled = null; }
+}
+
+let soonTimer = 0;
+function soon() { clearTimeout(soonTimer); soonTimer = setTimeout(poll, 200); }
+
+setInterval(() => { if (state.polling && document.visibilityState === "visible") poll(); }, POLL_MS);
+window.addEventListener("focus", () => poll());  // back from darktable or the terminal: look again
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") poll(); });
+
+// --- decisions -------------------------------------------------------------------------
+
+function decisionText(row) {
+  return `${shown(row.name)}: ${ratingText(row.rating)}${row.picked ? " · pick" : ""}`;
 }
 
 async function decide(action, value) {
   const p = current();
   if (!p) return;
+  // What the photographer sees now: the server refuses the key if the disk holds something else.
+  const seen = { v: p.v, gen: p.gen };
   const before = { rating: p.rating, picked: p.picked };
   if (action === "stars") p.rating = value;           // shown at once, confirmed by the server
   else if (action === "reject") p.rating = -1;
@@ -213,23 +277,26 @@ async function decide(action, value) {
   else if (action === "pick") p.picked = !p.picked;
   redraw(p);
   try {
-    apply(await api("/api/decide", { id: p.id, action, value }));
+    const row = await api("api/decide", { id: p.id, action, value, ...seen });
+    apply(row);
+    status(decisionText(row));  // a later success replaces an earlier error
   } catch (e) {
     Object.assign(p, before);
-    redraw(p);
-    status(`not saved: ${shown(e.message)}`);
+    if (e.data && e.data.photo) apply(e.data.photo);  // changed on disk: shown as it is now
+    else redraw(p);
+    status(`not saved: ${shown(e.message)}`, true);
   }
 }
 
 async function undo() {
   try {
-    const row = await api("/api/undo", {});
+    const row = await api("api/undo", {});
     if (row.nothing) { status("nothing to undo"); return; }
     apply(row);
     const i = state.view.indexOf(row.id);
     if (i >= 0) select(i);
-    status(`undone: ${shown(row.name)}`);
-  } catch (e) { status(`undo failed: ${shown(e.message)}`); }
+    status(`undone: ${decisionText(row)}`);
+  } catch (e) { status(`undo failed: ${shown(e.message)}`, true); }
 }
 
 async function moveRejects() {
@@ -241,12 +308,15 @@ async function moveRejects() {
   }
   state.moveArmed = 0;
   try {
-    const r = await api("/api/move-rejects", {});
+    const r = await api("api/move-rejects", { since: state.rev });
+    for (const row of r.changed) apply(row);  // a reject changed on disk since it was shown stays
     dropMoved(r.moved);
-    status(r.run ? `moved ${r.moved.length} rejects (move run ${r.run}; clipcull undo puts them back)` : "no rejects to move");
+    const left = state.photos.filter((p) => p.rating === -1).length;
+    status((r.run ? `moved ${r.moved.length} rejects (move run ${r.run}; clipcull undo puts them back)`
+      : "no rejects to move") + (left ? `; ${left} changed on disk since shown, left in place` : ""));
   } catch (e) {
     if (e.data && e.data.moved) dropMoved(e.data.moved);  // stopped part way: those that went, go
-    status(`move failed: ${shown(e.message)}`);
+    status(`move failed: ${shown(e.message)}`, true);
   }
 }
 
@@ -263,12 +333,12 @@ async function search(text) {
   if (!text.trim()) { clearSearch(); return; }
   status("searching…");
   try {
-    const r = await api(`/api/search?q=${encodeURIComponent(text)}`);
+    const r = await post("api/search", { q: text });  // a POST: it keeps the text's embedding
     state.hits = r.hits.map((h) => h.id);
     state.burst = null;
     state.cur = 0;
     render();
-  } catch (e) { status(`search failed: ${shown(e.message)}`); }
+  } catch (e) { status(`search failed: ${shown(e.message)}`, true); }
 }
 
 function clearSearch() {
@@ -310,6 +380,7 @@ const KEYS = {
   4: () => decide("stars", 4), 5: () => decide("stars", 5), 0: () => decide("clear"),
   x: () => decide("reject"), p: () => decide("pick"), u: () => undo(),
   z: () => { state.loupe = !state.loupe; if (current()) drawViewer(current()); },
+  " ": () => KEYS.z(),  // Space zooms, as in Lightroom
   Enter: toggleBurst,
   Escape: () => { if (state.loupe) KEYS.z(); else if (state.burst !== null) toggleBurst(); else clearSearch(); },
   "/": () => $("search").focus(),
@@ -338,12 +409,18 @@ document.addEventListener("keydown", (event) => {
 $("filter").addEventListener("change", (e) => { state.filter = e.target.value; state.cur = 0; e.target.blur(); render(); });
 $("sort").addEventListener("change", (e) => { state.sort = e.target.value; state.cur = 0; e.target.blur(); render(); });
 $("move").addEventListener("click", () => { state.moveArmed = Date.now(); moveRejects(); });
+// A button never keeps the keyboard: Space after a click is the page's (zoom), not a second click.
+for (const b of document.querySelectorAll("button")) {
+  b.addEventListener("mousedown", (e) => e.preventDefault());
+  b.addEventListener("click", () => b.blur());
+}
 
 (async function start() {
   try {
-    const data = await api("/api/photos");
+    const data = await api("api/photos");
     $("title").textContent = shown(data.title);
     state.photos = data.photos;
+    state.rev = data.rev;
     for (const p of data.photos) state.byId.set(p.id, p);
     render();
     document.body.dataset.ready = "1";

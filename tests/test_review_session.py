@@ -1,0 +1,228 @@
+"""A review session against a disk that other programs change while the page is open: ratings
+of any value, photos replaced under their names, sidecars re-rated by exiftool. In process (the
+real ReviewSession and server app, Starlette's TestClient); the page in chromium is in
+test_review_disk.py."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from clip_cull.ranking import RankedPhoto
+from clip_cull.review.decisions import Decision, DecisionWriter
+from clip_cull.review.server import Access, build_app
+from clip_cull.review.session import ChangedSinceShown, ReviewSession
+from clip_cull.review.thumbs import ThumbnailCache
+from clip_cull.state import StateStore
+from clip_cull.store import FileRecord, Store
+from conftest import make_photo
+
+EXIFTOOL = shutil.which("exiftool")
+needs_exiftool = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
+PORT = 8765
+ORIGIN = f"http://127.0.0.1:{PORT}"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def exiftool(*args) -> str:
+    return subprocess.run([EXIFTOOL, *map(str, args)], capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def read_back(path: Path) -> dict:
+    return json.loads(exiftool("-j", "-XMP:Rating", "-XMP:Label", path))[0]
+
+
+def xmp_with_rating(text: str) -> str:
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            f'<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="{text}"/>'
+            '</rdf:RDF></x:xmpmeta>\n')
+
+
+@pytest.fixture
+def store(tmp_path):
+    """The cache (the photos' records) and the state database (the journal decisions go to)."""
+    s, state = Store.open(tmp_path / "c.db"), StateStore.open(tmp_path / "state.db")
+    s.state = state
+    yield s
+    s.close()
+    state.close()
+
+
+def open_session(tmp_path, store, names: list[str], writer: DecisionWriter | None = None) -> ReviewSession:
+    """A session over freshly made photos, recorded in the cache as `rank` leaves them."""
+    folder = tmp_path / "shoot"
+    photos = [make_photo(folder / name, seed=i + 1) for i, name in enumerate(names)]
+    store.save([FileRecord(str(p), p.stat().st_size, p.stat().st_mtime_ns, sha256(p)) for p in photos], [], "m")
+    ranked = [RankedPhoto(rank=i + 1, path=str(p), score=1.0 - i / 100, label="") for i, p in enumerate(photos)]
+    writer = writer or DecisionWriter(store.state, {"command": "review"})
+    return ReviewSession(store, ranked, {}, [str(folder)], writer, ThumbnailCache(tmp_path / "thumbs"), "m")
+
+
+def rows(session: ReviewSession) -> dict[str, dict]:
+    return {r["name"]: r for r in session.listing()}
+
+
+def shown(row: dict) -> tuple:
+    return row["v"], row["gen"]
+
+
+def site(session: ReviewSession):
+    access = Access("127.0.0.1", PORT)
+    client = TestClient(build_app(session, access, "shoot"), base_url=ORIGIN + access.prefix)
+    client.cookies.set(access.cookie_name, access.token)
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
+    return client, {"Content-Type": "application/json", "X-CSRF-Token": csrf}
+
+
+# --- any rating another program wrote ----------------------------------------------------------
+
+
+class OddWriter(DecisionWriter):
+    """A writer whose sidecars hold whatever a test says, as a reader might hand it over."""
+
+    def __init__(self, state, values: dict[str, object]):
+        super().__init__(state, {"command": "review"})
+        self.values = values
+
+    def current(self, photo: str) -> Decision:
+        value = self.values[Path(photo).stem]
+        if isinstance(value, Exception):
+            raise value
+        return Decision(value, False)
+
+
+ODD = {"SEVEN": 7, "MINUS": -5, "HALF": 2.5, "HUGE": 10**300, "ENORMOUS": 10**5000, "INF": math.inf,
+       "NAN": math.nan, "WORD": "lots", "BOOL": True,
+       "BROKEN": OverflowError("cannot convert float infinity to integer"),
+       "THREE": 3, "REJECT": -1, "NONE": None}
+SHOWN_AS = {"SEVEN": 7, "MINUS": -5, "HALF": 2.5, "HUGE": "1e+300", "ENORMOUS": "a number of about 5001 digits",
+            "INF": "inf", "NAN": "nan", "WORD": "lots", "BOOL": "True", "BROKEN": None, "THREE": 3, "REJECT": -1,
+            "NONE": None}
+
+
+def test_any_rating_value_reaches_the_page_as_json_and_one_odd_sidecar_never_affects_the_others(tmp_path, store):
+    session = open_session(tmp_path, store, [f"{name}.jpg" for name in ODD], OddWriter(store.state, ODD))
+    listing = session.listing()
+    json.dumps(listing, allow_nan=False)  # strict JSON: what the page's JSON.parse takes
+    by_name = {r["name"][:-4]: r for r in listing}
+    assert {name: r["rating"] for name, r in by_name.items()} == SHOWN_AS
+    assert by_name["BROKEN"]["problem"] == "its sidecar cannot be read: cannot convert float infinity to integer"
+    assert [name for name, r in by_name.items() if r["problem"]] == ["BROKEN"]
+    client, _ = site(session)
+    answer = client.get("/api/photos")
+    assert answer.status_code == 200
+    assert {r["name"][:-4]: r["rating"] for r in answer.json()["photos"]} == SHOWN_AS
+
+
+def test_real_sidecars_with_out_of_range_ratings_are_listed_and_the_others_stay_as_they_are(tmp_path, store):
+    written = {"SEVEN": "7", "MINUS": "-5", "HUGE": "1e300", "WORD": "lots", "OVER": "1e999"}
+    session = open_session(tmp_path, store, [f"{name}.jpg" for name in [*written, "PLAIN"]])
+    for name, text in written.items():
+        (tmp_path / "shoot" / f"{name}.xmp").write_text(xmp_with_rating(text))
+    by_name = {r["name"][:-4]: r for r in session.listing()}  # a reload reads them all again
+    json.dumps(by_name, allow_nan=False)
+    assert {name: r["rating"] for name, r in by_name.items()} == {
+        "SEVEN": 7, "MINUS": -5, "HUGE": "1e+300", "WORD": "lots", "OVER": "1e999", "PLAIN": None}
+    assert [name for name, r in by_name.items() if r["problem"]] == []
+
+
+# --- a photo replaced under its name -----------------------------------------------------------
+
+
+def test_a_photo_replaced_under_its_name_is_refused_once_and_handed_back_as_it_is_now(tmp_path, store):
+    session = open_session(tmp_path, store, ["IMG_0001.jpg", "IMG_0003.jpg"])
+    photo = tmp_path / "shoot" / "IMG_0003.jpg"
+    seen = rows(session)["IMG_0003.jpg"]
+    make_photo(photo, seed=99, size=(120, 80))  # another photo under the same name, written in place
+    with pytest.raises(ChangedSinceShown) as refused:
+        session.decide(seen["id"], "stars", 4, shown=shown(seen))
+    assert str(refused.value) == "IMG_0003.jpg changed on disk since it was shown; reloaded — press again"
+    now = refused.value.row
+    assert now["v"] == sha256(photo)[:16] and now["gen"] == seen["gen"] + 1 and now["changed"] is True
+    assert not (tmp_path / "shoot" / "IMG_0003.xmp").exists()  # nothing rated the unseen photo
+    assert Image.open(io.BytesIO(session.image(now["id"], "preview"))).size == (120, 80)
+    answer = session.decide(now["id"], "stars", 4, shown=shown(now))  # pressed again, on what is shown
+    assert answer["rating"] == 4 and answer["gen"] == now["gen"]
+
+
+def test_over_http_the_refusal_is_one_line_and_the_old_images_url_never_serves_the_new_photo(tmp_path, store):
+    session = open_session(tmp_path, store, ["IMG_0003.jpg"])
+    client, headers = site(session)
+    seen = client.get("/api/photos").json()["photos"][0]
+    assert client.get(f"/img/0/preview?v={seen['v']}").status_code == 200
+    make_photo(tmp_path / "shoot" / "IMG_0003.jpg", seed=98, size=(120, 80))
+    r = client.post("/api/decide", json={"id": 0, "action": "reject", "v": seen["v"], "gen": seen["gen"]},
+                    headers=headers)
+    assert r.status_code == 409
+    assert r.json()["error"] == "IMG_0003.jpg changed on disk since it was shown; reloaded — press again"
+    new = r.json()["photo"]
+    old_url = client.get(f"/img/0/preview?v={seen['v']}")
+    assert old_url.status_code == 404 and old_url.text == "IMG_0003.jpg changed on disk since it was shown"
+    image = client.get(f"/img/0/preview?v={new['v']}")
+    assert image.status_code == 200 and Image.open(io.BytesIO(image.content)).size == (120, 80)
+    no_version = client.post("/api/decide", json={"id": 0, "action": "reject"}, headers=headers)
+    assert no_version.status_code == 400
+    assert no_version.json() == {"error": "bad request: a decision names the version (v, gen) of the photo shown"}
+
+
+# --- a sidecar another program changed ---------------------------------------------------------
+
+
+@needs_exiftool
+def test_a_sidecar_re_rated_elsewhere_is_read_again_and_p_on_the_old_state_is_refused(tmp_path, store):
+    session = open_session(tmp_path, store, ["IMG_0001.jpg", "IMG_0004.jpg"])
+    sidecar = tmp_path / "shoot" / "IMG_0004.xmp"
+    seen = rows(session)["IMG_0004.jpg"]
+    picked = session.decide(seen["id"], "pick", shown=shown(seen))
+    assert picked["picked"] is True and read_back(sidecar)["Label"] == "Green"
+    rev = session.changes()["rev"]
+    exiftool("-overwrite_original", "-XMP-xmp:Label=", "-XMP-xmp:Rating=2", sidecar)  # darktable, say
+    changed = session.changes(rev)
+    assert [(r["name"], r["rating"], r["picked"]) for r in changed["photos"]] == [("IMG_0004.jpg", 2, False)]
+    assert session.changes(changed["rev"])["photos"] == []  # nothing more changed since
+    with pytest.raises(ChangedSinceShown, match=r"^IMG_0004\.xmp changed on disk since it was shown; "
+                                                r"reloaded — press again$"):
+        session.decide(seen["id"], "pick", shown=shown(picked))  # P on the page that still showed the pick
+    assert "Label" not in read_back(sidecar)  # the label the photographer removed stays removed
+    now = changed["photos"][0]
+    answer = session.decide(now["id"], "stars", 5, shown=shown(now))
+    assert (answer["rating"], answer["picked"]) == (5, False)  # the answer is what the sidecar holds
+    assert read_back(sidecar) == {"SourceFile": str(sidecar), "Rating": 5}
+
+
+def test_keys_faster_than_the_answers_all_carry_what_was_shown_and_all_land(tmp_path, store):
+    """The session's own writes are never taken for another program's: the page's version stays good."""
+    session = open_session(tmp_path, store, ["IMG_0001.jpg"])
+    seen = rows(session)["IMG_0001.jpg"]
+    for action, value in [("stars", 1), ("stars", 2), ("reject", None), ("pick", None), ("clear", None)]:
+        answer = session.decide(seen["id"], action, value, shown=shown(seen))
+    assert (answer["rating"], answer["picked"], answer["gen"]) == (None, True, seen["gen"])
+    assert session.changes(answer["rev"])["photos"] == []
+
+
+def test_move_leaves_a_reject_replaced_since_it_was_shown_and_the_page_hears_it_stayed(tmp_path, store):
+    session = open_session(tmp_path, store, ["A.jpg", "B.jpg"])
+    for row in session.listing():
+        session.decide(row["id"], "reject", shown=shown(row))
+    client, headers = site(session)
+    rev = client.get("/api/photos").json()["rev"]
+    make_photo(tmp_path / "shoot" / "A.jpg", seed=77, size=(120, 80))  # the page has not seen this one
+    r = client.post("/api/move-rejects", json={"since": rev}, headers=headers)
+    assert r.status_code == 200
+    moved, changed = r.json()["moved"], r.json()["changed"]
+    assert [session.photos[i].ranked.path for i in moved] == [str(tmp_path / "shoot" / "B.jpg")]
+    assert [(row["name"], row["rating"]) for row in changed] == [("A.jpg", -1)]
+    assert (tmp_path / "shoot" / "A.jpg").exists() and not (tmp_path / "shoot" / "B.jpg").exists()
