@@ -27,12 +27,15 @@ def main() -> None:
     # At exit Python's last garbage collections walk every object torch and open_clip made:
     # about a second after a command that loaded a model. Freezing them first skips that walk
     # (atexit handlers, file flushing and the cache's own close still happen as usual).
+    ui.standard_streams_open()  # before anything is opened: `clipcull move ... >&-`
     atexit.register(gc.freeze)
     try:
         app()
     except ClipCullError as e:  # a last net: every command's own errors are one line, never a traceback
         ui.message(ui.stderr_console(), f"clipcull: error: {e}", "red")
         sys.exit(EXIT_ERROR)
+    finally:
+        ui.flush_quietly()  # `clipcull move ... | head -1`: the reader gone is no error at exit either
 
 
 __all__ = ["app", "main"]
