@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_cull.actions.fileops import write_atomic
+from clip_cull.actions.fileops import name_too_long, write_atomic
 from clip_cull.actions.journal import DONE, FAILED, PARTIAL, Journal, Step
 from clip_cull.actions.embedded import can_embed, embed_rating
 from clip_cull.actions.ratings import find_rating
@@ -214,6 +214,9 @@ def _sidecar_change(photo, rating: int, path: Path, label: str | None, keywords:
     def left_alone(why: str, before=None) -> SidecarChange:
         return SidecarChange(photo.path, path, before, None, rating, f"left alone: {why}", True)
 
+    if name_too_long(path):  # a photo's name near the limit, and the sidecar's adds to it
+        return left_alone(f"a name of {len(os.fsencode(path.name))} bytes is more than the file system allows; "
+                          f"no sidecar can have it")
     before = None
     if os.path.lexists(path):
         if os.path.islink(path):
