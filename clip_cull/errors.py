@@ -15,3 +15,13 @@ class CacheError(ClipCullError):
 
 class InputError(ClipCullError):
     """A folder or file given on the command line cannot be used."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a tag or move run between two steps. Every step done is journaled and the
+    run stays interrupted (running): `clipcull undo RUN` reverses it, `clipcull move` finishes a
+    move. A KeyboardInterrupt still, for code that only knows those."""
+
+    def __init__(self, run_id: int, done: int, left: int):
+        super().__init__(f"run {run_id} interrupted: {done} files done, {left} not")
+        self.run_id, self.done, self.left = run_id, done, left  # files

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_cull.actions.fileops import name_too_long, write_atomic
+from clip_cull.actions.interrupt import whole_step
 from clip_cull.actions.journal import DONE, FAILED, PARTIAL, Journal, Step
 from clip_cull.actions.embedded import can_embed, embed_rating
 from clip_cull.actions.ratings import find_rating
@@ -25,6 +26,7 @@ from clip_cull.actions.xmp import (
     read_xmp_file,
     sidecar_path,
 )
+from clip_cull.errors import Interrupted
 from clip_cull.files import content_fingerprint
 
 # Default stars by rank in the folder: the top 10% get 5, the next 20% 4, the middle 40% 3,
@@ -78,6 +80,7 @@ class SidecarChange:
     after_sha: str | None = None  # embedded: sha256 of the photo as it will be written
     source_sha: str | None = None  # embedded: sha256 of the photo as planned
     words: list[str] | None = None  # embedded: clipcull's keywords
+    written: bool = False  # set by apply_tags once the file is written and journaled
 
     @property
     def writes(self) -> bool:
@@ -257,48 +260,67 @@ def apply_tags(journal: Journal, changes: list[SidecarChange], command: dict,
 def _apply_tags_held(journal: Journal, changes: list[SidecarChange], command: dict,
                notes: list[str] | None = None) -> int | None:
     """Journal the plan, then write each sidecar atomically (a read-only one stays read-only),
-    marking each step done. Nothing to write: no run is journaled, and None is returned.
+    marking each step done (and the change `written`). Nothing to write: no run is journaled,
+    and None is returned.
 
-    A file that changed between plan and write is not written: its step is marked failed, the
-    change gets problem=True and a note, which also goes into `notes`; the run goes on. An error
-    that stops the run (a full disk) marks the step and the run failed before it propagates."""
+    A file that changed between plan and write, or whose folder cannot be written, is not
+    written: its step is marked failed, the change gets problem=True and a note, which also goes
+    into `notes`; the run goes on and ends failed. An error that stops the run (a full disk)
+    marks the step and the run failed before it propagates. Ctrl-C lets the write in progress
+    end, then raises Interrupted (the run stays running: interrupted)."""
     notes = notes if notes is not None else []
     writes = [c for c in changes if c.writes]
     if not writes:
         return None
     steps = [Step(c.action, c.photo, str(c.sidecar), c.before,
                   c.after_sha if c.action == "embedded" else content_fingerprint(c.after)) for c in writes]
-    run_id = journal.plan("tag", command, steps)
-    journal.set_state(run_id, PARTIAL)
-    skipped = 0
-    for step, change in zip(steps, writes):
-        mode = _mode(change.sidecar)
-        try:
-            if change.action == "embedded":
-                _write_embedded(change)
-            else:
-                _write_sidecar(change)
-        except (_ChangedSincePlan, OSError) as e:
-            if isinstance(e, OSError) and e.errno not in _THIS_FILE_ONLY:
-                journal.mark(run_id, step.seq, FAILED, str(e))  # a full disk, an I/O error: stop
-                journal.set_state(run_id, FAILED)
-                raise
-            why = str(e) if isinstance(e, _ChangedSincePlan) else (
-                f"{change.sidecar}: {e.strerror or e}; not written")
-            journal.mark(run_id, step.seq, FAILED, why)
-            change.note, change.problem = why, True
-            notes.append(why)
-            skipped += 1
-            continue
-        except Exception as e:  # nothing of this step was written (the write is atomic)
-            journal.mark(run_id, step.seq, FAILED, str(e))
+    run_id = None
+    try:
+        with whole_step():  # journaled whole, with its id known, or not at all
+            run_id = journal.plan("tag", command, steps)
+        journal.set_state(run_id, PARTIAL)
+        skipped = 0
+        for step, change in zip(steps, writes):
+            with whole_step():
+                skipped += not _write_one(journal, run_id, step, change, notes)
+        with whole_step():
+            journal.set_state(run_id, FAILED if skipped else DONE)
+    except KeyboardInterrupt:
+        if run_id is None:
+            raise  # nothing journaled
+        done = sum(c.written for c in writes)
+        raise Interrupted(run_id, done, len(writes) - done - sum(c.problem for c in writes)) from None
+    return run_id
+
+
+def _write_one(journal: Journal, run_id: int, step: Step, change: SidecarChange, notes: list[str]) -> bool:
+    """Write one file and journal it; True when it is written."""
+    mode = _mode(change.sidecar)
+    try:
+        if change.action == "embedded":
+            _write_embedded(change)
+        else:
+            _write_sidecar(change)
+    except (_ChangedSincePlan, OSError) as e:
+        if isinstance(e, OSError) and e.errno not in _THIS_FILE_ONLY:
+            journal.mark(run_id, step.seq, FAILED, str(e))  # a full disk, an I/O error: stop
             journal.set_state(run_id, FAILED)
             raise
-        if mode is not None and _mode(change.sidecar) != mode:
-            os.chmod(change.sidecar, mode)
-        journal.mark(run_id, step.seq, DONE)
-    journal.set_state(run_id, FAILED if skipped else DONE)
-    return run_id
+        why = str(e) if isinstance(e, _ChangedSincePlan) else (
+            f"{change.sidecar}: {e.strerror or e}; not written")
+        journal.mark(run_id, step.seq, FAILED, why)
+        change.note, change.problem = why, True
+        notes.append(why)
+        return False
+    except Exception as e:  # nothing of this step was written (the write is atomic)
+        journal.mark(run_id, step.seq, FAILED, str(e))
+        journal.set_state(run_id, FAILED)
+        raise
+    if mode is not None and _mode(change.sidecar) != mode:
+        os.chmod(change.sidecar, mode)
+    journal.mark(run_id, step.seq, DONE)
+    change.written = True
+    return True
 
 
 def _mode(path: Path) -> int | None:
