@@ -467,3 +467,39 @@ def test_ctrl_c_during_tag_says_what_was_written_and_undo_removes_it(tiny_env, t
     assert undo.exit_code == 0 and stderr_lines(undo) == [
         f"clipcull: undid tag run 1: the XMP of {len(written)} photos ({len(written)} files) restored."]
     assert files(twelve) == before
+
+
+def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path, monkeypatch):
+    """In-process, the mechanism itself: SIGINT arrives after a file has moved and before its
+    step is journaled; the step ends (journaled done), then Interrupted says what was done."""
+    import signal
+
+    from clip_cull.actions import move as move_module
+    from clip_cull.actions.journal import Journal, Step
+    from clip_cull.errors import Interrupted
+    from clip_cull.store import Store
+
+    shoot = tmp_path / "shoot"
+    photos = [make_photo(shoot / f"IMG_{i}.jpg", seed=i) for i in range(4)]
+    steps = [Step("move", str(p), str(shoot / "_rejects" / p.name)) for p in photos]
+    real, calls = move_module.transfer, []
+
+    def transfer_then_ctrl_c(src, dst, copy=False):
+        real(src, dst, copy)
+        calls.append(src)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # held until the step is journaled
+
+    monkeypatch.setattr(move_module, "transfer", transfer_then_ctrl_c)
+    store = Store.open(tmp_path / "cache.db")
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            move_module.apply_moves(store, Journal(store), steps, {"command": "move"})
+        assert (stopped.value.run_id, stopped.value.done, stopped.value.left) == (1, 2, 2)
+        assert isinstance(stopped.value, KeyboardInterrupt)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        store.close()
+    assert journal(tmp_path / "cache.db") == [(1, "running", ["done", "done", "planned", "planned"])]
+    assert sorted(os.listdir(shoot / "_rejects")) == ["IMG_0.jpg", "IMG_1.jpg"]
+    assert sorted(os.listdir(shoot)) == ["IMG_2.jpg", "IMG_3.jpg", "_rejects"]
