@@ -19,3 +19,13 @@ class InputError(ClipCullError):
 
 class StateError(ClipCullError):
     """The state database (undo journal, per-folder settings) cannot be opened or used."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a tag or move run between two steps. Every step done is journaled and the
+    run stays interrupted (running): `clipcull undo RUN` reverses it, `clipcull move` finishes a
+    move. A KeyboardInterrupt still, for code that only knows those."""
+
+    def __init__(self, run_id: int, done: int, left: int):
+        super().__init__(f"run {run_id} interrupted: {done} files done, {left} not")
+        self.run_id, self.done, self.left = run_id, done, left  # files

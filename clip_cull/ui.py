@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import sys
@@ -24,13 +25,99 @@ WIDE = 200  # table width when stdout is not a terminal, so paths are not cut
 
 
 def stderr_console() -> Console:
-    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    return Console(file=_Unbroken(sys.stderr), highlight=False, soft_wrap=True)
 
 
 def stdout_console() -> Console:
     """Terminal width on a terminal (or COLUMNS where set), else wide so nothing is cut."""
-    is_tty = sys.stdout.isatty()
-    return Console(file=sys.stdout, highlight=False, width=None if is_tty or os.environ.get("COLUMNS") else WIDE)
+    out = _Unbroken(sys.stdout)
+    return Console(file=out, highlight=False, width=None if out.isatty() or os.environ.get("COLUMNS") else WIDE)
+
+
+class _Unbroken:
+    """A console's stream whose reader may vanish without stopping clipcull: `clipcull move ... |
+    head -1` (the pipe closes after one line) or `>&-` (no stdout at all, sys.stdout is None).
+    Output never decides whether a file is moved or written: the first write that finds the
+    reader gone points the file descriptor at /dev/null (so Python's last flush does not complain
+    either), later output is dropped, and the command goes on to its usual exit code."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if self._stream is not None:
+            try:
+                return self._stream.write(text)
+            except (OSError, ValueError) as e:
+                self._gone(e)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError) as e:
+                self._gone(e)
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream is not None and self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        if self._stream is None:
+            raise OSError(errno.EBADF, "no stream")
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def _gone(self, error: Exception) -> None:
+        if isinstance(error, OSError) and error.errno not in (errno.EPIPE, errno.EBADF):
+            raise error  # a full disk under a redirected stdout is an error like any other
+        _to_devnull(self._stream)
+        self._stream = None
+
+
+def _to_devnull(stream) -> None:
+    """Point stream's file descriptor at /dev/null (Python's recipe for a closed pipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a file descriptor (a test's capture): dropping the output is enough
+
+
+def standard_streams_open() -> None:
+    """`clipcull move ... >&-`: a command started with stdout (or stdin, stderr) closed. The
+    first file clipcull opened would get that descriptor, and output meant for stdout would go
+    into it (the cache, a sidecar). /dev/null takes the place first; sys.stdout, None then,
+    writes there. Called first thing by the command line."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))
+
+
+def flush_quietly() -> None:
+    """Python's own last flush of stdout, done here: a reader gone by then is no error."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            _to_devnull(stream)
 
 
 @contextlib.contextmanager

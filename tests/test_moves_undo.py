@@ -604,7 +604,7 @@ def test_empty_move_is_not_journaled_and_undo_twice_says_so(tiny_env, shoot, pri
     assert run_count(private_cache) == 1
     before_undo = sorted((shoot / "_rejects").iterdir())
     result = run("undo")  # the last real run: the move
-    assert result.exit_code == 0 and "undid move run 1: 2 steps reversed." in result.stderr
+    assert result.exit_code == 0 and "undid move run 1: 2 photos (2 files) put back." in result.stderr
     assert all((shoot / p.name).is_file() for p in before_undo)
     result = run("undo", "1")
     assert result.exit_code == 0

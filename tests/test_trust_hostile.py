@@ -308,7 +308,9 @@ def test_a_symlinked_folder_inside_the_destination_is_not_followed(tiny_env, pho
     (photo_folder / "_rejects").mkdir()
     (photo_folder / "_rejects" / "day2").symlink_to(elsewhere)
     result = run("move", photo_folder, "--worst", "100%")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # not every photo asked for moved
+    assert ("clipcull: move run 1: 6 of 8 photos (6 files) moved; 2 photos stayed where they were (see above). "
+            "Undo: clipcull undo 1") in result.stderr.splitlines()
     assert os.listdir(elsewhere) == []
     assert sorted(p.name for p in (photo_folder / "day2").iterdir()) == ["IMG_0006.jpg", "IMG_0007.jpg"]
     assert "_rejects/day2 is a symbolic link" in result.stderr.replace("\n", "")
@@ -403,7 +405,9 @@ def test_tag_writes_what_it_can_when_one_folder_is_read_only(tiny_env, photo_fol
 
     read_only(monkeypatch, tag_module, "write_atomic", photo_folder / "day2")
     result = run("tag", photo_folder)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # not every file asked for was written
+    assert ("clipcull: tag run 1: 6 of 8 files written; 2 could not be (see above). Undo: clipcull undo 1"
+            in result.stderr.splitlines())
     assert sorted(p.name for p in photo_folder.glob("*.xmp")) == [f"IMG_{i:04d}.xmp" for i in range(6)]
     assert not list((photo_folder / "day2").glob("*.xmp"))
     for name in ("IMG_0006.xmp", "IMG_0007.xmp"):
@@ -458,7 +462,9 @@ def test_move_leaves_a_read_only_folders_photos_whole_and_moves_the_rest(tiny_en
     writable_unlink = fileops.os.unlink
     read_only(monkeypatch, fileops.os, "unlink", day2)
     result = run("move", photo_folder, "--worst", "100%")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the others moved, but not everything asked for
+    assert ("clipcull: move run 1: 6 of 8 photos (6 of 9 files) moved; 2 photos stayed where they were (see above). "
+            "Undo: clipcull undo 1") in result.stderr.splitlines()
     assert sorted(p.name for p in day2.iterdir()) == ["IMG_0006.jpg", "IMG_0006.xmp", "IMG_0007.jpg"]
     assert not (photo_folder / "_rejects" / "day2").exists() or not any((photo_folder / "_rejects" / "day2").iterdir())
     assert sorted(p.name for p in (photo_folder / "_rejects").glob("*.jpg")) == [f"IMG_{i:04d}.jpg" for i in range(6)]

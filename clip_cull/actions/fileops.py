@@ -4,6 +4,7 @@ cross-filesystem moves that copy, fsync and verify before the source goes."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -25,7 +26,7 @@ def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None
     permission bits it had (a read-only sidecar stays read-only: the rename replaces it all the
     same), or takes `mode` when given. A temporary file is never left behind by an error."""
     path = Path(path)
-    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
+    tmp = partial_path(path)
     if mode is None:
         try:
             st = os.lstat(path)
@@ -87,24 +88,50 @@ def _drop_partial(tmp: Path) -> None:
         pass
 
 
+def partial_path(dst: str | Path) -> Path:
+    """The temporary name a write or copy to dst goes through: `.` + a hash of dst's name +
+    PARTIAL_SUFFIX, beside it: 34 bytes whatever dst's name (dst's name + the suffix would pass the
+    255 bytes a file name may have for names over 238 bytes), and derived from dst alone, so that
+    a later run or undo finds what a killed one left (sweep_partials)."""
+    dst = Path(dst)
+    digest = hashlib.sha256(os.fsencode(dst.name)).hexdigest()[:16]
+    return dst.with_name(f".{digest}{PARTIAL_SUFFIX}")
+
+
+def _partials_of(dst: str | Path) -> list[Path]:
+    """Every temporary name a write to dst may have left: today's, and the one clipcull used
+    before (dst's name + PARTIAL_SUFFIX)."""
+    return [partial_path(dst), Path(str(dst) + PARTIAL_SUFFIX)]
+
+
 def sweep_partials(destinations, older_than_s: float = 0) -> list[str]:
-    """Remove `.clipcull-partial` files a killed write or copy left next to these destinations.
-    Only that exact name, and only a regular file: the source of a copy and the previous version
-    of a sidecar are never touched, since clipcull replaces or removes them only after the
-    temporary file is complete. older_than_s spares a file still being written by another
-    clipcull process."""
+    """Remove the temporary files (partial_path, or the older name + `.clipcull-partial`) a
+    killed write or copy left next to these destinations. Only those exact names, and only a
+    regular file: the source of a copy and the previous version of a sidecar are never touched,
+    since clipcull replaces or removes them only after the temporary file is complete.
+    older_than_s spares a file still being written by another clipcull process."""
     removed = []
     now = time.time()
     for dst in dict.fromkeys(destinations):
-        tmp = Path(str(dst) + PARTIAL_SUFFIX)
-        try:
-            st = os.lstat(tmp)
-            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= older_than_s:
-                os.unlink(tmp)
-                removed.append(str(tmp))
-        except OSError:
-            continue
+        for tmp in _partials_of(dst):
+            try:
+                st = os.lstat(tmp)  # an older name too long for the file system: ENAMETOOLONG, nothing there
+                if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= older_than_s:
+                    os.unlink(tmp)
+                    removed.append(str(tmp))
+            except OSError:
+                continue
     return removed
+
+
+def name_too_long(path: str | Path) -> bool:
+    """Does the file system refuse path's name as too long? (Its own verdict, ENAMETOOLONG on
+    lookup: limits differ between file systems.)"""
+    try:
+        os.lstat(path)
+    except OSError as e:
+        return e.errno == errno.ENAMETOOLONG
+    return False
 
 
 def remove_if_duplicate(path: str | Path, keep: str | Path) -> bool:
@@ -204,7 +231,7 @@ def _take_back(dst: Path) -> None:
 
 
 def _copy_verified(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + PARTIAL_SUFFIX)
+    tmp = partial_path(dst)
     try:
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)

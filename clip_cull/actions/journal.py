@@ -159,9 +159,10 @@ def _record_what_is_there(steps: list[Step]) -> None:
             step.before_mode = stat.S_IMODE(st.st_mode)
 
 
-def _take_flock(path: str, wait_s: float, db: str) -> int | None:
+def _take_flock(path: str, wait_s: float, db: str, on_wait=None) -> int | None:
     """An fd holding an exclusive flock on path; None where no lock file can be made (a read-only
-    place: the state database cannot be written there either, and says so itself)."""
+    place: the state database cannot be written there either, and says so itself). on_wait(path) is
+    called once, at once, when another process holds it and the wait begins."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), 0o644)
     except OSError:
@@ -175,6 +176,9 @@ def _take_flock(path: str, wait_s: float, db: str) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
         except BlockingIOError:
+            if on_wait is not None:
+                on_wait(path)
+                on_wait = None
             if time.monotonic() >= deadline:
                 os.close(fd)
                 raise JournalBusy(f"another clipcull process is moving, tagging or undoing with the journal in {db} "
@@ -188,9 +192,10 @@ STEP_COLUMNS = "action, src, dst, before, after_sha, state, seq, src_id, dst_id,
 
 
 class Journal:
-    def __init__(self, store: StateStore):
+    def __init__(self, store: StateStore, on_wait=None):
         self.store = store
         self.db = store.db
+        self.on_wait = on_wait  # on_wait(lock file): another process holds the journal, this one waits
 
     @contextlib.contextmanager
     def exclusive(self, wait_s: float | None = None):
@@ -209,7 +214,8 @@ class Journal:
             entry = _held.setdefault(path, [None, 0, threading.RLock()])
         with entry[2]:
             if entry[1] == 0:
-                entry[0] = _take_flock(path, JOURNAL_WAIT_S if wait_s is None else wait_s, self.store.path)
+                entry[0] = _take_flock(path, JOURNAL_WAIT_S if wait_s is None else wait_s, self.store.path,
+                                       self.on_wait)
             entry[1] += 1
             try:
                 yield

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from clip_cull.actions.fileops import OTHER_RUNS_PARTIAL_AGE_S, FileOpError, remove_if_duplicate, sweep_partials, transfer
 from clip_cull.actions.groups import best_of_each_group
+from clip_cull.actions.interrupt import whole_step
 from clip_cull.actions.journal import DONE, FAILED, PLANNED, RUNNING, Identity, Journal, Step
 from clip_cull.actions.xmp import existing_sidecars, unusual_sidecars
-from clip_cull.errors import InputError
+from clip_cull.errors import InputError, Interrupted
 from clip_cull.files import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS, REJECTS_DIRNAME
 
 ALL_PHOTO_EXTENSIONS = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
@@ -263,61 +264,105 @@ def _apply_moves_held(store: Store, journal: Journal, steps: list[Step], command
                 notes: list[str] | None = None) -> int | None:
     """Journal the plan (unless resuming run_id), then move step by step, marking each done and
     moving the cache's file rows along, so nothing is embedded again. An empty plan is not
-    journaled (returns None).
+    journaled (returns None). Each step's state is kept up to date in `steps` too (see tally).
 
     Only planned steps are carried out: a step done, undone, failed or left alone by undo is
     never done again. A step whose file is no longer where the plan found it is marked failed
-    with a line in `notes`. A file-system error stops the run: it is marked failed (never
-    resumed) and MoveStopped says what was done; `clipcull undo` reverses that."""
+    with a line in `notes`, and so are the files of a photo whose own folder cannot be changed;
+    the run then ends failed. A destination that cannot be written, or any other file-system
+    error, stops the run: it is marked failed (never resumed) and MoveStopped says why; `clipcull
+    undo` reverses what was done. Ctrl-C lets the step in progress end, then raises Interrupted:
+    the run stays running (interrupted), for the next `move` to finish or `undo` to reverse."""
     notes = notes if notes is not None else []
     if run_id is None:
         steps = _sources_still_there(steps, notes)
         if not steps:
             return None
-        run_id = journal.plan("move", command, steps)
-    # .clipcull-partial files a killed copy or sidecar write left: this run's, other unfinished runs'
-    sweep_partials(s.dst for s in steps)
-    sweep_partials(journal.planned_destinations(), OTHER_RUNS_PARTIAL_AGE_S)
-    journal.set_state(run_id, RUNNING)
-    failed = False
-    staying = set()  # photo sets left where they are because one of their files cannot move
-    for step in steps:
-        if step.state != PLANNED:
-            continue
-        photo_set = getattr(step, "photo_set", None)
-        if photo_set is not None and photo_set in staying:
-            journal.mark(run_id, step.seq, FAILED, "stays with its photo")
-            failed = True
-            continue
-        try:
-            problem = _carry_out(step)
-        except (OSError, FileOpError) as e:
-            if _only_this_set(e, photo_set, step, steps):
-                # A read-only folder, no permission: that photo and its files stay, the others move
-                why = f"{step.src}: {e.strerror or e}; not moved, nor the files that go with it"
-                journal.mark(run_id, step.seq, FAILED, why)
-                notes.append(why)
-                staying.add(photo_set)
-                failed = True
-                continue
-            reason = f"{step.src}: {getattr(e, 'strerror', None) or e}"
-            journal.mark(run_id, step.seq, FAILED, reason)
-            journal.set_state(run_id, FAILED)
-            raise MoveStopped(run_id, reason, sum(s.state == DONE for s in journal.steps(run_id))) from e
-        if problem:
-            journal.mark(run_id, step.seq, FAILED, problem)
-            notes.append(problem)
-            failed = True
-            continue
-        if step.action == "move":
-            _follow_in_cache(store, step.src, step.dst)
-        journal.mark(run_id, step.seq, DONE)
-        step.state = DONE
-    journal.set_state(run_id, FAILED if failed else DONE)
+    try:
+        if run_id is None:
+            with whole_step():  # journaled whole, with its id known, or not at all
+                run_id = journal.plan("move", command, steps)
+        # temporary files a killed copy or sidecar write left: this run's, other unfinished runs'
+        sweep_partials(s.dst for s in steps)
+        sweep_partials(journal.planned_destinations(), OTHER_RUNS_PARTIAL_AGE_S)
+        journal.set_state(run_id, RUNNING)
+        failed = _carry_out_all(store, journal, run_id, steps, notes)
+        with whole_step():
+            journal.set_state(run_id, FAILED if failed else DONE)
+    except KeyboardInterrupt:
+        if run_id is None:
+            raise  # nothing journaled
+        raise Interrupted(run_id, sum(s.state == DONE for s in steps), sum(s.state == PLANNED for s in steps)) from None
     return run_id
 
 
+def _carry_out_all(store: Store, journal: Journal, run_id: int, steps: list[Step], notes: list[str]) -> bool:
+    """Every planned step in order, each one whole (Ctrl-C waits for its end). True when some
+    failed: a photo set left where it is."""
+    failed = False
+    staying: set = set()  # photo sets left where they are because one of their files cannot move
+    for step in steps:
+        if step.state == PLANNED:
+            with whole_step():
+                failed |= not _one_step(store, journal, run_id, step, steps, staying, notes)
+    return failed
+
+
+def _one_step(store: Store, journal: Journal, run_id: int, step: Step, steps: list[Step], staying: set,
+              notes: list[str]) -> bool:
+    """Carry out one step and journal it; True when it is done."""
+    photo_set = getattr(step, "photo_set", None)
+    if photo_set is not None and photo_set in staying:
+        _failed(journal, run_id, step, "stays with its photo")
+        return False
+    try:
+        problem = _carry_out(step)
+    except (OSError, FileOpError) as e:
+        blocked = _unwritable_destination(step, e)
+        if blocked is None and _only_this_set(e, photo_set, step, steps):
+            # A read-only folder, no permission: that photo and its files stay, the others move
+            why = f"{step.src}: {e.strerror or e}; not moved, nor the files that go with it"
+            _failed(journal, run_id, step, why)
+            notes.append(why)
+            staying.add(photo_set)
+            return False
+        reason = blocked or f"{step.src}: {getattr(e, 'strerror', None) or e}"
+        _failed(journal, run_id, step, reason)
+        journal.set_state(run_id, FAILED)
+        raise MoveStopped(run_id, reason, sum(s.state == DONE for s in journal.steps(run_id))) from e
+    if problem:
+        _failed(journal, run_id, step, problem)
+        notes.append(problem)
+        return False
+    if step.action == "move":
+        _follow_in_cache(store, step.src, step.dst)
+    journal.mark(run_id, step.seq, DONE)
+    step.state = DONE
+    return True
+
+
+def _failed(journal: Journal, run_id: int, step: Step, why: str) -> None:
+    journal.mark(run_id, step.seq, FAILED, why)
+    step.state = FAILED
+
+
 _THIS_SET_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
+_FOLDER_REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _unwritable_destination(step: Step, error: Exception) -> str | None:
+    """'FOLDER cannot be written (why)' when the destination refuses the file: the nearest
+    folder that exists on the way to step.dst cannot be written (read-only, no permission,
+    immutable). os.link and os.rename name the source in their error whichever side refused,
+    so the folder itself is asked. None when the destination is not the cause."""
+    if not isinstance(error, OSError) or error.errno not in _FOLDER_REFUSED:
+        return None
+    folder = os.path.dirname(step.dst)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)  # not made yet: the folder it would be made in
+    if os.access(folder, os.W_OK):
+        return None
+    return f"{folder} cannot be written ({error.strerror or error})"
 
 
 def _only_this_set(error: Exception, photo_set, step: Step, steps: list[Step]) -> bool:
@@ -329,6 +374,25 @@ def _only_this_set(error: Exception, photo_set, step: Step, steps: list[Step]) -
     if error.filename is None or os.path.dirname(os.fspath(error.filename)) != os.path.dirname(step.src):
         return False  # the destination cannot be written: that concerns every photo, stop
     return not any(getattr(s, "photo_set", None) == photo_set and s.state == DONE for s in steps)
+
+
+@dataclass
+class Tally:
+    """What a move run did, for its summary: the chosen photos (their own files) and all files."""
+
+    photos: int  # chosen photos moved (or copied)
+    files: int  # files moved: photos, RAW companions, sidecars
+    photos_stayed: int  # chosen photos not moved, still where they were (a photo gone meanwhile is not counted)
+    files_stayed: int  # planned files not moved, still where they were
+
+
+def tally(steps: list[Step], photos: set[str]) -> Tally:
+    """Count what apply_moves did with these steps (it keeps their states up to date), for the
+    chosen `photos`: moved, and left where they were (not planned, or failed)."""
+    done = [s for s in steps if s.state == DONE]
+    moved = {s.src for s in done} & photos
+    return Tally(len(moved), len(done), sum(os.path.lexists(p) for p in photos - moved),
+                 sum(s.state != DONE and os.path.lexists(s.src) for s in steps))
 
 
 def _sources_still_there(steps: list[Step], notes: list[str]) -> list[Step]:

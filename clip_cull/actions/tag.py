@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
+from clip_cull.actions.interrupt import whole_step
 from clip_cull.actions.journal import DONE, FAILED, RUNNING, Journal
 from clip_cull.actions.ratings import find_rating
 from clip_cull.actions.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_embedded,
                                       plan_sidecar, read_current, steps_for, target_sidecar)
 from clip_cull.actions.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse
+from clip_cull.errors import Interrupted
 
 # Default stars by rank in the folder: the top 10% get 5, the next 20% 4, the middle 40% 3,
 # the next 20% 2 and the bottom 10% 1.
@@ -155,12 +157,17 @@ def apply_tags(journal: Journal, changes: list[XmpChange], command: dict,
         return None
     with journal.exclusive():
         steps = steps_for(writes)
-        run_id = journal.plan("tag", command, steps)
-        journal.set_state(run_id, RUNNING)
+        with whole_step():  # journaled whole, with its id known, or not at all
+            run_id = journal.plan("tag", command, steps)
+            journal.set_state(run_id, RUNNING)
         try:
             skipped = apply_changes(journal, run_id, steps, writes, notes)
+        except KeyboardInterrupt:  # between two writes: the run stays running (interrupted)
+            done = sum(c.written for c in writes)
+            raise Interrupted(run_id, done, len(writes) - done - sum(c.problem for c in writes)) from None
         except BaseException:
             journal.set_state(run_id, FAILED)
             raise
-        journal.set_state(run_id, FAILED if skipped else DONE)
+        with whole_step():
+            journal.set_state(run_id, FAILED if skipped else DONE)
     return run_id

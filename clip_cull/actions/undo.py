@@ -20,7 +20,7 @@ from clip_cull.actions.fileops import remove_if_duplicate, sweep_partials, trans
 from clip_cull.actions.journal import (CONFLICT, DONE, FAILED, PLANNED, UNDONE, Identity, Journal, Step)
 from clip_cull.actions.writer import difference, restore_embedded, restore_sidecar, restored
 from clip_cull.actions.xmp import XmpError
-from clip_cull.files import REJECTS_DIRNAME, content_fingerprint, file_sha256
+from clip_cull.files import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS, REJECTS_DIRNAME, content_fingerprint, file_sha256
 from clip_cull.store import Store
 
 
@@ -32,6 +32,24 @@ class UndoReport:
     notes: list[str] = field(default_factory=list)  # done, but not at the journaled place
     cleaned: list[str] = field(default_factory=list)  # leftover .clipcull-partial files removed
     already_undone: bool = False
+    reversed: list[Step] = field(default_factory=list)  # the steps of `restored`
+
+    @property
+    def photos(self) -> int:
+        """How many photos the reversed steps concern, counted as `move` counts them: a photo
+        and the files that went with it (its RAW, its sidecars: one stem at the destination)
+        are one; a sidecar or embedded XMP restored counts for its photo."""
+        return len({_photo_of(s) for s in self.reversed} - {None})
+
+
+def _photo_of(step: Step) -> str | None:
+    if step.action in ("sidecar", "embedded"):
+        return step.src  # the photo the rating was written for
+    stem, ext = os.path.splitext(step.dst)
+    return stem if ext.lower() in _PHOTO_EXTENSIONS else None  # a sidecar travels with a photo
+
+
+_PHOTO_EXTENSIONS = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
 
 
 class _Conflict(Exception):
@@ -67,6 +85,8 @@ def _undo_run_held(store: Store, journal: Journal, run_id: int) -> UndoReport:
         else:
             journal.mark(run_id, step.seq, UNDONE)
             report.restored += changed
+            if changed:
+                report.reversed.append(step)
             continue
         journal.mark(run_id, step.seq, CONFLICT, problem)
         report.conflicts.append(problem)

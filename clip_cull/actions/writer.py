@@ -24,7 +24,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_cull.actions.fileops import write_atomic
+from clip_cull.actions.fileops import name_too_long, write_atomic
+from clip_cull.actions.interrupt import whole_step
 from clip_cull.actions.journal import DONE, FAILED, Journal, Step
 from clip_cull.actions.xmp import XmpError, XmpFields, existing_sidecars, merge, parse, read_xmp_file, sidecar_path
 from clip_cull.files import content_fingerprint
@@ -69,6 +70,7 @@ class XmpChange:
     owned: dict = field(default_factory=dict)
     patch: dict | None = None  # embedded: how to get the exact previous bytes back
     edit: Edit | None = None  # embedded: recomputed from this at write time
+    written: bool = False  # set once the file is written and journaled
 
     @property
     def writes(self) -> bool:
@@ -142,6 +144,9 @@ def read_current(path: Path) -> bytes | None:
 def plan_sidecar(photo: str, path: Path, edit: Edit, rating: int | None = None) -> XmpChange:
     """The sidecar at `path` with `edit` merged in, worked out now and written later only over the
     same bytes. Left alone (problem, with the reason) when it cannot be read completely."""
+    if name_too_long(path):  # a photo's name near the limit, and the sidecar's adds to it
+        return XmpChange(photo, path, None, None, rating, f"left alone: a name of {len(os.fsencode(path.name))} "
+                         f"bytes is more than the file system allows; no sidecar can have it", True)
     try:
         before = read_current(path)
     except XmpError as e:
@@ -264,23 +269,30 @@ def apply_changes(journal: Journal, run_id: int, steps: list[Step], changes: lis
     marks the step failed and propagates. The caller holds journal.exclusive()."""
     skipped = 0
     for step, change in zip(steps, changes):
-        try:
-            write(change)
-        except (ChangedSincePlan, OSError) as e:
-            if isinstance(e, OSError) and e.errno not in THIS_FILE_ONLY:
-                journal.mark(run_id, step.seq, FAILED, str(e))  # a full disk, an I/O error: stop
-                raise
-            why = str(e) if isinstance(e, ChangedSincePlan) else f"{change.sidecar}: {e.strerror or e}; not written"
-            journal.mark(run_id, step.seq, FAILED, why)
-            change.note, change.problem = why, True
-            notes.append(why)
-            skipped += 1
-            continue
-        except BaseException as e:  # nothing of this step was written (the write is atomic)
-            journal.mark(run_id, step.seq, FAILED, str(e) or type(e).__name__)
-            raise
-        journal.mark(run_id, step.seq, DONE)
+        with whole_step():  # Ctrl-C waits for the write and its mark: the journal knows every write
+            skipped += not _write_one(journal, run_id, step, change, notes)
     return skipped
+
+
+def _write_one(journal: Journal, run_id: int, step: Step, change: XmpChange, notes: list[str]) -> bool:
+    """Write one file and journal it; True when it is written."""
+    try:
+        write(change)
+    except (ChangedSincePlan, OSError) as e:
+        if isinstance(e, OSError) and e.errno not in THIS_FILE_ONLY:
+            journal.mark(run_id, step.seq, FAILED, str(e))  # a full disk, an I/O error: stop
+            raise
+        why = str(e) if isinstance(e, ChangedSincePlan) else f"{change.sidecar}: {e.strerror or e}; not written"
+        journal.mark(run_id, step.seq, FAILED, why)
+        change.note, change.problem = why, True
+        notes.append(why)
+        return False
+    except BaseException as e:  # nothing of this step was written (the write is atomic)
+        journal.mark(run_id, step.seq, FAILED, str(e) or type(e).__name__)
+        raise
+    journal.mark(run_id, step.seq, DONE)
+    change.written = True
+    return True
 
 
 def write(change: XmpChange) -> None:

@@ -28,6 +28,7 @@ def main() -> None:
     # At exit Python's last garbage collections walk every object torch and open_clip made:
     # about a second after a command that loaded a model. Freezing them first skips that walk
     # (atexit handlers, file flushing and the cache's own close still happen as usual).
+    ui.standard_streams_open()  # before anything is opened: `clipcull move ... >&-`
     atexit.register(gc.freeze)
     try:
         app()
@@ -37,6 +38,8 @@ def main() -> None:
     except sqlite3.DatabaseError as e:  # a cache or state read that failed halfway (a page damaged meanwhile)
         ui.message(ui.stderr_console(), f"clipcull: error: {database_failed(e)}", "red")
         sys.exit(EXIT_ERROR)
+    finally:
+        ui.flush_quietly()  # `clipcull move ... | head -1`: the reader gone is no error at exit either
 
 
 __all__ = ["app", "main"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -13,12 +14,12 @@ from rich.table import Table
 from clip_cull import ui
 from clip_cull.actions import tag as tagging
 from clip_cull.actions.fileops import FileOpError
-from clip_cull.actions.journal import Journal, JournalBusy
+from clip_cull.actions.journal import DONE, Journal, JournalBusy
 from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
-                                   resume_unfinished, select_rejects)
+                                   resume_unfinished, select_rejects, tally)
 from clip_cull.actions.undo import undo_run
 from clip_cull.cli.app import app
-from clip_cull.cli.common import fail, open_state, open_store, percent, plural
+from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, fail, open_state, open_store, percent, plural
 from clip_cull.cli.options import (
     CacheFlags,
     CheckFlags,
@@ -31,7 +32,7 @@ from clip_cull.cli.options import (
     shared_options,
 )
 from clip_cull.cli.scoring import finish, folder_roots, score
-from clip_cull.errors import ClipCullError
+from clip_cull.errors import ClipCullError, Interrupted
 
 
 @app.command()
@@ -61,9 +62,10 @@ def tag(
     scored = score(folder_roots(folders), scoring, checks)
     state = open_state(scoring.state, scoring.db)
     try:  # the journal says which ratings are clipcull's: a dry run plans with it too
-        changes, disagreements = tagging.plan_tags(scored.result.ranked, sidecar, thresholds, reject_below, label,
-                                                   keywords, overwrite, reject_blurry, darktable_default_counts,
-                                                   embed, Journal(state))
+        with _nothing_changed_if_interrupted():
+            changes, disagreements = tagging.plan_tags(scored.result.ranked, sidecar, thresholds, reject_below, label,
+                                                       keywords, overwrite, reject_blurry, darktable_default_counts,
+                                                       embed, Journal(state))
     except BaseException:
         state.close()
         raise
@@ -73,10 +75,8 @@ def tag(
     for c in changes:
         if c.problem:  # one line on stderr naming the sidecar and why; the run goes on
             ui.message(err, "clipcull: " + ui.shown_path(f"{c.sidecar}: {c.note}"), "yellow")
-            continue
-        what = f"{c.note}: rating {c.rating}" if c.writes else c.note
-        out.print(ui.escape(f"{'would ' if dry_run and c.writes else ''}{what}  {ui.shown_path(str(c.sidecar))}"),
-                  highlight=False, soft_wrap=True)
+        elif not c.writes or dry_run:
+            _say_tag(out, c, dry_run)
     writes = sum(c.writes for c in changes)
     if dry_run:
         state.close()
@@ -84,7 +84,15 @@ def tag(
         return
     skipped: list[str] = []  # files another program wrote between plan and write: kept as they are
     try:
-        run_id = tagging.apply_tags(Journal(state), changes, {"command": "tag", "folders": _absolute(scored.roots)}, skipped)
+        run_id = tagging.apply_tags(_journal(state), changes, {"command": "tag", "folders": _absolute(scored.roots)},
+                                    skipped)
+    except Interrupted as e:
+        _say_tags_written(out, changes)
+        _interrupted(f"tag run {e.run_id}: {_of(e.done, e.done + e.left, 'file') if e.done else 'nothing'} written"
+                     f"{', the others not' if e.left else ''}",
+                     f"`clipcull undo {e.run_id}` reverses it; `clipcull tag` again writes the rest.")
+    except KeyboardInterrupt:
+        _interrupted("nothing was journaled or written.")
     except OSError as e:
         fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
     except ClipCullError as e:
@@ -94,11 +102,31 @@ def tag(
     if run_id is None:
         ui.message(err, "clipcull: nothing to change; no run journaled.", "dim")
         return
+    _say_tags_written(out, changes)
     for note in skipped:
         ui.message(err, "clipcull: " + ui.shown_path(note), "yellow")
-    ui.message(err, f"clipcull: tag run {run_id}: {plural(writes - len(skipped), 'file')} written. "
-                    f"Undo: clipcull undo {run_id}", "dim")
-    finish(scored, scoring.strict)
+    written = sum(c.written for c in changes)
+    if not skipped:
+        ui.message(err, f"clipcull: tag run {run_id}: {plural(written, 'file')} written. Undo: clipcull undo {run_id}",
+                   "dim")
+        finish(scored, scoring.strict)
+        return
+    ui.message(err, f"clipcull: tag run {run_id}: {_of(written, writes, 'file')} written; {len(skipped)} could not "
+                    f"be (see above)." + (f" Undo: clipcull undo {run_id}" if written else ""), "yellow")
+    raise typer.Exit(EXIT_ERROR)  # not everything asked for was done
+
+
+def _say_tag(out, c, dry_run: bool = False) -> None:
+    what = f"{c.note}: rating {c.rating}" if c.writes else c.note
+    out.print(ui.escape(f"{'would ' if dry_run and c.writes else ''}{what}  {ui.shown_path(str(c.sidecar))}"),
+              highlight=False, soft_wrap=True)
+
+
+def _say_tags_written(out, changes) -> None:
+    """One stdout line per file written: said once it is written and journaled, never before."""
+    for c in changes:
+        if c.written:
+            _say_tag(out, c)
 
 
 @app.command()
@@ -131,43 +159,71 @@ def move(
     if not dry_run:
         notes: list[str] = []
         finished: list[int] = []
-        _moving(scoring, lambda store, state: resume_unfinished(store, Journal(state), notes, finished),
+        _moving(scoring, lambda store, state: resume_unfinished(store, _journal(state), notes, finished),
                 "finishing an interrupted move")
         for note in notes:
             ui.message(err, f"clipcull: {note}", "yellow")
         for resumed in finished:
             ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
     scored = score(folder_roots(folders), scoring, checks, grouping, groups=per_group)
-    chosen = select_rejects(scored.result.ranked,
-                            Selection(fraction, below, keep_top, label, per_group, blurry, badly_exposed),
-                            scored.result.groups)
-    notes = []
-    steps = plan_moves(chosen, scored.roots, str(to) if to else None, copy, notes)
+    with _nothing_changed_if_interrupted():
+        chosen = select_rejects(scored.result.ranked,
+                                Selection(fraction, below, keep_top, label, per_group, blurry, badly_exposed),
+                                scored.result.groups)
+        notes = []
+        steps = plan_moves(chosen, scored.roots, str(to) if to else None, copy, notes)
     for note in notes:
         ui.message(err, f"clipcull: {note}", "yellow")
-    out = ui.stdout_console()
-    verb = "copy" if copy else "move"
-    for s in steps:
-        out.print(ui.escape(f"{'would ' if dry_run else ''}{verb} {ui.shown_path(s.src)} -> {ui.shown_path(s.dst)}"),
-                  highlight=False, soft_wrap=True)
-    photos = len({s.src for s in steps} & {p.path for p in chosen})
+    verb, past = ("copy", "copied") if copy else ("move", "moved")
+    photos = {p.path for p in chosen}
     if dry_run:
-        ui.message(err, f"clipcull: dry run: {plural(photos, 'photo')} ({plural(len(steps), 'file')}) would "
+        _say_moves(steps, verb, dry_run=True)
+        planned = len({s.src for s in steps} & photos)
+        ui.message(err, f"clipcull: dry run: {plural(planned, 'photo')} ({plural(len(steps), 'file')}) would "
                         f"{verb}; nothing changed.", "dim")
         return
     notes = []
-    run_id = _moving(scoring, lambda store, state: apply_moves(store, Journal(state), steps,
+    run_id = _moving(scoring, lambda store, state: apply_moves(store, _journal(state), steps,
                                                                 {"command": "move", "folders": _absolute(scored.roots)},
                                                                 notes=notes),
-                     "the move")
+                     f"the {verb}", steps, photos, verb)
+    _say_moves(steps, verb)
     for note in notes:
         ui.message(err, f"clipcull: {note}", "yellow")
-    if run_id is None:
-        ui.message(err, f"clipcull: nothing to {verb}; nothing journaled.", "dim")
+    done = tally(steps, photos)
+    if not (done.photos_stayed or done.files_stayed):
+        if run_id is None:
+            ui.message(err, f"clipcull: nothing to {verb}; nothing journaled.", "dim")
+            return
+        ui.message(err, f"clipcull: move run {run_id}: {plural(done.photos, 'photo')} ({plural(done.files, 'file')}) "
+                        f"{past}. Undo: clipcull undo {run_id}", "dim")
+        finish(scored, scoring.strict)
         return
-    ui.message(err, f"clipcull: move run {run_id}: {plural(photos, 'photo')} ({plural(len(steps), 'file')}). "
-                    f"Undo: clipcull undo {run_id}", "dim")
-    finish(scored, scoring.strict)
+    ui.message(err, "clipcull: " + _partly_moved(run_id, past, done), "yellow")
+    raise typer.Exit(EXIT_ERROR)  # not everything asked for was done
+
+
+def _partly_moved(run_id: int | None, past: str, done) -> str:
+    """The summary of a move that left some of the chosen photos (or of their files) where they were."""
+    left, word = (done.photos_stayed, "photo") if done.photos_stayed else (done.files_stayed, "file")
+    stayed = f"{plural(left, word)} stayed where {'it was' if left == 1 else 'they were'} (see above)"
+    if run_id is None:
+        return f"nothing {past}: {stayed}; nothing journaled."
+    if not done.files:
+        return f"move run {run_id}: nothing {past}; {stayed}."
+    return (f"move run {run_id}: {_of(done.photos, done.photos + done.photos_stayed, 'photo')} "
+            f"({_of(done.files, done.files + done.files_stayed, 'file')}) {past}; {stayed}. "
+            f"Undo: clipcull undo {run_id}")
+
+
+def _say_moves(steps, verb: str, dry_run: bool = False) -> None:
+    """One stdout line per file moved, once it is moved and journaled (every planned one when
+    dry_run)."""
+    out = ui.stdout_console()
+    for s in steps:
+        if dry_run or s.state == DONE:
+            out.print(ui.escape(f"{'would ' if dry_run else ''}{verb} {ui.shown_path(s.src)} -> {ui.shown_path(s.dst)}"),
+                      highlight=False, soft_wrap=True)
 
 
 def _absolute(roots: list[str]) -> list[str]:
@@ -175,24 +231,84 @@ def _absolute(roots: list[str]) -> list[str]:
     return [os.path.abspath(r) for r in roots]
 
 
-def _moving(cache: CacheFlags, action, what: str):
-    """Run a journaled move, action(store, state); each way it can stop is one line saying what
-    the journal holds. The state database opens first: a damaged one stops it before anything."""
+def _moving(cache: CacheFlags, action, what: str, steps: list | None = None, photos: set[str] | None = None,
+            verb: str = "move"):
+    """Run a journaled move, action(store, state); each way it can stop is one line saying what was
+    done and what the journal holds. steps (the plan, as the run leaves it) and photos (the chosen
+    ones) say what moved; a run finished from the journal is counted in files. The state database
+    opens first: a damaged one stops it before anything."""
     state = open_state(cache.state, cache.db)
     store = open_store(cache.db, cache.state)
+    past, undoing = ("copied", "removes the copies") if verb == "copy" else ("moved", "puts them back")
     try:
         return action(store, state)
     except JournalBusy as e:
-        fail(f"{what} did not start: {e}. Nothing was journaled or moved.")
+        fail(f"{what} did not start: {e}. Nothing was journaled or {past}.")
     except MoveStopped as e:
-        fail(f"{what} stopped: {e.reason}. {plural(e.done, 'file')} had moved; run {e.run_id} is journaled as failed "
-             f"(not resumed): `clipcull undo {e.run_id}` puts them back.")
+        _say_moves(steps or [], verb)
+        moved = f"Nothing was {past}" if not e.done else f"{_moved(steps, photos, e.done)} had been {past}"
+        fail(f"{what} stopped: {e.reason}. {moved}; run {e.run_id} is journaled as failed (not resumed)"
+             + (f": `clipcull undo {e.run_id}` {undoing}." if e.done else "."))
+    except Interrupted as e:
+        _say_moves(steps or [], verb)
+        if not e.done:
+            did = f"nothing {past} yet"
+        elif steps and photos:
+            did = f"{_of(tally(steps, photos).photos, len(photos), 'photo')} ({_of(e.done, len(steps), 'file')}) {past}"
+        else:
+            did = f"{_of(e.done, e.done + e.left, 'file')} {past}"
+        _interrupted(f"{'finishing ' if steps is None else ''}move run {e.run_id}: {did}"
+                     f"{', the others not' if e.left else ''}",
+                     f"`clipcull undo {e.run_id}` {undoing}; the next `clipcull move` finishes the run first.")
+    except KeyboardInterrupt:
+        _interrupted(f"nothing was journaled or {past}.")
     except (OSError, FileOpError, ClipCullError) as e:
         fail(f"{what} stopped: {e}. A started run stays journaled as interrupted: the next `clipcull move` "
              f"finishes it, or `clipcull undo` reverses it.")
     finally:
         store.close()
         state.close()
+
+
+def _moved(steps: list | None, photos: set[str] | None, files: int) -> str:
+    """'2 photos (3 files)', or '3 files' where the plan is not at hand (a run finished from the journal)."""
+    if steps and photos:
+        return f"{plural(tally(steps, photos).photos, 'photo')} ({plural(files, 'file')})"
+    return plural(files, "file")
+
+
+def _of(done: int, total: int, word: str) -> str:
+    """'3 photos' when all were done, '2 of 3 photos' when not, 'no photo' when none."""
+    if done == total:
+        return plural(total, word)
+    return f"no {word}" if done == 0 else f"{done} of {plural(total, word)}"
+
+
+def _journal(store) -> Journal:
+    """The journal, saying on stderr when another clipcull process holds it and this one waits."""
+    def waiting(lock: str) -> None:
+        ui.message(ui.stderr_console(), f"clipcull: waiting for another clipcull process that is moving, tagging or "
+                                        f"undoing (lock {ui.shown_path(lock)}) ...", "yellow")
+
+    return Journal(store, on_wait=waiting)
+
+
+def _interrupted(done: str, how: str | None = None) -> None:
+    """Ctrl-C: a line saying what was done, one saying how to undo or finish it; exit 130."""
+    err = ui.stderr_console()
+    ui.message(err, f"clipcull: interrupted: {done}" + ("." if how else ""), "yellow")
+    if how:
+        ui.message(err, f"clipcull: {how}", "yellow")
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _nothing_changed_if_interrupted():
+    """Ctrl-C while planning, before anything is journaled."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _interrupted("nothing was journaled or changed.")
 
 
 @app.command()
@@ -205,7 +321,7 @@ def undo(
     state = open_state(cache.state, cache.db)
     store = open_store(cache.db, cache.state)  # a moved photo's cache row follows it back
     try:
-        journal = Journal(state)
+        journal = _journal(state)
         target = journal.run(run) if run is not None else journal.last_undoable()
         if target is None:
             fail(f"no run {run} in the journal" if run is not None else "nothing to undo")
@@ -213,6 +329,9 @@ def undo(
             report = undo_run(store, journal, target.id)
         except (OSError, FileOpError, ClipCullError) as e:
             fail(f"undo stopped: {e}. Run `clipcull undo {target.id}` again once the cause is fixed.")
+        except KeyboardInterrupt:
+            _interrupted(f"the undo of {target.kind} run {target.id} stopped part way",
+                         f"`clipcull undo {target.id}` again finishes it.")
     finally:
         store.close()
         state.close()
@@ -226,7 +345,7 @@ def undo(
         ui.message(err, f"clipcull: {note}", "dim")
     for problem in report.conflicts:
         ui.message(err, f"clipcull: not undone: {problem}", "yellow")
-    ui.message(err, f"clipcull: undid {target.kind} run {target.id}: {plural(report.restored, 'step')} reversed"
+    ui.message(err, f"clipcull: undid {target.kind} run {target.id}: {_undone(report)}"
                     + (f", {len(report.conflicts)} left alone (`clipcull undo {target.id}` tries them again)"
                        if report.conflicts else "") + ".", "dim")
     if report.conflicts:
@@ -244,6 +363,21 @@ def _say_what_blocks(err, cache, run_id: int) -> None:
     ui.message(err, f"clipcull: run {run_id} stays blocked until what is listed above is resolved (put the file "
                     f"back, or move what took its place aside), then `clipcull undo {run_id}` again."
                     + (f" Older runs can be undone meanwhile: `clipcull undo {older.id}`." if older else ""), "yellow")
+
+
+def _undone(report) -> str:
+    """What an undo put back, counted as `move` and `tag` count: photos, and their files."""
+    actions = {s.action for s in report.reversed}
+    counted = f"{plural(report.photos, 'photo')} ({plural(report.restored, 'file')})"
+    if not actions:
+        return "nothing was left to reverse"
+    if actions == {"move"}:
+        return f"{counted} put back"
+    if actions == {"copy"}:
+        return f"the copies of {counted} removed"
+    if actions <= {"sidecar", "embedded"}:
+        return f"the XMP of {counted} restored"
+    return f"{counted} restored"
 
 
 @app.command()

@@ -9,8 +9,9 @@ import typer
 from clip_cull import __version__
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 done; 1 error (folder, model or cache unusable); 2 bad options; "
-    "3 some photos could not be read and --strict was given; 130 interrupted."
+    "Exit codes: 0 done; 1 error (folder, model or cache unusable), or not all done (a photo not moved, "
+    "a file not written: said on stderr); 2 bad options; 3 some photos could not be read and --strict was "
+    "given; 130 interrupted."
 )
 
 app = typer.Typer(
