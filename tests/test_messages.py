@@ -112,7 +112,7 @@ def long_names(tmp_path) -> Path:
 
 
 @NEEDS_EXIFTOOL
-def test_tag_and_undo_with_255_byte_names(tiny_env, long_names, private_cache):
+def test_tag_and_undo_with_255_byte_names(tiny_env, long_names, private_cache, private_state):
     # the ASCII one has a sidecar already (255 bytes too): tag merges into it, undo writes it back
     side = long_names / (ASCII_255[:-4] + ".xmp")
     subprocess.run([EXIFTOOL, "-q", "-o", str(side), "-XMP-dc:Creator=Ann", str(long_names / ASCII_255)],
@@ -125,7 +125,7 @@ def test_tag_and_undo_with_255_byte_names(tiny_env, long_names, private_cache):
     assert sidecars == sorted([ASCII_255[:-4] + ".xmp", UTF8_255[:-4] + ".xmp", "IMG_0002.xmp"])
     assert all(1 <= exif_rating(long_names / n) <= 5 for n in sidecars)
     assert len(os.listdir(long_names)) == 6  # no temporary file left
-    assert journal(private_cache) == [(1, "done", ["done"] * 3)]
+    assert journal(private_state) == [(1, "done", ["done"] * 3)]
 
     result = run("undo")
     assert result.exit_code == 0, result.stderr
@@ -133,7 +133,7 @@ def test_tag_and_undo_with_255_byte_names(tiny_env, long_names, private_cache):
     assert files(long_names) == before
 
 
-def test_move_copy_and_undo_with_255_byte_names(tiny_env, long_names, tmp_path, private_cache):
+def test_move_copy_and_undo_with_255_byte_names(tiny_env, long_names, tmp_path, private_cache, private_state):
     before = files(long_names)
     backup = tmp_path / "backup"
     result = run("move", long_names, "--worst", "100%", "--copy", "--to", backup)
@@ -149,10 +149,10 @@ def test_move_copy_and_undo_with_255_byte_names(tiny_env, long_names, tmp_path, 
     assert stderr_lines(run("undo")) == ["clipcull: undid move run 2: 3 photos (3 files) put back."]
     assert stderr_lines(run("undo")) == ["clipcull: undid move run 1: the copies of 3 photos (3 files) removed."]
     assert files(long_names) == before and files(backup) == {}
-    assert [state for _, state, _ in journal(private_cache)] == ["undone", "undone"]
+    assert [state for _, state, _ in journal(private_state)] == ["undone", "undone"]
 
 
-def test_a_sidecar_name_over_the_limit_is_one_line_and_the_others_are_written(tiny_env, long_names, private_cache):
+def test_a_sidecar_name_over_the_limit_is_one_line_and_the_others_are_written(tiny_env, long_names, private_cache, private_state):
     result = run("tag", long_names, "--sidecar", "darktable")  # IMG.jpg.xmp: the photo's 255 bytes + 4
     assert result.exit_code == 0, result.stderr
     for name in (ASCII_255, UTF8_255):
@@ -160,7 +160,7 @@ def test_a_sidecar_name_over_the_limit_is_one_line_and_the_others_are_written(ti
                 f"allows; no sidecar can have it") in stderr_lines(result)
     assert stderr_lines(result)[-1] == "clipcull: tag run 1: 1 file written. Undo: clipcull undo 1"
     assert sorted(os.listdir(long_names)) == sorted([ASCII_255, UTF8_255, "IMG_0002.jpg", "IMG_0002.jpg.xmp"])
-    assert journal(private_cache) == [(1, "done", ["done"])]
+    assert journal(private_state) == [(1, "done", ["done"])]
 
 
 # --- a destination that cannot be written ---------------------------------------------------------
@@ -192,7 +192,7 @@ def unwritable():
         folder.chmod(0o755)
 
 
-def test_an_unwritable_rejects_folder_is_named_once_and_nothing_is_claimed(tiny_env, photo_folder, private_cache,
+def test_an_unwritable_rejects_folder_is_named_once_and_nothing_is_claimed(tiny_env, photo_folder, private_cache, private_state,
                                                                           unwritable):
     rejects = photo_folder / "_rejects"
     why = unwritable(rejects)
@@ -204,7 +204,7 @@ def test_an_unwritable_rejects_folder_is_named_once_and_nothing_is_claimed(tiny_
                                         f"Nothing was moved; run 1 is journaled as failed (not resumed).")
     assert not any("IMG_" in line for line in stderr_lines(result))  # no photo is blamed
     assert files(photo_folder) == before and os.listdir(rejects) == []
-    assert journal(private_cache) == [(1, "failed", ["failed", "planned", "planned", "planned"])]
+    assert journal(private_state) == [(1, "failed", ["failed", "planned", "planned", "planned"])]
 
     undo = run("undo")
     assert undo.exit_code == 0 and stderr_lines(undo) == ["clipcull: undid move run 1: nothing was left to reverse."]
@@ -212,7 +212,7 @@ def test_an_unwritable_rejects_folder_is_named_once_and_nothing_is_claimed(tiny_
 
 
 @pytest.mark.parametrize("copy", [False, True])
-def test_a_read_only_to_folder_is_named_once(tiny_env, photo_folder, tmp_path, private_cache, unwritable, copy):
+def test_a_read_only_to_folder_is_named_once(tiny_env, photo_folder, tmp_path, private_cache, private_state, unwritable, copy):
     backup = tmp_path / "backup"
     why = unwritable(backup)
     before = files(photo_folder)
@@ -222,11 +222,11 @@ def test_a_read_only_to_folder_is_named_once(tiny_env, photo_folder, tmp_path, p
     assert stderr_lines(result)[-1] == (f"clipcull: error: the {verb} stopped: {backup} cannot be written ({why}). "
                                         f"Nothing was {past}; run 1 is journaled as failed (not resumed).")
     assert files(photo_folder) == before and os.listdir(backup) == []
-    assert journal(private_cache) == [(1, "failed", ["failed", "planned"])]
+    assert journal(private_state) == [(1, "failed", ["failed", "planned"])]
 
 
 def test_a_photo_whose_own_folder_is_read_only_stays_and_the_exit_code_says_so(tiny_env, photo_folder,
-                                                                              private_cache, unwritable):
+                                                                              private_cache, private_state, unwritable):
     day2 = photo_folder / "day2"
     why = unwritable(day2)
     before = files(photo_folder)
@@ -240,14 +240,14 @@ def test_a_photo_whose_own_folder_is_read_only_stays_and_the_exit_code_says_so(t
     assert sorted(line.split(" -> ")[1].rsplit("/", 1)[1] for line in result.stdout.splitlines()) == moved
     assert sorted(files(photo_folder / "_rejects")) == moved and sorted(os.listdir(day2)) == [
         "IMG_0006.jpg", "IMG_0007.jpg"]
-    [(_, state, steps)] = journal(private_cache)
+    [(_, state, steps)] = journal(private_state)
     assert state == "failed" and sorted(steps) == ["done"] * 6 + ["failed"] * 2
 
     assert stderr_lines(run("undo")) == ["clipcull: undid move run 1: 6 photos (6 files) put back."]
     assert files(photo_folder) == before
 
 
-def test_tag_says_which_files_it_could_not_write_and_exits_1(tiny_env, photo_folder, private_cache, unwritable):
+def test_tag_says_which_files_it_could_not_write_and_exits_1(tiny_env, photo_folder, private_cache, private_state, unwritable):
     day2 = photo_folder / "day2"
     why = unwritable(day2)
     result = run("tag", photo_folder)
@@ -260,7 +260,7 @@ def test_tag_says_which_files_it_could_not_write_and_exits_1(tiny_env, photo_fol
     assert sorted(line.rsplit("/", 1)[1] for line in result.stdout.splitlines()) == written
     assert sorted(n for n in os.listdir(photo_folder) if n.endswith(".xmp")) == written
     assert sorted(os.listdir(day2)) == ["IMG_0006.jpg", "IMG_0007.jpg"]
-    [(_, state, steps)] = journal(private_cache)
+    [(_, state, steps)] = journal(private_state)
     assert state == "failed" and sorted(steps) == ["done"] * 6 + ["failed"] * 2
 
 
@@ -287,11 +287,12 @@ def shell(line: str, timeout: float = 200) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", [["tag"], ["move", "--worst", "50%"]])
 @pytest.mark.parametrize("output", ["| head -1", ">&-"])
-def test_a_closed_pipe_or_stdout_never_decides_what_is_done(tiny_env, photo_folder, tmp_path, private_cache, command,
+def test_a_closed_pipe_or_stdout_never_decides_what_is_done(tiny_env, photo_folder, tmp_path, private_cache, private_state, command,
                                                            output):
     twin = tmp_path / "twin"
     shutil.copytree(photo_folder, twin)
-    expected = run(command[0], twin, *command[1:], "--db", tmp_path / "twin.db")  # the same, without a pipe
+    expected = run(command[0], twin, *command[1:], "--db", tmp_path / "twin.db",  # the same, without a pipe
+                   "--state", tmp_path / "twin-state.db")
     assert expected.exit_code == 0, expected.stderr
 
     done = shell(f'"$CLIPCULL" {command[0]} {photo_folder} {" ".join(command[1:])} {output}; '
@@ -301,7 +302,7 @@ def test_a_closed_pipe_or_stdout_never_decides_what_is_done(tiny_env, photo_fold
     summary = stderr_lines(expected)[-1]
     assert done.stderr.splitlines()[-1] == summary
     assert files(photo_folder) == files(twin)  # every file moved or written as without the pipe
-    assert journal(private_cache) == journal(tmp_path / "twin.db")
+    assert journal(private_state) == journal(tmp_path / "twin-state.db")
     if output.startswith("|"):  # head got the first line clipcull printed
         assert done.stdout.splitlines() == [expected.stdout.splitlines()[0].replace(str(twin), str(photo_folder))]
     else:
@@ -337,8 +338,8 @@ def wait_for_line(stream, text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("command", [["tag"], ["move", "--worst", "50%"]])
-def test_a_second_process_says_at_once_that_it_waits_and_for_what(tiny_env, photo_folder, private_cache, command):
-    holder, lock = hold_the_journal(private_cache)
+def test_a_second_process_says_at_once_that_it_waits_and_for_what(tiny_env, photo_folder, private_cache, private_state, command):
+    holder, lock = hold_the_journal(private_state)
     try:
         second = started(command[0], photo_folder, *command[1:])
         seen = wait_for_line(second.stderr, "waiting")
@@ -356,14 +357,14 @@ def test_a_second_process_says_at_once_that_it_waits_and_for_what(tiny_env, phot
     changed = sum(n.endswith(".xmp") for n in files(photo_folder)) if command[0] == "tag" else len(
         files(photo_folder / "_rejects"))
     assert changed == (8 if command[0] == "tag" else 4)
-    assert journal(private_cache)[0][1] == "done"
+    assert journal(private_state)[0][1] == "done"
 
 
-def test_ctrl_c_while_waiting_for_the_journal_changes_nothing(tiny_env, photo_folder, private_cache):
+def test_ctrl_c_while_waiting_for_the_journal_changes_nothing(tiny_env, photo_folder, private_cache, private_state):
     import signal
 
     before = files(photo_folder)
-    holder, _ = hold_the_journal(private_cache)
+    holder, _ = hold_the_journal(private_state)
     try:
         second = started("move", photo_folder, "--worst", "50%")
         wait_for_line(second.stderr, "waiting")
@@ -374,7 +375,7 @@ def test_ctrl_c_while_waiting_for_the_journal_changes_nothing(tiny_env, photo_fo
         holder.wait(timeout=30)
     assert second.returncode == 130 and out == ""
     assert err.splitlines() == ["clipcull: interrupted: nothing was journaled or moved."]
-    assert files(photo_folder) == before and not private_cache.exists() or journal(private_cache) == []
+    assert files(photo_folder) == before and not private_state.exists() or journal(private_state) == []
 
 
 # Ctrl-C in the middle of a run. A seam without environment variables: the command runs through
@@ -382,8 +383,8 @@ def test_ctrl_c_while_waiting_for_the_journal_changes_nothing(tiny_env, photo_fo
 # the moment a Ctrl-C used to leave unsaid) so that the signal lands in the middle of the run.
 SLOW_DRIVER = """
 import sys, time
-from clip_cull.actions import move, tag
-real_transfer, real_write = move.transfer, tag.write_atomic
+from clip_cull.actions import move, writer
+real_transfer, real_write = move.transfer, writer.write_atomic
 
 def transfer(*args, **kwargs):
     real_transfer(*args, **kwargs)
@@ -393,7 +394,7 @@ def write_atomic(*args, **kwargs):
     real_write(*args, **kwargs)
     time.sleep(0.3)
 
-move.transfer, tag.write_atomic = transfer, write_atomic
+move.transfer, writer.write_atomic = transfer, write_atomic
 sys.argv = ["clipcull", *sys.argv[1:]]
 from clip_cull.cli import main
 main()
@@ -425,7 +426,7 @@ def twelve(tmp_path) -> Path:
     return folder
 
 
-def test_ctrl_c_during_a_move_says_what_moved_and_undo_puts_it_back(tiny_env, twelve, tmp_path, private_cache):
+def test_ctrl_c_during_a_move_says_what_moved_and_undo_puts_it_back(tiny_env, twelve, tmp_path, private_cache, private_state):
     before = files(twelve)
     rejects = twelve / "_rejects"
     result = interrupted_run(tmp_path, ["move", twelve, "--worst", "100%"], rejects,
@@ -438,7 +439,7 @@ def test_ctrl_c_during_a_move_says_what_moved_and_undo_puts_it_back(tiny_env, tw
         "clipcull: `clipcull undo 1` puts them back; the next `clipcull move` finishes the run first."]
     assert "Traceback" not in result.stderr
     assert len(result.stdout.splitlines()) == moved  # one line per photo moved, none for the others
-    [(_, state, steps)] = journal(private_cache)
+    [(_, state, steps)] = journal(private_state)
     assert state == "running" and steps == ["done"] * moved + ["planned"] * (12 - moved)  # the step in progress ended
     assert len(os.listdir(twelve)) == 12 - moved + 1  # the others, and _rejects
 
@@ -448,7 +449,7 @@ def test_ctrl_c_during_a_move_says_what_moved_and_undo_puts_it_back(tiny_env, tw
     assert files(twelve) == before and not rejects.exists()
 
 
-def test_ctrl_c_during_tag_says_what_was_written_and_undo_removes_it(tiny_env, twelve, tmp_path, private_cache):
+def test_ctrl_c_during_tag_says_what_was_written_and_undo_removes_it(tiny_env, twelve, tmp_path, private_cache, private_state):
     before = files(twelve)
     result = interrupted_run(tmp_path, ["tag", twelve], twelve,
                              lambda d: sum(n.endswith(".xmp") for n in os.listdir(d)))
@@ -460,7 +461,7 @@ def test_ctrl_c_during_tag_says_what_was_written_and_undo_removes_it(tiny_env, t
         "clipcull: `clipcull undo 1` reverses it; `clipcull tag` again writes the rest."]
     assert "Traceback" not in result.stderr
     assert sorted(line.rsplit("/", 1)[1] for line in result.stdout.splitlines()) == written
-    [(_, state, steps)] = journal(private_cache)
+    [(_, state, steps)] = journal(private_state)
     assert state == "running" and steps == ["done"] * len(written) + ["planned"] * (12 - len(written))
 
     undo = run("undo")
@@ -477,6 +478,7 @@ def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path, m
     from clip_cull.actions import move as move_module
     from clip_cull.actions.journal import Journal, Step
     from clip_cull.errors import Interrupted
+    from clip_cull.state import StateStore
     from clip_cull.store import Store
 
     shoot = tmp_path / "shoot"
@@ -491,15 +493,16 @@ def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path, m
             os.kill(os.getpid(), signal.SIGINT)  # held until the step is journaled
 
     monkeypatch.setattr(move_module, "transfer", transfer_then_ctrl_c)
-    store = Store.open(tmp_path / "cache.db")
+    store, state = Store.open(tmp_path / "cache.db"), StateStore.open(tmp_path / "state.db")
     try:
         with pytest.raises(Interrupted) as stopped:
-            move_module.apply_moves(store, Journal(store), steps, {"command": "move"})
+            move_module.apply_moves(store, Journal(state), steps, {"command": "move"})
         assert (stopped.value.run_id, stopped.value.done, stopped.value.left) == (1, 2, 2)
         assert isinstance(stopped.value, KeyboardInterrupt)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     finally:
         store.close()
-    assert journal(tmp_path / "cache.db") == [(1, "running", ["done", "done", "planned", "planned"])]
+        state.close()
+    assert journal(tmp_path / "state.db") == [(1, "running", ["done", "done", "planned", "planned"])]
     assert sorted(os.listdir(shoot / "_rejects")) == ["IMG_0.jpg", "IMG_1.jpg"]
     assert sorted(os.listdir(shoot)) == ["IMG_2.jpg", "IMG_3.jpg", "_rejects"]

@@ -305,7 +305,7 @@ def test_an_older_clipcull_journal_comes_over_once_and_undo_works(photo_folder, 
     assert "brought" not in again.stderr  # once
 
     undone = run("undo")
-    assert undone.exit_code == 0 and f"undid move run {run_id}: 2 steps reversed" in " ".join(undone.stderr.split())
+    assert undone.exit_code == 0 and f"undid move run {run_id}: 2 photos (2 files) put back" in " ".join(undone.stderr.split())
     assert tree(photo_folder) == before
     state = StateStore.open(private_state)
     assert state.get_setting("last_rank")["head"] == "fixed"
