@@ -262,6 +262,11 @@ class Packet:
         self._buffer = text.lstrip().encode("utf-8")  # exiv2 reads from this buffer: keep it alive
         with _exiv2_lock:
             _collector.messages.clear()
+            # exiv2 keeps one process-wide prefix -> namespace table, filled by every packet it
+            # reads: one sidecar binding `lr` to another namespace made the next sidecar's
+            # Lightroom keywords come out under that namespace (and a later `foo` bound
+            # elsewhere was refused). Each packet is read with exiv2's own table only.
+            exiv2.XmpProperties.unregisterNs()
             try:
                 image = exiv2.ImageFactory.open(self._buffer)
                 image.readMetadata()
@@ -490,3 +495,4 @@ def _check_complete(expected: dict[tuple[str, str], str | None], read: dict[str,
         got = have.get((ns, local), have.get((None, local)))
         if value is not None and got is not None and got.strip() != value.strip():
             raise XmpError(f"holds {local}={value.strip()[:40]!r}, which exiv2 reads as {got.strip()[:40]!r}; left alone")
+

@@ -1,0 +1,60 @@
+"""Hostile tests (round 18): sidecars and sequences from a photographer's real library, written
+by other programs, that made clipcull lose or overwrite something of theirs.
+
+Expected values come from exiftool and hashlib, never from clipcull's own reader."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from clip_cull.actions.writer import Edit, plan_sidecar, write
+from conftest import fails_after, make_photo
+
+EXIFTOOL = shutil.which("exiftool")
+pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
+
+RDF = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       '<rdf:Description rdf:about="" {}>{}</rdf:Description></rdf:RDF></x:xmpmeta>')
+
+
+@pytest.fixture(autouse=True)
+def time_limit():
+    with fails_after(240):
+        yield
+
+
+def exiftool_xmp(path: Path) -> dict:
+    out = subprocess.run([EXIFTOOL, "-j", "-struct", "-G1", "-XMP:all", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]
+
+
+def test_a_prefix_bound_elsewhere_in_one_sidecar_never_moves_anothers_lightroom_keywords(tmp_path):
+    """exiv2 keeps one process-wide prefix table: after a sidecar that binds `lr` to another
+    namespace, the next sidecar's Lightroom keyword hierarchy was written under that namespace
+    (Lightroom no longer sees it), and nothing noticed."""
+    first, second = make_photo(tmp_path / "A.jpg", 1), make_photo(tmp_path / "B.jpg", 2)
+    (tmp_path / "A.xmp").write_text(RDF.format('xmlns:lr="http://example.com/not-lightroom/"', "<lr:x>1</lr:x>"))
+    (tmp_path / "B.xmp").write_text(RDF.format(
+        'xmlns:lr="http://ns.adobe.com/lightroom/1.0/" xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#"'
+        ' xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"',
+        "<lr:hierarchicalSubject><rdf:Bag><rdf:li>Places|Berlin</rdf:li></rdf:Bag></lr:hierarchicalSubject>"))
+    before_b = exiftool_xmp(tmp_path / "B.xmp")
+    assert before_b["XMP-lr:HierarchicalSubject"] == ["Places|Berlin"]
+    changes = [plan_sidecar(str(photo), tmp_path / f"{photo.stem}.xmp", Edit(3, keywords=["clipcull:rated"]))
+               for photo in (first, second)]
+    for change in changes:
+        if change.writes:
+            write(change)
+    after_b = exiftool_xmp(tmp_path / "B.xmp")
+    # Written or left alone, Lightroom's keywords stay in Lightroom's namespace
+    assert after_b.get("XMP-lr:HierarchicalSubject") == ["Places|Berlin"]
+    assert not [k for k in after_b if k.startswith("XMP-") and k.endswith(":HierarchicalSubject")
+                and k != "XMP-lr:HierarchicalSubject"]
+    assert after_b.get("XMP-xmp:Rating") == 3  # and it is written (each sidecar read on its own)
+    assert exiftool_xmp(tmp_path / "A.xmp").get("XMP-xmp:Rating") == 3
