@@ -58,3 +58,30 @@ def test_a_prefix_bound_elsewhere_in_one_sidecar_never_moves_anothers_lightroom_
                 and k != "XMP-lr:HierarchicalSubject"]
     assert after_b.get("XMP-xmp:Rating") == 3  # and it is written (each sidecar read on its own)
     assert exiftool_xmp(tmp_path / "A.xmp").get("XMP-xmp:Rating") == 3
+
+
+OURS = {"XMP-xmp:Rating", "XMP-dc:Subject", "XMP-xmp:Label", "XMP-x:XMPToolkit", "SourceFile"}
+
+
+@pytest.mark.parametrize("namespaces, attributes", [
+    # Photoshop CS2 and older: rdf:about="uuid:..." (exiv2 turned it into an added xmpMM:InstanceID)
+    ('xmlns:xmp="http://ns.adobe.com/xap/1.0/"', 'rdf:about="uuid:faf5bdd5-ba3d-11da-ad31-d33d75182f1b" xmp:Label="Blue"'),
+    # a namespace URI exiv2 knows with a trailing slash (it wrote the property under its own URI)
+    ('xmlns:MicrosoftPhoto="http://ns.microsoft.com/photo/1.0"', 'rdf:about="" MicrosoftPhoto:Rating="75"'),
+])
+def test_a_sidecar_exiv2_would_rewrite_differently_is_left_alone(tmp_path, namespaces, attributes):
+    """exiv2's before/after comparison is by its own keys (prefixes); what it changes beyond them
+    (a namespace URI, rdf:about turned into a property) is seen by an independent XML reading."""
+    photo = make_photo(tmp_path / "IMG_1.jpg", 1)
+    sidecar = tmp_path / "IMG_1.xmp"
+    sidecar.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-'
+                       f'syntax-ns#"><rdf:Description {namespaces} {attributes}/></rdf:RDF></x:xmpmeta>')
+    before_bytes = sidecar.read_bytes()
+    before = {k: v for k, v in exiftool_xmp(sidecar).items() if k not in OURS}
+    change = plan_sidecar(str(photo), sidecar, Edit(3, keywords=["clipcull:rated"]))
+    if change.writes:
+        write(change)
+    after = {k: v for k, v in exiftool_xmp(sidecar).items() if k not in OURS}
+    raw = sidecar.read_bytes()
+    assert raw == before_bytes or (after == before and b"InstanceID" not in raw
+                                   and b'"http://ns.microsoft.com/photo/1.0/"' not in raw)
