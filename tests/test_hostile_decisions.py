@@ -85,3 +85,34 @@ def test_a_sidecar_exiv2_would_rewrite_differently_is_left_alone(tmp_path, names
     raw = sidecar.read_bytes()
     assert raw == before_bytes or (after == before and b"InstanceID" not in raw
                                    and b'"http://ns.microsoft.com/photo/1.0/"' not in raw)
+
+
+def _tag(journal, photos, **options):
+    """`clipcull tag` on these photos through the library, every photo scored alike."""
+    from types import SimpleNamespace
+
+    from clip_cull.actions.tag import apply_tags, plan_tags
+
+    ranked = [SimpleNamespace(path=str(p), score=0.5, flags=[], label="aesthetic", companions=[]) for p in photos]
+    changes, _ = plan_tags(ranked, journal=journal, **options)
+    return apply_tags(journal, changes, {"command": "tag"})
+
+
+def test_tag_label_never_claims_the_photographers_own_label_of_the_same_colour(tmp_path):
+    """The photographer's Green label, and `tag --label Green` on a 5-star photo: the label was
+    already there, so clipcull set nothing, but its journal claimed the label; the next
+    `tag --label Green` where the photo was no longer 5 stars took the photographer's label off."""
+    from clip_cull.actions.journal import Journal
+    from clip_cull.state import StateStore
+
+    photo = make_photo(tmp_path / "IMG_1.jpg", 1)
+    sidecar = tmp_path / "IMG_1.xmp"
+    subprocess.run([EXIFTOOL, "-q", "-o", str(sidecar), "-XMP-xmp:Label=Green", str(photo)], check=True)
+    journal = Journal(StateStore.open(tmp_path / "state.db"))
+    _tag(journal, [photo], label="Green", thresholds=[(5, 0.0)])
+    assert exiftool_xmp(sidecar)["XMP-xmp:Rating"] == 5
+    _tag(journal, [photo], label="Green", thresholds=[(5, 0.9), (4, 0.0)])
+    after = exiftool_xmp(sidecar)
+    assert after["XMP-xmp:Rating"] == 4
+    assert after.get("XMP-xmp:Label") == "Green"  # the photographer's label stays
+
