@@ -116,3 +116,23 @@ def test_tag_label_never_claims_the_photographers_own_label_of_the_same_colour(t
     assert after["XMP-xmp:Rating"] == 4
     assert after.get("XMP-xmp:Label") == "Green"  # the photographer's label stays
 
+
+def test_a_review_decision_equal_to_clipculls_rating_becomes_the_photographers(tmp_path):
+    """clipcull rated 3; the photographer (keywords cleaned up meanwhile) presses 3 in review. No
+    byte changed, so nothing was journaled: the page still showed the photo unrated, and the
+    journal still called the 3 clipcull's, so the next `tag` overwrote the photographer's 3."""
+    from clip_cull.actions.journal import Journal
+    from clip_cull.review.decisions import DecisionWriter
+    from clip_cull.state import StateStore
+
+    photo = make_photo(tmp_path / "IMG_1.jpg", 1)
+    sidecar = tmp_path / "IMG_1.xmp"
+    state = StateStore.open(tmp_path / "state.db")
+    journal = Journal(state)
+    _tag(journal, [photo], thresholds=[(3, 0.0)])
+    assert exiftool_xmp(sidecar)["XMP-xmp:Rating"] == 3
+    subprocess.run([EXIFTOOL, "-q", "-overwrite_original", "-XMP-dc:Subject=", str(sidecar)], check=True)
+    writer = DecisionWriter(state, {"command": "review"})
+    assert writer.decide(str(photo), [], rating=3).rating == 3  # the page shows the photographer's 3
+    _tag(journal, [photo], thresholds=[(5, 0.0)])
+    assert exiftool_xmp(sidecar)["XMP-xmp:Rating"] == 3  # kept: the photographer's
