@@ -136,3 +136,28 @@ def test_a_review_decision_equal_to_clipculls_rating_becomes_the_photographers(t
     assert writer.decide(str(photo), [], rating=3).rating == 3  # the page shows the photographer's 3
     _tag(journal, [photo], thresholds=[(5, 0.0)])
     assert exiftool_xmp(sidecar)["XMP-xmp:Rating"] == 3  # kept: the photographer's
+
+
+def test_a_new_photos_sidecar_under_a_reused_name_is_the_photographers(tmp_path):
+    """clipcull rated IMG_0001 3; the shoot was archived by hand, the camera's counter wrapped, and
+    the new IMG_0001 was rated 3 in Lightroom. Same path, same value: the journal called it
+    clipcull's and `tag` overwrote the photographer's rating."""
+    import os
+
+    from clip_cull.actions.journal import Journal
+    from clip_cull.state import StateStore
+
+    photo = make_photo(tmp_path / "IMG_0001.jpg", 1)
+    sidecar = tmp_path / "IMG_0001.xmp"
+    journal = Journal(StateStore.open(tmp_path / "state.db"))
+    _tag(journal, [photo], thresholds=[(3, 0.0)])
+    (tmp_path / "archive").mkdir()
+    os.rename(photo, tmp_path / "archive" / photo.name)
+    os.rename(sidecar, tmp_path / "archive" / sidecar.name)
+    make_photo(photo, 99)
+    subprocess.run([EXIFTOOL, "-q", "-o", str(sidecar), "-XMP-xmp:Rating=3", "-XMP-dc:Subject=Holiday", str(photo)],
+                   check=True)
+    before = sidecar.read_bytes()
+    _tag(journal, [photo], thresholds=[(5, 0.0)])
+    assert exiftool_xmp(sidecar)["XMP-xmp:Rating"] == 3
+    assert sidecar.read_bytes() == before

@@ -102,9 +102,17 @@ def claims_now(journal: Journal | None, path: str | Path, fields: XmpFields | No
     step = journal.last_write(str(path))
     if step is None:
         return {}
+    from clip_cull.actions.xmp import LABELLED_KEYWORD, RATED_KEYWORD
+
     claimed = step.owned if step.owned is not None else _legacy_claims(step, path, fields, data)
     now = {RATING: fields.rating_text, LABEL: fields.label}
-    return {name: value for name, value in claimed.items() if name in now and now[name] == value}
+    # clipcull writes its marker keyword with every value it claims. Without it, the file is not
+    # the one clipcull wrote (a new photo's sidecar under a reused name, IMG_0001 after the
+    # camera's counter wrapped, rated 3 by the photographer where clipcull once wrote 3), or the
+    # photographer took clipcull's keywords off: either way the value is theirs. The keyword is
+    # never enough on its own (the journal decides); it is needed.
+    marked = {RATING: RATED_KEYWORD in fields.keywords, LABEL: LABELLED_KEYWORD in fields.keywords}
+    return {name: value for name, value in claimed.items() if name in now and now[name] == value and marked[name]}
 
 
 def _legacy_claims(step: Step, path, fields: XmpFields, data: bytes | None) -> dict:
