@@ -132,7 +132,9 @@ def _sidecar_change(photo, rating: int, path: Path, label: str | None, keywords:
     current_label = fields.label if fields else None
     words, owned = _words(photo, keywords), {RATING: str(rating)}
     new_label, drop_label = None, False
-    label_free = current_label is None or LABEL in claims or current_label == label or overwrite
+    # The photographer's own label of the same colour is not free: clipcull sets nothing there, so
+    # it claims nothing (a claim would let a later run take the photographer's label off)
+    label_free = current_label is None or LABEL in claims or overwrite
     if label and rating == 5 and label_free:
         new_label, owned[LABEL] = label, label
         words.append(LABELLED_KEYWORD)

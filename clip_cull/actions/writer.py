@@ -102,9 +102,17 @@ def claims_now(journal: Journal | None, path: str | Path, fields: XmpFields | No
     step = journal.last_write(str(path))
     if step is None:
         return {}
+    from clip_cull.actions.xmp import LABELLED_KEYWORD, RATED_KEYWORD
+
     claimed = step.owned if step.owned is not None else _legacy_claims(step, path, fields, data)
     now = {RATING: fields.rating_text, LABEL: fields.label}
-    return {name: value for name, value in claimed.items() if name in now and now[name] == value}
+    # clipcull writes its marker keyword with every value it claims. Without it, the file is not
+    # the one clipcull wrote (a new photo's sidecar under a reused name, IMG_0001 after the
+    # camera's counter wrapped, rated 3 by the photographer where clipcull once wrote 3), or the
+    # photographer took clipcull's keywords off: either way the value is theirs. The keyword is
+    # never enough on its own (the journal decides); it is needed.
+    marked = {RATING: RATED_KEYWORD in fields.keywords, LABEL: LABELLED_KEYWORD in fields.keywords}
+    return {name: value for name, value in claimed.items() if name in now and now[name] == value and marked[name]}
 
 
 def _legacy_claims(step: Step, path, fields: XmpFields, data: bytes | None) -> dict:
@@ -141,9 +149,11 @@ def read_current(path: Path) -> bytes | None:
     return read_xmp_file(path)
 
 
-def plan_sidecar(photo: str, path: Path, edit: Edit, rating: int | None = None) -> XmpChange:
+def plan_sidecar(photo: str, path: Path, edit: Edit, rating: int | None = None, claims: dict | None = None) -> XmpChange:
     """The sidecar at `path` with `edit` merged in, worked out now and written later only over the
-    same bytes. Left alone (problem, with the reason) when it cannot be read completely."""
+    same bytes. Left alone (problem, with the reason) when it cannot be read completely. `claims`:
+    what clipcull claims there now (claims_now); when the edit changes whose the values are but no
+    byte, the same bytes are written, so that the journal records the new owner."""
     if name_too_long(path):  # a photo's name near the limit, and the sidecar's adds to it
         return XmpChange(photo, path, None, None, rating, f"left alone: a name of {len(os.fsencode(path.name))} "
                          f"bytes is more than the file system allows; no sidecar can have it", True)
@@ -156,7 +166,10 @@ def plan_sidecar(photo: str, path: Path, edit: Edit, rating: int | None = None) 
     except XmpError as e:
         return XmpChange(photo, path, before, None, rating, f"left alone: {e}", True)
     if before is not None and parse(before).properties() == parse(after).properties():
-        return XmpChange(photo, path, before, None, rating, "unchanged", owned=edit.owned)
+        if claims is None or claims == edit.owned:
+            return XmpChange(photo, path, before, None, rating, "unchanged", owned=edit.owned)
+        # The photographer pressed the very value clipcull wrote: it is theirs now, journaled as such
+        return XmpChange(photo, path, before, before, rating, "merge", owned=edit.owned)
     return XmpChange(photo, path, before, after, rating, "create" if before is None else "merge", owned=edit.owned)
 
 

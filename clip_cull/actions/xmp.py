@@ -262,6 +262,11 @@ class Packet:
         self._buffer = text.lstrip().encode("utf-8")  # exiv2 reads from this buffer: keep it alive
         with _exiv2_lock:
             _collector.messages.clear()
+            # exiv2 keeps one process-wide prefix -> namespace table, filled by every packet it
+            # reads: one sidecar binding `lr` to another namespace made the next sidecar's
+            # Lightroom keywords come out under that namespace (and a later `foo` bound
+            # elsewhere was refused). Each packet is read with exiv2's own table only.
+            exiv2.XmpProperties.unregisterNs()
             try:
                 image = exiv2.ImageFactory.open(self._buffer)
                 image.readMetadata()
@@ -376,6 +381,8 @@ def merge(data: str | bytes | None, rating: int | None, label: str | None, keywo
     packet.set_keywords(keywords)
     out = packet.encode()
     _check_kept(before, Packet(out), rating, label, drop_label, keywords, packet.fields().keywords)
+    if data is not None:
+        _check_same_tree(data, out)
     return out
 
 
@@ -490,3 +497,124 @@ def _check_complete(expected: dict[tuple[str, str], str | None], read: dict[str,
         got = have.get((ns, local), have.get((None, local)))
         if value is not None and got is not None and got.strip() != value.strip():
             raise XmpError(f"holds {local}={value.strip()[:40]!r}, which exiv2 reads as {got.strip()[:40]!r}; left alone")
+
+
+# --- the whole packet, read independently, before and after a write ------------------------
+
+
+_OURS_XML = {(XMP_NS, "Rating"), (XMP_NS, "Label"), (DC_NS, "subject")}
+
+
+def _check_same_tree(before: bytes, after: bytes) -> None:
+    """Everything but clipcull's own fields must come out of exiv2 as it went in, read by a plain
+    namespace-aware XML parser, down to nested structures: each value under the same namespace
+    URIs. exiv2 keys properties by prefix and keeps one process-wide prefix -> namespace table, so
+    a sidecar that bound a prefix to another namespace (`xmlns:lr="http://example.com/"`) made
+    exiv2 write a later sidecar's `lr:hierarchicalSubject` under that namespace: Lightroom's
+    keywords gone from Lightroom's namespace, and exiv2's own before/after comparison (by prefix)
+    saw nothing wrong."""
+    from collections import Counter
+
+    text, _ = decode_text(before)
+    # a blank sidecar (`touch IMG_0001.xmp`) holds nothing (check_xml)
+    old = rdf_leaves(_DECLARATION.sub("", text, count=1).lstrip().encode("utf-8")) if check_xml(text) else Counter()
+    new = rdf_leaves(after)
+    if old != new:
+        changed = sorted({path[0][1] for path, _ in (old - new) + (new - old)})
+        raise XmpError(f"exiv2 would not keep every property as it is ({', '.join(changed[:3])}); left alone")
+
+
+def rdf_leaves(data: bytes):
+    """The packet's values as a multiset of (path, value), read with expat: a path is the chain of
+    (namespace, name) of properties and struct fields, with array kinds and positions; attribute
+    and element forms of one property, rdf:parseType="Resource" and a nested rdf:Description, and
+    rdf:value with qualifiers come out alike. clipcull's own top-level fields are left out."""
+    from collections import Counter
+
+    parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+    root: list = [None, {}, [], []]  # name, attributes, children, text
+    stack = [root]
+
+    def start(name, attrs):
+        node = [name, attrs, [], []]
+        stack[-1][2].append(node)
+        stack.append(node)
+
+    def end(_name):
+        stack.pop()
+
+    def chars(data):
+        stack[-1][3].append(data)
+
+    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, chars
+    try:
+        parser.Parse(data, True)
+    except xml.parsers.expat.ExpatError as e:
+        raise XmpError(f"is not well-formed XML ({e})") from None
+    leaves: Counter = Counter()
+
+    def split(name):
+        ns, _, local = name.rpartition(" ")
+        return ns, local
+
+    def node_fields(node, path):  # an rdf:Description or a typed node: its fields
+        if node[0] != f"{RDF_NS} Description":
+            leaves[(path + (("type",) + split(node[0]),), "")] += 1
+        for attr, value in node[1].items():
+            ns, local = split(attr)
+            if ns in (RDF_NS, XML_NS) or not ns:
+                continue
+            leaves[(path + ((ns, local),), value)] += 1
+        for child in node[2]:
+            prop(child, path + (split(child[0]),))
+
+    def prop(node, path):
+        name, attrs, children, text = node
+        for attr, value in attrs.items():
+            ns, local = split(attr)
+            if ns == XML_NS:
+                leaves[(path + (("@", local),), value)] += 1
+            elif ns == RDF_NS and local == "resource":
+                leaves[(path, value)] += 1  # exiv2 writes it back as text: the same value
+            elif ns == RDF_NS or not ns:
+                continue
+            else:
+                leaves[(path + ((ns, local),), value)] += 1  # a struct written as attributes
+        if attrs.get(f"{RDF_NS} parseType") == "Resource":
+            for child in children:
+                field_path = path if child[0] == f"{RDF_NS} value" else path + (split(child[0]),)
+                prop(child, field_path)
+            return
+        if not children:
+            if not any(split(a)[0] not in (RDF_NS, XML_NS, "") for a in attrs) and f"{RDF_NS} resource" not in attrs:
+                leaves[(path, "".join(text))] += 1
+            return
+        for child in children:
+            ns, local = split(child[0])
+            if ns == RDF_NS and local in ("Bag", "Seq", "Alt"):
+                leaves[(path, local)] += 1
+                for i, item in enumerate(child[2]):
+                    prop(item, path + ((local, i),))
+            elif ns == RDF_NS and local == "Description":
+                for attr, value in child[1].items():
+                    ans, alocal = split(attr)
+                    if ans and ans not in (RDF_NS, XML_NS):
+                        leaves[(path + ((ans, alocal),), value)] += 1
+                for grand in child[2]:
+                    field_path = path if grand[0] == f"{RDF_NS} value" else path + (split(grand[0]),)
+                    prop(grand, field_path)
+            else:
+                node_fields(child, path)
+
+    def walk(node, in_rdf):
+        for child in node[2]:
+            if child[0] == f"{RDF_NS} RDF":
+                for description in child[2]:
+                    node_fields(description, ())
+            else:
+                walk(child, in_rdf)
+
+    walk(root, False)
+    for key in [k for k in leaves if k[0] and k[0][0] in _OURS_XML]:
+        del leaves[key]
+    return leaves

@@ -130,7 +130,8 @@ class DecisionWriter:
             fields = parse(data).fields() if data is not None else None
         except XmpError as e:
             raise ReviewError(f"{path}: left alone, not XMP clipcull can edit safely ({e})") from None
-        owned = claims_now(self.journal, path, fields, data)
+        claims = claims_now(self.journal, path, fields, data)
+        owned = dict(claims)
         keywords = [k for k in (fields.keywords if fields else []) if k.startswith(KEYWORD_PREFIX)]
         rating, label, drop_label = None, None, False
         if rating_changed:  # the rating is now the photographer's: clipcull claims it no more
@@ -142,7 +143,7 @@ class DecisionWriter:
             drop_label = not after.picked and fields is not None and fields.label == self.pick_label
             owned.pop(LABEL, None)
             keywords = [k for k in keywords if k != LABELLED_KEYWORD]
-        change = plan_sidecar(photo, path, Edit(rating, label, drop_label, keywords, owned))
+        change = plan_sidecar(photo, path, Edit(rating, label, drop_label, keywords, owned), claims=claims)
         if change.problem:
             raise ReviewError(f"{path}: {change.note}")
         return change
