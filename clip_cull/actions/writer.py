@@ -27,7 +27,8 @@ from pathlib import Path
 from clip_cull.actions.fileops import name_too_long, write_atomic
 from clip_cull.actions.interrupt import whole_step
 from clip_cull.actions.journal import DONE, FAILED, Journal, Step
-from clip_cull.actions.xmp import XmpError, XmpFields, existing_sidecars, merge, parse, read_xmp_file, sidecar_path
+from clip_cull.actions.xmp import (LABELLED_KEYWORD, RATED_KEYWORD, XmpError, XmpFields, existing_sidecars, merge,
+                                   parse, read_xmp_file, sidecar_path)
 from clip_cull.files import content_fingerprint
 
 RATING, LABEL = "rating", "label"  # the fields a write can claim
@@ -102,8 +103,6 @@ def claims_now(journal: Journal | None, path: str | Path, fields: XmpFields | No
     step = journal.last_write(str(path))
     if step is None:
         return {}
-    from clip_cull.actions.xmp import LABELLED_KEYWORD, RATED_KEYWORD
-
     claimed = step.owned if step.owned is not None else _legacy_claims(step, path, fields, data)
     now = {RATING: fields.rating_text, LABEL: fields.label}
     # clipcull writes its marker keyword with every value it claims. Without it, the file is not
@@ -118,8 +117,6 @@ def claims_now(journal: Journal | None, path: str | Path, fields: XmpFields | No
 def _legacy_claims(step: Step, path, fields: XmpFields, data: bytes | None) -> dict:
     """A write journaled by a clipcull that recorded no claims: its rating (and a label it marked)
     are clipcull's only while the file is still exactly what it wrote."""
-    from clip_cull.actions.xmp import LABELLED_KEYWORD, RATED_KEYWORD
-
     if step.action == "embedded":
         try:
             with open(path, "rb") as f:
