@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from clip_cull.actions.fileops import PARTIAL_SUFFIX, partial_path, sweep_partials, write_atomic
-from clip_cull.cli import app
+from helpers import run
 from conftest import fails_after, make_photo
 
 EXIFTOOL = shutil.which("exiftool")
@@ -35,9 +34,6 @@ def time_limit():
     with fails_after(240):
         yield
 
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def files(root: Path) -> dict[str, str]:

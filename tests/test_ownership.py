@@ -6,25 +6,20 @@ Expected values come from exiftool and hashlib, never from clipcull's own reader
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from clip_cull.actions.journal import Journal
 from clip_cull.actions.undo import undo_run
-from clip_cull.cli import app
 from clip_cull.state import StateStore
 from clip_cull.store import Store
 from conftest import fails_after, make_photo
+from helpers import EXIFTOOL, exiftool, run, sha, xmp_of
 
-EXIFTOOL = shutil.which("exiftool")
 pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
 
 RDF = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">{}</rdf:RDF></x:xmpmeta>'
@@ -52,20 +47,8 @@ def time_limit():
         yield
 
 
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def exiftool(*args) -> str:
-    return subprocess.run([EXIFTOOL, *map(str, args)], capture_output=True, text=True, timeout=60, check=True).stdout
-
-
-def xmp_of(path: Path) -> dict:
-    return json.loads(exiftool("-j", "-XMP:all", path))[0]
 
 
 def journal():

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from clip_cull.actions.journal import Journal
-from clip_cull.cli import app
 from clip_cull.errors import StateError
 from clip_cull.state import APPLICATION_ID, StateStore
 from clip_cull.state_import import import_legacy
 from clip_cull.store import EmbeddingRecord, FileRecord, Store
+from helpers import run
 from conftest import fails_after
 
 
@@ -30,9 +29,6 @@ def time_limit():
     with fails_after(240):
         yield
 
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ steps are followed)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from clip_cull.actions.fileops import remove_if_duplicate, sweep_partials, transfer
 from clip_cull.actions.journal import (CONFLICT, DONE, FAILED, PLANNED, UNDONE, Identity, Journal, Step)
