@@ -1,0 +1,990 @@
+"""A model-based test of clipcull's file actions (issue 18, point 9): a Hypothesis state machine
+over a small shoot of real photos, driving clipcull's own library the way the CLI composes it
+(tag, tag --embed, move, move --copy, undo, review decisions) while a photographer and other
+programs edit, rename, delete and replace files meanwhile.
+
+The shoot: six JPEGs (two in a subfolder) and a TIFF made by conftest.make_photo, a RAW companion
+IMG_0002.CR2 beside IMG_0002.jpg, and IMG_0003.xmp, the photographer's sidecar written by
+exiftool (rating, label, title, keywords). The ranking is not CLIP's: each photo gets a score from
+a drawn permutation, so every step takes milliseconds.
+
+Invariants, checked after every step with values computed here (Pillow, hashlib, exiftool):
+1. every photo exists exactly once as a regular file under the shoot (copies that `move --copy`
+   made may exist once more in the backup folder), identified by its decoded pixels; its bytes
+   are the last ones known unless `tag --embed` wrote into it (then only the pixels must match);
+   the RAW's bytes exist once under the shoot; no `.clipcull-partial` file is left.
+2. every property a person or another program set (exiftool's ratings, labels, titles and
+   keywords, the photographer's sidecar, review decisions) still holds its value, unless clipcull
+   was told to replace it (--overwrite) or the photographer's own later action replaced it.
+3. at the end, undoing every run newest first gives back the shoot byte for byte (names and
+   sha256 of every file) when nobody else touched it; when someone did, 1 and 2 still hold.
+
+Time: CLIPCULL_MODEL_EXAMPLES (default 200) examples of CLIPCULL_MODEL_STEPS (default 25) steps.
+Examples are derandomized, so a failure reproduces; CLIPCULL_MODEL_SEED=N explores others instead.
+Hypothesis prints the failing sequence of steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, seed, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from PIL import Image
+
+from clip_cull.actions import fileops
+from clip_cull.actions import tag as tagging
+from clip_cull.actions.fileops import PARTIAL_SUFFIX
+from clip_cull.actions.journal import Journal, JournalError
+from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
+                                    resume_unfinished, select_rejects)
+from clip_cull.actions.undo import undo_run
+from clip_cull.files import walk_photos
+from clip_cull.review.decisions import DecisionWriter, ReviewError
+from clip_cull.store import Store
+from conftest import fails_after, make_photo
+
+EXIFTOOL = shutil.which("exiftool")
+pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
+
+EXAMPLES = int(os.environ.get("CLIPCULL_MODEL_EXAMPLES", "200"))
+STEPS = int(os.environ.get("CLIPCULL_MODEL_STEPS", "25"))
+SEED = os.environ.get("CLIPCULL_MODEL_SEED")
+
+PHOTO_SUFFIXES = (".jpg", ".tif")
+PERSON_LABELS = ("Red", "Yellow", "Blue", "Purple")  # never Green: clipcull's --label and review's pick
+PERSON_RATINGS = (-1, 1, 2, 3, 4, 5)
+ANY = "<any value>"  # an expectation that no longer holds anything to
+
+# Faults the machine found that are not fixed here (see the report in the xfail tests below).
+KNOWN_INTERLEAVED = ("a review session's run takes more decisions after a later tag/move run: undoing every run "
+                     "newest first (by run number) meets the session's own later writes as conflicts")
+KNOWN_U_CRASH = ("U on the review page after `clipcull undo` of the session's run, when the sidecar changed or "
+                 "moved since: JournalError (undone -> conflict), not a ReviewError line")
+KNOWN_U_STALE = ("U on the review page (DecisionWriter.undo_last) judges by the file at the place it wrote, not "
+                 "by the journal's later runs: after `clipcull move` took the photo away, or a later `tag` wrote "
+                 "the sidecar's earlier bytes again, the decision is marked undone but stays (and no undo takes "
+                 "it back); after a `move --copy` copied it, the copy is left for good")
+KNOWN_FAILURES: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def time_limit():
+    """Nothing here may hang (exiftool is kept open): the machine gets 10 s an example, the rest 240 s."""
+    with fails_after(max(240, 10 * EXAMPLES)):
+        yield
+
+
+# --- the one place the journal is opened ------------------------------------------------------------
+
+
+def open_journal(tmp: Path) -> tuple[Store, Journal]:
+    """The cache and its journal, as `clipcull tag/move/undo` open them (one db in the machine's folder)."""
+    store = Store.open(tmp / "cache" / "clipcull.db")
+    return store, Journal(store)
+
+
+# --- exiftool, kept open ----------------------------------------------------------------------------
+
+
+class ExifTool:
+    """One exiftool process (-stay_open): each command costs milliseconds instead of a Perl start."""
+
+    def __init__(self):
+        self.errors = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([EXIFTOOL, "-stay_open", "True", "-@", "-"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.errors)
+
+    def __call__(self, *args) -> str:
+        assert not any("\n" in str(a) for a in args)
+        self.proc.stdin.write(("\n".join(map(str, args)) + "\n-execute\n").encode())
+        self.proc.stdin.flush()
+        out = b""
+        while not out.endswith(b"{ready}\n"):
+            chunk = self.proc.stdout.read1(1 << 16)
+            if not chunk:
+                raise RuntimeError("exiftool stopped")
+            out += chunk
+        return out[:-len(b"{ready}\n")].decode()
+
+    def write(self, *args) -> None:
+        out = self(*args)
+        assert "1 image files updated" in out or "1 image files created" in out, (args, out, self.stderr())
+
+    def read(self, paths: list[Path]) -> dict[str, dict]:
+        """XMP of each file, one call for all: {path: {tag: value}}."""
+        if not paths:
+            return {}
+        return {d["SourceFile"]: d for d in json.loads(self("-j", "-XMP:all", *paths) or "[]")}
+
+    def stderr(self) -> str:
+        self.errors.seek(0)
+        return self.errors.read().decode(errors="replace")[-2000:]
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write(b"-stay_open\nFalse\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+        self.errors.close()
+
+
+# --- the shoot ---------------------------------------------------------------------------------------
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def pixels(path: Path) -> str:
+    """The photo's identity: sha256 of its decoded pixels (metadata edits keep it, anything else not)."""
+    with Image.open(path) as im:
+        return hashlib.sha256(np.asarray(im.convert("RGB")).tobytes()).hexdigest()[:16]
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every entry under root: files by sha256, folders and links by kind."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = "link" if p.is_symlink() else "dir" if p.is_dir() else sha(p)
+    return out
+
+
+def photographers_sidecar(exif: ExifTool, path: Path) -> None:
+    exif.write("-o", path, "-XMP-xmp:Rating=4", "-XMP-xmp:Label=Blue", "-XMP-dc:Title=Golden hour",
+               "-XMP-dc:Subject=beach", "-XMP-dc:Subject=family")
+
+
+def make_shoot(exif: ExifTool, folder: Path) -> None:
+    for i, sub in ((1, ""), (2, ""), (3, ""), (4, ""), (5, "day2"), (6, "day2")):
+        make_photo(folder / sub / f"IMG_000{i}.jpg", seed=i)
+    make_photo(folder / "IMG_0007.tif", seed=7, fmt="TIFF")
+    (folder / "IMG_0002.CR2").write_bytes(b"II*\x00 the RAW of IMG_0002 " * 40)
+    photographers_sidecar(exif, folder / "IMG_0003.xmp")
+
+
+@dataclass
+class Shot:
+    """A ranked photo as the CLI hands it to plan_tags and select_rejects (scores drawn, not CLIP's)."""
+    path: str
+    score: float
+    label: str
+    flags: tuple = ()
+    companions: list = field(default_factory=list)
+
+
+@dataclass
+class Photo:
+    """The model of one photo: its pixels, its bytes while only known programs wrote them."""
+    name: str
+    key: str  # pixels()
+    sha: str | None  # None once `tag --embed` may have written into it: then only the pixels are known
+    alive: bool = True  # False once a person replaced it with another picture
+    copies: int = 0  # how many copies `move --copy` may have made of it
+    clipcull_ratings: set = field(default_factory=set)  # every rating clipcull wrote for it
+
+
+@dataclass
+class Entry:
+    """One value set in a slot (a sidecar or a photo's XMP): by a person, by a review decision
+    (which `undo` may take back), or an --overwrite that lets clipcull replace it (ANY)."""
+    origin: str
+    value: object  # int, str, None (absent) or ANY
+    run: int | None = None
+    maybe_undone: bool = False
+
+
+def acceptable(entries: list[Entry]):
+    """The values a slot's property may hold now: the latest entry's; where review decisions may
+    have been undone, theirs and whatever was there before them. None: anything."""
+    values = set()
+    for e in reversed(entries):
+        if e.value is ANY:
+            return None
+        values.add(e.value)
+        if not e.maybe_undone:
+            return values
+    return None  # back to what was there before anyone set it: nothing to hold
+
+
+@contextlib.contextmanager
+def read_only(folder: Path | None):
+    """For one clipcull command, `folder` behaves as on a read-only mount: its entries cannot be
+    created, removed or renamed (EROFS). A seam: root ignores permission bits, and these tests may
+    run as root. Like tests/test_trust_hostile.py `read_only`, over every call clipcull writes with."""
+    if folder is None:
+        yield
+        return
+    where = str(folder)
+
+    def inside(p) -> bool:
+        return os.path.dirname(os.path.abspath(os.fspath(p))) == where
+
+    def refuse(first, second=None):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(first), None,
+                      None if second is None else os.fspath(second))
+
+    saved = {}
+
+    def guard(name, two_paths=False, only_if_there=None):
+        real = saved[name] = getattr(os, name)
+
+        def guarded(*args, **kwargs):
+            paths = args[:2] if two_paths else args[:1]
+            changed = paths[1:] if name == "link" else paths  # link only adds an entry at its target
+            if any(inside(p) for p in changed) and (only_if_there is None or os.path.lexists(args[0]) == only_if_there):
+                refuse(*paths)
+            return real(*args, **kwargs)
+        setattr(os, name, guarded)
+
+    guard("unlink", only_if_there=True)  # ENOENT stays ENOENT
+    guard("remove", only_if_there=True)
+    guard("rmdir", only_if_there=True)
+    guard("mkdir", only_if_there=False)  # EEXIST stays EEXIST
+    guard("link", two_paths=True)
+    guard("rename", two_paths=True)
+    guard("replace", two_paths=True)
+    real_open = open
+
+    def guarded_open(path, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wxa+") and inside(path):
+            refuse(path)
+        return real_open(path, mode, *args, **kwargs)
+    fileops.open = guarded_open  # write_atomic and copies create their temporary files with open()
+    try:
+        yield
+    finally:
+        for name, real in saved.items():
+            setattr(os, name, real)
+        del fileops.open
+
+
+_TEMPLATE: dict = {}
+
+
+def template(exif: ExifTool) -> Path:
+    """The shoot, made once per process and copied for each example."""
+    if "root" not in _TEMPLATE:
+        folder = Path(tempfile.mkdtemp(prefix="clipcull-model-template-"))
+        make_shoot(exif, folder / "shoot")
+        _TEMPLATE["root"] = folder / "shoot"
+    return _TEMPLATE["root"]
+
+
+# --- the machine --------------------------------------------------------------------------------------
+
+PICK = st.integers(0, 31)
+ORDER = st.permutations(range(16))
+READ_ONLY = st.sampled_from([None, None, None, "shoot", "shoot/day2", "shoot/_rejects", "backup"])
+SELECTION = st.one_of(
+    st.tuples(st.just("worst"), st.sampled_from([0.2, 0.5, 1.0])),
+    st.tuples(st.just("keep_top"), st.integers(0, 5)),
+    st.tuples(st.just("per_group"), st.lists(st.integers(0, 2), min_size=16, max_size=16)),
+)
+
+
+class ShootMachine(RuleBasedStateMachine):
+    exif: ExifTool  # set by the test
+
+    def __init__(self):
+        super().__init__()
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # memory: fsync costs nothing
+        self.tmp = Path(tempfile.mkdtemp(prefix="clipcull-model-", dir=shm))
+        self.root, self.backup = self.tmp / "shoot", self.tmp / "backup"
+        shutil.copytree(template(self.exif), self.root)
+        self.original = tree(self.root)
+        self.photos: dict[str, Photo] = {}
+        for p in sorted(self.root.rglob("*")):
+            if p.suffix in PHOTO_SUFFIXES:
+                key = pixels(p)
+                self.photos[key] = Photo(p.stem, key, sha(p))
+        self.raw_sha = sha(self.root / "IMG_0002.CR2")
+        self.copy_runs = 0
+        # slot -> property -> entries; a slot is ("lr"|"dt"|"emb", photo key) or ("at", path)
+        self.expect: dict = defaultdict(lambda: defaultdict(list))
+        self.fixed: dict = {}  # slot -> {"Title": str, "Subject": set}: only a person sets these
+        key3 = pixels(self.root / "IMG_0003.jpg")
+        self.expect[("lr", key3)]["Rating"].append(Entry("person", 4))
+        self.expect[("lr", key3)]["Label"].append(Entry("person", "Blue"))
+        self.fixed[("lr", key3)] = {"Title": "Golden hour", "Subject": {"beach", "family"}}
+        self.review_store, self.writer = None, None
+        self.review_runs: set[int] = set()
+        self.review_files: set[str] = set()
+        self.review_interleaved = False
+        self.review_runs_undone: set[int] = set()  # review runs `clipcull undo` was run on
+        # U's list, as the writer keeps it: (photo key, its place, the newest run then)
+        self.review_actions: list[tuple[str, Path, int | None]] = []
+        self.u_stale: set[str] = set()  # names of sidecars U undid after other runs touched them (KNOWN_U_STALE)
+        self.interfered = False
+        self.quiet = False
+        self.made = 0  # names and pictures the person makes: unique
+        self.decoded: dict[str, str] = {}  # sha256 -> pixels(), to decode each version once
+
+    def teardown(self):
+        if self.review_store is not None:
+            self.review_store.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- where things are -------------------------------------------------------------------
+
+    def _files(self, top: Path) -> list[Path]:
+        return sorted(p for p in top.rglob("*") if not p.is_symlink() and p.is_file()) if top.exists() else []
+
+    def _key(self, path: Path) -> str:
+        digest = sha(path)
+        if digest not in self.decoded:
+            self.decoded[digest] = pixels(path)
+        return self.decoded[digest]
+
+    def _locate(self) -> dict[str, Path]:
+        """photo key -> its one place under the shoot (invariant 1 checks there is one)."""
+        return {self._key(p): p for p in self._files(self.root) if p.suffix in PHOTO_SUFFIXES}
+
+    def _slot_path(self, slot, where: dict[str, Path]) -> Path | None:
+        kind, ref = slot
+        if kind == "at":
+            return Path(ref)
+        photo = where.get(ref)
+        if photo is None:
+            return None
+        return {"lr": photo.with_suffix(".xmp"), "dt": photo.with_name(photo.name + ".xmp"), "emb": photo}[kind]
+
+    def _slot_at(self, path: Path, where: dict[str, Path]):
+        """The slot a sidecar file is (a photo's, or one left behind on its own)."""
+        for key, photo in where.items():
+            for kind in ("lr", "dt"):
+                if self._slot_path((kind, key), where) == path:
+                    return (kind, key)
+        return ("at", str(path))
+
+    def _listing(self, order) -> list[Shot]:
+        """The shoot as `clipcull tag/move` would rank it: photos (RAW companions paired), best first."""
+        walk = walk_photos([self.root])
+        shots = [Shot(f.path, order[i % len(order)] / len(order), "", (), walk.companions.get(f.path, []))
+                 for i, f in enumerate(walk.photos)]
+        for s in shots:
+            s.label = "aesthetic" if s.score >= 0.5 else "not aesthetic"
+        return sorted(shots, key=lambda s: -s.score)
+
+    def _ro(self, folder: str | None) -> Path | None:
+        return None if folder is None else self.tmp / folder
+
+    def _photo_of(self, path: str) -> Photo | None:
+        p = Path(path)
+        return self.photos.get(self._key(p)) if p.suffix in PHOTO_SUFFIXES and p.exists() else None
+
+    # --- clipcull --------------------------------------------------------------------------------
+
+    @initialize(quiet=st.booleans())
+    def who_else(self, quiet):
+        """quiet: nobody but clipcull and the review page touches the shoot (invariant 3 is exact)."""
+        self.quiet = quiet
+
+    def _tag(self, order, label, overwrite, embed, readonly):
+        ranked = self._listing(order)
+        if overwrite:  # the photographer's values may go: clipcull was told to replace them
+            for shot in ranked:
+                key = self._key(Path(shot.path))
+                self.expect[("lr", key)]["Rating"].append(Entry("overwrite", ANY))
+                if label:
+                    self.expect[("lr", key)]["Label"].append(Entry("overwrite", ANY))
+                if embed:
+                    self.expect[("emb", key)]["Rating"].append(Entry("overwrite", ANY))
+        store, journal = open_journal(self.tmp)
+        try:
+            changes, _ = tagging.plan_tags(ranked, "lightroom", None, None, "Green" if label else None, True,
+                                           overwrite, False, False, embed, journal)
+            for c in changes:
+                photo = self._photo_of(c.photo)
+                if c.writes and photo is not None:
+                    photo.clipcull_ratings.add(c.rating)
+                    if c.action == "embedded":
+                        photo.sha = None  # its bytes change; its pixels must not
+            with read_only(self._ro(readonly)):
+                tagging.apply_tags(journal, changes, {"command": "tag", "folders": [str(self.root)]}, [])
+        finally:
+            store.close()
+
+    @rule(order=ORDER, label=st.booleans(), overwrite=st.booleans(), readonly=READ_ONLY)
+    def tag(self, order, label, overwrite, readonly):
+        self._tag(order, label, overwrite, False, readonly)
+
+    @rule(order=ORDER, overwrite=st.booleans(), readonly=READ_ONLY)
+    def tag_embed(self, order, overwrite, readonly):
+        self._tag(order, False, overwrite, True, readonly)
+
+    def _move(self, order, selection, copy, readonly):
+        ranked = self._listing(order)
+        how, value = selection
+        groups = {}
+        if how == "per_group":  # bursts drawn, not computed: group g of the listing's photos
+            groups = {s.path: value[i] for i, s in enumerate(sorted(ranked, key=lambda s: s.path)) if value[i]}
+        chosen = select_rejects(ranked, Selection(worst_fraction=value if how == "worst" else None,
+                                                  keep_top=value if how == "keep_top" else None,
+                                                  per_group=how == "per_group"), groups)
+        to = str(self.backup) if copy else None
+        check_destination(to, [str(self.root)])
+        if copy:
+            self.copy_runs += 1
+            for shot in chosen:
+                self.photos[self._key(Path(shot.path))].copies += 1
+        store, journal = open_journal(self.tmp)
+        try:
+            with read_only(self._ro(readonly)):
+                resume_unfinished(store, journal, [], [])
+                steps = plan_moves(chosen, [str(self.root)], to, copy, [])
+                try:
+                    apply_moves(store, journal, steps, {"command": "move", "folders": [str(self.root)]}, notes=[])
+                except MoveStopped:
+                    pass  # the CLI says so in one line; the journal holds what was done
+        finally:
+            store.close()
+
+    @rule(order=ORDER, selection=SELECTION, readonly=READ_ONLY)
+    def move(self, order, selection, readonly):
+        self._move(order, selection, False, readonly)
+
+    @rule(order=ORDER, selection=SELECTION, readonly=READ_ONLY)
+    def move_copy(self, order, selection, readonly):
+        self._move(order, selection, True, readonly)
+
+    def _undo(self, run_id: int):
+        if run_id in self.review_runs:  # the photographer's decisions of that session may go back
+            self._review_maybe_undone(run_id)
+            self.review_runs_undone.add(run_id)
+        store, journal = open_journal(self.tmp)
+        try:
+            return undo_run(store, journal, run_id)
+        finally:
+            store.close()
+
+    def _touched_since(self, path: Path, newest: int | None) -> bool:
+        """Has a run journaled after run `newest` a step at path (a write, a move, a copy)?"""
+        store, journal = open_journal(self.tmp)
+        try:
+            return journal.db.execute("select 1 from steps where run_id > ? and (dst = ? or src = ?) limit 1",
+                                      [newest or 0, str(path), str(path)]).fetchone() is not None
+        finally:
+            store.close()
+
+    def _newest_run(self) -> int | None:
+        store, journal = open_journal(self.tmp)
+        try:
+            runs = journal.runs(1)
+        finally:
+            store.close()
+        return runs[0].id if runs else None
+
+    @rule()
+    def undo_last(self):
+        store, journal = open_journal(self.tmp)
+        target = journal.last_undoable()
+        store.close()
+        if target is not None:
+            self._undo(target.id)
+
+    @rule(which=st.integers(0, 40))
+    def undo_one_run(self, which):
+        store, journal = open_journal(self.tmp)
+        runs = sorted(r.id for r in journal.runs(1000))
+        store.close()
+        if runs:
+            self._undo(runs[which % len(runs)])
+
+    # --- the review page --------------------------------------------------------------------------
+
+    def _review_maybe_undone(self, run_id):
+        for props in self.expect.values():
+            for entries in props.values():
+                for e in entries:
+                    if e.origin == "review" and e.run == run_id:
+                        e.maybe_undone = True
+
+    @rule(pick=PICK, action=st.sampled_from(["stars", "reject", "clear", "pick"]), stars=st.integers(1, 5),
+          readonly=READ_ONLY)
+    def review_decides(self, pick, action, stars, readonly):
+        ranked = self._listing(list(range(16)))
+        if not ranked:
+            return
+        shot = sorted(ranked, key=lambda s: s.path)[pick % len(ranked)]
+        if self.writer is None:
+            self.review_store, _ = open_journal(self.tmp)
+            self.writer = DecisionWriter(self.review_store, {"command": "review", "folders": [str(self.root)]})
+        key = self._key(Path(shot.path))
+        sidecar = Path(shot.path).with_suffix(".xmp")
+        label_now = self.exif.read([sidecar]).get(str(sidecar), {}).get("Label") if sidecar.exists() else None
+        kwargs = {"stars": {"rating": stars}, "reject": {"rating": -1}, "clear": {"clear": True},
+                  "pick": {"toggle_pick": True}}[action]
+        newest, session = self._newest_run(), self.writer.run_id
+        try:
+            with read_only(self._ro(readonly)):
+                self.writer.decide(shot.path, shot.companions, **kwargs)
+        except ReviewError:
+            return  # nothing written (all or nothing)
+        if self.writer.run_id != session:  # a new run (`clipcull undo` reverted the session): U's list anew
+            self.review_actions = []
+        if self.writer.actions == len(self.review_actions) + 1:
+            self.review_actions.append((key, Path(shot.path), self._newest_run()))
+        run = self.writer.run_id
+        self.review_runs.add(run)
+        self.review_files.add(str(sidecar))
+        if newest is not None and run < newest:
+            self.review_interleaved = True  # KNOWN_INTERLEAVED: this session's run goes on after a newer run
+        slot = self.expect[("lr", key)]
+        if action == "pick":
+            slot["Label"].append(Entry("review", None if label_now == "Green" else "Green", run))
+        else:
+            # "clear" writes xmp:Rating 0, which clipcull reads as unrated (README: an explicit 0
+            # counts as unrated), so a later `tag` may rate the photo: nothing to hold then.
+            slot["Rating"].append(Entry("review", ANY if action == "clear" else kwargs["rating"], run))
+
+    @rule()
+    def review_undoes_last(self):
+        if self.writer is None:
+            return
+        self._review_maybe_undone(self.writer.run_id)
+        if self.review_actions:  # KNOWN_U_STALE: which sidecar U may mishandle, checked at the end
+            key, decided_at, newest = self.review_actions[-1]
+            now = self._locate().get(key)
+            sidecar = decided_at.with_suffix(".xmp")
+            if (now is not None and now != decided_at) or self._touched_since(sidecar, newest):
+                self.u_stale |= {sidecar.name} | ({now.with_suffix(".xmp").name} if now else set())
+        actions = self.writer.actions
+        try:
+            self.writer.undo_last()
+        except ReviewError:
+            pass  # changed since by someone else: left, and said
+        except JournalError as e:
+            if "undone -> conflict" not in str(e) or self.writer.run_id not in self.review_runs_undone:
+                raise
+            KNOWN_FAILURES.append(f"{KNOWN_U_CRASH}: {e}")
+        if self.writer.actions < actions:
+            self.review_actions.pop()
+
+    # --- people and other programs ------------------------------------------------------------------
+
+    def _alive(self, pick) -> tuple[Photo, Path] | None:
+        where = self._locate()
+        alive = sorted((p for p in self.photos.values() if p.alive and p.key in where), key=lambda p: p.name)
+        if not alive:
+            return None
+        photo = alive[pick % len(alive)]
+        return photo, where[photo.key]
+
+    def _person_rating(self, photo: Photo, wanted: int) -> int:
+        """A rating the photographer sets. Never one clipcull has written for this photo: the
+        journal cannot tell a hand-set value equal to the one clipcull last wrote there from
+        clipcull's own (documented: writer.claims_now), so that case would be no finding."""
+        if wanted not in photo.clipcull_ratings:
+            return wanted
+        return next(r for r in PERSON_RATINGS if r not in photo.clipcull_ratings)  # -1: clipcull never rejects here
+
+    def _sidecars(self) -> list[Path]:
+        return [p for p in self._files(self.root) if p.suffix.lower() == ".xmp"]
+
+    @precondition(lambda self: not self.quiet)
+    @rule(pick=PICK, on_photo=st.booleans(), rating=st.sampled_from(PERSON_RATINGS),
+          label=st.sampled_from(PERSON_LABELS), in_place=st.booleans())
+    def person_rerates(self, pick, on_photo, rating, label, in_place):
+        """Lightroom or darktable re-rate and re-label: the sidecar (made if there is none), or the photo."""
+        found = self._alive(pick)
+        if found is None:
+            return
+        photo, path = found
+        rating = self._person_rating(photo, rating)
+        target = path if on_photo else path.with_suffix(".xmp")
+        how = "-overwrite_original_in_place" if in_place else "-overwrite_original"
+        if target.exists():
+            self.exif.write(how, f"-XMP-xmp:Rating={rating}", f"-XMP-xmp:Label={label}", target)
+        else:
+            self.exif.write("-o", target, f"-XMP-xmp:Rating={rating}", f"-XMP-xmp:Label={label}")
+        slot = self.expect[("emb" if on_photo else "lr", photo.key)]
+        slot["Rating"].append(Entry("person", rating))
+        slot["Label"].append(Entry("person", label))
+        if on_photo:
+            photo.sha = sha(path)  # the photographer's bytes now (pixels unchanged)
+        self.interfered = True
+
+    @precondition(lambda self: not self.quiet)
+    @rule(pick=PICK, with_sidecars=st.booleans())
+    def person_renames(self, pick, with_sidecars):
+        """Lightroom renames a photo with its RAW and sidecars; a file manager renames it alone."""
+        found = self._alive(pick)
+        if found is None:
+            return
+        photo, path = found
+        self.made += 1
+        stem = f"R{self.made}_{path.stem}"
+        if with_sidecars:
+            for f in sorted(path.parent.iterdir()):
+                if f.name.startswith(path.stem + ".") and f.is_file():
+                    f.rename(f.with_name(stem + f.name[len(path.stem):]))
+        else:
+            for kind in ("lr", "dt"):  # its sidecars stay behind under the old name, on their own
+                where = {photo.key: path}
+                moved = self.expect.pop((kind, photo.key), None)
+                if moved is not None:
+                    self.expect[("at", str(self._slot_path((kind, photo.key), where)))] = moved
+                if (kind, photo.key) in self.fixed:
+                    self.fixed[("at", str(self._slot_path((kind, photo.key), where)))] = self.fixed.pop((kind, photo.key))
+            path.rename(path.with_name(stem + path.suffix))
+        self.interfered = True
+
+    @precondition(lambda self: not self.quiet)
+    @rule(pick=PICK)
+    def person_deletes_sidecar(self, pick):
+        sidecars = self._sidecars()
+        if not sidecars:
+            return
+        side = sidecars[pick % len(sidecars)]
+        slot = self._slot_at(side, self._locate())
+        side.unlink()
+        self.expect.pop(slot, None)  # the person's own doing: nothing of it to hold
+        self.fixed.pop(slot, None)
+        self.interfered = True
+
+    @precondition(lambda self: not self.quiet)
+    @rule(pick=PICK, rating=st.sampled_from(PERSON_RATINGS), label=st.sampled_from(PERSON_LABELS))
+    def person_replaces_sidecar(self, pick, rating, label):
+        """Another program writes a new sidecar of its own over the old one (atomically)."""
+        sidecars = self._sidecars()
+        if not sidecars:
+            return
+        side = sidecars[pick % len(sidecars)]
+        where = self._locate()
+        slot = self._slot_at(side, where)
+        owner = self.photos.get(slot[1]) if slot[0] != "at" else None
+        rating = self._person_rating(owner, rating) if owner else next(
+            r for r in PERSON_RATINGS if all(r not in p.clipcull_ratings for p in self.photos.values()))
+        self.made += 1
+        new = self.tmp / f"new-{self.made}.xmp"
+        title = f"Replaced {self.made}"
+        self.exif.write("-o", new, f"-XMP-xmp:Rating={rating}", f"-XMP-xmp:Label={label}", f"-XMP-dc:Title={title}",
+                        f"-XMP-dc:Subject=kw{self.made}")
+        os.replace(new, side)
+        self.expect.pop(slot, None)
+        self.expect[slot]["Rating"].append(Entry("person", rating))
+        self.expect[slot]["Label"].append(Entry("person", label))
+        self.fixed[slot] = {"Title": title, "Subject": {f"kw{self.made}"}}
+        self.interfered = True
+
+    @precondition(lambda self: not self.quiet)
+    @rule(pick=PICK, in_place=st.booleans())
+    def person_replaces_photo(self, pick, in_place):
+        """Another picture under the same name (an export over the file, in place or by rename)."""
+        found = self._alive(pick)
+        if found is None:
+            return
+        photo, path = found
+        self.made += 1
+        new = make_photo(self.tmp / f"new-{self.made}{path.suffix}", seed=1000 + self.made,
+                         fmt="TIFF" if path.suffix == ".tif" else "JPEG")
+        if in_place:
+            with open(path, "r+b") as f:
+                f.truncate(0)
+                f.write(new.read_bytes())
+            new.unlink()
+        else:
+            os.replace(new, path)
+        key = self._key(path)
+        photo.alive = False
+        self.photos[key] = Photo(f"{photo.name}*{self.made}", key, sha(path),
+                                 clipcull_ratings=set(photo.clipcull_ratings))  # same name: same journal claims
+        for kind in ("lr", "dt"):  # the sidecars are the name's: they go with the new picture
+            if (kind, photo.key) in self.expect:
+                self.expect[(kind, key)] = self.expect.pop((kind, photo.key))
+            if (kind, photo.key) in self.fixed:
+                self.fixed[(kind, key)] = self.fixed.pop((kind, photo.key))
+        self.expect.pop(("emb", photo.key), None)
+        self.interfered = True
+
+    @precondition(lambda self: not self.quiet)
+    @rule(pick=PICK, rating=st.sampled_from(PERSON_RATINGS))
+    def person_adds_darktable_sidecar(self, pick, rating):
+        found = self._alive(pick)
+        if found is None:
+            return
+        photo, path = found
+        side = path.with_name(path.name + ".xmp")
+        if side.exists():
+            return
+        rating = self._person_rating(photo, rating)
+        self.exif.write("-o", side, f"-XMP-xmp:Rating={rating}")
+        self.expect[("dt", photo.key)]["Rating"].append(Entry("person", rating))
+        self.interfered = True
+
+    # --- invariants ---------------------------------------------------------------------------------
+
+    @invariant()
+    def nothing_lost(self):
+        self.check_photos()
+        self.check_properties()
+
+    def check_photos(self):
+        shoot, backup = defaultdict(list), defaultdict(list)
+        raws = {"shoot": 0, "backup": 0}
+        for top, found, name in ((self.root, shoot, "shoot"), (self.backup, backup, "backup")):
+            for p in self._files(top):
+                assert not p.name.endswith(PARTIAL_SUFFIX), f"a temporary file is left: {p}"
+                if p.suffix in PHOTO_SUFFIXES:
+                    key = self._key(p)
+                    assert key in self.photos, f"{p}: pixels of no photo of the shoot (changed by a write?)"
+                    found[key].append(p)
+                elif p.suffix == ".CR2" and sha(p) == self.raw_sha:
+                    raws[name] += 1
+        for photo in self.photos.values():
+            places = shoot[photo.key]
+            if photo.alive:
+                assert len(places) == 1, f"{photo.name} is under the shoot {len(places)} times: {places}"
+                if photo.sha is not None:
+                    assert sha(places[0]) == photo.sha, f"{places[0]}: its bytes changed"
+            else:
+                assert not places, f"{photo.name}, replaced by the photographer, came back: {places}"
+            assert len(backup[photo.key]) <= photo.copies, f"{photo.name}: more copies than copied: {backup[photo.key]}"
+        assert raws["shoot"] == 1 and raws["backup"] <= self.copy_runs, f"the RAW: {raws}"
+
+    def check_properties(self):
+        where = self._locate()
+        slots = {slot: self._slot_path(slot, where) for slot in set(self.expect) | set(self.fixed)}
+        read = self.exif.read(sorted({p for p in slots.values() if p is not None and p.exists()}))
+        for slot, path in slots.items():
+            if path is None:
+                continue  # its photo was replaced: checked by check_photos
+            tags = read.get(str(path), {})
+            for prop, entries in self.expect.get(slot, {}).items():
+                allowed = acceptable(entries)
+                if allowed is not None:
+                    assert tags.get(prop) in allowed, f"{path}: {prop} is {tags.get(prop)!r}, expected one of {allowed}"
+            fixed = self.fixed.get(slot)
+            if fixed:
+                assert tags.get("Title") == fixed["Title"], f"{path}: title {tags.get('Title')!r} lost"
+                subject = tags.get("Subject", [])
+                subject = {subject} if isinstance(subject, str) else set(subject)
+                assert fixed["Subject"] <= subject, f"{path}: keywords {fixed['Subject'] - subject} lost"
+
+    # --- the end: undo everything ---------------------------------------------------------------------
+
+    def _undo_all_once(self) -> list[str]:
+        """Undo every run not yet undone, newest first: the conflicts met."""
+        store, journal = open_journal(self.tmp)
+        try:
+            runs = sorted((r.id for r in journal.runs(1000) if r.state != "undone"), reverse=True)
+        finally:
+            store.close()
+        return [c for run_id in runs for c in self._undo(run_id).conflicts]
+
+    def _known(self, name: str) -> str | None:
+        """The known fault that explains something left wrong at this sidecar name (or a copy's
+        name, IMG_0007-1.xmp), if any: only in an example where that fault's rule combination
+        happened, only for the sidecars it concerns (see KNOWN_* and the xfail tests below)."""
+        name = re.sub(r"-\d+(?=\.)", "", name, count=1)
+        if name in self.u_stale:
+            return KNOWN_U_STALE
+        if self.review_interleaved and name in {Path(f).name for f in self.review_files}:
+            return KNOWN_INTERLEAVED
+        return None
+
+    def _unexplained(self, names: dict[str, str]) -> dict[str, str]:
+        """{name: what went wrong} less what a known fault explains (recorded in KNOWN_FAILURES)."""
+        left = {}
+        for name, what in names.items():
+            known = self._known(Path(name).name)
+            if known is None:
+                left[name] = what
+            else:
+                KNOWN_FAILURES.append(f"{known}: {what}")
+        return left
+
+    def undo_everything(self):
+        conflicts = self._undo_all_once()
+        if conflicts and self.review_interleaved:
+            self._unexplained({c.split(" ", 1)[0].rstrip(":"): c for c in conflicts})  # recorded if known
+            for _ in range(5):  # as the user would: `clipcull undo RUN` again once the later runs are undone
+                if not (conflicts := self._undo_all_once()):
+                    break
+        if not self.interfered:
+            wrong = {c.split(" ", 1)[0].rstrip(":"): c for c in conflicts}  # a conflict line starts with its path
+            assert not self._unexplained(wrong), f"undo met conflicts nobody caused: {conflicts}"
+            now = tree(self.root)
+            differ = {k: f"{k} is not as it was after undoing every run" for k in set(now) | set(self.original)
+                      if now.get(k) != self.original.get(k)}
+            assert not self._unexplained(differ), f"undoing every run did not give the shoot back: {sorted(differ)}"
+            left = {str(p): f"{p} is left in the backup" for p in self._files(self.backup)}
+            assert not self._unexplained(left), f"copies left: {sorted(left)}"
+        self.check_photos()
+        self.check_properties()
+
+
+def test_any_sequence_of_clipcull_and_people_keeps_every_photo_and_every_value():
+    exif = ExifTool()
+
+    class Machine(ShootMachine):
+        def teardown(self):
+            try:
+                if sys.exc_info()[0] is None:  # a step failed: that failure is the one to report
+                    self.undo_everything()
+            finally:
+                super().teardown()
+
+    Machine.exif = exif
+    KNOWN_FAILURES.clear()
+    if SEED is not None:
+        seed(int(SEED))(Machine)
+    try:
+        run_state_machine_as_test(Machine, settings=settings(
+            max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, derandomize=SEED is None,
+            database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                  HealthCheck.data_too_large]))
+    finally:
+        exif.close()
+    if KNOWN_FAILURES:  # every other invariant held; these sequences met faults not fixed yet
+        counts = {name: sum(f.startswith(text) for f in KNOWN_FAILURES) for name, text in
+                  (("KNOWN_INTERLEAVED", KNOWN_INTERLEAVED), ("KNOWN_U_STALE", KNOWN_U_STALE),
+                   ("KNOWN_U_CRASH", KNOWN_U_CRASH))}
+        pytest.xfail(f"known faults met (not fixed here; see the xfail tests): {counts}; first: {KNOWN_FAILURES[0]}")
+
+
+# --- faults the machine found, one regular test each ---------------------------------------------------
+
+
+def _shoot_of_one(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "shoot"
+    photo = make_photo(root / "day2" / "IMG_0006.jpg", seed=6)
+    make_photo(root / "IMG_0001.jpg", seed=1)
+    return root, photo
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_INTERLEAVED + " (review/decisions.py: a session's run is appended "
+                   "to after newer runs; not fixed here)")
+def test_undoing_every_run_newest_first_after_a_review_session_interleaved_with_tag(tmp_path):
+    """Found by the machine (quiet: nobody else touched the shoot): review rates IMG_0001 1 star,
+    `tag --overwrite`, review rates it again; undoing runs newest first (`clipcull undo` twice)
+    meets a conflict on IMG_0001.xmp: the tag run's write lies under the review session's second
+    decision, which the journal files under the older run number."""
+    root, _ = _shoot_of_one(tmp_path)
+    first = root / "IMG_0001.jpg"
+    store, journal = open_journal(tmp_path)
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(first), [], rating=1)
+    ranked = [Shot(str(first), 0.9, "aesthetic"), Shot(str(root / "day2" / "IMG_0006.jpg"), 0.1, "not aesthetic")]
+    changes, _ = tagging.plan_tags(ranked, overwrite=True, journal=journal)
+    tagging.apply_tags(journal, changes, {"command": "tag"})
+    writer.decide(str(first), [], rating=2)
+    conflicts = []
+    for run in journal.runs(10):  # newest first
+        conflicts += undo_run(store, journal, run.id).conflicts
+    store.close()
+    assert not conflicts
+    assert not list(root.rglob("*.xmp"))
+
+
+def _decided_and_moved(tmp_path: Path, **decision):
+    """A review decision on IMG_0006, then `clipcull move` takes the photo (and the sidecar) to _rejects."""
+    root, photo = _shoot_of_one(tmp_path)
+    store, journal = open_journal(tmp_path)
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(photo), [], **decision)
+    steps = plan_moves([Shot(str(photo), 0.0, "not aesthetic")], [str(root)], None)
+    move_run = apply_moves(store, journal, steps, {"command": "move"})
+    return root, photo, store, journal, writer, move_run
+
+
+@pytest.mark.xfail(strict=True, raises=JournalError, reason=KNOWN_U_CRASH + " (review/decisions.py undo_last; not fixed here)")
+def test_u_after_clipcull_undo_of_the_session_and_a_move(tmp_path):
+    """Found by the machine: review rates a photo that has the photographer's sidecar, `clipcull
+    move` takes it to _rejects, `clipcull undo` reverts the review session (the sidecar gets its
+    bytes back in _rejects), then U on the still open page: undo_last finds the sidecar gone from
+    where it wrote it, and marks the undone step "conflict": JournalError, a traceback on the page."""
+    exif = ExifTool()
+    try:
+        root = tmp_path / "shoot"
+        photo = make_photo(root / "day2" / "IMG_0006.jpg", seed=6)
+        photographers_sidecar(exif, photo.with_suffix(".xmp"))
+        store, journal = open_journal(tmp_path)
+        writer = DecisionWriter(store, {"command": "review"})
+        writer.decide(str(photo), [], rating=2)
+        review_run = writer.run_id
+        apply_moves(store, journal, plan_moves([Shot(str(photo), 0.0, "")], [str(root)], None), {"command": "move"})
+        assert not undo_run(store, journal, review_run).conflicts
+        with contextlib.suppress(ReviewError):  # one line on the page would be fine
+            writer.undo_last()
+        store.close()
+        moved = root / "_rejects" / "day2" / "IMG_0006.xmp"
+        assert exif.read([moved])[str(moved)]["Rating"] == 4
+    finally:
+        exif.close()
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_U_STALE + " (review/decisions.py undo_last; not fixed here)")
+def test_u_after_a_move_took_the_decided_photo_away(tmp_path):
+    """Found by the machine (quiet): review clears a photo's rating (a new sidecar, xmp:Rating 0),
+    `clipcull move` takes the photo and that sidecar to _rejects, U on the page: the decision is
+    marked undone but stays in _rejects/day2/IMG_0006.xmp; undoing every run brings the photo
+    back with a sidecar that was not there before."""
+    root, photo, store, journal, writer, move_run = _decided_and_moved(tmp_path, clear=True)
+    with contextlib.suppress(ReviewError):  # saying it cannot would be fine, if `clipcull undo` then can
+        writer.undo_last()
+    for run in journal.runs(10):  # newest first
+        undo_run(store, journal, run.id)
+    store.close()
+    assert photo.exists() and not list(root.rglob("*.xmp"))
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_U_STALE + " (review/decisions.py undo_last; not fixed here)")
+def test_u_after_a_later_tag_wrote_the_earlier_bytes_again(tmp_path):
+    """Found by the machine (quiet): `tag` rates IMG_0006 (a new sidecar), review rejects it, `tag
+    --overwrite` with the same stars as the first writes the very bytes the first wrote, U: the
+    sidecar holds what it held before the decision, so U marks the decision undone and leaves the
+    file; undoing the second tag run then brings the "undone" reject back for good."""
+    root, photo = _shoot_of_one(tmp_path)
+    store, journal = open_journal(tmp_path)
+    ranked = [Shot(str(photo), 0.9, "aesthetic"), Shot(str(root / "IMG_0001.jpg"), 0.1, "not aesthetic")]
+    tagging.apply_tags(journal, tagging.plan_tags(ranked, journal=journal)[0], {"command": "tag"})
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(photo), [], rating=-1)
+    tagging.apply_tags(journal, tagging.plan_tags(ranked, overwrite=True, journal=journal)[0], {"command": "tag"})
+    with contextlib.suppress(ReviewError):
+        writer.undo_last()
+    conflicts = []
+    for run in journal.runs(10):  # newest first
+        conflicts += undo_run(store, journal, run.id).conflicts
+    store.close()
+    assert not conflicts and not list(root.rglob("*.xmp"))
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_U_STALE + " (review/decisions.py undo_last; not fixed here)")
+def test_u_after_a_copy_run_copied_the_decided_sidecar(tmp_path):
+    """Found by the machine (quiet): review rejects IMG_0006 (a new sidecar), `move --copy` copies
+    photo and sidecar to a backup, U removes the sidecar; undoing the copy run then keeps the
+    backup's copy of the sidecar for good ("its original is gone")."""
+    root, photo = _shoot_of_one(tmp_path)
+    store, journal = open_journal(tmp_path)
+    writer = DecisionWriter(store, {"command": "review"})
+    writer.decide(str(photo), [], rating=-1)
+    backup = tmp_path / "backup"
+    apply_moves(store, journal, plan_moves([Shot(str(photo), 0.0, "")], [str(root)], str(backup), copy=True),
+                {"command": "move"})
+    with contextlib.suppress(ReviewError):
+        writer.undo_last()
+    conflicts = []
+    for run in journal.runs(10):  # newest first
+        conflicts += undo_run(store, journal, run.id).conflicts
+    store.close()
+    assert not conflicts and not [p for p in backup.rglob("*") if p.is_file()]
