@@ -871,6 +871,28 @@ def _shoot_of_one(tmp_path: Path) -> tuple[Path, Path]:
     return root, photo
 
 
+@pytest.mark.parametrize("naming", ["IMG_0006.jpg.xmp", "IMG_0006.xmp"])
+def test_a_sidecar_made_in_rejects_after_the_move_goes_back_with_its_photo(tmp_path, naming):
+    """Found by the machine: move --worst 100%, then darktable (or Lightroom) rates the photo in
+    _rejects, making its sidecar there; `undo` brought the photo back and left the rating behind
+    in _rejects/day2, apart from its photo."""
+    exif = ExifTool()
+    try:
+        root, photo = _shoot_of_one(tmp_path)
+        store, journal = open_journal(tmp_path)
+        steps = plan_moves([Shot(str(photo), 0.0, "not aesthetic")], [str(root)], None)
+        run_id = apply_moves(store, journal, steps, {"command": "move"})
+        rejected = root / "_rejects" / "day2"
+        exif.write("-o", rejected / naming, "-XMP-xmp:Rating=-1")
+        report = undo_run(store, journal, run_id)
+        store.close()
+        assert not report.conflicts and photo.exists()
+        assert exif.read([photo.parent / naming])[str(photo.parent / naming)]["Rating"] == -1
+        assert not (root / "_rejects").exists()
+    finally:
+        exif.close()
+
+
 @pytest.mark.xfail(strict=True, reason=KNOWN_INTERLEAVED + " (review/decisions.py: a session's run is appended "
                    "to after newer runs; not fixed here)")
 def test_undoing_every_run_newest_first_after_a_review_session_interleaved_with_tag(tmp_path):

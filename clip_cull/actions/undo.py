@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from clip_cull.actions.fileops import remove_if_duplicate, sweep_partials, transfer
+from clip_cull.actions.fileops import FileOpError, remove_if_duplicate, sweep_partials, transfer
 from clip_cull.actions.journal import (CONFLICT, DONE, FAILED, PLANNED, UNDONE, Identity, Journal, Step)
 from clip_cull.actions.writer import difference, restore_embedded, restore_sidecar, restored
-from clip_cull.actions.xmp import XmpError
-from clip_cull.files import REJECTS_DIRNAME, content_fingerprint, file_sha256
+from clip_cull.actions.xmp import XmpError, existing_sidecars
+from clip_cull.files import (HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS, REJECTS_DIRNAME, content_fingerprint,
+                             file_sha256)
 from clip_cull.store import Store
+
+_PHOTO_EXTENSIONS = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
 
 
 @dataclass
@@ -53,6 +57,7 @@ def _undo_run_held(store: Store, journal: Journal, run_id: int) -> UndoReport:
     steps = journal.steps(run_id)
     report.cleaned = sweep_partials(s.dst for s in steps)
     held = _sets_held_back(steps)
+    moved_back = []
     for step in reversed(steps):
         if step.state == UNDONE:
             continue
@@ -67,12 +72,58 @@ def _undo_run_held(store: Store, journal: Journal, run_id: int) -> UndoReport:
         else:
             journal.mark(run_id, step.seq, UNDONE)
             report.restored += changed
+            if changed and step.action == "move":
+                moved_back.append(step)
             continue
         journal.mark(run_id, step.seq, CONFLICT, problem)
         report.conflicts.append(problem)
+    _bring_back_later_sidecars(moved_back, {s.dst for s in steps}, report)
     journal.set_state(run_id, CONFLICT if report.conflicts else UNDONE)
     _remove_empty_reject_folders(steps)
     return report
+
+
+def _bring_back_later_sidecars(moved_back: list[Step], journaled: set[str], report: UndoReport) -> None:
+    """A sidecar made beside a moved photo after the move (the photographer rated it in _rejects
+    with darktable or Lightroom) goes back with the photo, renamed as the photo is, so the rating
+    is not left behind apart from its photo. Only when its old name is free and no other photo
+    there shares it; else it stays, said in a note."""
+    for step in moved_back:
+        if Path(step.dst).suffix.lower() == ".xmp":
+            continue
+        dst_stem, src_stem = Path(step.dst).stem, Path(step.src).stem
+        for sidecar in existing_sidecars(step.dst):
+            name = sidecar.name
+            if str(sidecar) in journaled or os.path.islink(sidecar) or not name.startswith(dst_stem):
+                continue
+            if _shared_with_another(sidecar, step.dst):
+                continue
+            target = Path(step.src).with_name(src_stem + name[len(dst_stem):])
+            if os.path.lexists(target):
+                report.notes.append(f"{sidecar}: made after the move; stays, as {target} is taken")
+                continue
+            try:
+                transfer(sidecar, target)
+            except (OSError, FileOpError) as e:
+                report.notes.append(f"{sidecar}: made after the move; stays ({getattr(e, 'strerror', None) or e})")
+                continue
+            report.notes.append(f"{sidecar}: made after the move, back with its photo as {target}")
+
+
+def _shared_with_another(sidecar: Path, photo: str) -> bool:
+    """Is the sidecar also another photo's there (IMG_1.xmp of IMG_1.jpg and IMG_1.tif)?"""
+    folder = sidecar.parent
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except OSError:
+        return True
+    for name in names:
+        other = folder / name
+        if str(other) == photo or other.suffix.lower() not in _PHOTO_EXTENSIONS or not name.startswith(other.stem):
+            continue
+        if sidecar in existing_sidecars(other, names=names):
+            return True
+    return False
 
 
 def _remove_empty_reject_folders(steps: list[Step]) -> None:
