@@ -258,10 +258,21 @@ def _undo_copy(journal: Journal, run_id: int, step: Step, report: UndoReport) ->
 
 def _undo_embedded(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
     """tag --embed: the photo gets its exact previous bytes back, where it is now (a later move may
-    have taken it elsewhere). When a later `tag --embed` wrote on top of this one, the photo stays
-    as that run left it, and undoing that run now brings back what was there before this one."""
+    have taken it elsewhere). When later `tag --embed` runs wrote on top of this one, the photo stays
+    as the last of them left it, and undoing the first of them now brings back what was there
+    before this one. That is decided before looking at the bytes: later runs that wrote the same
+    bytes again (rating 3, then 4, then 3) must not make this run's undo take theirs back."""
     chain = journal.later_moves_from(step.dst, run_id)
     where = chain[-1][1].dst if chain else step.dst
+    later = _later_embedded_writes(journal, where, run_id)
+    if later:
+        first = later[0][1]
+        if step.state != FAILED and step.patch and first.patch and first.patch["before_sha"] == step.after_sha:
+            # A later run wrote on top of this write: the photo stays as the last of them left it
+            _rebase_embedded(journal, where, step, later)
+            report.notes.append(f"{where}: left as run {later[-1][0]} wrote it; undoing run {later[0][0]} now "
+                                f"restores what was there before run {run_id}")
+            return False
     if _holds(where, step.after_sha):
         problem = restore_embedded(where, step)
         if problem:
@@ -270,29 +281,43 @@ def _undo_embedded(journal: Journal, run_id: int, step: Step, report: UndoReport
         if chain:
             report.notes.append(f"{step.dst}: its earlier bytes put back at {where}, where move run {chain[-1][0]} took it")
         return True
-    later = journal.later_write_of(where, run_id, action="embedded")
-    if later is not None and later[1].patch and later[1].patch["before_sha"] == step.after_sha and step.patch:
-        _rebase_embedded(journal, where, step, *later)
-        report.notes.append(f"{where}: left as run {later[0]} wrote it; undoing run {later[0]} now restores "
-                            f"what was there before run {run_id}")
-        return False
     if step.state in (PLANNED, FAILED) or (step.patch and _holds(where, step.patch["before_sha"])):
         return False  # never written, or already back as it was
     raise _Conflict(f"{where} changed since clipcull wrote its rating into it; left as it is")
 
 
-def _rebase_embedded(journal: Journal, where: str, step: Step, later_run: int, later: Step) -> None:
-    """The later write's way back now leads to what was there before this step."""
+def _later_embedded_writes(journal: Journal, where: str, run_id: int) -> list[tuple[int, Step]]:
+    """The `tag --embed` writes into the photo at `where` after run `run_id` that happened (done, or
+    left by an undo's conflict), oldest first."""
+    writes, after = [], run_id
+    while (later := journal.later_write_of(where, after, action="embedded")) is not None:
+        if later[1].state in (DONE, CONFLICT):
+            writes.append(later)
+        after = later[0]
+    return writes
+
+
+def _rebase_embedded(journal: Journal, where: str, step: Step, later: list[tuple[int, Step]]) -> None:
+    """The first later write's way back now leads to what was there before this step. What that
+    write left is rebuilt from the photo as it is now, back through the writes made on top of it."""
     with open(where, "rb") as f:
         current = f.read()
-    if content_fingerprint(current) != later.after_sha:
+    if content_fingerprint(current) != later[-1][1].after_sha:
         raise _Conflict(f"{where} changed since clipcull wrote its rating into it; left as it is")
+    first_run, first = later[0]
     try:
-        middle = restored(restored(current, later.before or b"", later.patch), step.before or b"", step.patch)
+        top = current
+        for _, on_top in reversed(later[1:]):
+            if on_top.patch is None:
+                raise XmpError("journaled by an older clipcull; its earlier bytes cannot be rebuilt")
+            top = restored(top, on_top.before or b"", on_top.patch)
+        if content_fingerprint(top) != first.after_sha:
+            raise XmpError("its earlier bytes could not be rebuilt exactly; left as it is")
+        middle = restored(restored(top, first.before or b"", first.patch), step.before or b"", step.patch)
     except XmpError as e:
         raise _Conflict(f"{where}: {e}") from None
-    before, patch = difference(middle, current)
-    journal.rebase(later_run, later.seq, before, later.before_mode, patch)
+    before, patch = difference(middle, top)
+    journal.rebase(first_run, first.seq, before, first.before_mode, patch)
 
 
 def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
