@@ -273,6 +273,12 @@ def _undo_embedded(journal: Journal, run_id: int, step: Step, report: UndoReport
             report.notes.append(f"{where}: left as run {later[-1][0]} wrote it; undoing run {later[0][0]} now "
                                 f"restores what was there before run {run_id}")
             return False
+        if any(_holds(where, w.after_sha) for _, w in later):
+            # Bytes a later run left (one that did not write on top of this step) are that run's,
+            # even when they are the very bytes this step wrote or planned.
+            if step.state in (PLANNED, FAILED):
+                return False
+            raise _Conflict(f"{where} changed since clipcull wrote its rating into it; left as it is")
     if _holds(where, step.after_sha):
         problem = restore_embedded(where, step)
         if problem:
@@ -321,11 +327,11 @@ def _rebase_embedded(journal: Journal, where: str, step: Step, later: list[tuple
 
 
 def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
-    later = journal.later_write_of(step.dst, run_id)
-    if later is not None and _sits_on(journal, later[0], later[1], step):
+    later = _later_sidecar_writes(journal, step.dst, run_id)
+    if later and step.state != FAILED and _sits_on(journal, later[0][0], later[0][1], step):
         # A later run wrote on top of this write. Leave the file as that run left it, and let
         # undoing that run restore what was there before this one.
-        later_run, later_step = later
+        later_run, later_step = later[0]
         journal.rebase(later_run, later_step.seq, step.before, step.before_mode)
         report.notes.append(f"{step.dst}: left as run {later_run} wrote it; undoing run {later_run} now restores "
                             f"what was there before run {run_id}")
@@ -338,14 +344,19 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
     if found is not None and found.kind != "file":
         raise _Conflict(f"{where} is now {_describe(found)}; left as it is")
     current = _read(where) if found is not None else None
+    # Bytes a later run left there (one that did not write on top of this step: someone else wrote
+    # between) are that run's, even when they are the very bytes this step wrote or planned.
+    theirs = current is not None and content_fingerprint(current) in {w.after_sha for _, w in later}
+    if theirs and step.state in (PLANNED, FAILED):
+        return False
     if current == step.before:
         return False  # never written, or already restored
-    written = current is not None and content_fingerprint(current) == step.after_sha
+    written = current is not None and content_fingerprint(current) == step.after_sha and not theirs
     if step.state in (PLANNED, FAILED) and not written:
         return False  # a killed run never wrote it: what is there is not clipcull's to change
     if current is None:
         raise _Conflict(f"{where} is gone; its earlier content was not put back")
-    if content_fingerprint(current) != step.after_sha:
+    if not written:
         raise _Conflict(f"{where} changed since clipcull wrote it; left as it is")
     restore_sidecar(where, step.before, step.before_mode)  # clipcull created it: it goes; else its bytes come back
     if step.before is None:
@@ -359,6 +370,16 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
         what = "restored" if step.before is not None else "removed (clipcull had created it)"
         report.notes.append(f"{step.dst}: {what} at {where}, where move run {moved_by} took it")
     return True
+
+
+def _later_sidecar_writes(journal: Journal, path: str, run_id: int) -> list[tuple[int, Step]]:
+    """The sidecar writes at path in runs after run `run_id` that happened (see _wrote), oldest first."""
+    writes, after = [], run_id
+    while (later := journal.later_write_of(path, after)) is not None:
+        if _wrote(journal, *later):
+            writes.append(later)
+        after = later[0]
+    return writes
 
 
 def _undo_in_copy(journal: Journal, step: Step, copy_run: int, copy: Step, report: UndoReport) -> None:
@@ -392,6 +413,8 @@ def _wrote(journal: Journal, run_id: int, step: Step) -> bool:
     run's plan read its result as the file's content (a killed run wrote before it was marked)."""
     if step.state in (DONE, CONFLICT):
         return True
+    if step.state == FAILED:
+        return False  # an error stopped it before the (atomic) write: the same bytes there are another write's
     found = Identity.of(step.dst)
     if found is not None and found.kind == "file" and content_fingerprint(_read(step.dst)) == step.after_sha:
         return True
