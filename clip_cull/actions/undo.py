@@ -270,6 +270,9 @@ def _undo_embedded(journal: Journal, run_id: int, step: Step, report: UndoReport
         if step.state != FAILED and step.patch and first.patch and first.patch["before_sha"] == step.after_sha:
             # A later run wrote on top of this write: the photo stays as the last of them left it
             _rebase_embedded(journal, where, step, later)
+            for copy_run, copy in journal.later_copies_from([step.dst, *(m.dst for _, m in chain)], run_id):
+                if copy_run < later[0][0]:  # a copy of this step's bytes, made before the later run wrote
+                    _undo_embedded_in_copy(journal, step, copy_run, copy, report)
             report.notes.append(f"{where}: left as run {later[-1][0]} wrote it; undoing run {later[0][0]} now "
                                 f"restores what was there before run {run_id}")
             return False
@@ -284,12 +287,31 @@ def _undo_embedded(journal: Journal, run_id: int, step: Step, report: UndoReport
         if problem:
             raise _Conflict(problem)
         journal.rewritten(where)  # the moves that left the photo there expect the rewritten file now
+        for copy_run, copy in journal.later_copies_from([step.dst, *(m.dst for _, m in chain)], run_id):
+            _undo_embedded_in_copy(journal, step, copy_run, copy, report)
         if chain:
             report.notes.append(f"{step.dst}: its earlier bytes put back at {where}, where move run {chain[-1][0]} took it")
         return True
     if step.state in (PLANNED, FAILED) or (step.patch and _holds(where, step.patch["before_sha"])):
         return False  # never written, or already back as it was
     raise _Conflict(f"{where} changed since clipcull wrote its rating into it; left as it is")
+
+
+def _undo_embedded_in_copy(journal: Journal, step: Step, copy_run: int, copy: Step, report: UndoReport) -> None:
+    """A later `--copy` run copied the photo this step wrote into: the copy gets its earlier bytes
+    back too while it holds exactly what clipcull wrote (else undoing the copy run would keep it,
+    as it no longer matches its original), and is named when it cannot."""
+    if Identity.of(copy.dst) is None:
+        return
+    if not _holds(copy.dst, step.after_sha):
+        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of {copy.src} changed since; left as it is")
+        return
+    problem = restore_embedded(copy.dst, step)
+    if problem:
+        report.notes.append(problem)
+        return
+    journal.rewritten(copy.dst)  # the copy step expects the rewritten file now
+    report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is restored too")
 
 
 def _later_embedded_writes(journal: Journal, where: str, run_id: int) -> list[tuple[int, Step]]:
@@ -333,6 +355,9 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
         # undoing that run restore what was there before this one.
         later_run, later_step = later[0]
         journal.rebase(later_run, later_step.seq, step.before, step.before_mode)
+        for copy_run, copy in journal.later_copies_from([step.dst], run_id):
+            if copy_run < later_run:  # a copy of this step's bytes, made before the later run wrote
+                _undo_in_copy(journal, step, copy_run, copy, report)
         report.notes.append(f"{step.dst}: left as run {later_run} wrote it; undoing run {later_run} now restores "
                             f"what was there before run {run_id}")
         return False
