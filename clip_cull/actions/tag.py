@@ -130,7 +130,9 @@ def _sidecar_change(photo, rating: int, path: Path, label: str | None, keywords:
     current_label = fields.label if fields else None
     words, owned = _words(photo, keywords), {RATING: str(rating)}
     new_label, drop_label = None, False
-    label_free = current_label is None or LABEL in claims or current_label == label or overwrite
+    # The photographer's label, even the very colour asked for (a pick in review), stays theirs:
+    # claimed, it would be taken off when the photo is no longer a 5-star one.
+    label_free = current_label is None or LABEL in claims or overwrite
     if label and rating == 5 and label_free:
         new_label, owned[LABEL] = label, label
         words.append(LABELLED_KEYWORD)
