@@ -543,6 +543,8 @@ class ShootMachine(RuleBasedStateMachine):
         if self.writer.actions == len(self.review_actions) + 1:
             self.review_actions.append((key, Path(shot.path), self._newest_run()))
         run = self.writer.run_id
+        if run is None:
+            return  # the first decision changed nothing: no run, nothing written
         self.review_runs.add(run)
         self.review_files.add(str(sidecar))
         if newest is not None and run < newest:
