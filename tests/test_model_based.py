@@ -1055,6 +1055,30 @@ def test_a_pick_made_in_review_is_not_taken_over_by_tag_label(tmp_path):
         exif.close()
 
 
+def test_undo_of_a_failed_move_run_leaves_what_a_later_move_took_there(tmp_path):
+    """Found by the soak (nobody else touching the shoot): `move` with the photo's folder read-only
+    (the run failed, nothing moved), `tag` rewrites the sidecar, `move` again takes photo and
+    sidecar to the same places in _rejects; undoing the failed run took the photo back (the very
+    file it had planned to move, same inode) but not the rewritten sidecar: photo and sidecar
+    (the photographer's title, in the machine) apart until the later run was undone too."""
+    root, photo = _shoot_of_one(tmp_path)
+    side = photo.with_suffix(".xmp")
+    store, journal = open_journal(tmp_path)
+    _tag_run(journal, photo, 3)
+    shot = [Shot(str(photo), 0.0, "")]
+    with read_only(photo.parent):
+        failed = apply_moves(store, journal, plan_moves(shot, [str(root)], None), {"command": "move"}, notes=[])
+    assert journal.run(failed).state == "failed" and photo.exists() and side.exists()
+    _tag_run(journal, photo, 5)  # the sidecar is a new file now
+    moved = apply_moves(store, journal, plan_moves(shot, [str(root)], None), {"command": "move"})
+    rejected = root / "_rejects" / "day2"
+    assert not undo_run(store, journal, failed).conflicts
+    assert (rejected / photo.name).exists() and (rejected / side.name).exists()  # together, as the later run left them
+    assert not undo_run(store, journal, moved).conflicts
+    store.close()
+    assert photo.exists() and side.exists() and not (root / "_rejects").exists()
+
+
 @pytest.mark.xfail(strict=True, reason=KNOWN_INTERLEAVED + " (review/decisions.py: a session's run is appended "
                    "to after newer runs; not fixed here)")
 def test_undoing_every_run_newest_first_after_a_review_session_interleaved_with_tag(tmp_path):

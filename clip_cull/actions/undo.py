@@ -188,7 +188,7 @@ def _sets_held_back(steps: list[Step]) -> dict[int, str]:
 def _move_blocker(step: Step) -> str | None:
     """Why this move cannot be undone now (None: it can, or there is nothing of it to undo)."""
     src_now, dst_now = Identity.of(step.src), Identity.of(step.dst)
-    if step.state in (PLANNED, FAILED) and not _ours(step, dst_now):
+    if step.state in (PLANNED, FAILED) and not _ours(step, dst_now) or _moved_by_another(step, src_now):
         return None  # never carried out: nothing to reverse
     if dst_now is None:
         if src_now is not None and src_now.kind == "file":
@@ -202,6 +202,13 @@ def _move_blocker(step: Step) -> str | None:
     return None
 
 
+def _moved_by_another(step: Step, src_now: Identity | None) -> bool:
+    """A failed move moved nothing (transfer leaves the photo where it was, or takes back what it
+    made): when its file has gone from the old place, a later run took it, maybe to this very
+    destination, and what is there is that run's to undo, not this one's."""
+    return step.state == FAILED and src_now is None
+
+
 def _undo_move(store: Store, step: Step, report: UndoReport) -> bool:
     """Put a moved file back. What sits at the destination goes back even when it was edited
     there since (the photographer re-rated the JPEG in _rejects): it is a regular file and the old
@@ -210,7 +217,8 @@ def _undo_move(store: Store, step: Step, report: UndoReport) -> bool:
     if why is not None:
         raise _Conflict(why)
     src_now, dst_now = Identity.of(step.src), Identity.of(step.dst)
-    if dst_now is None or (step.state in (PLANNED, FAILED) and not _ours(step, dst_now)):
+    if (dst_now is None or (step.state in (PLANNED, FAILED) and not _ours(step, dst_now))
+            or _moved_by_another(step, src_now)):
         return False  # never moved, or already back
     edited = not _ours(step, dst_now)
     if src_now is None:
