@@ -951,6 +951,24 @@ def test_undo_of_a_run_whose_write_failed_leaves_a_later_runs_same_bytes(tmp_pat
     assert sha(photo) == before and not photo.with_suffix(".xmp").exists()
 
 
+@pytest.mark.parametrize("embed", [False, True])
+def test_undo_of_a_failed_run_never_puts_back_over_bytes_like_its_planned_ones(tmp_path, embed):
+    """Found by the soak (nobody else touching the shoot): runs rating 3, 4, then 3 again in a
+    read-only folder (failed); the 4 undone out of order puts the first run's bytes back, which
+    are the very bytes the failed run had planned: undoing the failed run then "restored" its
+    before, the undone 4, and the first run's undo met a conflict."""
+    root, photo = _shoot_of_one(tmp_path)
+    before = sha(photo)
+    store, journal = open_journal(tmp_path)
+    runs = [_tag_run(journal, photo, 3, embed), _tag_run(journal, photo, 4, embed),
+            _tag_run(journal, photo, 3, embed, folder_read_only=photo.parent)]
+    assert journal.run(runs[2]).state == "failed"
+    for run_id in (runs[1], runs[2], runs[0]):
+        assert not undo_run(store, journal, run_id).conflicts
+    store.close()
+    assert sha(photo) == before and not photo.with_suffix(".xmp").exists()
+
+
 def test_undo_beneath_a_later_run_is_not_misled_by_a_failed_run_between(tmp_path):
     """Found by the machine (quiet): runs rating 3, then 4 in a read-only folder (failed), then
     5, then 4 (the very bytes the failed run had planned); the first undone out of order handed

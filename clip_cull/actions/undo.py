@@ -143,6 +143,8 @@ def _remove_empty_reject_folders(steps: list[Step]) -> None:
 def _undo_step(store: Store, journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
     """Reverse one step; True when something changed on disk, False when nothing of it was
     there to reverse. Raises _Conflict to leave it alone."""
+    if step.action in ("sidecar", "embedded") and step.state == FAILED:
+        return False  # its (atomic) write did not happen: bytes like the planned ones there are another write's
     if step.action == "sidecar":
         return _undo_sidecar(journal, run_id, step, report)
     if step.action == "embedded":
