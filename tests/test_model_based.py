@@ -71,8 +71,10 @@ PERSON_RATINGS = (-1, 1, 2, 3, 4, 5)
 ANY = "<any value>"  # an expectation that no longer holds anything to
 
 # Faults the machine found that are not fixed here (see the report in the xfail tests below).
-KNOWN_INTERLEAVED = ("a review session's run takes more decisions after a later tag/move run: undoing every run "
-                     "newest first (by run number) meets the session's own later writes as conflicts")
+KNOWN_INTERLEAVED = ("a review session's run takes more decisions after a later tag/move run, and the journal "
+                     "orders writes by run number: undoing every run newest first meets the session's own later "
+                     "writes as conflicts, and a later `tag` takes a decision equal to the rating clipcull wrote "
+                     "in between for clipcull's and replaces it")
 KNOWN_U_CRASH = ("U on the review page after `clipcull undo` of the session's run, when the sidecar changed or "
                  "moved since: JournalError (undone -> conflict), not a ReviewError line")
 KNOWN_U_STALE = ("U on the review page (DecisionWriter.undo_last) judges by the file at the place it wrote and "
@@ -778,8 +780,14 @@ class ShootMachine(RuleBasedStateMachine):
             tags = read.get(str(path), {})
             for prop, entries in self.expect.get(slot, {}).items():
                 allowed = acceptable(entries)
-                if allowed is not None:
-                    assert tags.get(prop) in allowed, f"{path}: {prop} is {tags.get(prop)!r}, expected one of {allowed}"
+                if allowed is None or tags.get(prop) in allowed:
+                    continue
+                what = f"{path}: {prop} is {tags.get(prop)!r}, expected one of {allowed}"
+                known = (slot[0] == "lr" and entries[-1].origin == "review" and self.review_interleaved
+                         and path.name in {Path(f).name for f in self.review_files})
+                assert known, what
+                KNOWN_FAILURES.append(f"{KNOWN_INTERLEAVED}: {what}")  # recorded once: the value is gone
+                entries.append(Entry("known fault", ANY))
             fixed = self.fixed.get(slot)
             if fixed:
                 assert tags.get("Title") == fixed["Title"], f"{path}: title {tags.get('Title')!r} lost"
@@ -1241,3 +1249,26 @@ def test_u_after_clipcull_undo_of_the_tag_run_beneath_the_decision(tmp_path):
         undo_run(store, journal, run.id)
     store.close()
     assert not list(root.rglob("*.xmp"))
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_INTERLEAVED + " (review/decisions.py; not fixed here)")
+def test_a_decision_equal_to_clipculls_rating_is_kept_by_the_next_tag(tmp_path):
+    """Found by the soak: review rates IMG_0006 1 (the session's run), `tag --overwrite` rates it
+    3, review rates it 3 (the photographer's now: the review step claims nothing), `tag` without
+    --overwrite: the journal, ordering writes by run number, finds the tag run's write the last
+    one there, takes the 3 for clipcull's own and replaces the photographer's decision."""
+    exif = ExifTool()
+    try:
+        root, photo = _shoot_of_one(tmp_path)
+        store, journal = open_journal(tmp_path)
+        writer = DecisionWriter(store, {"command": "review"})
+        writer.decide(str(photo), [], rating=1)
+        _tag_run(journal, photo, 3)  # --overwrite
+        writer.decide(str(photo), [], rating=3)
+        changes, _ = tagging.plan_tags([Shot(str(photo), 0.5, "")], thresholds=[(1, -1e9)], journal=journal)
+        tagging.apply_tags(journal, changes, {"command": "tag"})
+        store.close()
+        side = photo.with_suffix(".xmp")
+        assert exif.read([side])[str(side)]["Rating"] == 3
+    finally:
+        exif.close()
