@@ -945,6 +945,26 @@ def _tag_run(journal, photo: Path, stars: int, embed=False, folder_read_only: Pa
         return tagging.apply_tags(journal, changes, {"command": "tag"})
 
 
+def test_undo_of_an_embed_run_beneath_later_ones_after_a_move(tmp_path):
+    """Found by the soak (quiet): `tag --embed` rating 3, 4, then 3 again (the first run's very
+    bytes), `move` takes the photo to _rejects, the first run undone out of order: the later runs
+    were looked for where the photo is now, not where they wrote before the move, so none was
+    found, the bytes "were the first run's" and the photo's bytes from before all runs came back
+    over the later runs, whose undo then met conflicts."""
+    root, photo = _shoot_of_one(tmp_path)
+    before = sha(photo)
+    store, journal = open_journal(tmp_path)
+    runs = [_tag_run(journal, photo, stars, embed=True) for stars in (3, 4, 3)]
+    last = sha(photo)
+    moved = apply_moves(store, journal, plan_moves([Shot(str(photo), 0.0, "")], [str(root)], None), {"command": "move"})
+    rejected = root / "_rejects" / "day2" / photo.name
+    assert not undo_run(store, journal, runs[0]).conflicts and sha(rejected) == last
+    for run_id in (moved, runs[2], runs[1]):
+        assert not undo_run(store, journal, run_id).conflicts
+    store.close()
+    assert sha(photo) == before
+
+
 @pytest.mark.parametrize("embed", [False, True])
 def test_undo_of_a_run_whose_write_failed_leaves_a_later_runs_same_bytes(tmp_path, embed):
     """Found by the machine (quiet): `tag` in a read-only folder (its write failed, journaled

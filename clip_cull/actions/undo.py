@@ -274,7 +274,7 @@ def _undo_embedded(journal: Journal, run_id: int, step: Step, report: UndoReport
     bytes again (rating 3, then 4, then 3) must not make this run's undo take theirs back."""
     chain = journal.later_moves_from(step.dst, run_id)
     where = chain[-1][1].dst if chain else step.dst
-    later = _later_embedded_writes(journal, where, run_id)
+    later = _later_embedded_writes(journal, step.dst, chain, run_id)
     if later:
         first = later[0][1]
         if step.state != FAILED and step.patch and first.patch and first.patch["before_sha"] == step.after_sha:
@@ -324,14 +324,22 @@ def _undo_embedded_in_copy(journal: Journal, step: Step, copy_run: int, copy: St
     report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is restored too")
 
 
-def _later_embedded_writes(journal: Journal, where: str, run_id: int) -> list[tuple[int, Step]]:
-    """The `tag --embed` writes into the photo at `where` after run `run_id` that happened (done, or
-    left by an undo's conflict), oldest first."""
-    writes, after = [], run_id
-    while (later := journal.later_write_of(where, after, action="embedded")) is not None:
-        if later[1].state in (DONE, CONFLICT):
-            writes.append(later)
-        after = later[0]
+def _later_embedded_writes(journal: Journal, path: str, chain: list[tuple[int, Step]],
+                           run_id: int) -> list[tuple[int, Step]]:
+    """The `tag --embed` writes into this photo after run `run_id` that happened (done, or left by
+    an undo's conflict), oldest first: at `path` until a later move took it elsewhere (`chain`),
+    then at each place it was taken to, until the next move."""
+    places = [path, *(move.dst for _, move in chain)]
+    since = [run_id, *(move_run for move_run, _ in chain)]
+    until = [move_run for move_run, _ in chain] + [None]
+    writes = []
+    for where, after, end in zip(places, since, until):
+        while (later := journal.later_write_of(where, after, action="embedded")) is not None:
+            if end is not None and later[0] > end:
+                break
+            if later[1].state in (DONE, CONFLICT):
+                writes.append(later)
+            after = later[0]
     return writes
 
 
