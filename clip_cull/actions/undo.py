@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from clip_cull.actions.fileops import remove_if_duplicate, sweep_partials, transfer
+from clip_cull.actions.fileops import FileOpError, remove_if_duplicate, sweep_partials, transfer
 from clip_cull.actions.journal import (CONFLICT, DONE, FAILED, PLANNED, UNDONE, Identity, Journal, Step)
 from clip_cull.actions.writer import difference, restore_embedded, restore_sidecar, restored
-from clip_cull.actions.xmp import XmpError
-from clip_cull.files import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS, REJECTS_DIRNAME, content_fingerprint, file_sha256
+from clip_cull.actions.xmp import XmpError, existing_sidecars
+from clip_cull.files import (HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS, REJECTS_DIRNAME, content_fingerprint,
+                             file_sha256)
 from clip_cull.store import Store
+
+_PHOTO_EXTENSIONS = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
 
 
 @dataclass
@@ -71,6 +75,7 @@ def _undo_run_held(store: Store, journal: Journal, run_id: int) -> UndoReport:
     steps = journal.steps(run_id)
     report.cleaned = sweep_partials(s.dst for s in steps)
     held = _sets_held_back(steps)
+    moved_back = []
     for step in reversed(steps):
         if step.state == UNDONE:
             continue
@@ -87,12 +92,58 @@ def _undo_run_held(store: Store, journal: Journal, run_id: int) -> UndoReport:
             report.restored += changed
             if changed:
                 report.reversed.append(step)
+            if changed and step.action == "move":
+                moved_back.append(step)
             continue
         journal.mark(run_id, step.seq, CONFLICT, problem)
         report.conflicts.append(problem)
+    _bring_back_later_sidecars(moved_back, {s.dst for s in steps}, report)
     journal.set_state(run_id, CONFLICT if report.conflicts else UNDONE)
     _remove_empty_reject_folders(steps)
     return report
+
+
+def _bring_back_later_sidecars(moved_back: list[Step], journaled: set[str], report: UndoReport) -> None:
+    """A sidecar made beside a moved photo after the move (the photographer rated it in _rejects
+    with darktable or Lightroom) goes back with the photo, renamed as the photo is, so the rating
+    is not left behind apart from its photo. Only when its old name is free and no other photo
+    there shares it; else it stays, said in a note."""
+    for step in moved_back:
+        if Path(step.dst).suffix.lower() == ".xmp":
+            continue
+        dst_stem, src_stem = Path(step.dst).stem, Path(step.src).stem
+        for sidecar in existing_sidecars(step.dst):
+            name = sidecar.name
+            if str(sidecar) in journaled or os.path.islink(sidecar) or not name.startswith(dst_stem):
+                continue
+            if _shared_with_another(sidecar, step.dst):
+                continue
+            target = Path(step.src).with_name(src_stem + name[len(dst_stem):])
+            if os.path.lexists(target):
+                report.notes.append(f"{sidecar}: made after the move; stays, as {target} is taken")
+                continue
+            try:
+                transfer(sidecar, target)
+            except (OSError, FileOpError) as e:
+                report.notes.append(f"{sidecar}: made after the move; stays ({getattr(e, 'strerror', None) or e})")
+                continue
+            report.notes.append(f"{sidecar}: made after the move, back with its photo as {target}")
+
+
+def _shared_with_another(sidecar: Path, photo: str) -> bool:
+    """Is the sidecar also another photo's there (IMG_1.xmp of IMG_1.jpg and IMG_1.tif)?"""
+    folder = sidecar.parent
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except OSError:
+        return True
+    for name in names:
+        other = folder / name
+        if str(other) == photo or other.suffix.lower() not in _PHOTO_EXTENSIONS or not name.startswith(other.stem):
+            continue
+        if sidecar in existing_sidecars(other, names=names):
+            return True
+    return False
 
 
 def _remove_empty_reject_folders(steps: list[Step]) -> None:
@@ -112,6 +163,8 @@ def _remove_empty_reject_folders(steps: list[Step]) -> None:
 def _undo_step(store: Store, journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
     """Reverse one step; True when something changed on disk, False when nothing of it was
     there to reverse. Raises _Conflict to leave it alone."""
+    if step.action in ("sidecar", "embedded") and step.state == FAILED:
+        return False  # its (atomic) write did not happen: bytes like the planned ones there are another write's
     if step.action == "sidecar":
         return _undo_sidecar(journal, run_id, step, report)
     if step.action == "embedded":
@@ -157,7 +210,7 @@ def _sets_held_back(steps: list[Step]) -> dict[int, str]:
 def _move_blocker(step: Step) -> str | None:
     """Why this move cannot be undone now (None: it can, or there is nothing of it to undo)."""
     src_now, dst_now = Identity.of(step.src), Identity.of(step.dst)
-    if step.state in (PLANNED, FAILED) and not _ours(step, dst_now):
+    if step.state in (PLANNED, FAILED) and not _ours(step, dst_now) or _moved_by_another(step, src_now):
         return None  # never carried out: nothing to reverse
     if dst_now is None:
         if src_now is not None and src_now.kind == "file":
@@ -171,6 +224,13 @@ def _move_blocker(step: Step) -> str | None:
     return None
 
 
+def _moved_by_another(step: Step, src_now: Identity | None) -> bool:
+    """A failed move moved nothing (transfer leaves the photo where it was, or takes back what it
+    made): when its file has gone from the old place, a later run took it, maybe to this very
+    destination, and what is there is that run's to undo, not this one's."""
+    return step.state == FAILED and src_now is None
+
+
 def _undo_move(store: Store, step: Step, report: UndoReport) -> bool:
     """Put a moved file back. What sits at the destination goes back even when it was edited
     there since (the photographer re-rated the JPEG in _rejects): it is a regular file and the old
@@ -179,7 +239,8 @@ def _undo_move(store: Store, step: Step, report: UndoReport) -> bool:
     if why is not None:
         raise _Conflict(why)
     src_now, dst_now = Identity.of(step.src), Identity.of(step.dst)
-    if dst_now is None or (step.state in (PLANNED, FAILED) and not _ours(step, dst_now)):
+    if (dst_now is None or (step.state in (PLANNED, FAILED) and not _ours(step, dst_now))
+            or _moved_by_another(step, src_now)):
         return False  # never moved, or already back
     edited = not _ours(step, dst_now)
     if src_now is None:
@@ -227,50 +288,114 @@ def _undo_copy(journal: Journal, run_id: int, step: Step, report: UndoReport) ->
 
 def _undo_embedded(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
     """tag --embed: the photo gets its exact previous bytes back, where it is now (a later move may
-    have taken it elsewhere). When a later `tag --embed` wrote on top of this one, the photo stays
-    as that run left it, and undoing that run now brings back what was there before this one."""
+    have taken it elsewhere). When later `tag --embed` runs wrote on top of this one, the photo stays
+    as the last of them left it, and undoing the first of them now brings back what was there
+    before this one. That is decided before looking at the bytes: later runs that wrote the same
+    bytes again (rating 3, then 4, then 3) must not make this run's undo take theirs back."""
     chain = journal.later_moves_from(step.dst, run_id)
     where = chain[-1][1].dst if chain else step.dst
+    later = _later_embedded_writes(journal, step.dst, chain, run_id)
+    if later:
+        first = later[0][1]
+        if step.state != FAILED and step.patch and first.patch and first.patch["before_sha"] == step.after_sha:
+            # A later run wrote on top of this write: the photo stays as the last of them left it
+            _rebase_embedded(journal, where, step, later)
+            for copy_run, copy in journal.later_copies_from([step.dst, *(m.dst for _, m in chain)], run_id):
+                if copy_run < later[0][0]:  # a copy of this step's bytes, made before the later run wrote
+                    _undo_embedded_in_copy(journal, step, copy_run, copy, report)
+            report.notes.append(f"{where}: left as run {later[-1][0]} wrote it; undoing run {later[0][0]} now "
+                                f"restores what was there before run {run_id}")
+            return False
+        if any(_holds(where, w.after_sha) for _, w in later):
+            # Bytes a later run left (one that did not write on top of this step) are that run's,
+            # even when they are the very bytes this step wrote or planned.
+            if step.state in (PLANNED, FAILED):
+                return False
+            raise _Conflict(f"{where} changed since clipcull wrote its rating into it; left as it is")
     if _holds(where, step.after_sha):
         problem = restore_embedded(where, step)
         if problem:
             raise _Conflict(problem)
         journal.rewritten(where)  # the moves that left the photo there expect the rewritten file now
+        for copy_run, copy in journal.later_copies_from([step.dst, *(m.dst for _, m in chain)], run_id):
+            _undo_embedded_in_copy(journal, step, copy_run, copy, report)
         if chain:
             report.notes.append(f"{step.dst}: its earlier bytes put back at {where}, where move run {chain[-1][0]} took it")
         return True
-    later = journal.later_write_of(where, run_id, action="embedded")
-    if later is not None and later[1].patch and later[1].patch["before_sha"] == step.after_sha and step.patch:
-        _rebase_embedded(journal, where, step, *later)
-        report.notes.append(f"{where}: left as run {later[0]} wrote it; undoing run {later[0]} now restores "
-                            f"what was there before run {run_id}")
-        return False
     if step.state in (PLANNED, FAILED) or (step.patch and _holds(where, step.patch["before_sha"])):
         return False  # never written, or already back as it was
     raise _Conflict(f"{where} changed since clipcull wrote its rating into it; left as it is")
 
 
-def _rebase_embedded(journal: Journal, where: str, step: Step, later_run: int, later: Step) -> None:
-    """The later write's way back now leads to what was there before this step."""
+def _undo_embedded_in_copy(journal: Journal, step: Step, copy_run: int, copy: Step, report: UndoReport) -> None:
+    """A later `--copy` run copied the photo this step wrote into: the copy gets its earlier bytes
+    back too while it holds exactly what clipcull wrote (else undoing the copy run would keep it,
+    as it no longer matches its original), and is named when it cannot."""
+    if Identity.of(copy.dst) is None:
+        return
+    if not _holds(copy.dst, step.after_sha):
+        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of {copy.src} changed since; left as it is")
+        return
+    problem = restore_embedded(copy.dst, step)
+    if problem:
+        report.notes.append(problem)
+        return
+    journal.rewritten(copy.dst)  # the copy step expects the rewritten file now
+    report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is restored too")
+
+
+def _later_embedded_writes(journal: Journal, path: str, chain: list[tuple[int, Step]],
+                           run_id: int) -> list[tuple[int, Step]]:
+    """The `tag --embed` writes into this photo after run `run_id` that happened (done, or left by
+    an undo's conflict), oldest first: at `path` until a later move took it elsewhere (`chain`),
+    then at each place it was taken to, until the next move."""
+    places = [path, *(move.dst for _, move in chain)]
+    since = [run_id, *(move_run for move_run, _ in chain)]
+    until = [move_run for move_run, _ in chain] + [None]
+    writes = []
+    for where, after, end in zip(places, since, until):
+        while (later := journal.later_write_of(where, after, action="embedded")) is not None:
+            if end is not None and later[0] > end:
+                break
+            if later[1].state in (DONE, CONFLICT):
+                writes.append(later)
+            after = later[0]
+    return writes
+
+
+def _rebase_embedded(journal: Journal, where: str, step: Step, later: list[tuple[int, Step]]) -> None:
+    """The first later write's way back now leads to what was there before this step. What that
+    write left is rebuilt from the photo as it is now, back through the writes made on top of it."""
     with open(where, "rb") as f:
         current = f.read()
-    if content_fingerprint(current) != later.after_sha:
+    if content_fingerprint(current) != later[-1][1].after_sha:
         raise _Conflict(f"{where} changed since clipcull wrote its rating into it; left as it is")
+    first_run, first = later[0]
     try:
-        middle = restored(restored(current, later.before or b"", later.patch), step.before or b"", step.patch)
+        top = current
+        for _, on_top in reversed(later[1:]):
+            if on_top.patch is None:
+                raise XmpError("journaled by an older clipcull; its earlier bytes cannot be rebuilt")
+            top = restored(top, on_top.before or b"", on_top.patch)
+        if content_fingerprint(top) != first.after_sha:
+            raise XmpError("its earlier bytes could not be rebuilt exactly; left as it is")
+        middle = restored(restored(top, first.before or b"", first.patch), step.before or b"", step.patch)
     except XmpError as e:
         raise _Conflict(f"{where}: {e}") from None
-    before, patch = difference(middle, current)
-    journal.rebase(later_run, later.seq, before, later.before_mode, patch)
+    before, patch = difference(middle, top)
+    journal.rebase(first_run, first.seq, before, first.before_mode, patch)
 
 
 def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport) -> bool:
-    later = journal.later_write_of(step.dst, run_id)
-    if later is not None and _sits_on(journal, later[0], later[1], step):
+    later = _later_sidecar_writes(journal, step.dst, run_id)
+    if later and step.state != FAILED and _sits_on(journal, later[0][0], later[0][1], step):
         # A later run wrote on top of this write. Leave the file as that run left it, and let
         # undoing that run restore what was there before this one.
-        later_run, later_step = later
+        later_run, later_step = later[0]
         journal.rebase(later_run, later_step.seq, step.before, step.before_mode)
+        for copy_run, copy in journal.later_copies_from([step.dst], run_id):
+            if copy_run < later_run:  # a copy of this step's bytes, made before the later run wrote
+                _undo_in_copy(journal, step, copy_run, copy, report)
         report.notes.append(f"{step.dst}: left as run {later_run} wrote it; undoing run {later_run} now restores "
                             f"what was there before run {run_id}")
         return False
@@ -282,14 +407,19 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
     if found is not None and found.kind != "file":
         raise _Conflict(f"{where} is now {_describe(found)}; left as it is")
     current = _read(where) if found is not None else None
+    # Bytes a later run left there (one that did not write on top of this step: someone else wrote
+    # between) are that run's, even when they are the very bytes this step wrote or planned.
+    theirs = current is not None and content_fingerprint(current) in {w.after_sha for _, w in later}
+    if theirs and step.state in (PLANNED, FAILED):
+        return False
     if current == step.before:
         return False  # never written, or already restored
-    written = current is not None and content_fingerprint(current) == step.after_sha
+    written = current is not None and content_fingerprint(current) == step.after_sha and not theirs
     if step.state in (PLANNED, FAILED) and not written:
         return False  # a killed run never wrote it: what is there is not clipcull's to change
     if current is None:
         raise _Conflict(f"{where} is gone; its earlier content was not put back")
-    if content_fingerprint(current) != step.after_sha:
+    if not written:
         raise _Conflict(f"{where} changed since clipcull wrote it; left as it is")
     restore_sidecar(where, step.before, step.before_mode)  # clipcull created it: it goes; else its bytes come back
     if step.before is None:
@@ -303,6 +433,16 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
         what = "restored" if step.before is not None else "removed (clipcull had created it)"
         report.notes.append(f"{step.dst}: {what} at {where}, where move run {moved_by} took it")
     return True
+
+
+def _later_sidecar_writes(journal: Journal, path: str, run_id: int) -> list[tuple[int, Step]]:
+    """The sidecar writes at path in runs after run `run_id` that happened (see _wrote), oldest first."""
+    writes, after = [], run_id
+    while (later := journal.later_write_of(path, after)) is not None:
+        if _wrote(journal, *later):
+            writes.append(later)
+        after = later[0]
+    return writes
 
 
 def _undo_in_copy(journal: Journal, step: Step, copy_run: int, copy: Step, report: UndoReport) -> None:
@@ -336,6 +476,8 @@ def _wrote(journal: Journal, run_id: int, step: Step) -> bool:
     run's plan read its result as the file's content (a killed run wrote before it was marked)."""
     if step.state in (DONE, CONFLICT):
         return True
+    if step.state == FAILED:
+        return False  # an error stopped it before the (atomic) write: the same bytes there are another write's
     found = Identity.of(step.dst)
     if found is not None and found.kind == "file" and content_fingerprint(_read(step.dst)) == step.after_sha:
         return True
