@@ -55,6 +55,7 @@ from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_d
 from clip_cull.actions.undo import undo_run
 from clip_cull.files import walk_photos
 from clip_cull.review.decisions import DecisionWriter, ReviewError
+from clip_cull.state import StateStore
 from clip_cull.store import Store
 from conftest import fails_after, make_photo
 
@@ -96,9 +97,19 @@ def time_limit():
 
 
 def open_journal(tmp: Path) -> tuple[Store, Journal]:
-    """The cache and its journal, as `clipcull tag/move/undo` open them (one db in the machine's folder)."""
+    """The cache and the journal, as `clipcull tag/move/undo` open them: the cache (moves update
+    its rows) and the state database the journal lives in (store.state; closing the cache closes
+    it too, so every caller closes one thing)."""
     store = Store.open(tmp / "cache" / "clipcull.db")
-    return store, Journal(store)
+    state = StateStore.open(tmp / "state" / "state.db")
+    close_cache = store.close
+
+    def close_both() -> None:
+        close_cache()
+        state.close()
+
+    store.state, store.close = state, close_both
+    return store, Journal(state)
 
 
 # --- exiftool, kept open ----------------------------------------------------------------------------
@@ -534,7 +545,7 @@ class ShootMachine(RuleBasedStateMachine):
         shot = sorted(ranked, key=lambda s: s.path)[pick % len(ranked)]
         if self.writer is None:
             self.review_store, _ = open_journal(self.tmp)
-            self.writer = DecisionWriter(self.review_store, {"command": "review", "folders": [str(self.root)]})
+            self.writer = DecisionWriter(self.review_store.state, {"command": "review", "folders": [str(self.root)]})
         key = self._key(Path(shot.path))
         sidecar = Path(shot.path).with_suffix(".xmp")
         label_now = self.exif.read([sidecar]).get(str(sidecar), {}).get("Label") if sidecar.exists() else None
@@ -1030,7 +1041,7 @@ def test_undo_of_an_older_run_never_removes_the_same_bytes_a_later_run_wrote(tmp
     root, photo = _shoot_of_one(tmp_path)
     side = photo.with_suffix(".xmp")
     store, journal = open_journal(tmp_path)
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(store.state, {"command": "review"})
     writer.decide(str(root / "IMG_0001.jpg"), [], rating=2)  # the session's run comes first
     first = _tag_run(journal, photo, 3)
     writer.decide(str(photo), [], rating=5)
@@ -1094,7 +1105,7 @@ def test_a_pick_made_in_review_is_not_taken_over_by_tag_label(tmp_path):
     try:
         root, photo = _shoot_of_one(tmp_path)
         store, journal = open_journal(tmp_path)
-        DecisionWriter(store, {"command": "review"}).decide(str(photo), [], toggle_pick=True)
+        DecisionWriter(store.state, {"command": "review"}).decide(str(photo), [], toggle_pick=True)
         other = str(root / "IMG_0001.jpg")
         for best, worst in ((str(photo), other), (other, str(photo))):
             ranked = [Shot(best, 0.9, "aesthetic"), Shot(worst, 0.1, "not aesthetic")]
@@ -1141,7 +1152,7 @@ def test_undoing_every_run_newest_first_after_a_review_session_interleaved_with_
     root, _ = _shoot_of_one(tmp_path)
     first = root / "IMG_0001.jpg"
     store, journal = open_journal(tmp_path)
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(store.state, {"command": "review"})
     writer.decide(str(first), [], rating=1)
     ranked = [Shot(str(first), 0.9, "aesthetic"), Shot(str(root / "day2" / "IMG_0006.jpg"), 0.1, "not aesthetic")]
     changes, _ = tagging.plan_tags(ranked, overwrite=True, journal=journal)
@@ -1159,7 +1170,7 @@ def _decided_and_moved(tmp_path: Path, **decision):
     """A review decision on IMG_0006, then `clipcull move` takes the photo (and the sidecar) to _rejects."""
     root, photo = _shoot_of_one(tmp_path)
     store, journal = open_journal(tmp_path)
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(store.state, {"command": "review"})
     writer.decide(str(photo), [], **decision)
     steps = plan_moves([Shot(str(photo), 0.0, "not aesthetic")], [str(root)], None)
     move_run = apply_moves(store, journal, steps, {"command": "move"})
@@ -1178,7 +1189,7 @@ def test_u_after_clipcull_undo_of_the_session_and_a_move(tmp_path):
         photo = make_photo(root / "day2" / "IMG_0006.jpg", seed=6)
         photographers_sidecar(exif, photo.with_suffix(".xmp"))
         store, journal = open_journal(tmp_path)
-        writer = DecisionWriter(store, {"command": "review"})
+        writer = DecisionWriter(store.state, {"command": "review"})
         writer.decide(str(photo), [], rating=2)
         review_run = writer.run_id
         apply_moves(store, journal, plan_moves([Shot(str(photo), 0.0, "")], [str(root)], None), {"command": "move"})
@@ -1217,7 +1228,7 @@ def test_u_after_a_later_tag_wrote_the_earlier_bytes_again(tmp_path):
     store, journal = open_journal(tmp_path)
     ranked = [Shot(str(photo), 0.9, "aesthetic"), Shot(str(root / "IMG_0001.jpg"), 0.1, "not aesthetic")]
     tagging.apply_tags(journal, tagging.plan_tags(ranked, journal=journal)[0], {"command": "tag"})
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(store.state, {"command": "review"})
     writer.decide(str(photo), [], rating=-1)
     tagging.apply_tags(journal, tagging.plan_tags(ranked, overwrite=True, journal=journal)[0], {"command": "tag"})
     with contextlib.suppress(ReviewError):
@@ -1236,7 +1247,7 @@ def test_u_after_a_copy_run_copied_the_decided_sidecar(tmp_path):
     backup's copy of the sidecar for good ("its original is gone")."""
     root, photo = _shoot_of_one(tmp_path)
     store, journal = open_journal(tmp_path)
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(store.state, {"command": "review"})
     writer.decide(str(photo), [], rating=-1)
     backup = tmp_path / "backup"
     apply_moves(store, journal, plan_moves([Shot(str(photo), 0.0, "")], [str(root)], str(backup), copy=True),
@@ -1260,7 +1271,7 @@ def test_u_after_clipcull_undo_of_the_tag_run_beneath_the_decision(tmp_path):
     root, photo = _shoot_of_one(tmp_path)
     store, journal = open_journal(tmp_path)
     tag_run = _tag_run(journal, photo, 3)
-    writer = DecisionWriter(store, {"command": "review"})
+    writer = DecisionWriter(store.state, {"command": "review"})
     writer.decide(str(photo), [], rating=1)
     assert not undo_run(store, journal, tag_run).conflicts
     with contextlib.suppress(ReviewError):
@@ -1271,17 +1282,17 @@ def test_u_after_clipcull_undo_of_the_tag_run_beneath_the_decision(tmp_path):
     assert not list(root.rglob("*.xmp"))
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_INTERLEAVED + " (review/decisions.py; not fixed here)")
 def test_a_decision_equal_to_clipculls_rating_is_kept_by_the_next_tag(tmp_path):
     """Found by the soak: review rates IMG_0006 1 (the session's run), `tag --overwrite` rates it
     3, review rates it 3 (the photographer's now: the review step claims nothing), `tag` without
-    --overwrite: the journal, ordering writes by run number, finds the tag run's write the last
-    one there, takes the 3 for clipcull's own and replaces the photographer's decision."""
+    --overwrite: the journal, ordering writes by run number, found the tag run's write the last
+    one there, took the 3 for clipcull's own and replaced the photographer's decision. Writes are
+    now ordered as they were journaled (and clipcull's marker keyword must be there too)."""
     exif = ExifTool()
     try:
         root, photo = _shoot_of_one(tmp_path)
         store, journal = open_journal(tmp_path)
-        writer = DecisionWriter(store, {"command": "review"})
+        writer = DecisionWriter(store.state, {"command": "review"})
         writer.decide(str(photo), [], rating=1)
         _tag_run(journal, photo, 3)  # --overwrite
         writer.decide(str(photo), [], rating=3)

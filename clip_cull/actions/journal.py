@@ -380,15 +380,20 @@ class Journal:
         """The XMP write (sidecar or embedded) whose result should be at `path` now, by the
         journal: the newest write there that was not undone, following moves and copies back
         to where the file was then. None when clipcull never wrote what is there (never wrote
-        there, or the file it wrote was moved away since)."""
-        here, before_run = path, None
+        there, or the file it wrote was moved away since).
+
+        Newest by the order steps were journaled (SQLite's rowid), not by run number: a review
+        session is one run that takes more decisions after later tag runs, and its later
+        decision is the newer write. Steps are journaled just before they are carried out, one
+        process at a time (the journal's lock), so that order is the order of the writes."""
+        here, before = path, None
         for _ in range(1000):  # a chain of moves: bounded, never a loop
             row = self.db.execute(
-                f"select run_id, {STEP_COLUMNS} from steps where state in (?, ?) and ("
+                f"select rowid, {STEP_COLUMNS} from steps where state in (?, ?) and ("
                 "  (dst = ? and action in ('sidecar', 'embedded', 'move', 'copy'))"
                 "  or (src = ? and action = 'move'))"
-                " and (? is null or run_id < ?) order by run_id desc, seq desc limit 1",
-                [DONE, CONFLICT, here, here, before_run, before_run]).fetchone()
+                " and (? is null or rowid < ?) order by rowid desc limit 1",
+                [DONE, CONFLICT, here, here, before, before]).fetchone()
             if row is None:
                 return None
             step = _step(row[1:])
@@ -396,7 +401,7 @@ class Journal:
                 return step
             if step.src == here and step.action == "move":
                 return None  # the file clipcull wrote here was moved away; what is here now is not its
-            here, before_run = step.src, row[0]  # moved or copied here: look where it came from
+            here, before = step.src, row[0]  # moved or copied here: look where it came from
         return None
 
     def later_copies_from(self, paths: list[str], after_run: int) -> list[tuple[int, Step]]:
