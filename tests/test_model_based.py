@@ -1177,12 +1177,12 @@ def _decided_and_moved(tmp_path: Path, **decision):
     return root, photo, store, journal, writer, move_run
 
 
-@pytest.mark.xfail(strict=True, raises=JournalError, reason=KNOWN_U_CRASH + " (review/decisions.py undo_last; not fixed here)")
 def test_u_after_clipcull_undo_of_the_session_and_a_move(tmp_path):
     """Found by the machine: review rates a photo that has the photographer's sidecar, `clipcull
     move` takes it to _rejects, `clipcull undo` reverts the review session (the sidecar gets its
     bytes back in _rejects), then U on the still open page: undo_last finds the sidecar gone from
-    where it wrote it, and marks the undone step "conflict": JournalError, a traceback on the page."""
+    where it wrote it, and marked the undone step "conflict": JournalError, a traceback on the page.
+    Now U reads the step's state in the journal first and says in one line that it was undone."""
     exif = ExifTool()
     try:
         root = tmp_path / "shoot"

@@ -194,6 +194,10 @@ class DecisionWriter:
             if not self._done:
                 return None
             action = self._done.pop()
+            states = {s.seq: s.state for s in self.journal.steps(self.run_id)}
+            if any(states.get(step.seq) == UNDONE for step in action.steps):  # `clipcull undo` took it back
+                raise ReviewError(f"{action.photo}: that decision was undone already (`clipcull undo`); "
+                                  f"U now goes on to the action before")
             for step in action.steps:
                 current = _read_bytes(Path(step.dst))
                 if current != step.before and (current is None or content_fingerprint(current) != step.after_sha):
