@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 
 from clip_cull.actions.xmp import MAX_XMP_BYTES
 from clip_cull.files import open_regular
@@ -204,29 +203,3 @@ def _open(data: bytes):
     except exiv2.Exiv2Error as e:
         raise XmpError(f"exiv2 cannot read it ({e.args[-1] if e.args else e})") from None
     return image, buffer
-
-
-def undo_embedded(step) -> str | None:
-    """Put back the XMP packet a photo had before `tag --embed` (journal step "embedded": dst the
-    photo, before its previous packet, after_sha the sha256 of the file clipcull wrote). A photo
-    changed since is left alone and reported."""
-    import hashlib
-
-    from clip_cull.actions.fileops import write_atomic
-    from clip_cull.actions.xmp import XmpError
-
-    try:
-        with open(step.dst, "rb") as f:
-            current = f.read()
-    except OSError as e:
-        return f"{step.dst} cannot be read ({e.strerror or e}); its previous XMP was not put back"
-    if hashlib.sha256(current).hexdigest() != step.after_sha:
-        return f"{step.dst} changed since clipcull wrote its rating into it; left as it is"
-    try:
-        restored = with_packet(step.dst, current, step.before or NO_PACKET)
-    except XmpError as e:
-        return f"{step.dst}: {e}; left as it is"
-    mode = stat.S_IMODE(os.stat(step.dst).st_mode)
-    write_atomic(step.dst, restored)
-    os.chmod(step.dst, mode)
-    return None

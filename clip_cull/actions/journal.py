@@ -36,7 +36,6 @@ from clip_cull.state import StateStore
 
 
 PLANNED, RUNNING, DONE, FAILED, UNDONE, CONFLICT = "planned", "running", "done", "failed", "undone", "conflict"
-PARTIAL = RUNNING  # the old name of a run in progress (tag.py still says PARTIAL)
 
 STEP_TRANSITIONS = {
     PLANNED: {DONE, FAILED, UNDONE, CONFLICT},

@@ -49,7 +49,7 @@ def tag(
     overwrite: Annotated[bool, flag("--overwrite", help="Replace ratings the photographer set (by default they are kept).")] = False,
     reject_blurry: Annotated[bool, flag("--reject-blurry", help="Rate photos flagged blurry as rejects (-1).")] = False,
     darktable_default_counts: DarktableDefaultOpt = False,
-    embed: Annotated[bool, flag("--embed", help="Also write the rating into the photo's own XMP (JPEG, TIFF, DNG): what Lightroom Classic reads for those. Pixels are checked identical; undo puts the previous XMP back.")] = False,
+    embed: Annotated[bool, flag("--embed", help="Also write the rating into the photo's own XMP (JPEG, TIFF, DNG): what Lightroom Classic reads for those. Pixels are checked identical; undo gives the photo its exact previous bytes back.")] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
     """Write star ratings into XMP sidecars (merged: only xmp:Rating, clipcull's own keywords and, with --label, xmp:Label change). Photos are not modified unless --embed. Undo with `clipcull undo`. Scores the folder the way it was last ranked."""
