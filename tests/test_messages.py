@@ -502,3 +502,54 @@ def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path, m
     assert journal(tmp_path / "state.db") == [(1, "running", ["done", "done", "planned", "planned"])]
     assert sorted(os.listdir(shoot / "_rejects")) == ["IMG_0.jpg", "IMG_1.jpg"]
     assert sorted(os.listdir(shoot)) == ["IMG_2.jpg", "IMG_3.jpg", "_rejects"]
+
+
+def test_ctrl_c_during_undo_lets_the_step_end_and_a_second_undo_finishes(tmp_path, monkeypatch):
+    """SIGINT after undo put one file back and before the journal knew: the step ends (marked
+    undone), undo stops, and the next undo puts back the rest, with nothing in conflict."""
+    import signal
+
+    from clip_cull.actions import move as move_module
+    from clip_cull.actions import undo as undo_module
+    from clip_cull.actions.journal import Journal, Step
+    from clip_cull.state import StateStore
+    from clip_cull.store import Store
+
+    shoot = tmp_path / "shoot"
+    photos = [make_photo(shoot / f"IMG_{i}.jpg", seed=i) for i in range(4)]
+    steps = [Step("move", str(p), str(shoot / "_rejects" / p.name)) for p in photos]
+    store, state = Store.open(tmp_path / "cache.db"), StateStore.open(tmp_path / "state.db")
+    try:
+        run_id = move_module.apply_moves(store, Journal(state), steps, {"command": "move"})
+        real, calls = undo_module.transfer, []
+
+        def transfer_then_ctrl_c(src, dst, copy=False):
+            real(src, dst, copy)
+            calls.append(src)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # held until the step is journaled
+
+        monkeypatch.setattr(undo_module, "transfer", transfer_then_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            undo_module.undo_run(store, Journal(state), run_id)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert [s.state for s in Journal(state).steps(run_id)] == ["done", "done", "undone", "undone"]
+        monkeypatch.setattr(undo_module, "transfer", real)
+        report = undo_module.undo_run(store, Journal(state), run_id)
+        assert not report.conflicts and report.restored == 2
+    finally:
+        store.close()
+        state.close()
+    assert sorted(os.listdir(shoot)) == [p.name for p in photos]
+
+
+def test_a_report_named_in_another_script_is_written(tmp_path):
+    """A report name of 80 CJK characters (240 bytes) is a valid name; its temporary name must
+    be too (100 characters of it were 300 bytes: ENAMETOOLONG)."""
+    from clip_cull.actions.report import write_report
+
+    path = tmp_path / ("写真" * 40 + ".html")
+    assert len(os.fsencode(path.name)) <= 255
+    write_report("<!DOCTYPE html><html></html>", path)
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

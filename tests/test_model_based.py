@@ -31,7 +31,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from PIL import Image
 from clip_cull.actions import fileops
 from clip_cull.actions import tag as tagging
 from clip_cull.actions.fileops import PARTIAL_SUFFIX
-from clip_cull.actions.journal import Journal, JournalError
+from clip_cull.actions.journal import Journal
 from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
                                     resume_unfinished, select_rejects)
 from clip_cull.actions.undo import undo_run
@@ -71,19 +70,6 @@ PERSON_LABELS = ("Red", "Yellow", "Blue", "Purple")  # never Green: clipcull's -
 PERSON_RATINGS = (-1, 1, 2, 3, 4, 5)
 ANY = "<any value>"  # an expectation that no longer holds anything to
 
-# Faults the machine found that are not fixed here (see the report in the xfail tests below).
-KNOWN_INTERLEAVED = ("a review session's run takes more decisions after a later tag/move run, and the journal "
-                     "orders writes by run number: undoing every run newest first meets the session's own later "
-                     "writes as conflicts, and a later `tag` takes a decision equal to the rating clipcull wrote "
-                     "in between for clipcull's and replaces it")
-KNOWN_U_CRASH = ("U on the review page after `clipcull undo` of the session's run, when the sidecar changed or "
-                 "moved since: JournalError (undone -> conflict), not a ReviewError line")
-KNOWN_U_STALE = ("U on the review page (DecisionWriter.undo_last) judges by the file at the place it wrote and "
-                 "the bytes it remembers, not by the journal: after `clipcull move` took the photo away, or a "
-                 "later `tag` wrote the sidecar's earlier bytes again, the decision is marked undone but stays "
-                 "(and no undo takes it back); after `clipcull undo` of the run beneath the decision, U puts that "
-                 "run's bytes back; after a `move --copy` copied it, the copy is left for good")
-KNOWN_FAILURES: list[str] = []
 
 
 @pytest.fixture(autouse=True)
@@ -340,12 +326,9 @@ class ShootMachine(RuleBasedStateMachine):
         self.fixed[("lr", key3)] = {"Title": "Golden hour", "Subject": {"beach", "family"}}
         self.review_store, self.writer = None, None
         self.review_runs: set[int] = set()
-        self.review_files: set[str] = set()
-        self.review_interleaved = False
         self.review_runs_undone: set[int] = set()  # review runs `clipcull undo` was run on
-        # U's list, as the writer keeps it: (photo key, its place, the newest run and undos then)
-        self.review_actions: list[tuple[str, Path, int | None, int]] = []
-        self.u_stale: set[str] = set()  # names of sidecars U undid after other runs touched them (KNOWN_U_STALE)
+        # U's list, as the writer keeps it: (its run, the expectations its decision set)
+        self.review_stack: list[tuple[int, list[Entry]]] = []
         self.undone: list[int] = []  # the runs `clipcull undo` was run on, in order
         self.interfered = False
         self.quiet = False
@@ -491,18 +474,6 @@ class ShootMachine(RuleBasedStateMachine):
         finally:
             store.close()
 
-    def _touched_since(self, path: Path, newest: int | None, undone: list[int]) -> bool:
-        """Has a run journaled after run `newest`, or one of the runs undone since, a step at path
-        (a write, a move, a copy)?"""
-        store, journal = open_journal(self.tmp)
-        marks = ",".join("?" * len(undone))
-        try:
-            return journal.db.execute(f"select 1 from steps where (run_id > ? or run_id in ({marks}))"
-                                      " and (dst = ? or src = ?) limit 1",
-                                      [newest or 0, *undone, str(path), str(path)]).fetchone() is not None
-        finally:
-            store.close()
-
     def _newest_run(self) -> int | None:
         store, journal = open_journal(self.tmp)
         try:
@@ -551,53 +522,42 @@ class ShootMachine(RuleBasedStateMachine):
         label_now = self.exif.read([sidecar]).get(str(sidecar), {}).get("Label") if sidecar.exists() else None
         kwargs = {"stars": {"rating": stars}, "reject": {"rating": -1}, "clear": {"clear": True},
                   "pick": {"toggle_pick": True}}[action]
-        newest, session = self._newest_run(), self.writer.run_id
         try:
             with read_only(self._ro(readonly)):
                 self.writer.decide(shot.path, shot.companions, **kwargs)
         except ReviewError:
             return  # nothing written (all or nothing)
-        if self.writer.run_id != session:  # a new run (`clipcull undo` reverted the session): U's list anew
-            self.review_actions = []
-        if self.writer.actions == len(self.review_actions) + 1:
-            self.review_actions.append((key, Path(shot.path), self._newest_run(), len(self.undone)))
+        runs_now = self.writer.action_runs
+        self.review_stack = [item for item in self.review_stack if item[0] in set(runs_now)]  # runs undone
         run = self.writer.run_id
         if run is None:
             return  # the first decision changed nothing: no run, nothing written
         self.review_runs.add(run)
-        self.review_files.add(str(sidecar))
-        if newest is not None and run < newest:
-            self.review_interleaved = True  # KNOWN_INTERLEAVED: this session's run goes on after a newer run
         slot = self.expect[("lr", key)]
         if action == "pick":
-            slot["Label"].append(Entry("review", None if label_now == "Green" else "Green", run))
+            entry = Entry("review", None if label_now == "Green" else "Green", run)
+            slot["Label"].append(entry)
         else:
             # "clear" writes xmp:Rating 0, which clipcull reads as unrated (README: an explicit 0
             # counts as unrated), so a later `tag` may rate the photo: nothing to hold then.
-            slot["Rating"].append(Entry("review", ANY if action == "clear" else kwargs["rating"], run))
+            entry = Entry("review", ANY if action == "clear" else kwargs["rating"], run)
+            slot["Rating"].append(entry)
+        if len(runs_now) == len(self.review_stack) + 1:
+            self.review_stack.append((runs_now[-1], [entry]))
+        assert len(runs_now) == len(self.review_stack), "the model lost track of U's list"
 
     @rule()
     def review_undoes_last(self):
         if self.writer is None:
             return
-        self._review_maybe_undone(self.writer.run_id)
-        if self.review_actions:  # KNOWN_U_STALE: which sidecar U may mishandle, checked at the end
-            key, decided_at, newest, undos = self.review_actions[-1]
-            now = self._locate().get(key)
-            sidecar = decided_at.with_suffix(".xmp")
-            if (now is not None and now != decided_at) or self._touched_since(sidecar, newest, self.undone[undos:]):
-                self.u_stale |= {sidecar.name} | ({now.with_suffix(".xmp").name} if now else set())
         actions = self.writer.actions
         try:
             self.writer.undo_last()
         except ReviewError:
-            pass  # changed since by someone else: left, and said
-        except JournalError as e:
-            if "undone -> conflict" not in str(e) or self.writer.run_id not in self.review_runs_undone:
-                raise
-            KNOWN_FAILURES.append(f"{KNOWN_U_CRASH}: {e}")
+            pass  # changed since by someone else, or undone already: left, and said
         if self.writer.actions < actions:
-            self.review_actions.pop()
+            for entry in self.review_stack.pop()[1]:
+                entry.maybe_undone = True
 
     # --- people and other programs ------------------------------------------------------------------
 
@@ -793,12 +753,7 @@ class ShootMachine(RuleBasedStateMachine):
                 allowed = acceptable(entries)
                 if allowed is None or tags.get(prop) in allowed:
                     continue
-                what = f"{path}: {prop} is {tags.get(prop)!r}, expected one of {allowed}"
-                known = (slot[0] == "lr" and entries[-1].origin == "review" and self.review_interleaved
-                         and path.name in {Path(f).name for f in self.review_files})
-                assert known, what
-                KNOWN_FAILURES.append(f"{KNOWN_INTERLEAVED}: {what}")  # recorded once: the value is gone
-                entries.append(Entry("known fault", ANY))
+                raise AssertionError(f"{path}: {prop} is {tags.get(prop)!r}, expected one of {allowed}")
             fixed = self.fixed.get(slot)
             if fixed:
                 assert tags.get("Title") == fixed["Title"], f"{path}: title {tags.get('Title')!r} lost"
@@ -817,44 +772,15 @@ class ShootMachine(RuleBasedStateMachine):
             store.close()
         return [c for run_id in runs for c in self._undo(run_id).conflicts]
 
-    def _known(self, name: str) -> str | None:
-        """The known fault that explains something left wrong at this sidecar name (or a copy's
-        name, IMG_0007-1.xmp), if any: only in an example where that fault's rule combination
-        happened, only for the sidecars it concerns (see KNOWN_* and the xfail tests below)."""
-        name = re.sub(r"-\d+(?=\.)", "", name, count=1)
-        if name in self.u_stale:
-            return KNOWN_U_STALE
-        if self.review_interleaved and name in {Path(f).name for f in self.review_files}:
-            return KNOWN_INTERLEAVED
-        return None
-
-    def _unexplained(self, names: dict[str, str]) -> dict[str, str]:
-        """{name: what went wrong} less what a known fault explains (recorded in KNOWN_FAILURES)."""
-        left = {}
-        for name, what in names.items():
-            known = self._known(Path(name).name)
-            if known is None:
-                left[name] = what
-            else:
-                KNOWN_FAILURES.append(f"{known}: {what}")
-        return left
-
     def undo_everything(self):
         conflicts = self._undo_all_once()
-        if conflicts and self.review_interleaved:
-            self._unexplained({c.split(" ", 1)[0].rstrip(":"): c for c in conflicts})  # recorded if known
-            for _ in range(5):  # as the user would: `clipcull undo RUN` again once the later runs are undone
-                if not (conflicts := self._undo_all_once()):
-                    break
         if not self.interfered:
-            wrong = {c.split(" ", 1)[0].rstrip(":"): c for c in conflicts}  # a conflict line starts with its path
-            assert not self._unexplained(wrong), f"undo met conflicts nobody caused: {conflicts}"
+            assert not conflicts, f"undo met conflicts nobody caused: {conflicts}"
             now = tree(self.root)
-            differ = {k: f"{k} is not as it was after undoing every run" for k in set(now) | set(self.original)
-                      if now.get(k) != self.original.get(k)}
-            assert not self._unexplained(differ), f"undoing every run did not give the shoot back: {sorted(differ)}"
-            left = {str(p): f"{p} is left in the backup" for p in self._files(self.backup)}
-            assert not self._unexplained(left), f"copies left: {sorted(left)}"
+            differ = sorted(k for k in set(now) | set(self.original) if now.get(k) != self.original.get(k))
+            assert not differ, f"undoing every run did not give the shoot back: {differ}"
+            left = self._files(self.backup)
+            assert not left, f"copies left: {sorted(map(str, left))}"
         self.check_photos()
         self.check_properties()
 
@@ -871,7 +797,6 @@ def test_any_sequence_of_clipcull_and_people_keeps_every_photo_and_every_value()
                 super().teardown()
 
     Machine.exif = exif
-    KNOWN_FAILURES.clear()
     if SEED is not None:
         seed(int(SEED))(Machine)
     try:
@@ -881,11 +806,7 @@ def test_any_sequence_of_clipcull_and_people_keeps_every_photo_and_every_value()
                                                   HealthCheck.data_too_large]))
     finally:
         exif.close()
-    if KNOWN_FAILURES:  # every other invariant held; these sequences met faults not fixed yet
-        counts = {name: sum(f.startswith(text) for f in KNOWN_FAILURES) for name, text in
-                  (("KNOWN_INTERLEAVED", KNOWN_INTERLEAVED), ("KNOWN_U_STALE", KNOWN_U_STALE),
-                   ("KNOWN_U_CRASH", KNOWN_U_CRASH))}
-        pytest.xfail(f"known faults met (not fixed here; see the xfail tests): {counts}; first: {KNOWN_FAILURES[0]}")
+
 
 
 # --- faults the machine found, one regular test each ---------------------------------------------------
@@ -1142,8 +1063,6 @@ def test_undo_of_a_failed_move_run_leaves_what_a_later_move_took_there(tmp_path)
     assert photo.exists() and side.exists() and not (root / "_rejects").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_INTERLEAVED + " (review/decisions.py: a session's run is appended "
-                   "to after newer runs; not fixed here)")
 def test_undoing_every_run_newest_first_after_a_review_session_interleaved_with_tag(tmp_path):
     """Found by the machine (quiet: nobody else touched the shoot): review rates IMG_0001 1 star,
     `tag --overwrite`, review rates it again; undoing runs newest first (`clipcull undo` twice)
@@ -1203,7 +1122,6 @@ def test_u_after_clipcull_undo_of_the_session_and_a_move(tmp_path):
         exif.close()
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_U_STALE + " (review/decisions.py undo_last; not fixed here)")
 def test_u_after_a_move_took_the_decided_photo_away(tmp_path):
     """Found by the machine (quiet): review clears a photo's rating (a new sidecar, xmp:Rating 0),
     `clipcull move` takes the photo and that sidecar to _rejects, U on the page: the decision is
@@ -1218,7 +1136,6 @@ def test_u_after_a_move_took_the_decided_photo_away(tmp_path):
     assert photo.exists() and not list(root.rglob("*.xmp"))
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_U_STALE + " (review/decisions.py undo_last; not fixed here)")
 def test_u_after_a_later_tag_wrote_the_earlier_bytes_again(tmp_path):
     """Found by the machine (quiet): `tag` rates IMG_0006 (a new sidecar), review rejects it, `tag
     --overwrite` with the same stars as the first writes the very bytes the first wrote, U: the
@@ -1240,7 +1157,6 @@ def test_u_after_a_later_tag_wrote_the_earlier_bytes_again(tmp_path):
     assert not conflicts and not list(root.rglob("*.xmp"))
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_U_STALE + " (review/decisions.py undo_last; not fixed here)")
 def test_u_after_a_copy_run_copied_the_decided_sidecar(tmp_path):
     """Found by the machine (quiet): review rejects IMG_0006 (a new sidecar), `move --copy` copies
     photo and sidecar to a backup, U removes the sidecar; undoing the copy run then keeps the
@@ -1261,7 +1177,6 @@ def test_u_after_a_copy_run_copied_the_decided_sidecar(tmp_path):
     assert not conflicts and not [p for p in backup.rglob("*") if p.is_file()]
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_U_STALE + " (review/decisions.py undo_last; not fixed here)")
 def test_u_after_clipcull_undo_of_the_tag_run_beneath_the_decision(tmp_path):
     """Found by the soak (quiet): `tag` writes IMG_0006.xmp, review rates it 1, `clipcull
     undo` of the tag run (out of order: the sidecar stays as the decision left it, and the

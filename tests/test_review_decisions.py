@@ -119,6 +119,34 @@ def test_darktable_naming_and_raw_companions_get_their_own_sidecars(tmp_path, st
     assert not (tmp_path / "IMG_4.jpg.xmp").exists() and not (tmp_path / "IMG_4.CR2.xmp").exists()
 
 
+def test_a_decision_after_another_run_goes_into_a_new_run_and_u_reaches_both(tmp_path, store, state):
+    """A `move` (any run) journaled while the page is open: the next decision starts a new review
+    run, so runs keep the order of the writes; U still takes back every decision, newest first,
+    across the session's runs, to the byte."""
+    from types import SimpleNamespace
+
+    from clip_cull.actions.move import apply_moves, plan_moves
+
+    photo, other = make_photo(tmp_path / "IMG_1.jpg", seed=1), make_photo(tmp_path / "IMG_2.jpg", seed=2)
+    sidecar = tmp_path / "IMG_1.xmp"
+    exiftool("-o", sidecar, "-XMP-dc:Creator=Ann Example", "-XMP-xmp:Rating=2", photo)
+    original = sidecar.read_bytes()
+    journal = Journal(state)
+    writer = DecisionWriter(state, {"command": "review"})
+    writer.decide(str(photo), [], rating=4)
+    first = writer.run_id
+    moved = apply_moves(store, journal, plan_moves([SimpleNamespace(path=str(other), companions=[])], [str(tmp_path)], None),
+                        {"command": "move"})
+    writer.decide(str(photo), [], rating=5)
+    assert first < moved < writer.run_id and writer.action_runs == [first, writer.run_id]
+    assert [r.id for r in journal.runs(3)] == [writer.run_id, moved, first]
+    assert read(sidecar)["Rating"] == 5
+    writer.undo_last()
+    assert read(sidecar)["Rating"] == 4
+    writer.undo_last()
+    assert sidecar.read_bytes() == original
+
+
 def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store, state):
     """`clipcull undo` of a review session while the page is still open: later keys go into a
     new journaled run, and U no longer reaches into the reverted one."""

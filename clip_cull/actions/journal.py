@@ -323,6 +323,11 @@ class Journal:
         ).fetchall()
         return [Run(*row) for row in rows]
 
+    def newest_run_id(self) -> int | None:
+        """The id of the newest run journaled, of any kind and state."""
+        row = self.db.execute("select max(id) from runs").fetchone()
+        return row[0] if row else None
+
     def run(self, run_id: int) -> Run | None:
         row = self.db.execute(
             "select r.id, r.kind, r.created_at, r.command, r.state, count(s.seq) from runs r "

@@ -201,6 +201,19 @@ def is_report(path: Path) -> bool:
         MARKER.encode() in head or LEGACY_MARKER.encode() in head)
 
 
+def _short(name: str) -> str:
+    """At most 60 bytes of a name, cut on a character boundary: 100 characters of a name in
+    another script would pass the 255 bytes a file name may have."""
+    data = os.fsencode(name)[:60]
+    while data:
+        try:
+            data.decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            data = data[:-1]
+    return os.fsdecode(data)
+
+
 def write_report(page: str, path: Path, force: bool = False) -> None:
     """Write the page at path: folders made as needed, the file replaced whole (a temporary file
     renamed over it), never written onto a file that is not a report unless force."""
@@ -208,7 +221,7 @@ def write_report(page: str, path: Path, force: bool = False) -> None:
     check_output(path, force)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".clipcull-partial", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{_short(path.name)}.", suffix=".clipcull-partial", dir=path.parent)
     except OSError as e:
         raise ReportError(f"cannot write the report to {path}: {e.strerror or e}") from None
     try:

@@ -17,12 +17,39 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_cull.actions.fileops import FileOpError, remove_if_duplicate, sweep_partials, transfer
-from clip_cull.actions.journal import (CONFLICT, DONE, FAILED, PLANNED, UNDONE, Identity, Journal, Step)
-from clip_cull.actions.writer import difference, restore_embedded, restore_sidecar, restored
+from clip_cull.actions.fileops import (
+    FileOpError,
+    remove_if_duplicate,
+    sweep_partials,
+    transfer,
+)
+from clip_cull.actions.interrupt import whole_step
+from clip_cull.actions.journal import (
+    CONFLICT,
+    DONE,
+    FAILED,
+    PLANNED,
+    UNDONE,
+    Identity,
+    Journal,
+    Step,
+)
+from clip_cull.actions.writer import (
+    difference,
+    restore_embedded,
+    restore_sidecar,
+    restored,
+)
 from clip_cull.actions.xmp import XmpError, existing_sidecars
-from clip_cull.files import (HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS, REJECTS_DIRNAME, content_fingerprint,
-                             file_sha256)
+from clip_cull.errors import ClipCullError
+from clip_cull.files import (
+    HEIF_EXTENSIONS,
+    PHOTO_EXTENSIONS,
+    RAW_EXTENSIONS,
+    REJECTS_DIRNAME,
+    content_fingerprint,
+    file_sha256,
+)
 from clip_cull.store import Store
 
 _PHOTO_EXTENSIONS = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
@@ -60,6 +87,24 @@ class _Conflict(Exception):
     pass
 
 
+class UndoConflict(ClipCullError):
+    """A write could not be undone; str() names the file and why (it is left as it is)."""
+
+
+def undo_write(journal: Journal, run_id: int, step: Step) -> list[str]:
+    """Undo one journaled sidecar write on its own (review's U), with everything `clipcull undo`
+    knows: a later move took the sidecar elsewhere, a later copy holds the same bytes, a later
+    run wrote on top of it (that run's way back now leads to what was there before), a run
+    beneath it was undone meanwhile (the step's "before" was rebased). The caller holds the
+    journal (Journal.exclusive) and marks the step. Returns notes; raises UndoConflict."""
+    report = UndoReport(run_id)
+    try:
+        _undo_sidecar(journal, run_id, step, report)
+    except _Conflict as e:
+        raise UndoConflict(str(e)) from None
+    return report.notes
+
+
 def undo_run(store: Store, journal: Journal, run_id: int) -> UndoReport:
     """See _undo_run_held; done while holding the journal (Journal.exclusive)."""
     with journal.exclusive():  # one clipcull process at a time changes files and journal
@@ -79,24 +124,25 @@ def _undo_run_held(store: Store, journal: Journal, run_id: int) -> UndoReport:
     for step in reversed(steps):
         if step.state == UNDONE:
             continue
-        try:
-            if step.seq in held:
-                raise _Conflict(held[step.seq])
-            changed = _undo_step(store, journal, run_id, step, report)
-        except _Conflict as e:
-            problem = str(e)
-        except OSError as e:
-            problem = f"{e.filename or step.dst}: {e.strerror or e}; left as it is"
-        else:
-            journal.mark(run_id, step.seq, UNDONE)
-            report.restored += changed
-            if changed:
-                report.reversed.append(step)
-            if changed and step.action == "move":
-                moved_back.append(step)
-            continue
-        journal.mark(run_id, step.seq, CONFLICT, problem)
-        report.conflicts.append(problem)
+        with whole_step():  # Ctrl-C waits for the step's file operation and its mark
+            try:
+                if step.seq in held:
+                    raise _Conflict(held[step.seq])
+                changed = _undo_step(store, journal, run_id, step, report)
+            except _Conflict as e:
+                problem = str(e)
+            except OSError as e:
+                problem = f"{e.filename or step.dst}: {e.strerror or e}; left as it is"
+            else:
+                journal.mark(run_id, step.seq, UNDONE)
+                report.restored += changed
+                if changed:
+                    report.reversed.append(step)
+                if changed and step.action == "move":
+                    moved_back.append(step)
+                continue
+            journal.mark(run_id, step.seq, CONFLICT, problem)
+            report.conflicts.append(problem)
     _bring_back_later_sidecars(moved_back, {s.dst for s in steps}, report)
     journal.set_state(run_id, CONFLICT if report.conflicts else UNDONE)
     _remove_empty_reject_folders(steps)
@@ -501,4 +547,4 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-__all__ = ["UndoReport", "undo_run", "DONE"]
+__all__ = ["UndoReport", "UndoConflict", "undo_run", "undo_write", "DONE"]

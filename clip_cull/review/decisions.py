@@ -5,8 +5,12 @@ sidecar naming (an existing IMG_0001.XMP is the sidecar, never a second IMG_0001
 the journal's process lock (never while another clipcull process moves or tags), the
 changed-since-read check, links never written through, mode and extended attributes kept.
 
-A review session is one journaled run (kind "review"): `clipcull undo` reverts the whole session;
-`undo_last` reverts one action. A decision is the photographer's, not clipcull's: the journal
+A review session is journaled as runs of kind "review": one run while nothing else is journaled,
+and a new one as soon as another run (a `tag`, a `move`, an undo's) was journaled after it, so
+the journal's runs keep the order the writes happened in and `clipcull undo`, newest first, meets
+them in that order. `undo_last` (U) reverts one action with the same undo as `clipcull undo`:
+it follows a later move of the sidecar, undoes a later copy of it, and leaves a later run's
+write on top of it in place (that run's undo then restores what was there before the decision). A decision is the photographer's, not clipcull's: the journal
 records that clipcull claims nothing of it, so a later `clipcull tag` keeps the rating.
 """
 
@@ -20,11 +24,11 @@ from pathlib import Path
 
 from clip_cull.actions.journal import CONFLICT, DONE, PLANNED, RUNNING, UNDONE, Journal, JournalBusy, Step
 from clip_cull.actions.move import apply_moves, plan_moves
+from clip_cull.actions.undo import UndoConflict, undo_write
 from clip_cull.actions.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_sidecar,
                                       read_current, restore_sidecar, steps_for, target_sidecar)
-from clip_cull.actions.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse, read_xmp_file
+from clip_cull.actions.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse
 from clip_cull.errors import ClipCullError
-from clip_cull.files import content_fingerprint
 from clip_cull.state import StateStore
 from clip_cull.store import Store
 
@@ -52,6 +56,7 @@ class Decision:
 class _Action:
     photo: str
     before: Decision
+    run_id: int | None = None
     steps: list[Step] = field(default_factory=list)
 
 
@@ -152,11 +157,13 @@ class DecisionWriter:
         """Journal, then write each sidecar through the one writer. All or nothing: when one
         cannot be written, those already written get their bytes back."""
         run = self.journal.run(self.run_id) if self.run_id is not None else None
-        if run is None or run.state not in (PLANNED, RUNNING, DONE):
-            # First decision, or `clipcull undo` reverted this session meanwhile: what follows
-            # is a new run, and the reverted actions are no longer U's to undo.
+        if run is None or run.state not in (PLANNED, RUNNING, DONE) or self.journal.newest_run_id() != self.run_id:
+            # The first decision; or `clipcull undo` reverted this session's run meanwhile; or
+            # another run was journaled since (tag, move, undo): what follows is a new run, so
+            # runs stay in the order their writes happened.
             self.run_id = self.journal.plan(REVIEW_RUN_KIND, self.command, [])
-            self._done.clear()
+            self._drop_reverted()
+        action.run_id = self.run_id
         steps = steps_for(changes)
         self.journal.add_steps(self.run_id, steps)  # journaled before any file changes
         notes: list[str] = []
@@ -172,13 +179,22 @@ class DecisionWriter:
                 self._done.append(action)
             self.journal.set_state(self.run_id, DONE)
 
+    def _drop_reverted(self) -> None:
+        """Actions of runs `clipcull undo` reverted are no longer U's to undo."""
+        live = {}
+        for action in self._done:
+            if action.run_id not in live:
+                run = self.journal.run(action.run_id)
+                live[action.run_id] = run is not None and run.state in (PLANNED, RUNNING, DONE)
+        self._done = [a for a in self._done if live[a.run_id]]
+
     def _roll_back(self, action: _Action, why: str) -> None:
         """One sidecar of an action could not be written: the sidecars it did write get their
         bytes back (the page keeps showing the photo as it was)."""
         try:
             for step in reversed(list(action.steps)):
                 restore_sidecar(step.dst, step.before, step.before_mode)
-                self.journal.mark(self.run_id, step.seq, UNDONE, why)
+                self.journal.mark(action.run_id, step.seq, UNDONE, why)
                 action.steps.remove(step)
         except OSError as e:  # the written ones stay, and U can still take them back
             why += f"; {step.dst} keeps the new decision ({e.strerror or e})"
@@ -187,28 +203,30 @@ class DecisionWriter:
     # --- undo ----------------------------------------------------------------------------
 
     def undo_last(self) -> tuple[str, Decision] | None:
-        """Revert the last action still in effect: (photo, its decision now), or None. A sidecar
-        changed since (another program wrote it) is left as it is and said once: that action is
-        dropped from U's list, so the next U goes on to the action before it."""
+        """Revert the last action not yet reverted: (photo, its decision now), or None. Each of
+        its writes is undone as `clipcull undo` would (see actions/undo.py undo_write), judged by
+        the journal as it is now, not by what the page remembers. One that cannot be (another
+        program changed the sidecar since) is left as it is and said once: that action is dropped
+        from U's list, so the next U goes on to the action before it."""
         with self._lock, self._holding_journal():
             if not self._done:
                 return None
             action = self._done.pop()
-            states = {s.seq: s.state for s in self.journal.steps(self.run_id)}
-            if any(states.get(step.seq) == UNDONE for step in action.steps):  # `clipcull undo` took it back
+            now = {s.seq: s for s in self.journal.steps(action.run_id)}
+            steps = [now[step.seq] for step in action.steps if step.seq in now]
+            if any(step.state == UNDONE for step in steps):  # `clipcull undo` took it back
                 raise ReviewError(f"{action.photo}: that decision was undone already (`clipcull undo`); "
                                   f"U now goes on to the action before")
-            for step in action.steps:
-                current = _read_bytes(Path(step.dst))
-                if current != step.before and (current is None or content_fingerprint(current) != step.after_sha):
-                    why = f"{step.dst} changed since clipcull wrote it; left as it is"
-                    for s in action.steps:
-                        self.journal.mark(self.run_id, s.seq, CONFLICT, why)
-                    raise ReviewError(why + " (U now goes on to the action before)")
-            for step in reversed(action.steps):
-                if _read_bytes(Path(step.dst)) != step.before:
-                    restore_sidecar(step.dst, step.before, step.before_mode)
-                self.journal.mark(self.run_id, step.seq, UNDONE)
+            for step in reversed(steps):
+                try:
+                    undo_write(self.journal, action.run_id, step)
+                except UndoConflict as e:
+                    self.journal.mark(action.run_id, step.seq, CONFLICT, str(e))
+                    raise ReviewError(f"{e} (U now goes on to the action before)") from None
+                except OSError as e:
+                    raise ReviewError(f"{e.filename or step.dst}: {e.strerror or e}; left as it is "
+                                      "(U now goes on to the action before)") from None
+                self.journal.mark(action.run_id, step.seq, UNDONE)
             return action.photo, self.current(action.photo)
 
     def forget(self, photos: set[str]) -> None:
@@ -220,6 +238,11 @@ class DecisionWriter:
     def actions(self) -> int:
         return len(self._done)
 
+    @property
+    def action_runs(self) -> list[int]:
+        """The run of each action U can still undo, oldest first."""
+        return [a.run_id for a in self._done]
+
 
 def move_rejects(store: Store, journal: Journal, photos: list, roots: list[str]) -> int | None:
     """Move photos (with RAW companions and sidecars) to ROOT/_rejects with the same journaled
@@ -228,13 +251,3 @@ def move_rejects(store: Store, journal: Journal, photos: list, roots: list[str])
         return None
     steps = plan_moves(photos, roots, None)
     return apply_moves(store, journal, steps, {"command": "review --move-rejects", "folders": roots})
-
-
-def _read_bytes(path: Path) -> bytes | None:
-    """The sidecar's bytes, None where there is none; never opens a FIFO or device."""
-    if not os.path.lexists(path):
-        return None
-    try:
-        return read_xmp_file(path)
-    except XmpError as e:
-        raise ReviewError(f"{path}: left alone, {e}") from None
