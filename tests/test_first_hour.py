@@ -304,10 +304,12 @@ def test_one_photo_is_singular_and_unknown_adjectives_are_warned(tiny_env, tmp_p
 
 def test_readme_install_and_the_portable_copy_example_works(tiny_env, photo_folder, tmp_path):
     readme = (ROOT / "README.md").read_text()
-    install = readme[readme.index("## Install"):readme.index("## Use")]
-    assert install.index("git clone") < install.index("pip install .")
-    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in install
-    line = next(l for l in readme.splitlines() if "xargs -0 -I" in l)
+    install = readme[readme.index("## Install"):readme.index("## Quick start")]
+    assert "REPOSITORY-URL" not in readme and "From a clone of this repository" in install
+    cpu = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    assert install.index(cpu) < install.index("pip install .\n```")  # both from one index, then clipcull
+    ranking = (ROOT / "docs" / "ranking.md").read_text()  # the example moved there from the README
+    line = next(l for l in ranking.splitlines() if "xargs -0 -I" in l)
     command = line.split("#")[0].strip().replace("clipcull", f"{sys.executable} -m clip_cull", 1)
     picks = tmp_path / "Picks"
     picks.mkdir()
