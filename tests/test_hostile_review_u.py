@@ -1,0 +1,103 @@
+"""Hostile tests (round 18b): the review page's U mixed with `move`, `tag`, `undo` and other
+people, checked by the bytes of every file (sha256), never by clipcull's own reader."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from clip_cull.actions import tag as tagging
+from clip_cull.actions.journal import Journal
+from clip_cull.actions.move import apply_moves, plan_moves
+from clip_cull.actions.undo import undo_run
+from clip_cull.review.decisions import DecisionWriter, ReviewError
+from clip_cull.state import StateStore
+from clip_cull.store import Store
+from conftest import fails_after, make_photo
+
+FOREIGN = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator><rdf:Seq>'
+           '<rdf:li>Ann Example</rdf:li></rdf:Seq></dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>')
+
+
+@pytest.fixture(autouse=True)
+def time_limit():
+    with fails_after(240):
+        yield
+
+
+@dataclass
+class Shot:
+    path: str
+    score: float = 0.5
+    label: str = ""
+    flags: tuple = ()
+    companions: list = field(default_factory=list)
+
+
+@pytest.fixture
+def world(tmp_path):
+    store = Store.open(tmp_path / "cache" / "c.db")
+    state = StateStore.open(tmp_path / "state" / "state.db")
+    yield store, state, Journal(state)
+    store.close()
+    state.close()
+
+
+def tree(top: Path) -> dict[str, str]:
+    return {str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(top.rglob("*")) if p.is_file() and not {"cache", "state"} & set(p.relative_to(top).parts)}
+
+
+def move(store, journal, photo: Path, root: Path, to: Path, copy: bool = False) -> int:
+    return apply_moves(store, journal, plan_moves([Shot(str(photo))], [str(root)], str(to), copy=copy),
+                       {"command": "move"})
+
+
+def undo_everything(store, journal) -> list[str]:
+    conflicts, before = [], None
+    while (run := journal.last_undoable(before)) is not None:
+        conflicts += undo_run(store, journal, run.id).conflicts
+        before = run.id
+    return conflicts
+
+
+@pytest.mark.parametrize("foreign", [False, True])
+def test_u_after_a_copy_that_was_moved_since_undoes_the_copy_where_it_is(tmp_path, world, foreign):
+    """A decision, `move --copy` to a backup, then a move of the backup's copy elsewhere, then U:
+    the photo's sidecar got its bytes back but the copy (moved on) kept the decision, so undoing
+    everything left the backup's sidecar with the rating ("its original is gone" / "differs")."""
+    store, state, journal = world
+    root = tmp_path / "shoot"
+    photo = make_photo(root / "IMG_1.jpg", seed=1)
+    if foreign:
+        (root / "IMG_1.xmp").write_text(FOREIGN)
+    start = tree(tmp_path)
+    writer = DecisionWriter(state, {"command": "review"})
+    writer.decide(str(photo), [], rating=4)
+    move(store, journal, photo, root, tmp_path / "backup", copy=True)
+    move(store, journal, tmp_path / "backup" / "IMG_1.jpg", tmp_path / "backup", tmp_path / "far")
+    writer.undo_last()
+    assert undo_everything(store, journal) == []
+    assert tree(tmp_path) == start
+
+
+@pytest.mark.parametrize("embed", [False, True])
+def test_undo_of_a_tag_run_follows_its_copy_moved_twice(tmp_path, world, embed):
+    """The same for `clipcull undo` of a tag run (sidecar or --embed) out of order, the copy moved twice."""
+    store, state, journal = world
+    root = tmp_path / "shoot"
+    photo = make_photo(root / "IMG_1.jpg", seed=1)
+    start = tree(tmp_path)
+    changes, _ = tagging.plan_tags([Shot(str(photo))], embed=embed, journal=journal)
+    tag_run = tagging.apply_tags(journal, changes, {"command": "tag"})
+    move(store, journal, photo, root, tmp_path / "backup", copy=True)
+    move(store, journal, tmp_path / "backup" / "IMG_1.jpg", tmp_path / "backup", tmp_path / "far")
+    move(store, journal, tmp_path / "far" / "IMG_1.jpg", tmp_path / "far", tmp_path / "farther")
+    assert undo_run(store, journal, tag_run).conflicts == []
+    assert undo_everything(store, journal) == []
+    assert tree(tmp_path) == start
+
