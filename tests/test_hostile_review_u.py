@@ -101,3 +101,26 @@ def test_undo_of_a_tag_run_follows_its_copy_moved_twice(tmp_path, world, embed):
     assert undo_everything(store, journal) == []
     assert tree(tmp_path) == start
 
+
+@pytest.mark.parametrize("edited", [0, 1])
+def test_u_of_a_raw_jpeg_decision_with_one_sidecar_changed_since_undoes_the_other_and_says_so(tmp_path, world, edited):
+    """darktable naming, a RAW+JPEG set: a decision writes IMG_1.jpg.xmp and IMG_1.CR2.xmp; darktable
+    re-rates one of them; U. It stopped at the first conflict: with the RAW's sidecar edited the
+    JPEG's kept the decision unsaid and out of U's reach; with the JPEG's edited the RAW's was
+    undone unsaid. Now every sidecar that can go back goes back, and the one line names both."""
+    store, state, journal = world
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    raw = tmp_path / "IMG_1.CR2"
+    raw.write_bytes(b"II*\x00 the RAW " * 40)
+    writer = DecisionWriter(state, {"command": "review"}, style="darktable")
+    writer.decide(str(photo), [str(raw)], rating=4)
+    sidecars = writer.sidecars(str(photo), [str(raw)])
+    changed, other = sidecars[edited], sidecars[1 - edited]
+    changed.write_text(changed.read_text().replace('Rating="4"', 'Rating="2"'))  # darktable
+    theirs = changed.read_bytes()
+    with pytest.raises(ReviewError) as e:
+        writer.undo_last()
+    assert changed.read_bytes() == theirs and not other.exists()  # theirs stays, clipcull's goes back
+    message = str(e.value)
+    assert "\n" not in message and changed.name in message and f"{other.name} undone" in message
+    assert writer.actions == 0

@@ -217,16 +217,22 @@ class DecisionWriter:
             if any(step.state == UNDONE for step in steps):  # `clipcull undo` took it back
                 raise ReviewError(f"{action.photo}: that decision was undone already (`clipcull undo`); "
                                   f"U now goes on to the action before")
-            for step in reversed(steps):
+            problems, undone = [], []
+            for step in reversed(steps):  # each sidecar of the action (a RAW's too), as `clipcull undo` does
                 try:
                     undo_write(self.journal, action.run_id, step)
                 except UndoConflict as e:
                     self.journal.mark(action.run_id, step.seq, CONFLICT, str(e))
-                    raise ReviewError(f"{e} (U now goes on to the action before)") from None
+                    problems.append(str(e))
+                    continue
                 except OSError as e:
-                    raise ReviewError(f"{e.filename or step.dst}: {e.strerror or e}; left as it is "
-                                      "(U now goes on to the action before)") from None
+                    problems.append(f"{e.filename or step.dst}: {e.strerror or e}; left as it is")
+                    continue
                 self.journal.mark(action.run_id, step.seq, UNDONE)
+                undone.append(os.path.basename(step.dst))
+            if problems:
+                also = f"; {', '.join(reversed(undone))} undone" if undone else ""
+                raise ReviewError(f"{'; '.join(problems)}{also} (U now goes on to the action before)")
             return action.photo, self.current(action.photo)
 
     def forget(self, photos: set[str]) -> None:
