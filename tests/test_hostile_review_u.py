@@ -124,3 +124,21 @@ def test_u_of_a_raw_jpeg_decision_with_one_sidecar_changed_since_undoes_the_othe
     message = str(e.value)
     assert "\n" not in message and changed.name in message and f"{other.name} undone" in message
     assert writer.actions == 0
+
+
+def test_undo_of_a_review_run_counts_a_sidecar_written_twice_once(tmp_path, private_state):
+    """Stars, then a pick, on each of two photos: `clipcull undo` said "2 photos (4 files)" for two sidecars."""
+    from helpers import run
+
+    photos = [make_photo(tmp_path / f"IMG_{i}.jpg", seed=i) for i in (1, 2)]
+    state = StateStore.open(private_state)
+    writer = DecisionWriter(state, {"command": "review", "folders": [str(tmp_path)]})
+    for photo in photos:
+        writer.decide(str(photo), [], rating=3)
+        writer.decide(str(photo), [], toggle_pick=True)
+    state.close()
+    result = run("undo")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines() == ["clipcull: undid review run 1: the XMP of 2 photos (2 files) restored."]
+    assert not list(tmp_path.glob("*.xmp"))
+

@@ -66,6 +66,12 @@ class UndoReport:
     reversed: list[Step] = field(default_factory=list)  # the steps of `restored`
 
     @property
+    def files(self) -> int:
+        """How many files the reversed steps put back: a sidecar a review session wrote twice
+        (the stars, then the pick) is one file."""
+        return len({s.dst for s in self.reversed})
+
+    @property
     def photos(self) -> int:
         """How many photos the reversed steps concern, counted as `move` counts them: a photo
         and the files that went with it (its RAW, its sidecars: one stem at the destination)
