@@ -142,3 +142,57 @@ def test_undo_of_a_review_run_counts_a_sidecar_written_twice_once(tmp_path, priv
     assert result.stderr.splitlines() == ["clipcull: undid review run 1: the XMP of 2 photos (2 files) restored."]
     assert not list(tmp_path.glob("*.xmp"))
 
+
+def test_u_after_the_photographer_renamed_the_sidecar_says_nothing_was_undone(tmp_path, world):
+    """A decision made IMG_1.xmp; another program renamed it IMG_1.XMP (the photo's sidecar still:
+    the page reads it); U. It counted the decision as undone (nothing at IMG_1.xmp, as before it)
+    and said nothing: the page kept showing 4 stars after U, with no word why."""
+    store, state, journal = world
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    writer = DecisionWriter(state, {"command": "review"})
+    writer.decide(str(photo), [], rating=4)
+    (tmp_path / "IMG_1.xmp").rename(tmp_path / "IMG_1.XMP")
+    theirs = (tmp_path / "IMG_1.XMP").read_bytes()
+    with pytest.raises(ReviewError, match=r"IMG_1\.xmp is gone") as e:
+        writer.undo_last()
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "IMG_1.XMP").read_bytes() == theirs and writer.actions == 0
+
+
+def test_u_that_leaves_a_later_runs_write_on_top_says_so(tmp_path, world):
+    """A decision (4 stars), `tag --overwrite` rates the photo 2 on top, U: the sidecar stays as the
+    tag run wrote it (its undo now restores what was there before the decision), and U said nothing."""
+    store, state, journal = world
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    writer = DecisionWriter(state, {"command": "review"})
+    writer.decide(str(photo), [], rating=4)
+    changes, _ = tagging.plan_tags([Shot(str(photo))], thresholds=[(2, -1e9)], overwrite=True, journal=journal)
+    tag_run = tagging.apply_tags(journal, changes, {"command": "tag"})
+    tagged = (tmp_path / "IMG_1.xmp").read_bytes()
+    with pytest.raises(ReviewError, match=f"left as run {tag_run} wrote it"):
+        writer.undo_last()
+    assert (tmp_path / "IMG_1.xmp").read_bytes() == tagged and writer.actions == 0
+    assert undo_run(store, journal, tag_run).conflicts == []
+    assert not (tmp_path / "IMG_1.xmp").exists()
+
+
+def test_u_after_clipcull_undo_stopped_between_a_raw_and_its_jpeg_finishes_the_action(tmp_path, world):
+    """darktable naming, a RAW+JPEG decision (two sidecars); `clipcull undo` of the session's run
+    stopped (Ctrl-C) after the first of them; U said "undone already" and dropped the action, the
+    JPEG's sidecar keeping the decision."""
+    from clip_cull.actions.journal import UNDONE
+    from clip_cull.actions.undo import undo_write
+
+    store, state, journal = world
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    raw = tmp_path / "IMG_1.CR2"
+    raw.write_bytes(b"II*\x00 the RAW " * 40)
+    writer = DecisionWriter(state, {"command": "review"}, style="darktable")
+    writer.decide(str(photo), [str(raw)], rating=4)
+    last = journal.steps(writer.run_id)[-1]  # `clipcull undo` goes newest first: the RAW's sidecar
+    with journal.exclusive():
+        undo_write(journal, writer.run_id, last)
+        journal.mark(writer.run_id, last.seq, UNDONE)
+    writer.undo_last()
+    assert not list(tmp_path.glob("*.xmp"))
+    assert [s.state for s in journal.steps(writer.run_id)] == ["undone", "undone"]

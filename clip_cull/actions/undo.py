@@ -97,18 +97,19 @@ class UndoConflict(ClipCullError):
     """A write could not be undone; str() names the file and why (it is left as it is)."""
 
 
-def undo_write(journal: Journal, run_id: int, step: Step) -> list[str]:
+def undo_write(journal: Journal, run_id: int, step: Step) -> tuple[bool, list[str]]:
     """Undo one journaled sidecar write on its own (review's U), with everything `clipcull undo`
     knows: a later move took the sidecar elsewhere, a later copy holds the same bytes, a later
     run wrote on top of it (that run's way back now leads to what was there before), a run
     beneath it was undone meanwhile (the step's "before" was rebased). The caller holds the
-    journal (Journal.exclusive) and marks the step. Returns notes; raises UndoConflict."""
+    journal (Journal.exclusive) and marks the step. Returns whether the file changed, and notes
+    (why it did not, where it did elsewhere); raises UndoConflict."""
     report = UndoReport(run_id)
     try:
-        _undo_sidecar(journal, run_id, step, report)
+        changed = _undo_sidecar(journal, run_id, step, report)
     except _Conflict as e:
         raise UndoConflict(str(e)) from None
-    return report.notes
+    return changed, report.notes
 
 
 def undo_run(store: Store, journal: Journal, run_id: int) -> UndoReport:
@@ -466,6 +467,8 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
     if theirs and step.state in (PLANNED, FAILED):
         return False
     if current == step.before:
+        if current is None and step.state == DONE:  # the sidecar clipcull made was renamed or deleted since
+            report.notes.append(f"{where} is gone (renamed, moved or deleted since); nothing to undo there")
         return False  # never written, or already restored
     written = current is not None and content_fingerprint(current) == step.after_sha and not theirs
     if step.state in (PLANNED, FAILED) and not written:
