@@ -286,11 +286,16 @@ class Journal:
                 self.db.execute("update steps set state = ?, note = ? where run_id = ? and seq = ?",
                                 [state, note, run_id, seq])
 
-    def rewritten(self, path: str) -> None:
+    def rewritten(self, path: str, carried: list[tuple[int, Step]] = ()) -> None:
         """clipcull itself replaced the file at path (a sidecar written or restored): earlier
-        moves that left it there expect the new file from now on."""
+        moves that left it there expect the new file from now on, and so do the steps in
+        `carried` (the copy and the moves that took it here: each puts back, by a rename, this file)."""
+        found = Identity.of(path)
         with self.store.writing():
-            self._follow_rewrite(None, path, Identity.of(path))
+            self._follow_rewrite(None, path, found)
+            for run_id, step in carried if found is not None else ():
+                self.db.execute("update steps set dst_id = ? where run_id = ? and seq = ? and state in (?, ?)",
+                                [found.dump(), run_id, step.seq, DONE, CONFLICT])
 
     def _follow_rewrite(self, run_id: int | None, path: str, found: Identity | None) -> None:
         if found is None:

@@ -66,6 +66,12 @@ class UndoReport:
     reversed: list[Step] = field(default_factory=list)  # the steps of `restored`
 
     @property
+    def files(self) -> int:
+        """How many files the reversed steps put back: a sidecar a review session wrote twice
+        (the stars, then the pick) is one file."""
+        return len({s.dst for s in self.reversed})
+
+    @property
     def photos(self) -> int:
         """How many photos the reversed steps concern, counted as `move` counts them: a photo
         and the files that went with it (its RAW, its sidecars: one stem at the destination)
@@ -91,18 +97,19 @@ class UndoConflict(ClipCullError):
     """A write could not be undone; str() names the file and why (it is left as it is)."""
 
 
-def undo_write(journal: Journal, run_id: int, step: Step) -> list[str]:
+def undo_write(journal: Journal, run_id: int, step: Step) -> tuple[bool, list[str]]:
     """Undo one journaled sidecar write on its own (review's U), with everything `clipcull undo`
     knows: a later move took the sidecar elsewhere, a later copy holds the same bytes, a later
     run wrote on top of it (that run's way back now leads to what was there before), a run
     beneath it was undone meanwhile (the step's "before" was rebased). The caller holds the
-    journal (Journal.exclusive) and marks the step. Returns notes; raises UndoConflict."""
+    journal (Journal.exclusive) and marks the step. Returns whether the file changed, and notes
+    (why it did not, where it did elsewhere); raises UndoConflict."""
     report = UndoReport(run_id)
     try:
-        _undo_sidecar(journal, run_id, step, report)
+        changed = _undo_sidecar(journal, run_id, step, report)
     except _Conflict as e:
         raise UndoConflict(str(e)) from None
-    return report.notes
+    return changed, report.notes
 
 
 def undo_run(store: Store, journal: Journal, run_id: int) -> UndoReport:
@@ -377,17 +384,18 @@ def _undo_embedded_in_copy(journal: Journal, step: Step, copy_run: int, copy: St
     """A later `--copy` run copied the photo this step wrote into: the copy gets its earlier bytes
     back too while it holds exactly what clipcull wrote (else undoing the copy run would keep it,
     as it no longer matches its original), and is named when it cannot."""
-    if Identity.of(copy.dst) is None:
+    where, chain = _where_copy_is(journal, copy_run, copy)
+    if Identity.of(where) is None:
         return
-    if not _holds(copy.dst, step.after_sha):
-        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of {copy.src} changed since; left as it is")
+    if not _holds(where, step.after_sha):
+        report.notes.append(f"{where}: the copy run {copy_run} made of {copy.src} changed since; left as it is")
         return
-    problem = restore_embedded(copy.dst, step)
+    problem = restore_embedded(where, step)
     if problem:
         report.notes.append(problem)
         return
-    journal.rewritten(copy.dst)  # the copy step expects the rewritten file now
-    report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is restored too")
+    journal.rewritten(where, [(copy_run, copy), *chain])  # the copy and its moves expect the rewritten file now
+    report.notes.append(f"{where}: the copy run {copy_run} made of it is restored too")
 
 
 def _later_embedded_writes(journal: Journal, path: str, chain: list[tuple[int, Step]],
@@ -459,6 +467,8 @@ def _undo_sidecar(journal: Journal, run_id: int, step: Step, report: UndoReport)
     if theirs and step.state in (PLANNED, FAILED):
         return False
     if current == step.before:
+        if current is None and step.state == DONE:  # the sidecar clipcull made was renamed or deleted since
+            report.notes.append(f"{where} is gone (renamed, moved or deleted since); nothing to undo there")
         return False  # never written, or already restored
     written = current is not None and content_fingerprint(current) == step.after_sha and not theirs
     if step.state in (PLANNED, FAILED) and not written:
@@ -491,22 +501,31 @@ def _later_sidecar_writes(journal: Journal, path: str, run_id: int) -> list[tupl
     return writes
 
 
+def _where_copy_is(journal: Journal, copy_run: int, copy: Step) -> tuple[str, list[tuple[int, Step]]]:
+    """Where a copy is now: a later move may have taken it elsewhere (followed as for the original)."""
+    chain = journal.later_moves_from(copy.dst, copy_run)
+    return (chain[-1][1].dst if chain else copy.dst), chain
+
+
 def _undo_in_copy(journal: Journal, step: Step, copy_run: int, copy: Step, report: UndoReport) -> None:
-    """A later `--copy` run copied the sidecar this step wrote: the copy gets the same undo when
-    it still holds exactly what clipcull wrote, else it is named as left."""
-    found = Identity.of(copy.dst)
+    """A later `--copy` run copied the sidecar this step wrote: the copy gets the same undo, where
+    it is now, when it still holds exactly what clipcull wrote, else it is named as left."""
+    where, chain = _where_copy_is(journal, copy_run, copy)
+    found = Identity.of(where)
     if found is None:
         return
-    if found.kind != "file" or content_fingerprint(_read(copy.dst)) != step.after_sha:
-        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of {copy.src} changed since; left as it is")
+    if found.kind != "file" or content_fingerprint(_read(where)) != step.after_sha:
+        report.notes.append(f"{where}: the copy run {copy_run} made of {copy.src} changed since; left as it is")
         return
-    restore_sidecar(copy.dst, step.before, step.before_mode)  # clipcull's own bytes, copied by clipcull
+    restore_sidecar(where, step.before, step.before_mode)  # clipcull's own bytes, copied by clipcull
     if step.before is None:
-        journal.mark(copy_run, copy.seq, UNDONE, f"{copy.dst} removed by undo of the run that wrote it")
-        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is removed too")
+        journal.mark(copy_run, copy.seq, UNDONE, f"{where} removed by undo of the run that wrote it")
+        for later_run, later_move in chain:  # nothing left for those moves to put back
+            journal.mark(later_run, later_move.seq, UNDONE, f"{where} removed by undo of the run that wrote it")
+        report.notes.append(f"{where}: the copy run {copy_run} made of it is removed too")
     else:
-        journal.rewritten(copy.dst)
-        report.notes.append(f"{copy.dst}: the copy run {copy_run} made of it is restored too")
+        journal.rewritten(where, [(copy_run, copy), *chain])
+        report.notes.append(f"{where}: the copy run {copy_run} made of it is restored too")
 
 
 def _sits_on(journal: Journal, later_run: int, later: Step, step: Step) -> bool:

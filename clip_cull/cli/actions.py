@@ -368,7 +368,7 @@ def _say_what_blocks(err, cache, run_id: int) -> None:
 def _undone(report) -> str:
     """What an undo put back, counted as `move` and `tag` count: photos, and their files."""
     actions = {s.action for s in report.reversed}
-    counted = f"{plural(report.photos, 'photo')} ({plural(report.restored, 'file')})"
+    counted = f"{plural(report.photos, 'photo')} ({plural(report.files, 'file')})"
     if not actions:
         return "nothing was left to reverse"
     if actions == {"move"}:

@@ -206,27 +206,39 @@ class DecisionWriter:
         """Revert the last action not yet reverted: (photo, its decision now), or None. Each of
         its writes is undone as `clipcull undo` would (see actions/undo.py undo_write), judged by
         the journal as it is now, not by what the page remembers. One that cannot be (another
-        program changed the sidecar since) is left as it is and said once: that action is dropped
-        from U's list, so the next U goes on to the action before it."""
+        program changed the sidecar since) is left as it is and said once, with the others of the
+        action undone all the same (a RAW's sidecar); that action is dropped from U's list, so the
+        next U goes on to the action before it. An action undone with no file changed (a later
+        run's write left on top, the sidecar renamed or deleted since) is said in one line too."""
         with self._lock, self._holding_journal():
             if not self._done:
                 return None
             action = self._done.pop()
             now = {s.seq: s for s in self.journal.steps(action.run_id)}
             steps = [now[step.seq] for step in action.steps if step.seq in now]
-            if any(step.state == UNDONE for step in steps):  # `clipcull undo` took it back
+            steps = [step for step in steps if step.state != UNDONE]  # `clipcull undo` may have taken some back
+            if not steps:
                 raise ReviewError(f"{action.photo}: that decision was undone already (`clipcull undo`); "
                                   f"U now goes on to the action before")
-            for step in reversed(steps):
+            problems, undone, notes, changed = [], [], [], False
+            for step in reversed(steps):  # each sidecar of the action (a RAW's too), as `clipcull undo` does
                 try:
-                    undo_write(self.journal, action.run_id, step)
+                    wrote, said = undo_write(self.journal, action.run_id, step)
+                    changed, notes = changed or wrote, notes + said
                 except UndoConflict as e:
                     self.journal.mark(action.run_id, step.seq, CONFLICT, str(e))
-                    raise ReviewError(f"{e} (U now goes on to the action before)") from None
+                    problems.append(str(e))
+                    continue
                 except OSError as e:
-                    raise ReviewError(f"{e.filename or step.dst}: {e.strerror or e}; left as it is "
-                                      "(U now goes on to the action before)") from None
+                    problems.append(f"{e.filename or step.dst}: {e.strerror or e}; left as it is")
+                    continue
                 self.journal.mark(action.run_id, step.seq, UNDONE)
+                undone.append(os.path.basename(step.dst))
+            if problems:
+                also = f"; {', '.join(reversed(undone))} undone" if undone else ""
+                raise ReviewError(f"{'; '.join(problems)}{also} (U now goes on to the action before)")
+            if not changed and notes:  # undone by the journal, yet no file changed: the page says why
+                raise ReviewError(f"{'; '.join(notes)} (U now goes on to the action before)")
             return action.photo, self.current(action.photo)
 
     def forget(self, photos: set[str]) -> None:
