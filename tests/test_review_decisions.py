@@ -172,6 +172,29 @@ def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store,
     assert [s.state for s in journal.steps(first)] == ["undone"]
 
 
+def test_a_run_whose_every_action_u_took_back_is_undone_and_clipcull_undo_goes_past_it(tmp_path, store, state):
+    """Every key press of a session taken back with U: `clipcull undo` then undoes the run before
+    (a tag run), not the emptied review run ("nothing was left to reverse")."""
+    from clip_cull.actions.undo import undo_run
+
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    sidecar = tmp_path / "IMG_1.xmp"
+    exiftool("-o", sidecar, "-XMP-dc:Creator=Ann Example", "-XMP-xmp:Rating=2", photo)
+    original = sidecar.read_bytes()
+    journal = Journal(state)
+    writer = DecisionWriter(state, {"command": "review"})
+    writer.decide(str(photo), [], rating=4)
+    writer.decide(str(photo), [], toggle_pick=True)
+    writer.undo_last()
+    assert journal.run(writer.run_id).state == "done"  # the first decision is still in effect
+    writer.undo_last()
+    assert sidecar.read_bytes() == original
+    assert journal.run(writer.run_id).state == "undone" and journal.last_undoable() is None
+    writer.decide(str(photo), [], rating=3)  # a new run: the emptied one stays undone
+    assert journal.last_undoable().id == writer.run_id
+    assert undo_run(store, journal, writer.run_id).conflicts == [] and sidecar.read_bytes() == original
+
+
 def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer_goes_on(tmp_path, store, state,
                                                                                           monkeypatch):
     """The RAW's sidecar cannot be written (read-only share, full disk): the JPEG's sidecar, already
@@ -199,6 +222,8 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
     journal = Journal(state)
     assert [s.state for s in journal.steps(writer.run_id)] == ["undone", "failed"]
     assert writer.actions == 0 and writer.current(str(photo)).rating == 2
+    # nothing of the run is in effect: `clipcull undo` goes past it instead of spending itself on it
+    assert journal.run(writer.run_id).state == "undone" and journal.last_undoable() is None
 
     monkeypatch.setattr(xmp_writer, "write_atomic", real_write)  # the share is writable again
     writer.decide(str(photo), [str(raw)], rating=4)

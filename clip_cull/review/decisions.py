@@ -177,7 +177,14 @@ class DecisionWriter:
         finally:
             if action.steps:
                 self._done.append(action)
-            self.journal.set_state(self.run_id, DONE)
+            self._settle(self.run_id)
+
+    def _settle(self, run_id: int) -> None:
+        """A review run is done while one of its writes is in effect, and undone once none is (a
+        key press whose write failed and was rolled back, or every action taken back with U):
+        `clipcull undo` then goes past it to the run before, instead of spending itself on it."""
+        in_effect = any(s.state in (DONE, CONFLICT) for s in self.journal.steps(run_id))
+        self.journal.set_state(run_id, DONE if in_effect else UNDONE)
 
     def _drop_reverted(self) -> None:
         """Actions of runs `clipcull undo` reverted are no longer U's to undo."""
@@ -234,6 +241,7 @@ class DecisionWriter:
                     continue
                 self.journal.mark(action.run_id, step.seq, UNDONE)
                 undone.append(os.path.basename(step.dst))
+            self._settle(action.run_id)
             if problems:
                 also = f"; {', '.join(reversed(undone))} undone" if undone else ""
                 raise ReviewError(f"{'; '.join(problems)}{also} (U now goes on to the action before)")
