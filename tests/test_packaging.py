@@ -153,3 +153,25 @@ def test_changelog_starts_at_this_version():
     version = pyproject()["project"]["version"]
     headings = re.findall(r"^## \[([^\]]+)\]", text, re.MULTILINE)
     assert headings[:2] == ["Unreleased", version] and headings[-1] == version
+
+
+def test_help_tweak_leaves_a_typer_without_display_type_rich_alone(monkeypatch):
+    """Typer 0.16 to 0.28 have no display_type_rich (0.29 added it): the help tweak must not
+    reach for it there, or every command fails before it starts. CI runs the lowest Typer too."""
+    import importlib
+
+    from typer import core
+
+    app_module = importlib.import_module("clip_cull.cli.app")  # the module; clip_cull.cli.app is the Typer too
+
+    class Option:
+        is_flag = True
+
+    class Argument:
+        metavar, name, required, nargs = None, "folder", True, -1
+
+    monkeypatch.setattr(core, "TyperOption", Option)
+    monkeypatch.setattr(core, "TyperArgument", Argument)
+    app_module._flags_take_no_value()
+    assert not hasattr(Option, "display_type_rich") and not hasattr(Argument, "display_type_rich")
+    assert Argument().get_usage_pieces(None) == ["folder..."]
