@@ -572,7 +572,10 @@ def encode_text_trimmed(model, tokens):
     x = x + model.positional_embedding[:length].to(cast_dtype)
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
     x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    # eos_token_id exists from open_clip 3.1, for the "eos" pooling of some newer text towers;
+    # CLIP's "argmax" pooling takes none, so it is passed only where it is used (3.0 has neither).
+    eos = {"eos_token_id": getattr(model, "text_eos_id", None)} if model.text_pool_type == "eos" else {}
+    x = text_global_pool(x, tokens, model.text_pool_type, **eos)
     proj = model.text_projection
     if proj is not None:
         x = proj(x) if hasattr(proj, "weight") else x @ proj

@@ -34,3 +34,16 @@ def exiftool(*args) -> str:
 def xmp_of(path: str | Path) -> dict:
     """Every XMP tag of a file as exiftool reads it (-j -XMP:all)."""
     return json.loads(exiftool("-j", "-XMP:all", path))[0]
+
+
+def jpeg_with_xmp(data: bytes, packet: bytes) -> bytes:
+    """A JPEG with an XMP packet embedded as cameras and editors do: an APP1 segment named
+    http://ns.adobe.com/xap/1.0/, after the JFIF and Exif segments. Pillow's `save(xmp=...)`
+    does the same from Pillow 11.0 only; this works with every Pillow the project allows."""
+    assert data[:2] == b"\xff\xd8"
+    at = 2
+    while data[at] == 0xFF and data[at + 1] in (0xE0, 0xE1):  # APP0 (JFIF), APP1 (Exif)
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    body = b"http://ns.adobe.com/xap/1.0/\x00" + packet
+    assert len(body) + 2 <= 0xFFFF
+    return data[:at] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[at:]

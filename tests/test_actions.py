@@ -315,11 +315,11 @@ def burst_folder(tmp_path) -> Path:
     folder = tmp_path / "bursty"
     for i in range(3):
         exif = Image.Exif()
-        exif.get_ifd(0x8769)[0x9003] = f"2026:05:01 09:00:0{i}"
+        exif[0x8769] = {0x9003: f"2026:05:01 09:00:0{i}"}  # the Exif IFD; assigning into get_ifd() is lost before Pillow 11.1
         make_photo(folder / f"burst_{i}.jpg", seed=7, exif=exif.tobytes(), quality=95 - i)
     for i in range(3):
         exif = Image.Exif()
-        exif.get_ifd(0x8769)[0x9003] = f"2026:05:01 1{i}:00:00"
+        exif[0x8769] = {0x9003: f"2026:05:01 1{i}:00:00"}  # the Exif IFD; assigning into get_ifd() is lost before Pillow 11.1
         make_photo(folder / f"other_{i}.jpg", seed=20 + i, exif=exif.tobytes())
     return folder
 

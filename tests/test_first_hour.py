@@ -231,7 +231,7 @@ def test_heic_capture_time_and_camera_through_pillow(tiny_env, tmp_path):
     exif = Image.Exif()
     exif[0x010F] = "Apple"
     exif[0x0110] = "iPhone 15 Pro"
-    exif.get_ifd(0x8769)[0x9003] = "2024:06:01 14:03:22"
+    exif[0x8769] = {0x9003: "2024:06:01 14:03:22"}  # the Exif IFD; assigning into get_ifd() is lost before Pillow 11.1
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), np.uint8)).save(path, exif=exif.tobytes())
     told = json.loads(subprocess.run(["exiftool", "-j", "-DateTimeOriginal", "-Make", "-Model", str(path)],
                                      capture_output=True, text=True, timeout=60).stdout)[0]

@@ -1,8 +1,15 @@
 """What a user installs: every package, the data files, the entry points."""
 
 import re
+import shutil
+import subprocess
 import sys
+import tarfile
+import zipfile
+from email.parser import HeaderParser
 from pathlib import Path
+
+import pytest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,3 +75,103 @@ def test_cache_schema_check_uses_no_private_sqlite_utils_attribute():
                and isinstance(n.value, ast.Name) and n.value.id == "migrations" and n.attr.startswith("_")]
     assert private == []
     assert store._known_steps() == {name for name in vars(store) if re.match(r"m\d{3}_", name)}  # every schema step
+
+
+# --- what a built wheel and source distribution carry ----------------------------------------
+
+# Addresses and names a template leaves behind; none may reach the package metadata.
+PLACEHOLDERS = re.compile(
+    r"REPOSITORY-URL|example\.(com|org)|your-?(name|user|org)|<[a-z -]+>|USERNAME|OWNER/|TODO|placeholder",
+    re.IGNORECASE,
+)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(wheel, sdist) built from a copy of the tree by setuptools' own backend: no pip, no build
+    isolation, so nothing is downloaded (the test extra asks for the setuptools the build needs)."""
+    import setuptools
+
+    if tuple(int(x) for x in setuptools.__version__.split(".")[:2]) < (77, 0):
+        pytest.skip(f"setuptools {setuptools.__version__} is older than the build needs (77, pyproject.toml)")
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    for folder in ("clip_cull", "assets"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path_factory.mktemp("dist")
+    for hook in ("build_wheel", "build_sdist"):  # one process each, as a build frontend does
+        subprocess.run([sys.executable, "-c", f"import sys, setuptools.build_meta as b; b.{hook}(sys.argv[1])", str(out)],
+                       cwd=src, check=True, capture_output=True, timeout=120)
+    (wheel,), (sdist,) = out.glob("*.whl"), out.glob("*.tar.gz")
+    return wheel, sdist
+
+
+def test_licence_text_is_mit_and_names_the_authors():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n") and "Copyright (c) 2026 the clipcull authors" in text
+    assert 'THE SOFTWARE IS PROVIDED "AS IS"' in text
+    project = pyproject()["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+
+
+def test_wheel_and_sdist_carry_the_licence_text(built):
+    wheel, sdist = built
+    licence = (ROOT / "LICENSE").read_bytes()
+    with zipfile.ZipFile(wheel) as z:
+        names = [n for n in z.namelist() if n.endswith("/LICENSE")]
+        assert names == [f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info/licenses/LICENSE"]
+        assert z.read(names[0]) == licence
+    with tarfile.open(sdist) as t:
+        member = t.getmember(f"{sdist.name[:-len('.tar.gz')]}/LICENSE")
+        assert t.extractfile(member).read() == licence
+
+
+def test_wheel_metadata_is_complete_and_has_no_placeholder(built):
+    wheel, _ = built
+    with zipfile.ZipFile(wheel) as z:
+        (name,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        text = z.read(name).decode()
+    headers = HeaderParser().parsestr(text, headersonly=True)
+    assert headers["Name"] == "clipcull" and headers["Version"] == pyproject()["project"]["version"]
+    assert headers["License-Expression"] == "MIT" and headers.get_all("License-File") == ["LICENSE"]
+    classifiers = headers.get_all("Classifier")
+    assert "Programming Language :: Python :: 3 :: Only" in classifiers and len(classifiers) >= 5
+    # Every dependency keeps its floor in the built metadata.
+    requires = {r.split(";")[0].strip() for r in headers.get_all("Requires-Dist")}
+    assert set(pyproject()["project"]["dependencies"]) <= {r.replace(" ", "") for r in requires} | requires
+    # The metadata proper (not the long description, which is README.md): no template leftovers,
+    # and no project address until the project has a real one (see pyproject.toml).
+    for key, value in headers.items():
+        assert not PLACEHOLDERS.search(value), f"{key}: {value}"
+    for url in headers.get_all("Project-URL") or []:
+        assert url.split(",", 1)[1].strip().startswith("https://"), url
+
+
+def test_changelog_starts_at_this_version():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    version = pyproject()["project"]["version"]
+    headings = re.findall(r"^## \[([^\]]+)\]", text, re.MULTILINE)
+    assert headings[:2] == ["Unreleased", version] and headings[-1] == version
+
+
+def test_help_tweak_leaves_a_typer_without_display_type_rich_alone(monkeypatch):
+    """Typer 0.16 to 0.28 have no display_type_rich (0.29 added it): the help tweak must not
+    reach for it there, or every command fails before it starts. CI runs the lowest Typer too."""
+    import importlib
+
+    from typer import core
+
+    app_module = importlib.import_module("clip_cull.cli.app")  # the module; clip_cull.cli.app is the Typer too
+
+    class Option:
+        is_flag = True
+
+    class Argument:
+        metavar, name, required, nargs = None, "folder", True, -1
+
+    monkeypatch.setattr(core, "TyperOption", Option)
+    monkeypatch.setattr(core, "TyperArgument", Argument)
+    app_module._flags_take_no_value()
+    assert not hasattr(Option, "display_type_rich") and not hasattr(Argument, "display_type_rich")
+    assert Argument().get_usage_pieces(None) == ["folder..."]

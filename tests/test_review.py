@@ -50,7 +50,7 @@ def _exif(when: str | None = None, orientation: int | None = None) -> Image.Exif
     if orientation:
         exif[0x0112] = orientation
     if when:
-        exif.get_ifd(0x8769)[0x9003] = when
+        exif[0x8769] = {0x9003: when}  # the Exif IFD; assigning into get_ifd() is lost before Pillow 11.1
     return exif
 
 

@@ -1,6 +1,7 @@
 """The photographer's own taste: ratings read from sidecars and embedded XMP, heads evaluated
 against them, and a personal head trained with cross-validation grouped by shoot."""
 
+import io
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from clip_cull.actions.journal import Journal
 from clip_cull.cli import app
 from clip_cull.state import StateStore
 from clip_cull.taste import read_rating, shoot_groups, taste_figures
+from helpers import jpeg_with_xmp
 
 XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
        '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/"'
@@ -29,14 +31,14 @@ def photo(path: Path, brightness: float, seed: int, xmp: str | None = None, when
     rng = np.random.default_rng(seed)
     pixels = np.clip(rng.normal(brightness, 30, (48, 64, 3)), 0, 255).astype(np.uint8)
     kwargs = {}
-    if xmp:
-        kwargs["xmp"] = xmp.encode()
     if when:
         exif = Image.Exif()
-        exif.get_ifd(0x8769)[0x9003] = when
+        exif[0x8769] = {0x9003: when}  # the Exif IFD; assigning into get_ifd() is lost before Pillow 11.1
         kwargs["exif"] = exif.tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, "JPEG", quality=92, **kwargs)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=92, **kwargs)
+    path.write_bytes(jpeg_with_xmp(buffer.getvalue(), xmp.encode()) if xmp else buffer.getvalue())
     return path
 
 

@@ -55,30 +55,32 @@ def _main(
 
 
 def _flags_take_no_value() -> None:
-    """Typer shows a flag's type as if it took a value (`--strict <bool>`), the help option's
-    too; a flag takes none, so its type column stays empty."""
-    from typer.core import TyperOption
+    """Help that shows what is typed: `FOLDER...` in the usage line, no type for a flag.
 
-    shown = TyperOption.display_type_rich
+    The usage line comes from click's public `Parameter.get_usage_pieces`, overridden here for
+    Typer's arguments, which Typer 0.27 and later render as `{FOLDER}...` for a required one.
+    Typer 0.29 also shows a type column for every option and argument (`--strict <bool>`, as if a
+    flag took a value; `<list[Path]>` for a folder argument) through `display_type_rich`, which has
+    no public setting; where that method exists it is wrapped, and where it does not (Typer 0.16 to
+    0.28 show no type for a flag) nothing is touched, so a Typer that renames it changes the look
+    of the help only, never whether a command runs."""
+    from typer.core import TyperArgument, TyperOption
 
-    def display_type_rich(self, ctx):
-        return None if self.is_flag else shown(self, ctx)
+    def usage_pieces(self, ctx) -> list[str]:
+        name = self.metavar or self.name or ""
+        name = name if self.required else f"[{name}]"
+        return [name + ("..." if self.nargs != 1 else "")]
 
-    TyperOption.display_type_rich = display_type_rich
+    TyperArgument.get_usage_pieces = usage_pieces
 
-    # Arguments: `FOLDER...` in the usage line, not `{FOLDER}...`, and no `<list[Path]>` type.
-    from typer.core import TyperArgument
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if callable(shown):
+        def display_type_rich(self, ctx):
+            return None if self.is_flag else shown(self, ctx)
 
-    def usage_name(self) -> str:
-        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
-        return name + ("..." if self.nargs != 1 else "")
-
-    def rich_name(self) -> str:
-        return self.display_name_raw + ("..." if self.nargs != 1 else "")
-
-    TyperArgument._usage_display_name = usage_name
-    TyperArgument._rich_display_name = rich_name
-    TyperArgument.display_type_rich = lambda self, ctx: None
+        TyperOption.display_type_rich = display_type_rich
+    if callable(getattr(TyperArgument, "display_type_rich", None)):
+        TyperArgument.display_type_rich = lambda self, ctx: None
 
 
 _flags_take_no_value()
