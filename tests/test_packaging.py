@@ -140,10 +140,12 @@ def test_wheel_metadata_is_complete_and_has_no_placeholder(built):
     # Every dependency keeps its floor in the built metadata.
     requires = {r.split(";")[0].strip() for r in headers.get_all("Requires-Dist")}
     assert set(pyproject()["project"]["dependencies"]) <= {r.replace(" ", "") for r in requires} | requires
-    # The metadata proper (not the long description, which is README.md): no template leftovers,
-    # and no project address until the project has a real one (see pyproject.toml).
+    # No template leftovers, in the headers or the long description (README.md), and no project
+    # address until the project has a real one (see pyproject.toml).
     for key, value in headers.items():
         assert not PLACEHOLDERS.search(value), f"{key}: {value}"
+    description = text.split("\n\n", 1)[1]
+    assert "Quick start" in description and not PLACEHOLDERS.search(description), PLACEHOLDERS.search(description)
     for url in headers.get_all("Project-URL") or []:
         assert url.split(",", 1)[1].strip().startswith("https://"), url
 

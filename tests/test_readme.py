@@ -40,7 +40,7 @@ SHOWN_MODEL, SHOWN_WEIGHTS = "ViT-B-32", "openai"  # the defaults a reader runs 
 # Files another branch adds (issue 19: docs/install.md comes with the install work). A link to one
 # of them may point nowhere until that branch is merged; once the file is there it is checked
 # like any other. Remove names from here once they exist on main.
-PENDING_FILES = {"docs/install.md"}
+PENDING_FILES: set[str] = set()  # pages linked before they are written
 
 
 # --- the quick start as the README shows it -----------------------------------------------------
