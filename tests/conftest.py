@@ -15,6 +15,11 @@ from PIL import Image
 # No test may reach the network: open_clip and the hub must fail fast if anything tries.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# A test run started in the background by a non-interactive shell (`pytest &`, some CI runners)
+# inherits SIGINT ignored, and so would every clipcull the tests start: the Ctrl-C tests would
+# see nothing happen. A handler here (not "ignored") makes each child start with the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # 1.6 M parameters, builds in well under a second (from ../shared/research/style-anchors.md).
 TINY_CONFIG = {
