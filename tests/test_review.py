@@ -440,6 +440,19 @@ def test_filters_and_capture_time_order(browser):
     wait_for(lambda: cell_names(browser) == best_first, what="best-first order again")
 
 
+def test_the_header_counts_stacks_and_photos_as_the_terminal_does(browser, server):
+    """A burst is one cell of the grid: the header says "9 stacks (10 photos)", and the terminal
+    said "reviewing 10 photos in 9 stacks" (the header said "9 photos" where stderr said 10)."""
+    rows = list(server.photos().values())
+    groups = {r["group"] for r in rows if r["group"] is not None}
+    stacks = sum(1 for r in rows if r["group"] is None) + len(groups)
+    assert groups and stacks < len(rows)  # the burst is stacked
+    wait_for(lambda: browser.find_element("id", "status").text.endswith(" · all"), what="the whole grid")
+    assert browser.find_element("id", "status").text == f"{stacks} stacks ({len(rows)} photos) · all"
+    said = [line for line in server.stderr_lines if "clipcull: reviewing" in line]
+    assert said == [f"clipcull: reviewing {len(rows)} photos in {stacks} stacks; Ctrl-C stops.\n"]
+
+
 def test_filter_then_m_twice_moves_the_sessions_rejects_with_their_sidecars(browser, shoot):
     from selenium.webdriver.support.ui import Select
 
@@ -483,7 +496,7 @@ def test_tag_keeps_the_photographers_decisions_and_undo_reverts_the_whole_sessio
                  "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
     time.sleep(0.5)
     server.proc.send_signal(signal.SIGINT)
-    assert server.proc.wait(15) == 0
+    assert server.proc.wait(15) == 130  # interrupted, as every command stopped by Ctrl-C
     held.close()
     server.stderr_reader.join(10)
     summary = "".join(server.stderr_lines)

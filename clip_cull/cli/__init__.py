@@ -15,13 +15,17 @@ import gc
 import sqlite3
 import sys
 
-from clip_cull import ui
-from clip_cull.cli.app import app
-from clip_cull.cli.common import EXIT_ERROR, database_failed
-from clip_cull.errors import ClipCullError
+try:  # Ctrl-C while Python imports (a second or so at start): one line, no traceback
+    from clip_cull import ui
+    from clip_cull.cli.app import app
+    from clip_cull.cli.common import EXIT_ERROR, database_failed
+    from clip_cull.errors import ClipCullError
 
-# Importing the command modules registers their commands on `app`.
-from clip_cull.cli import rank, actions, review, taste, ava, cache  # noqa: E402,F401,I001
+    # Importing the command modules registers their commands on `app`.
+    from clip_cull.cli import rank, actions, review, taste, ava, cache  # noqa: E402,F401,I001
+except KeyboardInterrupt:
+    sys.stderr.write("clipcull: interrupted while starting; nothing was done.\n")
+    sys.exit(130)  # EXIT_INTERRUPTED, which may not be imported yet
 
 
 def main() -> None:
