@@ -63,7 +63,8 @@ def test_offline_first_run_fails_fast_with_one_message_naming_the_weights(photo_
 # --- what the first run says -------------------------------------------------------------
 
 
-def test_first_run_says_loading_loaded_and_that_prompts_are_cached_once(tiny_env, photo_folder):
+def test_first_run_says_loading_loaded_and_that_prompts_are_cached_once(tiny_env, photo_folder, private_cache):
+    private_cache.unlink()  # a first run: not even the prompts tiny_env's cache holds
     first = run("rank", photo_folder).stderr
     assert re.search(r"clipcull: loading model \S+ \(\S+\) \.\.\.\n", first)
     assert re.search(r"clipcull: loaded \S+ \(\d+\.\d s\)", first)
