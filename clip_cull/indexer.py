@@ -312,10 +312,12 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
                 flush()
         if pending_files or batch:
             flush()
-    except BaseException:
+    except KeyboardInterrupt:
         interrupted = True  # Ctrl-C: do not wait for files still being decoded, only cancel the rest
         raise
     finally:
+        # An error (the model failed to load) waits for the few files being decoded: no thread is
+        # left decoding after the call returns (in a process that goes on, as the tests' does).
         pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
