@@ -143,8 +143,10 @@ def test_a_photo_changing_while_read_is_reported_not_cached(tiny_env, photo_fold
     assert "unchanged since an earlier run" not in run("rank", photo_folder).stderr  # retried, not remembered
 
 
-def test_a_full_disk_is_one_clear_line(tiny_env, photo_folder, monkeypatch):
+def test_a_full_disk_is_one_clear_line(tiny_env, photo_folder, monkeypatch, private_cache):
     from clip_cull.store import Store
+
+    private_cache.unlink()  # a new cache: the prompts' embeddings need pages of their own too
 
     real_open = Store.open.__func__
 
