@@ -127,6 +127,7 @@ def _cli(tiny_env) -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint)}
 
 
+@pytest.mark.slow
 def test_rank_json_into_a_closed_pipe_exits_0_quietly(tiny_env, photo_folder):
     env = _cli(tiny_env)
     cmd = f"{sys.executable} -m clip_cull rank {photo_folder} --json | true; echo status=${{PIPESTATUS[0]}}"
@@ -303,6 +304,7 @@ def test_one_photo_is_singular_and_unknown_adjectives_are_warned(tiny_env, tmp_p
 # --- README ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_readme_install_and_the_portable_copy_example_works(tiny_env, photo_folder, tmp_path):
     readme = (ROOT / "README.md").read_text()
     install = readme[readme.index("## Install"):readme.index("## Use")]
