@@ -144,6 +144,10 @@ def test_help_tells_of_the_token_undo_and_a_changing_disk():
 ROOT = Path(__file__).resolve().parents[1]
 URL = re.compile(r"http://127\.0\.0\.1:(\d+)(/r/[\w-]{22})/\?token=([\w-]{43})")
 STOPS_WITHIN_S = 2.0
+# Exit status 130, or killed by SIGINT: CPython ends a process that way when a Ctrl-C went
+# through code it ran nested (a module's initialisation), even once handled; a shell shows 130
+# for both.
+INTERRUPTED = (130, -signal.SIGINT)
 
 
 class Review:
@@ -219,7 +223,7 @@ def test_ctrl_c_while_the_model_loads_at_start_stops_at_once(ranked):
     review = Review(ranked)
     review.wait_until(lambda: review.said("clipcull: loading model"), "the model load")
     code, took, err = review.interrupt()
-    assert code == 130 and took < STOPS_WITHIN_S, (code, took, err)
+    assert code in INTERRUPTED and took < STOPS_WITHIN_S, (code, took, err)
     assert err[-1] == "clipcull: interrupted. Every finished batch is saved; run the command again to go on."
     assert not any("Traceback" in line for line in err)
 
@@ -229,7 +233,7 @@ def test_ctrl_c_at_any_moment_of_the_start_is_one_line_and_130(ranked, after_s):
     review = Review(ranked)
     time.sleep(after_s)
     code, took, err = review.interrupt()
-    assert code == 130 and took < STOPS_WITHIN_S, (code, took, err)
+    assert code in INTERRUPTED and took < STOPS_WITHIN_S, (code, took, err)
     assert err, f"nothing said; stdout: {review.out}"
     assert err[-1] in ("clipcull: interrupted while starting; nothing was done.",
                        "clipcull: interrupted.",
@@ -248,7 +252,7 @@ def test_ctrl_c_while_serving_says_what_was_decided(ranked):
                                                       "v": first["v"], "gen": first["gen"]})
     assert status == 200
     code, took, err = review.interrupt()
-    assert code == 130 and took < STOPS_WITHIN_S, (code, took, err)
+    assert code in INTERRUPTED and took < STOPS_WITHIN_S, (code, took, err)
     run = re.fullmatch(r"clipcull: review stopped; review run (\d+): 1 photo decided \(1 rated\)\. "
                        r"Undo: clipcull undo (\d+)", err[-1])
     assert run and run.group(1) == run.group(2), err[-1]
@@ -270,7 +274,7 @@ def test_ctrl_c_while_a_search_waits_for_the_text_model(ranked):
     search.start()
     review.wait_until(lambda: review.said("clipcull: loading model"), "the search to load the model")
     code, took, err = review.interrupt()
-    assert code == 130 and took < STOPS_WITHIN_S, (code, took, err)
+    assert code in INTERRUPTED and took < STOPS_WITHIN_S, (code, took, err)
     assert err[-1] == "clipcull: review stopped; nothing was decided."
     search.join(10)
     assert answers in ([], [(400, b'{"error":"the review is stopping"}')]) or "loaded" in " ".join(err)
@@ -305,3 +309,18 @@ def test_review_counts_photos_and_stacks_as_its_page_does(ranked, no_serving):
     assert "clipcull: reviewing 8 photos in 1 stack; Ctrl-C stops." in result.stderr
     apart = CliRunner().invoke(app, ["review", str(ranked), "--no-browser", "--similarity", "1"])
     assert "clipcull: reviewing 8 photos; Ctrl-C stops." in apart.stderr
+
+
+def test_ctrl_c_while_typer_builds_the_commands_is_one_line(monkeypatch, capsys):
+    """Typer builds every command from its signature before any of them runs (the window the
+    start test above can hit): Ctrl-C there is one line and 130, not a traceback."""
+    import clip_cull.cli as cli
+
+    def building():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", building)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "clipcull: interrupted while starting; nothing was done.\n"
