@@ -201,6 +201,9 @@ def read_header(path: Path, kind: Kind) -> bytes:
         raise kind.error(f"cannot read the {kind.noun} {path}: {e.strerror or e}") from None
 
 
+SETTLING_S = 2.0  # how long a database file another process is writing may read inconsistently
+
+
 def check_ours(path: Path, kind: Kind) -> None:
     """Refuse, without changing a byte, a database file that is not this kind of clipcull file.
 
@@ -219,15 +222,25 @@ def check_ours(path: Path, kind: Kind) -> None:
         raise kind.error(f"the {kind.noun} {path} is not a regular file; give a file with {kind.option}")
     if st.st_size == 0:
         return
-    header = read_header(path, kind)
-    if not header.startswith(SQLITE_MAGIC):
-        return  # not SQLite at all: opening says "damaged"
-    application_id = int.from_bytes(header[68:72], "big") if len(header) == 100 else 0
-    if application_id == kind.application_id:
-        return
-    tables = tables_untouched(path)
-    if application_id == 0 and tables is not None and _looks_like(kind, tables, path):
-        return  # a file from before the id: accepted, and given the id
+    deadline = time.monotonic() + SETTLING_S
+    while True:
+        header = read_header(path, kind)
+        if not header.startswith(SQLITE_MAGIC):
+            return  # not SQLite at all: opening says "damaged"
+        application_id = int.from_bytes(header[68:72], "big") if len(header) == 100 else 0
+        if application_id == kind.application_id:
+            return
+        tables = tables_untouched(path)
+        if application_id == 0 and tables is not None and _looks_like(kind, tables, path):
+            return  # a file from before the id: accepted, and given the id
+        # Read without locks, a file another clipcull process is creating or checkpointing at
+        # this moment can show pages of two states (unreadable, or its tables without their
+        # rows): look again for a moment before refusing it. Another application's database
+        # reads the same every time, and is refused at once.
+        settling = application_id == 0 and (tables is None or kind.own_table in tables)
+        if not settling or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     raise kind.error(
         f"{path} is not a clipcull {kind.noun} ({_what_it_is(application_id, tables)}). Nothing "
         f"was changed. Give clipcull its own file with {kind.option} or {kind.env}."

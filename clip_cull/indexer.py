@@ -106,6 +106,15 @@ class ModelSession:
             self._loading = threading.Thread(target=self._load_in_background, name="clipcull-model-load", daemon=True)
             self._loading.start()
 
+    def wait_loaded(self, timeout: float) -> bool:
+        """Wait up to timeout seconds for a load start_loading began: True once it has ended
+        (loaded, or failed: `encoder` then raises its error), False while it goes on."""
+        loading = self._loading
+        if loading is not None:
+            loading.join(timeout)
+            return not loading.is_alive()
+        return self.loaded or self._load_error is not None
+
     def _load_in_background(self) -> None:
         try:
             self.encoder
@@ -303,10 +312,12 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
                 flush()
         if pending_files or batch:
             flush()
-    except BaseException:
+    except KeyboardInterrupt:
         interrupted = True  # Ctrl-C: do not wait for files still being decoded, only cancel the rest
         raise
     finally:
+        # An error (the model failed to load) waits for the few files being decoded: no thread is
+        # left decoding after the call returns (in a process that goes on, as the tests' does).
         pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 

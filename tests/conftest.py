@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -88,12 +89,38 @@ def deadline():
         yield
 
 
+@pytest.fixture(scope="session")
+def tiny_prompt_cache(tiny_model_files, tmp_path_factory) -> Path:
+    """A cache holding the tiny model's embeddings of the built-in heads' prompts (the 1996 of
+    the default ensemble among them), made once per session: embedding them takes seconds, and
+    every test that ranks with the tiny model would do it again in its fresh cache."""
+    from clip_cull.encoder import ModelSpec
+    from clip_cull.heads.prompt import PromptHead
+    from clip_cull.indexer import ModelSession, prompt_embeddings
+    from clip_cull.store import Store
+
+    config, checkpoint = tiny_model_files
+    path = tmp_path_factory.mktemp("prompt-cache") / "clipcull.db"
+    store = Store.open(path)
+    try:
+        session = ModelSession(ModelSpec(str(config), str(checkpoint)), store, "cpu")
+        prompts = [p for kind in ("fixed", "context") for p in PromptHead(kind).prompts()]  # ensemble: context's
+        prompt_embeddings(store, session, prompts)
+    finally:
+        store.close()  # the last connection: the WAL is folded into the file, which alone is copied
+    return path
+
+
 @pytest.fixture
-def tiny_env(tiny_model_files, monkeypatch):
-    """Select the tiny model through the same environment variables users have."""
+def tiny_env(tiny_model_files, tiny_prompt_cache, private_cache, monkeypatch):
+    """Select the tiny model through the same environment variables users have. The test's
+    cache starts as a copy of the session's prompt cache (a test of a first run deletes it)."""
     config, checkpoint = tiny_model_files
     monkeypatch.setenv("CLIPCULL_MODEL", str(config))
     monkeypatch.setenv("CLIPCULL_PRETRAINED", str(checkpoint))
+    if not private_cache.exists():
+        private_cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tiny_prompt_cache, private_cache)
     return config, checkpoint
 
 

@@ -366,6 +366,7 @@ def test_report_is_self_contained_and_escapes_file_names(tiny_env, photo_folder,
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs Debian's chromium)")
 def test_report_opens_in_a_real_browser(tiny_env, photo_folder, tmp_path):
     make_photo(photo_folder / HOSTILE, seed=50)

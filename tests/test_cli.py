@@ -239,6 +239,7 @@ def test_heic_without_the_extra_is_one_hint_not_an_error(tiny_env, tmp_path, mon
                      "HEIC/HEIF needs the optional extra: pip install 'clipcull[heic]'"]
 
 
+@pytest.mark.slow
 def test_two_rank_processes_share_one_cache(tiny_env, photo_folder, private_cache):
     cmd = [sys.executable, "-m", "clip_cull", "rank", str(photo_folder), "--json", "--batch-size", "2"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -305,6 +306,7 @@ def _summary_counts(stderr: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+@pytest.mark.slow
 def test_two_shards_split_the_folder_without_overlap(tiny_env, photo_folder, private_cache):
     cmds = [[sys.executable, "-m", "clip_cull", "rank", str(photo_folder), "--shard", f"{k}/2"] for k in (0, 1)]
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
@@ -324,6 +326,7 @@ def test_two_shards_split_the_folder_without_overlap(tiny_env, photo_folder, pri
     assert _summary_counts(after.stderr) == (8, 0)
 
 
+@pytest.mark.slow
 def test_torchrun_splits_the_work_and_process_0_prints_once(tiny_env, photo_folder, private_cache):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "clip_cull", "rank", str(photo_folder), "--json"]

@@ -81,6 +81,7 @@ def test_finetune_command_resumes_and_its_model_ranks_through_the_cache(tiny_env
     assert row["paper"]["row"] == "fine-tuned CLIP" and row["n"] == 20
 
 
+@pytest.mark.slow
 def test_finetune_runs_distributed_on_two_cpu_processes(tiny_env, mini_ava, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

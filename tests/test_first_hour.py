@@ -63,7 +63,8 @@ def test_offline_first_run_fails_fast_with_one_message_naming_the_weights(photo_
 # --- what the first run says -------------------------------------------------------------
 
 
-def test_first_run_says_loading_loaded_and_that_prompts_are_cached_once(tiny_env, photo_folder):
+def test_first_run_says_loading_loaded_and_that_prompts_are_cached_once(tiny_env, photo_folder, private_cache):
+    private_cache.unlink()  # a first run: not even the prompts tiny_env's cache holds
     first = run("rank", photo_folder).stderr
     assert re.search(r"clipcull: loading model \S+ \(\S+\) \.\.\.\n", first)
     assert re.search(r"clipcull: loaded \S+ \(\d+\.\d s\)", first)
@@ -126,6 +127,7 @@ def _cli(tiny_env) -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint)}
 
 
+@pytest.mark.slow
 def test_rank_json_into_a_closed_pipe_exits_0_quietly(tiny_env, photo_folder):
     env = _cli(tiny_env)
     cmd = f"{sys.executable} -m clip_cull rank {photo_folder} --json | true; echo status=${{PIPESTATUS[0]}}"
@@ -302,6 +304,7 @@ def test_one_photo_is_singular_and_unknown_adjectives_are_warned(tiny_env, tmp_p
 # --- README ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_readme_install_and_the_portable_copy_example_works(tiny_env, photo_folder, tmp_path):
     readme = (ROOT / "README.md").read_text()
     install = readme[readme.index("## Install"):readme.index("## Quick start")]

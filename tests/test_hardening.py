@@ -46,6 +46,7 @@ def embeddings_count(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_while_indexing_loses_only_the_batch_in_flight(tiny_env, tmp_path, private_cache):
     folder = small_photos(tmp_path / "many", 300)
     proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "rank", str(folder), "--json", "--batch-size", "1"],
@@ -143,8 +144,10 @@ def test_a_photo_changing_while_read_is_reported_not_cached(tiny_env, photo_fold
     assert "unchanged since an earlier run" not in run("rank", photo_folder).stderr  # retried, not remembered
 
 
-def test_a_full_disk_is_one_clear_line(tiny_env, photo_folder, monkeypatch):
+def test_a_full_disk_is_one_clear_line(tiny_env, photo_folder, monkeypatch, private_cache):
     from clip_cull.store import Store
+
+    private_cache.unlink()  # a new cache: the prompts' embeddings need pages of their own too
 
     real_open = Store.open.__func__
 
@@ -191,6 +194,7 @@ def test_hostile_names_survive_csv_xmp_and_print0(tiny_env, tmp_path):
     assert fields.rating in range(1, 6) and "<Red" not in text
 
 
+@pytest.mark.slow
 def test_ten_thousand_tiny_files(tiny_env, tmp_path):
     folder = tmp_path / "tiny"
     folder.mkdir()

@@ -198,6 +198,7 @@ def test_a_fifo_photo_given_directly_and_a_fifo_head_are_one_line(tiny_env, tmp_
         line for line in stderr.splitlines() if "head.safetensors" in line and "FIFO" in line]
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_indexing_ends_the_run(tiny_env, tmp_path):
     folder = tmp_path / "many"
     rng = np.random.default_rng(1)
@@ -223,6 +224,7 @@ def test_ctrl_c_while_indexing_ends_the_run(tiny_env, tmp_path):
     assert "interrupted" in text(err) and "Traceback" not in text(err)
 
 
+@pytest.mark.slow
 def test_a_sparse_giant_is_refused_before_reading_and_the_bound_can_be_raised(tiny_env, tmp_path):
     folder = tmp_path / "shoot"
     make_photo(folder / "a.jpg", seed=1)
@@ -239,6 +241,7 @@ def test_a_sparse_giant_is_refused_before_reading_and_the_bound_can_be_raised(ti
     assert sorted(json.loads(x)["path"] for x in text(again.stdout).splitlines()) == [str(folder / "a.jpg"), str(big)]
 
 
+@pytest.mark.slow
 def test_a_refusal_by_this_runs_max_pixels_is_not_remembered(tiny_env, tmp_path):
     folder = tmp_path / "shoot"
     for i in range(3):
@@ -350,6 +353,7 @@ def test_another_applications_database_is_never_changed(tiny_env, photo_folder, 
     assert conn.execute("pragma application_id").fetchone()[0] == 0
 
 
+@pytest.mark.slow
 def test_new_empty_and_old_caches_are_clipcull_caches(tiny_env, photo_folder, tmp_path):
     from clip_cull.store import APPLICATION_ID
 
@@ -370,6 +374,7 @@ def test_new_empty_and_old_caches_are_clipcull_caches(tiny_env, photo_folder, tm
     assert sqlite3.connect(old).execute("pragma application_id").fetchone()[0] == APPLICATION_ID
 
 
+@pytest.mark.slow
 def test_a_cache_locked_for_a_minute_during_move_is_one_line(tiny_env, photo_folder, tmp_path, monkeypatch):
     import clip_cull.store as store_module
 
@@ -467,6 +472,7 @@ def test_a_damaged_or_malformed_head_is_refused_with_one_line(tmp_path, case):
     assert words in message and str(path) in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_a_nan_head_never_reaches_rank_json(tiny_env, photo_folder, tmp_path):
     path = write_head(tmp_path / "nan.safetensors", linear_meta(),
                       with_value(good_tensors(), "layers.0.weight", (0, 0), np.nan))
@@ -492,6 +498,7 @@ def test_ranked_photo_json_never_holds_nan():
 # --- the report ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_refuses_to_overwrite_a_photo_and_replaces_its_own(tiny_env, photo_folder, tmp_path):
     photo = photo_folder / "IMG_0000.jpg"
     before = hashlib.sha256(photo.read_bytes()).hexdigest()
@@ -511,6 +518,7 @@ def test_report_refuses_to_overwrite_a_photo_and_replaces_its_own(tiny_env, phot
     assert forced.returncode == 0 and "<figure" in notes.read_text()
 
 
+@pytest.mark.slow
 def test_report_into_a_folder_or_an_unwritable_place_is_one_line(tiny_env, photo_folder, tmp_path):
     for target in (tmp_path, Path("/proc/version"), Path("/proc/no/such/place.html")):
         proc = clipcull("report", photo_folder, "-o", target)

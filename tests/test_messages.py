@@ -281,6 +281,7 @@ def shell(line: str, timeout: float = 200) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["tag"], ["move", "--worst", "50%"]])
 @pytest.mark.parametrize("output", ["| head -1", ">&-"])
 def test_a_closed_pipe_or_stdout_never_decides_what_is_done(tiny_env, photo_folder, tmp_path, private_cache, private_state, command,
@@ -333,6 +334,7 @@ def wait_for_line(stream, text: str) -> list[str]:
             return lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["tag"], ["move", "--worst", "50%"]])
 def test_a_second_process_says_at_once_that_it_waits_and_for_what(tiny_env, photo_folder, private_cache, private_state, command):
     holder, lock = hold_the_journal(private_state)
@@ -422,6 +424,7 @@ def twelve(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_move_says_what_moved_and_undo_puts_it_back(tiny_env, twelve, tmp_path, private_cache, private_state):
     before = files(twelve)
     rejects = twelve / "_rejects"
@@ -445,6 +448,7 @@ def test_ctrl_c_during_a_move_says_what_moved_and_undo_puts_it_back(tiny_env, tw
     assert files(twelve) == before and not rejects.exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_tag_says_what_was_written_and_undo_removes_it(tiny_env, twelve, tmp_path, private_cache, private_state):
     before = files(twelve)
     result = interrupted_run(tmp_path, ["tag", twelve], twelve,

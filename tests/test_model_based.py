@@ -785,6 +785,7 @@ class ShootMachine(RuleBasedStateMachine):
         self.check_properties()
 
 
+@pytest.mark.slow
 def test_any_sequence_of_clipcull_and_people_keeps_every_photo_and_every_value():
     exif = ExifTool()
 

@@ -936,6 +936,7 @@ class MovesUndoMachine(RuleBasedStateMachine):
         assert not (self.photos - contents(self.root, self.backup))
 
 
+@pytest.mark.slow
 def test_any_sequence_of_moves_tags_undos_and_user_actions_keeps_every_photo():
     class Machine(MovesUndoMachine):
         def teardown(self):

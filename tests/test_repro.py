@@ -129,6 +129,7 @@ def wide_ava(tmp_path, monkeypatch):
     return ava, config, checkpoint
 
 
+@pytest.mark.slow
 def test_default_train_linear_does_not_collapse_on_a_1000_image_ava_set(wide_ava, tmp_path):
     """Fewer training images (630) than pooled features (768): least squares collapses, the
     default (CV ridge) does not; its figure equals a scipy fit on the same cached features."""
@@ -419,6 +420,7 @@ def embedding_rows(db: Path) -> set[tuple]:
         return set(conn.execute("select fingerprint, model_id, projected, pooled from embeddings"))
 
 
+@pytest.mark.slow
 def test_two_processes_write_two_cache_files_and_merge_folds_them(tiny_env, photo_folder, tmp_path):
     a, b, merged = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "merged.db"
     base = [sys.executable, "-m", "clip_cull", "rank", str(photo_folder), "--device", "cpu"]
@@ -448,6 +450,7 @@ def test_merge_refuses_a_missing_source_with_one_line(tmp_path):
     assert result.exit_code != 0 and "no cache file" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_with_per_process_cache_files_ranks_everything_on_process_0(tiny_env, photo_folder, tmp_path):
     pattern = str(tmp_path / "cache-{rank}.db")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

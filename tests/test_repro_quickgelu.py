@@ -55,6 +55,7 @@ def reference_visual(state: dict, quick_gelu: bool):
     return model.eval()
 
 
+@pytest.mark.slow
 def test_finetuned_from_openai_tag_reloads_with_quickgelu(offline_hub, tmp_path):
     from clip_cull.encoder import ModelSpec, load_encoder
     from clip_cull.finetune import (AvaImages, FinetuneSettings, load_finetuned, train_finetune,
@@ -122,6 +123,7 @@ def test_old_head_json_without_the_activation_is_inferred_from_what_it_was_train
                                     "model_config": {**config, "quick_gelu": False}})  # recorded wins
 
 
+@pytest.mark.slow
 def test_openai_weights_from_a_file_run_with_quickgelu_under_plain_vit_b_32(offline_hub):
     from clip_cull.encoder import ModelSpec, load_encoder, model_identity, openai_checkpoint_reason
     from clip_cull.finetune import uses_quick_gelu

@@ -342,6 +342,7 @@ def test_keys_write_stars_rejects_picks_to_xmp_and_u_undoes_one(browser, shoot):
     assert cell == "" or "★" not in cell
 
 
+@pytest.mark.slow  # the quick subset keeps one browser test: the keys one above
 def test_hostile_file_name_is_shown_as_text_never_run(browser):
     cells = [c for c in browser.find_elements("css selector", ".cell") if c.get_attribute("title") == HOSTILE]
     assert len(cells) == 1
@@ -352,6 +353,7 @@ def test_hostile_file_name_is_shown_as_text_never_run(browser):
     assert shown_name(browser).startswith(HOSTILE)
 
 
+@pytest.mark.slow  # the quick subset keeps one browser test: the keys one above
 def test_names_are_shown_as_spelled_not_as_bidi_controls_and_newlines_make_them_look(browser):
     # U+202E would make "IMG_1\u202egpj.exe.jpg" read "IMG_1gpj.exe" backwards, i.e. like a .jpg
     spoof = "IMG_1\u202egpj.exe.jpg"
@@ -363,6 +365,7 @@ def test_names_are_shown_as_spelled_not_as_bidi_controls_and_newlines_make_them_
     assert not re.search(r"\$\{(p|other|row)\.(name|folder)\}|textContent = (data\.title|p\.name)", script)
 
 
+@pytest.mark.slow  # the quick subset keeps one browser test: the keys one above
 def test_the_content_security_policy_really_blocks_inline_and_foreign_script(browser):
     """Were a name ever to reach the page as HTML, its script would still not run."""
     browser.execute_script("""
@@ -375,6 +378,7 @@ def test_the_content_security_policy_really_blocks_inline_and_foreign_script(bro
     assert browser.execute_script("return window.top === window.self")  # not framed
 
 
+@pytest.mark.slow  # the quick subset keeps one browser test: the keys one above
 def test_z_shows_every_pixel_and_enter_opens_the_burst_side_by_side(browser):
     from selenium.webdriver.common.keys import Keys
 
@@ -399,6 +403,7 @@ def test_z_shows_every_pixel_and_enter_opens_the_burst_side_by_side(browser):
     wait_for(lambda: len(browser.find_elements("css selector", ".cell")) == len(stacked), what="the closed burst")
 
 
+@pytest.mark.slow  # the quick subset keeps one browser test: the keys one above
 def test_slash_focuses_search_and_results_come_by_text_similarity(browser, shoot, tiny_model_files):
     from selenium.webdriver.common.keys import Keys
 
@@ -418,6 +423,7 @@ def cell_names(driver) -> list[str]:
     return [c.get_attribute("title") for c in driver.find_elements("css selector", ".cell")]
 
 
+@pytest.mark.slow  # the quick subset keeps one browser test: the keys one above
 def test_filters_and_capture_time_order(browser):
     from selenium.webdriver.support.ui import Select
 
@@ -440,6 +446,21 @@ def test_filters_and_capture_time_order(browser):
     wait_for(lambda: cell_names(browser) == best_first, what="best-first order again")
 
 
+@pytest.mark.slow  # the quick subset keeps one browser test: the keys one above
+def test_the_header_counts_stacks_and_photos_as_the_terminal_does(browser, server):
+    """A burst is one cell of the grid: the header says "9 stacks (10 photos)", and the terminal
+    said "reviewing 10 photos in 9 stacks" (the header said "9 photos" where stderr said 10)."""
+    rows = list(server.photos().values())
+    groups = {r["group"] for r in rows if r["group"] is not None}
+    stacks = sum(1 for r in rows if r["group"] is None) + len(groups)
+    assert groups and stacks < len(rows)  # the burst is stacked
+    wait_for(lambda: browser.find_element("id", "status").text.endswith(" · all"), what="the whole grid")
+    assert browser.find_element("id", "status").text == f"{stacks} stacks ({len(rows)} photos) · all"
+    said = [line for line in server.stderr_lines if "clipcull: reviewing" in line]
+    assert said == [f"clipcull: reviewing {len(rows)} photos in {stacks} stacks; Ctrl-C stops.\n"]
+
+
+@pytest.mark.slow  # the quick subset keeps one browser test: the keys one above
 def test_filter_then_m_twice_moves_the_sessions_rejects_with_their_sidecars(browser, shoot):
     from selenium.webdriver.support.ui import Select
 
@@ -458,6 +479,7 @@ def test_filter_then_m_twice_moves_the_sessions_rejects_with_their_sidecars(brow
              what="the reject leaving the grid")
 
 
+@pytest.mark.slow  # the quick subset keeps one browser test: the keys one above
 def test_the_redirect_file_the_browser_is_opened_on_leads_to_the_working_page(browser, server):
     from clip_cull.review.launch import remove_redirect, write_redirect
 
@@ -473,6 +495,7 @@ def test_the_redirect_file_the_browser_is_opened_on_leads_to_the_working_page(br
     assert not redirect.parent.exists()
 
 
+@pytest.mark.slow
 def test_tag_keeps_the_photographers_decisions_and_undo_reverts_the_whole_session(server, shoot):
     folder, env = shoot
     import socket
@@ -483,7 +506,7 @@ def test_tag_keeps_the_photographers_decisions_and_undo_reverts_the_whole_sessio
                  "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
     time.sleep(0.5)
     server.proc.send_signal(signal.SIGINT)
-    assert server.proc.wait(15) == 0
+    assert server.proc.wait(15) in (130, -signal.SIGINT)  # interrupted (a shell shows 130 for both)
     held.close()
     server.stderr_reader.join(10)
     summary = "".join(server.stderr_lines)

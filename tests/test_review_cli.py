@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,7 +26,7 @@ from clip_cull.review.server import Access
 def no_serving(monkeypatch):
     """Serving is replaced by a note of what would be served, and the browser by a list."""
     served, opened = [], []
-    monkeypatch.setattr(server, "serve", lambda app_, sock: served.append(sock.getsockname()) or sock.close())
+    monkeypatch.setattr(server, "serve", lambda app_, sock, **_: served.append(sock.getsockname()) or sock.close())
     monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url))
     return served, opened
 
@@ -93,7 +102,7 @@ def test_the_browser_is_opened_on_a_private_redirect_file_never_on_the_token(tin
         return True
 
     monkeypatch.setattr("webbrowser.open", browser_opener)
-    monkeypatch.setattr(server, "serve", lambda app_, sock: sock.close())
+    monkeypatch.setattr(server, "serve", lambda app_, sock, **_: sock.close())
     result = CliRunner().invoke(app, ["review", str(photo_folder)], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     url = result.stdout.strip()
@@ -109,7 +118,7 @@ def test_the_redirect_file_goes_even_when_serving_fails(tiny_env, photo_folder, 
     opened = []
     monkeypatch.setattr("webbrowser.open", lambda argument: opened.append(argument))
 
-    def fails(app_, sock):
+    def fails(app_, sock, **_):
         sock.close()
         raise KeyboardInterrupt  # a second Ctrl-C while shutting down
 
@@ -121,9 +130,197 @@ def test_the_redirect_file_goes_even_when_serving_fails(tiny_env, photo_folder, 
     assert len(opened) == 1 and not Path(unquote(urlparse(opened[0]).path)).parent.exists()
 
 
-def test_help_tells_of_the_prefix_the_redirect_file_and_a_changing_disk():
+def test_help_tells_of_the_token_undo_and_a_changing_disk():
     result = CliRunner().invoke(app, ["review", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
     text = " ".join(result.stdout.split())
-    assert "/r/RANDOM/" in text and "cookie for that path only" in text
-    assert "redirect file (0600, removed when the review stops)" in text
-    assert "whose sidecar another program changed, since the page showed it is refused with one line" in text
+    assert "prints the page's URL (it holds an access token)" in text
+    assert "the session is one run: `clipcull undo` reverts it" in text
+    assert "A key on a photo that changed on disk since the page showed it is refused: press again." in text
+
+
+# --- stopping: Ctrl-C at any moment, the text model loaded only for a search ------------------
+
+
+ROOT = Path(__file__).resolve().parents[1]
+URL = re.compile(r"http://127\.0\.0\.1:(\d+)(/r/[\w-]{22})/\?token=([\w-]{43})")
+STOPS_WITHIN_S = 2.0
+# Exit status 130, or killed by SIGINT: CPython ends a process that way when a Ctrl-C went
+# through code it ran nested (a module's initialisation), even once handled; a shell shows 130
+# for both.
+INTERRUPTED = (130, -signal.SIGINT)
+
+
+class Review:
+    """`clipcull review FOLDER --no-browser` in a subprocess, its stderr read as it comes."""
+
+    def __init__(self, folder: Path, *args: str):
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "review", str(folder), "--no-browser", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.err: list[str] = []
+        self.out: list[str] = []
+        self.readers = [threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True),
+                        threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True)]
+        for reader in self.readers:
+            reader.start()
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in list(self.err))
+
+    def wait_until(self, condition, what: str, timeout: float = 120) -> None:
+        end = time.monotonic() + timeout
+        while not condition():
+            assert self.proc.poll() is None, f"review ended before {what}: {''.join(self.err)}"
+            assert time.monotonic() < end, f"timed out waiting for {what}: {''.join(self.err)}"
+            time.sleep(0.01)
+
+    def serving(self) -> None:
+        self.wait_until(lambda: self.out, "the URL")
+        port, self.prefix, self.token = URL.fullmatch(self.out[0].strip()).groups()
+        self.port = int(port)
+        page = self.request("GET", "/")[1]
+        self.csrf = re.search(rb'name="csrf-token" content="([^"]+)"', page).group(1).decode()
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {"Host": f"127.0.0.1:{self.port}", "Cookie": f"clipcull_review_{self.port}={self.token}"}
+        if body is not None:
+            headers.update({"Content-Type": "application/json", "X-CSRF-Token": self.csrf})
+        try:
+            conn.request(method, self.prefix + path, body=None if body is None else json.dumps(body), headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def interrupt(self) -> tuple[int, float, list[str]]:
+        """Ctrl-C: (exit code, seconds until it exited, stderr lines)."""
+        self.proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            code = self.proc.wait(30)
+        finally:
+            self.proc.kill()
+        took = time.monotonic() - sent
+        for reader in self.readers:
+            reader.join(10)
+        return code, took, [line.rstrip("\n") for line in self.err]
+
+
+@pytest.fixture
+def ranked(tiny_env, photo_folder, deadline):
+    """A folder ranked before (photos and prompts cached): a review of it needs no model."""
+    assert CliRunner().invoke(app, ["rank", str(photo_folder)]).exit_code == 0
+    return photo_folder
+
+
+def test_ctrl_c_while_the_model_loads_at_start_stops_at_once(ranked):
+    """A new photo: the review's ranking loads the model; Ctrl-C while it loads stops the
+    command within a second or two with one line (it took 17 s, saying nothing)."""
+    from conftest import make_photo
+
+    make_photo(ranked / "NEW.jpg", seed=50)
+    review = Review(ranked)
+    review.wait_until(lambda: review.said("clipcull: loading model"), "the model load")
+    code, took, err = review.interrupt()
+    assert code in INTERRUPTED and took < STOPS_WITHIN_S, (code, took, err)
+    assert err[-1] == "clipcull: interrupted. Every finished batch is saved; run the command again to go on."
+    assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize("after_s", [0.2, 0.6, 1.0])
+def test_ctrl_c_at_any_moment_of_the_start_is_one_line_and_130(ranked, after_s):
+    review = Review(ranked)
+    time.sleep(after_s)
+    code, took, err = review.interrupt()
+    assert code in INTERRUPTED and took < STOPS_WITHIN_S, (code, took, err)
+    assert err, f"nothing said; stdout: {review.out}"
+    assert err[-1] in ("clipcull: interrupted while starting; nothing was done.",
+                       "clipcull: interrupted.",
+                       "clipcull: interrupted. Every finished batch is saved; run the command again to go on.",
+                       "clipcull: review stopped before the page was served; nothing was decided.",
+                       "clipcull: review stopped; nothing was decided.")
+    assert not any("Traceback" in line for line in err)
+
+
+def test_ctrl_c_while_serving_says_what_was_decided(ranked):
+    review = Review(ranked)
+    review.serving()
+    photos = json.loads(review.request("GET", "/api/photos")[1])["photos"]
+    first = photos[0]
+    status, _ = review.request("POST", "/api/decide", {"action": "stars", "id": first["id"], "value": 4,
+                                                      "v": first["v"], "gen": first["gen"]})
+    assert status == 200
+    code, took, err = review.interrupt()
+    assert code in INTERRUPTED and took < STOPS_WITHIN_S, (code, took, err)
+    run = re.fullmatch(r"clipcull: review stopped; review run (\d+): 1 photo decided \(1 rated\)\. "
+                       r"Undo: clipcull undo (\d+)", err[-1])
+    assert run and run.group(1) == run.group(2), err[-1]
+    assert not review.said("loading model")  # no search, no model
+    undone = CliRunner().invoke(app, ["undo", run.group(1)])
+    assert undone.exit_code == 0  # counted in photos, as the review counted them
+    assert undone.stderr == f"clipcull: undid review run {run.group(1)}: the XMP of 1 photo (1 file) restored.\n"
+
+
+def test_ctrl_c_while_a_search_waits_for_the_text_model(ranked):
+    """The text model loads on the first search, not at start; Ctrl-C while it loads stops at once."""
+    review = Review(ranked)
+    review.serving()
+    assert review.request("GET", "/api/photos")[0] == 200
+    assert not review.said("loading model")
+    answers = []
+    search = threading.Thread(target=lambda: answers.append(review.request("POST", "/api/search", {"q": "a dog"})),
+                              daemon=True)
+    search.start()
+    review.wait_until(lambda: review.said("clipcull: loading model"), "the search to load the model")
+    code, took, err = review.interrupt()
+    assert code in INTERRUPTED and took < STOPS_WITHIN_S, (code, took, err)
+    assert err[-1] == "clipcull: review stopped; nothing was decided."
+    search.join(10)
+    assert answers in ([], [(400, b'{"error":"the review is stopping"}')]) or "loaded" in " ".join(err)
+
+
+def test_the_text_model_loads_on_the_first_search_not_at_start(ranked, monkeypatch):
+    """In process, without timing: while the review serves, no model is loaded and none is
+    loading; the first search loads it."""
+    seen = {}
+
+    def serve(app_, sock, on_stop=None):
+        sock.close()
+        session = on_stop.__self__  # the review session the page would use
+        seen["before"] = (session.text_model_loaded,
+                          [t.name for t in threading.enumerate() if t.name == "clipcull-model-load"])
+        seen["hits"] = session.search("a dog on the beach", 3)
+        seen["after"] = session.text_model_loaded
+        return False
+
+    monkeypatch.setattr(server, "serve", serve)
+    result = CliRunner().invoke(app, ["review", str(ranked), "--no-browser"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert seen["before"] == (False, [])
+    assert len(seen["hits"]) == 3 and seen["after"] is True
+    assert result.stderr.count("clipcull: loading model") == 1  # the search's
+    assert result.stderr.splitlines()[-1] == "clipcull: review stopped; nothing was decided."
+
+
+def test_review_counts_photos_and_stacks_as_its_page_does(ranked, no_serving):
+    """Eight photos the tiny model finds alike at the default similarity: one stack."""
+    result = CliRunner().invoke(app, ["review", str(ranked), "--no-browser"])
+    assert "clipcull: reviewing 8 photos in 1 stack; Ctrl-C stops." in result.stderr
+    apart = CliRunner().invoke(app, ["review", str(ranked), "--no-browser", "--similarity", "1"])
+    assert "clipcull: reviewing 8 photos; Ctrl-C stops." in apart.stderr
+
+
+def test_ctrl_c_while_typer_builds_the_commands_is_one_line(monkeypatch, capsys):
+    """Typer builds every command from its signature before any of them runs (the window the
+    start test above can hit): Ctrl-C there is one line and 130, not a traceback."""
+    import clip_cull.cli as cli
+
+    def building():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", building)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "clipcull: interrupted while starting; nothing was done.\n"

@@ -18,10 +18,10 @@ from conftest import fails_after, make_photo
 from test_review import (CHROMEDRIVER, CHROMIUM, EXIFTOOL, exif_read, go_to, press, start_browser, start_server,
                          stop_server, wait_for)
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     EXIFTOOL is None or CHROMIUM is None or CHROMEDRIVER is None,
     reason="needs exiftool, chromium and chromedriver (.ci/run installs them)",
-)
+)]  # slow: browser tests beyond the quick subset's one smoke test (test_review.py)
 # xmp:Rating as other programs wrote it
 ODD = {"ODD_SEVEN": "7", "ODD_MINUS": "-5", "ODD_HUGE": "1e300", "ODD_OVER": "1e999", "ODD_WORD": "lots"}
 REFUSED = "changed on disk since it was shown; reloaded — press again"

@@ -115,3 +115,23 @@ def test_a_template_is_text_with_one_placeholder_not_a_format_string(tiny_env, t
     # the braces stay as typed: "{0} {x} dog" in the default template is what open_clip embeds
     result = run("search", "{0} {x} dog", photo_folder, "--json")
     assert [os.path.basename(json.loads(line)["path"]) for line in result.stdout.splitlines()] == expected
+
+
+def test_search_without_folders_takes_the_last_ranked_and_shows_paths_as_rank_does(tiny_env, photo_folder):
+    """Like `best`: no folder given, the folders of the last `clipcull rank`; the table's paths are
+    relative to them, as in `rank`'s table (--json keeps full paths)."""
+    refused = run("search", "a dog")
+    assert refused.exit_code == 1
+    assert refused.stderr == ("clipcull: error: no folders given and no earlier `clipcull rank` to take them from: "
+                              "clipcull search QUERY FOLDER\n")
+    assert run("rank", photo_folder).exit_code == 0
+    table = run("search", "a dog", "--top", "8")
+    assert table.exit_code == 0, table.stderr
+    assert table.stdout == run("search", "a dog", photo_folder, "--top", "8").stdout
+    rows = [line.split() for line in table.stdout.splitlines()[1:]]
+    assert len(rows) == 8 and {row[2] for row in rows} == {*(f"IMG_{i:04d}.jpg" for i in range(6)),
+                                                           "day2/IMG_0006.jpg", "day2/IMG_0007.jpg"}
+    assert str(photo_folder) not in table.stdout
+    assert table.stdout.splitlines()[0].split() == ["#", "similarity", "path"]
+    rows_json = [json.loads(line) for line in run("search", "a dog", "--json").stdout.splitlines()]
+    assert all(r["path"].startswith(str(photo_folder) + os.sep) for r in rows_json) and len(rows_json) == 8

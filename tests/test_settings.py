@@ -133,7 +133,7 @@ def test_review_and_search_use_the_folder_as_ranked(ranked_with_head, monkeypatc
         return original(store, ranked, *args, **kwargs)
 
     monkeypatch.setattr(session, "ReviewSession", capture)
-    monkeypatch.setattr(server, "serve", lambda app_, sock: sock.close())
+    monkeypatch.setattr(server, "serve", lambda app_, sock, **_: sock.close())
     result = run("review", folder, "--no-browser")
     assert result.exit_code == 0, result.stderr
     assert seen == [order] and says_head(result.stderr, head)

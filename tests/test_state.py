@@ -356,3 +356,63 @@ def test_journal_columns_are_matched_by_name_on_import(photo_folder, tmp_path):
     steps = Journal(state).steps(1)
     assert [s.state for s in steps] == ["done", "done"] and all(s.dst_id is not None for s in steps)
     state.close()
+
+
+# --- two processes opening a new state database at once ---------------------------------------
+
+
+def _open_and_close(path: str, go, answers) -> None:
+    go.wait()
+    try:
+        StateStore.open(Path(path)).close()
+        answers.put("ok")
+    except StateError as e:
+        answers.put(str(e))
+
+
+def test_a_state_database_another_process_is_writing_is_not_taken_for_another_applications(tmp_path, monkeypatch):
+    """The check that a file is clipcull's reads it without locks; while another clipcull process
+    creates or checkpoints it, that read can fail. It looks again rather than refusing the file
+    (`rank --shard` processes started together failed with "is not a clipcull state database")."""
+    from clip_cull import database
+
+    path = tmp_path / "state.db"
+    StateStore.open(path).close()
+    real = database.tables_untouched
+    reads, torn = [], [None, None]  # two reads caught the writer half-way
+
+    def torn_twice(p):
+        reads.append(p)
+        return torn.pop() if torn else real(p)
+
+    monkeypatch.setattr(database, "tables_untouched", torn_twice)
+    conn = sqlite3.connect(path)  # as from before the application id: only the tables say whose it is
+    conn.execute("PRAGMA application_id = 0")
+    conn.close()
+    database.check_ours(path, database._KINDS[APPLICATION_ID])
+    assert len(reads) == 3
+    foreign = tmp_path / "other.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("create table photos (x)")
+    conn.close()
+    reads.clear()
+    with pytest.raises(StateError, match="is not a clipcull state database"):
+        database.check_ours(foreign, database._KINDS[APPLICATION_ID])
+    assert len(reads) == 1  # another application's file is refused at once
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_state_database_together_all_succeed(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(15):
+        go, answers = context.Event(), context.Queue()
+        workers = [context.Process(target=_open_and_close, args=(str(tmp_path / f"state-{attempt}.db"), go, answers))
+                   for _ in range(3)]
+        for w in workers:
+            w.start()
+        go.set()
+        for w in workers:
+            w.join(60)
+        assert [answers.get(timeout=10) for _ in workers] == ["ok"] * 3

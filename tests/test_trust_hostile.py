@@ -164,6 +164,7 @@ def cli(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_two_moves_at_once_move_each_photo_once_and_undo_restores(tiny_env, photo_folder, tmp_path, deadline):
     assert cli("rank", photo_folder).wait(timeout=240) == 0
     subprocess.run([EXIFTOOL, "-q", "-o", str(photo_folder / "IMG_0001.xmp"), "-XMP-dc:Creator=Ann",

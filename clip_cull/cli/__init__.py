@@ -15,13 +15,17 @@ import gc
 import sqlite3
 import sys
 
-from clip_cull import ui
-from clip_cull.cli.app import app
-from clip_cull.cli.common import EXIT_ERROR, database_failed
-from clip_cull.errors import ClipCullError
+try:  # Ctrl-C while Python imports (a second or so at start): one line, no traceback
+    from clip_cull import ui
+    from clip_cull.cli.app import app
+    from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, database_failed
+    from clip_cull.errors import ClipCullError
 
-# Importing the command modules registers their commands on `app`.
-from clip_cull.cli import rank, actions, review, taste, ava, cache  # noqa: E402,F401,I001
+    # Importing the command modules registers their commands on `app`.
+    from clip_cull.cli import rank, actions, review, taste, ava, cache  # noqa: E402,F401,I001
+except KeyboardInterrupt:
+    sys.stderr.write("clipcull: interrupted while starting; nothing was done.\n")
+    sys.exit(130)  # EXIT_INTERRUPTED, which may not be imported yet
 
 
 def main() -> None:
@@ -32,6 +36,14 @@ def main() -> None:
     atexit.register(gc.freeze)
     try:
         app()
+    except KeyboardInterrupt:  # while Typer builds the command line's commands, before any of ours runs
+        _interrupted_before_the_command()
+    except SystemExit as e:
+        # Typer turns a Ctrl-C while it reads the command line (outside the command's own code,
+        # which says what it did) into a silent exit 130: one line here too.
+        if e.code == EXIT_INTERRUPTED and isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
+            _interrupted_before_the_command()
+        raise
     except ClipCullError as e:  # a last net: every command's own errors are one line, never a traceback
         ui.message(ui.stderr_console(), f"clipcull: error: {e}", "red")
         sys.exit(EXIT_ERROR)
@@ -40,6 +52,11 @@ def main() -> None:
         sys.exit(EXIT_ERROR)
     finally:
         ui.flush_quietly()  # `clipcull move ... | head -1`: the reader gone is no error at exit either
+
+
+def _interrupted_before_the_command() -> None:
+    ui.message(ui.stderr_console(), "clipcull: interrupted while starting; nothing was done.", "yellow")
+    sys.exit(EXIT_INTERRUPTED)
 
 
 __all__ = ["app", "main"]

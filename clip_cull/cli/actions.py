@@ -21,6 +21,7 @@ from clip_cull.actions.undo import undo_run
 from clip_cull.cli.app import app
 from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, fail, open_state, open_store, percent, plural
 from clip_cull.cli.options import (
+    WRITE,
     CacheFlags,
     CheckFlags,
     DarktableDefaultOpt,
@@ -41,20 +42,37 @@ def tag(
     folders: FoldersArg,
     scoring: ScoringFlags,
     checks: CheckFlags,
-    stars: Annotated[Optional[str], typer.Option("--stars", metavar="STARS:SCORE,...", help="Score thresholds, e.g. 5:0.31,4:0.29,3:0.27,2:0.25 (below all: 1 star). \\[default: by rank in the folder: top 10% 5 stars, next 20% 4, middle 40% 3, next 20% 2, bottom 10% 1]")] = None,
-    reject_below: Annotated[Optional[float], typer.Option("--reject-below", metavar="SCORE", help="Write xmp:Rating=-1 (reject) below this score.")] = None,
-    label: Annotated[Optional[str], typer.Option("--label", metavar="COLOUR", help="Also write this xmp:Label (colour label) on 5-star photos.")] = None,
-    keywords: Annotated[bool, typer.Option("--keywords/--no-keywords", help="Add dc:subject keywords clipcull:aesthetic / clipcull:not-aesthetic.")] = True,
-    sidecar: Annotated[str, typer.Option("--sidecar", metavar="lightroom|darktable", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp).")] = "lightroom",
-    overwrite: Annotated[bool, flag("--overwrite", help="Replace ratings the photographer set (by default they are kept).")] = False,
-    reject_blurry: Annotated[bool, flag("--reject-blurry", help="Rate photos flagged blurry as rejects (-1).")] = False,
+    stars: Annotated[Optional[str], typer.Option(
+        "--stars", metavar="STARS:SCORE,...",
+        help="Score thresholds, e.g. 5:0.31,4:0.29,3:0.27,2:0.25 (below all: 1 star). \\[default: by rank: "
+             "10%, 20%, 40%, 20%, 10% get 5 to 1 stars]")] = None,
+    reject_below: Annotated[Optional[float], typer.Option(
+        "--reject-below", metavar="SCORE", help="Rate photos below this score -1 (reject).")] = None,
+    label: Annotated[Optional[str], typer.Option(
+        "--label", metavar="COLOUR", rich_help_panel=WRITE,
+        help="Also set this xmp:Label (colour label) on 5-star photos.")] = None,
+    sidecar: Annotated[str, typer.Option(
+        "--sidecar", metavar="STYLE", rich_help_panel=WRITE,
+        help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp).")] = "lightroom",
+    no_keywords: Annotated[bool, flag(
+        "--no-keywords", panel=WRITE, help="Add no keyword clipcull:aesthetic / clipcull:not-aesthetic.")] = False,
+    keywords: Annotated[bool, typer.Option("--keywords", hidden=True, help="The default: add keywords.")] = True,
+    overwrite: Annotated[bool, flag(
+        "--overwrite", panel=WRITE, help="Replace ratings the photographer set (kept by default).")] = False,
+    embed: Annotated[bool, flag(
+        "--embed", panel=WRITE, help="Also write the rating into the photo's own XMP (JPEG, TIFF, DNG), pixels "
+                                     "checked identical; undo restores the exact bytes.")] = False,
+    reject_blurry: Annotated[bool, flag("--reject-blurry", help="Rate photos flagged blurry -1 (reject).")] = False,
     darktable_default_counts: DarktableDefaultOpt = False,
-    embed: Annotated[bool, flag("--embed", help="Also write the rating into the photo's own XMP (JPEG, TIFF, DNG): what Lightroom Classic reads for those. Pixels are checked identical; undo gives the photo its exact previous bytes back.")] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Write star ratings into XMP sidecars (merged: only xmp:Rating, clipcull's own keywords and, with --label, xmp:Label change). Photos are not modified unless --embed. Undo with `clipcull undo`. Scores the folder the way it was last ranked."""
+    """Write star ratings into XMP sidecars, by score. Undo with `clipcull undo`.
+
+    Only xmp:Rating, clipcull's own keywords and (with --label) xmp:Label change; the photos themselves only with --embed. Scores the folder the way it was last ranked.
+    """
     if sidecar not in ("lightroom", "darktable"):
         raise typer.BadParameter("--sidecar is lightroom or darktable")
+    keywords = keywords and not no_keywords
     try:
         thresholds = tagging.parse_star_thresholds(stars) if stars else None
     except ValueError as e:
@@ -136,7 +154,7 @@ def move(
     scoring: ScoringFlags,
     checks: CheckFlags,
     grouping: GroupFlags,
-    to: Annotated[Optional[Path], typer.Option("--to", metavar="FOLDER", help="Destination folder. \\[default: FOLDER/_rejects, keeping paths relative to FOLDER]")] = None,
+    to: Annotated[Optional[Path], typer.Option("--to", metavar="FOLDER", help="Destination folder. \\[default: FOLDER/_rejects, with the paths below FOLDER]")] = None,
     worst: Annotated[Optional[str], typer.Option("--worst", metavar="SHARE", help="Move the worst share, e.g. 30%.")] = None,
     below: Annotated[Optional[float], typer.Option("--below", metavar="SCORE", help="Move photos scoring below this.")] = None,
     keep_top: Annotated[Optional[int], typer.Option("--keep-top", min=0, metavar="N", help="Keep the best N, move the rest.")] = None,
@@ -147,7 +165,10 @@ def move(
     copy: Annotated[bool, flag("--copy", help="Copy instead of moving.")] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Move rejects aside (never deleted), with their XMP sidecars. Nothing is overwritten: a name already taken gets -1, -2, ... The plan is journaled before the first file moves; `clipcull undo` puts everything back, and after a crash a re-run finishes the move. Scores the folder the way it was last ranked."""
+    """Move rejects aside (never deleted), with their XMP sidecars. `clipcull undo` puts them back.
+
+    Nothing is overwritten (a name taken gets -1, -2, ...); the plan is journaled first, so a re-run after a crash finishes it. Scores the folder the way it was last ranked.
+    """
     fraction = percent(worst) if worst else None
     if fraction is None and below is None and keep_top is None and label is None and not (per_group or blurry or badly_exposed):
         raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label, --per-group, --blurry or --badly-exposed")
@@ -317,7 +338,10 @@ def undo(
     cache: CacheFlags,
     run: Annotated[Optional[int], typer.Argument(help="The run to undo (see `clipcull history`). \\[default: the last]", show_default=False)] = None,
 ) -> None:
-    """Reverse a tag or move run: sidecars get their previous content back (or go, if clipcull created them), moved photos go back. Nothing is overwritten: a file changed since is left alone and reported."""
+    """Reverse a tag, move or review run: put back what it changed.
+
+    Sidecars get their previous content back (or go, if clipcull created them), moved photos go back. Nothing is overwritten: a file changed since is left alone and reported.
+    """
     state = open_state(cache.state, cache.db)
     store = open_store(cache.db, cache.state)  # a moved photo's cache row follows it back
     try:
@@ -386,7 +410,7 @@ def history(
     cache: CacheFlags,
     limit: Annotated[int, typer.Option("--limit", min=1, metavar="N", help="Show the N newest runs.")] = 20,
 ) -> None:
-    """List tag and move runs, newest first."""
+    """List tag, move and review runs, newest first."""
     state = open_state(cache.state, cache.db)
     try:
         runs = Journal(state).runs(limit)
@@ -412,7 +436,10 @@ def report(
     force: Annotated[bool, flag("--force", help="Replace an existing file at --output that is not a clipcull report.")] = False,
     worst: Annotated[Optional[str], typer.Option("--worst", metavar="SHARE", help="Grey out the worst share, e.g. 30% (the photos `move --worst` would move). \\[default: none]")] = None,
 ) -> None:
-    """A self-contained HTML contact sheet: thumbnails, score, clipcull's stars beside your own rating, flags, bursts stacked, capture time; best first. Scores the folder the way it was last ranked."""
+    """Write a self-contained HTML contact sheet, best first.
+
+    Thumbnails, score, clipcull's stars beside your own rating, flags, bursts stacked, capture time. Scores the folder the way it was last ranked.
+    """
     from clip_cull.actions.report import check_output, render_report, write_report
 
     try:

@@ -21,7 +21,7 @@ from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
 from clip_cull.cli.common import open_store as _open_store
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
-from clip_cull.cli.options import Device, ModelFlags, flag, shared_options
+from clip_cull.cli.options import ADVANCED, RATINGS, SPLIT, Device, ModelFlags, flag, shared_options
 from clip_cull.cli.scoring import model_spec
 from clip_cull.cli.taste import eval_ratings
 from clip_cull.distributed import local_rank
@@ -34,24 +34,27 @@ from clip_cull.prompts import negative_adjectives, positive_adjectives
 from clip_cull import train as training
 
 
-AvaArg = Annotated[Path, typer.Argument(help="The AVA folder: AVA.txt and images/{id}.jpg (or the images beside it).")]
+AvaArg = Annotated[Path, typer.Argument(metavar="AVA_DIR", show_default=False, help="The AVA folder: AVA.txt and images/{id}.jpg (or the images beside it).")]
 
 
 @dataclass
 class SplitFlags:
-    split: Annotated[Optional[Path], typer.Option("--split", metavar="FILE", help="A split file written by an earlier train run.")] = None
-    test_ids: Annotated[Optional[Path], typer.Option("--test-ids", metavar="FILE", help="File of test image ids (a list, or CSV).")] = None
-    val_ids: Annotated[Optional[Path], typer.Option("--val-ids", metavar="FILE", help="File of validation image ids.")] = None
-    test_fraction: Annotated[Optional[float], typer.Option("--test-fraction", min=0.0, max=0.9, help="Without split files: the share drawn for test. \\[default: the paper's 25,551 of 255,530]")] = None
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random split.")] = 0
+    split: Annotated[Optional[Path], typer.Option(
+        "--split", metavar="FILE", rich_help_panel=SPLIT, help="A split file written by an earlier train run.")] = None
+    test_ids: Annotated[Optional[Path], typer.Option(
+        "--test-ids", metavar="FILE", rich_help_panel=SPLIT, help="File of test image ids (a list, or CSV).")] = None
+    val_ids: Annotated[Optional[Path], typer.Option(
+        "--val-ids", metavar="FILE", rich_help_panel=SPLIT, help="File of validation image ids.")] = None
+    test_fraction: Annotated[Optional[float], typer.Option(
+        "--test-fraction", min=0.0, max=0.9, metavar="SHARE", rich_help_panel=SPLIT,
+        help="Without split files: the share drawn for test. \\[default: the paper's 25,551 of 255,530]")] = None
+    seed: Annotated[int, typer.Option("--seed", metavar="N", rich_help_panel=SPLIT, help="Seed of the random split.")] = 0
 
 
 FitOnOpt = Annotated[
     str,
-    typer.Option("--fit-on", metavar="train|train+validation",
-                 help="Images the probe / prompt search is fitted on: train (the training split without "
-                      "its validation part, the default) or train+validation (the whole training CSV, "
-                      "as the authors' code fitted)."),
+    typer.Option("--fit-on", metavar="SPLIT",
+                 help="Fit on train (without its validation part) or train+validation (as the authors' code)."),
 ]
 ScoringOpt = Annotated[
     str,
@@ -60,7 +63,8 @@ ScoringOpt = Annotated[
                       "authors' code computed Table 1) or paper (cosines, as the paper's text says)."),
 ]
 OlsOpt = Annotated[bool, flag("--ols", help="Plain least squares, the paper's exact probe (same as --ridge 0).")]
-FastOpt = Annotated[bool, flag("--fast-decode", help="Reduced-scale JPEG decoding (faster; figures then differ slightly from exact preprocessing).")]
+FastOpt = Annotated[bool, flag("--fast-decode", panel=ADVANCED,
+                               help="Reduced-scale JPEG decoding: faster, figures differ slightly.")]
 
 
 class _Context:
@@ -158,16 +162,16 @@ def heads(files: Annotated[Optional[list[Path]], typer.Argument(help="Head files
 @shared_options
 def train_prompts(
     ava_dir: AvaArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the chosen head (.safetensors).")],
-    kind: Annotated[str, typer.Option("--kind", help="Which prompt head to write: fixed, context or ensemble.")] = "ensemble",
-    criterion: Annotated[str, typer.Option("--criterion", help="Choose the pair by spearman (continuous) or accuracy (binary).")] = "spearman",
-    top: Annotated[int, typer.Option("--top", min=1, help="How many pairs to show per head kind.")] = 5,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Where to write the chosen head (.safetensors).")],
+    kind: Annotated[str, typer.Option("--kind", metavar="KIND", help="Which prompt head to write: fixed, context or ensemble.")] = "ensemble",
+    criterion: Annotated[str, typer.Option("--criterion", metavar="NAME", help="Choose the pair by spearman (continuous) or accuracy (binary).")] = "spearman",
+    top: Annotated[int, typer.Option("--top", min=1, metavar="N", help="How many pairs to show per head kind.")] = 5,
     scoring: ScoringOpt = "paper", fit_on: FitOnOpt = "train",
     models: ModelFlags = None,
     splits: SplitFlags = None,
     fast_decode: FastOpt = False,
 ) -> None:
-    """The paper's prompt search: every positive x negative adjective pair (27 x 12) for the fixed, context and ensemble heads, on the training split."""
+    """The paper's prompt search: every positive x negative adjective pair (27 x 12) for the fixed, context and ensemble heads, on the training split; writes the best pair's head."""
     if kind not in PROMPT_KINDS or criterion not in ("spearman", "accuracy"):
         raise typer.BadParameter("--kind is fixed, context or ensemble; --criterion is spearman or accuracy")
     _check_choices(scoring, fit_on)
@@ -200,15 +204,18 @@ def train_prompts(
 @shared_options
 def train_linear(
     ava_dir: AvaArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the head (.safetensors or .npz).")],
-    features: Annotated[str, typer.Option("--features", help="pooled (768-d, the paper's text) or projected (512-d, the authors' code).")] = "pooled",
-    ridge: Annotated[str, typer.Option("--ridge", help="auto: the strength chosen by 5-fold cross-validation (sound at any size; on AVA's 230k images it comes out least-squares-like), or a strength; 0 is plain least squares, the paper's exact method (also --ols).")] = "auto",
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Where to write the head (.safetensors or .npz).")],
+    features: Annotated[str, typer.Option("--features", metavar="KIND", help="pooled (the paper's text) or projected (the authors' code): 768 and 512 numbers for ViT-B-32.")] = "pooled",
+    ridge: Annotated[str, typer.Option("--ridge", metavar="auto|STRENGTH", help="auto: chosen by 5-fold cross-validation, or a strength; 0 is plain least squares, the paper's exact method (also --ols).")] = "auto",
     ols: OlsOpt = False, fit_on: FitOnOpt = "train",
     models: ModelFlags = None,
     splits: SplitFlags = None,
     fast_decode: FastOpt = False,
 ) -> None:
-    """The paper's linear probe: z-scored features, least squares on the AVA mean score; label = prediction > 5. Fitted on the training split from cached features, evaluated on the test split."""
+    """The paper's linear probe: z-scored features, least squares on the AVA mean score; label = prediction > 5.
+
+    Fitted on the training split from cached features, evaluated on the test split.
+    """
     if features not in ("pooled", "projected"):
         raise typer.BadParameter("--features is pooled or projected")
     ridge = _ridge_choice(ridge, ols)
@@ -236,19 +243,22 @@ def train_linear(
 @shared_options
 def train_finetune(
     ava_dir: AvaArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model (resumes from it if it holds an unfinished run).")],
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs to run.")] = 100,
-    patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation EMD.")] = 10,
-    train_batch: Annotated[int, typer.Option("--train-batch-size", min=1, help="Images per SGD step, in total: under torchrun each of N processes takes 1/N of it (N must divide it).")] = 128,
-    lr_head: Annotated[float, typer.Option("--lr-head", help="Learning rate of the new Linear(768, 10).")] = 1e-2,
-    lr_backbone: Annotated[float, typer.Option("--lr-backbone", help="Learning rate of the image encoder.")] = 1e-4,
-    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.5,
-    loader_workers: Annotated[Optional[int], typer.Option("--loader-workers", min=0, help="DataLoader worker processes decoding images while the model trains (0: decode in the training process). \\[default: on a GPU the cores available, shared among torchrun's processes on the machine; on the CPU 0]")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FOLDER", help="Folder for the model (resumes from it if it holds an unfinished run).")],
+    epochs: Annotated[int, typer.Option("--epochs", min=1, metavar="N", help="Most epochs to run.")] = 100,
+    patience: Annotated[int, typer.Option("--patience", min=1, metavar="N", help="Stop after this many epochs without a better validation EMD.")] = 10,
+    train_batch: Annotated[int, typer.Option("--train-batch-size", min=1, metavar="N", help="Images per SGD step in total; under torchrun N processes take 1/N each.")] = 128,
+    lr_head: Annotated[float, typer.Option("--lr-head", metavar="RATE", help="Learning rate of the new Linear(768, 10).")] = 1e-2,
+    lr_backbone: Annotated[float, typer.Option("--lr-backbone", metavar="RATE", help="Learning rate of the image encoder.")] = 1e-4,
+    momentum: Annotated[float, typer.Option("--momentum", metavar="M", help="SGD momentum.")] = 0.5,
+    loader_workers: Annotated[Optional[int], typer.Option("--loader-workers", min=0, metavar="N", rich_help_panel=ADVANCED, help="DataLoader processes decoding images (0: in the training process). \\[default: on a GPU the cores, shared among torchrun's processes; on the CPU 0]")] = None,
     fresh: Annotated[bool, flag("--fresh", help="Start over instead of resuming.")] = False,
     models: ModelFlags = None,
     splits: SplitFlags = None,
 ) -> None:
-    """The paper's fine-tuning: image encoder without projection + Linear(768, 10) + softmax, EMD loss (r=2), SGD momentum 0.5, lr 1e-2 head / 1e-4 encoder, batch 128, early stopping on validation EMD (patience 10), best checkpoint kept. Resumable; under `torchrun --nproc-per-node N -m clip_cull train finetune ...` it runs DistributedDataParallel."""
+    """The paper's fine-tuning: image encoder + Linear(768, 10) + softmax, EMD loss, SGD, early stopping.
+
+    Resumable; the best checkpoint is kept. Under `torchrun --nproc-per-node N -m clip_cull train finetune ...` it runs DistributedDataParallel.
+    """
     from clip_cull import finetune
     from clip_cull.distributed import torchrun_shard
 
@@ -353,22 +363,40 @@ def _write(ctx: _Context, head, output: Path, trained_on: dict, evaluation: dict
 @app.command("eval")
 @shared_options
 def eval_ava(
-    target: Annotated[list[str], typer.Argument(metavar="AVA_DIR | ratings FOLDER", help="The AVA folder; or `ratings` and folders of photos you rated, to see how each head agrees with your stars.")],
-    head: Annotated[Optional[list[str]], typer.Option("--head", metavar="NAME|FILE", help="A head name or file; repeat for several.")] = None,
-    all_heads: Annotated[bool, flag("--all", help="Every paper method clipcull has: the three prompt heads with the paper's pairs, and a linear probe fitted on the train split.")] = False,
-    features: Annotated[str, typer.Option("--features", help="Features of the linear probe fitted by --all.")] = "pooled",
-    scoring: Annotated[str, typer.Option("--prompt-scoring", help="Continuous prompt score of --all's rows and built-in prompt heads: code (as the authors' code computed Table 1; the default here) or paper (cosines, the paper's text).")] = "code",
-    ridge: Annotated[str, typer.Option("--ridge", help="Strength of --all's probe: auto (cross-validated) or a number; 0 = the paper's least squares (also --ols).")] = "auto",
+    target: Annotated[list[str], typer.Argument(
+        metavar="AVA_DIR | ratings FOLDER",
+        help="The AVA folder; or `ratings` and folders of photos you rated, to see how each head agrees with your stars.")],
+    head: Annotated[Optional[list[str]], typer.Option(
+        "--head", metavar="NAME|FILE", help="A head name or file; repeat for several.")] = None,
+    all_heads: Annotated[bool, flag(
+        "--all", help="Every paper method: the three prompt heads with the paper's pairs, and a linear probe.")] = False,
+    features: Annotated[str, typer.Option(
+        "--features", metavar="KIND", help="Features of the linear probe of --all: pooled or projected.")] = "pooled",
+    scoring: Annotated[str, typer.Option(
+        "--prompt-scoring", metavar="code|paper",
+        help="Continuous prompt score: code (as the authors' code computed Table 1) or paper (cosines).")] = "code",
+    ridge: Annotated[str, typer.Option(
+        "--ridge", metavar="auto|STRENGTH",
+        help="--all's probe: auto (cross-validated) or a number; 0: least squares.")] = "auto",
     ols: OlsOpt = False, fit_on: FitOnOpt = "train",
     json_out: Annotated[bool, flag("--json", help="One JSON object a line instead of a table.")] = False,
-    resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    resamples: Annotated[int, typer.Option(
+        "--resamples", min=1, metavar="N", help="Bootstrap resamples for the 95% intervals.")] = 1000,
     models: ModelFlags = None,
     splits: SplitFlags = None,
     fast_decode: FastOpt = False,
-    unrated_as: Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5, help="With `ratings`: count unrated photos as this rating.")] = None,
-    darktable_default_counts: Annotated[bool, flag("--darktable-default-rating-counts", help="With `ratings`: count xmp:Rating 1 in a darktable sidecar as your rating (by default: darktable's import default, unrated).")] = False,
+    unrated_as: Annotated[Optional[int], typer.Option(
+        "--unrated-as", min=-1, max=5, metavar="STARS", rich_help_panel=RATINGS,
+        help="Count unrated photos as this rating (-1: reject).")] = None,
+    darktable_default_counts: Annotated[bool, flag(
+        "--darktable-default-rating-counts", panel=ADVANCED,
+        help="Count xmp:Rating 1 in a darktable sidecar as your rating (by default: darktable's import default, "
+             "unrated).")] = False,
 ) -> None:
-    """Accuracy, Spearman and Pearson on the AVA test split, with 95% bootstrap intervals and N, beside the paper's Table 1. `clipcull eval ratings FOLDER...` instead reports, for every prompt head and each --head, Spearman with your stars, accuracy at separating rejects / 1-2 stars from 4-5 stars, and the share of your 5-star photos in the head's top 10%."""
+    """Accuracy, Spearman and Pearson of heads on the AVA test split, with 95% intervals, beside the paper's Table 1.
+
+    `clipcull eval ratings FOLDER...` instead compares every prompt head and each --head with your stars: Spearman, accuracy at telling rejects / 1-2 stars from 4-5 stars, and the share of your 5-star photos in the head's top 10%.
+    """
     if target[0] == "ratings" and len(target) > 1 and not (Path("ratings") / "AVA.txt").exists():
         eval_ratings(target[1:], head or [], models, unrated_as, json_out, resamples, darktable_default_counts)
         return

@@ -24,7 +24,19 @@ from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
 from clip_cull.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 CORES = max(1, os.cpu_count() or 1)
-SETTINGS_NOTE = "\\[default: as the folder was last ranked, else"
+SETTINGS_NOTE = "\\[default: as last ranked, else"
+
+# The help's panels, in the order they are shown; a command's own options without a panel come
+# first, in Typer's "Options" panel, with --help. Everything up to ADVANCED fits a screen
+# (tests/test_help.py).
+OUTPUT = "Output"
+WRITE = "What to write"
+SCORING = "What to score"
+PHOTOS = "Which photos"
+SPLIT = "AVA split"
+RATINGS = "With `ratings`"
+ADVANCED = "Advanced / distributed"
+PANELS = (None, OUTPUT, WRITE, SCORING, PHOTOS, SPLIT, RATINGS, ADVANCED)
 
 
 class Device(str, Enum):
@@ -40,38 +52,37 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-def flag(*names: str, help: str) -> typer.models.OptionInfo:
+def flag(*names: str, help: str, panel: str | None = None) -> typer.models.OptionInfo:
     """An on/off option: shows no value in the help (it takes none)."""
-    return typer.Option(*names, help=help, metavar="")
+    return typer.Option(*names, help=help, metavar="", rich_help_panel=panel)
 
 
 @dataclass
 class CacheFlags:
     db: Annotated[Optional[Path], typer.Option(
-        "--db", envvar="CLIPCULL_DB", metavar="FILE",
+        "--db", envvar="CLIPCULL_DB", metavar="FILE", rich_help_panel=ADVANCED,
         help="Cache database file. \\[default: the user cache folder]")] = None
     state: Annotated[Optional[Path], typer.Option(
-        "--state", envvar="CLIPCULL_STATE", metavar="FILE",
-        help="State database file: the undo journal and each folder's settings, kept apart from the cache. "
-             "\\[default: the user state folder]")] = None
+        "--state", envvar="CLIPCULL_STATE", metavar="FILE", rich_help_panel=ADVANCED,
+        help="State database file: the undo journal and each folder's settings. \\[default: the user state folder]")] = None
 
 
 @dataclass
 class ModelFlags(CacheFlags):
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", metavar="NAME|FILE",
-        help=f"open_clip model name, or a JSON model config file (env CLIPCULL_MODEL). {SETTINGS_NOTE} {DEFAULT_MODEL}]")] = None
+        "--model", "-m", metavar="NAME|FILE", rich_help_panel=SCORING,
+        help=f"open_clip model, or a JSON config (env CLIPCULL_MODEL). {SETTINGS_NOTE} {DEFAULT_MODEL}]")] = None
     pretrained: Annotated[Optional[str], typer.Option(
-        "--pretrained", "-p", metavar="TAG|FILE",
-        help="Pretrained tag, or a local checkpoint file (.pt/.bin/.safetensors) (env CLIPCULL_PRETRAINED). "
-             f"{SETTINGS_NOTE} {DEFAULT_PRETRAINED}]")] = None
+        "--pretrained", "-p", metavar="TAG|FILE", rich_help_panel=SCORING,
+        help=f"Weights: a tag or a file (env CLIPCULL_PRETRAINED). {SETTINGS_NOTE} {DEFAULT_PRETRAINED}]")] = None
     device: Annotated[Device, typer.Option(
-        "--device", help="Where the model runs; auto tries CUDA, then MPS, then the CPU.")] = Device.auto
+        "--device", rich_help_panel=ADVANCED, help="Where the model runs; auto: CUDA, else MPS, else the CPU.")] = Device.auto
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", min=1, help="Photos per model batch. \\[default: 32 on the CPU, 128 on a GPU]")] = None
+        "--batch-size", min=1, metavar="N", rich_help_panel=ADVANCED,
+        help="Photos per model batch. \\[default: 32 on the CPU, 128 on a GPU]")] = None
     workers: Annotated[int, typer.Option(
-        "--workers", min=1, help="Threads that read and decode photos beside the model. \\[default: the number of CPU cores]",
-        show_default=False)] = CORES
+        "--workers", min=1, metavar="N", rich_help_panel=ADVANCED,
+        help="Threads that read and decode photos. \\[default: the CPU cores]", show_default=False)] = CORES
 
 
 @dataclass
@@ -79,19 +90,20 @@ class HeadFlags(ModelFlags):
     """What scores: the model with its precision, and the head."""
 
     precision: Annotated[Optional[Precision], typer.Option(
-        "--precision",
-        help="CPU precision of the image model: fp32 (exact), int8 (several times faster, embeddings slightly "
-             f"different and cached apart) or bf16 (env CLIPCULL_PRECISION). See BENCHMARKS.md. {SETTINGS_NOTE} fp32]")] = None
+        "--precision", rich_help_panel=ADVANCED,
+        # The figures: BENCHMARKS.md, 2026-11-29 (int8 1.44-1.50x fp32 end to end, bf16 0.70-0.71x).
+        help="Image model precision on the CPU: fp32 (exact), int8 (about 1.5x faster measured, embeddings "
+             "slightly different, cached apart) or bf16 (slower on the CPUs measured) (env CLIPCULL_PRECISION). "
+             f"{SETTINGS_NOTE} fp32]")] = None
     head: Annotated[Optional[str], typer.Option(
-        "--head", metavar="NAME|FILE",
-        help="fixed, context, ensemble (the paper's prompt heads), or a head file: a trained .safetensors/.npz or a "
-             "LAION aesthetic .pth (env CLIPCULL_HEAD). `clipcull heads` lists them. "
+        "--head", metavar="NAME|FILE", rich_help_panel=SCORING,
+        help="fixed, context, ensemble, or a head file (env CLIPCULL_HEAD). "
              f"{SETTINGS_NOTE} ensemble]")] = None
     positive: Annotated[Optional[str], typer.Option(
-        "--positive", metavar="ADJECTIVE",
+        "--positive", metavar="ADJECTIVE", rich_help_panel=SCORING,
         help=f"Positive adjective of a prompt head. {SETTINGS_NOTE} {DEFAULT_POSITIVE}]")] = None
     negative: Annotated[Optional[str], typer.Option(
-        "--negative", metavar="ADJECTIVE",
+        "--negative", metavar="ADJECTIVE", rich_help_panel=SCORING,
         help=f"Negative adjective of a prompt head. {SETTINGS_NOTE} {DEFAULT_NEGATIVE}]")] = None
 
 
@@ -100,49 +112,62 @@ class ScoringFlags(HeadFlags):
     """What scores, and which files are read."""
 
     max_pixels: Annotated[int, typer.Option(
-        "--max-pixels", min=1, help="Refuse images with more pixels than this (decompression bombs).")] = DEFAULT_MAX_PIXELS
+        "--max-pixels", min=1, metavar="N", rich_help_panel=ADVANCED,
+        help="Refuse images with more pixels than this (decompression bombs).")] = DEFAULT_MAX_PIXELS
     max_file_size: Annotated[int, typer.Option(
-        "--max-file-size", min=1, metavar="MiB",
-        help="Refuse files larger than this many MiB before reading them (each photo is read whole into memory).")
+        "--max-file-size", min=1, metavar="MiB", rich_help_panel=ADVANCED,
+        help="Refuse files larger than this before reading them (each is read whole into memory).")
     ] = DEFAULT_MAX_FILE_BYTES // 2**20
     exclude: Annotated[Optional[list[str]], typer.Option(
-        "--exclude", metavar="GLOB",
-        help="Skip files and folders whose name matches GLOB; repeatable. Also CLIPCULL_EXCLUDE (separated by "
-             f"'{os.pathsep}'). @eaDir, .thumbnails and *.lrdata are always skipped.")] = None
+        "--exclude", metavar="GLOB", rich_help_panel=PHOTOS,
+        help=f"Skip files and folders named like GLOB (repeatable; env CLIPCULL_EXCLUDE, '{os.pathsep}'-separated). "
+             "@eaDir, .thumbnails, *.lrdata: always.")] = None
     show_skipped: Annotated[bool, flag(
-        "--show-skipped", help="List every unreadable file, also those remembered from earlier runs.")] = False
-    strict: Annotated[bool, flag("--strict", help="Exit with code 3 when any photo could not be read.")] = False
+        "--show-skipped", help="List every unreadable file, also those known from earlier runs.", panel=PHOTOS)] = False
+    strict: Annotated[bool, flag("--strict", help="Exit with code 3 when any photo could not be read.", panel=PHOTOS)] = False
 
 
 @dataclass
 class CheckFlags:
     penalize: Annotated[Optional[str], typer.Option(
-        "--penalize", metavar="blur,exposure",
-        help="Rank blurry and/or badly exposed photos below all others: score - (max - min score) x number of such "
-             f"flags. {SETTINGS_NOTE} none]")] = None
+        "--penalize", metavar="blur,exposure", rich_help_panel=SCORING,
+        help=f"Rank blurry and/or badly exposed photos below all others. {SETTINGS_NOTE} none]")] = None
     blur_below: Annotated[Optional[float], typer.Option(
-        "--blur-below", metavar="FOCUS",
-        help=f"Absolute focus threshold for 'blurry'. {SETTINGS_NOTE} a quarter of the folder's median focus]")] = None
+        "--blur-below", metavar="FOCUS", rich_help_panel=SCORING,
+        help=f"Focus below which a photo is 'blurry'. {SETTINGS_NOTE} a quarter of the folder's median]")] = None
+
+
+# Ranges checked here rather than by Typer, whose help would show them in the type column and
+# narrow every help text of the panel.
+def _cosine(value: float | None) -> float | None:
+    if value is not None and not 0 <= value <= 1:
+        raise typer.BadParameter("a cosine between 0 and 1")
+    return value
+
+
+def _seconds(value: float | None) -> float | None:
+    if value is not None and not value >= 0:
+        raise typer.BadParameter("0 seconds or more")
+    return value
 
 
 @dataclass
 class GroupFlags:
     similarity: Annotated[Optional[float], typer.Option(
-        "--similarity", min=0.0, max=1.0, metavar="COSINE",
-        help=f"Cosine of the embeddings above which two photos are near-duplicates. {SETTINGS_NOTE} {DEFAULT_SIMILARITY}]")] = None
+        "--similarity", metavar="COSINE", rich_help_panel=SCORING, callback=_cosine,
+        help=f"Embedding cosine above which photos are near-duplicates. {SETTINGS_NOTE} {DEFAULT_SIMILARITY}]")] = None
     burst_window: Annotated[Optional[float], typer.Option(
-        "--burst-window", min=0.0, metavar="SECONDS",
-        help="Seconds between capture times within which near-duplicates form a burst. "
-             f"{SETTINGS_NOTE} {DEFAULT_WINDOW_S:g}]")] = None
+        "--burst-window", metavar="SECONDS", rich_help_panel=SCORING, callback=_seconds,
+        help=f"Near-duplicates taken within this many seconds form a burst. {SETTINGS_NOTE} {DEFAULT_WINDOW_S:g}]")] = None
 
 
 FoldersArg = Annotated[list[Path], typer.Argument(
     metavar="FOLDER_OR_PHOTO", help="Folders (searched recursively) or photo files.", show_default=False)]
 DryRunOpt = Annotated[bool, flag("--dry-run", "-n", help="Show exactly what would change, and change nothing.")]
 DarktableDefaultOpt = Annotated[bool, flag(
-    "--darktable-default-rating-counts",
-    help="Count xmp:Rating 1 in a darktable sidecar as your rating (by default it is darktable's import default: unrated).")]
-JsonOpt = Annotated[bool, flag("--json", help="One JSON object a line instead of a table.")]
+    "--darktable-default-rating-counts", panel=ADVANCED,
+    help="Count xmp:Rating 1 in a darktable sidecar as your rating (by default: darktable's import default, unrated).")]
+JsonOpt = Annotated[bool, flag("--json", help="One JSON object a line instead of a table.", panel=OUTPUT)]
 
 
 def shared_options(command):
@@ -163,8 +188,23 @@ def shared_options(command):
     def with_groups(**kwargs):
         for name, group in groups.items():
             kwargs[name] = group(**{member: kwargs.pop(member) for member in members[name]})
-        return command(**kwargs)
+        try:
+            return command(**kwargs)
+        except KeyboardInterrupt:  # where the command has no word of its own for it: still one line, 130
+            from clip_cull.cli.common import EXIT_INTERRUPTED
+            from clip_cull.ui import message, stderr_console
 
+            message(stderr_console(), "clipcull: interrupted.", "yellow")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    params.sort(key=_panel_order)  # stable: within a panel, the order declared
     with_groups.__signature__ = signature.replace(parameters=params)
     with_groups.__annotations__ = {p.name: p.annotation for p in params}
     return with_groups
+
+
+def _panel_order(parameter: inspect.Parameter) -> int:
+    """Where a parameter's help panel comes (arguments first: they have none)."""
+    info = next((m for m in getattr(parameter.annotation, "__metadata__", ()) if hasattr(m, "rich_help_panel")), None)
+    panel = getattr(info, "rich_help_panel", None)
+    return PANELS.index(panel) if panel in PANELS else len(PANELS)

@@ -12,7 +12,8 @@ from clip_cull import ui
 from clip_cull.actions.groups import best_of_each_group
 from clip_cull.cli.app import EXIT_CODES_HELP, app
 from clip_cull.cli.common import fail, open_state, plural
-from clip_cull.cli.options import CheckFlags, FoldersArg, GroupFlags, ScoringFlags, flag, shared_options
+from clip_cull.cli.options import (ADVANCED, OUTPUT, CheckFlags, FoldersArg, GroupFlags, ScoringFlags, flag,
+                                   shared_options)
 from clip_cull.cli.scoring import finish, folder_roots, score
 from clip_cull.distributed import torchrun_shard, wait_for_all
 from clip_cull.settings import last_rank_roots
@@ -25,21 +26,22 @@ def rank(
     scoring: ScoringFlags,
     checks: CheckFlags,
     grouping: GroupFlags,
-    limit: Annotated[Optional[int], typer.Option("--limit", "--top", "-t", min=1, help="Show only the best N.")] = None,
-    json_lines: Annotated[bool, flag("--json", help="One JSON object a line: rank, path, score, label, head, ...; unreadable files as JSON objects (path, error) on stderr.")] = False,
-    csv_out: Annotated[bool, flag("--csv", help="CSV with a header row: the same columns as --json.")] = False,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", "--top", "-t", min=1, metavar="N", rich_help_panel=OUTPUT, help="Show only the best N.")] = None,
+    json_lines: Annotated[bool, flag(
+        "--json", panel=OUTPUT, help="One JSON object a line (rank, path, score, label, head, focus, ...); "
+                                     "unreadable files as JSON on stderr.")] = False,
+    csv_out: Annotated[bool, flag("--csv", panel=OUTPUT, help="CSV with a header row: the columns of --json.")] = False,
     groups: Annotated[bool, flag("--groups", help="Find bursts and near-duplicates (shown as a group number).")] = False,
     shard: Annotated[Optional[str], typer.Option(
-        "--shard", metavar="K/N",
-        help="Embed only the K-th of N disjoint shares of the photos (K from 0) and print no ranking: N processes "
-             "split a folder, on one machine sharing its cache, or on several machines each with its own --db file "
-             "(never one SQLite file across machines), folded together afterwards with `clipcull cache merge`. "
-             "Under `torchrun --nproc-per-node N -m clip_cull rank` the shares are set for you and process 0 prints "
-             "the ranking once all are done.")] = None,
+        "--shard", metavar="K/N", rich_help_panel=ADVANCED,
+        help="Embed only share K (from 0) of N and print no ranking: N processes split a folder, sharing "
+             "one cache on one machine, or one --db each, merged with `clipcull cache merge`. "
+             "torchrun sets the shares itself.")] = None,
 ) -> None:
     """Embed new or changed photos, then print all photos ranked by aesthetic score, best first.
 
-    The score is the paper's prompt ensemble: cos(photo, T+) - cos(photo, T-), where T+ averages the embeddings of "a <positive> picture, of a #<class>" over the 1000 ImageNet classes and T- those of the negative adjective. The label says which of the two is closer. The settings used (model, head, adjectives, checks, grouping) are remembered for the folder: `best`, `tag`, `move` and `report` then score it the same way.
+    The settings used are remembered for the folder: `best`, `tag`, `move`, `report` and `review` then score it the same way.
     """
     if json_lines and csv_out:
         raise typer.BadParameter("choose one of --json and --csv")
@@ -80,14 +82,16 @@ def best(
     folders: Annotated[Optional[list[Path]], typer.Argument(
         metavar="FOLDER_OR_PHOTO",
         help="Folders or photos. \\[default: the folders of the last `clipcull rank`]", show_default=False)] = None,
-    top: Annotated[int, typer.Option("--top", "-t", min=1, help="How many photos to print.")] = 20,
-    print0: Annotated[bool, flag("--print0", "-0", help="End each path with NUL instead of a newline (xargs -0).")] = False,
+    top: Annotated[int, typer.Option("--top", "-t", min=1, metavar="N", rich_help_panel=OUTPUT,
+                                     help="How many photos to print.")] = 20,
+    print0: Annotated[bool, flag("--print0", "-0", panel=OUTPUT,
+                                 help="End each path with NUL instead of a newline (xargs -0).")] = False,
     unique: Annotated[bool, flag("--unique", help="Only the best photo of each burst or near-duplicate group.")] = False,
     include_blurry: Annotated[bool, flag("--include-blurry", help="Also print photos flagged blurry (left out by default, and counted on stderr).")] = False,
 ) -> None:
     """Print the paths of the best photos, best first, one a line, for scripts.
 
-    Without folders it uses the folders of the last `clipcull rank`; every folder is scored the way it was last ranked (options given here still win). New or changed photos are embedded first.
+    Without folders: the folders of the last `clipcull rank`. Each folder is scored the way it was last ranked (options given here win); new or changed photos are embedded first.
     """
     if folders:
         roots = folder_roots(folders)

@@ -6,9 +6,8 @@ import ipaddress
 import json
 import os
 import sys
-import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -19,7 +18,7 @@ from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
 from clip_cull.cli.common import open_state as _open_state
 from clip_cull.cli.common import open_store as _open_store
-from clip_cull.cli.common import plural
+from clip_cull.cli.common import EXIT_INTERRUPTED, plural
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import CheckFlags, GroupFlags, HeadFlags, ScoringFlags, flag, shared_options
 from clip_cull.cli.scoring import exclude_globs, resolve_settings, score, setting_flags
@@ -54,39 +53,58 @@ def text_session(settings: Settings, store: Store, device: str):
 @app.command()
 @shared_options
 def review(
-    folder: Annotated[Path, typer.Argument(help="The shoot's folder (searched recursively).")],
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="The shoot's folder (searched recursively).",
+                                           show_default=False)],
     scoring: ScoringFlags,
     checks: CheckFlags,
     grouping: GroupFlags,
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to serve on. \\[default: a free one]", show_default=False)] = 0,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but 127.0.0.1 lets other machines reach the page (they still need the token).")] = LOOPBACK,
-    no_browser: Annotated[bool, flag("--no-browser", help="Do not open the browser (no redirect file); only print the URL.")] = False,
-    sidecar: Annotated[str, typer.Option("--sidecar", metavar="lightroom|darktable", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp), as for `tag`.")] = "lightroom",
-    pick_label: Annotated[str, typer.Option("--pick-label", metavar="COLOUR", help="The xmp:Label P writes for a pick.")] = "Green",
+    port: Annotated[int, typer.Option(
+        "--port", min=0, max=65535, metavar="PORT", help="Port to serve on. \\[default: a free one]",
+        show_default=False)] = 0,
+    host: Annotated[str, typer.Option(
+        "--host", metavar="ADDRESS", help="Address to listen on; anything but 127.0.0.1 lets other machines reach "
+                                          "the page (they still need the token).")] = LOOPBACK,
+    no_browser: Annotated[bool, flag("--no-browser", help="Only print the URL; do not open the browser.")] = False,
+    sidecar: Annotated[str, typer.Option(
+        "--sidecar", metavar="STYLE", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp).")] = "lightroom",
+    pick_label: Annotated[str, typer.Option(
+        "--pick-label", metavar="COLOUR", help="The xmp:Label P writes for a pick.")] = "Green",
 ) -> None:
-    """Cull a shoot in the browser with the keyboard: ranks new photos, then serves a review page on this machine until Ctrl-C.
+    """Cull a shoot in the browser with the keyboard, served on this machine until Ctrl-C.
 
-    Prints the page's URL as one line on stdout: every path of the review is under a random prefix (http://127.0.0.1:PORT/r/RANDOM/), and the URL holds the access token once (then a cookie for that path only). The browser is opened on a private redirect file (0600, removed when the review stops), so the token never appears on a command line.
-
-    Stars, rejects and picks are written to XMP sidecars at once, as the photographer's own (a later `tag` keeps them); the whole session is one journaled run: `clipcull undo` reverts it. The page shows what is on disk: it checks the photos and sidecars again on reload, when its window regains focus and every few seconds. A key pressed on a photo that was replaced, or whose sidecar another program changed, since the page showed it is refused with one line, and the page shows the photo as it is now: press again.
+    Ranks new photos, prints the page's URL (it holds an access token) and opens the browser on it. Stars, rejects and picks go to XMP sidecars at once, as your own ratings; the session is one run: `clipcull undo` reverts it. A key on a photo that changed on disk since the page showed it is refused: press again.
     """
+    if sidecar not in ("lightroom", "darktable"):
+        raise typer.BadParameter("--sidecar is lightroom or darktable")
+    try:
+        if not folder.is_dir():
+            _fail(f"{folder} is not a folder")
+        stopped = _review(folder, scoring, checks, grouping, port, host, no_browser, sidecar, pick_label,
+                          ui.stderr_console())
+    except KeyboardInterrupt:  # Ctrl-C before the page was served (uvicorn handles it while serving)
+        ui.message(ui.stderr_console(), "clipcull: review stopped before the page was served; nothing was decided.",
+                   "yellow")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if stopped:
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _review(folder: Path, scoring: ScoringFlags, checks: CheckFlags, grouping: GroupFlags, port: int, host: str,
+            no_browser: bool, sidecar: str, pick_label: str, err) -> bool:
+    """Rank, serve until Ctrl-C, say what was decided; True when a signal stopped it."""
     from clip_cull.review.decisions import DecisionWriter
     from clip_cull.review.launch import remove_redirect
     from clip_cull.review.server import Access, bind, build_app, serve
     from clip_cull.review.session import ReviewSession
     from clip_cull.review.thumbs import ThumbnailCache
 
-    if sidecar not in ("lightroom", "darktable"):
-        raise typer.BadParameter("--sidecar is lightroom or darktable")
-    if not folder.is_dir():
-        _fail(f"{folder} is not a folder")
-    err = ui.stderr_console()
     scored = score([str(folder)], scoring, checks, grouping, groups=True)  # in the order the folder was ranked
     result = scored.result
     roots = [os.path.abspath(os.path.expanduser(r)) for r in scored.roots]
     state = _open_state(scoring.state, scoring.db)
     store = _open_store(scoring.db, scoring.state)
     try:
+        # The text model (for search) is made known here and loaded on the first search only.
         session_model = text_session(scored.settings, store, scoring.device.value)
         writer = DecisionWriter(state, {"command": "review", "folders": roots}, sidecar, pick_label)
         thumbs = ThumbnailCache(Path(store.path).parent / "thumbs")
@@ -103,25 +121,57 @@ def review(
         app_ = build_app(session, access, ", ".join(roots))
         sys.stdout.write(access.url() + "\n")
         sys.stdout.flush()
-        ui.message(err, f"clipcull: reviewing {plural(len(result.ranked), 'photo')}; Ctrl-C stops.", "dim")
+        ui.message(err, f"clipcull: reviewing {_photos_and_stacks(len(result.ranked), session.stacks())}; "
+                        "Ctrl-C stops.", "dim")
         redirect = None if no_browser else _open_browser(access.url(), err)
-        warm_up = threading.Thread(target=session.warm_up, name="clipcull-search-warmup", daemon=True)
-        warm_up.start()
         try:
-            serve(app_, sock)
+            stopped = serve(app_, sock, on_stop=session.stop)
         finally:
             if redirect is not None:
                 remove_redirect(redirect)
-        session.close()
-        warm_up.join()  # the cache closes below: nothing may still be using it
+            session.close()  # waits for a decision being written; a search waiting for the model gives up
+        summary = session.summary()
     except ClipCullError as e:
         _fail(str(e))
     finally:
         store.close()
         state.close()
-    if writer.run_id is not None:
-        ui.message(err, f"clipcull: review run {writer.run_id}: {writer.actions} decisions in effect. "
-                        f"Undo the whole session: clipcull undo {writer.run_id}", "dim")
+    ui.message(err, _stopped_line(summary), "dim")
+    return bool(stopped)
+
+
+def _photos_and_stacks(photos: int, stacks: int) -> str:
+    """'30 photos', or '30 photos in 23 stacks' where bursts and near-duplicates are stacked."""
+    return plural(photos, "photo") + (f" in {plural(stacks, 'stack')}" if stacks != photos else "")
+
+
+def _stopped_line(s) -> str:
+    """What the session decided, and how to undo it: one line."""
+    if not s.photos and not s.moved:
+        return "clipcull: review stopped; nothing was decided."
+    kinds = [(s.rated, "rated"), (s.rejected, "rejected"), (s.picked, "picked"), (s.cleared, "cleared")]
+    parts, undo = [], [f"clipcull undo {run}" for run in reversed(s.move_runs)]
+    if s.photos:
+        what = ", ".join(f"{n} {word}" for n, word in kinds if n)
+        parts.append(f"review run {s.run_id}: {plural(s.photos, 'photo')} decided" + (f" ({what})" if what else ""))
+        undo.append(f"clipcull undo {s.run_id}")
+    if s.moved:
+        parts.append(f"{plural(s.moved, 'reject')} moved to _rejects")
+    return f"clipcull: review stopped; {'; '.join(parts)}. Undo: {' then '.join(undo)}"
+
+
+def _last_ranked(cache) -> list[str]:
+    """The folders of the last `clipcull rank`, as `best` takes them when given none."""
+    from clip_cull.settings import last_rank_roots
+
+    state = _open_state(cache.state, cache.db)
+    try:
+        roots = last_rank_roots(state)
+    finally:
+        state.close()
+    if not roots:
+        _fail("no folders given and no earlier `clipcull rank` to take them from: clipcull search QUERY FOLDER")
+    return roots
 
 
 def _open_browser(url: str, err):
@@ -148,17 +198,21 @@ def _is_loopback(host: str) -> bool:
 @app.command()
 @shared_options
 def search(
-    query: Annotated[str, typer.Argument(help="What to look for, e.g. \"cutting the cake\".")],
-    folders: Annotated[list[Path], typer.Argument(metavar="FOLDER_OR_PHOTO", help="Folders (searched recursively) or photo files.", show_default=False)],
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="What to look for, e.g. \"cutting the cake\".",
+                                         show_default=False)],
     model_flags: HeadFlags,
-    top: Annotated[int, typer.Option("--top", "-t", min=1, help="How many photos to print.")] = 20,
+    folders: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="FOLDER_OR_PHOTO",
+        help="Folders or photos. \\[default: the folders of the last `clipcull rank`]", show_default=False)] = None,
+    top: Annotated[int, typer.Option("--top", "-t", min=1, metavar="N", help="How many photos to print.")] = 20,
     json_lines: Annotated[bool, flag("--json", help="One JSON object a line: rank, path, similarity.")] = False,
     print0: Annotated[bool, flag("--print0", "-0", help="Only the paths, each ended by NUL (xargs -0).")] = False,
-    template: Annotated[str, typer.Option("--template", help="The prompt the query goes into; {query} marks its place.")] = "a photo of {query}",
+    template: Annotated[str, typer.Option(
+        "--template", metavar="TEXT", help="The prompt the query goes into; {query} marks its place.")] = "a photo of {query}",
 ) -> None:
-    """Find photos by text: the query's CLIP text embedding against the cached photo embeddings, most similar first.
+    """Find photos by text, most similar first.
 
-    No photo is embedded: photos new or changed since the last `clipcull rank` are left out (and counted on stderr).
+    The query's CLIP text embedding against the cached photo embeddings. Without folders: the folders of the last `clipcull rank`. No photo is embedded: photos new or changed since the last `clipcull rank` are left out (and counted on stderr).
     """
     from clip_cull.search import search as run_search, up_to_date
 
@@ -168,7 +222,7 @@ def search(
         raise typer.BadParameter("--template must contain {query}")
     _quiet_libraries()
     err = ui.stderr_console()
-    roots = [str(f) for f in folders]
+    roots = [str(f) for f in folders] if folders else _last_ranked(model_flags)
     settings = resolve_settings(model_flags, roots, setting_flags(model_flags)).settings  # as the folder was ranked
     walk = walk_photos(roots, heif=heif_available(), raw=rawpy_available(), exclude=exclude_globs(None))
     for path, reason in walk.errors:
@@ -191,10 +245,10 @@ def search(
     elif print0:
         sys.stdout.write("".join(h.path + "\0" for h in hits))
     elif hits:
-        table = Table(show_edge=False, pad_edge=False)
+        table = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 2, 0, 0))  # as `rank` prints its table
         for column, justify in (("#", "right"), ("similarity", "right"), ("path", "left")):
             table.add_column(column, justify=justify, overflow="fold" if column == "path" else None)
-        for h in hits:
-            table.add_row(str(h.rank), f"{h.similarity:+.4f}", ui.escape(ui.shown_path(h.path)))
+        for h in hits:  # relative to the folders given, as `rank` shows them (--json and --print0: full paths)
+            table.add_row(str(h.rank), f"{h.similarity:+.4f}", ui.escape(ui.shown_path(ui.relative_path(h.path, roots))))
         ui.stdout_console().print(table)
     sys.stdout.flush()

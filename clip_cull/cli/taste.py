@@ -33,7 +33,9 @@ from clip_cull.images import rawpy_available
 from clip_cull.indexer import IndexOptions, prompt_embeddings
 from clip_cull.ranking import index_folders
 
-UnratedOpt = Annotated[Optional[int], typer.Option("--unrated-as", min=-1, max=5, help="Count unrated photos as this rating (default: leave them out).")]
+UnratedOpt = Annotated[Optional[int], typer.Option(
+    "--unrated-as", min=-1, max=5, metavar="STARS",
+    help="Count unrated photos as this rating (-1: reject). \\[default: leave them out]", show_default=False)]
 
 
 class _Library:
@@ -132,16 +134,26 @@ def _print(rows: list[dict], json_out: bool) -> None:
 @train_app.command("ratings")
 @shared_options
 def train_ratings(
-    folders: Annotated[list[Path], typer.Argument(help="Folders whose photos you have rated (XMP sidecars or embedded XMP).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The head file to write (.safetensors).")],
-    features: Annotated[str, typer.Option("--features", help="projected (512-d) or pooled (768-d) features.")] = "projected",
+    folders: Annotated[list[Path], typer.Argument(
+        metavar="FOLDER", show_default=False,
+        help="Folders whose photos you have rated (XMP sidecars or embedded XMP).")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The head file to write (.safetensors).")],
+    features: Annotated[str, typer.Option(
+        "--features", metavar="KIND",
+        help="projected or pooled features (512 and 768 numbers for ViT-B-32).")] = "projected",
     unrated_as: UnratedOpt = None,
     darktable_default_counts: DarktableDefaultOpt = False,
-    start_from: Annotated[Optional[Path], typer.Option("--start-from", help="A linear head to start from and adapt (e.g. your AVA probe, on the same --features).")] = None,
-    resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    start_from: Annotated[Optional[Path], typer.Option(
+        "--start-from", metavar="FILE",
+        help="A linear head to start from and adapt (e.g. your AVA probe, on the same --features).")] = None,
+    resamples: Annotated[int, typer.Option(
+        "--resamples", min=1, metavar="N", help="Bootstrap resamples for the 95% intervals.")] = 1000,
     models: ModelFlags = None,
 ) -> None:
-    """Fit a personal head on your own ratings: ridge on cached features, its strength chosen by cross-validation grouped by shoot (bursts never straddle folds); prints the cross-validated figures beside the zero-shot ensemble's on the same photos."""
+    """Fit a personal head on your own ratings; prints its cross-validated figures beside the zero-shot ensemble's.
+
+    Ridge on cached features, its strength chosen by cross-validation grouped by shoot (bursts never straddle folds).
+    """
     if features not in ("projected", "pooled"):
         raise typer.BadParameter("--features is projected or pooled")
     lib = _library([str(f) for f in folders], models, unrated_as, features, darktable_default_counts)

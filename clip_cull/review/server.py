@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,7 +52,7 @@ SECURITY_HEADERS = {
     "cross-origin-resource-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
 }
-SHUTDOWN_GRACE_S = 3
+SHUTDOWN_GRACE_S = 0.5  # in-flight requests get this long once Ctrl-C is pressed
 MAX_BODY_BYTES = 64 * 1024  # a decision is a few dozen bytes of JSON
 STATIC_TYPES = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
 
@@ -384,14 +385,31 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app, sock: socket.socket) -> None:
-    """Serve until Ctrl-C (uvicorn handles the signal and returns)."""
+def serve(app, sock: socket.socket, on_stop=None) -> bool:
+    """Serve until Ctrl-C (or SIGTERM); True when a signal stopped it. on_stop() is called from
+    the signal handler, at once: whatever waits (a search for the model) can stop waiting
+    before uvicorn's graceful shutdown waits for it."""
     import uvicorn
 
-    # Ctrl-C stops within seconds even while a client holds a request open.
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if on_stop is not None:
+                on_stop()
+            super().handle_exit(sig, frame)
+
+    # Ctrl-C stops within a second even while a client holds a request open.
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    server = Server(config)
+    previous = signal.signal(signal.SIGTERM, _terminated)  # uvicorn raises the signal again once stopped
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn raises the captured Ctrl-C again once it has stopped
-        pass
+        return True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return server.should_exit  # an older uvicorn returns without raising the signal again
+
+
+def _terminated(sig, frame) -> None:
+    raise KeyboardInterrupt

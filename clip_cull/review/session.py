@@ -27,10 +27,11 @@ from clip_cull.actions.xmp import sidecar_path
 from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
 from clip_cull.review.ondisk import UNCHECKED, fingerprint, json_rating, stamp, stamps
 from clip_cull.review.thumbs import ThumbnailCache
-from clip_cull.search import EmbeddingIndex, query_embedding
+from clip_cull.search import EmbeddingIndex, query_prompt
 from clip_cull.store import Store
 
 MAX_SEARCH_HITS = 200
+WAIT_STEP_S = 0.1  # how often a search waiting for the model looks whether the review is stopping
 PRESS_AGAIN = "reloaded — press again"
 
 
@@ -85,6 +86,9 @@ class ReviewSession:
         self._text_session = None
         self._index: EmbeddingIndex | None = None
         self._closed = False
+        self.stopping = False  # set by Ctrl-C: searches stop waiting for the model
+        self._before: dict[int, Decision] = {}  # each photo's decision before this session first changed it
+        self.move_runs: list[int] = []
         self._store_lock = threading.RLock()  # one SQLite connection, used from the server's threads
         # The photos' on-disk state; taken after _store_lock where both are (a sidecar is read
         # with the journal, a SQLite connection the server's threads share: only under _store_lock).
@@ -112,6 +116,11 @@ class ReviewSession:
         return list(dict.fromkeys(Path(n) for n in names))
 
     # --- the page's data -----------------------------------------------------------------
+
+    def stacks(self) -> int:
+        """How many cells the page's grid shows at first: a burst or near-duplicate group is one."""
+        live = [p for p in self.photos if not p.moved]
+        return sum(1 for p in live if p.group is None) + len({p.group for p in live if p.group is not None})
 
     def photo(self, photo_id: int) -> ReviewPhoto | None:
         if 0 <= photo_id < len(self.photos) and not self.photos[photo_id].moved:
@@ -242,6 +251,7 @@ class ReviewSession:
 
     def _written(self, p: ReviewPhoto, decision: Decision) -> None:
         """This session wrote the photo's sidecar: what it holds now is no news to the page."""
+        self._before.setdefault(p.id, p.decision)
         p.decision = decision
         p.sidecar_stamp = stamps(p.sidecar_names)
         self._touch(p)
@@ -296,10 +306,13 @@ class ReviewSession:
                 # beside nothing); the others stay, and the page hears which went.
                 gone = [p for p in rejects if not os.path.lexists(p.ranked.path)]
                 self._moved(gone)
+                self.move_runs.append(e.run_id)
                 raise MoveIncomplete(
                     f"the move stopped: {e.reason}; {len(gone)} of {len(rejects)} rejects moved "
                     f"(clipcull undo {e.run_id} puts them back)", e.run_id, [p.id for p in gone]) from None
             self._moved(rejects)
+            if run_id is not None:
+                self.move_runs.append(run_id)
             return run_id, [p.id for p in rejects]
 
     def _moved(self, photos: list[ReviewPhoto]) -> None:
@@ -310,37 +323,95 @@ class ReviewSession:
     # --- search --------------------------------------------------------------------------
 
     def search(self, query: str, top: int = MAX_SEARCH_HITS) -> list[dict]:
-        """Ids (with similarity) of the photos closest to the text, most similar first."""
+        """Ids (with similarity) of the photos closest to the text, most similar first. The text
+        model loads on the first search that needs it (a query embedded before is in the cache),
+        outside the cache's lock: the page's keys keep working meanwhile, and a review that stops
+        stops waiting for it (ReviewStopped)."""
+        prompt = query_prompt(query)
         with self._store_lock:
+            self._check_open()
             if self._index is None:
                 self._index = EmbeddingIndex(self.store, [p.ranked.path for p in self.photos], self.model_id)
-            vector = query_embedding(self.store, self.text_session(), query)
+            session = self.text_session()
+            vector = self.store.text_embeddings(session.text_model_id, [prompt]).get(prompt)
+        if vector is None:
+            vector = self._encoder(session).encode_texts([prompt])[0]
+            with self._store_lock:
+                self._check_open()
+                self.store.save_text_embeddings(session.text_model_id, [prompt], [vector])
         by_path = {p.ranked.path: p for p in self.photos if not p.moved}
         return [{"id": by_path[h.path].id, "similarity": round(h.similarity, 4)}
-                for h in self._index.top(vector) if h.path in by_path][:top]
+                for h in self._index.top(np.asarray(vector, np.float32)) if h.path in by_path][:top]
 
     def text_session(self):
+        """The model session search embeds text with (made on first use; loading the model is
+        left to the first text that needs it)."""
         with self._store_lock:  # the model's identity may be read from the cache
             if self._text_session is None:
                 self._text_session = self._text_session_factory()
             return self._text_session
 
-    def warm_up(self) -> None:
-        """Load the text model and the embeddings now (in the background), so the first search is quick."""
-        try:
-            with self._store_lock:
-                if self._closed:
-                    return
-                if self._index is None:
-                    self._index = EmbeddingIndex(self.store, [p.ranked.path for p in self.photos], self.model_id)
-            self.text_session().encoder
-        except Exception:
-            pass  # the search itself reports the problem when someone searches
+    def _encoder(self, session):
+        """The loaded text model, loaded in the background; waiting for it ends when the review stops."""
+        session.start_loading()
+        while not session.wait_loaded(WAIT_STEP_S):
+            if self.stopping:
+                raise ReviewStopped("the review is stopping")
+        return session.encoder  # the load's error, if it failed
+
+    def _check_open(self) -> None:
+        if self._closed or self.stopping:
+            raise ReviewStopped("the review is stopping")
+
+    @property
+    def text_model_loaded(self) -> bool:
+        return self._text_session is not None and self._text_session.loaded
+
+    # --- stopping ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """The review is stopping (Ctrl-C): searches stop waiting for the model. Safe to call
+        from a signal handler (it only sets a flag)."""
+        self.stopping = True
 
     def close(self) -> None:
-        """No more use of the cache from here (the caller closes it once the warm-up is over)."""
+        """No more use of the cache from here: waits for a decision or move being written."""
+        self.stopping = True
         with self._store_lock:
             self._closed = True
+
+    def summary(self) -> "SessionSummary":
+        """What this session decided: the photos whose decision it changed, by what they hold
+        now, and the rejects it moved."""
+        with self._disk_lock:
+            changed = [p for p in self.photos if p.id in self._before
+                       and _shown_state(p.decision) != _shown_state(self._before[p.id])]
+            return SessionSummary(
+                photos=len(changed),
+                rated=sum(1 for p in changed if p.decision.rating in (1, 2, 3, 4, 5)),
+                rejected=sum(1 for p in changed if p.decision.rating == REJECT),
+                picked=sum(1 for p in changed if p.decision.picked),
+                cleared=sum(1 for p in changed if p.decision.rating is None and not p.decision.picked),
+                moved=sum(1 for p in self.photos if p.moved),
+                run_id=self.writer.run_id,
+                move_runs=list(self.move_runs),
+            )
+
+
+@dataclass
+class SessionSummary:
+    photos: int  # photos whose decision the session changed
+    rated: int  # of those, now rated 1-5 stars
+    rejected: int
+    picked: int
+    cleared: int  # now unrated and not picked
+    moved: int  # rejects moved to _rejects
+    run_id: int | None  # the session's journaled run (its decisions)
+    move_runs: list[int]
+
+
+class ReviewStopped(ReviewError):
+    """The review stopped while a request was waiting (for the text model)."""
 
 
 def _shown_rating(decision: Decision):

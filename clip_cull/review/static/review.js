@@ -105,6 +105,16 @@ function computeView() {
 
 function burstSize(group) { return state.photos.filter((p) => p.group === group).length; }
 
+// What the grid shows, counted as the terminal counts it: photos, and the stacks they are in
+// where bursts and near-duplicates are stacked ("23 stacks (30 photos)").
+function counted() {
+  const stacked = state.burst === null && !state.hits;
+  const photos = stacked ? state.photos.filter(passes).length : state.view.length;
+  const cells = state.view.length;
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  return cells === photos ? plural(photos, "photo") : `${plural(cells, "stack")} (${plural(photos, "photo")})`;
+}
+
 // --- drawing ---------------------------------------------------------------------------
 
 function cellFor(p) {
@@ -147,7 +157,7 @@ function render() {
   if (state.cur >= state.view.length) state.cur = Math.max(0, state.view.length - 1);
   $("grid").replaceChildren(...state.view.map((id) => cellFor(state.byId.get(id))));
   const what = state.burst !== null ? `burst ${state.burst}` : state.hits ? "search results" : state.filter;
-  status(`${state.view.length} photos · ${what}`);
+  status(`${counted()} · ${what}`);
   select(state.cur);
 }
 
