@@ -147,7 +147,7 @@ def test_the_quick_start_prints_what_the_readme_shows(tiny_env, tmp_path, monkey
     monkeypatch.setenv("CLIPCULL_DB", str(cache))
     monkeypatch.setenv("COLUMNS", "100")
     # review: everything up to serving runs; serving itself returns at once, the browser is a no-op.
-    monkeypatch.setattr("clip_cull.review.server.serve", lambda app_, sock: sock.close())
+    monkeypatch.setattr("clip_cull.review.server.serve", lambda app_, sock, on_stop=None: sock.close())
     monkeypatch.setattr("webbrowser.open", lambda url: True)
 
     places = [(str(folder), SHOWN_FOLDER_ABSOLUTE), (str(cache), SHOWN_CACHE),
