@@ -58,7 +58,7 @@ def load_model(name: str, folder: Path):
     import open_clip
     import torch
 
-    from clip_cull.encoder import ModelSpec, load_encoder
+    from clip_cull.model.encoder import ModelSpec, load_encoder
 
     if name == "tiny":
         config = folder / "bench-tiny-224.json"
@@ -74,7 +74,8 @@ def load_model(name: str, folder: Path):
 
 
 def one_epoch(encoder, arch, paths, workers: int, batch: int, out: Path) -> float:
-    from clip_cull.finetune import AvaImages, FinetuneSettings, train_finetune, trained_architecture
+    from clip_cull.research.finetune import AvaImages, FinetuneSettings, train_finetune
+    from clip_cull.model.heads.finetuned import trained_architecture
 
     targets = np.full((len(paths), 10), 0.1)
     train = AvaImages(paths, targets, encoder.preprocess)
@@ -89,7 +90,7 @@ def one_epoch(encoder, arch, paths, workers: int, batch: int, out: Path) -> floa
 def main() -> None:
     import torch
 
-    from clip_cull.finetune import available_cores, default_loader_workers
+    from clip_cull.research.finetune import available_cores, default_loader_workers
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=96)

@@ -11,8 +11,8 @@ import time
 
 import open_clip
 import torch
-from clip_cull.encoder import ModelSpec, load_encoder
-from clip_cull.heads.prompt import PromptHead
+from clip_cull.model.encoder import ModelSpec, load_encoder
+from clip_cull.model.heads.prompt import PromptHead
 
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads())
 d = tempfile.mkdtemp()

@@ -81,7 +81,7 @@ def checkpoint(architecture: str = "ViT-B-32") -> Path:
 
 def cli_measurements(files: list[Path], photos_dir: Path, ckpt: Path, warm_rows: int, prompts: list[str]) -> dict:
     """Whole `clipcull` processes: first run, cold rank, warm rank, warm best over many photos."""
-    from clip_cull.encoder import ModelSpec, model_identity
+    from clip_cull.model.encoder import ModelSpec, model_identity
 
     tmp = Path(tempfile.mkdtemp(prefix="clipcull-bench-"))
     try:
@@ -139,9 +139,9 @@ def worker_seconds(encoder, files: list[Path]) -> float:
     """Seconds one core spends per photo on everything but the model (read, fingerprint,
     decode, EXIF, focus/exposure, preprocessing), best of two passes: on a CPU this work
     shares the cores with the model, which bounds (b)/(a)."""
-    from clip_cull.files import content_fingerprint, read_file
-    from clip_cull.images import decode_photo, read_facts
-    from clip_cull.quality import measure
+    from clip_cull.core.files import content_fingerprint, read_file
+    from clip_cull.core.images import decode_photo, read_facts
+    from clip_cull.core.quality import measure
 
     best = float("inf")
     for _ in range(2):
@@ -173,7 +173,7 @@ def straightforward(encoder, files: list[Path], batch_size: int) -> float:
 def decode_only(files: list[Path], image_size: int, workers: int) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
-    from clip_cull.images import decode_photo
+    from clip_cull.core.images import decode_photo
 
     def one(f):
         return decode_photo(f.read_bytes(), min_side=image_size)
@@ -186,10 +186,11 @@ def decode_only(files: list[Path], image_size: int, workers: int) -> float:
 
 def indexing_phase(spec, files_dir: Path, batch_size: int, fast: bool, encoder, quality: bool = True) -> tuple[float, dict]:
     """Photos/s of index_photos alone (model already loaded), and the embeddings it made."""
-    from clip_cull.files import walk_photos
-    from clip_cull.indexer import IndexOptions, ModelSession, index_photos
-    from clip_cull.preprocess import embedding_key
-    from clip_cull.store import Store
+    from clip_cull.core.files import walk_photos
+    from clip_cull.scoring.indexer import IndexOptions, index_photos
+    from clip_cull.model.session import ModelSession
+    from clip_cull.model.preprocess import embedding_key
+    from clip_cull.store.cache import Store
 
     store = Store.open(":memory:")
     session = ModelSession(spec, store, DEVICE)
@@ -207,7 +208,7 @@ def indexing_phase(spec, files_dir: Path, batch_size: int, fast: bool, encoder, 
 
 def larger_model_rows(architecture: str, photos_dir: Path, batch_size: int) -> list[tuple[str, str, str]]:
     """(a) and (b) for a slower model: how much of the decoding hides behind it."""
-    from clip_cull.encoder import ModelSpec, load_encoder
+    from clip_cull.model.encoder import ModelSpec, load_encoder
 
     spec = ModelSpec(architecture, str(checkpoint(architecture)))
     encoder = load_encoder(spec, DEVICE)
@@ -229,8 +230,8 @@ def text_encoding(encoder, n: int = 128) -> tuple[float, float, float]:
     """Seconds for n ensemble prompts at the full context and trimmed, and the max abs difference."""
     import torch
 
-    from clip_cull.encoder import encode_text_trimmed
-    from clip_cull.prompts import context_prompts
+    from clip_cull.model.encoder import encode_text_trimmed
+    from clip_cull.model.prompts import context_prompts
 
     tokens = encoder.tokenizer(context_prompts("outstanding")[:n]).to(encoder.device)
     sync = torch.cuda.synchronize if encoder.device.type == "cuda" else (lambda: None)
@@ -248,7 +249,7 @@ def text_encoding(encoder, n: int = 128) -> tuple[float, float, float]:
 
 def warm_best_db(db: Path, folder: Path, rows: int, model_id: str, prompts: list[str]) -> None:
     """A scratch cache with `rows` photos (tiny real files) and random embeddings."""
-    from clip_cull.store import EmbeddingRecord, FileRecord, Store
+    from clip_cull.store.cache import EmbeddingRecord, FileRecord, Store
 
     folder.mkdir(parents=True, exist_ok=True)
     payload = b"\xff\xd8" + os.urandom(500)
@@ -314,11 +315,11 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     global DEVICE
     DEVICE = args.device
-    from clip_cull.indexer import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+    from clip_cull.scoring.indexer import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 
     args.batch_size = args.batch_size or (GPU_BATCH_SIZE if DEVICE == "cuda" else CPU_BATCH_SIZE)
-    from clip_cull.encoder import ModelSpec, load_encoder
-    from clip_cull.heads.prompt import PromptHead
+    from clip_cull.model.encoder import ModelSpec, load_encoder
+    from clip_cull.model.heads.prompt import PromptHead
 
     photos_dir = corpus(args.count, args.megapixels)
     files = sorted(photos_dir.glob("*.jpg"))[: args.count]
@@ -358,8 +359,9 @@ def main() -> None:
         del low
 
     # Fidelity: the ensemble score from fast-decoded vs exactly preprocessed photos.
-    from clip_cull.store import Store
-    from clip_cull.indexer import ModelSession, prompt_embeddings
+    from clip_cull.store.cache import Store
+    from clip_cull.scoring.indexer import prompt_embeddings
+    from clip_cull.model.session import ModelSession
 
     scratch = Store.open(":memory:")
     session = ModelSession(spec, scratch, DEVICE)

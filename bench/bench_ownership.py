@@ -18,8 +18,8 @@ import platform
 import tempfile
 import time
 
-from clip_cull.actions.journal import Journal
-from clip_cull.state import StateStore
+from clip_cull.culling.journal import Journal
+from clip_cull.store.state import StateStore
 
 
 def build(path: str, runs: int, photos: int) -> StateStore:

@@ -140,10 +140,10 @@ def search_bench(work: Path, rows: int) -> dict:
     import open_clip
     import torch
 
-    from clip_cull.encoder import ClipEncoder, ModelSpec
-    from clip_cull.indexer import ModelSession
-    from clip_cull.search import EmbeddingIndex, query_embedding
-    from clip_cull.store import EmbeddingRecord, FileRecord, Store
+    from clip_cull.model.encoder import ClipEncoder, ModelSpec
+    from clip_cull.model.session import ModelSession
+    from clip_cull.scoring.search import EmbeddingIndex, query_embedding
+    from clip_cull.store.cache import EmbeddingRecord, FileRecord, Store
 
     store = Store.open(work / "search.db")
     rng = np.random.default_rng(0)

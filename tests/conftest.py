@@ -94,10 +94,11 @@ def tiny_prompt_cache(tiny_model_files, tmp_path_factory) -> Path:
     """A cache holding the tiny model's embeddings of the built-in heads' prompts (the 1996 of
     the default ensemble among them), made once per session: embedding them takes seconds, and
     every test that ranks with the tiny model would do it again in its fresh cache."""
-    from clip_cull.encoder import ModelSpec
-    from clip_cull.heads.prompt import PromptHead
-    from clip_cull.indexer import ModelSession, prompt_embeddings
-    from clip_cull.store import Store
+    from clip_cull.model.encoder import ModelSpec
+    from clip_cull.model.heads.prompt import PromptHead
+    from clip_cull.scoring.indexer import prompt_embeddings
+    from clip_cull.model.session import ModelSession
+    from clip_cull.store.cache import Store
 
     config, checkpoint = tiny_model_files
     path = tmp_path_factory.mktemp("prompt-cache") / "clipcull.db"

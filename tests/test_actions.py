@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from clip_cull.actions.groups import burst_groups
-from clip_cull.actions.tag import parse_star_thresholds, star_ratings
-from clip_cull.actions.xmp import merge, read_fields, sidecar_path
+from clip_cull.scoring.groups import burst_groups
+from clip_cull.culling.tag import parse_star_thresholds, star_ratings
+from clip_cull.culling.xmp import merge, read_fields, sidecar_path
 from clip_cull.cli import app
 from conftest import make_photo
 
@@ -214,7 +214,7 @@ def test_name_collisions_get_a_suffix_and_copy_leaves_originals(tiny_env, photo_
 
 
 def _plan_for(folder, private_cache, keep_top=4):
-    from clip_cull.actions.move import plan_moves
+    from clip_cull.culling.move import plan_moves
 
     ranked = [type("P", (), json.loads(l)) for l in run("rank", folder, "--json").stdout.splitlines()]
     return plan_moves(ranked[keep_top:], [str(folder)], None)
@@ -222,11 +222,11 @@ def _plan_for(folder, private_cache, keep_top=4):
 
 def test_crash_half_way_then_undo_or_rerun_loses_and_duplicates_nothing(tiny_env, photo_folder, private_cache,
                                                                          private_state, monkeypatch):
-    import clip_cull.actions.move as move_module
-    from clip_cull.actions.journal import Journal
-    from clip_cull.actions.move import apply_moves, resume_unfinished
-    from clip_cull.state import StateStore
-    from clip_cull.store import Store
+    import clip_cull.culling.move as move_module
+    from clip_cull.culling.journal import Journal
+    from clip_cull.culling.move import apply_moves, resume_unfinished
+    from clip_cull.store.state import StateStore
+    from clip_cull.store.cache import Store
 
     before = tree_hashes(photo_folder)
     steps = _plan_for(photo_folder, private_cache)
@@ -257,10 +257,10 @@ def test_crash_half_way_then_undo_or_rerun_loses_and_duplicates_nothing(tiny_env
 
 
 def test_crash_after_a_rename_before_it_was_journaled(tiny_env, photo_folder, private_cache, private_state, monkeypatch):
-    from clip_cull.actions.journal import Journal
-    from clip_cull.state import StateStore
-    from clip_cull.store import Store
-    from clip_cull.actions.move import apply_moves
+    from clip_cull.culling.journal import Journal
+    from clip_cull.store.state import StateStore
+    from clip_cull.store.cache import Store
+    from clip_cull.culling.move import apply_moves
 
     before = tree_hashes(photo_folder)
     steps = _plan_for(photo_folder, private_cache)
@@ -284,7 +284,7 @@ def test_crash_after_a_rename_before_it_was_journaled(tiny_env, photo_folder, pr
 
 
 def test_cross_filesystem_move_copies_verifies_then_removes(tmp_path, monkeypatch):
-    from clip_cull.actions import fileops
+    from clip_cull.culling import fileops
 
     src = make_photo(tmp_path / "a" / "x.jpg", 1)
     data = src.read_bytes()

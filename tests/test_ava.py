@@ -10,15 +10,15 @@ import scipy.stats
 import torch
 from typer.testing import CliRunner
 
-from clip_cull.ava import binary_labels, load_ava, make_split, mean_scores, read_ids
+from clip_cull.research.ava import binary_labels, load_ava, make_split, mean_scores, read_ids
 from clip_cull.cli import app
-from clip_cull.heads import load_head, resolve_head
-from clip_cull.heads.files import HeadError, check_backbone, save_head
-from clip_cull.heads.linear import choose_ridge_alpha, fit_linear, probe_head
-from clip_cull.heads.prompt import PromptHead, adjective_prompts
-from clip_cull.metrics import evaluate, pearson, rankdata, spearman
-from clip_cull.prompts import negative_adjectives, positive_adjectives
-from clip_cull.train import best_pair, search_prompts
+from clip_cull.model.heads import load_head, resolve_head
+from clip_cull.model.heads.files import HeadError, check_backbone, save_head
+from clip_cull.model.heads.linear import choose_ridge_alpha, fit_linear, probe_head
+from clip_cull.model.heads.prompt import PromptHead, adjective_prompts
+from clip_cull.research.metrics import evaluate, pearson, rankdata, spearman
+from clip_cull.model.prompts import negative_adjectives, positive_adjectives
+from clip_cull.research.train import best_pair, search_prompts
 
 
 # --- arithmetic and metrics ---------------------------------------------------------------------
@@ -44,7 +44,7 @@ def test_ava_folder_is_read_with_missing_images_counted(mini_ava):
 
 
 def test_random_split_is_seeded_and_the_papers_size():
-    from clip_cull.ava import AvaSet
+    from clip_cull.research.ava import AvaSet
 
     ids = [str(i) for i in range(255_530)]
     ava = AvaSet(Path("."), ids, np.ones((len(ids), 10), int), [None] * len(ids))
@@ -91,7 +91,7 @@ def test_ridge_strength_is_chosen_by_cross_validation_and_groups_stay_together()
     y = x[:, 0] + rng.normal(0, 1, 60)
     alpha, errors = choose_ridge_alpha(x, y)
     assert errors[alpha] == min(errors.values()) and alpha > min(errors)
-    from clip_cull.heads.linear import fold_assignment
+    from clip_cull.model.heads.linear import fold_assignment
 
     groups = np.repeat(np.arange(12), 5)  # 12 bursts of 5
     folds = fold_assignment(60, 5, groups, 0)

@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_cull.encoder import ModelSpec
-from clip_cull.errors import CacheError
-from clip_cull.files import walk_photos
-from clip_cull.indexer import IndexOptions, ModelSession, index_photos
-from clip_cull.store import Store, migrations
+from clip_cull.model.encoder import ModelSpec
+from clip_cull.core.errors import CacheError
+from clip_cull.core.files import walk_photos
+from clip_cull.scoring.indexer import IndexOptions, index_photos
+from clip_cull.model.session import ModelSession
+from clip_cull.store.cache import Store, migrations
 from conftest import make_photo
 
 
@@ -188,7 +189,7 @@ def test_a_damaged_cache_is_left_alone_when_not_to_be_rebuilt_or_not_named_like_
 
 
 def test_prompt_embeddings_are_cached_per_model(store, tiny_model_files):
-    from clip_cull.indexer import prompt_embeddings
+    from clip_cull.scoring.indexer import prompt_embeddings
 
     prompts = ["a outstanding picture, of a #tench", "a horrible picture, of a #tench"]
     first = prompt_embeddings(store, session_for(tiny_model_files, store), prompts)
@@ -200,7 +201,7 @@ def test_prompt_embeddings_are_cached_per_model(store, tiny_model_files):
 
 
 def test_int8_precision_is_cached_apart_and_shares_prompts(store, tiny_model_files, photo_folder):
-    from clip_cull.indexer import prompt_embeddings
+    from clip_cull.scoring.indexer import prompt_embeddings
 
     config, checkpoint = tiny_model_files
     fp32 = ModelSession(ModelSpec(str(config), str(checkpoint)), store, "cpu")
@@ -222,8 +223,8 @@ def test_int8_precision_is_cached_apart_and_shares_prompts(store, tiny_model_fil
 
 
 def test_unknown_precision_is_refused(tiny_model_files):
-    from clip_cull.encoder import load_encoder
-    from clip_cull.errors import ModelLoadError
+    from clip_cull.model.encoder import load_encoder
+    from clip_cull.core.errors import ModelLoadError
 
     config, checkpoint = tiny_model_files
     with pytest.raises(ModelLoadError, match="unknown precision 'fp8'"):
@@ -235,8 +236,8 @@ def test_photos_are_decoded_while_the_model_loads_with_the_same_embeddings(store
     what the model is given."""
     import threading
 
-    import clip_cull.indexer as indexer
-    from clip_cull.encoder import load_encoder
+    import clip_cull.scoring.indexer as indexer
+    from clip_cull.model.encoder import load_encoder
 
     reference = index(store, session_for(tiny_model_files, store), photo_folder)
     expected = store.embeddings([r.fingerprint for r in store.file_records([p.path for p in reference.ready]).values()],
@@ -275,7 +276,7 @@ def test_photos_are_decoded_while_the_model_loads_with_the_same_embeddings(store
 def test_exact_path_embeds_what_open_clip_would(store, tiny_model_files, tmp_path):
     """AVA evaluation's exact path: the full decode and open_clip's own transform, so that
     the paper's numbers stay comparable; the fast path agrees closely."""
-    from clip_cull.encoder import load_encoder
+    from clip_cull.model.encoder import load_encoder
 
     photo = make_photo(tmp_path / "photos" / "wide.jpg", seed=5, size=(300, 170))
     config, checkpoint = tiny_model_files

@@ -270,7 +270,7 @@ def test_non_utf8_file_name_is_reported_with_escaped_bytes(tiny_env, tmp_path):
 
 
 def test_panorama_is_ranked_without_a_huge_intermediate(tiny_env, tiny_model_files, tmp_path):
-    from clip_cull.encoder import ModelSpec, crop_extreme_aspect, load_encoder
+    from clip_cull.model.encoder import ModelSpec, crop_extreme_aspect, load_encoder
 
     wide = Image.fromarray(np.random.default_rng(0).integers(0, 255, (10, 7000, 3), dtype=np.uint8))
     cropped = crop_extreme_aspect(wide, 2.0)

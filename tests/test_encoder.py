@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_cull.encoder import ModelSpec, encode_text_trimmed, load_encoder, model_identity
-from clip_cull.errors import ModelLoadError
+from clip_cull.model.encoder import ModelSpec, encode_text_trimmed, load_encoder, model_identity
+from clip_cull.core.errors import ModelLoadError
 
 
 def test_checkpoint_file_loads_exactly(tiny_model_files):
@@ -126,7 +126,7 @@ def test_centre_square_preprocess_gives_open_clips_pixels(size, resample):
     short side, centre crop, normalise, for every aspect, odd size and up- or down-scale."""
     import open_clip
 
-    from clip_cull.preprocess import CentreSquarePreprocess
+    from clip_cull.model.preprocess import CentreSquarePreprocess
 
     transform = open_clip.image_transform(224, is_train=False, interpolation=resample)
     fast = CentreSquarePreprocess.from_transform(transform)
@@ -144,7 +144,7 @@ def test_centre_square_preprocess_gives_open_clips_pixels(size, resample):
 def test_other_transforms_are_left_to_open_clip(tiny_model_files):
     import open_clip
 
-    from clip_cull.preprocess import CentreSquarePreprocess
+    from clip_cull.model.preprocess import CentreSquarePreprocess
 
     for mode in ("squash", "longest"):
         assert CentreSquarePreprocess.from_transform(open_clip.image_transform(224, False, resize_mode=mode)) is None
@@ -163,9 +163,9 @@ def test_image_size_hint_comes_from_the_config_without_importing_open_clip(tiny_
 
     import open_clip
 
-    from clip_cull.encoder import image_size_hint
+    from clip_cull.model.encoder import image_size_hint
 
-    code = ("import sys; from clip_cull.encoder import ModelSpec, image_size_hint; "
+    code = ("import sys; from clip_cull.model.encoder import ModelSpec, image_size_hint; "
             "print(image_size_hint(ModelSpec('ViT-L-14-336')), 'open_clip' in sys.modules, 'torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["336", "False", "False"]
     config, _ = tiny_model_files
@@ -187,7 +187,7 @@ def test_identifying_a_checkpoint_file_imports_neither_torch_nor_open_clip(tmp_p
 
     checkpoint = tmp_path / "weights.pt"
     checkpoint.write_bytes(b"not really weights")
-    code = ("import sys; from clip_cull.encoder import ModelSpec, model_identity; "
+    code = ("import sys; from clip_cull.model.encoder import ModelSpec, model_identity; "
             f"key = model_identity(ModelSpec('ViT-B-32', {str(checkpoint)!r}), 'ab' * 32); "
             "print(key.startswith('ViT-B-32'), 'open_clip' in sys.modules, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

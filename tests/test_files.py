@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from clip_cull.errors import InputError
-from clip_cull.files import content_fingerprint, walk_photos
+from clip_cull.core.errors import InputError
+from clip_cull.core.files import content_fingerprint, walk_photos
 from conftest import make_photo
 
 

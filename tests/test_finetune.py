@@ -11,7 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from clip_cull.cli import app
-from clip_cull.finetune import emd_loss, distribution_mean
+from clip_cull.research.finetune import emd_loss
+from clip_cull.model.heads.finetuned import distribution_mean
 
 
 def run(*args):
@@ -36,9 +37,9 @@ def test_emd_of_known_distributions():
 
 
 def test_finetuning_lowers_the_emd(tiny_model_files, mini_ava):
-    from clip_cull.ava import load_ava
-    from clip_cull.encoder import ModelSpec, load_encoder
-    from clip_cull.finetune import AvaImages, FinetuneSettings, train_finetune
+    from clip_cull.research.ava import load_ava
+    from clip_cull.model.encoder import ModelSpec, load_encoder
+    from clip_cull.research.finetune import AvaImages, FinetuneSettings, train_finetune
 
     config, checkpoint = tiny_model_files
     encoder = load_encoder(ModelSpec(str(config), str(checkpoint)), "cpu")

@@ -75,10 +75,11 @@ def test_first_run_says_loading_loaded_and_that_prompts_are_cached_once(tiny_env
 
 
 def test_progress_per_photo_and_prompt_bar_from_the_first_prompt(tiny_model_files, photo_folder, tmp_path):
-    from clip_cull.encoder import ModelSpec
-    from clip_cull.indexer import IndexOptions, ModelSession, prompt_embeddings
-    from clip_cull.ranking import index_folders
-    from clip_cull.store import Store
+    from clip_cull.model.encoder import ModelSpec
+    from clip_cull.scoring.indexer import IndexOptions, prompt_embeddings
+    from clip_cull.model.session import ModelSession
+    from clip_cull.scoring.ranking import index_folders
+    from clip_cull.store.cache import Store
 
     config, checkpoint = tiny_model_files
     store = Store.open(tmp_path / "p.db")
@@ -195,8 +196,8 @@ def test_report_greys_the_share_move_would_move(tiny_env, photo_folder, tmp_path
 
 
 def test_report_stacks_a_burst_in_one_card_flags_shown():
-    from clip_cull.actions.report import render_report
-    from clip_cull.ranking import RankedPhoto
+    from clip_cull.culling.report import render_report
+    from clip_cull.scoring.ranking import RankedPhoto
 
     ranked = [RankedPhoto(i + 1, f"/x/p{i}.jpg", 0.1 - i / 100, "aesthetic", flags=["blurry"] if i == 2 else [])
               for i in range(4)]

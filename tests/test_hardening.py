@@ -68,8 +68,8 @@ def test_sigkill_while_indexing_loses_only_the_batch_in_flight(tiny_env, tmp_pat
 
 KILL_AFTER = """
 import os, signal, sys
-import clip_cull.actions.move as move
-import clip_cull.actions.writer as writer
+import clip_cull.culling.move as move
+import clip_cull.culling.writer as writer
 real_transfer, real_write = move.transfer, writer.write_atomic
 calls = {{"n": 0}}
 def die_at(n):
@@ -125,7 +125,7 @@ def test_killed_move_is_finished_by_a_rerun(tiny_env, photo_folder):
 
 
 def test_a_photo_changing_while_read_is_reported_not_cached(tiny_env, photo_folder, monkeypatch):
-    import clip_cull.files as files
+    import clip_cull.core.files as files
 
     target = str(photo_folder / "IMG_0002.jpg")
     real_stat = os.stat
@@ -145,7 +145,7 @@ def test_a_photo_changing_while_read_is_reported_not_cached(tiny_env, photo_fold
 
 
 def test_a_full_disk_is_one_clear_line(tiny_env, photo_folder, monkeypatch, private_cache):
-    from clip_cull.store import Store
+    from clip_cull.store.cache import Store
 
     private_cache.unlink()  # a new cache: the prompts' embeddings need pages of their own too
 
@@ -187,7 +187,7 @@ def test_hostile_names_survive_csv_xmp_and_print0(tiny_env, tmp_path):
     printed = run("best", folder, "--print0").stdout.split("\0")
     assert sorted(printed[:-1]) == sorted([str(folder / HOSTILE), str(folder / "plain.jpg")]) and printed[-1] == ""
     assert run("tag", folder, "--label", '<Red & "Blue">').exit_code == 0
-    from clip_cull.actions.xmp import read_fields, sidecar_path
+    from clip_cull.culling.xmp import read_fields, sidecar_path
 
     text = sidecar_path(folder / HOSTILE).read_text()
     fields = read_fields(text)
@@ -220,10 +220,11 @@ OPS = st.lists(
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
 def test_cache_matches_a_model_of_what_it_should_hold(tiny_model_files, tmp_path_factory, ops):
-    from clip_cull.encoder import ModelSpec
-    from clip_cull.files import walk_photos
-    from clip_cull.indexer import IndexOptions, ModelSession, index_photos
-    from clip_cull.store import Store
+    from clip_cull.model.encoder import ModelSpec
+    from clip_cull.core.files import walk_photos
+    from clip_cull.scoring.indexer import IndexOptions, index_photos
+    from clip_cull.model.session import ModelSession
+    from clip_cull.store.cache import Store
 
     root = tmp_path_factory.mktemp("prop")
     folder = root / "photos"
@@ -328,10 +329,11 @@ def test_a_corpus_of_broken_and_odd_files(tiny_env, tmp_path):
 
 
 def test_a_photo_disappearing_mid_run_is_reported_and_forgotten(tiny_model_files, photo_folder, private_cache):
-    from clip_cull.encoder import ModelSpec
-    from clip_cull.files import walk_photos
-    from clip_cull.indexer import IndexOptions, ModelSession, index_photos
-    from clip_cull.store import Store
+    from clip_cull.model.encoder import ModelSpec
+    from clip_cull.core.files import walk_photos
+    from clip_cull.scoring.indexer import IndexOptions, index_photos
+    from clip_cull.model.session import ModelSession
+    from clip_cull.store.cache import Store
 
     photos = walk_photos([photo_folder]).photos
     gone = photo_folder / "IMG_0005.jpg"
@@ -346,7 +348,7 @@ def test_a_photo_disappearing_mid_run_is_reported_and_forgotten(tiny_model_files
 
 
 def test_an_unforeseen_decoder_error_is_one_line(tiny_env, photo_folder, monkeypatch):
-    import clip_cull.indexer as indexer
+    import clip_cull.scoring.indexer as indexer
 
     real = indexer.decode_photo
     odd = (photo_folder / "IMG_0001.jpg").read_bytes()

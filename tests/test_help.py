@@ -91,9 +91,9 @@ def test_precision_help_quotes_the_measured_speed_of_int8():
 
 def test_help_defaults_are_the_code_defaults():
     """The numbers the help states as defaults are the ones the code uses."""
-    from clip_cull.actions.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S
-    from clip_cull.actions.tag import DEFAULT_QUANTILE_SHARES
-    from clip_cull.indexer import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+    from clip_cull.scoring.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S
+    from clip_cull.culling.tag import DEFAULT_QUANTILE_SHARES
+    from clip_cull.scoring.indexer import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 
     text = flat(help_text("rank"))
     assert f"else {DEFAULT_SIMILARITY}]" in text and f"else {DEFAULT_WINDOW_S:g}]" in text

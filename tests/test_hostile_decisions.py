@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clip_cull.actions.writer import Edit, plan_sidecar, write
+from clip_cull.culling.writer import Edit, plan_sidecar, write
 from conftest import fails_after, make_photo
 
 EXIFTOOL = shutil.which("exiftool")
@@ -91,7 +91,7 @@ def _tag(journal, photos, **options):
     """`clipcull tag` on these photos through the library, every photo scored alike."""
     from types import SimpleNamespace
 
-    from clip_cull.actions.tag import apply_tags, plan_tags
+    from clip_cull.culling.tag import apply_tags, plan_tags
 
     ranked = [SimpleNamespace(path=str(p), score=0.5, flags=[], label="aesthetic", companions=[]) for p in photos]
     changes, _ = plan_tags(ranked, journal=journal, **options)
@@ -102,8 +102,8 @@ def test_tag_label_never_claims_the_photographers_own_label_of_the_same_colour(t
     """The photographer's Green label, and `tag --label Green` on a 5-star photo: the label was
     already there, so clipcull set nothing, but its journal claimed the label; the next
     `tag --label Green` where the photo was no longer 5 stars took the photographer's label off."""
-    from clip_cull.actions.journal import Journal
-    from clip_cull.state import StateStore
+    from clip_cull.culling.journal import Journal
+    from clip_cull.store.state import StateStore
 
     photo = make_photo(tmp_path / "IMG_1.jpg", 1)
     sidecar = tmp_path / "IMG_1.xmp"
@@ -121,9 +121,9 @@ def test_a_review_decision_equal_to_clipculls_rating_becomes_the_photographers(t
     """clipcull rated 3; the photographer (keywords cleaned up meanwhile) presses 3 in review. No
     byte changed, so nothing was journaled: the page still showed the photo unrated, and the
     journal still called the 3 clipcull's, so the next `tag` overwrote the photographer's 3."""
-    from clip_cull.actions.journal import Journal
+    from clip_cull.culling.journal import Journal
     from clip_cull.review.decisions import DecisionWriter
-    from clip_cull.state import StateStore
+    from clip_cull.store.state import StateStore
 
     photo = make_photo(tmp_path / "IMG_1.jpg", 1)
     sidecar = tmp_path / "IMG_1.xmp"
@@ -144,8 +144,8 @@ def test_a_new_photos_sidecar_under_a_reused_name_is_the_photographers(tmp_path)
     clipcull's and `tag` overwrote the photographer's rating."""
     import os
 
-    from clip_cull.actions.journal import Journal
-    from clip_cull.state import StateStore
+    from clip_cull.culling.journal import Journal
+    from clip_cull.store.state import StateStore
 
     photo = make_photo(tmp_path / "IMG_0001.jpg", 1)
     sidecar = tmp_path / "IMG_0001.xmp"

@@ -135,7 +135,7 @@ def hostile_corpus(tmp_path):
 
 def as_lines(stderr: str) -> list[str]:
     """stderr as lines, with `--json`'s failure objects shown as clipcull shows a path and reason."""
-    from clip_cull.ui import shown_path
+    from clip_cull.cli.ui import shown_path
 
     lines = []
     for line in stderr.splitlines():
@@ -256,7 +256,7 @@ def test_a_refusal_by_this_runs_max_pixels_is_not_remembered(tiny_env, tmp_path)
 
 
 def test_old_remembered_max_pixel_refusals_are_forgotten_by_the_migration(tmp_path):
-    from clip_cull.store import Store
+    from clip_cull.store.cache import Store
 
     db = tmp_path / "old.db"
     store = Store.open(db)
@@ -275,7 +275,7 @@ def test_old_remembered_max_pixel_refusals_are_forgotten_by_the_migration(tmp_pa
 
 MEASURE = """
 import resource, sys
-from clip_cull.images import decode_photo
+from clip_cull.core.images import decode_photo
 data = open(sys.argv[1], "rb").read()
 from PIL import Image
 Image.MAX_IMAGE_PIXELS = None
@@ -288,7 +288,7 @@ print((after - before) * 1024, image.size[0], image.size[1], image.mode)
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])
 def test_a_large_16_bit_scan_stays_within_the_documented_memory_bound(tmp_path, mode):
-    from clip_cull.images import BYTES_PER_PIXEL_BOUND
+    from clip_cull.core.images import BYTES_PER_PIXEL_BOUND
 
     width, height = 8000, 5000  # 40 MP of 16-bit greyscale
     rows = np.linspace(0, 65535, width, dtype=np.uint16)[None, :].repeat(height, 0)
@@ -312,7 +312,7 @@ def test_a_large_16_bit_scan_stays_within_the_documented_memory_bound(tmp_path, 
 
 
 def test_16_bit_conversion_in_strips_matches_numpy_on_the_whole(tmp_path):
-    from clip_cull.images import decode_photo
+    from clip_cull.core.images import decode_photo
 
     rng = np.random.default_rng(3)
     values = rng.integers(0, 65536, (1100, 1300), dtype=np.uint16)
@@ -355,7 +355,7 @@ def test_another_applications_database_is_never_changed(tiny_env, photo_folder, 
 
 @pytest.mark.slow
 def test_new_empty_and_old_caches_are_clipcull_caches(tiny_env, photo_folder, tmp_path):
-    from clip_cull.store import APPLICATION_ID
+    from clip_cull.store.cache import APPLICATION_ID
 
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")
@@ -376,7 +376,7 @@ def test_new_empty_and_old_caches_are_clipcull_caches(tiny_env, photo_folder, tm
 
 @pytest.mark.slow
 def test_a_cache_locked_for_a_minute_during_move_is_one_line(tiny_env, photo_folder, tmp_path, monkeypatch):
-    import clip_cull.store as store_module
+    import clip_cull.store.cache as store_module
 
     db = Path(os.environ["CLIPCULL_DB"])
     assert clipcull("rank", photo_folder).returncode == 0
@@ -462,7 +462,7 @@ BAD_HEADS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_HEADS))
 def test_a_damaged_or_malformed_head_is_refused_with_one_line(tmp_path, case):
-    from clip_cull.heads import HeadError, load_head
+    from clip_cull.model.heads import HeadError, load_head
 
     meta, tensors, words = BAD_HEADS[case]
     path = write_head(tmp_path / f"{case}.safetensors", meta, tensors)
@@ -487,8 +487,8 @@ def test_a_nan_head_never_reaches_rank_json(tiny_env, photo_folder, tmp_path):
 
 
 def test_ranked_photo_json_never_holds_nan():
-    from clip_cull.quality import Quality
-    from clip_cull.ranking import RankedPhoto
+    from clip_cull.core.quality import Quality
+    from clip_cull.scoring.ranking import RankedPhoto
 
     row = RankedPhoto(1, "/a.jpg", float("nan"), "aesthetic", quality=Quality(float("inf"), 0.1, 0.2, float("nan"))).as_dict()
     json.dumps(row, allow_nan=False)  # raises on NaN or infinity
@@ -529,7 +529,7 @@ def test_report_into_a_folder_or_an_unwritable_place_is_one_line(tiny_env, photo
 
 
 def test_libtiff_messages_become_part_of_the_files_line(tmp_path):
-    script = ("from clip_cull.images import decode_photo, UnreadableImage\n"
+    script = ("from clip_cull.core.images import decode_photo, UnreadableImage\n"
               f"data = open({str(webp_tiff(tmp_path / 'w.tif'))!r}, 'rb').read()\n"
               "try:\n    decode_photo(data, min_side=224)\nexcept UnreadableImage as e:\n    print(e)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,

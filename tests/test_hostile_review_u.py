@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from clip_cull.actions import tag as tagging
-from clip_cull.actions.journal import Journal
-from clip_cull.actions.move import apply_moves, plan_moves
-from clip_cull.actions.undo import undo_run
+from clip_cull.culling import tag as tagging
+from clip_cull.culling.journal import Journal
+from clip_cull.culling.move import apply_moves, plan_moves
+from clip_cull.culling.undo import undo_run
 from clip_cull.review.decisions import DecisionWriter, ReviewError
-from clip_cull.state import StateStore
-from clip_cull.store import Store
+from clip_cull.store.state import StateStore
+from clip_cull.store.cache import Store
 from conftest import fails_after, make_photo
 
 FOREIGN = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -180,8 +180,8 @@ def test_u_after_clipcull_undo_stopped_between_a_raw_and_its_jpeg_finishes_the_a
     """darktable naming, a RAW+JPEG decision (two sidecars); `clipcull undo` of the session's run
     stopped (Ctrl-C) after the first of them; U said "undone already" and dropped the action, the
     JPEG's sidecar keeping the decision."""
-    from clip_cull.actions.journal import UNDONE
-    from clip_cull.actions.undo import undo_write
+    from clip_cull.culling.journal import UNDONE
+    from clip_cull.culling.undo import undo_write
 
     store, state, journal = world
     photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_cull.images import UnreadableImage, decode_photo, read_facts, to_rgb
+from clip_cull.core.images import UnreadableImage, decode_photo, read_facts, to_rgb
 
 
 def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from clip_cull.actions.fileops import PARTIAL_SUFFIX, partial_path, sweep_partials, write_atomic
+from clip_cull.culling.fileops import PARTIAL_SUFFIX, partial_path, sweep_partials, write_atomic
 from helpers import run
 from conftest import fails_after, make_photo
 
@@ -381,7 +381,7 @@ def test_ctrl_c_while_waiting_for_the_journal_changes_nothing(tiny_env, photo_fo
 # the moment a Ctrl-C used to leave unsaid) so that the signal lands in the middle of the run.
 SLOW_DRIVER = """
 import sys, time
-from clip_cull.actions import move, writer
+from clip_cull.culling import move, writer
 real_transfer, real_write = move.transfer, writer.write_atomic
 
 def transfer(*args, **kwargs):
@@ -475,11 +475,11 @@ def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path, m
     step is journaled; the step ends (journaled done), then Interrupted says what was done."""
     import signal
 
-    from clip_cull.actions import move as move_module
-    from clip_cull.actions.journal import Journal, Step
-    from clip_cull.errors import Interrupted
-    from clip_cull.state import StateStore
-    from clip_cull.store import Store
+    from clip_cull.culling import move as move_module
+    from clip_cull.culling.journal import Journal, Step
+    from clip_cull.core.errors import Interrupted
+    from clip_cull.store.state import StateStore
+    from clip_cull.store.cache import Store
 
     shoot = tmp_path / "shoot"
     photos = [make_photo(shoot / f"IMG_{i}.jpg", seed=i) for i in range(4)]
@@ -513,11 +513,11 @@ def test_ctrl_c_during_undo_lets_the_step_end_and_a_second_undo_finishes(tmp_pat
     undone), undo stops, and the next undo puts back the rest, with nothing in conflict."""
     import signal
 
-    from clip_cull.actions import move as move_module
-    from clip_cull.actions import undo as undo_module
-    from clip_cull.actions.journal import Journal, Step
-    from clip_cull.state import StateStore
-    from clip_cull.store import Store
+    from clip_cull.culling import move as move_module
+    from clip_cull.culling import undo as undo_module
+    from clip_cull.culling.journal import Journal, Step
+    from clip_cull.store.state import StateStore
+    from clip_cull.store.cache import Store
 
     shoot = tmp_path / "shoot"
     photos = [make_photo(shoot / f"IMG_{i}.jpg", seed=i) for i in range(4)]
@@ -550,7 +550,7 @@ def test_ctrl_c_during_undo_lets_the_step_end_and_a_second_undo_finishes(tmp_pat
 def test_a_report_named_in_another_script_is_written(tmp_path):
     """A report name of 80 CJK characters (240 bytes) is a valid name; its temporary name must
     be too (100 characters of it were 300 bytes: ENAMETOOLONG)."""
-    from clip_cull.actions.report import write_report
+    from clip_cull.culling.report import write_report
 
     path = tmp_path / ("写真" * 40 + ".html")
     assert len(os.fsencode(path.name)) <= 255

@@ -45,17 +45,17 @@ from hypothesis import HealthCheck, seed, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 from PIL import Image
 
-from clip_cull.actions import fileops
-from clip_cull.actions import tag as tagging
-from clip_cull.actions.fileops import PARTIAL_SUFFIX
-from clip_cull.actions.journal import Journal
-from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
+from clip_cull.culling import fileops
+from clip_cull.culling import tag as tagging
+from clip_cull.culling.fileops import PARTIAL_SUFFIX
+from clip_cull.culling.journal import Journal
+from clip_cull.culling.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
                                     resume_unfinished, select_rejects)
-from clip_cull.actions.undo import undo_run
-from clip_cull.files import walk_photos
+from clip_cull.culling.undo import undo_run
+from clip_cull.core.files import walk_photos
 from clip_cull.review.decisions import DecisionWriter, ReviewError
-from clip_cull.state import StateStore
-from clip_cull.store import Store
+from clip_cull.store.state import StateStore
+from clip_cull.store.cache import Store
 from conftest import fails_after, make_photo
 
 EXIFTOOL = shutil.which("exiftool")

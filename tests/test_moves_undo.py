@@ -22,18 +22,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clip_cull.actions import fileops
-from clip_cull.actions import move as move_module
-from clip_cull.actions.fileops import PARTIAL_SUFFIX, write_atomic
-from clip_cull.actions.journal import (CONFLICT, DONE, FAILED, PLANNED, RUNNING, UNDONE, Journal, JournalError,
+from clip_cull.culling import fileops
+from clip_cull.culling import move as move_module
+from clip_cull.culling.fileops import PARTIAL_SUFFIX, write_atomic
+from clip_cull.culling.journal import (CONFLICT, DONE, FAILED, PLANNED, RUNNING, UNDONE, Journal, JournalError,
                                        Step)
-from clip_cull.actions.move import MoveStopped, apply_moves, check_destination, plan_moves, resume_unfinished
-from clip_cull.actions.undo import undo_run
+from clip_cull.culling.move import MoveStopped, apply_moves, check_destination, plan_moves, resume_unfinished
+from clip_cull.culling.undo import undo_run
 from clip_cull.cli import app
-from clip_cull.errors import CacheError, InputError
-from clip_cull.files import content_fingerprint
-from clip_cull.state import StateStore
-from clip_cull.store import Store
+from clip_cull.core.errors import CacheError, InputError
+from clip_cull.core.files import content_fingerprint
+from clip_cull.store.state import StateStore
+from clip_cull.store.cache import Store
 from conftest import fails_after, make_photo
 
 EXIFTOOL = shutil.which("exiftool")
@@ -953,7 +953,7 @@ def test_an_old_journal_is_migrated_to_explicit_states(private_cache):
     """A cache from before m004: "partial" meant either a killed forward run or an undo that met
     a conflict. The first is resumable ("running"); the second never is ("conflict"). Its journal
     comes over into the state database so (state_import.py)."""
-    from clip_cull.state_import import import_legacy
+    from clip_cull.store.state_import import import_legacy
 
     Store.open(private_cache).close()
     conn = sqlite3.connect(private_cache)

@@ -13,10 +13,10 @@ import subprocess
 
 import pytest
 
-from clip_cull.actions.journal import Journal
-from clip_cull.actions.undo import undo_run
-from clip_cull.state import StateStore
-from clip_cull.store import Store
+from clip_cull.culling.journal import Journal
+from clip_cull.culling.undo import undo_run
+from clip_cull.store.state import StateStore
+from clip_cull.store.cache import Store
 from conftest import fails_after, make_photo
 from helpers import EXIFTOOL, exiftool, run, sha, xmp_of
 
@@ -76,7 +76,7 @@ def test_a_sidecar_exiv2_reads_in_part_is_left_alone_by_tag(tiny_env, photo_fold
 def test_the_refusal_does_not_depend_on_logging(tmp_path):
     """Even with exiv2's warnings silenced (as an application's logging setup can do), the
     independent XML reading finds what exiv2 did not read."""
-    from clip_cull.actions import xmp
+    from clip_cull.culling import xmp
 
     xmp._exiv2()
     logger = logging.getLogger("exiv2")
@@ -122,7 +122,7 @@ def test_a_photographers_re_rating_and_label_survive_the_next_tag(tiny_env, phot
     assert xmp_of(three)["Rating"] == -1
     assert "keeps the photographer's rating 1" in result.stdout and "keeps the photographer's rating -1" in result.stdout
 
-    from clip_cull.taste import read_rating
+    from clip_cull.research.taste import read_rating
 
     j = journal()
     rated = {str(s): read_rating(str(s.with_suffix(".jpg")), journal=j) for s in sidecars}
@@ -234,7 +234,7 @@ def test_undo_of_a_copy_run_follows_a_later_move_of_the_original(tiny_env, photo
 
 def test_a_run_that_moved_nothing_does_not_block_undo(tiny_env, photo_folder, deadline):
     j = journal()
-    from clip_cull.actions.journal import FAILED, Step
+    from clip_cull.culling.journal import FAILED, Step
 
     ghost = str(photo_folder / "gone.jpg")
     run_id = j.plan("move", {"command": "move"}, [Step("move", ghost, str(photo_folder / "_rejects" / "gone.jpg"))])
@@ -316,7 +316,7 @@ def test_after_an_undo_conflict_u_goes_on_to_the_action_before(tmp_path):
 def test_the_undo_of_a_legacy_embedded_step_never_dies(tmp_path):
     """A run journaled by an older clipcull (the previous packet, no byte patch) whose packet
     exiv2 cannot take back: one conflict line, undo goes on."""
-    from clip_cull.actions.journal import DONE, Step
+    from clip_cull.culling.journal import DONE, Step
 
     photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
     store, state = Store.open(tmp_path / "c.db"), StateStore.open(tmp_path / "state.db")

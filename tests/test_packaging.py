@@ -36,7 +36,7 @@ def test_data_files_are_packaged_and_complete():
     cfg = pyproject()["tool"]["setuptools"]
     assert cfg["package-dir"]["clip_cull.assets"] == "assets"
     assert cfg["package-data"]["clip_cull.assets"] == ["*.txt"]
-    from clip_cull.prompts import imagenet_classes, negative_adjectives, positive_adjectives
+    from clip_cull.model.prompts import imagenet_classes, negative_adjectives, positive_adjectives
 
     classes = imagenet_classes()
     assert len(classes) == 1000 and classes[0] == "tench" and classes[999] == "toilet tissue"
@@ -68,7 +68,7 @@ def test_cache_schema_check_uses_no_private_sqlite_utils_attribute():
     import ast
     import inspect
 
-    from clip_cull import store
+    from clip_cull.store import cache as store
 
     tree = ast.parse(inspect.getsource(store))
     private = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)

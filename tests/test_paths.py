@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from clip_cull.paths import default_db_path, default_state_path
+from clip_cull.core.paths import default_db_path, default_state_path
 
 
 def test_default_cache_locations():

@@ -8,8 +8,8 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from clip_cull.cli import app
-from clip_cull.images import decode_raw
-from clip_cull.quality import flag, measure
+from clip_cull.core.images import decode_raw
+from clip_cull.core.quality import flag, measure
 from conftest import make_photo
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clip_cull.cli import app
-from clip_cull.errors import ClipCullError
+from clip_cull.core.errors import ClipCullError
 
 
 def run(*args):
@@ -32,7 +32,7 @@ def run(*args):
 
 
 def test_total_batch_is_divided_among_processes_and_a_remainder_is_refused():
-    from clip_cull.finetune import per_process_batch
+    from clip_cull.research.finetune import per_process_batch
 
     assert [per_process_batch(128, w) for w in (1, 2, 4, 8)] == [128, 64, 32, 16]
     with pytest.raises(ClipCullError, match="does not divide among 3 processes"):
@@ -52,7 +52,7 @@ def planted(n=1000, d=768, seed=0):
 
 
 def test_default_probe_is_cross_validated_ridge_and_sound_with_fewer_images_than_features():
-    from clip_cull.train import fit_probe
+    from clip_cull.research.train import fit_probe
 
     x, y = planted()
     train, test = slice(0, 700), slice(700, None)  # 700 training images, 768 features
@@ -133,11 +133,11 @@ def wide_ava(tmp_path, monkeypatch):
 def test_default_train_linear_does_not_collapse_on_a_1000_image_ava_set(wide_ava, tmp_path):
     """Fewer training images (630) than pooled features (768): least squares collapses, the
     default (CV ridge) does not; its figure equals a scipy fit on the same cached features."""
-    from clip_cull.ava import load_ava
-    from clip_cull.encoder import ModelSpec
-    from clip_cull.heads import load_head
-    from clip_cull.indexer import ModelSession
-    from clip_cull.store import Store
+    from clip_cull.research.ava import load_ava
+    from clip_cull.model.encoder import ModelSpec
+    from clip_cull.model.heads import load_head
+    from clip_cull.model.session import ModelSession
+    from clip_cull.store.cache import Store
 
     ava_dir, config, checkpoint = wide_ava
     common = ["train", "linear", ava_dir, "--test-fraction", "0.3"]
@@ -176,7 +176,7 @@ def test_default_train_linear_does_not_collapse_on_a_1000_image_ava_set(wide_ava
 
 
 def test_train_linear_records_cv_ridge_by_default_and_ols_on_request(tiny_env, mini_ava, tmp_path):
-    from clip_cull.heads import load_head
+    from clip_cull.model.heads import load_head
 
     common = ["train", "linear", mini_ava, "--test-ids", mini_ava / "test_ids.txt", "--features", "projected"]
     default = run(*common, "-o", tmp_path / "cv.safetensors")
@@ -190,7 +190,7 @@ def test_train_linear_records_cv_ridge_by_default_and_ols_on_request(tiny_env, m
 
 
 def test_code_prompt_scoring_is_100_times_raw_dot_products_and_ensemble_is_context_over_1000():
-    from clip_cull.heads.prompt import PromptHead, adjective_prompts
+    from clip_cull.model.heads.prompt import PromptHead, adjective_prompts
 
     rng = np.random.default_rng(3)
     images = rng.normal(size=(40, 16)).astype(np.float32)
@@ -222,9 +222,9 @@ def test_code_prompt_scoring_is_100_times_raw_dot_products_and_ensemble_is_conte
 
 
 def test_prompt_head_file_keeps_its_scoring(tmp_path):
-    from clip_cull.heads import load_head
-    from clip_cull.heads.files import save_head
-    from clip_cull.heads.prompt import PromptHead
+    from clip_cull.model.heads import load_head
+    from clip_cull.model.heads.files import save_head
+    from clip_cull.model.heads.prompt import PromptHead
 
     path = save_head(PromptHead("context", "smashing", "horrible", scoring="code"), tmp_path / "h.safetensors")
     assert load_head(path).scoring == "code"
@@ -252,12 +252,13 @@ def odd_ava(tmp_path):
 def test_exact_path_feeds_the_model_exactly_open_clips_preprocess_of_image_open(tiny_model_files, odd_ava, tmp_path):
     import open_clip
 
-    from clip_cull.ava import load_ava
-    from clip_cull.encoder import ModelSpec
-    from clip_cull.indexer import IndexOptions, ModelSession, index_photos
-    from clip_cull.files import FileStat
-    from clip_cull.store import Store
-    from clip_cull.train import ava_features
+    from clip_cull.research.ava import load_ava
+    from clip_cull.model.encoder import ModelSpec
+    from clip_cull.scoring.indexer import IndexOptions, index_photos
+    from clip_cull.model.session import ModelSession
+    from clip_cull.core.files import FileStat
+    from clip_cull.store.cache import Store
+    from clip_cull.research.train import ava_features
 
     config, checkpoint = tiny_model_files
     exif = subprocess.run(["exiftool", "-s3", "-n", "-Orientation", str(odd_ava / "images" / "2.jpg")],
@@ -300,11 +301,11 @@ def test_exact_path_feeds_the_model_exactly_open_clips_preprocess_of_image_open(
 
 
 def test_ava_rows_from_a_relative_folder_are_stored_as_absolute_paths(tiny_model_files, odd_ava, monkeypatch, tmp_path):
-    from clip_cull.ava import load_ava
-    from clip_cull.encoder import ModelSpec
-    from clip_cull.indexer import ModelSession
-    from clip_cull.store import Store
-    from clip_cull.train import ava_features
+    from clip_cull.research.ava import load_ava
+    from clip_cull.model.encoder import ModelSpec
+    from clip_cull.model.session import ModelSession
+    from clip_cull.store.cache import Store
+    from clip_cull.research.train import ava_features
 
     config, checkpoint = tiny_model_files
     monkeypatch.chdir(odd_ava.parent)
@@ -323,8 +324,8 @@ def test_ava_rows_from_a_relative_folder_are_stored_as_absolute_paths(tiny_model
 def test_laion_vit_b_32_head_is_accepted_under_the_quickgelu_spelling(tmp_path):
     import torch
 
-    from clip_cull.heads import load_head
-    from clip_cull.heads.files import HeadError, check_backbone
+    from clip_cull.model.heads import load_head
+    from clip_cull.model.heads.files import HeadError, check_backbone
 
     path = tmp_path / "sa_0_4_vit_b_32_linear.pth"
     torch.save({"weight": torch.ones(1, 512), "bias": torch.zeros(1)}, path)
@@ -336,7 +337,7 @@ def test_laion_vit_b_32_head_is_accepted_under_the_quickgelu_spelling(tmp_path):
 
 
 def test_openai_checkpoint_is_recognised_by_its_path_or_published_hash(tmp_path):
-    from clip_cull.encoder import ModelSpec, openai_checkpoint_reason
+    from clip_cull.model.encoder import ModelSpec, openai_checkpoint_reason
 
     assert openai_checkpoint_reason(ModelSpec("ViT-B-32", "/m/openai-vit-b-32.safetensors")) == "its path names OpenAI"
     # The sha256 in OpenAI's download address (open_clip's `openai` URL for ViT-B-32).
@@ -350,7 +351,7 @@ def test_openai_checkpoint_is_recognised_by_its_path_or_published_hash(tmp_path)
 
 
 def test_loader_workers_default_to_the_cores_shared_among_local_processes():
-    from clip_cull.finetune import default_loader_workers
+    from clip_cull.research.finetune import default_loader_workers
 
     cores = len(os.sched_getaffinity(0))
     assert default_loader_workers({}) == cores
@@ -362,7 +363,7 @@ def test_loader_workers_default_to_the_cores_shared_among_local_processes():
 
 
 def test_fit_on_train_plus_validation_uses_the_whole_training_csv(tiny_env, mini_ava, tmp_path):
-    from clip_cull.heads import load_head
+    from clip_cull.model.heads import load_head
 
     out = tmp_path / "all.safetensors"
     result = run("train", "linear", mini_ava, "-o", out, "--test-ids", mini_ava / "test_ids.txt",
@@ -382,9 +383,9 @@ def test_fit_on_train_plus_validation_uses_the_whole_training_csv(tiny_env, mini
 def test_rank_json_and_csv_keep_full_float_precision(tiny_env, mini_ava, photo_folder, tmp_path):
     from safetensors import safe_open
 
-    from clip_cull.encoder import ModelSpec
-    from clip_cull.indexer import ModelSession
-    from clip_cull.store import Store
+    from clip_cull.model.encoder import ModelSpec
+    from clip_cull.model.session import ModelSession
+    from clip_cull.store.cache import Store
 
     head = tmp_path / "probe.safetensors"
     assert run("train", "linear", mini_ava, "-o", head, "--features", "projected").exit_code == 0
@@ -466,7 +467,7 @@ def test_openai_release_hashes_match_open_clips_download_addresses():
     """The table that spares warm runs an import of open_clip holds what open_clip's `openai` tags say."""
     import open_clip
 
-    from clip_cull.encoder import OPENAI_RELEASE_SHA256
+    from clip_cull.model.encoder import OPENAI_RELEASE_SHA256
 
     for arch, sha in OPENAI_RELEASE_SHA256.items():
         url = open_clip.get_pretrained_cfg(arch, "openai").get("url", "")

@@ -57,9 +57,9 @@ def reference_visual(state: dict, quick_gelu: bool):
 
 @pytest.mark.slow
 def test_finetuned_from_openai_tag_reloads_with_quickgelu(offline_hub, tmp_path):
-    from clip_cull.encoder import ModelSpec, load_encoder
-    from clip_cull.finetune import (AvaImages, FinetuneSettings, load_finetuned, train_finetune,
-                                    trained_architecture, uses_quick_gelu)
+    from clip_cull.model.encoder import ModelSpec, load_encoder
+    from clip_cull.research.finetune import AvaImages, FinetuneSettings, train_finetune
+    from clip_cull.model.heads.finetuned import load_finetuned, trained_architecture, uses_quick_gelu
     from safetensors.torch import load_file
 
     _, _, state = offline_hub
@@ -107,7 +107,7 @@ def test_finetuned_from_openai_tag_reloads_with_quickgelu(offline_hub, tmp_path)
 
 
 def test_old_head_json_without_the_activation_is_inferred_from_what_it_was_trained_from():
-    from clip_cull.finetune import recorded_quick_gelu
+    from clip_cull.model.heads.finetuned import recorded_quick_gelu
 
     config = {"embed_dim": 512}  # what head.json held before: open_clip's config, no quick_gelu key
     assert recorded_quick_gelu({"architecture": "ViT-B-32", "model_config": config, "backbone": "ViT-B-32/openai"})
@@ -125,8 +125,8 @@ def test_old_head_json_without_the_activation_is_inferred_from_what_it_was_train
 
 @pytest.mark.slow
 def test_openai_weights_from_a_file_run_with_quickgelu_under_plain_vit_b_32(offline_hub):
-    from clip_cull.encoder import ModelSpec, load_encoder, model_identity, openai_checkpoint_reason
-    from clip_cull.finetune import uses_quick_gelu
+    from clip_cull.model.encoder import ModelSpec, load_encoder, model_identity, openai_checkpoint_reason
+    from clip_cull.model.heads.finetuned import uses_quick_gelu
 
     _, checkpoint, state = offline_hub
     spec = ModelSpec("ViT-B-32", str(checkpoint))

@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from clip_cull.actions.journal import Journal
+from clip_cull.culling.journal import Journal
 from clip_cull.review.decisions import DecisionWriter, ReviewError
-from clip_cull.state import StateStore
-from clip_cull.store import Store
+from clip_cull.store.state import StateStore
+from clip_cull.store.cache import Store
 from conftest import make_photo
 
 EXIFTOOL = shutil.which("exiftool")
@@ -68,8 +68,8 @@ def test_decision_merges_into_a_foreign_sidecar_and_undo_restores_its_bytes(tmp_
 
 def _tag(state, photo, rating: int) -> None:
     """clipcull tag's write of one rating, journaled as tag journals it."""
-    from clip_cull.actions import tag as tagging
-    from clip_cull.actions.writer import RATING, Edit, plan_sidecar
+    from clip_cull.culling import tag as tagging
+    from clip_cull.culling.writer import RATING, Edit, plan_sidecar
 
     change = plan_sidecar(str(photo), photo.with_suffix(".xmp"), Edit(rating, keywords=["clipcull:rated"],
                                                                      owned={RATING: str(rating)}), rating)
@@ -125,7 +125,7 @@ def test_a_decision_after_another_run_goes_into_a_new_run_and_u_reaches_both(tmp
     across the session's runs, to the byte."""
     from types import SimpleNamespace
 
-    from clip_cull.actions.move import apply_moves, plan_moves
+    from clip_cull.culling.move import apply_moves, plan_moves
 
     photo, other = make_photo(tmp_path / "IMG_1.jpg", seed=1), make_photo(tmp_path / "IMG_2.jpg", seed=2)
     sidecar = tmp_path / "IMG_1.xmp"
@@ -150,7 +150,7 @@ def test_a_decision_after_another_run_goes_into_a_new_run_and_u_reaches_both(tmp
 def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store, state):
     """`clipcull undo` of a review session while the page is still open: later keys go into a
     new journaled run, and U no longer reaches into the reverted one."""
-    from clip_cull.actions.undo import undo_run
+    from clip_cull.culling.undo import undo_run
 
     photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
     sidecar = tmp_path / "IMG_1.xmp"
@@ -175,7 +175,7 @@ def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store,
 def test_a_run_whose_every_action_u_took_back_is_undone_and_clipcull_undo_goes_past_it(tmp_path, store, state):
     """Every key press of a session taken back with U: `clipcull undo` then undoes the run before
     (a tag run), not the emptied review run ("nothing was left to reverse")."""
-    from clip_cull.actions.undo import undo_run
+    from clip_cull.culling.undo import undo_run
 
     photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
     sidecar = tmp_path / "IMG_1.xmp"
@@ -199,8 +199,8 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
                                                                                           monkeypatch):
     """The RAW's sidecar cannot be written (read-only share, full disk): the JPEG's sidecar, already
     written for the same key press, gets its bytes back, so the files match what the page shows."""
-    from clip_cull.actions import writer as xmp_writer
-    from clip_cull.actions.undo import undo_run
+    from clip_cull.culling import writer as xmp_writer
+    from clip_cull.culling.undo import undo_run
 
     photo = make_photo(tmp_path / "IMG_5.jpg", seed=5)
     raw = tmp_path / "IMG_5.CR2"
@@ -236,7 +236,7 @@ def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the
                                                                                        monkeypatch):
     from types import SimpleNamespace
 
-    from clip_cull.actions import move
+    from clip_cull.culling import move
     from clip_cull.review.session import MoveIncomplete, ReviewSession
     from clip_cull.review.thumbs import ThumbnailCache
 

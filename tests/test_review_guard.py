@@ -225,7 +225,7 @@ def test_odd_ids_and_encoded_traversal_find_nothing(site, path):
 def test_a_photo_that_cannot_be_shown_is_one_line_naming_it(site, error, reason):
     import stat
 
-    from clip_cull.files import NotRegularFile, not_regular_reason
+    from clip_cull.core.files import NotRegularFile, not_regular_reason
     from clip_cull.review.thumbs import PhotoChanged
 
     client, session = site[:2]

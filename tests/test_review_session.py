@@ -18,13 +18,13 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from clip_cull.ranking import RankedPhoto
+from clip_cull.scoring.ranking import RankedPhoto
 from clip_cull.review.decisions import Decision, DecisionWriter
 from clip_cull.review.server import Access, build_app
 from clip_cull.review.session import ChangedSinceShown, ReviewSession
 from clip_cull.review.thumbs import ThumbnailCache
-from clip_cull.state import StateStore
-from clip_cull.store import FileRecord, Store
+from clip_cull.store.state import StateStore
+from clip_cull.store.cache import FileRecord, Store
 from conftest import make_photo
 
 EXIFTOOL = shutil.which("exiftool")

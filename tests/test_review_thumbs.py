@@ -57,7 +57,7 @@ def test_a_photo_swapped_for_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
     import os
     import signal
 
-    from clip_cull.files import NotRegularFile
+    from clip_cull.core.files import NotRegularFile
 
     photo = make_photo(tmp_path / "a.jpg", seed=3)
     fingerprint = sha256(photo)

@@ -107,8 +107,8 @@ def test_a_folder_never_ranked_uses_the_defaults(tiny_env, tmp_path):
 
 
 def test_settings_order_flags_folder_environment_defaults(tmp_path):
-    from clip_cull.settings import Settings, record, resolve
-    from clip_cull.state import StateStore
+    from clip_cull.scoring.settings import Settings, record, resolve
+    from clip_cull.store.state import StateStore
 
     state = StateStore.open(tmp_path / "state.db")
     env = {"CLIPCULL_MODEL": "ViT-L-14", "CLIPCULL_HEAD": "fixed"}

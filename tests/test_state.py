@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_cull.actions.journal import Journal
-from clip_cull.errors import StateError
-from clip_cull.state import APPLICATION_ID, StateStore
-from clip_cull.state_import import import_legacy
-from clip_cull.store import EmbeddingRecord, FileRecord, Store
+from clip_cull.culling.journal import Journal
+from clip_cull.core.errors import StateError
+from clip_cull.store.state import APPLICATION_ID, StateStore
+from clip_cull.store.state_import import import_legacy
+from clip_cull.store.cache import EmbeddingRecord, FileRecord, Store
 from helpers import run
 from conftest import fails_after
 
@@ -71,7 +71,8 @@ def test_schema_steps_are_all_known_and_use_no_private_sqlite_utils_attribute():
     import inspect
     import re
 
-    from clip_cull import database, state
+    from clip_cull.store import database
+    from clip_cull.store import state
 
     for module in (state, database):
         tree = ast.parse(inspect.getsource(module))
@@ -267,8 +268,8 @@ def test_a_state_database_recovered_with_sqlite3_is_taken_back(private_state, tm
 def legacy_cache(db: Path, folder: Path) -> int:
     """A cache as clipcull kept it before the state database: a move run journaled in it (through
     today's Journal on the cache, whose runs and steps tables are the old ones) and a setting."""
-    from clip_cull.actions.move import apply_moves, plan_moves
-    from clip_cull.settings import LAST_RANK
+    from clip_cull.culling.move import apply_moves, plan_moves
+    from clip_cull.scoring.settings import LAST_RANK
 
     class Shot:
         def __init__(self, path):
@@ -374,7 +375,7 @@ def test_a_state_database_another_process_is_writing_is_not_taken_for_another_ap
     """The check that a file is clipcull's reads it without locks; while another clipcull process
     creates or checkpoints it, that read can fail. It looks again rather than refusing the file
     (`rank --shard` processes started together failed with "is not a clipcull state database")."""
-    from clip_cull import database
+    from clip_cull.store import database
 
     path = tmp_path / "state.db"
     StateStore.open(path).close()

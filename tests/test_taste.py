@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from clip_cull.actions.journal import Journal
+from clip_cull.culling.journal import Journal
 from clip_cull.cli import app
-from clip_cull.state import StateStore
-from clip_cull.taste import read_rating, shoot_groups, taste_figures
+from clip_cull.store.state import StateStore
+from clip_cull.research.taste import read_rating, shoot_groups, taste_figures
 from helpers import jpeg_with_xmp
 
 XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -76,8 +76,8 @@ def library(tmp_path) -> Path:
 
 def embed_as_tag_does(photo: Path, rating: int) -> None:
     """`tag --embed`'s write of one rating, journaled where the commands look (CLIPCULL_STATE)."""
-    from clip_cull.actions.tag import apply_tags
-    from clip_cull.actions.writer import RATING, Edit, plan_embedded
+    from clip_cull.culling.tag import apply_tags
+    from clip_cull.culling.writer import RATING, Edit, plan_embedded
 
     store = StateStore.open(os.environ["CLIPCULL_STATE"])
     try:
@@ -131,7 +131,7 @@ def test_personal_head_beats_a_head_blind_to_the_planted_taste(tiny_env, library
     result = run("train", "ratings", library, "-o", out, "--features", "pooled", "--resamples", "100")
     assert result.exit_code == 0, result.stderr
     assert "72 rated by you" in result.stderr
-    from clip_cull.heads import load_head
+    from clip_cull.model.heads import load_head
 
     head = load_head(out)
     meta = head.metadata
@@ -162,9 +162,9 @@ def test_too_few_ratings_is_said_plainly(tiny_env, tmp_path):
 
 
 def test_starting_from_a_prior_helps_with_few_ratings():
-    from clip_cull.heads.linear import LinearFit, fit_linear, probe_head
-    from clip_cull.metrics import spearman
-    from clip_cull.taste import fit_taste
+    from clip_cull.model.heads.linear import LinearFit, fit_linear, probe_head
+    from clip_cull.research.metrics import spearman
+    from clip_cull.research.taste import fit_taste
 
     rng = np.random.default_rng(5)
     dim = 40
@@ -191,7 +191,7 @@ def test_train_ratings_can_start_from_an_ava_probe(tiny_env, library, mini_ava, 
     out = tmp_path / "adapted.safetensors"
     result = run("train", "ratings", library, "-o", out, "--features", "pooled", "--start-from", probe, "--resamples", "50")
     assert result.exit_code == 0, result.stderr
-    from clip_cull.heads import load_head
+    from clip_cull.model.heads import load_head
 
     meta = load_head(out).metadata
     assert meta["trained_on"]["started_from"] == str(probe)

@@ -55,7 +55,7 @@ def sha(data: bytes) -> str:
 def test_embedding_never_changes_the_bytes_it_was_given(tmp_path):
     from test_raw_quality import make_dng
 
-    from clip_cull.actions.embedded import embed_rating
+    from clip_cull.culling.embedded import embed_rating
 
     photos = [make_photo(tmp_path / "a.jpg", seed=1), make_photo(tmp_path / "b.tif", seed=2, fmt="TIFF"),
               make_dng(tmp_path / "c.dng")]
@@ -110,11 +110,11 @@ def test_tag_embed_into_tiff_and_jpeg_with_exiftool_xmp_then_undo(tiny_env, tmp_
 def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_cache, private_state):
     from types import SimpleNamespace
 
-    from clip_cull.actions.journal import FAILED, Journal
-    from clip_cull.actions.tag import apply_tags, plan_tags
-    from clip_cull.actions.undo import undo_run
-    from clip_cull.state import StateStore
-    from clip_cull.store import Store
+    from clip_cull.culling.journal import FAILED, Journal
+    from clip_cull.culling.tag import apply_tags, plan_tags
+    from clip_cull.culling.undo import undo_run
+    from clip_cull.store.state import StateStore
+    from clip_cull.store.cache import Store
 
     folder = tmp_path / "shoot"
     a, b, c, d, e = (make_photo(folder / f"{n}.jpg", seed=i) for i, n in enumerate("abcde"))
@@ -190,11 +190,11 @@ def test_a_held_journal_makes_a_second_process_wait_then_say_so(photo_folder, pr
     import os
     import sys
 
-    from clip_cull.actions import journal as journal_module
-    from clip_cull.actions.journal import Journal, JournalBusy, Step
-    from clip_cull.actions.move import apply_moves
-    from clip_cull.state import StateStore
-    from clip_cull.store import Store
+    from clip_cull.culling import journal as journal_module
+    from clip_cull.culling.journal import Journal, JournalBusy, Step
+    from clip_cull.culling.move import apply_moves
+    from clip_cull.store.state import StateStore
+    from clip_cull.store.cache import Store
 
     store, state = Store.open(private_cache), StateStore.open(private_state)
     lock = os.path.realpath(private_state) + ".journal-lock"  # beside the state database, which holds the journal
@@ -260,7 +260,7 @@ def test_names_one_on_a_case_insensitive_drive_are_planned_apart(tmp_path):
     import unicodedata
     from types import SimpleNamespace
 
-    from clip_cull.actions.move import plan_moves
+    from clip_cull.culling.move import plan_moves
 
     folder = tmp_path / "shoot"
     names = ["IMG_0003.JPG", "img_0003.jpg", unicodedata.normalize("NFC", "café.jpg"),
@@ -339,7 +339,7 @@ def two_xmp_segments(path: Path, first: str, second: str) -> Path:
 
 
 def test_every_xmp_segment_of_a_jpeg_is_read_and_none_is_written_into(tiny_env, tmp_path, deadline):
-    from clip_cull.actions.ratings import find_rating
+    from clip_cull.culling.ratings import find_rating
 
     folder = tmp_path / "shoot"
     photo = two_xmp_segments(folder / "a.jpg", 'xmp:Rating="0" xmp:Label="Red"', 'xmp:Rating="5"')
@@ -385,7 +385,7 @@ def test_a_move_whose_source_cannot_go_leaves_the_photo_in_one_place(tmp_path, m
     import errno
     import os
 
-    from clip_cull.actions import fileops
+    from clip_cull.culling import fileops
 
     photo = make_photo(tmp_path / "card" / "IMG_0001.jpg", seed=1)
     data = photo.read_bytes()
@@ -402,7 +402,7 @@ def test_a_move_whose_source_cannot_go_leaves_the_photo_in_one_place(tmp_path, m
 
 
 def test_tag_writes_what_it_can_when_one_folder_is_read_only(tiny_env, photo_folder, monkeypatch, deadline):
-    from clip_cull.actions import writer as tag_module
+    from clip_cull.culling import writer as tag_module
 
     read_only(monkeypatch, tag_module, "write_atomic", photo_folder / "day2")
     result = run("tag", photo_folder)
@@ -428,7 +428,7 @@ def test_tag_writes_what_it_can_when_one_folder_is_read_only(tiny_env, photo_fol
 def test_one_sidecar_with_xml_lang_does_not_spoil_the_others(tmp_path):
     import xml.etree.ElementTree as ET
 
-    from clip_cull.actions.xmp import merge
+    from clip_cull.culling.xmp import merge
 
     odd = tmp_path / "odd.xmp"
     odd.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -454,7 +454,7 @@ def test_one_sidecar_with_xml_lang_does_not_spoil_the_others(tmp_path):
 
 
 def test_move_leaves_a_read_only_folders_photos_whole_and_moves_the_rest(tiny_env, photo_folder, monkeypatch, deadline):
-    from clip_cull.actions import fileops
+    from clip_cull.culling import fileops
 
     day2 = photo_folder / "day2"
     subprocess.run([EXIFTOOL, "-q", "-o", str(day2 / "IMG_0006.xmp"), "-XMP-dc:Creator=Ann",

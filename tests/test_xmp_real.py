@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clip_cull.actions.embedded import embedded_packet, find_packet
-from clip_cull.actions.ratings import find_rating
-from clip_cull.actions.xmp import XmpError, existing_sidecars, merge, read_fields
+from clip_cull.culling.embedded import embedded_packet, find_packet
+from clip_cull.culling.ratings import find_rating
+from clip_cull.culling.xmp import XmpError, existing_sidecars, merge, read_fields
 from clip_cull.cli import app
 from conftest import make_photo
 
@@ -548,7 +548,7 @@ def test_embed_into_dng_keeps_the_raw_data(tmp_path):
     import rawpy
     from test_raw_quality import make_dng
 
-    from clip_cull.actions.embedded import embed_rating
+    from clip_cull.culling.embedded import embed_rating
 
     dng = make_dng(tmp_path / "a.dng")
     data = dng.read_bytes()

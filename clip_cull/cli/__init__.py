@@ -16,10 +16,10 @@ import sqlite3
 import sys
 
 try:  # Ctrl-C while Python imports (a second or so at start): one line, no traceback
-    from clip_cull import ui
+    import clip_cull.cli.ui as ui
     from clip_cull.cli.app import app
     from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, database_failed
-    from clip_cull.errors import ClipCullError
+    from clip_cull.core.errors import ClipCullError
 
     # Importing the command modules registers their commands on `app`.
     from clip_cull.cli import rank, actions, review, taste, ava, cache  # noqa: E402,F401,I001

@@ -11,13 +11,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from clip_cull import ui
-from clip_cull.actions import tag as tagging
-from clip_cull.actions.fileops import FileOpError
-from clip_cull.actions.journal import DONE, Journal, JournalBusy
-from clip_cull.actions.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
+import clip_cull.cli.ui as ui
+from clip_cull.culling import tag as tagging
+from clip_cull.culling.fileops import FileOpError
+from clip_cull.culling.journal import DONE, Journal, JournalBusy
+from clip_cull.culling.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
                                    resume_unfinished, select_rejects, tally)
-from clip_cull.actions.undo import undo_run
+from clip_cull.culling.undo import undo_run
 from clip_cull.cli.app import app
 from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, fail, open_state, open_store, percent, plural
 from clip_cull.cli.options import (
@@ -33,7 +33,7 @@ from clip_cull.cli.options import (
     shared_options,
 )
 from clip_cull.cli.scoring import finish, folder_roots, score
-from clip_cull.errors import ClipCullError, Interrupted
+from clip_cull.core.errors import ClipCullError, Interrupted
 
 
 @app.command()
@@ -440,7 +440,7 @@ def report(
 
     Thumbnails, score, clipcull's stars beside your own rating, flags, bursts stacked, capture time. Scores the folder the way it was last ranked.
     """
-    from clip_cull.actions.report import check_output, render_report, write_report
+    from clip_cull.culling.report import check_output, render_report, write_report
 
     try:
         check_output(output, force)  # before the work: a photo at --output is refused at once
@@ -473,7 +473,7 @@ def report(
 def _own_rating(photo: str, journal: Journal) -> int | None:
     """The photographer's rating (-1 reject) from sidecar or embedded XMP; None where unset
     or unreadable (the sheet still shows clipcull's suggestion)."""
-    from clip_cull.taste import read_rating
+    from clip_cull.research.taste import read_rating
 
     try:
         rating = read_rating(photo, journal=journal)

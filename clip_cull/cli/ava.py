@@ -14,8 +14,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from clip_cull import ui
-from clip_cull.ava import Split, load_ava, make_split, read_ids
+import clip_cull.cli.ui as ui
+from clip_cull.research.ava import Split, load_ava, make_split, read_ids
 from clip_cull.cli.app import app, train_app
 from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
@@ -24,14 +24,14 @@ from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import ADVANCED, RATINGS, SPLIT, Device, ModelFlags, flag, shared_options
 from clip_cull.cli.scoring import model_spec
 from clip_cull.cli.taste import eval_ratings
-from clip_cull.distributed import local_rank
-from clip_cull.errors import ClipCullError
-from clip_cull.heads import BUILTIN_HEADS, load_head, resolve_head
-from clip_cull.heads.linear import probe_head
-from clip_cull.heads.prompt import PROMPT_KINDS, PromptHead
-from clip_cull.indexer import Failure, IndexOptions, prompt_embeddings
-from clip_cull.prompts import negative_adjectives, positive_adjectives
-from clip_cull import train as training
+from clip_cull.core.distributed import local_rank
+from clip_cull.core.errors import ClipCullError
+from clip_cull.model.heads import BUILTIN_HEADS, load_head, resolve_head
+from clip_cull.model.heads.linear import probe_head
+from clip_cull.model.heads.prompt import PROMPT_KINDS, PromptHead
+from clip_cull.scoring.indexer import Failure, IndexOptions, prompt_embeddings
+from clip_cull.model.prompts import negative_adjectives, positive_adjectives
+from clip_cull.research import train as training
 
 
 AvaArg = Annotated[Path, typer.Argument(metavar="AVA_DIR", show_default=False, help="The AVA folder: AVA.txt and images/{id}.jpg (or the images beside it).")]
@@ -259,8 +259,9 @@ def train_finetune(
 
     Resumable; the best checkpoint is kept. Under `torchrun --nproc-per-node N -m clip_cull train finetune ...` it runs DistributedDataParallel.
     """
-    from clip_cull import finetune
-    from clip_cull.distributed import torchrun_shard
+    from clip_cull.research import finetune
+    from clip_cull.model.heads.finetuned import trained_architecture
+    from clip_cull.core.distributed import torchrun_shard
 
     distributed = torchrun_shard() is not None
     if distributed:
@@ -298,7 +299,7 @@ def train_finetune(
             metadata = {
                 "architecture": ctx.session.spec.architecture,
                 # The exact network (QuickGELU for OpenAI's weights) so that it reloads as trained.
-                "model_config": finetune.trained_architecture(ctx.session.spec.architecture, encoder.model),
+                "model_config": trained_architecture(ctx.session.spec.architecture, encoder.model),
                 "backbone": ctx.session.text_model_id,
                 "trained_on": {"dataset": str(ctx.ava.folder), "split": ctx.split.source,
                                "train_images": len(train.ids), "validation_images": len(val.ids)},
@@ -353,7 +354,7 @@ def _barrier() -> None:
 
 
 def _write(ctx: _Context, head, output: Path, trained_on: dict, evaluation: dict | None = None) -> None:
-    from clip_cull.heads.files import save_head
+    from clip_cull.model.heads.files import save_head
 
     path = save_head(head, output, trained_on, evaluation)
     split_path = ctx.split.save(path.with_name(path.stem + ".split.json"))
@@ -439,7 +440,7 @@ def _ridge_choice(ridge: str, ols: bool) -> str | float:
 
 def _evaluate(ctx: _Context, names: list[str], all_heads: bool, probe_choice, resamples: int) -> list[dict]:
     features, scoring = probe_choice.features, probe_choice.scoring
-    from clip_cull.heads.files import check_backbone
+    from clip_cull.model.heads.files import check_backbone
 
     test_cache: dict[str, object] = {}
 

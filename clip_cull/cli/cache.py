@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from clip_cull import ui
-from clip_cull.cache_merge import merge_caches, per_process_path, sibling_paths
+import clip_cull.cli.ui as ui
+from clip_cull.store.cache_merge import merge_caches, per_process_path, sibling_paths
 from clip_cull.cli.app import app
 from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import open_store as _open_store
 from clip_cull.cli.options import CacheFlags, shared_options
-from clip_cull.errors import ClipCullError
+from clip_cull.core.errors import ClipCullError
 
 cache_app = typer.Typer(help="Work with cache files.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")

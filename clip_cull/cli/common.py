@@ -9,14 +9,14 @@ from pathlib import Path
 
 import typer
 
-from clip_cull import ui
-from clip_cull.encoder import ModelSpec
-from clip_cull.errors import ClipCullError
-from clip_cull.distributed import local_rank
-from clip_cull.indexer import ModelSession
-from clip_cull.paths import default_db_path, default_state_path
-from clip_cull.state import StateStore
-from clip_cull.store import Store
+import clip_cull.cli.ui as ui
+from clip_cull.model.encoder import ModelSpec
+from clip_cull.core.errors import ClipCullError
+from clip_cull.core.distributed import local_rank
+from clip_cull.model.session import ModelSession
+from clip_cull.core.paths import default_db_path, default_state_path
+from clip_cull.store.state import StateStore
+from clip_cull.store.cache import Store
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the run could not be done: bad folder, model or cache
@@ -33,7 +33,7 @@ def fail(text: str) -> None:
 def cache_path(db: Path | None) -> Path:
     """The cache file: --db (`{rank}` in it: one file per torchrun process, see `clipcull cache
     merge`), else the user cache folder's."""
-    from clip_cull.cache_merge import per_process_path
+    from clip_cull.store.cache_merge import per_process_path
 
     return per_process_path(db) if db else default_db_path()
 
@@ -56,7 +56,7 @@ def open_state(state: Path | None, db: Path | None) -> StateStore:
     """The state database (journal, folder settings): --state, else the user state folder's.
     The first time, an older clipcull's journal and settings are brought over from the cache
     (db), and one line says so. A damaged state database stops the command: one line, exit 1."""
-    from clip_cull.state_import import LegacyUnreadable, import_legacy
+    from clip_cull.store.state_import import LegacyUnreadable, import_legacy
 
     path = state or default_state_path()
     try:
@@ -105,7 +105,7 @@ def quiet_libraries() -> None:
 def announce_loading(err=None):
     """Loading a model takes seconds: say so before it starts. (A fresh console each time:
     the model loads in the background while progress bars may be showing.)"""
-    from clip_cull.encoder import openai_checkpoint_reason
+    from clip_cull.model.encoder import openai_checkpoint_reason
 
     def announce(spec):
         err = ui.stderr_console()
@@ -124,7 +124,7 @@ def shown_model(name: str) -> str:
 
 def timed_loader(spec: ModelSpec, device: str):
     """open_clip loading that says when it is done and how long it took."""
-    from clip_cull.encoder import load_encoder
+    from clip_cull.model.encoder import load_encoder
 
     def load():
         started = time.perf_counter()

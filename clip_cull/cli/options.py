@@ -17,11 +17,11 @@ from typing import Annotated, Optional, get_type_hints
 
 import typer
 
-from clip_cull.actions.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S
-from clip_cull.files import DEFAULT_MAX_FILE_BYTES
-from clip_cull.images import DEFAULT_MAX_PIXELS
-from clip_cull.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
-from clip_cull.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from clip_cull.scoring.groups import DEFAULT_SIMILARITY, DEFAULT_WINDOW_S
+from clip_cull.core.files import DEFAULT_MAX_FILE_BYTES
+from clip_cull.core.images import DEFAULT_MAX_PIXELS
+from clip_cull.model.prompts import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
+from clip_cull.scoring.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 CORES = max(1, os.cpu_count() or 1)
 SETTINGS_NOTE = "\\[default: as last ranked, else"
@@ -192,7 +192,7 @@ def shared_options(command):
             return command(**kwargs)
         except KeyboardInterrupt:  # where the command has no word of its own for it: still one line, 130
             from clip_cull.cli.common import EXIT_INTERRUPTED
-            from clip_cull.ui import message, stderr_console
+            from clip_cull.cli.ui import message, stderr_console
 
             message(stderr_console(), "clipcull: interrupted.", "yellow")
             raise typer.Exit(EXIT_INTERRUPTED) from None

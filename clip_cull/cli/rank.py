@@ -8,15 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from clip_cull import ui
-from clip_cull.actions.groups import best_of_each_group
+import clip_cull.cli.ui as ui
+from clip_cull.scoring.groups import best_of_each_group
 from clip_cull.cli.app import EXIT_CODES_HELP, app
 from clip_cull.cli.common import fail, open_state, plural
 from clip_cull.cli.options import (ADVANCED, OUTPUT, CheckFlags, FoldersArg, GroupFlags, ScoringFlags, flag,
                                    shared_options)
 from clip_cull.cli.scoring import finish, folder_roots, score
-from clip_cull.distributed import torchrun_shard, wait_for_all
-from clip_cull.settings import last_rank_roots
+from clip_cull.core.distributed import torchrun_shard, wait_for_all
+from clip_cull.scoring.settings import last_rank_roots
 
 
 @app.command(epilog=EXIT_CODES_HELP)

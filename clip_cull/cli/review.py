@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from clip_cull import ui
+import clip_cull.cli.ui as ui
 from clip_cull.cli.app import app
 from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
@@ -22,12 +22,12 @@ from clip_cull.cli.common import EXIT_INTERRUPTED, plural
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import CheckFlags, GroupFlags, HeadFlags, ScoringFlags, flag, shared_options
 from clip_cull.cli.scoring import exclude_globs, resolve_settings, score, setting_flags
-from clip_cull.encoder import ModelSpec
-from clip_cull.errors import ClipCullError
-from clip_cull.files import heif_available, walk_photos
-from clip_cull.images import rawpy_available
-from clip_cull.settings import Settings
-from clip_cull.store import Store
+from clip_cull.model.encoder import ModelSpec
+from clip_cull.core.errors import ClipCullError
+from clip_cull.core.files import heif_available, walk_photos
+from clip_cull.core.images import rawpy_available
+from clip_cull.scoring.settings import Settings
+from clip_cull.store.cache import Store
 
 LOOPBACK = "127.0.0.1"
 
@@ -37,8 +37,8 @@ LOOPBACK = "127.0.0.1"
 
 def text_session(settings: Settings, store: Store, device: str):
     """The model whose cached image embeddings the folder's ranking used (loaded only on use)."""
-    from clip_cull.distributed import local_rank
-    from clip_cull.heads import resolve_head
+    from clip_cull.core.distributed import local_rank
+    from clip_cull.model.heads import resolve_head
 
     head = resolve_head(settings.head, settings.positive, settings.negative)
     err = ui.stderr_console()
@@ -162,7 +162,7 @@ def _stopped_line(s) -> str:
 
 def _last_ranked(cache) -> list[str]:
     """The folders of the last `clipcull rank`, as `best` takes them when given none."""
-    from clip_cull.settings import last_rank_roots
+    from clip_cull.scoring.settings import last_rank_roots
 
     state = _open_state(cache.state, cache.db)
     try:
@@ -214,7 +214,7 @@ def search(
 
     The query's CLIP text embedding against the cached photo embeddings. Without folders: the folders of the last `clipcull rank`. No photo is embedded: photos new or changed since the last `clipcull rank` are left out (and counted on stderr).
     """
-    from clip_cull.search import search as run_search, up_to_date
+    from clip_cull.scoring.search import search as run_search, up_to_date
 
     if json_lines and print0:
         raise typer.BadParameter("choose one of --json and --print0")

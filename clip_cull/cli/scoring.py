@@ -11,20 +11,20 @@ from pathlib import Path
 
 import typer
 
-from clip_cull import settings as settings_lib
-from clip_cull import ui
+from clip_cull.scoring import settings as settings_lib
+import clip_cull.cli.ui as ui
 from clip_cull.cli.common import (EXIT_INTERRUPTED, EXIT_UNREADABLE, fail, model_session, open_state, open_store, plural,
                                   quiet_libraries)
 from clip_cull.cli.options import CacheFlags, CheckFlags, GroupFlags, ModelFlags, ScoringFlags
-from clip_cull.distributed import local_rank
-from clip_cull.encoder import ModelSpec
-from clip_cull.errors import ClipCullError
-from clip_cull.files import HEIF_HINT, heif_available, is_raw
-from clip_cull.heads import resolve_head
-from clip_cull.images import RAW_HINT, rawpy_available
-from clip_cull.indexer import Failure, IndexOptions
-from clip_cull.ranking import Checks, FolderRanking, group_ranked, index_folders, rank_folders
-from clip_cull.settings import Resolved, Settings
+from clip_cull.core.distributed import local_rank
+from clip_cull.model.encoder import ModelSpec
+from clip_cull.core.errors import ClipCullError
+from clip_cull.core.files import HEIF_HINT, heif_available, is_raw
+from clip_cull.model.heads import resolve_head
+from clip_cull.core.images import RAW_HINT, rawpy_available
+from clip_cull.scoring.indexer import Failure, IndexOptions
+from clip_cull.scoring.ranking import Checks, FolderRanking, group_ranked, index_folders, rank_folders
+from clip_cull.scoring.settings import Resolved, Settings
 
 
 @dataclass

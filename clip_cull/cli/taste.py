@@ -12,8 +12,9 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from clip_cull import taste, ui
-from clip_cull.actions.journal import Journal
+from clip_cull.research import taste
+import clip_cull.cli.ui as ui
+from clip_cull.culling.journal import Journal
 from clip_cull.cli.app import train_app
 from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
@@ -23,15 +24,15 @@ from clip_cull.cli.common import plural
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import DarktableDefaultOpt, ModelFlags, shared_options
 from clip_cull.cli.scoring import model_spec
-from clip_cull.errors import ClipCullError
-from clip_cull.files import heif_available
-from clip_cull.heads import resolve_head
-from clip_cull.heads.files import check_backbone, save_head
-from clip_cull.heads.linear import LinearFit, probe_head
-from clip_cull.heads.prompt import PROMPT_KINDS
-from clip_cull.images import rawpy_available
-from clip_cull.indexer import IndexOptions, prompt_embeddings
-from clip_cull.ranking import index_folders
+from clip_cull.core.errors import ClipCullError
+from clip_cull.core.files import heif_available
+from clip_cull.model.heads import resolve_head
+from clip_cull.model.heads.files import check_backbone, save_head
+from clip_cull.model.heads.linear import LinearFit, probe_head
+from clip_cull.model.heads.prompt import PROMPT_KINDS
+from clip_cull.core.images import rawpy_available
+from clip_cull.scoring.indexer import IndexOptions, prompt_embeddings
+from clip_cull.scoring.ranking import index_folders
 
 UnratedOpt = Annotated[Optional[int], typer.Option(
     "--unrated-as", min=-1, max=5, metavar="STARS",

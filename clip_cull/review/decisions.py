@@ -1,6 +1,6 @@
 """The photographer's decisions, written to XMP sidecars at once and journaled.
 
-Decisions are written by the one XMP writer (actions/writer.py), as `tag` writes: the same
+Decisions are written by the one XMP writer (culling/writer.py), as `tag` writes: the same
 sidecar naming (an existing IMG_0001.XMP is the sidecar, never a second IMG_0001.xmp beside it),
 the journal's process lock (never while another clipcull process moves or tags), the
 changed-since-read check, links never written through, mode and extended attributes kept.
@@ -22,15 +22,15 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_cull.actions.journal import CONFLICT, DONE, PLANNED, RUNNING, UNDONE, Journal, JournalBusy, Step
-from clip_cull.actions.move import apply_moves, plan_moves
-from clip_cull.actions.undo import UndoConflict, undo_write
-from clip_cull.actions.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_sidecar,
+from clip_cull.culling.journal import CONFLICT, DONE, PLANNED, RUNNING, UNDONE, Journal, JournalBusy, Step
+from clip_cull.culling.move import apply_moves, plan_moves
+from clip_cull.culling.undo import UndoConflict, undo_write
+from clip_cull.culling.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_sidecar,
                                       read_current, restore_sidecar, steps_for, target_sidecar)
-from clip_cull.actions.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse
-from clip_cull.errors import ClipCullError
-from clip_cull.state import StateStore
-from clip_cull.store import Store
+from clip_cull.culling.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse
+from clip_cull.core.errors import ClipCullError
+from clip_cull.store.state import StateStore
+from clip_cull.store.cache import Store
 
 REVIEW_RUN_KIND = "review"
 REJECT = -1
@@ -211,7 +211,7 @@ class DecisionWriter:
 
     def undo_last(self) -> tuple[str, Decision] | None:
         """Revert the last action not yet reverted: (photo, its decision now), or None. Each of
-        its writes is undone as `clipcull undo` would (see actions/undo.py undo_write), judged by
+        its writes is undone as `clipcull undo` would (see culling/undo.py undo_write), judged by
         the journal as it is now, not by what the page remembers. One that cannot be (another
         program changed the sidecar since) is left as it is and said once, with the others of the
         action undone all the same (a RAW's sidecar); that action is dropped from U's list, so the

@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from clip_cull.files import content_fingerprint, read_file
+from clip_cull.core.files import content_fingerprint, read_file
 
 Stamp = tuple[int, int, int, int, int]
 UNCHECKED = ()  # a stamp no file has: the first check always looks

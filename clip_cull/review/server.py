@@ -37,8 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from clip_cull.errors import ClipCullError
-from clip_cull.images import UnreadableImage
+from clip_cull.core.errors import ClipCullError
+from clip_cull.core.images import UnreadableImage
 from clip_cull.review.session import MAX_SEARCH_HITS, ChangedSinceShown, MoveIncomplete, ReviewSession
 from clip_cull.review.thumbs import SIZES
 

@@ -21,14 +21,14 @@ from typing import Callable
 
 import numpy as np
 
-from clip_cull.actions.move import MoveStopped
-from clip_cull.actions.tag import star_ratings
-from clip_cull.actions.xmp import sidecar_path
+from clip_cull.culling.move import MoveStopped
+from clip_cull.culling.tag import star_ratings
+from clip_cull.culling.xmp import sidecar_path
 from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
 from clip_cull.review.ondisk import UNCHECKED, fingerprint, json_rating, stamp, stamps
 from clip_cull.review.thumbs import ThumbnailCache
-from clip_cull.search import EmbeddingIndex, query_prompt
-from clip_cull.store import Store
+from clip_cull.scoring.search import EmbeddingIndex, query_prompt
+from clip_cull.store.cache import Store
 
 MAX_SEARCH_HITS = 200
 WAIT_STEP_S = 0.1  # how often a search waiting for the model looks whether the review is stopping

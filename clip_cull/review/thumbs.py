@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from clip_cull.files import content_fingerprint, is_raw, read_file
-from clip_cull.images import UnreadableImage, decode_photo, decode_raw
+from clip_cull.core.files import content_fingerprint, is_raw, read_file
+from clip_cull.core.images import UnreadableImage, decode_photo, decode_raw
 
 # Long side in device pixels: twice the CSS size the page shows them at, sharp on HiDPI screens.
 SIZES = {"thumb": 2 * 200, "preview": 2 * 1200, "full": None}  # full: every pixel, for the 100% loupe

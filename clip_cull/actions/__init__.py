@@ -1,1 +1,0 @@
-"""Culling actions: XMP ratings, journaled moves and undo, burst groups, contact sheets."""

@@ -1,0 +1,1 @@
+"""The model: open_clip loading (encoder), preprocessing, the paper's prompts, and the heads that turn embeddings into scores (a registry: prompt ensembles, linear probes, LAION heads, fine-tuned models)."""
