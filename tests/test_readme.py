@@ -129,7 +129,7 @@ def shoot(folder: Path) -> Path:
     for i in range(8):
         exif = Image.Exif()
         exif[0x010F], exif[0x0110] = "Canon", "Canon EOS R6"
-        exif.get_ifd(0x8769)[0x9003] = f"2026:05:01 09:{10 + 3 * i:02d}:00"
+        exif[0x8769] = {0x9003: f"2026:05:01 09:{10 + 3 * i:02d}:00"}  # assigning into get_ifd() is lost before Pillow 11.1
         base, slope = rng.uniform(80, 170, 3), rng.uniform(-0.2, 0.2, (3, 2))
         pixels = np.stack([base[c] + slope[c, 0] * x + slope[c, 1] * y for c in range(3)], axis=-1)
         if i != 4:

@@ -96,6 +96,8 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", category=UserWarning, module="open_clip")
     warnings.filterwarnings("ignore", module="huggingface_hub")
+    # torch 2.1-2.2 warn inside torch.load about their own TypedStorage: nothing a user can act on
+    warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
     from PIL import Image
 
     # Pillow refuses images over 2x this while opening; clipcull applies --max-pixels itself.
