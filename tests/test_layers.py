@@ -11,8 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "clip_cull"
 
 # Lowest first. core: files, images, errors; store: what is kept on disk; model: open_clip, heads;
 # scoring: a folder ranked; culling: acting on a ranking; research: the paper's experiments and
-# your taste; review: the page; cli: the commands, the only layer that prints.
-LAYERS = ["core", "store", "model", "scoring", "culling", "research", "review", "cli"]
+# your taste; review: the page; api: the Library, the workflows as one object; cli: the commands, the only layer that prints.
+LAYERS = ["core", "store", "model", "scoring", "culling", "research", "review", "api", "cli"]
 ROOT_MODULES = {"__init__": -1, "__main__": len(LAYERS)}  # the version at the bottom; `python -m` on top
 
 

@@ -15,11 +15,9 @@ import clip_cull.cli.ui as ui
 from clip_cull.culling import tag as tagging
 from clip_cull.culling.fileops import FileOpError
 from clip_cull.culling.journal import DONE, Journal, JournalBusy
-from clip_cull.culling.move import (MoveStopped, Selection, apply_moves, check_destination, plan_moves,
-                                   resume_unfinished, select_rejects, tally)
-from clip_cull.culling.undo import undo_run
+from clip_cull.culling.move import (MoveStopped, Selection, check_destination, select_rejects, tally)
 from clip_cull.cli.app import app
-from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, fail, open_state, open_store, percent, plural
+from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, fail, open_state, percent, plural
 from clip_cull.cli.options import (
     WRITE,
     CacheFlags,
@@ -32,7 +30,9 @@ from clip_cull.cli.options import (
     flag,
     shared_options,
 )
-from clip_cull.cli.scoring import finish, folder_roots, score
+from clip_cull.api import UndoStopped
+from clip_cull.api.library import UndoInterrupted
+from clip_cull.cli.scoring import cache_library, finish, folder_roots, library, score
 from clip_cull.core.errors import ClipCullError, Interrupted
 
 
@@ -77,33 +77,36 @@ def tag(
         thresholds = tagging.parse_star_thresholds(stars) if stars else None
     except ValueError as e:
         raise typer.BadParameter(f"--stars: {e}") from None
-    scored = score(folder_roots(folders), scoring, checks)
-    state = open_state(scoring.state, scoring.db)
-    try:  # the journal says which ratings are clipcull's: a dry run plans with it too
-        with _nothing_changed_if_interrupted():
-            changes, disagreements = tagging.plan_tags(scored.result.ranked, sidecar, thresholds, reject_below, label,
-                                                       keywords, overwrite, reject_blurry, darktable_default_counts,
-                                                       embed, Journal(state))
-    except BaseException:
-        state.close()
-        raise
+    lib = library(folder_roots(folders), scoring, checks)
+    try:
+        _tag(lib, scoring, checks, thresholds, reject_below, label, sidecar, keywords, overwrite, embed,
+             reject_blurry, darktable_default_counts, dry_run)
+    finally:
+        lib.close()
+
+
+def _tag(lib, scoring, checks, thresholds, reject_below, label, sidecar, keywords, overwrite, embed, reject_blurry,
+         darktable_default_counts, dry_run) -> None:
+    scored = score(lib, scoring, checks)
+    with _nothing_changed_if_interrupted():  # the journal says which ratings are clipcull's: a dry run plans with it too
+        plan = lib.plan_tags(stars=thresholds, reject_below=reject_below, label=label, sidecar=sidecar,
+                             keywords=keywords, overwrite=overwrite, embed=embed, reject_blurry=reject_blurry,
+                             darktable_default_counts=darktable_default_counts, ranking=scored)
+    changes = plan.changes
     out, err = ui.stdout_console(), ui.stderr_console()
-    for line in disagreements:
+    for line in plan.disagreements:
         ui.message(err, f"clipcull: {ui.shown_path(line)}", "yellow")
     for c in changes:
         if c.problem:  # one line on stderr naming the sidecar and why; the run goes on
             ui.message(err, "clipcull: " + ui.shown_path(f"{c.sidecar}: {c.note}"), "yellow")
         elif not c.writes or dry_run:
             _say_tag(out, c, dry_run)
-    writes = sum(c.writes for c in changes)
+    writes = plan.writes
     if dry_run:
-        state.close()
         ui.message(err, f"clipcull: dry run: {plural(writes, 'file')} would be written; nothing changed.", "dim")
         return
-    skipped: list[str] = []  # files another program wrote between plan and write: kept as they are
     try:
-        run_id = tagging.apply_tags(_journal(state), changes, {"command": "tag", "folders": _absolute(scored.roots)},
-                                    skipped)
+        result = lib.apply_tags(plan)
     except Interrupted as e:
         _say_tags_written(out, changes)
         _interrupted(f"tag run {e.run_id}: {_of(e.done, e.done + e.left, 'file') if e.done else 'nothing'} written"
@@ -115,15 +118,14 @@ def tag(
         fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
     except ClipCullError as e:
         fail(f"writing ratings stopped: {e} What was written is journaled: `clipcull undo` reverses it.")
-    finally:
-        state.close()
+    run_id, skipped = result.run_id, result.skipped  # skipped: files another program wrote between plan and write
     if run_id is None:
         ui.message(err, "clipcull: nothing to change; no run journaled.", "dim")
         return
     _say_tags_written(out, changes)
     for note in skipped:
         ui.message(err, "clipcull: " + ui.shown_path(note), "yellow")
-    written = sum(c.written for c in changes)
+    written = result.written
     if not skipped:
         ui.message(err, f"clipcull: tag run {run_id}: {plural(written, 'file')} written. Undo: clipcull undo {run_id}",
                    "dim")
@@ -176,42 +178,43 @@ def move(
         check_destination(str(to) if to else None, folder_roots(folders))
     except ClipCullError as e:
         raise typer.BadParameter(str(e)) from None  # exit code 2, before anything is journaled
+    lib = library(folder_roots(folders), scoring, checks, grouping)
+    try:
+        _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, per_group, blurry, badly_exposed,
+              copy, dry_run)
+    finally:
+        lib.close()
+
+
+def _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, per_group, blurry, badly_exposed,
+          copy, dry_run) -> None:
     err = ui.stderr_console()
     if not dry_run:
-        notes: list[str] = []
-        finished: list[int] = []
-        _moving(scoring, lambda store, state: resume_unfinished(store, _journal(state), notes, finished),
-                "finishing an interrupted move")
+        finished, notes = _moving(lib, lib.finish_interrupted_moves, "finishing an interrupted move")
         for note in notes:
             ui.message(err, f"clipcull: {note}", "yellow")
         for resumed in finished:
             ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
-    scored = score(folder_roots(folders), scoring, checks, grouping, groups=per_group)
+    scored = score(lib, scoring, checks, grouping, groups=per_group)
     with _nothing_changed_if_interrupted():
-        chosen = select_rejects(scored.result.ranked,
-                                Selection(fraction, below, keep_top, label, per_group, blurry, badly_exposed),
-                                scored.result.groups)
-        notes = []
-        steps = plan_moves(chosen, scored.roots, str(to) if to else None, copy, notes)
-    for note in notes:
+        plan = lib.plan_move(to=to, worst=fraction, below=below, keep_top=keep_top, label=label, per_group=per_group,
+                             blurry=blurry, badly_exposed=badly_exposed, copy=copy, ranking=scored)
+    steps, photos = plan.steps, plan.photos
+    for note in plan.notes:
         ui.message(err, f"clipcull: {note}", "yellow")
     verb, past = ("copy", "copied") if copy else ("move", "moved")
-    photos = {p.path for p in chosen}
     if dry_run:
         _say_moves(steps, verb, dry_run=True)
         planned = len({s.src for s in steps} & photos)
         ui.message(err, f"clipcull: dry run: {plural(planned, 'photo')} ({plural(len(steps), 'file')}) would "
                         f"{verb}; nothing changed.", "dim")
         return
-    notes = []
-    run_id = _moving(scoring, lambda store, state: apply_moves(store, _journal(state), steps,
-                                                                {"command": "move", "folders": _absolute(scored.roots)},
-                                                                notes=notes),
-                     f"the {verb}", steps, photos, verb)
+    result = _moving(lib, lambda: lib.apply_move(plan), f"the {verb}", steps, photos, verb)
+    run_id = result.run_id
     _say_moves(steps, verb)
-    for note in notes:
+    for note in result.notes:
         ui.message(err, f"clipcull: {note}", "yellow")
-    done = tally(steps, photos)
+    done = result.done
     if not (done.photos_stayed or done.files_stayed):
         if run_id is None:
             ui.message(err, f"clipcull: nothing to {verb}; nothing journaled.", "dim")
@@ -252,17 +255,18 @@ def _absolute(roots: list[str]) -> list[str]:
     return [os.path.abspath(r) for r in roots]
 
 
-def _moving(cache: CacheFlags, action, what: str, steps: list | None = None, photos: set[str] | None = None,
-            verb: str = "move"):
-    """Run a journaled move, action(store, state); each way it can stop is one line saying what was
-    done and what the journal holds. steps (the plan, as the run leaves it) and photos (the chosen
-    ones) say what moved; a run finished from the journal is counted in files. The state database
+def _moving(lib, action, what: str, steps: list | None = None, photos: set[str] | None = None, verb: str = "move"):
+    """Run a journaled move, action(); each way it can stop is one line saying what was done and
+    what the journal holds. steps (the plan, as the run leaves it) and photos (the chosen ones)
+    say what moved; a run finished from the journal is counted in files. The state database
     opens first: a damaged one stops it before anything."""
-    state = open_state(cache.state, cache.db)
-    store = open_store(cache.db, cache.state)
+    try:
+        lib.state, lib.store  # noqa: B018 (opened here: their own errors are theirs, not the move's)
+    except ClipCullError as e:
+        fail(str(e))
     past, undoing = ("copied", "removes the copies") if verb == "copy" else ("moved", "puts them back")
     try:
-        return action(store, state)
+        return action()
     except JournalBusy as e:
         fail(f"{what} did not start: {e}. Nothing was journaled or {past}.")
     except MoveStopped as e:
@@ -286,9 +290,6 @@ def _moving(cache: CacheFlags, action, what: str, steps: list | None = None, pho
     except (OSError, FileOpError, ClipCullError) as e:
         fail(f"{what} stopped: {e}. A started run stays journaled as interrupted: the next `clipcull move` "
              f"finishes it, or `clipcull undo` reverses it.")
-    finally:
-        store.close()
-        state.close()
 
 
 def _moved(steps: list | None, photos: set[str] | None, files: int) -> str:
@@ -303,15 +304,6 @@ def _of(done: int, total: int, word: str) -> str:
     if done == total:
         return plural(total, word)
     return f"no {word}" if done == 0 else f"{done} of {plural(total, word)}"
-
-
-def _journal(store) -> Journal:
-    """The journal, saying on stderr when another clipcull process holds it and this one waits."""
-    def waiting(lock: str) -> None:
-        ui.message(ui.stderr_console(), f"clipcull: waiting for another clipcull process that is moving, tagging or "
-                                        f"undoing (lock {ui.shown_path(lock)}) ...", "yellow")
-
-    return Journal(store, on_wait=waiting)
 
 
 def _interrupted(done: str, how: str | None = None) -> None:
@@ -342,23 +334,19 @@ def undo(
 
     Sidecars get their previous content back (or go, if clipcull created them), moved photos go back. Nothing is overwritten: a file changed since is left alone and reported.
     """
-    state = open_state(cache.state, cache.db)
-    store = open_store(cache.db, cache.state)  # a moved photo's cache row follows it back
+    lib = cache_library(cache)
     try:
-        journal = _journal(state)
-        target = journal.run(run) if run is not None else journal.last_undoable()
-        if target is None:
-            fail(f"no run {run} in the journal" if run is not None else "nothing to undo")
-        try:
-            report = undo_run(store, journal, target.id)
-        except (OSError, FileOpError, ClipCullError) as e:
-            fail(f"undo stopped: {e}. Run `clipcull undo {target.id}` again once the cause is fixed.")
-        except KeyboardInterrupt:
-            _interrupted(f"the undo of {target.kind} run {target.id} stopped part way",
-                         f"`clipcull undo {target.id}` again finishes it.")
+        result = lib.undo(run)
+    except UndoStopped as e:
+        fail(f"undo stopped: {e}. Run `clipcull undo {e.run.id}` again once the cause is fixed.")
+    except UndoInterrupted as e:
+        _interrupted(f"the undo of {e.run.kind} run {e.run.id} stopped part way",
+                     f"`clipcull undo {e.run.id}` again finishes it.")
+    except ClipCullError as e:
+        fail(str(e))
     finally:
-        store.close()
-        state.close()
+        lib.close()
+    target, report = result.run, result.report
     err = ui.stderr_console()
     if report.already_undone:
         ui.message(err, f"clipcull: {target.kind} run {target.id} was already undone; nothing to do.", "dim")
@@ -373,20 +361,13 @@ def undo(
                     + (f", {len(report.conflicts)} left alone (`clipcull undo {target.id}` tries them again)"
                        if report.conflicts else "") + ".", "dim")
     if report.conflicts:
-        _say_what_blocks(err, cache, target.id)
+        # a blocked run never hides older ones: say how to go past it
+        older = result.older
+        ui.message(err, f"clipcull: run {target.id} stays blocked until what is listed above is resolved (put the "
+                        f"file back, or move what took its place aside), then `clipcull undo {target.id}` again."
+                        + (f" Older runs can be undone meanwhile: `clipcull undo {older.id}`." if older else ""),
+                   "yellow")
         raise typer.Exit(1)
-
-
-def _say_what_blocks(err, cache, run_id: int) -> None:
-    """A blocked run never hides older ones: say how to go past it."""
-    state = open_state(cache.state, cache.db)
-    try:
-        older = Journal(state).last_undoable(before=run_id)
-    finally:
-        state.close()
-    ui.message(err, f"clipcull: run {run_id} stays blocked until what is listed above is resolved (put the file "
-                    f"back, or move what took its place aside), then `clipcull undo {run_id}` again."
-                    + (f" Older runs can be undone meanwhile: `clipcull undo {older.id}`." if older else ""), "yellow")
 
 
 def _undone(report) -> str:
@@ -411,11 +392,13 @@ def history(
     limit: Annotated[int, typer.Option("--limit", min=1, metavar="N", help="Show the N newest runs.")] = 20,
 ) -> None:
     """List tag, move and review runs, newest first."""
-    state = open_state(cache.state, cache.db)
+    lib = cache_library(cache)
     try:
-        runs = Journal(state).runs(limit)
+        runs = lib.history(limit)
+    except ClipCullError as e:
+        fail(str(e))
     finally:
-        state.close()
+        lib.close()
     table = Table(show_edge=False)
     for column in ("run", "kind", "when", "state", "steps", "folders"):
         table.add_column(column)

@@ -14,9 +14,10 @@ from clip_cull.model.encoder import ModelSpec
 from clip_cull.core.errors import ClipCullError
 from clip_cull.core.distributed import local_rank
 from clip_cull.model.session import ModelSession
-from clip_cull.core.paths import default_db_path, default_state_path
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
+from clip_cull.api import library as api
+from clip_cull.api.events import Events
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the run could not be done: bad folder, model or cache
@@ -30,53 +31,70 @@ def fail(text: str) -> None:
     raise typer.Exit(EXIT_ERROR)
 
 
+class CliEvents(Events):
+    """What the Library tells, said on stderr as one line each."""
+
+    def cache_rebuilt(self, store, state_path) -> None:
+        ui.message(ui.stderr_console(), f"clipcull: the cache {store.path} was damaged ({store.damage}); moved aside "
+                                        f"to {store.rebuilt_from} and rebuilt (embeddings are computed again; your undo "
+                                        f"history and folder settings are in {state_path})", "yellow")
+
+    def legacy_imported(self, imported, state) -> None:
+        ui.message(ui.stderr_console(), f"clipcull: brought the undo history ({plural(imported.runs, 'run')}) and "
+                                        f"{plural(imported.settings, 'setting')} of an older clipcull over from the cache "
+                                        f"{imported.source} into {state.path} (once; the cache keeps its copy)", "dim")
+
+    def legacy_unreadable(self, error) -> None:
+        ui.message(ui.stderr_console(), f"clipcull: {error}", "yellow")
+
+    def loading_model(self, spec) -> None:
+        announce_loading()(spec)
+
+    def model_loaded(self, spec, seconds: float) -> None:
+        ui.message(ui.stderr_console(), f"clipcull: loaded {shown_model(spec.name)} ({seconds:.1f} s)", "dim")
+
+    def scoring_with(self, settings, source) -> None:
+        from clip_cull.scoring import settings as settings_lib
+
+        ui.message(ui.stderr_console(), "clipcull: " + settings_lib.describe(settings, source), "dim")
+
+    def warning(self, text: str) -> None:
+        ui.message(ui.stderr_console(), f"clipcull: {text}", "yellow")
+
+    def embedding_prompts(self, total: int, settings) -> None:
+        from clip_cull.scoring import settings as settings_lib
+
+        ui.message(ui.stderr_console(), f"clipcull: embedding the head's {plural(total, 'prompt')} for "
+                                        f"{settings_lib.model_name(settings)}: once per model, then cached.", "dim")
+
+    def waiting_for_lock(self, lock: str) -> None:
+        ui.message(ui.stderr_console(), f"clipcull: waiting for another clipcull process that is moving, tagging or "
+                                        f"undoing (lock {ui.shown_path(lock)}) ...", "yellow")
+
+
 def cache_path(db: Path | None) -> Path:
     """The cache file: --db (`{rank}` in it: one file per torchrun process, see `clipcull cache
     merge`), else the user cache folder's."""
-    from clip_cull.store.cache_merge import per_process_path
-
-    return per_process_path(db) if db else default_db_path()
+    return api.cache_path(db)
 
 
 def open_store(db: Path | None, state: Path | None = None) -> Store:
     """The cache. A damaged one is moved aside and built anew, and one line says so (state: the
     --state given, named in that line)."""
     try:
-        store = Store.open(cache_path(db))
+        return api.open_store(db, state, CliEvents())
     except ClipCullError as e:
         fail(str(e))
-    if store.rebuilt_from is not None:
-        ui.message(ui.stderr_console(), f"clipcull: the cache {store.path} was damaged ({store.damage}); moved aside "
-                                        f"to {store.rebuilt_from} and rebuilt (embeddings are computed again; your undo "
-                                        f"history and folder settings are in {state or default_state_path()})", "yellow")
-    return store
 
 
 def open_state(state: Path | None, db: Path | None) -> StateStore:
     """The state database (journal, folder settings): --state, else the user state folder's.
     The first time, an older clipcull's journal and settings are brought over from the cache
     (db), and one line says so. A damaged state database stops the command: one line, exit 1."""
-    from clip_cull.store.state_import import LegacyUnreadable, import_legacy
-
-    path = state or default_state_path()
     try:
-        opened = StateStore.open(path)
+        return api.open_state(state, db, CliEvents())
     except ClipCullError as e:
         fail(str(e))
-    err = ui.stderr_console()
-    try:
-        imported = import_legacy(opened, cache_path(db))
-    except LegacyUnreadable as e:
-        ui.message(err, f"clipcull: {e}", "yellow")
-        return opened
-    except ClipCullError as e:
-        opened.close()
-        fail(str(e))
-    if imported is not None:
-        ui.message(err, f"clipcull: brought the undo history ({plural(imported.runs, 'run')}) and "
-                        f"{plural(imported.settings, 'setting')} of an older clipcull over from the cache "
-                        f"{imported.source} into {opened.path} (once; the cache keeps its copy)", "dim")
-    return opened
 
 
 def database_failed(error: Exception) -> str:

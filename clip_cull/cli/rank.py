@@ -9,14 +9,14 @@ from typing import Annotated, Optional
 import typer
 
 import clip_cull.cli.ui as ui
-from clip_cull.scoring.groups import best_of_each_group
 from clip_cull.cli.app import EXIT_CODES_HELP, app
-from clip_cull.cli.common import fail, open_state, plural
+from clip_cull.api import NoFolders
+from clip_cull.cli.common import fail, plural
 from clip_cull.cli.options import (ADVANCED, OUTPUT, CheckFlags, FoldersArg, GroupFlags, ScoringFlags, flag,
                                    shared_options)
-from clip_cull.cli.scoring import finish, folder_roots, score
+from clip_cull.cli.scoring import finish, folder_roots, library, score
 from clip_cull.core.distributed import torchrun_shard, wait_for_all
-from clip_cull.scoring.settings import last_rank_roots
+from clip_cull.core.errors import ClipCullError
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -93,27 +93,25 @@ def best(
 
     Without folders: the folders of the last `clipcull rank`. Each folder is scored the way it was last ranked (options given here win); new or changed photos are embedded first.
     """
-    if folders:
-        roots = folder_roots(folders)
-    else:
-        state = open_state(scoring.state, scoring.db)
-        roots = last_rank_roots(state)
-        state.close()
-        if not roots:
+    lib = library(folder_roots(folders) if folders else None, scoring, checks, grouping)
+    if not folders:
+        try:
+            lib.folders  # the folders of the last `clipcull rank`
+        except NoFolders:
+            lib.close()
             fail("no folders given and no earlier `clipcull rank` to take them from: clipcull best FOLDER")
-    scored = score(roots, scoring, checks, grouping, groups=unique)
-    chosen = scored.result.ranked
-    if not include_blurry:
-        chosen = [p for p in chosen if "blurry" not in p.flags]
-        left_out = len(scored.result.ranked) - len(chosen)
-        if left_out:
-            ui.message(ui.stderr_console(), f"clipcull: left out {plural(left_out, 'blurry photo')} "
-                                            "(--include-blurry keeps them)", "dim")
-    if unique:
-        chosen = best_of_each_group(chosen, scored.result.groups)
+        except ClipCullError as e:
+            lib.close()
+            fail(str(e))
+    scored = score(lib, scoring, groups=unique)
+    lib.close()
+    if not include_blurry and (left_out := scored.blurry()):
+        ui.message(ui.stderr_console(), f"clipcull: left out {plural(left_out, 'blurry photo')} "
+                                        "(--include-blurry keeps them)", "dim")
+    chosen = scored.best(top, unique, include_blurry)
     end = "\0" if print0 else "\n"
     with ui.closed_stdout_is_fine():
-        sys.stdout.write("".join(p.path + end for p in chosen[:top]))
+        sys.stdout.write("".join(p.path + end for p in chosen))
         sys.stdout.flush()
     finish(scored, scoring.strict)
 

@@ -4,41 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from clip_cull.scoring import settings as settings_lib
 import clip_cull.cli.ui as ui
-from clip_cull.cli.common import (EXIT_INTERRUPTED, EXIT_UNREADABLE, fail, model_session, open_state, open_store, plural,
-                                  quiet_libraries)
+from clip_cull.api import Library, Ranking
+from clip_cull.cli.common import CliEvents, EXIT_INTERRUPTED, EXIT_UNREADABLE, fail, open_state, plural, quiet_libraries
 from clip_cull.cli.options import CacheFlags, CheckFlags, GroupFlags, ModelFlags, ScoringFlags
-from clip_cull.core.distributed import local_rank
 from clip_cull.model.encoder import ModelSpec
 from clip_cull.core.errors import ClipCullError
 from clip_cull.core.files import HEIF_HINT, heif_available, is_raw
-from clip_cull.model.heads import resolve_head
 from clip_cull.core.images import RAW_HINT, rawpy_available
-from clip_cull.scoring.indexer import Failure, IndexOptions
-from clip_cull.scoring.ranking import Checks, FolderRanking, group_ranked, index_folders, rank_folders
+from clip_cull.scoring.indexer import Failure
+from clip_cull.scoring.ranking import FolderRanking
 from clip_cull.scoring.settings import Resolved, Settings
 
 
-@dataclass
-class Scored:
-    """A ranking and what it was made with."""
-
-    resolved: Resolved
-    result: FolderRanking
-    head_id: str
-    roots: list[str]
-
-    @property
-    def settings(self) -> Settings:
-        return self.resolved.settings
+Scored = Ranking  # a ranking and what it was made with
 
 
 def setting_flags(scoring: ScoringFlags | None = None, checks: CheckFlags | None = None,
@@ -89,8 +74,25 @@ def model_spec(models: ModelFlags, roots: list[str] | None = None) -> ModelSpec:
     return ModelSpec(s.model, s.pretrained)
 
 
+def library(roots: list[str] | None, scoring: ScoringFlags, checks: CheckFlags | None = None,
+            grouping: GroupFlags | None = None, *, json_errors: bool = False) -> Library:
+    """The Library the command runs: its options as they were given, the environment the CLI's
+    (the only layer that reads it), HEIC and RAW as this installation reads them."""
+    return Library(
+        roots, cache=scoring.db, state=scoring.state, device=scoring.device.value, batch_size=scoring.batch_size,
+        workers=scoring.workers, max_pixels=scoring.max_pixels, max_file_bytes=scoring.max_file_size * 2**20,
+        exclude=exclude_globs(scoring.exclude), heif=heif_available(), raw=rawpy_available(), env=os.environ,
+        events=_Events(ui.stderr_console(), json_errors, scoring.show_skipped),
+        **{k: v for k, v in setting_flags(scoring, checks, grouping).items() if v is not None})
+
+
+def cache_library(cache: CacheFlags) -> Library:
+    """A Library for the commands that only read or change the journal (undo, history)."""
+    return Library(cache=cache.db, state=cache.state, events=CliEvents())
+
+
 def score(
-    roots: list[str],
+    roots: list[str] | Library,
     scoring: ScoringFlags,
     checks: CheckFlags | None = None,
     grouping: GroupFlags | None = None,
@@ -100,88 +102,51 @@ def score(
     json_errors: bool = False,
     shard: tuple[int, int] | None = None,
 ) -> Scored:
-    """Index (and, without a shard, rank) the roots with the settings resolved for them;
-    says on stderr what it scores with. Errors become one line."""
+    """Index (and, without a shard, rank) the roots with the settings resolved for them, through
+    the Library; says on stderr what it scores with. Errors become one line."""
     quiet_libraries()
     err = ui.stderr_console()
-    for root in roots:  # before anything is said about scoring: a typo is the whole answer
-        if not os.path.exists(os.path.expanduser(root)):
-            fail(f"no such file or folder: {root}")
-    resolved = resolve_settings(scoring, roots, setting_flags(scoring, checks, grouping))
-    s = resolved.settings
-    store = open_store(scoring.db, scoring.state)
+    own = not isinstance(roots, Library)  # a Library given stays open for what the command does next
+    lib = library(roots, scoring, checks, grouping, json_errors=json_errors) if own else roots
+    done = False
     try:
-        head = resolve_head(s.head, s.positive, s.negative)
-        identity = settings_lib.head_id(s)
-        if hasattr(head, "session"):  # a fine-tuned model brings its own weights
-            from clip_cull.cli.common import announce_loading
-
-            session = head.session(store, scoring.device.value, local_rank(), on_load=announce_loading(err))
-        else:
-            session = model_session(ModelSpec(s.model, s.pretrained, s.precision), store, scoring.device.value, err)
-        ui.message(err, "clipcull: " + settings_lib.describe(s, resolved.source), "dim")
-        for warning in settings_lib.unknown_adjectives(s):
-            ui.message(err, f"clipcull: {warning}", "yellow")
-        options = IndexOptions(batch_size=scoring.batch_size, workers=scoring.workers, max_pixels=scoring.max_pixels,
-                               max_file_bytes=scoring.max_file_size * 2**20)
-        exclude = exclude_globs(scoring.exclude)
-        failures = _failure_printer(err, json_errors, scoring.show_skipped)
         with ui.progress_bars(err) as bar:
-            if shard:
-                report, unsupported, _ = index_folders(
-                    store, roots, session, options, heif=heif_available(), raw=rawpy_available(), shard=shard, exclude=exclude,
-                    progress=bar(f"embedding photos (share {shard[0]}/{shard[1]})"), on_failure=failures,
-                )
-                result = FolderRanking([], report, unsupported)
-                summary(err, result, store.path, failures, f"share {shard[0]}/{shard[1]}: ")
-                return Scored(resolved, result, identity, roots)
-            result = rank_folders(
-                store, roots, session, head, options, heif=heif_available(), raw=rawpy_available(),
-                checks=Checks(frozenset(s.penalize), s.blur_below), exclude=exclude,
-                progress=bar("embedding photos"), text_progress=_prompt_progress(bar, s), on_failure=failures,
-            )
-        if groups:
-            result.groups = group_ranked(store, result.ranked, session.model_id, s.similarity, s.burst_window)
-        if record:
-            record_settings(scoring, roots, s)
-        summary(err, result, store.path, failures)
-        return Scored(resolved, result, identity, roots)
+            scored = lib.rank(groups=groups, record=record, shard=shard, progress=_bars(bar))
+        summary(err, scored.result, scored.cache_path, lib.events, f"share {shard[0]}/{shard[1]}: " if shard else "")
+        done = True
+        return scored
     except ClipCullError as e:
         fail(str(e))
-    except sqlite3.DatabaseError as e:  # a cache page damaged after it was opened: one line, never a traceback
-        fail(str(store.error_for(e)))
     except KeyboardInterrupt:
         ui.message(err, "clipcull: interrupted. Every finished batch is saved; run the command again to go on.", "yellow")
         raise typer.Exit(EXIT_INTERRUPTED)
     finally:
-        store.close()
+        if own or not done:
+            lib.close()
 
 
-def _prompt_progress(bar, s: Settings):
-    """The prompt bar, and once (prompts are embedded only when not cached yet) why it runs."""
-    update = bar("embedding prompts")
-    said = False
+def _bars(bar):
+    """The Library's progress as the CLI's progress bars, one per stage."""
+    made: dict = {}
 
-    def progress(done: int, total: int) -> None:
-        nonlocal said
-        if not said:
-            said = True
-            ui.message(ui.stderr_console(), f"clipcull: embedding the head's {plural(total, 'prompt')} for "
-                                            f"{settings_lib.model_name(s)}: once per model, then cached.", "dim")
-        update(done, total)
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in made:
+            made[stage] = bar(stage)
+        made[stage](done, total)
 
     return progress
 
 
-class _FailurePrinter:
-    """One line per file that could not be read this run; files remembered as unreadable from
-    an earlier run are counted and summed up in one line (listed with --show-skipped)."""
+class _Events(CliEvents):
+    """The CLI's events, and one line per file that could not be read this run; files remembered
+    as unreadable from an earlier run are counted and summed up in one line (listed with
+    --show-skipped)."""
 
     def __init__(self, err, json_errors: bool, show_remembered: bool):
         self.err, self.json_errors, self.show_remembered = err, json_errors, show_remembered
         self.remembered: list[Failure] = []
 
-    def __call__(self, failure: Failure) -> None:
+    def unreadable(self, failure: Failure) -> None:
         if self.json_errors:  # one JSON object a line on stderr, for scripts
             sys.stderr.write(json.dumps({"path": failure.path, "error": failure.reason,
                                          "remembered": failure.remembered}) + "\n")
@@ -199,11 +164,7 @@ class _FailurePrinter:
                                  "--show-skipped lists them", "yellow")
 
 
-def _failure_printer(err, json_errors: bool, show_remembered: bool) -> _FailurePrinter:
-    return _FailurePrinter(err, json_errors, show_remembered)
-
-
-def summary(err, result: FolderRanking, db_path: str, failures: _FailurePrinter | None = None, prefix: str = "") -> None:
+def summary(err, result: FolderRanking, db_path: str, failures: _Events | None = None, prefix: str = "") -> None:
     r = result.report
     total = len(r.ready) + len(r.failures)
     parts = [f"{r.embedded} embedded", f"{r.cached} cached"]

@@ -1,0 +1,23 @@
+"""clipcull as a library: `Library(folder).rank()`.
+
+    from clip_cull.api import Library
+
+    with Library(["~/shoot"]) as library:
+        for path in library.best(3):
+            print(path)
+
+One object owns what a command needs: the settings (given here, else the folder's last `rank`,
+else an explicit `env` mapping, else the defaults), the cache and the state database (opened on
+first use, closed by close()), the head, the model session (loaded only when a photo needs
+embedding) and the optional formats (HEIC and RAW on where pillow-heif and rawpy are installed).
+Methods return values and print nothing; errors are clip_cull.core.errors.ClipCullError. The
+CLI (clip_cull/cli) is a thin layer over it. See docs/api.md.
+"""
+
+from clip_cull.api.events import Events
+from clip_cull.api.library import (Library, MovePlan, MoveResult, NoFolders, Ranking, TagPlan, TagResult, UndoResult,
+                                   UndoStopped, open_state, open_store)
+from clip_cull.core.errors import ClipCullError
+
+__all__ = ["Library", "Ranking", "TagPlan", "TagResult", "MovePlan", "MoveResult", "UndoResult", "Events",
+           "ClipCullError", "NoFolders", "UndoStopped", "open_state", "open_store"]

@@ -1,0 +1,127 @@
+"""The Python API (clip_cull/api): docs/api.md's example runs as shown, and each method returns
+what the commands print, prints nothing itself, and raises the project's own errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from clip_cull.api import ClipCullError, Events, Library
+from clip_cull.core.files import heif_available
+from clip_cull.core.images import rawpy_available
+from conftest import make_photo
+
+API_DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+
+
+def example() -> str:
+    """The python block after the marker comment in docs/api.md."""
+    text = API_DOC.read_text(encoding="utf-8")
+    found = re.search(r"<!-- example: tests/test_api.py runs this block -->\n```python\n(.*?)```", text, re.S)
+    assert found, "docs/api.md has no marked example"
+    return found.group(1)
+
+
+@pytest.fixture
+def shoot(tmp_path) -> Path:
+    folder = tmp_path / "shoot"
+    for i in range(5):
+        make_photo(folder / f"IMG_{i:04d}.jpg", seed=i)
+    return folder
+
+
+@pytest.fixture
+def tiny(tiny_model_files):
+    config, checkpoint = tiny_model_files
+    return {"model": str(config), "pretrained": str(checkpoint)}
+
+
+def test_the_documented_example_runs(shoot, tiny, capsys):
+    exec(compile(example(), str(API_DOC), "exec"), {"folder": str(shoot), **tiny})
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert len(lines) == 3 + 3 + 1, out.out
+    assert lines[0].startswith("1. ") and str(shoot) in lines[0]
+    assert all(Path(line).parent == shoot for line in lines[3:6])
+    assert re.fullmatch(r"5 files would be written; run None \(None: nothing journaled\)", lines[6])
+    assert not list(shoot.glob("*.xmp")), "a dry run writes nothing"
+    assert out.err == "", "the library prints nothing"
+
+
+def test_rank_best_tag_undo_history(shoot, tiny, capsys):
+    with Library(shoot, **tiny) as lib:
+        ranking = lib.rank(record=True)
+        assert [p.rank for p in ranking.ranked] == [1, 2, 3, 4, 5]
+        assert ranking.settings.model == tiny["model"] and ranking.roots == [str(shoot)]
+        assert lib.best(2) == [p.path for p in ranking.ranked[:2]]
+        tagged = lib.tag()
+        assert tagged.run_id is not None and tagged.written == 5
+        assert len(list(shoot.glob("*.xmp"))) == 5
+        runs = lib.history()
+        assert [(r.id, r.kind) for r in runs] == [(tagged.run_id, "tag")]
+        undone = lib.undo()
+        assert undone.run.id == tagged.run_id and not undone.report.conflicts
+        assert not list(shoot.glob("*.xmp"))
+        with pytest.raises(ClipCullError, match="nothing to undo"):
+            lib.undo()
+    # the folder's settings were recorded: a Library given no model scores it the same way
+    with Library(shoot) as again:
+        assert again.settings.model == tiny["model"] and again.resolve().source == str(shoot)
+        assert again.folders == [str(shoot)]
+    with Library() as last:  # no folders: those of the last rank
+        assert last.folders == [str(shoot)]
+    assert capsys.readouterr().err == ""
+
+
+def test_move_and_back(shoot, tiny):
+    with Library(shoot, **tiny) as lib:
+        planned = lib.move(keep_top=3, dry_run=True)
+        assert planned.run_id is None and len(planned.plan.chosen) == 2
+        assert all(Path(s.src).exists() for s in planned.plan.steps)
+        moved = lib.move(keep_top=3)
+        assert moved.run_id is not None and moved.done.photos == 2
+        assert len(list((shoot / "_rejects").glob("*.jpg"))) == 2
+        lib.undo(moved.run_id)
+        assert len(list(shoot.glob("*.jpg"))) == 5
+        with pytest.raises(ClipCullError, match="choose what moves"):
+            lib.move()
+
+
+def test_search_finds_what_rank_embedded(shoot, tiny):
+    with Library(shoot, **tiny) as lib:
+        lib.rank()
+        found = lib.search("a dog", top=2)
+        assert len(found.hits) == 2 and found.not_searched == 0
+
+
+def test_settings_come_from_an_explicit_env_only(shoot, tiny, monkeypatch):
+    monkeypatch.setenv("CLIPCULL_HEAD", "fixed")  # the process environment is the CLI's business
+    with Library(shoot) as lib:
+        assert lib.settings.head == "ensemble"
+    with Library(shoot, env={"CLIPCULL_HEAD": "fixed"}) as lib:
+        assert lib.settings.head == "fixed"
+
+
+def test_optional_formats_are_detected_not_off(shoot):
+    lib = Library(shoot)
+    assert (lib.heif, lib.raw) == (heif_available(), rawpy_available())
+    assert Library(shoot, heif=False, raw=False).heif is False
+
+
+def test_errors_are_the_projects_own_and_events_are_told(tmp_path, shoot, tiny):
+    with pytest.raises(ClipCullError, match="no such file or folder"):
+        Library(tmp_path / "nowhere", **tiny).rank()
+    with pytest.raises(ClipCullError, match="penalize"):
+        Library(shoot, penalize="noise")
+    told, stages = [], set()
+
+    class Listen(Events):
+        def scoring_with(self, settings, source):
+            told.append(settings.head)
+
+    with Library(shoot, events=Listen(), progress=lambda stage, done, total: stages.add(stage), **tiny) as lib:
+        lib.rank()
+    assert told == ["ensemble"] and "embedding photos" in stages
