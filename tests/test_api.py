@@ -3,7 +3,6 @@ what the commands print, prints nothing itself, and raises the project's own err
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
