@@ -356,7 +356,7 @@ def _model_hint(checkpoint: Path, architecture: str) -> str:
     import torch
 
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True, mmap=True)  # torch 2.1: mmap wants a str
     except Exception:
         return ""
     if isinstance(state, dict) and "state_dict" in state:
@@ -388,7 +388,7 @@ def _load_checkpoint_mapped(open_clip, architecture: str, checkpoint: Path, devi
     if checkpoint.suffix.lower() not in (".pt", ".pth", ".bin", ".ckpt"):
         return None
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True, mmap=True)  # torch 2.1: mmap wants a str
     except Exception:
         return None
     if isinstance(state, dict) and "state_dict" in state:
