@@ -7,6 +7,7 @@ sidecars are written and read back with exiftool."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -34,7 +35,7 @@ from clip_cull.core.errors import CacheError, InputError
 from clip_cull.core.files import content_fingerprint
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from conftest import fails_after, make_photo
+from helpers import faults, fails_after, make_photo, real_fs
 
 EXIFTOOL = shutil.which("exiftool")
 
@@ -297,23 +298,20 @@ def test_undo_of_a_run_killed_before_its_first_step(shoot, private_cache):
     store.close()
 
 
-def test_only_interrupted_runs_are_resumed_and_undone_steps_stay_undone(shoot, private_cache, monkeypatch):
+def test_only_interrupted_runs_are_resumed_and_undone_steps_stay_undone(shoot, private_cache):
     store, journal = journal_at(private_cache)
     photos = [shoot / "IMG_0000.jpg", shoot / "IMG_0001.jpg", shoot / "IMG_0002.jpg"]
     steps = plan_moves([Shot(str(p)) for p in photos], [str(shoot)], None)
-    real = move_module.transfer
     calls = []
 
-    def killed_at_third(src, dst, copy=False):
+    def killed_at_third(src, dst):
         calls.append(src)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        real(src, dst, copy)
+        real_fs().link(src, dst)
 
-    monkeypatch.setattr(move_module, "transfer", killed_at_third)
-    with pytest.raises(KeyboardInterrupt):
+    with faults(link=killed_at_third), pytest.raises(KeyboardInterrupt):
         apply_moves(store, journal, steps, {})
-    monkeypatch.setattr(move_module, "transfer", real)
     run_id = journal.runs(1)[0].id
     assert states(private_cache, run_id) == (RUNNING, [DONE, DONE, PLANNED])
     assert journal.unfinished("move").id == run_id  # killed: resumable
@@ -348,16 +346,13 @@ def test_cli_move_after_undo_with_conflict_does_not_move_back(tiny_env, shoot, p
     assert back.is_file() and moved[0].is_file()
 
 
-def test_failed_run_is_not_resumed_and_the_message_does_not_promise_it(shoot, private_cache, monkeypatch):
-    real = move_module.transfer
-
-    def disk_full_on_second(src, dst, copy=False):
-        if src.endswith("IMG_0001.jpg"):
+def test_failed_run_is_not_resumed_and_the_message_does_not_promise_it(shoot, private_cache):
+    def disk_full_on_second(src, dst):
+        if str(src).endswith("IMG_0001.jpg"):
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(src, dst, copy)
+        real_fs().link(src, dst)
 
-    monkeypatch.setattr(move_module, "transfer", disk_full_on_second)
-    with pytest.raises(MoveStopped) as stopped:
+    with faults(link=disk_full_on_second), pytest.raises(MoveStopped) as stopped:
         move_files(private_cache, shoot, [shoot / "IMG_0000.jpg", shoot / "IMG_0001.jpg"])
     assert stopped.value.done == 1 and "No space left on device" in stopped.value.reason
     assert states(private_cache, stopped.value.run_id) == (FAILED, [DONE, FAILED])
@@ -464,24 +459,30 @@ def test_cli_bad_destination_is_exit_2_and_journals_nothing(tiny_env, shoot, tmp
 # --- 5. leftover .clipcull-partial files ---------------------------------------------------------
 
 
-def _small_disk(folder: Path, monkeypatch) -> bool:
-    """A 64 KiB tmpfs at folder (we are root in CI); else a full disk simulated on copies into
-    folder (ENOSPC after half the bytes, as a real file system would). True when mounted."""
+@contextlib.contextmanager
+def small_disk(folder: Path):
+    """A 64 KiB tmpfs at folder (we are root in CI), unmounted after the block; else a full disk
+    simulated on copies into folder (ENOSPC after half the bytes, as a real file system would)."""
     folder.mkdir()
     try:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], check=True,
                        capture_output=True, timeout=30)
-        return True
     except (subprocess.CalledProcessError, FileNotFoundError, PermissionError):
         pass
-    real_link, used = fileops.os.link, [0]
+    else:
+        try:
+            yield
+        finally:
+            subprocess.run(["umount", str(folder)], capture_output=True, timeout=30)
+        return
+    used = [0]
 
-    def other_device(a, b, **kw):
+    def other_device(a, b):
         if str(b).startswith(str(folder)):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        return real_link(a, b, **kw)
+        return real_fs().link(a, b)
 
-    def filling(fin, fout, length=0):
+    def filling(fin, fout):
         data = fin.read()
         if used[0] + len(data) > 64 * 1024 and fout.name.startswith(str(folder)):
             fout.write(data[: len(data) // 2])
@@ -489,19 +490,17 @@ def _small_disk(folder: Path, monkeypatch) -> bool:
         used[0] += len(data)
         fout.write(data)
 
-    monkeypatch.setattr(fileops.os, "link", other_device)
-    monkeypatch.setattr(fileops.shutil, "copyfileobj", filling)
-    return False
+    with faults(link=other_device, copy=filling):
+        yield
 
 
-def test_enospc_on_the_destination(tiny_env, tmp_path, private_cache, monkeypatch):
+def test_enospc_on_the_destination(tiny_env, tmp_path, private_cache):
     shoot = tmp_path / "big"
     for i in range(4):
         make_photo(shoot / f"IMG_{i:04d}.jpg", seed=i, size=(240, 170), quality=100)
     assert all(24 * 1024 < p.stat().st_size < 48 * 1024 for p in shoot.iterdir())  # one or two fit in 64 KiB
     small = tmp_path / "small"
-    mounted = _small_disk(small, monkeypatch)
-    try:
+    with small_disk(small):
         before = contents(shoot)
         result = run("move", shoot, "--worst", "100%", "--to", small)
         assert result.exit_code == 1
@@ -515,27 +514,20 @@ def test_enospc_on_the_destination(tiny_env, tmp_path, private_cache, monkeypatc
         assert "interrupted" not in again.stderr  # a failed run is not "finished" later
         assert run("undo", "1").exit_code == 0
         assert contents(shoot) == before and not list(small.iterdir())
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(small)], capture_output=True, timeout=30)
 
 
-def test_partials_killed_runs_left_are_swept_by_the_next_run_and_by_undo(shoot, private_cache, monkeypatch):
+def test_partials_killed_runs_left_are_swept_by_the_next_run_and_by_undo(shoot, private_cache):
     store, journal = journal_at(private_cache)
     steps = plan_moves([Shot(str(shoot / "IMG_0000.jpg")), Shot(str(shoot / "IMG_0001.jpg"))], [str(shoot)], None)
-    real = move_module.transfer
 
-    def killed_mid_copy(src, dst, copy=False):
-        if src.endswith("IMG_0001.jpg"):
-            Path(dst).parent.mkdir(parents=True, exist_ok=True)
-            Path(dst + PARTIAL_SUFFIX).write_bytes(b"half a photo")  # SIGKILL while copying
+    def killed_mid_copy(src, dst):
+        if str(src).endswith("IMG_0001.jpg"):
+            Path(str(dst) + PARTIAL_SUFFIX).write_bytes(b"half a photo")  # SIGKILL while copying
             raise KeyboardInterrupt
-        real(src, dst, copy)
+        real_fs().link(src, dst)
 
-    monkeypatch.setattr(move_module, "transfer", killed_mid_copy)
-    with pytest.raises(KeyboardInterrupt):
+    with faults(link=killed_mid_copy), pytest.raises(KeyboardInterrupt):
         apply_moves(store, journal, steps, {})
-    monkeypatch.setattr(move_module, "transfer", real)
     partial = Path(steps[1].dst + PARTIAL_SUFFIX)
     assert partial.exists()
     stranger = shoot / "_rejects" / "notes.txt.clipcull-partial"  # not next to a planned destination
@@ -556,18 +548,18 @@ def test_partials_killed_runs_left_are_swept_by_the_next_run_and_by_undo(shoot, 
     assert states(private_cache, tag_run) == (UNDONE, [UNDONE])
 
 
-def test_interrupted_writes_and_copies_leave_no_partial(tmp_path, monkeypatch):
+def test_interrupted_writes_and_copies_leave_no_partial(tmp_path):
     side = tmp_path / "IMG.xmp"
     side.write_text("old")
 
     def interrupted(fd):
         raise KeyboardInterrupt  # Ctrl-C while the temporary file is written
 
-    monkeypatch.setattr(fileops.os, "fsync", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        write_atomic(side, b"new")
-    with pytest.raises(KeyboardInterrupt):
-        fileops._copy_verified(side, tmp_path / "copy.xmp")
+    with faults(fsync=interrupted):
+        with pytest.raises(KeyboardInterrupt):
+            write_atomic(side, b"new")
+        with pytest.raises(KeyboardInterrupt):
+            fileops._copy_verified(side, tmp_path / "copy.xmp")
     assert side.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["IMG.xmp"]
 
 
@@ -1002,13 +994,14 @@ def test_a_copy_changed_since_keeps_its_bytes_and_is_named(shoot, tmp_path, priv
     assert (backup / "IMG_0001.xmp").read_bytes() == b"edited in the backup"
 
 
-def test_every_interrupted_run_is_finished_oldest_first(shoot, private_cache, monkeypatch):
-    real = move_module.transfer
-    monkeypatch.setattr(move_module, "transfer", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-    for name in ("IMG_0000.jpg", "IMG_0001.jpg"):
-        with pytest.raises(KeyboardInterrupt):
-            move_files(private_cache, shoot, [shoot / name])
-    monkeypatch.setattr(move_module, "transfer", real)
+def test_every_interrupted_run_is_finished_oldest_first(shoot, private_cache):
+    def ctrl_c(src, dst):
+        raise KeyboardInterrupt
+
+    with faults(link=ctrl_c):
+        for name in ("IMG_0000.jpg", "IMG_0001.jpg"):
+            with pytest.raises(KeyboardInterrupt):
+                move_files(private_cache, shoot, [shoot / name])
     store, journal = journal_at(private_cache)
     finished = []
     assert resume_unfinished(store, journal, [], finished) == 2 and finished == [1, 2]

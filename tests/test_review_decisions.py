@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from clip_cull.culling.journal import Journal
 from clip_cull.review.decisions import DecisionWriter, ReviewError
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from conftest import make_photo
+from helpers import faults, make_photo, real_fs
 
 EXIFTOOL = shutil.which("exiftool")
 pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
@@ -232,11 +233,9 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
     assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
 
 
-def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the_page(tmp_path, store, state,
-                                                                                       monkeypatch):
+def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the_page(tmp_path, store, state):
     from types import SimpleNamespace
 
-    from clip_cull.culling import move
     from clip_cull.review.session import MoveIncomplete, ReviewSession
     from clip_cull.review.thumbs import ThumbnailCache
 
@@ -247,22 +246,21 @@ def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the
     session = ReviewSession(store, ranked, {}, [str(tmp_path)], writer, ThumbnailCache(tmp_path / "thumbs"), "m")
     session.decide(0, "reject")
     session.decide(1, "reject")
-    real = move._carry_out
 
-    def disk_full_on_the_second(step):
-        if step.src == str(photos[1]):
-            raise OSError(28, "No space left on device", step.dst)
-        return real(step)
+    def disk_full_on_the_second(src, dst):
+        if str(src) == str(photos[1]):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_fs().link(src, dst)
 
-    monkeypatch.setattr(move, "_carry_out", disk_full_on_the_second)
-    with pytest.raises(MoveIncomplete, match="No space left on device; 1 of 2 rejects moved") as stopped:
+    with faults(link=disk_full_on_the_second), pytest.raises(
+            MoveIncomplete, match="No space left on device; 1 of 2 rejects moved") as stopped:
         session.move_rejects()
     assert stopped.value.moved == [0]
     assert (tmp_path / "_rejects" / "IMG_0.jpg").exists() and photos[1].exists()
     assert [row["id"] for row in session.listing()] == [1, 2]
     assert session.decide(0, "stars", 5) is None  # the moved photo takes no decision: no stray sidecar
     assert not (tmp_path / "IMG_0.xmp").exists()
-    monkeypatch.setattr(move, "_carry_out", real)  # space again: the rest go
+    # space again: the rest go
     run_id, moved = session.move_rejects()
     assert moved == [1] and not photos[1].exists() and [row["id"] for row in session.listing()] == [2]
 

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clip_cull.cli import app
-from conftest import make_photo
+from helpers import faults, make_photo, real_fs
 
 EXIFTOOL, EXIV2 = shutil.which("exiftool"), shutil.which("exiv2")
 pytestmark = pytest.mark.skipif(not (EXIFTOOL and EXIV2), reason=".ci/run installs exiftool and exiv2")
@@ -368,20 +368,19 @@ def test_every_xmp_segment_of_a_jpeg_is_read_and_none_is_written_into(tiny_env, 
 # file system is simulated where clipcull meets it: the unlink, the write.)
 
 
-def read_only(monkeypatch, module, name, folder: Path):
+def read_only(real, folder: Path):
+    """real (a file operation), except that it refuses a path in folder as a read-only file system would."""
     import errno
-
-    real = getattr(module, name)
 
     def refuse(path, *args, **kwargs):
         if Path(path).parent == folder:
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         return real(path, *args, **kwargs)
-    monkeypatch.setattr(module, name, refuse)
+    return refuse
 
 
 @pytest.mark.parametrize("across_file_systems", [False, True])
-def test_a_move_whose_source_cannot_go_leaves_the_photo_in_one_place(tmp_path, monkeypatch, across_file_systems):
+def test_a_move_whose_source_cannot_go_leaves_the_photo_in_one_place(tmp_path, across_file_systems):
     import errno
     import os
 
@@ -390,12 +389,12 @@ def test_a_move_whose_source_cannot_go_leaves_the_photo_in_one_place(tmp_path, m
     photo = make_photo(tmp_path / "card" / "IMG_0001.jpg", seed=1)
     data = photo.read_bytes()
     dst = tmp_path / "backup" / "IMG_0001.jpg"
-    if across_file_systems:
-        def no_link(*_a, **_k):
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        monkeypatch.setattr(fileops.os, "link", no_link)
-    read_only(monkeypatch, fileops.os, "unlink", photo.parent)
-    with pytest.raises(OSError, match="Read-only"):
+
+    def no_link(*_a):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    disk = {"link": no_link} if across_file_systems else {}
+    with faults(unlink=read_only(real_fs().unlink, photo.parent), **disk), pytest.raises(OSError, match="Read-only"):
         fileops.transfer(photo, dst)
     assert photo.read_bytes() == data and not os.path.lexists(dst)
     assert not list(dst.parent.glob("*.clipcull-partial"))
@@ -404,7 +403,7 @@ def test_a_move_whose_source_cannot_go_leaves_the_photo_in_one_place(tmp_path, m
 def test_tag_writes_what_it_can_when_one_folder_is_read_only(tiny_env, photo_folder, monkeypatch, deadline):
     from clip_cull.culling import writer as tag_module
 
-    read_only(monkeypatch, tag_module, "write_atomic", photo_folder / "day2")
+    monkeypatch.setattr(tag_module, "write_atomic", read_only(tag_module.write_atomic, photo_folder / "day2"))
     result = run("tag", photo_folder)
     assert result.exit_code == 1, result.output  # not every file asked for was written
     assert ("clipcull: tag run 1: 6 of 8 files written; 2 could not be (see above). Undo: clipcull undo 1"
@@ -453,16 +452,13 @@ def test_one_sidecar_with_xml_lang_does_not_spoil_the_others(tmp_path):
         path.write_bytes(original)
 
 
-def test_move_leaves_a_read_only_folders_photos_whole_and_moves_the_rest(tiny_env, photo_folder, monkeypatch, deadline):
-    from clip_cull.culling import fileops
-
+def test_move_leaves_a_read_only_folders_photos_whole_and_moves_the_rest(tiny_env, photo_folder, deadline):
     day2 = photo_folder / "day2"
     subprocess.run([EXIFTOOL, "-q", "-o", str(day2 / "IMG_0006.xmp"), "-XMP-dc:Creator=Ann",
                     str(day2 / "IMG_0006.jpg")], check=True, timeout=60)
     before = {p: sha(p.read_bytes()) for p in photo_folder.rglob("*") if p.is_file()}
-    writable_unlink = fileops.os.unlink
-    read_only(monkeypatch, fileops.os, "unlink", day2)
-    result = run("move", photo_folder, "--worst", "100%")
+    with faults(unlink=read_only(real_fs().unlink, day2)):
+        result = run("move", photo_folder, "--worst", "100%")
     assert result.exit_code == 1, result.output  # the others moved, but not everything asked for
     assert ("clipcull: move run 1: 6 of 8 photos (6 of 9 files) moved; 2 photos stayed where they were (see above). "
             "Undo: clipcull undo 1") in result.stderr.splitlines()
@@ -471,7 +467,6 @@ def test_move_leaves_a_read_only_folders_photos_whole_and_moves_the_rest(tiny_en
     assert sorted(p.name for p in (photo_folder / "_rejects").glob("*.jpg")) == [f"IMG_{i:04d}.jpg" for i in range(6)]
     for name in ("IMG_0006.jpg", "IMG_0007.jpg"):
         assert f"{name}: Read-only file system; not moved" in result.stderr.replace("\n", "")
-    monkeypatch.setattr(fileops.os, "unlink", writable_unlink)
     undo = run("undo")
     assert undo.exit_code == 0, undo.output
     assert {p: sha(p.read_bytes()) for p in photo_folder.rglob("*") if p.is_file()} == before
