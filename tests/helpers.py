@@ -33,6 +33,17 @@ def run(*args, env: dict | None = None, catch_exceptions: bool = False, **invoke
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=catch_exceptions, env=env, **invoke)
 
 
+def usage_error(result, *words: str) -> str:
+    """Assert that a run was refused as a usage error (exit 2) whose message holds each of words
+    (the option and the problem: a misspelt option fails with "No such option" instead). The
+    message is compared with the error box and line breaks taken out; it is returned."""
+    message = " ".join(result.stderr.replace("\u2502", " ").split())
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    for word in words:
+        assert word in message, (word, message)
+    return message
+
+
 def sha(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

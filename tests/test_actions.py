@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from clip_cull.scoring.groups import burst_groups
 from clip_cull.culling.tag import parse_star_thresholds, star_ratings
 from clip_cull.culling.xmp import merge, read_fields, sidecar_path
-from clip_cull.cli import app
-from helpers import faults, make_photo, real_fs
+from helpers import exiftool, faults, make_photo, real_fs, run
 
 EXIFTOOL = shutil.which("exiftool")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,17 +51,9 @@ DARKTABLE_SIDECAR = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
 def tree_hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def exiftool(*args) -> str:
-    return subprocess.run([EXIFTOOL, *args], capture_output=True, text=True, check=True).stdout
 
 
 # --- XMP ----------------------------------------------------------------------------------------
@@ -118,7 +108,7 @@ def test_history_names_the_folders_absolutely_whatever_folder_the_run_started_in
     monkeypatch.chdir(photo_folder.parent)
     assert run("tag", photo_folder.name).exit_code == 0
     monkeypatch.chdir("/")
-    table = CliRunner().invoke(app, ["history"], terminal_width=400, catch_exceptions=False).stdout
+    table = run("history", terminal_width=400).stdout
     assert str(photo_folder.resolve()) in table
 
 
