@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from helpers import counts_for_mean, fails_after, make_photo
 
 # No test may reach the network: open_clip and the hub must fail fast if anything tries.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -67,21 +68,6 @@ def private_state(private_cache) -> Path:
     return Path(os.environ["CLIPCULL_STATE"])
 
 
-@contextlib.contextmanager
-def fails_after(seconds: int):
-    """A test that hangs fails after `seconds` (SIGALRM) instead of hanging the suite."""
-    def expire(*_):
-        raise TimeoutError(f"test took over {seconds} s: something hangs")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.fixture
 def deadline():
     """For tests that run whole commands which could hang: 300 s, then a failure."""
@@ -125,23 +111,6 @@ def tiny_env(tiny_model_files, tiny_prompt_cache, private_cache, monkeypatch):
     return config, checkpoint
 
 
-def make_photo(path: Path, seed: int, size=(96, 64), fmt="JPEG", exif=None, **save_kwargs) -> Path:
-    """A small, distinct picture: smooth colour gradients plus noise, different per seed."""
-    rng = np.random.default_rng(seed)
-    h, w = size[1], size[0]
-    y, x = np.mgrid[0:h, 0:w]
-    base = rng.uniform(0, 255, 3)
-    slope = rng.uniform(-2, 2, (3, 2))
-    pixels = np.stack([base[c] + slope[c, 0] * x + slope[c, 1] * y for c in range(3)], axis=-1)
-    pixels += rng.normal(0, 12, pixels.shape)
-    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if exif is not None:
-        save_kwargs["exif"] = exif
-    img.save(path, fmt, **save_kwargs)
-    return path
-
-
 @pytest.fixture
 def photo_folder(tmp_path) -> Path:
     """Eight ordinary JPEGs in a folder with a subfolder."""
@@ -151,16 +120,6 @@ def photo_folder(tmp_path) -> Path:
     for i in range(6, 8):
         make_photo(folder / "day2" / f"IMG_{i:04d}.jpg", seed=i)
     return folder
-
-
-def counts_for_mean(target: float, votes: int = 100) -> list[int]:
-    """Ten rating counts whose mean is close to target (two neighbouring bins)."""
-    low = int(np.clip(np.floor(target), 1, 9))
-    frac = target - low
-    counts = [0] * 10
-    counts[low - 1] = round(votes * (1 - frac))
-    counts[low] = votes - counts[low - 1]
-    return counts
 
 
 @pytest.fixture

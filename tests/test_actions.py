@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from clip_cull.scoring.groups import burst_groups
 from clip_cull.culling.tag import parse_star_thresholds, star_ratings
 from clip_cull.culling.xmp import merge, read_fields, sidecar_path
-from clip_cull.cli import app
-from conftest import make_photo
+from helpers import exiftool, faults, make_photo, real_fs, run
 
 EXIFTOOL = shutil.which("exiftool")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,17 +51,9 @@ DARKTABLE_SIDECAR = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
 def tree_hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def exiftool(*args) -> str:
-    return subprocess.run([EXIFTOOL, *args], capture_output=True, text=True, check=True).stdout
 
 
 # --- XMP ----------------------------------------------------------------------------------------
@@ -118,7 +108,7 @@ def test_history_names_the_folders_absolutely_whatever_folder_the_run_started_in
     monkeypatch.chdir(photo_folder.parent)
     assert run("tag", photo_folder.name).exit_code == 0
     monkeypatch.chdir("/")
-    table = CliRunner().invoke(app, ["history"], terminal_width=400, catch_exceptions=False).stdout
+    table = run("history", terminal_width=400).stdout
     assert str(photo_folder.resolve()) in table
 
 
@@ -221,8 +211,7 @@ def _plan_for(folder, private_cache, keep_top=4):
 
 
 def test_crash_half_way_then_undo_or_rerun_loses_and_duplicates_nothing(tiny_env, photo_folder, private_cache,
-                                                                         private_state, monkeypatch):
-    import clip_cull.culling.move as move_module
+                                                                         private_state):
     from clip_cull.culling.journal import Journal
     from clip_cull.culling.move import apply_moves, resume_unfinished
     from clip_cull.store.state import StateStore
@@ -230,20 +219,17 @@ def test_crash_half_way_then_undo_or_rerun_loses_and_duplicates_nothing(tiny_env
 
     before = tree_hashes(photo_folder)
     steps = _plan_for(photo_folder, private_cache)
-    real = move_module.transfer
     calls = {"n": 0}
 
-    def crashing(src, dst, copy=False):
+    def crashing(src, dst):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # killed in the middle
-        return real(src, dst, copy)
+        return real_fs().link(src, dst)
 
-    monkeypatch.setattr(move_module, "transfer", crashing)
     store, state = Store.open(private_cache), StateStore.open(private_state)
-    with pytest.raises(KeyboardInterrupt):
+    with faults(link=crashing), pytest.raises(KeyboardInterrupt):
         apply_moves(store, Journal(state), steps, {})
-    monkeypatch.setattr(move_module, "transfer", real)
     assert sorted(before.values()) == sorted(tree_hashes(photo_folder).values())  # nothing lost or doubled
 
     assert resume_unfinished(store, Journal(state)) is not None  # a re-run completes it
@@ -283,24 +269,22 @@ def test_crash_after_a_rename_before_it_was_journaled(tiny_env, photo_folder, pr
     assert tree_hashes(photo_folder) == before
 
 
-def test_cross_filesystem_move_copies_verifies_then_removes(tmp_path, monkeypatch):
+def test_cross_filesystem_move_copies_verifies_then_removes(tmp_path):
     from clip_cull.culling import fileops
 
     src = make_photo(tmp_path / "a" / "x.jpg", 1)
     data = src.read_bytes()
-    real_rename = os.rename
 
     def no_cross_device_rename(a, b):
         if str(a) == str(src):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        return real_rename(a, b)
+        return real_fs().rename(a, b)
 
-    def no_cross_device_link(a, b, **kwargs):
+    def no_cross_device_link(a, b):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(fileops.os, "rename", no_cross_device_rename)
-    monkeypatch.setattr(fileops.os, "link", no_cross_device_link)
-    fileops.transfer(src, tmp_path / "b" / "x.jpg")
+    with faults(rename=no_cross_device_rename, link=no_cross_device_link):
+        fileops.transfer(src, tmp_path / "b" / "x.jpg")
     assert not src.exists() and (tmp_path / "b" / "x.jpg").read_bytes() == data
     assert not list(tmp_path.rglob("*.clipcull-partial"))
     with pytest.raises(fileops.FileOpError, match="never overwrites"):

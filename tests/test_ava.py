@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from typer.testing import CliRunner
 
 from clip_cull.research.ava import binary_labels, load_ava, make_split, mean_scores, read_ids
-from clip_cull.cli import app
 from clip_cull.model.heads import load_head, resolve_head
 from clip_cull.model.heads.files import HeadError, check_backbone, save_head
 from clip_cull.model.heads.linear import choose_ridge_alpha, fit_linear, probe_head
@@ -19,6 +17,7 @@ from clip_cull.model.heads.prompt import PromptHead, adjective_prompts
 from clip_cull.research.metrics import evaluate, pearson, rankdata, spearman
 from clip_cull.model.prompts import negative_adjectives, positive_adjectives
 from clip_cull.research.train import best_pair, search_prompts
+from helpers import run
 
 
 # --- arithmetic and metrics ---------------------------------------------------------------------
@@ -207,10 +206,6 @@ def test_pth_head_with_a_pickle_payload_is_refused_without_running(tmp_path, pic
 
 
 # --- the commands on a mini-AVA -------------------------------------------------------------------------
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_train_linear_then_eval_and_rank_with_the_head(tiny_env, mini_ava, tmp_path, photo_folder):

@@ -15,7 +15,7 @@ from clip_cull.core.files import walk_photos
 from clip_cull.scoring.indexer import IndexOptions, index_photos
 from clip_cull.model.session import ModelSession
 from clip_cull.store.cache import Store, migrations
-from conftest import make_photo
+from helpers import make_photo
 
 
 @pytest.fixture

@@ -12,16 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from typer.testing import CliRunner
 
-from clip_cull.cli import app
-from conftest import make_photo
+from helpers import make_photo, run, usage_error
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def rank_json(*args):
@@ -166,7 +160,7 @@ def test_offline_default_weights_explain_what_to_do(photo_folder, monkeypatch):
 
 
 def test_json_and_csv_together_is_a_usage_error(tiny_env, photo_folder):
-    assert run("rank", photo_folder, "--json", "--csv").exit_code == 2
+    usage_error(run("rank", photo_folder, "--json", "--csv"), "Invalid value: choose one of --json and --csv")
 
 
 def test_help_documents_exit_codes():
@@ -343,7 +337,8 @@ def test_torchrun_splits_the_work_and_process_0_prints_once(tiny_env, photo_fold
 
 @pytest.mark.parametrize("value", ["2/2", "x", "1/0", "-1/2"])
 def test_bad_shard_is_a_usage_error(tiny_env, photo_folder, value):
-    assert run("rank", photo_folder, "--shard", value).exit_code == 2
+    message = usage_error(run("rank", photo_folder, "--shard", value), "Invalid value: --shard", f"(got '{value}')")
+    assert ("needs 0 <= K < N" if "/" in value else "takes K/N") in message
 
 
 def test_checkpoint_that_fails_to_load_in_the_background_is_one_clear_error(tiny_model_files, photo_folder, tmp_path):

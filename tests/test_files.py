@@ -7,7 +7,7 @@ import pytest
 
 from clip_cull.core.errors import InputError
 from clip_cull.core.files import content_fingerprint, walk_photos
-from conftest import make_photo
+from helpers import make_photo
 
 
 def names(result, root):

@@ -8,15 +8,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from clip_cull.cli import app
 from clip_cull.research.finetune import emd_loss
 from clip_cull.model.heads.finetuned import distribution_mean
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+from helpers import run
 
 
 def test_emd_of_known_distributions():

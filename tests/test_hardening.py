@@ -16,14 +16,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
-from typer.testing import CliRunner
 
-from clip_cull.cli import app
-from conftest import make_photo
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+from helpers import make_photo, run
 
 
 def tree_hashes(root: Path) -> list[str]:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from typer.testing import CliRunner
 
 from clip_cull import __version__
 from clip_cull.cli import app
 from clip_cull.cli.options import ADVANCED
+from helpers import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREEN = 60  # lines of a terminal, with room to spare
@@ -30,7 +30,7 @@ def commands(command=None, path=()):
 
 
 def help_text(*words: str) -> str:
-    result = CliRunner().invoke(app, [*words, "--help"], env={"COLUMNS": WIDTH, "NO_COLOR": "1", "TERM": "dumb"})
+    result = run(*words, "--help", env={"COLUMNS": WIDTH, "NO_COLOR": "1", "TERM": "dumb"}, catch_exceptions=True)
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -67,7 +67,7 @@ def test_scoring_commands_group_their_options_in_panels():
 
 @pytest.mark.parametrize("option", ["-V", "--version"])
 def test_dash_capital_v_prints_the_version(option):
-    result = CliRunner().invoke(app, [option])
+    result = run(option, catch_exceptions=True)
     assert result.exit_code == 0
     assert result.stdout == f"clipcull {__version__}\n"
     assert "-V" in help_text()

@@ -5,15 +5,13 @@ Expected values come from exiftool and hashlib, never from clipcull's own reader
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from clip_cull.culling.writer import Edit, plan_sidecar, write
-from conftest import fails_after, make_photo
+from helpers import exiftool_json, fails_after, make_photo
 
 EXIFTOOL = shutil.which("exiftool")
 pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
@@ -28,12 +26,6 @@ def time_limit():
         yield
 
 
-def exiftool_xmp(path: Path) -> dict:
-    out = subprocess.run([EXIFTOOL, "-j", "-struct", "-G1", "-XMP:all", str(path)],
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out)[0]
-
-
 def test_a_prefix_bound_elsewhere_in_one_sidecar_never_moves_anothers_lightroom_keywords(tmp_path):
     """exiv2 keeps one process-wide prefix table: after a sidecar that binds `lr` to another
     namespace, the next sidecar's Lightroom keyword hierarchy was written under that namespace
@@ -44,20 +36,20 @@ def test_a_prefix_bound_elsewhere_in_one_sidecar_never_moves_anothers_lightroom_
         'xmlns:lr="http://ns.adobe.com/lightroom/1.0/" xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#"'
         ' xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"',
         "<lr:hierarchicalSubject><rdf:Bag><rdf:li>Places|Berlin</rdf:li></rdf:Bag></lr:hierarchicalSubject>"))
-    before_b = exiftool_xmp(tmp_path / "B.xmp")
+    before_b = exiftool_json(tmp_path / "B.xmp", "-struct", "-G1", "-XMP:all")
     assert before_b["XMP-lr:HierarchicalSubject"] == ["Places|Berlin"]
     changes = [plan_sidecar(str(photo), tmp_path / f"{photo.stem}.xmp", Edit(3, keywords=["clipcull:rated"]))
                for photo in (first, second)]
     for change in changes:
         if change.writes:
             write(change)
-    after_b = exiftool_xmp(tmp_path / "B.xmp")
+    after_b = exiftool_json(tmp_path / "B.xmp", "-struct", "-G1", "-XMP:all")
     # Written or left alone, Lightroom's keywords stay in Lightroom's namespace
     assert after_b.get("XMP-lr:HierarchicalSubject") == ["Places|Berlin"]
     assert not [k for k in after_b if k.startswith("XMP-") and k.endswith(":HierarchicalSubject")
                 and k != "XMP-lr:HierarchicalSubject"]
     assert after_b.get("XMP-xmp:Rating") == 3  # and it is written (each sidecar read on its own)
-    assert exiftool_xmp(tmp_path / "A.xmp").get("XMP-xmp:Rating") == 3
+    assert exiftool_json(tmp_path / "A.xmp", "-struct", "-G1", "-XMP:all").get("XMP-xmp:Rating") == 3
 
 
 OURS = {"XMP-xmp:Rating", "XMP-dc:Subject", "XMP-xmp:Label", "XMP-x:XMPToolkit", "SourceFile"}
@@ -77,11 +69,11 @@ def test_a_sidecar_exiv2_would_rewrite_differently_is_left_alone(tmp_path, names
     sidecar.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-'
                        f'syntax-ns#"><rdf:Description {namespaces} {attributes}/></rdf:RDF></x:xmpmeta>')
     before_bytes = sidecar.read_bytes()
-    before = {k: v for k, v in exiftool_xmp(sidecar).items() if k not in OURS}
+    before = {k: v for k, v in exiftool_json(sidecar, "-struct", "-G1", "-XMP:all").items() if k not in OURS}
     change = plan_sidecar(str(photo), sidecar, Edit(3, keywords=["clipcull:rated"]))
     if change.writes:
         write(change)
-    after = {k: v for k, v in exiftool_xmp(sidecar).items() if k not in OURS}
+    after = {k: v for k, v in exiftool_json(sidecar, "-struct", "-G1", "-XMP:all").items() if k not in OURS}
     raw = sidecar.read_bytes()
     assert raw == before_bytes or (after == before and b"InstanceID" not in raw
                                    and b'"http://ns.microsoft.com/photo/1.0/"' not in raw)
@@ -110,9 +102,9 @@ def test_tag_label_never_claims_the_photographers_own_label_of_the_same_colour(t
     subprocess.run([EXIFTOOL, "-q", "-o", str(sidecar), "-XMP-xmp:Label=Green", str(photo)], check=True)
     journal = Journal(StateStore.open(tmp_path / "state.db"))
     _tag(journal, [photo], label="Green", thresholds=[(5, 0.0)])
-    assert exiftool_xmp(sidecar)["XMP-xmp:Rating"] == 5
+    assert exiftool_json(sidecar, "-struct", "-G1", "-XMP:all")["XMP-xmp:Rating"] == 5
     _tag(journal, [photo], label="Green", thresholds=[(5, 0.9), (4, 0.0)])
-    after = exiftool_xmp(sidecar)
+    after = exiftool_json(sidecar, "-struct", "-G1", "-XMP:all")
     assert after["XMP-xmp:Rating"] == 4
     assert after.get("XMP-xmp:Label") == "Green"  # the photographer's label stays
 
@@ -130,12 +122,12 @@ def test_a_review_decision_equal_to_clipculls_rating_becomes_the_photographers(t
     state = StateStore.open(tmp_path / "state.db")
     journal = Journal(state)
     _tag(journal, [photo], thresholds=[(3, 0.0)])
-    assert exiftool_xmp(sidecar)["XMP-xmp:Rating"] == 3
+    assert exiftool_json(sidecar, "-struct", "-G1", "-XMP:all")["XMP-xmp:Rating"] == 3
     subprocess.run([EXIFTOOL, "-q", "-overwrite_original", "-XMP-dc:Subject=", str(sidecar)], check=True)
     writer = DecisionWriter(state, {"command": "review"})
     assert writer.decide(str(photo), [], rating=3).rating == 3  # the page shows the photographer's 3
     _tag(journal, [photo], thresholds=[(5, 0.0)])
-    assert exiftool_xmp(sidecar)["XMP-xmp:Rating"] == 3  # kept: the photographer's
+    assert exiftool_json(sidecar, "-struct", "-G1", "-XMP:all")["XMP-xmp:Rating"] == 3  # kept: the photographer's
 
 
 def test_a_new_photos_sidecar_under_a_reused_name_is_the_photographers(tmp_path):
@@ -159,5 +151,5 @@ def test_a_new_photos_sidecar_under_a_reused_name_is_the_photographers(tmp_path)
                    check=True)
     before = sidecar.read_bytes()
     _tag(journal, [photo], thresholds=[(5, 0.0)])
-    assert exiftool_xmp(sidecar)["XMP-xmp:Rating"] == 3
+    assert exiftool_json(sidecar, "-struct", "-G1", "-XMP:all")["XMP-xmp:Rating"] == 3
     assert sidecar.read_bytes() == before

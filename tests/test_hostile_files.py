@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_photo
+from helpers import make_photo, run
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
@@ -384,12 +384,10 @@ def test_a_cache_locked_for_a_minute_during_move_is_one_line(tiny_env, photo_fol
     locker.execute("begin immediate")  # another program holds the write lock
     try:
         # the busy timeout shortened through the environment would need a knob; patch it in-process instead
-        from typer.testing import CliRunner
 
-        from clip_cull.cli import app
 
         monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 1)
-        result = CliRunner().invoke(app, ["move", str(photo_folder), "--worst", "50%"])
+        result = run("move", str(photo_folder), "--worst", "50%", catch_exceptions=True)
     finally:
         locker.rollback()
         locker.close()

@@ -16,7 +16,7 @@ from clip_cull.culling.undo import undo_run
 from clip_cull.review.decisions import DecisionWriter, ReviewError
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from conftest import fails_after, make_photo
+from helpers import fails_after, make_photo
 
 FOREIGN = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator><rdf:Seq>'

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from clip_cull.culling.fileops import PARTIAL_SUFFIX, partial_path, sweep_partials, write_atomic
-from helpers import run
-from conftest import fails_after, make_photo
+from helpers import faults, fails_after, make_photo, real_fs, run
 
 EXIFTOOL = shutil.which("exiftool")
 NEEDS_EXIFTOOL = pytest.mark.skipif(EXIFTOOL is None, reason=".ci/run installs exiftool")
@@ -470,7 +469,7 @@ def test_ctrl_c_during_tag_says_what_was_written_and_undo_removes_it(tiny_env, t
     assert files(twelve) == before
 
 
-def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path, monkeypatch):
+def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path):
     """In-process, the mechanism itself: SIGINT arrives after a file has moved and before its
     step is journaled; the step ends (journaled done), then Interrupted says what was done."""
     import signal
@@ -484,18 +483,17 @@ def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path, m
     shoot = tmp_path / "shoot"
     photos = [make_photo(shoot / f"IMG_{i}.jpg", seed=i) for i in range(4)]
     steps = [Step("move", str(p), str(shoot / "_rejects" / p.name)) for p in photos]
-    real, calls = move_module.transfer, []
+    calls = []
 
-    def transfer_then_ctrl_c(src, dst, copy=False):
-        real(src, dst, copy)
+    def link_then_ctrl_c(src, dst):
+        real_fs().link(src, dst)
         calls.append(src)
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGINT)  # held until the step is journaled
 
-    monkeypatch.setattr(move_module, "transfer", transfer_then_ctrl_c)
     store, state = Store.open(tmp_path / "cache.db"), StateStore.open(tmp_path / "state.db")
     try:
-        with pytest.raises(Interrupted) as stopped:
+        with faults(link=link_then_ctrl_c), pytest.raises(Interrupted) as stopped:
             move_module.apply_moves(store, Journal(state), steps, {"command": "move"})
         assert (stopped.value.run_id, stopped.value.done, stopped.value.left) == (1, 2, 2)
         assert isinstance(stopped.value, KeyboardInterrupt)
@@ -508,7 +506,7 @@ def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path, m
     assert sorted(os.listdir(shoot)) == ["IMG_2.jpg", "IMG_3.jpg", "_rejects"]
 
 
-def test_ctrl_c_during_undo_lets_the_step_end_and_a_second_undo_finishes(tmp_path, monkeypatch):
+def test_ctrl_c_during_undo_lets_the_step_end_and_a_second_undo_finishes(tmp_path):
     """SIGINT after undo put one file back and before the journal knew: the step ends (marked
     undone), undo stops, and the next undo puts back the rest, with nothing in conflict."""
     import signal
@@ -525,20 +523,18 @@ def test_ctrl_c_during_undo_lets_the_step_end_and_a_second_undo_finishes(tmp_pat
     store, state = Store.open(tmp_path / "cache.db"), StateStore.open(tmp_path / "state.db")
     try:
         run_id = move_module.apply_moves(store, Journal(state), steps, {"command": "move"})
-        real, calls = undo_module.transfer, []
+        calls = []
 
-        def transfer_then_ctrl_c(src, dst, copy=False):
-            real(src, dst, copy)
+        def link_then_ctrl_c(src, dst):
+            real_fs().link(src, dst)
             calls.append(src)
             if len(calls) == 2:
                 os.kill(os.getpid(), signal.SIGINT)  # held until the step is journaled
 
-        monkeypatch.setattr(undo_module, "transfer", transfer_then_ctrl_c)
-        with pytest.raises(KeyboardInterrupt):
+        with faults(link=link_then_ctrl_c), pytest.raises(KeyboardInterrupt):
             undo_module.undo_run(store, Journal(state), run_id)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         assert [s.state for s in Journal(state).steps(run_id)] == ["done", "done", "undone", "undone"]
-        monkeypatch.setattr(undo_module, "transfer", real)
         report = undo_module.undo_run(store, Journal(state), run_id)
         assert not report.conflicts and report.restored == 2
     finally:

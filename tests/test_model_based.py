@@ -56,7 +56,7 @@ from clip_cull.core.files import walk_photos
 from clip_cull.review.decisions import DecisionWriter, ReviewError
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from conftest import fails_after, make_photo
+from helpers import fails_after, make_photo
 
 EXIFTOOL = shutil.which("exiftool")
 pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")

@@ -7,9 +7,9 @@ sidecars are written and read back with exiftool."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
-import json
 import os
 import shutil
 import sqlite3
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from clip_cull.culling import fileops
 from clip_cull.culling import move as move_module
@@ -29,12 +28,11 @@ from clip_cull.culling.journal import (CONFLICT, DONE, FAILED, PLANNED, RUNNING,
                                        Step)
 from clip_cull.culling.move import MoveStopped, apply_moves, check_destination, plan_moves, resume_unfinished
 from clip_cull.culling.undo import undo_run
-from clip_cull.cli import app
 from clip_cull.core.errors import CacheError, InputError
 from clip_cull.core.files import content_fingerprint
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from conftest import fails_after, make_photo
+from helpers import exiftool, fails_after, faults, make_photo, real_fs, run, sha, usage_error, xmp_of
 
 EXIFTOOL = shutil.which("exiftool")
 
@@ -44,14 +42,6 @@ def time_limit():
     """No test here may hang: each gets 240 s, then fails."""
     with fails_after(240):
         yield
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -73,14 +63,8 @@ def contents(*roots: Path) -> Counter:
 def exiftool_sidecar(path: Path, **tags) -> Path:
     """A sidecar written by exiftool itself (not by clipcull)."""
     args = [f"-XMP-{k.replace('_', ':')}={v}" for k, v in tags.items()]
-    subprocess.run([EXIFTOOL, "-q", "-o", str(path), *args], check=True, capture_output=True, timeout=60)
+    exiftool("-q", "-o", path, *args)
     return path
-
-
-def exif_json(path: Path) -> dict:
-    out = subprocess.run([EXIFTOOL, "-j", "-XMP:all", str(path)], check=True, capture_output=True, text=True,
-                         timeout=60).stdout
-    return json.loads(out)[0]
 
 
 @dataclass
@@ -297,23 +281,20 @@ def test_undo_of_a_run_killed_before_its_first_step(shoot, private_cache):
     store.close()
 
 
-def test_only_interrupted_runs_are_resumed_and_undone_steps_stay_undone(shoot, private_cache, monkeypatch):
+def test_only_interrupted_runs_are_resumed_and_undone_steps_stay_undone(shoot, private_cache):
     store, journal = journal_at(private_cache)
     photos = [shoot / "IMG_0000.jpg", shoot / "IMG_0001.jpg", shoot / "IMG_0002.jpg"]
     steps = plan_moves([Shot(str(p)) for p in photos], [str(shoot)], None)
-    real = move_module.transfer
     calls = []
 
-    def killed_at_third(src, dst, copy=False):
+    def killed_at_third(src, dst):
         calls.append(src)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        real(src, dst, copy)
+        real_fs().link(src, dst)
 
-    monkeypatch.setattr(move_module, "transfer", killed_at_third)
-    with pytest.raises(KeyboardInterrupt):
+    with faults(link=killed_at_third), pytest.raises(KeyboardInterrupt):
         apply_moves(store, journal, steps, {})
-    monkeypatch.setattr(move_module, "transfer", real)
     run_id = journal.runs(1)[0].id
     assert states(private_cache, run_id) == (RUNNING, [DONE, DONE, PLANNED])
     assert journal.unfinished("move").id == run_id  # killed: resumable
@@ -348,16 +329,13 @@ def test_cli_move_after_undo_with_conflict_does_not_move_back(tiny_env, shoot, p
     assert back.is_file() and moved[0].is_file()
 
 
-def test_failed_run_is_not_resumed_and_the_message_does_not_promise_it(shoot, private_cache, monkeypatch):
-    real = move_module.transfer
-
-    def disk_full_on_second(src, dst, copy=False):
-        if src.endswith("IMG_0001.jpg"):
+def test_failed_run_is_not_resumed_and_the_message_does_not_promise_it(shoot, private_cache):
+    def disk_full_on_second(src, dst):
+        if str(src).endswith("IMG_0001.jpg"):
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(src, dst, copy)
+        real_fs().link(src, dst)
 
-    monkeypatch.setattr(move_module, "transfer", disk_full_on_second)
-    with pytest.raises(MoveStopped) as stopped:
+    with faults(link=disk_full_on_second), pytest.raises(MoveStopped) as stopped:
         move_files(private_cache, shoot, [shoot / "IMG_0000.jpg", shoot / "IMG_0001.jpg"])
     assert stopped.value.done == 1 and "No space left on device" in stopped.value.reason
     assert states(private_cache, stopped.value.run_id) == (FAILED, [DONE, FAILED])
@@ -388,7 +366,7 @@ def test_shared_sidecar_moves_once_with_all_its_photos(one_stem, private_cache):
         ("IMG_0002.tif", "_rejects/IMG_0002.tif"), ("IMG_0002.xmp", "_rejects/IMG_0002.xmp"),
         ("IMG_0002.jpg", "_rejects/IMG_0002.jpg"), ("IMG_0002.png", "_rejects/IMG_0002.png")]
     assert sorted(tree(one_stem / "_rejects").values()) == sorted(v for k, v in before.items() if "0002" in k)
-    assert exif_json(one_stem / "_rejects" / "IMG_0002.xmp")["Creator"] == "Ana"
+    assert xmp_of(one_stem / "_rejects" / "IMG_0002.xmp")["Creator"] == "Ana"
     assert not undo(private_cache, run_id).conflicts
     assert tree(one_stem) == before
 
@@ -456,32 +434,40 @@ def test_cli_bad_destination_is_exit_2_and_journals_nothing(tiny_env, shoot, tmp
     to = {"file": tmp_path / "a-file", "self": shoot, "inside": shoot / "sub"}[where]
     before = tree(shoot)
     result = run("move", shoot, "--worst", "50%", "--to", to)
-    assert result.exit_code == 2
-    assert "--to" in result.stderr and "Traceback" not in result.stderr
+    problem = {"file": "it exists and is not a folder", "self": "it is the folder being culled",
+               "inside": "it is inside the folder being culled"}[where]
+    usage_error(result, "Invalid value: --to", problem)
+    assert "Traceback" not in result.stderr
     assert tree(shoot) == before and run_count(private_cache) == 0
 
 
 # --- 5. leftover .clipcull-partial files ---------------------------------------------------------
 
 
-def _small_disk(folder: Path, monkeypatch) -> bool:
-    """A 64 KiB tmpfs at folder (we are root in CI); else a full disk simulated on copies into
-    folder (ENOSPC after half the bytes, as a real file system would). True when mounted."""
+@contextlib.contextmanager
+def small_disk(folder: Path):
+    """A 64 KiB tmpfs at folder (we are root in CI), unmounted after the block; else a full disk
+    simulated on copies into folder (ENOSPC after half the bytes, as a real file system would)."""
     folder.mkdir()
     try:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], check=True,
                        capture_output=True, timeout=30)
-        return True
     except (subprocess.CalledProcessError, FileNotFoundError, PermissionError):
         pass
-    real_link, used = fileops.os.link, [0]
+    else:
+        try:
+            yield
+        finally:
+            subprocess.run(["umount", str(folder)], capture_output=True, timeout=30)
+        return
+    used = [0]
 
-    def other_device(a, b, **kw):
+    def other_device(a, b):
         if str(b).startswith(str(folder)):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        return real_link(a, b, **kw)
+        return real_fs().link(a, b)
 
-    def filling(fin, fout, length=0):
+    def filling(fin, fout):
         data = fin.read()
         if used[0] + len(data) > 64 * 1024 and fout.name.startswith(str(folder)):
             fout.write(data[: len(data) // 2])
@@ -489,19 +475,17 @@ def _small_disk(folder: Path, monkeypatch) -> bool:
         used[0] += len(data)
         fout.write(data)
 
-    monkeypatch.setattr(fileops.os, "link", other_device)
-    monkeypatch.setattr(fileops.shutil, "copyfileobj", filling)
-    return False
+    with faults(link=other_device, copy=filling):
+        yield
 
 
-def test_enospc_on_the_destination(tiny_env, tmp_path, private_cache, monkeypatch):
+def test_enospc_on_the_destination(tiny_env, tmp_path, private_cache):
     shoot = tmp_path / "big"
     for i in range(4):
         make_photo(shoot / f"IMG_{i:04d}.jpg", seed=i, size=(240, 170), quality=100)
     assert all(24 * 1024 < p.stat().st_size < 48 * 1024 for p in shoot.iterdir())  # one or two fit in 64 KiB
     small = tmp_path / "small"
-    mounted = _small_disk(small, monkeypatch)
-    try:
+    with small_disk(small):
         before = contents(shoot)
         result = run("move", shoot, "--worst", "100%", "--to", small)
         assert result.exit_code == 1
@@ -515,27 +499,20 @@ def test_enospc_on_the_destination(tiny_env, tmp_path, private_cache, monkeypatc
         assert "interrupted" not in again.stderr  # a failed run is not "finished" later
         assert run("undo", "1").exit_code == 0
         assert contents(shoot) == before and not list(small.iterdir())
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(small)], capture_output=True, timeout=30)
 
 
-def test_partials_killed_runs_left_are_swept_by_the_next_run_and_by_undo(shoot, private_cache, monkeypatch):
+def test_partials_killed_runs_left_are_swept_by_the_next_run_and_by_undo(shoot, private_cache):
     store, journal = journal_at(private_cache)
     steps = plan_moves([Shot(str(shoot / "IMG_0000.jpg")), Shot(str(shoot / "IMG_0001.jpg"))], [str(shoot)], None)
-    real = move_module.transfer
 
-    def killed_mid_copy(src, dst, copy=False):
-        if src.endswith("IMG_0001.jpg"):
-            Path(dst).parent.mkdir(parents=True, exist_ok=True)
-            Path(dst + PARTIAL_SUFFIX).write_bytes(b"half a photo")  # SIGKILL while copying
+    def killed_mid_copy(src, dst):
+        if str(src).endswith("IMG_0001.jpg"):
+            Path(str(dst) + PARTIAL_SUFFIX).write_bytes(b"half a photo")  # SIGKILL while copying
             raise KeyboardInterrupt
-        real(src, dst, copy)
+        real_fs().link(src, dst)
 
-    monkeypatch.setattr(move_module, "transfer", killed_mid_copy)
-    with pytest.raises(KeyboardInterrupt):
+    with faults(link=killed_mid_copy), pytest.raises(KeyboardInterrupt):
         apply_moves(store, journal, steps, {})
-    monkeypatch.setattr(move_module, "transfer", real)
     partial = Path(steps[1].dst + PARTIAL_SUFFIX)
     assert partial.exists()
     stranger = shoot / "_rejects" / "notes.txt.clipcull-partial"  # not next to a planned destination
@@ -556,18 +533,18 @@ def test_partials_killed_runs_left_are_swept_by_the_next_run_and_by_undo(shoot, 
     assert states(private_cache, tag_run) == (UNDONE, [UNDONE])
 
 
-def test_interrupted_writes_and_copies_leave_no_partial(tmp_path, monkeypatch):
+def test_interrupted_writes_and_copies_leave_no_partial(tmp_path):
     side = tmp_path / "IMG.xmp"
     side.write_text("old")
 
     def interrupted(fd):
         raise KeyboardInterrupt  # Ctrl-C while the temporary file is written
 
-    monkeypatch.setattr(fileops.os, "fsync", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        write_atomic(side, b"new")
-    with pytest.raises(KeyboardInterrupt):
-        fileops._copy_verified(side, tmp_path / "copy.xmp")
+    with faults(fsync=interrupted):
+        with pytest.raises(KeyboardInterrupt):
+            write_atomic(side, b"new")
+        with pytest.raises(KeyboardInterrupt):
+            fileops._copy_verified(side, tmp_path / "copy.xmp")
     assert side.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["IMG.xmp"]
 
 
@@ -581,13 +558,13 @@ def test_undo_of_a_tag_run_after_a_move_restores_sidecars_where_they_are(tiny_en
     assert run("tag", shoot).exit_code == 0  # run 1
     assert run("move", shoot, "--worst", "100%").exit_code == 0  # run 2: photos and sidecars
     moved_side = shoot / "_rejects" / "IMG_0000.xmp"
-    assert exif_json(moved_side).get("Rating") is not None
+    assert xmp_of(moved_side).get("Rating") is not None
     result = run("undo", "1")
     assert result.exit_code == 0, result.stderr
     err = " ".join(result.stderr.split())
     assert f"{shoot / 'IMG_0000.xmp'}: restored at {moved_side}, where move run 2 took it" in err
     assert sha(moved_side) == before["IMG_0000.xmp"]  # the photographer's bytes, in its new place
-    assert "Rating" not in exif_json(moved_side) and exif_json(moved_side)["Creator"] == "Ana"
+    assert "Rating" not in xmp_of(moved_side) and xmp_of(moved_side)["Creator"] == "Ana"
     assert sorted(p.name for p in (shoot / "_rejects").iterdir()) == sorted([f"IMG_000{i}.jpg" for i in range(4)] + ["IMG_0000.xmp"])
     result = run("undo", "2")
     assert result.exit_code == 0, result.stderr
@@ -642,7 +619,7 @@ def test_read_only_sidecar_stays_read_only_and_undo_restores_bytes_and_mode(shoo
     side.chmod(0o640)  # the mode changes, the bytes are clipcull's: undo puts back both
     assert not undo(private_cache, run_id).conflicts
     assert side.read_bytes() == old and stat.S_IMODE(side.stat().st_mode) == 0o444
-    assert exif_json(side)["Creator"] == "Ana"
+    assert xmp_of(side)["Creator"] == "Ana"
 
 
 @pytest.mark.parametrize("replacement", ["symlink", "folder"])
@@ -1002,13 +979,14 @@ def test_a_copy_changed_since_keeps_its_bytes_and_is_named(shoot, tmp_path, priv
     assert (backup / "IMG_0001.xmp").read_bytes() == b"edited in the backup"
 
 
-def test_every_interrupted_run_is_finished_oldest_first(shoot, private_cache, monkeypatch):
-    real = move_module.transfer
-    monkeypatch.setattr(move_module, "transfer", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-    for name in ("IMG_0000.jpg", "IMG_0001.jpg"):
-        with pytest.raises(KeyboardInterrupt):
-            move_files(private_cache, shoot, [shoot / name])
-    monkeypatch.setattr(move_module, "transfer", real)
+def test_every_interrupted_run_is_finished_oldest_first(shoot, private_cache):
+    def ctrl_c(src, dst):
+        raise KeyboardInterrupt
+
+    with faults(link=ctrl_c):
+        for name in ("IMG_0000.jpg", "IMG_0001.jpg"):
+            with pytest.raises(KeyboardInterrupt):
+                move_files(private_cache, shoot, [shoot / name])
     store, journal = journal_at(private_cache)
     finished = []
     assert resume_unfinished(store, journal, [], finished) == 2 and finished == [1, 2]

@@ -17,8 +17,7 @@ from clip_cull.culling.journal import Journal
 from clip_cull.culling.undo import undo_run
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from conftest import fails_after, make_photo
-from helpers import EXIFTOOL, exiftool, run, sha, xmp_of
+from helpers import EXIFTOOL, exiftool, fails_after, make_photo, run, sha, xmp_of
 
 pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
 

@@ -28,22 +28,18 @@ def test_default_state_locations():
 
 
 def test_the_cli_uses_clipcull_db_over_the_default(monkeypatch, tmp_path):
-    from typer.testing import CliRunner
-
-    from clip_cull.cli import app
+    from helpers import run
 
     monkeypatch.setenv("CLIPCULL_DB", str(tmp_path / "here.db"))
-    result = CliRunner().invoke(app, ["undo"])  # history needs no cache; undo opens it (moved photos' rows)
+    result = run("undo", catch_exceptions=True)  # history needs no cache; undo opens it (moved photos' rows)
     assert result.exit_code == 1 and "nothing to undo" in result.stderr
     assert (tmp_path / "here.db").is_file()
 
 
 def test_the_state_database_is_in_the_user_state_folder_unless_told(monkeypatch, tmp_path):
-    from typer.testing import CliRunner
-
-    from clip_cull.cli import app
+    from helpers import run
 
     monkeypatch.delenv("CLIPCULL_STATE")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-    assert CliRunner().invoke(app, ["history"]).exit_code == 0
+    assert run("history", catch_exceptions=True).exit_code == 0
     assert (tmp_path / "xdg-state" / "clipcull" / "state.db").is_file()

@@ -5,16 +5,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
-from typer.testing import CliRunner
 
-from clip_cull.cli import app
 from clip_cull.core.images import decode_raw
 from clip_cull.core.quality import flag, measure
-from conftest import make_photo
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+from helpers import make_photo, run
 
 
 def make_dng(path: Path, preview_size=(384, 256), preview_colour=(200, 30, 30), orientation=1) -> Path:

@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from clip_cull.cli import app
+from helpers import run
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -158,7 +157,7 @@ def test_the_quick_start_prints_what_the_readme_shows(tiny_env, tmp_path, monkey
         argv = shlex.split(command)
         assert argv[0] == "clipcull", command
         args = [str(folder) + a[len(SHOWN_FOLDER):] if a.startswith(SHOWN_FOLDER) else a for a in argv[1:]]
-        result = CliRunner().invoke(app, args, catch_exceptions=False)
+        result = run(*args)
         output = result.output
         for real, as_shown in places:
             output = output.replace(real, as_shown)

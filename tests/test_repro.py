@@ -18,14 +18,9 @@ import pytest
 import scipy.linalg
 import scipy.stats
 from PIL import Image
-from typer.testing import CliRunner
 
-from clip_cull.cli import app
 from clip_cull.core.errors import ClipCullError
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+from helpers import run
 
 
 # --- 2. DDP keeps the paper's total batch ------------------------------------------------------
@@ -106,7 +101,7 @@ def wide_ava(tmp_path, monkeypatch):
     import open_clip
     import torch
 
-    from conftest import counts_for_mean
+    from helpers import counts_for_mean
 
     config = tmp_path / "clipcull-test-wide768.json"
     config.write_text(json.dumps(WIDE_CONFIG))
@@ -237,7 +232,7 @@ def test_prompt_head_file_keeps_its_scoring(tmp_path):
 def odd_ava(tmp_path):
     """An AVA folder with a 4:1 panorama, a JPEG stored sideways with EXIF orientation 6 (set by
     exiftool), and an ordinary one."""
-    from conftest import counts_for_mean, make_photo
+    from helpers import counts_for_mean, make_photo
 
     folder = tmp_path / "ava"
     make_photo(folder / "images" / "1.jpg", seed=1, size=(400, 100))

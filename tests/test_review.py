@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFilter
 
-from conftest import fails_after, make_photo
 from test_search import independent_search_order
+from helpers import fails_after, make_photo
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIFTOOL = shutil.which("exiftool")

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from clip_cull.cli import app
+from helpers import run
 from clip_cull.review import server
 from clip_cull.review.server import Access
 
@@ -40,7 +39,7 @@ def free_port() -> int:
 def test_loopback_by_default_url_alone_on_stdout_and_browser_opened(tiny_env, photo_folder, no_serving):
     served, opened = no_serving
     port = free_port()
-    result = CliRunner().invoke(app, ["review", str(photo_folder), "--port", str(port)], catch_exceptions=False)
+    result = run("review", str(photo_folder), "--port", str(port))
     assert result.exit_code == 0, result.stderr
     assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/r/[\w-]{{22}}/\?token=[\w-]{{43}}\n", result.stdout)
     assert served == [("127.0.0.1", port)]
@@ -50,8 +49,7 @@ def test_loopback_by_default_url_alone_on_stdout_and_browser_opened(tiny_env, ph
 
 def test_no_browser_and_another_host_warns(tiny_env, photo_folder, no_serving):
     served, opened = no_serving
-    result = CliRunner().invoke(app, ["review", str(photo_folder), "--no-browser", "--host", "0.0.0.0"],
-                                catch_exceptions=False)
+    result = run("review", str(photo_folder), "--no-browser", "--host", "0.0.0.0")
     assert result.exit_code == 0
     assert opened == [] and served[0][0] == "0.0.0.0"
     assert "warning: listening on 0.0.0.0, not only on this machine" in result.stderr
@@ -63,7 +61,7 @@ def test_a_port_in_use_is_one_line(tiny_env, photo_folder, no_serving):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(app, ["review", str(photo_folder), "--no-browser", "--port", str(port)])
+        result = run("review", str(photo_folder), "--no-browser", "--port", str(port), catch_exceptions=True)
     assert result.exit_code == 1
     assert f"clipcull: error: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -103,7 +101,7 @@ def test_the_browser_is_opened_on_a_private_redirect_file_never_on_the_token(tin
 
     monkeypatch.setattr("webbrowser.open", browser_opener)
     monkeypatch.setattr(server, "serve", lambda app_, sock, **_: sock.close())
-    result = CliRunner().invoke(app, ["review", str(photo_folder)], catch_exceptions=False)
+    result = run("review", str(photo_folder))
     assert result.exit_code == 0, result.stderr
     url = result.stdout.strip()
     token = url.rsplit("token=", 1)[1]
@@ -123,7 +121,7 @@ def test_the_redirect_file_goes_even_when_serving_fails(tiny_env, photo_folder, 
         raise KeyboardInterrupt  # a second Ctrl-C while shutting down
 
     monkeypatch.setattr(server, "serve", fails)
-    CliRunner().invoke(app, ["review", str(photo_folder)])
+    run("review", str(photo_folder), catch_exceptions=True)
     from pathlib import Path
     from urllib.parse import unquote, urlparse
 
@@ -131,7 +129,7 @@ def test_the_redirect_file_goes_even_when_serving_fails(tiny_env, photo_folder, 
 
 
 def test_help_tells_of_the_token_undo_and_a_changing_disk():
-    result = CliRunner().invoke(app, ["review", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    result = run("review", "--help", env={"COLUMNS": "200", "NO_COLOR": "1"}, catch_exceptions=True)
     text = " ".join(result.stdout.split())
     assert "prints the page's URL (it holds an access token)" in text
     assert "the session is one run: `clipcull undo` reverts it" in text
@@ -210,14 +208,14 @@ class Review:
 @pytest.fixture
 def ranked(tiny_env, photo_folder, deadline):
     """A folder ranked before (photos and prompts cached): a review of it needs no model."""
-    assert CliRunner().invoke(app, ["rank", str(photo_folder)]).exit_code == 0
+    assert run("rank", str(photo_folder), catch_exceptions=True).exit_code == 0
     return photo_folder
 
 
 def test_ctrl_c_while_the_model_loads_at_start_stops_at_once(ranked):
     """A new photo: the review's ranking loads the model; Ctrl-C while it loads stops the
     command within a second or two with one line (it took 17 s, saying nothing)."""
-    from conftest import make_photo
+    from helpers import make_photo
 
     make_photo(ranked / "NEW.jpg", seed=50)
     review = Review(ranked)
@@ -253,13 +251,13 @@ def test_ctrl_c_while_serving_says_what_was_decided(ranked):
     assert status == 200
     code, took, err = review.interrupt()
     assert code in INTERRUPTED and took < STOPS_WITHIN_S, (code, took, err)
-    run = re.fullmatch(r"clipcull: review stopped; review run (\d+): 1 photo decided \(1 rated\)\. "
+    said = re.fullmatch(r"clipcull: review stopped; review run (\d+): 1 photo decided \(1 rated\)\. "
                        r"Undo: clipcull undo (\d+)", err[-1])
-    assert run and run.group(1) == run.group(2), err[-1]
+    assert said and said.group(1) == said.group(2), err[-1]
     assert not review.said("loading model")  # no search, no model
-    undone = CliRunner().invoke(app, ["undo", run.group(1)])
+    undone = run("undo", said.group(1), catch_exceptions=True)
     assert undone.exit_code == 0  # counted in photos, as the review counted them
-    assert undone.stderr == f"clipcull: undid review run {run.group(1)}: the XMP of 1 photo (1 file) restored.\n"
+    assert undone.stderr == f"clipcull: undid review run {said.group(1)}: the XMP of 1 photo (1 file) restored.\n"
 
 
 def test_ctrl_c_while_a_search_waits_for_the_text_model(ranked):
@@ -295,7 +293,7 @@ def test_the_text_model_loads_on_the_first_search_not_at_start(ranked, monkeypat
         return False
 
     monkeypatch.setattr(server, "serve", serve)
-    result = CliRunner().invoke(app, ["review", str(ranked), "--no-browser"], catch_exceptions=False)
+    result = run("review", str(ranked), "--no-browser")
     assert result.exit_code == 0, result.stderr
     assert seen["before"] == (False, [])
     assert len(seen["hits"]) == 3 and seen["after"] is True
@@ -305,9 +303,9 @@ def test_the_text_model_loads_on_the_first_search_not_at_start(ranked, monkeypat
 
 def test_review_counts_photos_and_stacks_as_its_page_does(ranked, no_serving):
     """Eight photos the tiny model finds alike at the default similarity: one stack."""
-    result = CliRunner().invoke(app, ["review", str(ranked), "--no-browser"])
+    result = run("review", str(ranked), "--no-browser", catch_exceptions=True)
     assert "clipcull: reviewing 8 photos in 1 stack; Ctrl-C stops." in result.stderr
-    apart = CliRunner().invoke(app, ["review", str(ranked), "--no-browser", "--similarity", "1"])
+    apart = run("review", str(ranked), "--no-browser", "--similarity", "1", catch_exceptions=True)
     assert "clipcull: reviewing 8 photos; Ctrl-C stops." in apart.stderr
 
 

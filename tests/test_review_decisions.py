@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import errno
 import shutil
 import subprocess
 
@@ -12,18 +12,10 @@ from clip_cull.culling.journal import Journal
 from clip_cull.review.decisions import DecisionWriter, ReviewError
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from conftest import make_photo
+from helpers import exiftool, faults, make_photo, real_fs, xmp_of
 
 EXIFTOOL = shutil.which("exiftool")
 pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
-
-
-def exiftool(*args) -> str:
-    return subprocess.run([EXIFTOOL, *map(str, args)], capture_output=True, text=True, timeout=60, check=True).stdout
-
-
-def read(path) -> dict:
-    return json.loads(exiftool("-j", "-XMP:all", path))[0]
 
 
 @pytest.fixture
@@ -51,11 +43,11 @@ def test_decision_merges_into_a_foreign_sidecar_and_undo_restores_its_bytes(tmp_
     assert writer.current(str(photo)).rating == 2  # the photographer's own rating, read back
 
     writer.decide(str(photo), [], rating=5)
-    after = read(sidecar)
+    after = xmp_of(sidecar)
     assert after["Rating"] == 5 and after["Label"] == "Red"  # a colour label that is not a pick stays
     assert after["Creator"] == "Ann Example" and after["Subject"] == "wedding"
     writer.decide(str(photo), [], toggle_pick=True)
-    assert read(sidecar)["Label"] == "Green"
+    assert xmp_of(sidecar)["Label"] == "Green"
 
     steps = Journal(state).steps(writer.run_id)
     assert [s.state for s in steps] == ["done", "done"]  # one run, a step an action
@@ -82,7 +74,7 @@ def test_a_rating_clipcull_tag_wrote_is_not_taken_for_the_photographers(tmp_path
     writer = DecisionWriter(state, {"command": "review"})
     assert writer.current(str(photo)).rating is None  # the journal says clipcull wrote exactly this 3
     writer.decide(str(photo), [], rating=-1)
-    after = read(tmp_path / "IMG_2.xmp")
+    after = xmp_of(tmp_path / "IMG_2.xmp")
     assert after["Rating"] == -1 and "Subject" not in after  # now the photographer's: no clipcull:rated
 
 
@@ -105,7 +97,7 @@ def test_undo_of_one_action_leaves_a_sidecar_changed_since_alone(tmp_path, state
     exiftool("-overwrite_original", "-XMP-xmp:Rating=1", tmp_path / "IMG_3.xmp")  # another program edits it
     with pytest.raises(ReviewError, match="changed since clipcull wrote it"):
         writer.undo_last()
-    assert read(tmp_path / "IMG_3.xmp")["Rating"] == 1
+    assert xmp_of(tmp_path / "IMG_3.xmp")["Rating"] == 1
 
 
 def test_darktable_naming_and_raw_companions_get_their_own_sidecars(tmp_path, state):
@@ -114,7 +106,7 @@ def test_darktable_naming_and_raw_companions_get_their_own_sidecars(tmp_path, st
     raw.write_bytes(b"raw")
     writer = DecisionWriter(state, {"command": "review"}, style="darktable")
     writer.decide(str(photo), [str(raw)], rating=3)
-    assert read(tmp_path / "IMG_4.jpg.xmp")["Rating"] == 3 and read(tmp_path / "IMG_4.CR2.xmp")["Rating"] == 3
+    assert xmp_of(tmp_path / "IMG_4.jpg.xmp")["Rating"] == 3 and xmp_of(tmp_path / "IMG_4.CR2.xmp")["Rating"] == 3
     writer.undo_last()
     assert not (tmp_path / "IMG_4.jpg.xmp").exists() and not (tmp_path / "IMG_4.CR2.xmp").exists()
 
@@ -140,9 +132,9 @@ def test_a_decision_after_another_run_goes_into_a_new_run_and_u_reaches_both(tmp
     writer.decide(str(photo), [], rating=5)
     assert first < moved < writer.run_id and writer.action_runs == [first, writer.run_id]
     assert [r.id for r in journal.runs(3)] == [writer.run_id, moved, first]
-    assert read(sidecar)["Rating"] == 5
+    assert xmp_of(sidecar)["Rating"] == 5
     writer.undo_last()
-    assert read(sidecar)["Rating"] == 4
+    assert xmp_of(sidecar)["Rating"] == 4
     writer.undo_last()
     assert sidecar.read_bytes() == original
 
@@ -165,7 +157,7 @@ def test_decisions_after_the_session_was_undone_start_a_new_run(tmp_path, store,
 
     writer.decide(str(photo), [], rating=1)
     assert writer.run_id != first and journal.run(writer.run_id).state == "done"
-    assert read(sidecar)["Rating"] == 1 and read(sidecar)["Creator"] == "Ann Example"
+    assert xmp_of(sidecar)["Rating"] == 1 and xmp_of(sidecar)["Creator"] == "Ann Example"
     writer.undo_last()
     assert sidecar.read_bytes() == original
     assert writer.undo_last() is None  # the action of the reverted run is not U's any more
@@ -227,16 +219,14 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
 
     monkeypatch.setattr(xmp_writer, "write_atomic", real_write)  # the share is writable again
     writer.decide(str(photo), [str(raw)], rating=4)
-    assert read(tmp_path / "IMG_5.jpg.xmp")["Rating"] == 4 and read(tmp_path / "IMG_5.CR2.xmp")["Rating"] == 4
+    assert xmp_of(tmp_path / "IMG_5.jpg.xmp")["Rating"] == 4 and xmp_of(tmp_path / "IMG_5.CR2.xmp")["Rating"] == 4
     assert undo_run(store, journal, writer.run_id).conflicts == []  # `clipcull undo` of the session
     assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
 
 
-def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the_page(tmp_path, store, state,
-                                                                                       monkeypatch):
+def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the_page(tmp_path, store, state):
     from types import SimpleNamespace
 
-    from clip_cull.culling import move
     from clip_cull.review.session import MoveIncomplete, ReviewSession
     from clip_cull.review.thumbs import ThumbnailCache
 
@@ -247,22 +237,21 @@ def test_a_move_of_rejects_stopped_part_way_drops_only_the_moved_photos_from_the
     session = ReviewSession(store, ranked, {}, [str(tmp_path)], writer, ThumbnailCache(tmp_path / "thumbs"), "m")
     session.decide(0, "reject")
     session.decide(1, "reject")
-    real = move._carry_out
 
-    def disk_full_on_the_second(step):
-        if step.src == str(photos[1]):
-            raise OSError(28, "No space left on device", step.dst)
-        return real(step)
+    def disk_full_on_the_second(src, dst):
+        if str(src) == str(photos[1]):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_fs().link(src, dst)
 
-    monkeypatch.setattr(move, "_carry_out", disk_full_on_the_second)
-    with pytest.raises(MoveIncomplete, match="No space left on device; 1 of 2 rejects moved") as stopped:
+    with faults(link=disk_full_on_the_second), pytest.raises(
+            MoveIncomplete, match="No space left on device; 1 of 2 rejects moved") as stopped:
         session.move_rejects()
     assert stopped.value.moved == [0]
     assert (tmp_path / "_rejects" / "IMG_0.jpg").exists() and photos[1].exists()
     assert [row["id"] for row in session.listing()] == [1, 2]
     assert session.decide(0, "stars", 5) is None  # the moved photo takes no decision: no stray sidecar
     assert not (tmp_path / "IMG_0.xmp").exists()
-    monkeypatch.setattr(move, "_carry_out", real)  # space again: the rest go
+    # space again: the rest go
     run_id, moved = session.move_rejects()
     assert moved == [1] and not photos[1].exists() and [row["id"] for row in session.listing()] == [2]
 
@@ -299,7 +288,7 @@ def test_decisions_from_many_requests_at_once_keep_the_journal_and_the_files_in_
     for p in photos:  # the last journaled write of each sidecar is what the file holds
         mine = [s for s in steps if s.dst == str(p.with_suffix(".xmp"))]
         assert mine[-1].after_sha == hashlib.sha256(p.with_suffix(".xmp").read_bytes()).hexdigest()
-        assert read(p.with_suffix(".xmp"))["Rating"] == session.photos[photos.index(p)].decision.rating
+        assert xmp_of(p.with_suffix(".xmp"))["Rating"] == session.photos[photos.index(p)].decision.rating
     session.undo()
     assert session.writer.actions == len(steps) - 1
 
@@ -319,13 +308,13 @@ def test_p_twice_on_a_photo_with_nothing_else_leaves_a_valid_empty_sidecar(tmp_p
     sidecar = tmp_path / "IMG_7.xmp"
     writer = DecisionWriter(state, {"command": "review"})
     writer.decide(str(photo), [], toggle_pick=True)
-    assert read(sidecar)["Label"] == "Green"
+    assert xmp_of(sidecar)["Label"] == "Green"
     assert writer.decide(str(photo), [], toggle_pick=True).picked is False  # was "not XMP clipcull can edit"
-    assert "Label" not in read(sidecar) and "Rating" not in read(sidecar)
+    assert "Label" not in xmp_of(sidecar) and "Rating" not in xmp_of(sidecar)
     listed = subprocess.run(["exiv2", "-px", str(sidecar)], capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and listed.stdout == "" and listed.stderr == ""  # exiv2 reads it: no properties
     writer.decide(str(photo), [], rating=2)  # and it takes the next decision
-    assert read(sidecar)["Rating"] == 2
+    assert xmp_of(sidecar)["Rating"] == 2
     for _ in range(3):
         writer.undo_last()
     assert not sidecar.exists()
@@ -343,4 +332,4 @@ def test_a_sidecar_that_became_a_folder_is_one_error_and_other_photos_go_on(tmp_
         writer.undo_last()  # U of the earlier 3 stars: the folder is not clipcull's to remove
     assert (tmp_path / "IMG_8.xmp").is_dir()
     writer.decide(str(other), [], rating=4)
-    assert read(tmp_path / "IMG_9.xmp")["Rating"] == 4
+    assert xmp_of(tmp_path / "IMG_9.xmp")["Rating"] == 4

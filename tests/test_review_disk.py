@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from conftest import fails_after, make_photo
 from test_review import (CHROMEDRIVER, CHROMIUM, EXIFTOOL, exif_read, go_to, press, start_browser, start_server,
                          stop_server, wait_for)
+from helpers import exiftool, fails_after, make_photo
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     EXIFTOOL is None or CHROMIUM is None or CHROMEDRIVER is None,
@@ -136,18 +136,12 @@ def test_a_sidecar_another_program_changed_is_shown_and_p_never_brings_back_a_re
     folder, _ = shoot
     sidecar = folder / "IMG_0004.xmp"
 
-    def exiftool(*args):
-        import subprocess
-
-        subprocess.run([EXIFTOOL, "-overwrite_original", *args, str(sidecar)], check=True, capture_output=True,
-                       timeout=60)
-
     go_to(browser, "IMG_0004.jpg")
     polling(browser, False)
     press(browser, "p")
     wait_for(lambda: sidecar.exists() and exif_read(sidecar)[0].get("Label") == "Green", what="the pick")
     wait_for(lambda: text_of(browser, "info-yours") == "unrated · pick", what="the pick on the page")
-    exiftool("-XMP-xmp:Label=", "-XMP-xmp:Rating=2")  # darktable re-rates it and takes the label off
+    exiftool("-overwrite_original", "-XMP-xmp:Label=", "-XMP-xmp:Rating=2", sidecar)  # darktable re-rates it and takes the label off
     press(browser, "p")  # meant as "unpick" on the page that still shows the pick
     wait_for(lambda: status_line(browser) == f"not saved: IMG_0004.xmp {REFUSED}", what="the refusal")
     assert "Label" not in exif_read(sidecar)[0] and exif_read(sidecar)[0]["Rating"] == 2
@@ -158,15 +152,15 @@ def test_a_sidecar_another_program_changed_is_shown_and_p_never_brings_back_a_re
              what="the answer: the sidecar after it")
     assert exif_read(sidecar)[0]["Rating"] == 2
 
-    exiftool("-XMP-xmp:Rating=5")  # the window comes back into focus: the page looks again
+    exiftool("-overwrite_original", "-XMP-xmp:Rating=5", sidecar)  # the window comes back into focus: the page looks again
     browser.execute_script("window.dispatchEvent(new Event('focus'))")
     wait_for(lambda: text_of(browser, "info-yours") == "★★★★★ · pick", what="the re-read on focus")
-    exiftool("-XMP-xmp:Rating=1")  # a reload reads every sidecar again
+    exiftool("-overwrite_original", "-XMP-xmp:Rating=1", sidecar)  # a reload reads every sidecar again
     browser.refresh()
     wait_for(lambda: browser.execute_script("return document.body.dataset.ready === '1'"), 60, "the reloaded page")
     go_to(browser, "IMG_0004.jpg")
     assert text_of(browser, "info-yours") == "★☆☆☆☆ · pick"
-    exiftool("-XMP-xmp:Rating=3")  # and while the page is in view, it looks every few seconds
+    exiftool("-overwrite_original", "-XMP-xmp:Rating=3", sidecar)  # and while the page is in view, it looks every few seconds
     wait_for(lambda: text_of(browser, "info-yours") == "★★★☆☆ · pick", what="the re-read by polling")
 
 

@@ -5,13 +5,11 @@ test_review_disk.py."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,7 @@ from clip_cull.review.session import ChangedSinceShown, ReviewSession
 from clip_cull.review.thumbs import ThumbnailCache
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import FileRecord, Store
-from conftest import make_photo
+from helpers import exiftool, exiftool_json, make_photo, sha
 
 EXIFTOOL = shutil.which("exiftool")
 needs_exiftool = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
@@ -33,16 +31,8 @@ PORT = 8765
 ORIGIN = f"http://127.0.0.1:{PORT}"
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def exiftool(*args) -> str:
-    return subprocess.run([EXIFTOOL, *map(str, args)], capture_output=True, text=True, timeout=60, check=True).stdout
-
-
 def read_back(path: Path) -> dict:
-    return json.loads(exiftool("-j", "-XMP:Rating", "-XMP:Label", path))[0]
+    return exiftool_json(path, "-XMP:Rating", "-XMP:Label")
 
 
 def xmp_with_rating(text: str) -> str:
@@ -65,7 +55,7 @@ def open_session(tmp_path, store, names: list[str], writer: DecisionWriter | Non
     """A session over freshly made photos, recorded in the cache as `rank` leaves them."""
     folder = tmp_path / "shoot"
     photos = [make_photo(folder / name, seed=i + 1) for i, name in enumerate(names)]
-    store.save([FileRecord(str(p), p.stat().st_size, p.stat().st_mtime_ns, sha256(p)) for p in photos], [], "m")
+    store.save([FileRecord(str(p), p.stat().st_size, p.stat().st_mtime_ns, sha(p)) for p in photos], [], "m")
     ranked = [RankedPhoto(rank=i + 1, path=str(p), score=1.0 - i / 100, label="") for i, p in enumerate(photos)]
     writer = writer or DecisionWriter(store.state, {"command": "review"})
     return ReviewSession(store, ranked, {}, [str(folder)], writer, ThumbnailCache(tmp_path / "thumbs"), "m")
@@ -151,7 +141,7 @@ def test_a_photo_replaced_under_its_name_is_refused_once_and_handed_back_as_it_i
         session.decide(seen["id"], "stars", 4, shown=shown(seen))
     assert str(refused.value) == "IMG_0003.jpg changed on disk since it was shown; reloaded — press again"
     now = refused.value.row
-    assert now["v"] == sha256(photo)[:16] and now["gen"] == seen["gen"] + 1 and now["changed"] is True
+    assert now["v"] == sha(photo)[:16] and now["gen"] == seen["gen"] + 1 and now["changed"] is True
     assert not (tmp_path / "shoot" / "IMG_0003.xmp").exists()  # nothing rated the unseen photo
     assert Image.open(io.BytesIO(session.image(now["id"], "preview"))).size == (120, 80)
     answer = session.decide(now["id"], "stars", 4, shown=shown(now))  # pressed again, on what is shown

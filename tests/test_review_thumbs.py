@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from clip_cull.review.thumbs import SIZES, ThumbnailCache
-from conftest import make_photo
 from test_raw_quality import make_dng
+from helpers import make_photo
 
 
 def sha256(path) -> str:

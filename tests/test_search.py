@@ -8,14 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
-from typer.testing import CliRunner
 
-from clip_cull.cli import app
-from conftest import TINY_NAME, make_photo
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+from conftest import TINY_NAME
+from helpers import make_photo, run, usage_error
 
 
 def independent_search_order(env, folder: Path, text: str, tiny_model_files) -> list[str]:
@@ -76,8 +71,8 @@ def test_search_embeds_no_photo_and_says_which_were_left_out(tiny_env, photo_fol
 
 
 def test_search_options_are_checked(tiny_env, photo_folder):
-    assert run("search", "x", photo_folder, "--json", "--print0").exit_code == 2
-    assert run("search", "x", photo_folder, "--template", "no placeholder").exit_code == 2
+    usage_error(run("search", "x", photo_folder, "--json", "--print0"), "Invalid value: choose one of --json and --print0")
+    usage_error(run("search", "x", photo_folder, "--template", "no placeholder"), "Invalid value: --template must contain {query}")
     result = run("search", "   ", photo_folder)
     assert result.exit_code == 1 and "the search text is empty" in result.stderr
 

@@ -9,14 +9,8 @@ import sqlite3
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from clip_cull.cli import app
-from conftest import make_photo
-
-
-def run(*args, env=None):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False, env=env)
+from helpers import make_photo, run
 
 
 def write_linear_head(path, weights: np.ndarray, bias: float):

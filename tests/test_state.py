@@ -20,8 +20,7 @@ from clip_cull.core.errors import StateError
 from clip_cull.store.state import APPLICATION_ID, StateStore
 from clip_cull.store.state_import import import_legacy
 from clip_cull.store.cache import EmbeddingRecord, FileRecord, Store
-from helpers import run
-from conftest import fails_after
+from helpers import fails_after, run
 
 
 @pytest.fixture(autouse=True)

@@ -9,22 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from clip_cull.culling.journal import Journal
-from clip_cull.cli import app
 from clip_cull.store.state import StateStore
 from clip_cull.research.taste import read_rating, shoot_groups, taste_figures
-from helpers import jpeg_with_xmp
+from helpers import jpeg_with_xmp, run
 
 XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
        '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/"'
        ' xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" photoshop:City="Lyon" xmp:Rating="{rating}">'
        '<dc:subject><rdf:Bag><rdf:li>{keyword}</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>')
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def photo(path: Path, brightness: float, seed: int, xmp: str | None = None, when: str | None = None) -> Path:

@@ -21,6 +21,37 @@ class FileOpError(Exception):
     pass
 
 
+class FileSystem:
+    """The seam between clipcull's file operations and the operating system: every call in this
+    module (and so in culling.move, which moves only through transfer and remove_if_duplicate)
+    that makes, renames, removes or syncs a name goes through `fs`, an instance of this class.
+    The methods are os's own calls, unchanged; nothing else uses the seam. Tests inject faults
+    (a full disk, another file system, a read-only folder, Ctrl-C mid-copy) by replacing one
+    operation on `fs` for a while (tests/helpers.py: `faults`), never by patching `os`."""
+
+    def link(self, src, dst) -> None:
+        os.link(src, dst, follow_symlinks=False)
+
+    def rename(self, src, dst) -> None:
+        os.rename(src, dst)
+
+    def replace(self, src, dst) -> None:
+        os.replace(src, dst)
+
+    def unlink(self, path) -> None:
+        os.unlink(path)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def copy(self, fin, fout) -> None:
+        """Copy an open file's bytes to another (1 MiB at a time)."""
+        shutil.copyfileobj(fin, fout, 1 << 20)
+
+
+fs = FileSystem()
+
+
 def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None:
     """Write to a temporary file beside path, fsync, then rename over it. The file keeps the
     permission bits it had (a read-only sidecar stays read-only: the rename replaces it all the
@@ -37,11 +68,11 @@ def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None
         with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            fs.fsync(f.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         keep_attributes(path, tmp)
-        os.replace(tmp, path)
+        fs.replace(tmp, path)
     except BaseException:
         _drop_partial(tmp)
         raise
@@ -83,7 +114,7 @@ def _drop_partial(tmp: Path) -> None:
     """Remove clipcull's own temporary file after an error (never anything else)."""
     try:
         if stat.S_ISREG(os.lstat(tmp).st_mode):
-            os.unlink(tmp)
+            fs.unlink(tmp)
     except OSError:
         pass
 
@@ -117,7 +148,7 @@ def sweep_partials(destinations, older_than_s: float = 0) -> list[str]:
             try:
                 st = os.lstat(tmp)  # an older name too long for the file system: ENAMETOOLONG, nothing there
                 if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= older_than_s:
-                    os.unlink(tmp)
+                    fs.unlink(tmp)
                     removed.append(str(tmp))
             except OSError:
                 continue
@@ -149,7 +180,7 @@ def remove_if_duplicate(path: str | Path, keep: str | Path) -> bool:
             return False
     elif p.st_size != k.st_size or file_sha256(path) != file_sha256(keep):
         return False
-    os.unlink(path)
+    fs.unlink(path)
     _fsync_dir(Path(path).parent)
     return True
 
@@ -181,7 +212,7 @@ def transfer(src: str | Path, dst: str | Path, copy: bool = False) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if not copy:
         try:
-            os.link(src, dst, follow_symlinks=False)
+            fs.link(src, dst)
         except FileExistsError:
             raise FileOpError(f"{dst} appeared meanwhile; clipcull never overwrites") from None
         except OSError as e:
@@ -190,7 +221,7 @@ def transfer(src: str | Path, dst: str | Path, copy: bool = False) -> None:
             elif e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
                 if os.path.lexists(dst):
                     raise FileOpError(f"{dst} appeared meanwhile; clipcull never overwrites") from None
-                os.rename(src, dst)
+                fs.rename(src, dst)
                 _fsync_dir(dst.parent)
                 return
             else:
@@ -213,7 +244,7 @@ def transfer(src: str | Path, dst: str | Path, copy: bool = False) -> None:
                 before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) or not stat.S_ISREG(after.st_mode):
             raise FileOpError(f"{src} changed while it was copied to {dst}; both are kept")
         try:
-            os.unlink(src)
+            fs.unlink(src)
         except OSError:
             _take_back(dst)  # the source cannot go: the verified copy goes again, one place only
             raise
@@ -224,7 +255,7 @@ def _take_back(dst: Path) -> None:
     """Remove the name clipcull has just made at dst (a hard link to the source, or a verified
     copy of it) when the source could not be removed: the photo stays where it was, once."""
     try:
-        os.unlink(dst)
+        fs.unlink(dst)
         _fsync_dir(dst.parent)
     except OSError:
         pass
@@ -234,20 +265,20 @@ def _copy_verified(src: Path, dst: Path) -> None:
     tmp = partial_path(dst)
     try:
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
+            fs.copy(fin, fout)
             fout.flush()
-            os.fsync(fout.fileno())
+            fs.fsync(fout.fileno())
         shutil.copystat(src, tmp)
     except BaseException:
         _drop_partial(tmp)  # a full disk or Ctrl-C: the source is untouched, no half copy stays
         raise
     if os.path.getsize(tmp) != os.path.getsize(src) or file_sha256(tmp) != file_sha256(src):
-        os.unlink(tmp)
+        fs.unlink(tmp)
         raise FileOpError(f"copy of {src} did not verify; the source is untouched")
     if os.path.lexists(dst):
-        os.unlink(tmp)
+        fs.unlink(tmp)
         raise FileOpError(f"{dst} appeared meanwhile; clipcull never overwrites")
-    os.rename(tmp, dst)
+    fs.rename(tmp, dst)
     _fsync_dir(dst.parent)
 
 
@@ -257,7 +288,7 @@ def _fsync_dir(folder: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
+        fs.fsync(fd)
     except OSError:
         pass
     finally:
