@@ -50,7 +50,7 @@ def resolve_settings(cache: CacheFlags, roots: list[str], flags: dict) -> Resolv
     state database), else the environment's, else the defaults."""
     state = open_state(cache.state, cache.db)
     try:
-        return settings_lib.resolve(flags, state, roots)
+        return settings_lib.resolve(flags, state, roots, os.environ)
     except ClipCullError as e:
         fail(str(e))
     finally:

@@ -101,8 +101,9 @@ def recorded_for(state, roots: list[str]) -> tuple[dict, str | None]:
 
 
 def resolve(flags: Mapping, state, roots: list[str], environ: Mapping[str, str] | None = None) -> Resolved:
-    """flags: the settings given on the command line (None: not given); state: the StateStore."""
-    environ = os.environ if environ is None else environ
+    """flags: the settings given on the command line (None: not given); state: the StateStore;
+    environ: the environment to honour (CLIPCULL_MODEL, ...), which only the CLI reads: None is none."""
+    environ = {} if environ is None else environ
     values: dict = {name: environ[var] for name, var in ENVIRONMENT.items() if environ.get(var)}
     recorded, source = recorded_for(state, roots)
     values.update(recorded)
