@@ -469,6 +469,22 @@ def test_ctrl_c_during_tag_says_what_was_written_and_undo_removes_it(tiny_env, t
     assert files(twelve) == before
 
 
+def _ctrl_c_after_links(n: int):
+    """A file-system link (how a move or an undo puts a file in place) that presses Ctrl-C right
+    after the n-th link, before its step is journaled."""
+    import signal
+
+    calls = []
+
+    def link_then_ctrl_c(src, dst):
+        real_fs().link(src, dst)
+        calls.append(src)
+        if len(calls) == n:
+            os.kill(os.getpid(), signal.SIGINT)  # held until the step is journaled
+
+    return link_then_ctrl_c
+
+
 def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path):
     """In-process, the mechanism itself: SIGINT arrives after a file has moved and before its
     step is journaled; the step ends (journaled done), then Interrupted says what was done."""
@@ -483,17 +499,9 @@ def test_ctrl_c_in_the_middle_of_a_step_lets_it_end_and_be_journaled(tmp_path):
     shoot = tmp_path / "shoot"
     photos = [make_photo(shoot / f"IMG_{i}.jpg", seed=i) for i in range(4)]
     steps = [Step("move", str(p), str(shoot / "_rejects" / p.name)) for p in photos]
-    calls = []
-
-    def link_then_ctrl_c(src, dst):
-        real_fs().link(src, dst)
-        calls.append(src)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # held until the step is journaled
-
     store, state = Store.open(tmp_path / "cache.db"), StateStore.open(tmp_path / "state.db")
     try:
-        with faults(link=link_then_ctrl_c), pytest.raises(Interrupted) as stopped:
+        with faults(link=_ctrl_c_after_links(2)), pytest.raises(Interrupted) as stopped:
             move_module.apply_moves(store, Journal(state), steps, {"command": "move"})
         assert (stopped.value.run_id, stopped.value.done, stopped.value.left) == (1, 2, 2)
         assert isinstance(stopped.value, KeyboardInterrupt)
@@ -523,15 +531,7 @@ def test_ctrl_c_during_undo_lets_the_step_end_and_a_second_undo_finishes(tmp_pat
     store, state = Store.open(tmp_path / "cache.db"), StateStore.open(tmp_path / "state.db")
     try:
         run_id = move_module.apply_moves(store, Journal(state), steps, {"command": "move"})
-        calls = []
-
-        def link_then_ctrl_c(src, dst):
-            real_fs().link(src, dst)
-            calls.append(src)
-            if len(calls) == 2:
-                os.kill(os.getpid(), signal.SIGINT)  # held until the step is journaled
-
-        with faults(link=link_then_ctrl_c), pytest.raises(KeyboardInterrupt):
+        with faults(link=_ctrl_c_after_links(2)), pytest.raises(KeyboardInterrupt):
             undo_module.undo_run(store, Journal(state), run_id)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         assert [s.state for s in Journal(state).steps(run_id)] == ["done", "done", "undone", "undone"]

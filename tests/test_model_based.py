@@ -326,7 +326,6 @@ class ShootMachine(RuleBasedStateMachine):
         self.fixed[("lr", key3)] = {"Title": "Golden hour", "Subject": {"beach", "family"}}
         self.review_store, self.writer = None, None
         self.review_runs: set[int] = set()
-        self.review_runs_undone: set[int] = set()  # review runs `clipcull undo` was run on
         # U's list, as the writer keeps it: (its run, the expectations its decision set)
         self.review_stack: list[tuple[int, list[Entry]]] = []
         self.undone: list[int] = []  # the runs `clipcull undo` was run on, in order
@@ -467,20 +466,11 @@ class ShootMachine(RuleBasedStateMachine):
         self.undone.append(run_id)
         if run_id in self.review_runs:  # the photographer's decisions of that session may go back
             self._review_maybe_undone(run_id)
-            self.review_runs_undone.add(run_id)
         store, journal = open_journal(self.tmp)
         try:
             return undo_run(store, journal, run_id)
         finally:
             store.close()
-
-    def _newest_run(self) -> int | None:
-        store, journal = open_journal(self.tmp)
-        try:
-            runs = journal.runs(1)
-        finally:
-            store.close()
-        return runs[0].id if runs else None
 
     @rule()
     def undo_last(self):

@@ -55,7 +55,6 @@ class Decision:
 @dataclass
 class _Action:
     photo: str
-    before: Decision
     run_id: int | None = None
     steps: list[Step] = field(default_factory=list)
 
@@ -112,7 +111,7 @@ class DecisionWriter:
                        for path in self.sidecars(photo, companions)]
             changes = [c for c in changes if c.writes]
             if changes:
-                self._write(_Action(photo, before), changes)
+                self._write(_Action(photo), changes)
             return self.current(photo)
 
     @contextlib.contextmanager
