@@ -295,3 +295,31 @@ def test_exact_path_embeds_what_open_clip_would(store, tiny_model_files, tmp_pat
     fast_vector = store.embeddings([fingerprint], session.model_id)[fingerprint].astype(np.float32)
     assert np.dot(fast_vector, got) / (np.linalg.norm(fast_vector) * np.linalg.norm(got)) > 0.99
     exact_store.close()
+
+
+def test_measurements_are_kept_per_analyser_version_and_redone_when_it_changes(store):
+    store.save_measurements([("fp-a", "faces", 1, {"faces": [{"eyes": [0.3, 0.31]}]}),
+                             ("fp-b", "faces", 1, {"faces": []}),
+                             ("fp-a", "quality", 2, {"focus": 12.5})])
+    assert store.fingerprints_measured("faces", 1) == {"fp-a", "fp-b"}
+    assert store.fingerprints_measured("faces", 2) == set()  # a new version measures everything again
+    assert store.measurements(["fp-a", "fp-b", "fp-c"], "faces", 1) == {
+        "fp-a": {"faces": [{"eyes": [0.3, 0.31]}]}, "fp-b": {"faces": []}}
+    store.save_measurements([("fp-a", "faces", 2, {"faces": []})])  # the new version replaces the old
+    assert store.measurements(["fp-a"], "faces", 1) == {}
+    assert store.measurements(["fp-a"], "faces", 2) == {"fp-a": {"faces": []}}
+    assert store.measurements(["fp-a"], "quality", 2) == {"fp-a": {"focus": 12.5}}
+
+
+def test_analysers_register_by_name_and_report_a_missing_extra(monkeypatch):
+    from clip_cull.core import analysers
+
+    monkeypatch.setattr(analysers, "_REGISTRY", {})  # the registry is process-wide: leave it as it was
+
+    probe = analysers.register(analysers.Analyser("probe-test", 1, lambda rgb: {"mean": float(rgb.mean())},
+                                                  requires=("no_such_module_for_clipcull",)))
+    assert analysers.get("probe-test") is probe
+    assert not probe.available()
+    assert analysers.Analyser("plain", 1, lambda rgb: {}).available()
+    with pytest.raises(KeyError, match="no analyser named 'nope'"):
+        analysers.get("nope")

@@ -11,6 +11,7 @@ never throws anything away.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -103,6 +104,15 @@ def m005_forget_run_limits(db: Database) -> None:
     db.execute(
         "delete from files where fingerprint is null and (error like '%(--max-pixels)%' "
         "or error like 'too many pixels%' or error like 'not enough memory%')"
+    )
+
+
+@migrations()
+def m006_measurements(db: Database) -> None:
+    """Per-content results of the pluggable analysers (core/analysers.py), by name and version."""
+    db["measurements"].create(
+        {"fingerprint": str, "analyser": str, "version": int, "value": str},
+        pk=("fingerprint", "analyser"),
     )
 
 
@@ -226,7 +236,8 @@ class Store(SQLiteFile):
         return {r[0] for r in rows}
 
     def save(self, files: Iterable[FileRecord], embeddings: Iterable[EmbeddingRecord], model_id: str,
-             quality: dict[str, tuple[float, float, float, float]] | None = None) -> None:
+             quality: dict[str, tuple[float, float, float, float]] | None = None,
+             measurements: Sequence[tuple[str, str, int, dict]] = ()) -> None:
         """Write one batch (files, embeddings and their focus/exposure figures) in one transaction:
         an interruption loses at most this batch, and never leaves a photo half recorded."""
         now = _now()
@@ -248,6 +259,8 @@ class Store(SQLiteFile):
                 self.db["files"].insert_all(file_rows, replace=True)
             if quality:
                 self._insert_quality(quality)
+            if measurements:
+                self._insert_measurements(measurements)
 
     def embeddings(self, fingerprints: Sequence[str], model_id: str, kind: str = "projected") -> dict[str, np.ndarray]:
         """Cached vectors of one kind ("projected" or "pooled") by fingerprint."""
@@ -288,6 +301,39 @@ class Store(SQLiteFile):
             sql = f"select fingerprint, focus, highlights, shadows, brightness from quality where fingerprint in ({','.join('?' * len(chunk))})"
             for fp, *values in self.db.execute(sql, chunk).fetchall():
                 out[fp] = tuple(values)
+        return out
+
+    # --- analysers' measurements -----------------------------------------------------------
+
+    def fingerprints_measured(self, analyser: str, version: int) -> set[str]:
+        """Contents with a result of this analyser at this version (an older version is redone)."""
+        rows = self.db.execute("select fingerprint from measurements where analyser = ? and version = ?",
+                               [analyser, version])
+        return {r[0] for r in rows}
+
+    def save_measurements(self, rows: Iterable[tuple[str, str, int, dict]]) -> None:
+        """Store (fingerprint, analyser, version, result) rows in one transaction."""
+        rows = list(rows)
+        if not rows:
+            return
+        with self.writing():
+            self._insert_measurements(rows)
+
+    def _insert_measurements(self, rows: Sequence[tuple[str, str, int, dict]]) -> None:
+        self.db.conn.executemany(
+            "insert or replace into measurements (fingerprint, analyser, version, value) values (?,?,?,?)",
+            [(fp, name, version, json.dumps(value, separators=(",", ":"))) for fp, name, version, value in rows],
+        )
+
+    def measurements(self, fingerprints: Sequence[str], analyser: str, version: int) -> dict[str, dict]:
+        """This analyser's results at this version, by fingerprint (absent: not measured)."""
+        out: dict[str, dict] = {}
+        for start in range(0, len(fingerprints), SQL_CHUNK):
+            chunk = list(fingerprints[start : start + SQL_CHUNK])
+            sql = (f"select fingerprint, value from measurements where analyser = ? and version = ? "
+                   f"and fingerprint in ({','.join('?' * len(chunk))})")
+            for fp, value in self.db.execute(sql, [analyser, version, *chunk]).fetchall():
+                out[fp] = json.loads(value)
         return out
 
     # --- prompts ---------------------------------------------------------------------------

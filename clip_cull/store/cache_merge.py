@@ -26,7 +26,7 @@ from clip_cull.store.cache import DamagedCache, Store
 
 RANK_PLACEHOLDER = "{rank}"
 # (table, how a source row enters): "keep" = INSERT OR IGNORE; "newer" = files rows by indexed_at.
-MERGED_TABLES = (("embeddings", "keep"), ("text_embeddings", "keep"), ("quality", "keep"),
+MERGED_TABLES = (("embeddings", "keep"), ("text_embeddings", "keep"), ("quality", "keep"), ("measurements", "keep"),
                  ("checkpoints", "keep"), ("files", "newer"))
 
 
