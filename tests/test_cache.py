@@ -323,3 +323,65 @@ def test_analysers_register_by_name_and_report_a_missing_extra(monkeypatch):
     assert analysers.Analyser("plain", 1, lambda rgb: {}).available()
     with pytest.raises(KeyError, match="no analyser named 'nope'"):
         analysers.get("nope")
+
+
+def test_analysers_run_once_per_content_and_again_only_when_their_version_changes(store, tiny_model_files,
+                                                                                  photo_folder, monkeypatch):
+    from clip_cull.core import analysers
+
+    calls = []
+
+    def mean_colour(rgb):
+        calls.append(rgb.shape)
+        return {"mean": rgb.reshape(-1, 3).mean(axis=0).tolist()}
+
+    monkeypatch.setattr(analysers, "_REGISTRY", {})
+    analysers.register(analysers.Analyser("mean-colour", 1, mean_colour, work_side=64))
+    session = session_for(tiny_model_files, store)
+    first = index(store, session, photo_folder, analysers=("mean-colour",))
+    photos = walk_photos([photo_folder]).photos
+    assert first.embedded == len(photos) and len(calls) == len(photos)
+    assert all(max(shape[:2]) == 64 and shape[2] == 3 for shape in calls)
+    fps = [r.fingerprint for r in store.file_records([p.path for p in photos]).values()]
+    results = store.measurements(fps, "mean-colour", 1)
+    for photo in photos:  # the mean of the photo scaled to 64 px, computed here with Pillow and numpy
+        fp = store.file_records([photo.path])[photo.path].fingerprint
+        with Image.open(photo.path) as im:
+            im = im.convert("RGB")
+            small = im.resize((64, round(im.height * 64 / im.width)) if im.width >= im.height
+                              else (round(im.width * 64 / im.height), 64), Image.BILINEAR)
+        np.testing.assert_allclose(results[fp]["mean"], np.asarray(small).reshape(-1, 3).mean(axis=0), atol=3)
+
+    calls.clear()
+    again = index(store, session, photo_folder, analysers=("mean-colour",))
+    assert (again.embedded, again.cached, calls) == (0, len(photos), [])
+
+    analysers.register(analysers.Analyser("mean-colour", 2, mean_colour, work_side=64))  # a new version
+    redo = index(store, session, photo_folder, analysers=("mean-colour",))
+    assert redo.embedded == 0 and len(calls) == len(photos)  # measured again, not embedded again
+    assert set(store.measurements(fps, "mean-colour", 2)) == set(fps)
+
+
+def test_a_failing_analyser_does_not_drop_the_photo(store, tiny_model_files, photo_folder, monkeypatch):
+    from clip_cull.core import analysers
+
+    def broken(rgb):
+        raise RuntimeError("detector exploded")
+
+    monkeypatch.setattr(analysers, "_REGISTRY", {})
+    analysers.register(analysers.Analyser("broken", 1, broken))
+    report = index(store, session_for(tiny_model_files, store), photo_folder, analysers=("broken",))
+    photos = walk_photos([photo_folder]).photos
+    assert not report.failures and len(report.ready) == len(photos)
+    fps = [r.fingerprint for r in store.file_records([p.path for p in photos]).values()]
+    assert all(v == {"error": "RuntimeError: detector exploded"} for v in store.measurements(fps, "broken", 1).values())
+
+
+def test_an_analyser_whose_extra_is_missing_is_left_out(store, tiny_model_files, photo_folder, monkeypatch):
+    from clip_cull.core import analysers
+
+    monkeypatch.setattr(analysers, "_REGISTRY", {})
+    analysers.register(analysers.Analyser("needs-extra", 1, lambda rgb: {}, requires=("no_such_module_for_clipcull",)))
+    report = index(store, session_for(tiny_model_files, store), photo_folder, analysers=("needs-extra",))
+    assert len(report.ready) == len(walk_photos([photo_folder]).photos)
+    assert store.fingerprints_measured("needs-extra", 1) == set()

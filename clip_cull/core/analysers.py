@@ -51,3 +51,52 @@ def get(name: str) -> Analyser:
         return _REGISTRY[name]
     except KeyError:
         raise KeyError(f"no analyser named {name!r} (known: {', '.join(sorted(_REGISTRY)) or 'none'})") from None
+
+
+# Modules that register the analysers clipcull ships; imported on first use of active().
+BUILTIN_MODULES: tuple[str, ...] = ()
+
+
+def _import_builtins() -> None:
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def active(names: tuple[str, ...] | list[str]) -> list[Analyser]:
+    """The analysers named that can run here: an unknown name is an error (KeyError), one whose
+    optional extra is not installed is left out, so clipcull works as before without it."""
+    _import_builtins()
+    return [a for a in (get(n) for n in names) if a.available()]
+
+
+Result = tuple[str, int, dict]  # (analyser name, version, result)
+
+
+def measure_all(image, analysers: list[Analyser]) -> list[Result]:
+    """Run analysers on one decoded, upright PIL image, each at its own working size.
+
+    An analyser that fails records {"error": "..."} for this content (cached like a result, so
+    it is not retried every run; a new version retries it): a face detector's bug must not
+    drop the photo from the ranking."""
+    from PIL import Image
+
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    arrays: dict[int, np.ndarray] = {}
+    out: list[Result] = []
+    for analyser in analysers:
+        side = analyser.work_side
+        if side not in arrays:
+            scale = side / max(rgb.size)
+            scaled = rgb
+            if scale < 1:
+                scaled = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+                                    Image.BILINEAR)
+            arrays[side] = np.asarray(scaled)
+        try:
+            result = analyser.measure(arrays[side])
+        except Exception as e:  # noqa: BLE001 - any analyser fault is this photo's measurement, not the run's
+            result = {"error": f"{type(e).__name__}: {e}"[:200]}
+        out.append((analyser.name, analyser.version, result))
+    return out

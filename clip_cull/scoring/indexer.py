@@ -40,6 +40,8 @@ from clip_cull.core.images import (
 )
 from clip_cull.model.preprocess import EXACT, FAST, embedding_key, open_exact
 from clip_cull.core.quality import measure
+from clip_cull.core.analysers import active as active_analysers
+from clip_cull.core.analysers import measure_all
 from clip_cull.store.cache import EmbeddingRecord, FileRecord, Store
 from clip_cull.model.session import ModelSession
 
@@ -72,6 +74,7 @@ class _Prepared:
     pixels: np.ndarray | None = None  # preprocessed (3, H, W) float32, when the content needs embedding
     image: object | None = None  # decoded before the model had loaded: preprocessed when it has
     quality: object | None = None  # focus and exposure, when they were measured
+    measurements: list = field(default_factory=list)  # (analyser, version, result) from core/analysers.py
     error: str | None = None
     remember_error: bool = True  # False when the file may be fine next time (it was changing)
 
@@ -93,6 +96,7 @@ class IndexOptions:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # larger files are refused before they are read
     fast_decode: bool = True
     quality: bool = True  # measure focus and exposure on the decoded image
+    analysers: tuple[str, ...] = ()  # names of registered analysers to run (core/analysers.py); missing extras are left out
 
     @property
     def preprocessing(self) -> str:
@@ -126,6 +130,8 @@ def index_photos(
 
     known = store.fingerprints_with_embedding(embedding_key(session.model_id, options.preprocessing))
     measured = store.fingerprints_with_quality() if options.quality else None
+    analysers = active_analysers(options.analysers)
+    analysed = {a.name: store.fingerprints_measured(a.name, a.version) for a in analysers}
     records = store.file_records([p.path for p in photos])
     todo: list[FileStat] = []
     for photo in photos:
@@ -134,23 +140,25 @@ def index_photos(
             todo.append(photo)
         elif rec.error is not None:
             fail(Failure(photo.path, rec.error, remembered=True))
-        elif rec.fingerprint in known and (measured is None or rec.fingerprint in measured):
+        elif (rec.fingerprint in known and (measured is None or rec.fingerprint in measured)
+              and all(rec.fingerprint in done for done in analysed.values())):
             report.cached += 1
         else:
             todo.append(photo)  # readable, but not yet embedded by this model (or not yet measured)
     if todo:
-        _run_pipeline(store, todo, session, known, measured, options, report, fail, progress)
+        _run_pipeline(store, todo, session, known, measured, analysers, analysed, options, report, fail, progress)
     report.ready = [p for p in photos if p.path not in failed]
     return report
 
 
-def _run_pipeline(store, todo, session, known, measured, options, report, fail, progress) -> None:
+def _run_pipeline(store, todo, session, known, measured, analysers, analysed, options, report, fail, progress) -> None:
     done = 0
     pending_files: list[FileRecord] = []
     pending_quality: dict[str, tuple] = {}
+    pending_measurements: list[tuple[str, str, int, dict]] = []
     batch: list[_Prepared] = []
 
-    prepare = _Preparer(session, known, measured, options)
+    prepare = _Preparer(session, known, measured, analysers, analysed, options)
 
     def flush() -> None:
         nonlocal done
@@ -160,10 +168,14 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
             for item in batch:
                 prepare.finish(item, encoder)
             embeddings = _embed(encoder, batch)
-        store.save(pending_files, embeddings, embedding_key(session.model_id, options.preprocessing), pending_quality)
+        store.save(pending_files, embeddings, embedding_key(session.model_id, options.preprocessing), pending_quality,
+                   pending_measurements)
         if measured is not None:
             measured.update(pending_quality)
+        for fingerprint, name, _, _ in pending_measurements:
+            analysed[name].add(fingerprint)
         pending_quality.clear()
+        pending_measurements.clear()
         known.update(e.fingerprint for e in embeddings)
         report.embedded += len(embeddings)
         done += len(pending_files)
@@ -201,6 +213,7 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
             if item.quality is not None:
                 q = item.quality
                 pending_quality[item.fingerprint] = (q.focus, q.highlights, q.shadows, q.brightness)
+            pending_measurements.extend((item.fingerprint, *m) for m in item.measurements)
             if not item.to_embed:
                 report.reused += 1
             else:
@@ -224,10 +237,13 @@ def _run_pipeline(store, todo, session, known, measured, options, report, fail, 
 class _Preparer:
     """Runs in a worker thread: read, fingerprint, and decode only what needs embedding."""
 
-    def __init__(self, session: ModelSession, known: set[str], measured: set[str] | None, options: IndexOptions):
+    def __init__(self, session: ModelSession, known: set[str], measured: set[str] | None, analysers: list,
+                 analysed: dict[str, set[str]], options: IndexOptions):
         self.session = session
         self.known = known
         self.measured = measured  # None: technical checks are off
+        self.analysers = analysers
+        self.analysed = analysed  # analyser name -> contents it has measured at its current version
         self.options = options
         self.claimed: set[str] = set()  # contents a worker is already decoding in this run
         self.held_bytes = 0  # decoded images waiting for the model to load
@@ -280,11 +296,14 @@ class _Preparer:
         copy = new and not first  # ... or by the worker that met the same content first
         embedded = not first
         needs_quality = self.measured is not None and fingerprint not in self.measured and not copy
+        to_analyse = [] if copy else [a for a in self.analysers if fingerprint not in self.analysed[a.name]]
         try:
-            if embedded and not needs_quality:
+            if embedded and not needs_quality and not to_analyse:
                 item.facts = read_facts(data, _stored_size(data))
                 return item
             min_side = self.session.decode_side() if not embedded else 224
+            if to_analyse:  # a short side that gives a 3:2 photo at least the analysers' long side
+                min_side = max(min_side, max(a.work_side for a in to_analyse) * 2 // 3)
             if not self.options.fast_decode:  # the paper's exact path: Image.open(...).convert("RGB")
                 image = open_exact(data, self.options.max_pixels)
                 size = image.size
@@ -296,6 +315,8 @@ class _Preparer:
             item.facts = read_facts(data, size)
             if needs_quality:
                 item.quality = measure(image)
+            if to_analyse:
+                item.measurements = measure_all(image, to_analyse)
             if not embedded:
                 # Loading starts with the first photo that needs the model, and decoding goes
                 # on meanwhile: decoded images wait (within a memory budget) for the model.
