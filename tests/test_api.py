@@ -87,6 +87,8 @@ def test_move_and_back(shoot, tiny):
         assert len(list(shoot.glob("*.jpg"))) == 5
         with pytest.raises(ClipCullError, match="choose what moves"):
             lib.move()
+        everything = lib.move(keep_top=0, dry_run=True)  # 0 is a choice (keep none), not "not given"
+        assert len(everything.plan.chosen) == 5
 
 
 def test_search_finds_what_rank_embedded(shoot, tiny):

@@ -35,3 +35,15 @@ class Events:
 
     def waiting_for_lock(self, lock: str) -> None:
         """Another clipcull process holds the journal; this one waits."""
+
+    def ranked(self, ranking) -> None:
+        """The photos are embedded and ranked (api.Ranking); what a workflow does next follows."""
+
+    def tags_planned(self, plan, dry_run: bool) -> None:
+        """What `tag` would write (api.TagPlan), said before anything is written."""
+
+    def moves_resumed(self, finished: list[int], notes: list[str]) -> None:
+        """Move runs an earlier process left interrupted were finished first (ids), with notes."""
+
+    def moves_planned(self, plan, dry_run: bool) -> None:
+        """What `move` would do (api.MovePlan), said before anything is journaled or moved."""

@@ -105,6 +105,7 @@ class Ranking:
     head_id: str
     roots: list[str]
     cache_path: str = ""
+    shard: tuple[int, int] | None = None  # (k, n): only share k of n was embedded, nothing ranked
 
     @property
     def settings(self) -> Settings:
@@ -411,7 +412,10 @@ class Library:
                     exclude=self.exclude, progress=self._progress(f"embedding photos (share {shard[0]}/{shard[1]})",
                                                                   progress),
                     on_failure=self.events.unreadable)
-                return Ranking(resolved, FolderRanking([], report, unsupported), identity, roots, str(store.path))
+                ranking = Ranking(resolved, FolderRanking([], report, unsupported), identity, roots, str(store.path),
+                                  shard)
+                self.events.ranked(ranking)
+                return ranking
             result = rank_folders(
                 store, roots, session, head, self.options, heif=self.heif, raw=self.raw,
                 checks=Checks(frozenset(s.penalize), s.blur_below), exclude=self.exclude,
@@ -421,7 +425,9 @@ class Library:
                 result.groups = group_ranked(store, result.ranked, session.model_id, s.similarity, s.burst_window)
             if record:
                 settings_lib.record(self.state, roots, s)
-            return Ranking(resolved, result, identity, roots, str(store.path))
+            ranking = Ranking(resolved, result, identity, roots, str(store.path))
+            self.events.ranked(ranking)
+            return ranking
         except sqlite3.DatabaseError as e:  # a cache page damaged after it was opened
             raise store.error_for(e) from e
 
@@ -477,6 +483,7 @@ class Library:
     def tag(self, *, dry_run: bool = False, **options) -> TagResult:
         """Write star ratings into XMP sidecars by score (options: see plan_tags); dry_run: plan only."""
         plan = self.plan_tags(**options)
+        self.events.tags_planned(plan, dry_run)
         return TagResult(plan, dry_run=True) if dry_run else self.apply_tags(plan)
 
     # --- moving ---
@@ -523,11 +530,13 @@ class Library:
         from clip_cull.culling.move import check_destination
 
         chooses = ("worst", "below", "keep_top", "label", "per_group", "blurry", "badly_exposed")
-        if not any(selection.get(k) not in (None, False) for k in chooses):
+        if all(selection.get(k) is None or selection.get(k) is False for k in chooses):  # keep_top=0 chooses
             raise InputError("choose what moves: worst, below, keep_top, label, per_group, blurry or badly_exposed")
         check_destination(str(to) if to else None, self.folders)
         finished, resume_notes = ([], []) if dry_run else self.finish_interrupted_moves()
+        self.events.moves_resumed(finished, resume_notes)
         plan = self.plan_move(to=to, **selection)
+        self.events.moves_planned(plan, dry_run)
         result = MoveResult(plan, dry_run=True) if dry_run else self.apply_move(plan)
         result.resumed, result.resume_notes = finished, resume_notes
         return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -32,7 +31,7 @@ from clip_cull.cli.options import (
 )
 from clip_cull.api import UndoStopped
 from clip_cull.api.library import UndoInterrupted
-from clip_cull.cli.scoring import cache_library, finish, folder_roots, library, score
+from clip_cull.cli.scoring import ScoringEvents, cache_library, finish, folder_roots, library, run, score
 from clip_cull.core.errors import ClipCullError, Interrupted
 
 
@@ -77,47 +76,61 @@ def tag(
         thresholds = tagging.parse_star_thresholds(stars) if stars else None
     except ValueError as e:
         raise typer.BadParameter(f"--stars: {e}") from None
-    lib = library(folder_roots(folders), scoring, checks)
+    lib = library(folder_roots(folders), scoring, checks, events=_TagEvents)
     try:
-        _tag(lib, scoring, checks, thresholds, reject_below, label, sidecar, keywords, overwrite, embed,
-             reject_blurry, darktable_default_counts, dry_run)
+        result = _tagging(lib, lambda: lib.tag(
+            dry_run=dry_run, stars=thresholds, reject_below=reject_below, label=label, sidecar=sidecar,
+            keywords=keywords, overwrite=overwrite, embed=embed, reject_blurry=reject_blurry,
+            darktable_default_counts=darktable_default_counts))
     finally:
         lib.close()
+    _tagged(result, scoring.strict)
 
 
-def _tag(lib, scoring, checks, thresholds, reject_below, label, sidecar, keywords, overwrite, embed, reject_blurry,
-         darktable_default_counts, dry_run) -> None:
-    scored = score(lib, scoring, checks)
-    with _nothing_changed_if_interrupted():  # the journal says which ratings are clipcull's: a dry run plans with it too
-        plan = lib.plan_tags(stars=thresholds, reject_below=reject_below, label=label, sidecar=sidecar,
-                             keywords=keywords, overwrite=overwrite, embed=embed, reject_blurry=reject_blurry,
-                             darktable_default_counts=darktable_default_counts, ranking=scored)
-    changes = plan.changes
-    out, err = ui.stdout_console(), ui.stderr_console()
-    for line in plan.disagreements:
-        ui.message(err, f"clipcull: {ui.shown_path(line)}", "yellow")
-    for c in changes:
-        if c.problem:  # one line on stderr naming the sidecar and why; the run goes on
-            ui.message(err, "clipcull: " + ui.shown_path(f"{c.sidecar}: {c.note}"), "yellow")
-        elif not c.writes or dry_run:
-            _say_tag(out, c, dry_run)
-    writes = plan.writes
-    if dry_run:
-        ui.message(err, f"clipcull: dry run: {plural(writes, 'file')} would be written; nothing changed.", "dim")
-        return
+class _TagEvents(ScoringEvents):
+    def tags_planned(self, plan, dry_run: bool) -> None:
+        """Said before anything is written: disagreements, problems, what stays, and (dry run) what would change."""
+        super().tags_planned(plan, dry_run)
+        out, err = ui.stdout_console(), ui.stderr_console()
+        for line in plan.disagreements:
+            ui.message(err, f"clipcull: {ui.shown_path(line)}", "yellow")
+        for c in plan.changes:
+            if c.problem:  # one line on stderr naming the sidecar and why; the run goes on
+                ui.message(err, "clipcull: " + ui.shown_path(f"{c.sidecar}: {c.note}"), "yellow")
+            elif not c.writes or dry_run:
+                _say_tag(out, c, dry_run)
+
+
+def _tagging(lib, workflow):
+    """lib.tag(...), each way it can stop told in one line by where it was (lib.events.stage)."""
+    stage = lambda: lib.events.stage  # noqa: E731
     try:
-        result = lib.apply_tags(plan)
-    except Interrupted as e:
-        _say_tags_written(out, changes)
+        return run(lib, workflow)
+    except Interrupted as e:  # Ctrl-C between writes: what was written is journaled
+        _say_tags_written(ui.stdout_console(), lib.events.plan.changes)
         _interrupted(f"tag run {e.run_id}: {_of(e.done, e.done + e.left, 'file') if e.done else 'nothing'} written"
                      f"{', the others not' if e.left else ''}",
                      f"`clipcull undo {e.run_id}` reverses it; `clipcull tag` again writes the rest.")
     except KeyboardInterrupt:
-        _interrupted("nothing was journaled or written.")
+        _interrupted("nothing was journaled or written." if stage() == "writing"
+                     else "nothing was journaled or changed.")
     except OSError as e:
+        if stage() != "writing":
+            raise
         fail(f"writing ratings stopped: {e}. What was written is journaled: `clipcull undo` reverses it.")
     except ClipCullError as e:
+        if stage() != "writing":
+            fail(str(e))
         fail(f"writing ratings stopped: {e} What was written is journaled: `clipcull undo` reverses it.")
+
+
+def _tagged(result, strict: bool) -> None:
+    """What a tag run wrote, and how to undo it."""
+    out, err = ui.stdout_console(), ui.stderr_console()
+    changes, writes = result.changes, result.plan.writes
+    if result.dry_run:
+        ui.message(err, f"clipcull: dry run: {plural(writes, 'file')} would be written; nothing changed.", "dim")
+        return
     run_id, skipped = result.run_id, result.skipped  # skipped: files another program wrote between plan and write
     if run_id is None:
         ui.message(err, "clipcull: nothing to change; no run journaled.", "dim")
@@ -129,7 +142,7 @@ def _tag(lib, scoring, checks, thresholds, reject_below, label, sidecar, keyword
     if not skipped:
         ui.message(err, f"clipcull: tag run {run_id}: {plural(written, 'file')} written. Undo: clipcull undo {run_id}",
                    "dim")
-        finish(scored, scoring.strict)
+        finish(result.plan.ranking, strict)
         return
     ui.message(err, f"clipcull: tag run {run_id}: {_of(written, writes, 'file')} written; {len(skipped)} could not "
                     f"be (see above)." + (f" Undo: clipcull undo {run_id}" if written else ""), "yellow")
@@ -178,38 +191,45 @@ def move(
         check_destination(str(to) if to else None, folder_roots(folders))
     except ClipCullError as e:
         raise typer.BadParameter(str(e)) from None  # exit code 2, before anything is journaled
-    lib = library(folder_roots(folders), scoring, checks, grouping)
+    lib = library(folder_roots(folders), scoring, checks, grouping, events=_MoveEvents)
+    verb = "copy" if copy else "move"
     try:
-        _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, per_group, blurry, badly_exposed,
-              copy, dry_run)
+        result = _moving(lib, lambda: lib.move(
+            dry_run=dry_run, to=to, worst=fraction, below=below, keep_top=keep_top, label=label, per_group=per_group,
+            blurry=blurry, badly_exposed=badly_exposed, copy=copy), verb, resumes=not dry_run)
     finally:
         lib.close()
+    _moved_files(result, verb, scoring.strict)
 
 
-def _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, per_group, blurry, badly_exposed,
-          copy, dry_run) -> None:
-    err = ui.stderr_console()
-    if not dry_run:
-        finished, notes = _moving(lib, lib.finish_interrupted_moves, "finishing an interrupted move")
+class _MoveEvents(ScoringEvents):
+    def moves_resumed(self, finished: list[int], notes: list[str]) -> None:
+        super().moves_resumed(finished, notes)
+        err = ui.stderr_console()
         for note in notes:
             ui.message(err, f"clipcull: {note}", "yellow")
         for resumed in finished:
             ui.message(err, f"clipcull: finished move run {resumed}, which had been interrupted.", "yellow")
-    scored = score(lib, scoring, checks, grouping, groups=per_group)
-    with _nothing_changed_if_interrupted():
-        plan = lib.plan_move(to=to, worst=fraction, below=below, keep_top=keep_top, label=label, per_group=per_group,
-                             blurry=blurry, badly_exposed=badly_exposed, copy=copy, ranking=scored)
-    steps, photos = plan.steps, plan.photos
-    for note in plan.notes:
-        ui.message(err, f"clipcull: {note}", "yellow")
-    verb, past = ("copy", "copied") if copy else ("move", "moved")
-    if dry_run:
-        _say_moves(steps, verb, dry_run=True)
+
+    def moves_planned(self, plan, dry_run: bool) -> None:
+        """Said before anything is journaled: the plan's notes, and (dry run) every file it would move."""
+        super().moves_planned(plan, dry_run)
+        for note in plan.notes:
+            ui.message(ui.stderr_console(), f"clipcull: {note}", "yellow")
+        if dry_run:
+            _say_moves(plan.steps, "copy" if plan.copy else "move", dry_run=True)
+
+
+def _moved_files(result, verb: str, strict: bool) -> None:
+    """What a move run moved, what stayed, and how to undo it."""
+    err = ui.stderr_console()
+    steps, photos = result.plan.steps, result.plan.photos
+    past = "copied" if verb == "copy" else "moved"
+    if result.dry_run:
         planned = len({s.src for s in steps} & photos)
         ui.message(err, f"clipcull: dry run: {plural(planned, 'photo')} ({plural(len(steps), 'file')}) would "
                         f"{verb}; nothing changed.", "dim")
         return
-    result = _moving(lib, lambda: lib.apply_move(plan), f"the {verb}", steps, photos, verb)
     run_id = result.run_id
     _say_moves(steps, verb)
     for note in result.notes:
@@ -221,7 +241,7 @@ def _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, 
             return
         ui.message(err, f"clipcull: move run {run_id}: {plural(done.photos, 'photo')} ({plural(done.files, 'file')}) "
                         f"{past}. Undo: clipcull undo {run_id}", "dim")
-        finish(scored, scoring.strict)
+        finish(result.plan.ranking, strict)
         return
     ui.message(err, "clipcull: " + _partly_moved(run_id, past, done), "yellow")
     raise typer.Exit(EXIT_ERROR)  # not everything asked for was done
@@ -250,31 +270,48 @@ def _say_moves(steps, verb: str, dry_run: bool = False) -> None:
                       highlight=False, soft_wrap=True)
 
 
-def _absolute(roots: list[str]) -> list[str]:
-    """Folders as the journal records them: `history` and `undo` run from anywhere later."""
-    return [os.path.abspath(r) for r in roots]
-
-
-def _moving(lib, action, what: str, steps: list | None = None, photos: set[str] | None = None, verb: str = "move"):
-    """Run a journaled move, action(); each way it can stop is one line saying what was done and
-    what the journal holds. steps (the plan, as the run leaves it) and photos (the chosen ones)
-    say what moved; a run finished from the journal is counted in files. The state database
-    opens first: a damaged one stops it before anything."""
+def _moving(lib, workflow, verb: str, resumes: bool):
+    """Run lib.move(...), workflow(); each way it can stop is one line saying what was done and
+    what the journal holds, by where it was (lib.events.stage): finishing an interrupted run,
+    scoring, planning, or moving the plan's files. The state database opens first: a damaged one
+    stops it before anything."""
     try:
         lib.state, lib.store  # noqa: B018 (opened here: their own errors are theirs, not the move's)
     except ClipCullError as e:
         fail(str(e))
-    past, undoing = ("copied", "removes the copies") if verb == "copy" else ("moved", "puts them back")
+    events = lib.events
+    events.stage = "resuming" if resumes else "scoring"
     try:
-        return action()
-    except JournalBusy as e:
+        return run(lib, workflow)
+    except (KeyboardInterrupt, MoveStopped, OSError, FileOpError, ClipCullError) as e:
+        if events.stage == "scoring":
+            raise  # not one run() tells: a fault nobody foresaw keeps its traceback
+        if events.stage == "planning":
+            if isinstance(e, KeyboardInterrupt):
+                _interrupted("nothing was journaled or changed.")
+            fail(str(e))
+        if events.stage == "resuming":
+            _move_stopped(e, "finishing an interrupted move")
+        plan = events.plan
+        _move_stopped(e, f"the {verb}", plan.steps, plan.photos, verb)
+        raise
+
+
+def _move_stopped(error: BaseException, what: str, steps: list | None = None, photos: set[str] | None = None,
+                  verb: str = "move") -> None:
+    """A journaled move that stopped: one line saying what was done and what the journal holds.
+    steps (the plan, as the run leaves it) and photos (the chosen ones) say what moved; a run
+    finished from the journal is counted in files."""
+    past, undoing = ("copied", "removes the copies") if verb == "copy" else ("moved", "puts them back")
+    e = error
+    if isinstance(e, JournalBusy):
         fail(f"{what} did not start: {e}. Nothing was journaled or {past}.")
-    except MoveStopped as e:
+    elif isinstance(e, MoveStopped):
         _say_moves(steps or [], verb)
         moved = f"Nothing was {past}" if not e.done else f"{_moved(steps, photos, e.done)} had been {past}"
         fail(f"{what} stopped: {e.reason}. {moved}; run {e.run_id} is journaled as failed (not resumed)"
              + (f": `clipcull undo {e.run_id}` {undoing}." if e.done else "."))
-    except Interrupted as e:
+    elif isinstance(e, Interrupted):
         _say_moves(steps or [], verb)
         if not e.done:
             did = f"nothing {past} yet"
@@ -285,9 +322,9 @@ def _moving(lib, action, what: str, steps: list | None = None, photos: set[str] 
         _interrupted(f"{'finishing ' if steps is None else ''}move run {e.run_id}: {did}"
                      f"{', the others not' if e.left else ''}",
                      f"`clipcull undo {e.run_id}` {undoing}; the next `clipcull move` finishes the run first.")
-    except KeyboardInterrupt:
+    elif isinstance(e, KeyboardInterrupt):
         _interrupted(f"nothing was journaled or {past}.")
-    except (OSError, FileOpError, ClipCullError) as e:
+    else:  # OSError, FileOpError, ClipCullError
         fail(f"{what} stopped: {e}. A started run stays journaled as interrupted: the next `clipcull move` "
              f"finishes it, or `clipcull undo` reverses it.")
 
@@ -314,14 +351,6 @@ def _interrupted(done: str, how: str | None = None) -> None:
         ui.message(err, f"clipcull: {how}", "yellow")
     raise typer.Exit(EXIT_INTERRUPTED)
 
-
-@contextlib.contextmanager
-def _nothing_changed_if_interrupted():
-    """Ctrl-C while planning, before anything is journaled."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        _interrupted("nothing was journaled or changed.")
 
 
 @app.command()

@@ -75,14 +75,16 @@ def model_spec(models: ModelFlags, roots: list[str] | None = None) -> ModelSpec:
 
 
 def library(roots: list[str] | None, scoring: ScoringFlags, checks: CheckFlags | None = None,
-            grouping: GroupFlags | None = None, *, json_errors: bool = False) -> Library:
+            grouping: GroupFlags | None = None, *, json_errors: bool = False,
+            events: type["ScoringEvents"] | None = None) -> Library:
     """The Library the command runs: its options as they were given, the environment the CLI's
-    (the only layer that reads it), HEIC and RAW as this installation reads them."""
+    (the only layer that reads it), HEIC and RAW as this installation reads them. events: the
+    command's own ScoringEvents, where it says more than the ranking."""
     return Library(
         roots, cache=scoring.db, state=scoring.state, device=scoring.device.value, batch_size=scoring.batch_size,
         workers=scoring.workers, max_pixels=scoring.max_pixels, max_file_bytes=scoring.max_file_size * 2**20,
         exclude=exclude_globs(scoring.exclude), heif=heif_available(), raw=rawpy_available(), env=os.environ,
-        events=_Events(ui.stderr_console(), json_errors, scoring.show_skipped),
+        events=(events or ScoringEvents)(ui.stderr_console(), json_errors, scoring.show_skipped),
         **{k: v for k, v in setting_flags(scoring, checks, grouping).items() if v is not None})
 
 
@@ -104,25 +106,37 @@ def score(
 ) -> Scored:
     """Index (and, without a shard, rank) the roots with the settings resolved for them, through
     the Library; says on stderr what it scores with. Errors become one line."""
-    quiet_libraries()
-    err = ui.stderr_console()
     own = not isinstance(roots, Library)  # a Library given stays open for what the command does next
     lib = library(roots, scoring, checks, grouping, json_errors=json_errors) if own else roots
     done = False
     try:
-        with ui.progress_bars(err) as bar:
-            scored = lib.rank(groups=groups, record=record, shard=shard, progress=_bars(bar))
-        summary(err, scored.result, scored.cache_path, lib.events, f"share {shard[0]}/{shard[1]}: " if shard else "")
+        scored = run(lib, lambda: lib.rank(groups=groups, record=record, shard=shard))
         done = True
         return scored
-    except ClipCullError as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        ui.message(err, "clipcull: interrupted. Every finished batch is saved; run the command again to go on.", "yellow")
-        raise typer.Exit(EXIT_INTERRUPTED)
     finally:
         if own or not done:
             lib.close()
+
+
+def run(lib: Library, workflow):
+    """Run one Library workflow, workflow(), with progress bars on stderr. Until its ranking is
+    made (lib.events.stage "scoring") an error is one line and Ctrl-C says every finished batch
+    is saved; after it, errors are the command's to tell (its events know the stage)."""
+    quiet_libraries()
+    err = ui.stderr_console()
+    try:
+        with ui.progress_bars(err) as bar:
+            lib.progress = _bars(bar)
+            return workflow()
+    except ClipCullError as e:
+        if lib.events.stage != "scoring":
+            raise
+        fail(str(e))
+    except KeyboardInterrupt:
+        if lib.events.stage != "scoring":
+            raise
+        ui.message(err, "clipcull: interrupted. Every finished batch is saved; run the command again to go on.", "yellow")
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _bars(bar):
@@ -137,14 +151,32 @@ def _bars(bar):
     return progress
 
 
-class _Events(CliEvents):
-    """The CLI's events, and one line per file that could not be read this run; files remembered
-    as unreadable from an earlier run are counted and summed up in one line (listed with
-    --show-skipped)."""
+class ScoringEvents(CliEvents):
+    """The CLI's events for a command that ranks: one line per file that could not be read this
+    run (files remembered as unreadable from an earlier run are counted and summed up in one line,
+    listed with --show-skipped), and the ranking's summary line. stage says where the workflow
+    is: "scoring" until the ranking is made, then "planning"; a command that goes on to write
+    sets "resuming" or "writing" as its events learn them (the plan, once made, is kept)."""
 
     def __init__(self, err, json_errors: bool, show_remembered: bool):
         self.err, self.json_errors, self.show_remembered = err, json_errors, show_remembered
         self.remembered: list[Failure] = []
+        self.stage = "scoring"
+        self.plan = None
+
+    def ranked(self, ranking) -> None:
+        shard = ranking.shard
+        summary(self.err, ranking.result, ranking.cache_path, self, f"share {shard[0]}/{shard[1]}: " if shard else "")
+        self.stage = "planning"
+
+    def tags_planned(self, plan, dry_run: bool) -> None:
+        self.plan, self.stage = plan, "writing"
+
+    def moves_resumed(self, finished: list[int], notes: list[str]) -> None:
+        self.stage = "scoring"
+
+    def moves_planned(self, plan, dry_run: bool) -> None:
+        self.plan, self.stage = plan, "writing"
 
     def unreadable(self, failure: Failure) -> None:
         if self.json_errors:  # one JSON object a line on stderr, for scripts
@@ -164,7 +196,7 @@ class _Events(CliEvents):
                                  "--show-skipped lists them", "yellow")
 
 
-def summary(err, result: FolderRanking, db_path: str, failures: _Events | None = None, prefix: str = "") -> None:
+def summary(err, result: FolderRanking, db_path: str, failures: ScoringEvents | None = None, prefix: str = "") -> None:
     r = result.report
     total = len(r.ready) + len(r.failures)
     parts = [f"{r.embedded} embedded", f"{r.cached} cached"]
