@@ -203,6 +203,12 @@ class UndoResult:
 
 
 @dataclass
+class ReportResult:
+    ranking: Ranking
+    path: Path  # the HTML file written
+
+
+@dataclass
 class SearchResult:
     hits: list  # scoring.search.SearchHit: rank, path, similarity
     not_searched: int  # photos with no embedding of their current content (rank embeds them)
@@ -541,6 +547,31 @@ class Library:
         result.resumed, result.resume_notes = finished, resume_notes
         return result
 
+    # --- the contact sheet ---
+
+    def report(self, output: str | os.PathLike, *, worst: float | None = None, force: bool = False,
+               progress: ProgressFn | None = None) -> ReportResult:
+        """Write a self-contained HTML contact sheet, best first, bursts stacked; worst (a share
+        from 0 to 1) greys out what `move(worst=...)` would move. A file at output that is not a
+        clipcull report is refused (before any work) unless force."""
+        from clip_cull.culling import tag as tagging
+        from clip_cull.culling.move import Selection, select_rejects
+        from clip_cull.culling.report import check_output, render_report, write_report
+
+        output = Path(output)
+        check_output(output, force)  # before the work: a photo at output is refused at once
+        ranking = self.rank(groups=True, progress=progress)
+        ranked, roots = ranking.ranked, ranking.roots
+        stars = dict(zip([p.path for p in ranked], tagging.star_ratings([p.score for p in ranked]).tolist()))
+        rejects = {p.path for p in select_rejects(ranked, Selection(worst_fraction=worst))} if worst else set()
+        journal = self.journal  # tells clipcull's own ratings from the photographer's
+        yours = {p.path: _own_rating(p.path, journal) for p in ranked}
+        title = "clipcull: " + ", ".join(os.path.basename(os.path.abspath(r)) or r for r in roots)
+        page = render_report(ranked, stars, ranking.groups, rejects, title, self._progress("thumbnails", progress),
+                             roots=roots, yours=yours)
+        write_report(page, output, force)  # missing folders made; never onto a file that is not a report
+        return ReportResult(ranking, output)
+
     # --- the journal ---
 
     def undo(self, run: int | None = None) -> UndoResult:
@@ -568,6 +599,18 @@ class Library:
         from clip_cull.culling.journal import Journal
 
         return Journal(self.state).runs(limit)
+
+
+def _own_rating(photo: str, journal) -> int | None:
+    """The photographer's rating (-1 reject) from sidecar or embedded XMP; None where unset
+    or unreadable (the sheet still shows clipcull's suggestion)."""
+    from clip_cull.research.taste import read_rating
+
+    try:
+        rating = read_rating(photo, journal=journal)
+    except Exception:  # a sidecar clipcull cannot parse is the photographer's business, not the sheet's
+        return None
+    return rating.stars if rating is not None else None
 
 
 def _absolute(roots: list[str]) -> list[str]:

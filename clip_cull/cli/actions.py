@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,10 +12,10 @@ from rich.table import Table
 import clip_cull.cli.ui as ui
 from clip_cull.culling import tag as tagging
 from clip_cull.culling.fileops import FileOpError
-from clip_cull.culling.journal import DONE, Journal, JournalBusy
-from clip_cull.culling.move import (MoveStopped, Selection, check_destination, select_rejects, tally)
+from clip_cull.culling.journal import DONE, JournalBusy
+from clip_cull.culling.move import (MoveStopped, check_destination, tally)
 from clip_cull.cli.app import app
-from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, fail, open_state, percent, plural
+from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, fail, percent, plural
 from clip_cull.cli.options import (
     WRITE,
     CacheFlags,
@@ -31,7 +30,7 @@ from clip_cull.cli.options import (
 )
 from clip_cull.api import UndoStopped
 from clip_cull.api.library import UndoInterrupted
-from clip_cull.cli.scoring import ScoringEvents, cache_library, finish, folder_roots, library, run, score
+from clip_cull.cli.scoring import ScoringEvents, cache_library, finish, folder_roots, library, run
 from clip_cull.core.errors import ClipCullError, Interrupted
 
 
@@ -452,43 +451,13 @@ def report(
 
     Thumbnails, score, clipcull's stars beside your own rating, flags, bursts stacked, capture time. Scores the folder the way it was last ranked.
     """
-    from clip_cull.culling.report import check_output, render_report, write_report
-
+    fraction = percent(worst) if worst else None
+    lib = library(folder_roots(folders), scoring, checks, grouping)
     try:
-        check_output(output, force)  # before the work: a photo at --output is refused at once
-    except ClipCullError as e:
+        result = run(lib, lambda: lib.report(output, worst=fraction, force=force))
+    except ClipCullError as e:  # writing the page (the ranking's own errors are told by run)
         fail(str(e))
-    roots = folder_roots(folders)
-    scored = score(roots, scoring, checks, grouping, groups=True)
-    ranked = scored.result.ranked
-    stars = dict(zip([p.path for p in ranked], tagging.star_ratings([p.score for p in ranked]).tolist()))
-    rejects = {p.path for p in select_rejects(ranked, Selection(worst_fraction=percent(worst)))} if worst else set()
-    state = open_state(scoring.state, scoring.db)
-    try:  # the journal tells clipcull's own ratings from the photographer's
-        journal = Journal(state)
-        yours = {p.path: _own_rating(p.path, journal) for p in ranked}
     finally:
-        state.close()
-    err = ui.stderr_console()
-    title = "clipcull: " + ", ".join(os.path.basename(os.path.abspath(r)) or r for r in roots)
-    with ui.progress_bars(err) as bar:
-        page = render_report(ranked, stars, scored.result.groups, rejects, title, bar("thumbnails"), roots=roots,
-                             yours=yours)
-    try:
-        write_report(page, output, force)  # missing folders made; never onto a file that is not a report
-    except ClipCullError as e:
-        fail(str(e))
-    ui.message(err, f"clipcull: wrote {output} ({plural(len(ranked), 'photo')})", "dim")
-    finish(scored, scoring.strict)
-
-
-def _own_rating(photo: str, journal: Journal) -> int | None:
-    """The photographer's rating (-1 reject) from sidecar or embedded XMP; None where unset
-    or unreadable (the sheet still shows clipcull's suggestion)."""
-    from clip_cull.research.taste import read_rating
-
-    try:
-        rating = read_rating(photo, journal=journal)
-    except Exception:  # a sidecar clipcull cannot parse is the photographer's business, not the sheet's
-        return None
-    return rating.stars if rating is not None else None
+        lib.close()
+    ui.message(ui.stderr_console(), f"clipcull: wrote {output} ({plural(len(result.ranking.ranked), 'photo')})", "dim")
+    finish(result.ranking, scoring.strict)
