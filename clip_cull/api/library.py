@@ -213,6 +213,7 @@ class SearchResult:
     hits: list  # scoring.search.SearchHit: rank, path, similarity
     not_searched: int  # photos with no embedding of their current content (rank embeds them)
     skipped: list[tuple[str, str]]  # (path, why) of what the walk could not read
+    roots: list[str] = field(default_factory=list)  # the folders searched
 
 
 # --- the library -------------------------------------------------------------------------------
@@ -451,7 +452,7 @@ class Library:
         self.resolve()
         fresh, stale = up_to_date(self.store, walk.photos)
         hits, missing = search(self.store, self.session, fresh, text, top, template or QUERY_TEMPLATE)
-        return SearchResult(hits, len(stale) + len(missing), list(walk.errors))
+        return SearchResult(hits, len(stale) + len(missing), list(walk.errors), roots)
 
     # --- tagging ---
 

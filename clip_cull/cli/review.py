@@ -18,13 +18,14 @@ from clip_cull.cli.common import fail as _fail
 from clip_cull.cli.common import model_session as _model_session
 from clip_cull.cli.common import open_state as _open_state
 from clip_cull.cli.common import open_store as _open_store
-from clip_cull.cli.common import EXIT_INTERRUPTED, plural
+from clip_cull.cli.common import EXIT_INTERRUPTED, CliEvents, plural
+from clip_cull.api import Library, NoFolders
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import CheckFlags, GroupFlags, HeadFlags, ScoringFlags, flag, shared_options
-from clip_cull.cli.scoring import exclude_globs, resolve_settings, score, setting_flags
+from clip_cull.cli.scoring import exclude_globs, score, setting_flags
 from clip_cull.model.encoder import ModelSpec
 from clip_cull.core.errors import ClipCullError
-from clip_cull.core.files import heif_available, walk_photos
+from clip_cull.core.files import heif_available
 from clip_cull.core.images import rawpy_available
 from clip_cull.scoring.settings import Settings
 from clip_cull.store.cache import Store
@@ -160,20 +161,6 @@ def _stopped_line(s) -> str:
     return f"clipcull: review stopped; {'; '.join(parts)}. Undo: {' then '.join(undo)}"
 
 
-def _last_ranked(cache) -> list[str]:
-    """The folders of the last `clipcull rank`, as `best` takes them when given none."""
-    from clip_cull.scoring.settings import last_rank_roots
-
-    state = _open_state(cache.state, cache.db)
-    try:
-        roots = last_rank_roots(state)
-    finally:
-        state.close()
-    if not roots:
-        _fail("no folders given and no earlier `clipcull rank` to take them from: clipcull search QUERY FOLDER")
-    return roots
-
-
 def _open_browser(url: str, err):
     """The redirect file the browser was opened on (None: not opened; the URL is printed)."""
     from clip_cull.review.launch import open_browser
@@ -214,32 +201,30 @@ def search(
 
     The query's CLIP text embedding against the cached photo embeddings. Without folders: the folders of the last `clipcull rank`. No photo is embedded: photos new or changed since the last `clipcull rank` are left out (and counted on stderr).
     """
-    from clip_cull.scoring.search import search as run_search, up_to_date
-
     if json_lines and print0:
         raise typer.BadParameter("choose one of --json and --print0")
     if "{query}" not in template:
         raise typer.BadParameter("--template must contain {query}")
     _quiet_libraries()
     err = ui.stderr_console()
-    roots = [str(f) for f in folders] if folders else _last_ranked(model_flags)
-    settings = resolve_settings(model_flags, roots, setting_flags(model_flags)).settings  # as the folder was ranked
-    walk = walk_photos(roots, heif=heif_available(), raw=rawpy_available(), exclude=exclude_globs(None))
-    for path, reason in walk.errors:
-        ui.message(err, f"clipcull: skipped {ui.shown_path(path)}: {reason}", "yellow")
-    store = _open_store(model_flags.db, model_flags.state)
+    lib = Library([str(f) for f in folders] if folders else None, cache=model_flags.db, state=model_flags.state,
+                  device=model_flags.device.value, exclude=exclude_globs(None), heif=heif_available(),
+                  raw=rawpy_available(), env=os.environ, events=CliEvents(),
+                  **{k: v for k, v in setting_flags(model_flags).items() if v is not None})
     try:
-        fresh, stale = up_to_date(store, walk.photos)
-        hits, missing = run_search(store, text_session(settings, store, model_flags.device.value), fresh, query, top,
-                                   template)
+        found = lib.search(query, top, template=template)
+    except NoFolders:
+        _fail("no folders given and no earlier `clipcull rank` to take them from: clipcull search QUERY FOLDER")
     except ClipCullError as e:
         _fail(str(e))
     finally:
-        store.close()
-    not_searched = len(stale) + len(missing)
-    if not_searched:
-        ui.message(err, f"clipcull: {plural(not_searched, 'photo')} not searched: not embedded yet "
-                        f"(`clipcull rank {' '.join(roots)}` embeds them).", "yellow")
+        lib.close()
+    for path, reason in found.skipped:
+        ui.message(err, f"clipcull: skipped {ui.shown_path(path)}: {reason}", "yellow")
+    if found.not_searched:
+        ui.message(err, f"clipcull: {plural(found.not_searched, 'photo')} not searched: not embedded yet "
+                        f"(`clipcull rank {' '.join(found.roots)}` embeds them).", "yellow")
+    hits, roots = found.hits, found.roots
     if json_lines:
         sys.stdout.write("".join(json.dumps(h.as_dict(), ensure_ascii=False) + "\n" for h in hits))
     elif print0:
