@@ -47,3 +47,6 @@ class Events:
 
     def moves_planned(self, plan, dry_run: bool) -> None:
         """What `move` would do (api.MovePlan), said before anything is journaled or moved."""
+
+    def review_serving(self, url: str, photos: int, stacks: int) -> None:
+        """The review page is served at url (it holds the access token) until Ctrl-C."""

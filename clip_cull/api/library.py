@@ -209,6 +209,13 @@ class ReportResult:
 
 
 @dataclass
+class ReviewResult:
+    ranking: Ranking
+    summary: object  # review.session.Summary: what was decided (photos rated, rejected, picked; runs)
+    signalled: bool  # Ctrl-C or SIGTERM stopped the server
+
+
+@dataclass
 class SearchResult:
     hits: list  # scoring.search.SearchHit: rank, path, similarity
     not_searched: int  # photos with no embedding of their current content (rank embeds them)
@@ -547,6 +554,41 @@ class Library:
         result = MoveResult(plan, dry_run=True) if dry_run else self.apply_move(plan)
         result.resumed, result.resume_notes = finished, resume_notes
         return result
+
+    # --- the review page ---
+
+    def review(self, *, host: str = "127.0.0.1", port: int = 0, sidecar: str = "lightroom",
+               pick_label: str = "Green", progress: ProgressFn | None = None) -> ReviewResult:
+        """Rank the folders (bursts stacked), then serve the review page on host:port (0: a free
+        port) until Ctrl-C or SIGTERM; events.review_serving(url, photos, stacks) tells where.
+        Decisions go to XMP sidecars at once as one journaled run (undo() reverts it). The text
+        model for the page's search loads on its first search only."""
+        from clip_cull.review.decisions import DecisionWriter
+        from clip_cull.review.server import Access, bind, build_app, serve
+        from clip_cull.review.session import ReviewSession
+        from clip_cull.review.thumbs import ThumbnailCache
+
+        if sidecar not in ("lightroom", "darktable"):
+            raise InputError("sidecar is lightroom or darktable")
+        ranking = self.rank(groups=True, progress=progress)  # in the order the folder was ranked
+        roots = _absolute([os.path.expanduser(r) for r in ranking.roots])
+        store, text_model = self.store, self.session  # the session loads its model on first use only
+        writer = DecisionWriter(self.state, {"command": "review", "folders": roots}, sidecar, pick_label)
+        thumbs = ThumbnailCache(Path(store.path).parent / "thumbs")
+        session = ReviewSession(store, ranking.ranked, ranking.groups, roots, writer, thumbs, text_model.model_id,
+                                lambda: text_model)
+        try:
+            sock = bind(host, port)
+        except OSError as e:
+            raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        try:
+            access = Access(host, sock.getsockname()[1])
+            app = build_app(session, access, ", ".join(roots))
+            self.events.review_serving(access.url(), len(ranking.ranked), session.stacks())
+            signalled = serve(app, sock, on_stop=session.stop)
+        finally:
+            session.close()  # waits for a decision being written; a search waiting for the model gives up
+        return ReviewResult(ranking, session.summary(), bool(signalled))
 
     # --- the contact sheet ---
 

@@ -15,37 +15,16 @@ from rich.table import Table
 import clip_cull.cli.ui as ui
 from clip_cull.cli.app import app
 from clip_cull.cli.common import fail as _fail
-from clip_cull.cli.common import model_session as _model_session
-from clip_cull.cli.common import open_state as _open_state
-from clip_cull.cli.common import open_store as _open_store
 from clip_cull.cli.common import EXIT_INTERRUPTED, CliEvents, plural
 from clip_cull.api import Library, NoFolders
 from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import CheckFlags, GroupFlags, HeadFlags, ScoringFlags, flag, shared_options
-from clip_cull.cli.scoring import exclude_globs, score, setting_flags
-from clip_cull.model.encoder import ModelSpec
+from clip_cull.cli.scoring import ScoringEvents, exclude_globs, library, run, setting_flags
 from clip_cull.core.errors import ClipCullError
 from clip_cull.core.files import heif_available
 from clip_cull.core.images import rawpy_available
-from clip_cull.scoring.settings import Settings
-from clip_cull.store.cache import Store
 
 LOOPBACK = "127.0.0.1"
-
-
-# --- the model the folder's ranking used ------------------------------------------------------
-
-
-def text_session(settings: Settings, store: Store, device: str):
-    """The model whose cached image embeddings the folder's ranking used (loaded only on use)."""
-    from clip_cull.core.distributed import local_rank
-    from clip_cull.model.heads import resolve_head
-
-    head = resolve_head(settings.head, settings.positive, settings.negative)
-    err = ui.stderr_console()
-    if hasattr(head, "session"):  # a fine-tuned model brings its own weights
-        return head.session(store, device, local_rank(), on_load=lambda spec: None)
-    return _model_session(ModelSpec(settings.model, settings.pretrained, settings.precision), store, device, err)
 
 
 # --- review ----------------------------------------------------------------------------------
@@ -93,52 +72,41 @@ def review(
 def _review(folder: Path, scoring: ScoringFlags, checks: CheckFlags, grouping: GroupFlags, port: int, host: str,
             no_browser: bool, sidecar: str, pick_label: str, err) -> bool:
     """Rank, serve until Ctrl-C, say what was decided; True when a signal stopped it."""
-    from clip_cull.review.decisions import DecisionWriter
     from clip_cull.review.launch import remove_redirect
-    from clip_cull.review.server import Access, bind, build_app, serve
-    from clip_cull.review.session import ReviewSession
-    from clip_cull.review.thumbs import ThumbnailCache
 
-    scored = score([str(folder)], scoring, checks, grouping, groups=True)  # in the order the folder was ranked
-    result = scored.result
-    roots = [os.path.abspath(os.path.expanduser(r)) for r in scored.roots]
-    state = _open_state(scoring.state, scoring.db)
-    store = _open_store(scoring.db, scoring.state)
+    lib = library([str(folder)], scoring, checks, grouping, events=_ReviewEvents)
+    lib.events.open_browser = not no_browser
+    if not _is_loopback(host):
+        lib.events.warn_reachable = host
     try:
-        # The text model (for search) is made known here and loaded on the first search only.
-        session_model = text_session(scored.settings, store, scoring.device.value)
-        writer = DecisionWriter(state, {"command": "review", "folders": roots}, sidecar, pick_label)
-        thumbs = ThumbnailCache(Path(store.path).parent / "thumbs")
-        session = ReviewSession(store, result.ranked, result.groups, roots, writer, thumbs,
-                                session_model.model_id, lambda: session_model)
-        try:
-            sock = bind(host, port)
-        except OSError as e:
-            _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
-        if not _is_loopback(host):
-            ui.message(err, f"clipcull: warning: listening on {host}, not only on this machine: anyone who "
-                            "can reach it and has the URL can change your photos' ratings.", "yellow")
-        access = Access(host, sock.getsockname()[1])
-        app_ = build_app(session, access, ", ".join(roots))
-        sys.stdout.write(access.url() + "\n")
-        sys.stdout.flush()
-        ui.message(err, f"clipcull: reviewing {_photos_and_stacks(len(result.ranked), session.stacks())}; "
-                        "Ctrl-C stops.", "dim")
-        redirect = None if no_browser else _open_browser(access.url(), err)
-        try:
-            stopped = serve(app_, sock, on_stop=session.stop)
-        finally:
-            if redirect is not None:
-                remove_redirect(redirect)
-            session.close()  # waits for a decision being written; a search waiting for the model gives up
-        summary = session.summary()
+        result = run(lib, lambda: lib.review(host=host, port=port, sidecar=sidecar, pick_label=pick_label))
     except ClipCullError as e:
         _fail(str(e))
     finally:
-        store.close()
-        state.close()
-    ui.message(err, _stopped_line(summary), "dim")
-    return bool(stopped)
+        lib.close()
+        if lib.events.redirect is not None:
+            remove_redirect(lib.events.redirect)
+    ui.message(err, _stopped_line(result.summary), "dim")
+    return result.signalled
+
+
+class _ReviewEvents(ScoringEvents):
+    """Says where the page is served: its URL on stdout, the browser opened on it (unless
+    --no-browser), a warning when other machines can reach it."""
+
+    open_browser = True
+    warn_reachable: str | None = None  # the address listened on, when it is not this machine's
+    redirect = None  # the file the browser was opened on, removed when review stops
+
+    def review_serving(self, url: str, photos: int, stacks: int) -> None:
+        if self.warn_reachable:
+            ui.message(self.err, f"clipcull: warning: listening on {self.warn_reachable}, not only on this machine: "
+                                 "anyone who can reach it and has the URL can change your photos' ratings.", "yellow")
+        sys.stdout.write(url + "\n")
+        sys.stdout.flush()
+        ui.message(self.err, f"clipcull: reviewing {_photos_and_stacks(photos, stacks)}; Ctrl-C stops.", "dim")
+        if self.open_browser:
+            self.redirect = _open_browser(url, self.err)
 
 
 def _photos_and_stacks(photos: int, stacks: int) -> str:
