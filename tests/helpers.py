@@ -116,8 +116,8 @@ def real_fs():
 
 @contextlib.contextmanager
 def faults(**operations):
-    """Within the block, clipcull's file operations (clip_cull.culling.fileops.fs: link, rename,
-    replace, unlink, fsync, copy) named here are these functions instead, called with the same
+    """Within the block, clipcull's file operations (clip_cull.culling.fileops.fs: create, link,
+    rename, replace, unlink, fsync, copy) named here are these functions instead, called with the same
     arguments: `with faults(link=other_device):`. A fault raises where the disk would (OSError
     with an errno, or KeyboardInterrupt for Ctrl-C) and calls real_fs() for the calls it lets
     through. Blocks nest; each puts back what it replaced."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -187,11 +188,10 @@ def test_a_run_whose_every_action_u_took_back_is_undone_and_clipcull_undo_goes_p
     assert undo_run(store, journal, writer.run_id).conflicts == [] and sidecar.read_bytes() == original
 
 
-def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer_goes_on(tmp_path, store, state,
-                                                                                          monkeypatch):
+def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer_goes_on(tmp_path, store, state):
     """The RAW's sidecar cannot be written (read-only share, full disk): the JPEG's sidecar, already
     written for the same key press, gets its bytes back, so the files match what the page shows."""
-    from clip_cull.culling import writer as xmp_writer
+    from clip_cull.culling.fileops import partial_path
     from clip_cull.culling.undo import undo_run
 
     photo = make_photo(tmp_path / "IMG_5.jpg", seed=5)
@@ -199,16 +199,15 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
     raw.write_bytes(b"raw")
     exiftool("-o", tmp_path / "IMG_5.jpg.xmp", "-XMP-dc:Creator=Ann Example", "-XMP-xmp:Rating=2", photo)
     original = (tmp_path / "IMG_5.jpg.xmp").read_bytes()
-    real_write = xmp_writer.write_atomic
+    raws_sidecar = partial_path(tmp_path / "IMG_5.CR2.xmp")  # the temporary file its write starts with
 
-    def refuse_the_raws(path, data, *args, **kwargs):
-        if str(path).endswith(".CR2.xmp"):
+    def refuse_the_raws(path):
+        if Path(path) == raws_sidecar:
             raise PermissionError(13, "Permission denied", str(path))
-        return real_write(path, data, *args, **kwargs)
+        return real_fs().create(path)
 
-    monkeypatch.setattr(xmp_writer, "write_atomic", refuse_the_raws)
     writer = DecisionWriter(state, {"command": "review"}, style="darktable")
-    with pytest.raises(ReviewError, match=r"IMG_5\.CR2\.xmp: Permission denied; not written"):
+    with faults(create=refuse_the_raws), pytest.raises(ReviewError, match=r"IMG_5\.CR2\.xmp: Permission denied; not written"):
         writer.decide(str(photo), [str(raw)], rating=5)
     assert (tmp_path / "IMG_5.jpg.xmp").read_bytes() == original and not (tmp_path / "IMG_5.CR2.xmp").exists()
     journal = Journal(state)
@@ -217,7 +216,7 @@ def test_a_sidecar_that_cannot_be_written_undoes_the_whole_action_and_the_writer
     # nothing of the run is in effect: `clipcull undo` goes past it instead of spending itself on it
     assert journal.run(writer.run_id).state == "undone" and journal.last_undoable() is None
 
-    monkeypatch.setattr(xmp_writer, "write_atomic", real_write)  # the share is writable again
+    # the share is writable again
     writer.decide(str(photo), [str(raw)], rating=4)
     assert xmp_of(tmp_path / "IMG_5.jpg.xmp")["Rating"] == 4 and xmp_of(tmp_path / "IMG_5.CR2.xmp")["Rating"] == 4
     assert undo_run(store, journal, writer.run_id).conflicts == []  # `clipcull undo` of the session

@@ -29,6 +29,10 @@ class FileSystem:
     (a full disk, another file system, a read-only folder, Ctrl-C mid-copy) by replacing one
     operation on `fs` for a while (tests/helpers.py: `faults`), never by patching `os`."""
 
+    def create(self, path):
+        """A new file at path, open for writing bytes (an existing name is an error)."""
+        return open(path, "xb")
+
     def link(self, src, dst) -> None:
         os.link(src, dst, follow_symlinks=False)
 
@@ -65,7 +69,7 @@ def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None
         except OSError:
             mode = None
     try:
-        with open(tmp, "xb") as f:
+        with fs.create(tmp) as f:
             f.write(data)
             f.flush()
             fs.fsync(f.fileno())
