@@ -164,6 +164,8 @@ def move(
     per_group: Annotated[bool, flag("--per-group", help="In each burst group keep the best photo, move the others.")] = False,
     blurry: Annotated[bool, flag("--blurry", help="Move photos flagged blurry.")] = False,
     badly_exposed: Annotated[bool, flag("--badly-exposed", help="Move photos flagged over- or under-exposed.")] = False,
+    eyes_closed: Annotated[bool, flag("--eyes-closed", help="Move photos with closed eyes (faces extra).")] = False,
+    face_soft: Annotated[bool, flag("--face-soft", help="Move photos whose face is soft (faces extra).")] = False,
     copy: Annotated[bool, flag("--copy", help="Copy instead of moving.")] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
@@ -172,21 +174,25 @@ def move(
     Nothing is overwritten (a name taken gets -1, -2, ...); the plan is journaled first, so a re-run after a crash finishes it. Scores the folder the way it was last ranked.
     """
     fraction = percent(worst) if worst else None
-    if fraction is None and below is None and keep_top is None and label is None and not (per_group or blurry or badly_exposed):
-        raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label, --per-group, --blurry or --badly-exposed")
+    if fraction is None and below is None and keep_top is None and label is None and not (
+            per_group or blurry or badly_exposed or eyes_closed or face_soft):
+        raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label, --per-group, --blurry, "
+                                 "--badly-exposed, --eyes-closed or --face-soft")
     try:
+        Selection(eyes_closed=eyes_closed, face_soft=face_soft).check_extras()
         check_destination(str(to) if to else None, folder_roots(folders))
     except ClipCullError as e:
         raise typer.BadParameter(str(e)) from None  # exit code 2, before anything is journaled
     lib = library(folder_roots(folders), scoring, checks, grouping)
     try:
-        _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, per_group, blurry, badly_exposed,
+        _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, per_group,
+              Selection(blurry=blurry, badly_exposed=badly_exposed, eyes_closed=eyes_closed, face_soft=face_soft),
               copy, dry_run)
     finally:
         lib.close()
 
 
-def _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, per_group, blurry, badly_exposed,
+def _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, per_group, flagged: Selection,
           copy, dry_run) -> None:
     err = ui.stderr_console()
     if not dry_run:
@@ -198,7 +204,8 @@ def _move(lib, scoring, checks, grouping, to, fraction, below, keep_top, label, 
     scored = score(lib, scoring, checks, grouping, groups=per_group)
     with _nothing_changed_if_interrupted():
         plan = lib.plan_move(to=to, worst=fraction, below=below, keep_top=keep_top, label=label, per_group=per_group,
-                             blurry=blurry, badly_exposed=badly_exposed, copy=copy, ranking=scored)
+                             blurry=flagged.blurry, badly_exposed=flagged.badly_exposed,
+                             eyes_closed=flagged.eyes_closed, face_soft=flagged.face_soft, copy=copy, ranking=scored)
     steps, photos = plan.steps, plan.photos
     for note in plan.notes:
         ui.message(err, f"clipcull: {note}", "yellow")

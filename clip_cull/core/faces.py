@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from clip_cull.core.analysers import Analyser, register
+from clip_cull.core.errors import InputError
 
 NAME = "faces"
 VERSION = 1
@@ -274,6 +275,24 @@ def available() -> bool:
     return ANALYSER.available()
 
 
+class FacesUnavailable(InputError):
+    """A face feature was asked for where the faces extra is not installed."""
+
+
+def require(feature: str) -> None:
+    """Raise FacesUnavailable, naming the feature and how to install the extra, unless it is here."""
+    if not available():
+        raise FacesUnavailable(f"{feature} needs the faces extra, which is not installed here: {EXTRA_HINT} "
+                               "(Python 3.10 to 3.12; see docs/faces.md)")
+
+
+def require_for_penalties(penalize) -> None:
+    """Penalising closed eyes or soft faces without the extra would silently do nothing: refused."""
+    asked = [p for p in (penalize or ()) if p in ("eyes", "face")]
+    if asked:
+        require(f"--penalize {','.join(asked)}")
+
+
 # --- judging the photos of a shoot ---------------------------------------------------------
 
 
@@ -281,6 +300,7 @@ def available() -> bool:
 class FaceFlags:
     eyes_closed: bool = False  # a judged face has its eyes closed
     face_soft: bool = False  # the main (largest judged) face is soft for this shoot
+    soft: list = field(default_factory=list)  # per face, in the result's order: soft for this shoot (None: not judged)
 
 
 def judged(faces: list[dict]) -> list[dict]:
@@ -299,8 +319,9 @@ def judge(results: dict[str, dict], soft_below: float | None = None) -> dict[str
         soft_below = FACE_SOFT_RELATIVE * float(np.median([f["focus"] for f in main.values()]))
     out = {}
     for path, result in results.items():
-        faces = judged(result.get("faces") or [])
-        closed = any(f.get("eyes_closed") for f in faces)
+        every = result.get("faces") or []
+        closed = any(f.get("eyes_closed") for f in judged(every))
         soft = path in main and soft_below is not None and main[path]["focus"] < soft_below
-        out[path] = FaceFlags(closed, soft)
+        each = [None if f.get("focus") is None or soft_below is None else bool(f["focus"] < soft_below) for f in every]
+        out[path] = FaceFlags(closed, soft, each)
     return out
