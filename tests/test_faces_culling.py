@@ -200,6 +200,14 @@ def no_faces_extra(monkeypatch):
                         else real(name, *a))
 
 
+@needs_faces
+def test_no_faces_column_for_a_shoot_without_faces(tiny_env, photo_folder):
+    rows = rank_json(photo_folder)
+    assert rows and all(r["faces"] == 0 and r["face_details"] == [] for r in rows)  # analysed: none found
+    table = run("rank", photo_folder, env={"COLUMNS": "120"}).stdout
+    assert "faces" not in next(line for line in table.splitlines() if "score" in line).split()
+
+
 def test_without_the_extra_rank_and_best_work_as_before(tiny_env, photo_folder, no_faces_extra):
     rows = rank_json(photo_folder)
     assert rows and all(r["faces"] is None and r["face_details"] is None for r in rows)

@@ -208,10 +208,10 @@ SHORT_FLAGS = {"blurry": "blur", "overexposed": "over", "underexposed": "under",
 def ranking_table(ranked: list[RankedPhoto], groups: dict[str, int] | None = None, roots: list[str] | None = None,
                   width: int | None = None) -> Table:
     """One row per photo, paths relative to the folders given and cut from the left if the
-    terminal is narrow (--json and --csv keep full paths). Focus is in --json/--csv. With the
-    faces extra, a faces column counts each photo's faces (their eyes and focus: in checks)."""
+    terminal is narrow (--json and --csv keep full paths). Focus is in --json/--csv. Where any
+    photo has a face (the faces extra), a faces column counts them (their eyes and focus: in checks)."""
     rows = []
-    with_faces = any(photo.faces is not None for photo in ranked)
+    with_faces = any(photo.faces for photo in ranked)
     for photo in ranked:
         group = [str(groups.get(photo.path, ""))] if groups is not None else []
         faces = [str(len(photo.faces)) if photo.faces else ""] if with_faces else []
