@@ -175,6 +175,40 @@ def test_move_eyes_closed_and_face_soft_move_exactly_those(shoot):
     assert "closed.jpg" not in result.stdout + result.stderr
 
 
+@needs_faces
+@needs_skimage
+def test_the_report_shows_each_face_close_up_with_its_assessment(shoot, tmp_path):
+    import base64
+    import re
+
+    out = tmp_path / "sheet.html"
+    result = run("report", shoot["astronaut"].parent, "-o", out, "--similarity", 1)  # no bursts
+    assert result.exit_code == 0, result.stderr
+    page = out.read_text()
+    cards = dict(re.findall(r'<img src="[^"]+" alt="([^"]+)">(.*?)</figure>', page))
+    faces_of = {name: re.findall(r'<div class="(face[^"]*)"><img src="data:image/jpeg;base64,([^"]+)" alt="face">'
+                                 r'<br>([^<]*)<br>([^<]*)</div>', cards[f"{name}.jpg"]) for name in shoot}
+    assert {n: len(f) for n, f in faces_of.items()} == {"astronaut": 1, "grace": 1, "closed": 1, "soft": 1, "cat": 0}
+    (cls, data, eyes, focus), = faces_of["closed"]
+    assert cls == "face closed" and eyes == "eyes closed 0.00" and focus.startswith("sharp ")
+    (cls, data, eyes, focus), = faces_of["soft"]
+    assert cls == "face soft" and eyes.startswith("eyes open") and focus.startswith("soft ")
+    (cls, data, eyes, focus), = faces_of["astronaut"]
+    assert cls == "face" and eyes.startswith("eyes open") and focus.startswith("sharp ")
+    # the close-up is her face: its centre matches the photo's face region (512 px photo), compared in grey
+    import io
+    import skimage.data
+
+    close_up = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("L"), float)
+    rows = rank_json(shoot["astronaut"].parent)
+    x0, y0, x1, y1 = next(r for r in rows if r["path"] == str(shoot["astronaut"]))["face_details"][0]["box"]
+    cx, cy, half = (x0 + x1) / 2 * 512, (y0 + y1) / 2 * 512, 0.7 * max(x1 - x0, y1 - y0) * 512
+    region = Image.fromarray(skimage.data.astronaut()).crop((round(cx - half), round(cy - half), round(cx + half),
+                                                             round(cy + half)))
+    expected = np.asarray(region.convert("L").resize(close_up.shape[::-1], Image.BICUBIC), float)
+    assert np.abs(close_up - expected).mean() < 12  # JPEG twice and a resample apart: the same face
+
+
 def test_the_best_of_a_burst_prefers_open_eyes_and_a_sharp_face():
     from clip_cull.culling.move import Selection, select_rejects
     from clip_cull.scoring.groups import best_of_each_group
