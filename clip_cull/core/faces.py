@@ -6,8 +6,8 @@ this backend and what it costs: docs/faces.md.
 
 Per photo, on the image scaled to WORK_SIDE on its long side:
 
-1. the full-range face detector (BlazeFace, 192 x 192 input) finds faces anywhere in the frame,
-   with a score and six keypoints (the eyes among them);
+1. the full-range face detector (BlazeFace, 192 x 192 input) finds faces in the frame and in
+   four overlapping tiles of it (small faces), with a score and six keypoints (the eyes among them);
 2. each face large enough to judge (eyes at least MIN_IOD_PX apart) is cropped and run through
    the face mesh with its attention model (478 points, the eyelids and irises refined);
 3. each eye's openness is its eye aspect ratio (EAR, Soukupova & Cech 2016): the mean of two
@@ -169,8 +169,8 @@ def measure(rgb: np.ndarray) -> dict:
     {"faces": [{"box": [x0, y0, x1, y1], "score", "eyes": [[x, y], [x, y]], "iod",
                 "openness": [right, left] | None, "eyes_closed": bool | None,
                 "focus": float | None, "contours": {"right": [[x, y] x 6], "left": ...} | None}]}
-    Positions are relative to the image (0-1); iod is the eyes' distance relative to the long
-    side; the faces come largest first."""
+    Positions are relative to the image (0-1): the eyes are the mesh's eye centres where it ran,
+    else the detector's; iod is the eyes' distance relative to the long side; largest face first."""
     detector, mesh = _graphs()
     rgb = np.ascontiguousarray(rgb[..., :3])
     h, w = rgb.shape[:2]
