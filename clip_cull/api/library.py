@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Mapping
 from clip_cull.api.events import Events
 from clip_cull.core.distributed import local_rank
 from clip_cull.core.errors import ClipCullError, InputError
+from clip_cull.core.faces import require_for_penalties as require_faces_for_penalties
 from clip_cull.core.files import DEFAULT_MAX_FILE_BYTES, heif_available
 from clip_cull.core.images import DEFAULT_MAX_PIXELS, rawpy_available
 from clip_cull.core.paths import default_db_path, default_state_path
@@ -31,6 +32,8 @@ from clip_cull.store.cache import Store
 from clip_cull.store.state import StateStore
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+# The per-photo analysers every ranking runs (core/analysers.py); one whose extra is missing is left out.
+ANALYSERS = ("faces",)
 
 
 class NoFolders(InputError):
@@ -125,17 +128,25 @@ class Ranking:
     def failures(self) -> list:
         return self.result.report.failures
 
-    def best(self, top: int | None = None, unique: bool = False, include_blurry: bool = False) -> list[RankedPhoto]:
-        """The best photos: blurry ones left out unless include_blurry, one per group if unique."""
+    def best(self, top: int | None = None, unique: bool = False, include_blurry: bool = False,
+             include_eyes_closed: bool = False) -> list[RankedPhoto]:
+        """The best photos: blurry ones and those with closed eyes left out unless
+        include_blurry / include_eyes_closed, one per group if unique (open eyes preferred)."""
         from clip_cull.scoring.groups import best_of_each_group
 
-        chosen = self.ranked if include_blurry else [p for p in self.ranked if "blurry" not in p.flags]
+        left_out = {flag for flag, included in (("blurry", include_blurry), ("eyes-closed", include_eyes_closed))
+                    if not included}
+        chosen = [p for p in self.ranked if not left_out & set(p.flags)]
         if unique:
             chosen = best_of_each_group(chosen, self.groups)
         return chosen[:top] if top else chosen
 
     def blurry(self) -> int:
-        return sum("blurry" in p.flags for p in self.ranked)
+        return self.flagged("blurry")
+
+    def flagged(self, flag: str) -> int:
+        """How many photos carry this flag (blurry, eyes-closed, face-soft, ...)."""
+        return sum(flag in p.flags for p in self.ranked)
 
 
 @dataclass
@@ -275,10 +286,11 @@ class Library:
                           precision=precision,
                           penalize=settings_lib.parse_penalize(penalize) if penalize is not None else None,
                           blur_below=blur_below, similarity=similarity, burst_window=burst_window)
+        require_faces_for_penalties(self.flags["penalize"])
         self.cache, self.state_path = cache, state
         self.device = device
         self.options = IndexOptions(batch_size=batch_size, max_pixels=max_pixels, max_file_bytes=max_file_bytes,
-                                    **({"workers": workers} if workers else {}))
+                                    analysers=ANALYSERS, **({"workers": workers} if workers else {}))
         self.exclude = tuple(exclude)
         self.heif = heif_available() if heif is None else heif
         self.raw = rawpy_available() if raw is None else raw
@@ -445,9 +457,11 @@ class Library:
         except sqlite3.DatabaseError as e:  # a cache page damaged after it was opened
             raise store.error_for(e) from e
 
-    def best(self, top: int = 20, *, unique: bool = False, include_blurry: bool = False) -> list[str]:
-        """The paths of the best photos, best first (blurry ones left out unless include_blurry)."""
-        return [p.path for p in self.rank(groups=unique).best(top, unique, include_blurry)]
+    def best(self, top: int = 20, *, unique: bool = False, include_blurry: bool = False,
+             include_eyes_closed: bool = False) -> list[str]:
+        """The paths of the best photos, best first (blurry ones and those with closed eyes left
+        out unless include_blurry / include_eyes_closed)."""
+        return [p.path for p in self.rank(groups=unique).best(top, unique, include_blurry, include_eyes_closed)]
 
     def search(self, text: str, top: int | None = 20, *, template: str | None = None) -> SearchResult:
         """Photos by text, most similar first, from the cached embeddings (nothing is embedded)."""
@@ -514,12 +528,14 @@ class Library:
 
     def plan_move(self, *, to: str | os.PathLike | None = None, worst: float | None = None, below: float | None = None,
                   keep_top: int | None = None, label: str | None = None, per_group: bool = False,
-                  blurry: bool = False, badly_exposed: bool = False, copy: bool = False,
-                  ranking: Ranking | None = None) -> MovePlan:
-        """What move would do: the rejects chosen (worst: a share from 0 to 1) and each file's destination."""
+                  blurry: bool = False, badly_exposed: bool = False, eyes_closed: bool = False,
+                  face_soft: bool = False, copy: bool = False, ranking: Ranking | None = None) -> MovePlan:
+        """What move would do: the rejects chosen (worst: a share from 0 to 1) and each file's
+        destination. eyes_closed / face_soft need the faces extra (FacesUnavailable without it)."""
         from clip_cull.culling.move import Selection, plan_moves, select_rejects
 
-        selection = Selection(worst, below, keep_top, label, per_group, blurry, badly_exposed)
+        selection = Selection(worst, below, keep_top, label, per_group, blurry, badly_exposed, eyes_closed, face_soft)
+        selection.check_extras()
         ranking = ranking or self.rank(groups=per_group)
         chosen = select_rejects(ranking.ranked, selection, ranking.groups)
         notes: list[str] = []
@@ -540,12 +556,15 @@ class Library:
     def move(self, *, dry_run: bool = False, to: str | os.PathLike | None = None, **selection) -> MoveResult:
         """Move rejects aside (never deleted), with their sidecars; undo() puts them back. An
         interrupted move is finished first. selection: worst, below, keep_top, label, per_group,
-        blurry, badly_exposed (at least one), copy."""
-        from clip_cull.culling.move import check_destination
+        blurry, badly_exposed, eyes_closed, face_soft (at least one), copy."""
+        from clip_cull.culling.move import Selection, check_destination
 
-        chooses = ("worst", "below", "keep_top", "label", "per_group", "blurry", "badly_exposed")
+        chooses = ("worst", "below", "keep_top", "label", "per_group", "blurry", "badly_exposed", "eyes_closed",
+                   "face_soft")
         if all(selection.get(k) is None or selection.get(k) is False for k in chooses):  # keep_top=0 chooses
-            raise InputError("choose what moves: worst, below, keep_top, label, per_group, blurry or badly_exposed")
+            raise InputError("choose what moves: worst, below, keep_top, label, per_group, blurry, badly_exposed, "
+                             "eyes_closed or face_soft")
+        Selection(eyes_closed=bool(selection.get("eyes_closed")), face_soft=bool(selection.get("face_soft"))).check_extras()
         check_destination(str(to) if to else None, self.folders)
         finished, resume_notes = ([], []) if dry_run else self.finish_interrupted_moves()
         self.events.moves_resumed(finished, resume_notes)

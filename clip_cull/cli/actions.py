@@ -13,7 +13,7 @@ import clip_cull.cli.ui as ui
 from clip_cull.culling import tag as tagging
 from clip_cull.culling.fileops import FileOpError
 from clip_cull.culling.journal import DONE, JournalBusy
-from clip_cull.culling.move import (MoveStopped, check_destination, tally)
+from clip_cull.culling.move import MoveStopped, Selection, check_destination, tally
 from clip_cull.cli.app import app
 from clip_cull.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, fail, percent, plural
 from clip_cull.cli.options import (
@@ -176,6 +176,8 @@ def move(
     per_group: Annotated[bool, flag("--per-group", help="In each burst group keep the best photo, move the others.")] = False,
     blurry: Annotated[bool, flag("--blurry", help="Move photos flagged blurry.")] = False,
     badly_exposed: Annotated[bool, flag("--badly-exposed", help="Move photos flagged over- or under-exposed.")] = False,
+    eyes_closed: Annotated[bool, flag("--eyes-closed", help="Move photos with closed eyes (faces extra).")] = False,
+    face_soft: Annotated[bool, flag("--face-soft", help="Move photos whose face is soft (faces extra).")] = False,
     copy: Annotated[bool, flag("--copy", help="Copy instead of moving.")] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
@@ -184,9 +186,12 @@ def move(
     Nothing is overwritten (a name taken gets -1, -2, ...); the plan is journaled first, so a re-run after a crash finishes it. Scores the folder the way it was last ranked.
     """
     fraction = percent(worst) if worst else None
-    if fraction is None and below is None and keep_top is None and label is None and not (per_group or blurry or badly_exposed):
-        raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label, --per-group, --blurry or --badly-exposed")
+    if fraction is None and below is None and keep_top is None and label is None and not (
+            per_group or blurry or badly_exposed or eyes_closed or face_soft):
+        raise typer.BadParameter("choose what moves: --worst, --below, --keep-top, --label, --per-group, --blurry, "
+                                 "--badly-exposed, --eyes-closed or --face-soft")
     try:
+        Selection(eyes_closed=eyes_closed, face_soft=face_soft).check_extras()
         check_destination(str(to) if to else None, folder_roots(folders))
     except ClipCullError as e:
         raise typer.BadParameter(str(e)) from None  # exit code 2, before anything is journaled
@@ -195,7 +200,8 @@ def move(
     try:
         result = _moving(lib, lambda: lib.move(
             dry_run=dry_run, to=to, worst=fraction, below=below, keep_top=keep_top, label=label, per_group=per_group,
-            blurry=blurry, badly_exposed=badly_exposed, copy=copy), verb, resumes=not dry_run)
+            blurry=blurry, badly_exposed=badly_exposed, eyes_closed=eyes_closed, face_soft=face_soft, copy=copy),
+            verb, resumes=not dry_run)
     finally:
         lib.close()
     _moved_files(result, verb, scoring.strict)

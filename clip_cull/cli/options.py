@@ -130,8 +130,9 @@ class ScoringFlags(HeadFlags):
 @dataclass
 class CheckFlags:
     penalize: Annotated[Optional[str], typer.Option(
-        "--penalize", metavar="blur,exposure", rich_help_panel=SCORING,
-        help=f"Rank blurry and/or badly exposed photos below all others. {SETTINGS_NOTE} none]")] = None
+        "--penalize", metavar="CHECKS", rich_help_panel=SCORING,
+        help="Rank photos below all others when flagged: blur, exposure, eyes (closed), face (soft); "
+             f"comma-separated. {SETTINGS_NOTE} none]")] = None
     blur_below: Annotated[Optional[float], typer.Option(
         "--blur-below", metavar="FOCUS", rich_help_panel=SCORING,
         help=f"Focus below which a photo is 'blurry'. {SETTINGS_NOTE} a quarter of the folder's median]")] = None

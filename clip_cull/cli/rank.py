@@ -88,6 +88,7 @@ def best(
                                  help="End each path with NUL instead of a newline (xargs -0).")] = False,
     unique: Annotated[bool, flag("--unique", help="Only the best photo of each burst or near-duplicate group.")] = False,
     include_blurry: Annotated[bool, flag("--include-blurry", help="Also print photos flagged blurry (left out by default, and counted on stderr).")] = False,
+    include_eyes_closed: Annotated[bool, flag("--include-eyes-closed", help="Also print photos with closed eyes (faces extra; left out by default, and counted on stderr).")] = False,
 ) -> None:
     """Print the paths of the best photos, best first, one a line, for scripts.
 
@@ -105,10 +106,14 @@ def best(
             fail(str(e))
     scored = score(lib, scoring, groups=unique)
     lib.close()
-    if not include_blurry and (left_out := scored.blurry()):
-        ui.message(ui.stderr_console(), f"clipcull: left out {plural(left_out, 'blurry photo')} "
-                                        "(--include-blurry keeps them)", "dim")
-    chosen = scored.best(top, unique, include_blurry)
+    for included, flag_name, what, many, option in (
+            (include_blurry, "blurry", "blurry photo", None, "--include-blurry"),
+            (include_eyes_closed, "eyes-closed", "photo with closed eyes", "photos with closed eyes",
+             "--include-eyes-closed")):
+        if not included and (left_out := scored.flagged(flag_name)):
+            ui.message(ui.stderr_console(), f"clipcull: left out {plural(left_out, what, many)} ({option} keeps them)",
+                       "dim")
+    chosen = scored.best(top, unique, include_blurry, include_eyes_closed)
     end = "\0" if print0 else "\n"
     with ui.closed_stdout_is_fine():
         sys.stdout.write("".join(p.path + end for p in chosen))

@@ -16,6 +16,7 @@ from clip_cull.cli.common import CliEvents, EXIT_INTERRUPTED, EXIT_UNREADABLE, f
 from clip_cull.cli.options import CacheFlags, CheckFlags, GroupFlags, ModelFlags, ScoringFlags
 from clip_cull.model.encoder import ModelSpec
 from clip_cull.core.errors import ClipCullError
+from clip_cull.core.faces import require_for_penalties as require_faces_for_penalties
 from clip_cull.core.files import HEIF_HINT, heif_available, is_raw
 from clip_cull.core.images import RAW_HINT, rawpy_available
 from clip_cull.scoring.indexer import Failure
@@ -38,6 +39,7 @@ def setting_flags(scoring: ScoringFlags | None = None, checks: CheckFlags | None
         try:
             flags.update(penalize=settings_lib.parse_penalize(checks.penalize) if checks.penalize is not None else None,
                          blur_below=checks.blur_below)
+            require_faces_for_penalties(flags["penalize"])
         except ClipCullError as e:
             raise typer.BadParameter(str(e)) from None
     if grouping is not None:

@@ -201,28 +201,33 @@ def progress_bars(console: Console) -> Iterator:
         yield make
 
 
-SHORT_FLAGS = {"blurry": "blur", "overexposed": "over", "underexposed": "under"}
+SHORT_FLAGS = {"blurry": "blur", "overexposed": "over", "underexposed": "under", "eyes-closed": "eyes",
+               "face-soft": "face"}
 
 
 def ranking_table(ranked: list[RankedPhoto], groups: dict[str, int] | None = None, roots: list[str] | None = None,
                   width: int | None = None) -> Table:
     """One row per photo, paths relative to the folders given and cut from the left if the
-    terminal is narrow (--json and --csv keep full paths). Focus is in --json/--csv."""
+    terminal is narrow (--json and --csv keep full paths). Focus is in --json/--csv. Where any
+    photo has a face (the faces extra), a faces column counts them (their eyes and focus: in checks)."""
     rows = []
+    with_faces = any(photo.faces for photo in ranked)
     for photo in ranked:
         group = [str(groups.get(photo.path, ""))] if groups is not None else []
+        faces = [str(len(photo.faces)) if photo.faces else ""] if with_faces else []
         captured = (photo.captured_at or "").replace("T", " ")[:16]
         checks = ",".join(SHORT_FLAGS.get(f, f) for f in photo.flags)
-        rows.append((photo, [str(photo.rank), f"{photo.score:+.4f}", photo.label, *group, checks, captured],
+        rows.append((photo, [str(photo.rank), f"{photo.score:+.4f}", photo.label, *group, *faces, checks, captured],
                      shown_path(relative_path(photo.path, roots))))
-    headers = ["#", "score", "label", *(["group"] if groups is not None else []), "checks", "captured"]
+    headers = ["#", "score", "label", *(["group"] if groups is not None else []), *(["faces"] if with_faces else []),
+               "checks", "captured"]
     widths = [max([len(h)] + [len(cells[i]) for _, cells, _ in rows]) for i, h in enumerate(headers)]
     room = None
     if width is not None:
         room = max(12, width - sum(widths) - 2 * len(widths))
     table = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 2, 0, 0))
     for h in headers:
-        table.add_column(h, justify="right" if h in ("#", "score", "group") else "left", no_wrap=True)
+        table.add_column(h, justify="right" if h in ("#", "score", "group", "faces") else "left", no_wrap=True)
     table.add_column("path", no_wrap=True, overflow="ellipsis")
     for photo, cells, path in rows:
         label_style = "green" if photo.label == "aesthetic" else "red"
@@ -252,14 +257,26 @@ def rows_for_output(ranked: list[RankedPhoto], groups: dict[str, int] | None = N
 
 
 def write_csv(ranked: list[RankedPhoto], out, groups: dict[str, int] | None = None, head: str | None = None) -> None:
-    """The --json columns; lists (flags, RAW files) joined with ';'."""
+    """The --json columns; lists of names (flags, RAW files) joined with ';', the per-face
+    figures (face_details) as JSON."""
     writer = csv.writer(out)
     header = None
     for row in rows_for_output(ranked, groups, head):
         if header is None:
             header = list(row)
             writer.writerow(header)
-        writer.writerow([";".join(v) if isinstance(v, list) else ("" if v is None else v) for v in row.values()])
+        writer.writerow([_csv_cell(k, v) for k, v in row.items()])
     if header is None:  # no photos: still the header, for scripts
         empty = RankedPhoto(0, "", 0.0, "").as_dict()
         writer.writerow(list(empty) + (["group"] if groups is not None else []) + (["head"] if head is not None else []))
+
+
+JSON_COLUMNS = frozenset({"face_details"})  # written as JSON in a CSV cell: a list of per-face objects
+
+
+def _csv_cell(column: str, value):
+    if value is None:
+        return ""
+    if column in JSON_COLUMNS:
+        return json.dumps(value, separators=(",", ":"))
+    return ";".join(value) if isinstance(value, list) else value

@@ -54,7 +54,7 @@ def get(name: str) -> Analyser:
 
 
 # Modules that register the analysers clipcull ships; imported on first use of active().
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = ("clip_cull.core.faces",)
 
 
 def _import_builtins() -> None:

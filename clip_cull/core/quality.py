@@ -63,6 +63,8 @@ class Flags:
     blurry: bool
     overexposed: bool
     underexposed: bool
+    eyes_closed: bool = False  # a face with its eyes closed (core/faces.py: judge)
+    face_soft: bool = False  # the main face soft for this shoot (core/faces.py: judge)
 
     @property
     def badly_exposed(self) -> bool:
@@ -70,7 +72,8 @@ class Flags:
 
     def names(self) -> list[str]:
         return [n for n, on in (("blurry", self.blurry), ("overexposed", self.overexposed),
-                                ("underexposed", self.underexposed)) if on]
+                                ("underexposed", self.underexposed), ("eyes-closed", self.eyes_closed),
+                                ("face-soft", self.face_soft)) if on]
 
 
 def flag(qualities: dict[str, Quality], blur_below: float | None = None, highlights_limit: float = HIGHLIGHTS_LIMIT,
@@ -96,6 +99,7 @@ def penalized_scores(scores: np.ndarray, flags: list[Flags], penalize: set[str])
         return scores
     spread = float(scores.max() - scores.min()) or 1.0
     counts = np.array([
-        ("blur" in penalize and f.blurry) + ("exposure" in penalize and f.badly_exposed) for f in flags
+        ("blur" in penalize and f.blurry) + ("exposure" in penalize and f.badly_exposed)
+        + ("eyes" in penalize and f.eyes_closed) + ("face" in penalize and f.face_soft) for f in flags
     ], dtype=np.float64)
     return scores - (spread + 1e-9) * counts

@@ -30,6 +30,16 @@ class Selection:
     per_group: bool = False  # keep the best of each burst group, move the rest of it
     blurry: bool = False  # --blurry: photos flagged blurry
     badly_exposed: bool = False  # --badly-exposed: photos flagged over- or under-exposed
+    eyes_closed: bool = False  # --eyes-closed: photos with a face whose eyes are closed (the faces extra)
+    face_soft: bool = False  # --face-soft: photos whose main face is soft (the faces extra)
+
+    def check_extras(self) -> None:
+        """FacesUnavailable where a face criterion is chosen without the faces extra: it would pick nothing."""
+        from clip_cull.core.faces import require
+
+        asked = [name for name, on in (("--eyes-closed", self.eyes_closed), ("--face-soft", self.face_soft)) if on]
+        if asked:
+            require(" and ".join(asked))
 
 
 def select_rejects(ranked: list, selection: Selection, groups: dict[str, int] | None = None) -> list:
@@ -51,8 +61,12 @@ def select_rejects(ranked: list, selection: Selection, groups: dict[str, int] | 
         picked |= {p.path for p in ranked if "blurry" in p.flags}
     if selection.badly_exposed:
         picked |= {p.path for p in ranked if {"overexposed", "underexposed"} & set(p.flags)}
+    if selection.eyes_closed:
+        picked |= {p.path for p in ranked if "eyes-closed" in p.flags}
+    if selection.face_soft:
+        picked |= {p.path for p in ranked if "face-soft" in p.flags}
     if selection.per_group and groups:
-        best = {p.path for p in best_of_each_group(ranked, groups)}  # best first: the first of each group stays
+        best = {p.path for p in best_of_each_group(ranked, groups)}  # each group's best (open eyes preferred) stays
         picked |= {p.path for p in ranked if p.path in groups and p.path not in best}
     return [p for p in ranked if p.path in picked]
 

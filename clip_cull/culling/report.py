@@ -23,6 +23,8 @@ from clip_cull.core.errors import ClipCullError
 
 THUMB_PX = 320  # shown size in CSS pixels
 THUMB_SCALE = 2  # stored at twice that: sharp on HiDPI screens and in print
+FACE_PX = 72  # a face's close-up, shown size (the faces extra)
+MAX_FACES = 6  # close-ups under one photo, largest faces first
 # Every report carries this line near its top: only a file that has it is replaced without --force.
 MARKER = '<meta name="generator" content="clipcull report">'
 LEGACY_MARKER = "Made by clipcull on "  # reports written before the marker
@@ -53,6 +55,10 @@ figcaption {{ font-size: .8em; line-height: 1.4; word-break: break-all; }}
 .stars {{ color: #c90; letter-spacing: 1px; }}
 .yours {{ color: #06c; }}
 .flags {{ color: #b50; }}
+.faces {{ display: flex; gap: 6px; flex-wrap: wrap; margin-top: 4px; }}
+.face {{ font-size: .7em; text-align: center; width: {face}px; }}
+.face img {{ width: {face}px; height: {face}px; object-fit: cover; }}
+.face.closed, .face.soft {{ color: #b50; }}
 .missing {{ height: {px}px; display: flex; align-items: center; justify-content: center; background: #eee; }}
 @media print {{ body {{ background: #fff; margin: 0; }} figure {{ box-shadow: none; border: 1px solid #ccc; }} }}
 </style></head><body>
@@ -77,6 +83,10 @@ def thumbnail_data(path: str, px: int = THUMB_PX * THUMB_SCALE) -> str | None:
     except Exception:
         return None
     image.thumbnail((px, px), Image.BICUBIC)
+    return _jpeg_uri(image)
+
+
+def _jpeg_uri(image: Image.Image) -> str:
     clean = Image.new(image.mode, image.size)  # a new image carries none of the source's info
     clean.paste(image)
     if clean.mode not in ("RGB", "L"):
@@ -134,7 +144,7 @@ def render_report(
     summary = (f"{len(ranked)} photo{'s' if len(ranked) != 1 else ''}, best first; "
                f"{len(rejects)} greyed as rejects. Made by clipcull on {dt.date.today().isoformat()}.")
     return PAGE.format(marker=MARKER, title=html.escape(title), summary=html.escape(summary), px=THUMB_PX, small=THUMB_PX // 3,
-                       figures="\n".join(figures))
+                       face=FACE_PX, figures="\n".join(figures))
 
 
 def _figure(stack: list, stars: dict, rejects: set, roots, yours: dict, group: int | None) -> str:
@@ -145,7 +155,54 @@ def _figure(stack: list, stars: dict, rejects: set, roots, yours: dict, group: i
     classes = [c for c in ("reject" if lead.path in rejects else "", "burst" if len(stack) > 1 else "") if c]
     cls = f' class="{" ".join(classes)}"' if classes else ""
     head = f"burst {group} ({len(stack)} photos)<br>" if len(stack) > 1 else ""
-    return f"<figure{cls}>{picture}<figcaption>{head}{'<br>'.join(lines)}</figcaption></figure>"
+    return f"<figure{cls}>{picture}{_face_row(stack)}<figcaption>{head}{'<br>'.join(lines)}</figcaption></figure>"
+
+
+def _face_row(stack: list) -> str:
+    """Close-ups of the faces judged (the faces extra): every face of a single photo; for a burst,
+    its main face in each frame, in the burst's order, so one face is seen across the frames."""
+    if len(stack) == 1:
+        shown = [(stack[0], face) for face in _judged(stack[0])[:MAX_FACES]]
+    else:
+        shown = [(photo, _judged(photo)[0]) for photo in stack if _judged(photo)]
+    cards = [_face_card(photo, face) for photo, face in shown]
+    return f'<div class="faces">{"".join(cards)}</div>' if cards else ""
+
+
+def _judged(photo) -> list[dict]:
+    from clip_cull.core.faces import judged
+
+    return judged(getattr(photo, "faces", None) or [])
+
+
+def _face_card(photo, face: dict) -> str:
+    """One face: its close-up and its assessment (eyes, focus), from the ranking's figures."""
+    closed, soft = face.get("eyes_closed"), face.get("soft")
+    eyes = ("eyes ?" if closed is None else
+            f"eyes {'closed' if closed else 'open'} {sum(face['openness']) / 2:.2f}")
+    focus = f"{'soft' if soft else 'sharp'} {face['focus']:.0f}"
+    classes = " ".join(["face", *(["closed"] if closed else []), *(["soft"] if soft else [])])
+    data = face_data(photo.path, face["box"])
+    picture = f'<img src="{data}" alt="face">' if data else ""
+    return f'<div class="{classes}">{picture}<br>{html.escape(eyes)}<br>{html.escape(focus)}</div>'
+
+
+def face_data(path: str, box: list[float], px: int = FACE_PX * THUMB_SCALE) -> str | None:
+    """A square close-up of a face (box relative to the photo, 1.4 x its size) as a data: URI."""
+    from clip_cull.core.faces import WORK_SIDE
+    from clip_cull.core.files import read_file
+    from clip_cull.core.images import decode_photo
+
+    try:
+        data, _ = read_file(path)
+        image, _ = decode_photo(data, min_side=WORK_SIDE * 2 // 3)
+    except Exception:
+        return None
+    w, h = image.size
+    cx, cy = (box[0] + box[2]) / 2 * w, (box[1] + box[3]) / 2 * h
+    half = 0.7 * max((box[2] - box[0]) * w, (box[3] - box[1]) * h)
+    crop = image.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half))).convert("RGB")
+    return _jpeg_uri(crop.resize((px, px), Image.BICUBIC))
 
 
 def _picture(photo, roots) -> str:

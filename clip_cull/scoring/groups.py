@@ -68,15 +68,21 @@ def _seconds(iso: str | None) -> float | None:
         return None
 
 
+# A burst's best photo is its best-ranked one with none of these flags, if it has one.
+AVOIDED_IN_BURSTS = frozenset({"eyes-closed", "face-soft"})
+
+
 def best_of_each_group(ranked: list, groups: dict[str, int]) -> list:
-    """The ranking (best first) with only the first photo of each group kept; photos in no
-    group all stay."""
-    seen: set[int] = set()
-    kept = []
+    """The ranking (best first) with one photo kept of each group: its best-ranked photo whose
+    eyes are open and whose face is sharp (none of AVOIDED_IN_BURSTS), else its best-ranked
+    photo. Photos in no group all stay; the kept photo keeps its place in the ranking."""
+    chosen: dict[int, str] = {}
     for photo in ranked:
         group = groups.get(photo.path)
-        if group is None or group not in seen:
-            kept.append(photo)
+        if group is not None and group not in chosen and not AVOIDED_IN_BURSTS & set(getattr(photo, "flags", ())):
+            chosen[group] = photo.path
+    for photo in ranked:
+        group = groups.get(photo.path)
         if group is not None:
-            seen.add(group)
-    return kept
+            chosen.setdefault(group, photo.path)
+    return [p for p in ranked if groups.get(p.path) is None or chosen[groups[p.path]] == p.path]

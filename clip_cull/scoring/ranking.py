@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -28,8 +28,25 @@ class RankedPhoto:
     captured_at: str | None = None
     camera: str | None = None
     quality: Quality | None = None
-    flags: list[str] = field(default_factory=list)  # blurry, overexposed, underexposed
+    flags: list[str] = field(default_factory=list)  # blurry, overexposed, underexposed, eyes-closed, face-soft
     companions: list[str] = field(default_factory=list)  # RAW files that go with this photo
+    faces: list[dict] | None = None  # per face (core/faces.py), largest first, with "soft"; None: not analysed
+
+    def face_figures(self) -> dict:
+        """The face count and figures --json and --csv print: the main face's focus, the lowest
+        eye openness (mean EAR of a face's eyes) of the faces judged, and each face's figures."""
+        if self.faces is None:
+            return {"faces": None, "face_focus": None, "eye_openness": None, "face_details": None}
+        judged = [f for f in self.faces if f.get("focus") is not None]
+        open_ = [float(np.mean(f["openness"])) for f in judged if f.get("openness")]
+        return {
+            "faces": len(self.faces),
+            "face_focus": _finite(judged[0]["focus"], 2) if judged else None,
+            "eye_openness": _finite(min(open_), 3) if open_ else None,
+            "face_details": [{"box": f["box"], "score": f["score"], "openness": f.get("openness"),
+                              "eyes_closed": f.get("eyes_closed"), "focus": _finite(f.get("focus"), 2),
+                              "soft": f.get("soft")} for f in self.faces],
+        }
 
     def as_dict(self) -> dict:
         q = self.quality
@@ -45,6 +62,7 @@ class RankedPhoto:
             "shadows": None if q is None else _finite(q.shadows, 4),
             "brightness": None if q is None else _finite(q.brightness, 4),
             "flags": self.flags,
+            **self.face_figures(),
             "raw": self.companions,
         }
 
@@ -70,7 +88,7 @@ def _finite(value, digits: int | None = None) -> float | None:
 class Checks:
     """How focus and exposure enter the ranking."""
 
-    penalize: frozenset = frozenset()  # {"blur", "exposure"}: see quality.penalized_scores
+    penalize: frozenset = frozenset()  # {"blur", "exposure", "eyes", "face"}: see quality.penalized_scores
     blur_below: float | None = None  # absolute focus threshold instead of the shoot-relative one
 
 
@@ -100,14 +118,31 @@ def rank_photos(
     qualities = {r.path: measured[r.fingerprint] for r in rows if r.fingerprint in measured}
     flags = quality_flags(qualities, blur_below=checks.blur_below)
     none = Flags(False, False, False)
+    faces = _faces_of(store, rows, flags)
     order_scores = penalized_scores(scores, [flags.get(r.path, none) for r in rows], set(checks.penalize))
     # A score that is not a number (a damaged embedding) sorts last instead of scrambling the order.
     order = sorted(range(len(rows)), key=lambda i: (-_finite_or(order_scores[i], -np.inf), rows[i].path))
     return [
         RankedPhoto(n + 1, rows[i].path, float(scores[i]), labels[i], rows[i].captured_at, rows[i].camera,
-                    qualities.get(rows[i].path), flags.get(rows[i].path, none).names())
+                    qualities.get(rows[i].path), flags.get(rows[i].path, none).names(), faces=faces.get(rows[i].path))
         for n, i in enumerate(order)
     ]
+
+
+def _faces_of(store: Store, rows: list, flags: dict[str, Flags]) -> dict[str, list[dict]]:
+    """The faces of each photo analysed (core/faces.py), each with its "soft" judgement, and
+    the photo's eyes-closed and face-soft flags set in flags (judged against these photos)."""
+    from clip_cull.core import faces as face_analysis
+
+    measured = store.measurements([r.fingerprint for r in rows], face_analysis.NAME, face_analysis.VERSION)
+    results = {r.path: measured[r.fingerprint] for r in rows
+               if r.fingerprint in measured and "error" not in measured[r.fingerprint]}
+    out = {}
+    for path, judged in face_analysis.judge(results).items():
+        flags[path] = replace(flags.get(path, Flags(False, False, False)), eyes_closed=judged.eyes_closed,
+                              face_soft=judged.face_soft)
+        out[path] = [{**f, "soft": soft} for f, soft in zip(results[path].get("faces") or [], judged.soft)]
+    return out
 
 
 @dataclass

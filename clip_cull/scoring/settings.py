@@ -31,7 +31,7 @@ ENVIRONMENT = {
     "precision": "CLIPCULL_PRECISION",
     "head": "CLIPCULL_HEAD",
 }
-PENALTIES = frozenset({"blur", "exposure"})
+PENALTIES = frozenset({"blur", "exposure", "eyes", "face"})  # eyes, face: the faces extra's flags
 PRECISIONS = ("fp32", "int8", "bf16")
 
 
@@ -49,7 +49,7 @@ class Settings:
     head: str = DEFAULT_HEAD
     positive: str | None = None
     negative: str | None = None
-    penalize: tuple[str, ...] = ()  # blur, exposure: ranked below all others
+    penalize: tuple[str, ...] = ()  # blur, exposure, eyes, face: ranked below all others
     blur_below: float | None = None  # absolute focus threshold; None: relative to the shoot
     similarity: float = DEFAULT_SIMILARITY  # near-duplicate cosine
     burst_window: float = DEFAULT_WINDOW_S  # seconds
@@ -78,7 +78,8 @@ class Resolved:
 def parse_penalize(text: str | None) -> tuple[str, ...]:
     wanted = tuple(sorted({p.strip() for p in (text or "").split(",") if p.strip()}))
     if set(wanted) - PENALTIES:
-        raise SettingsError("--penalize takes blur, exposure or both (blur,exposure)")
+        raise SettingsError("--penalize takes blur, exposure, eyes (closed eyes) or face (a soft face), "
+                            "or several: blur,eyes")
     return wanted
 
 
