@@ -73,6 +73,7 @@ def test_progress_per_photo_and_prompt_bar_from_the_first_prompt(tiny_model_file
     from clip_cull.model.encoder import ModelSpec
     from clip_cull.scoring.indexer import IndexOptions, prompt_embeddings
     from clip_cull.model.session import ModelSession
+    from clip_cull.core.files import PhotoSource
     from clip_cull.scoring.ranking import index_folders
     from clip_cull.store.cache import Store
 
@@ -80,7 +81,7 @@ def test_progress_per_photo_and_prompt_bar_from_the_first_prompt(tiny_model_file
     store = Store.open(tmp_path / "p.db")
     session = ModelSession(ModelSpec(str(config), str(checkpoint)), store, "cpu")
     seen = []
-    index_folders(store, [str(photo_folder)], session, IndexOptions(batch_size=32, workers=1),
+    index_folders(store, PhotoSource((str(photo_folder),)), session, IndexOptions(batch_size=32, workers=1),
                   progress=lambda done, total: seen.append((done, total)))
     assert {d for d, _ in seen} == set(range(0, 9))  # every photo, not every batch of 32
     text = []

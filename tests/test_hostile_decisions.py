@@ -83,10 +83,10 @@ def _tag(journal, photos, **options):
     """`clipcull tag` on these photos through the library, every photo scored alike."""
     from types import SimpleNamespace
 
-    from clip_cull.culling.tag import apply_tags, plan_tags
+    from clip_cull.culling.tag import TagOptions, apply_tags, plan_tags
 
     ranked = [SimpleNamespace(path=str(p), score=0.5, flags=[], label="aesthetic", companions=[]) for p in photos]
-    changes, _ = plan_tags(ranked, journal=journal, **options)
+    changes, _ = plan_tags(ranked, TagOptions(**options), journal)
     return apply_tags(journal, changes, {"command": "tag"})
 
 

@@ -92,7 +92,7 @@ def test_undo_of_a_tag_run_follows_its_copy_moved_twice(tmp_path, world, embed):
     root = tmp_path / "shoot"
     photo = make_photo(root / "IMG_1.jpg", seed=1)
     start = tree(tmp_path)
-    changes, _ = tagging.plan_tags([Shot(str(photo))], embed=embed, journal=journal)
+    changes, _ = tagging.plan_tags([Shot(str(photo))], tagging.TagOptions(embed=embed), journal)
     tag_run = tagging.apply_tags(journal, changes, {"command": "tag"})
     move(store, journal, photo, root, tmp_path / "backup", copy=True)
     move(store, journal, tmp_path / "backup" / "IMG_1.jpg", tmp_path / "backup", tmp_path / "far")
@@ -166,7 +166,7 @@ def test_u_that_leaves_a_later_runs_write_on_top_says_so(tmp_path, world):
     photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
     writer = DecisionWriter(state, {"command": "review"})
     writer.decide(str(photo), [], rating=4)
-    changes, _ = tagging.plan_tags([Shot(str(photo))], thresholds=[(2, -1e9)], overwrite=True, journal=journal)
+    changes, _ = tagging.plan_tags([Shot(str(photo))], tagging.TagOptions(thresholds=[(2, -1e9)], overwrite=True), journal)
     tag_run = tagging.apply_tags(journal, changes, {"command": "tag"})
     tagged = (tmp_path / "IMG_1.xmp").read_bytes()
     with pytest.raises(ReviewError, match=f"left as run {tag_run} wrote it"):

@@ -406,8 +406,8 @@ class ShootMachine(RuleBasedStateMachine):
                     self.expect[("emb", key)]["Rating"].append(Entry("overwrite", ANY))
         store, journal = open_journal(self.tmp)
         try:
-            changes, _ = tagging.plan_tags(ranked, "lightroom", None, None, "Green" if label else None, True,
-                                           overwrite, False, False, embed, journal)
+            changes, _ = tagging.plan_tags(ranked, tagging.TagOptions(
+                label="Green" if label else None, overwrite=overwrite, embed=embed), journal)
             for c in changes:
                 photo = self._photo_of(c.photo)
                 if c.writes and photo is not None:
@@ -846,8 +846,8 @@ def test_undo_of_an_embed_run_beneath_several_later_ones(tmp_path, fmt, ratings,
     store, journal = open_journal(tmp_path)
     runs, written = [], []
     for stars in ratings:
-        changes, _ = tagging.plan_tags([Shot(str(photo), 0.5, "")], thresholds=[(stars, -1e9)], overwrite=True,
-                                       embed=True, journal=journal)
+        changes, _ = tagging.plan_tags([Shot(str(photo), 0.5, "")],
+                                       tagging.TagOptions(thresholds=[(stars, -1e9)], overwrite=True, embed=True), journal)
         runs.append(tagging.apply_tags(journal, changes, {"command": "tag"}))
         written.append(sha(photo))
     first = undo_run(store, journal, runs[first_undone - 1])
@@ -860,8 +860,8 @@ def test_undo_of_an_embed_run_beneath_several_later_ones(tmp_path, fmt, ratings,
 
 def _tag_run(journal, photo: Path, stars: int, embed=False, folder_read_only: Path | None = None) -> int | None:
     """`tag [--embed] --stars STARS:-1e9 --overwrite` on one photo (every photo gets STARS)."""
-    changes, _ = tagging.plan_tags([Shot(str(photo), 0.5, "")], thresholds=[(stars, -1e9)], overwrite=True,
-                                   embed=embed, journal=journal)
+    changes, _ = tagging.plan_tags([Shot(str(photo), 0.5, "")],
+                                   tagging.TagOptions(thresholds=[(stars, -1e9)], overwrite=True, embed=embed), journal)
     if embed:
         changes = [c for c in changes if c.action == "embedded"]
     with read_only(folder_read_only):
@@ -974,7 +974,7 @@ def test_undo_of_an_embed_run_also_restores_the_copy_a_later_copy_run_made(tmp_p
     root, photo = _shoot_of_one(tmp_path)
     original = sha(photo)
     store, journal = open_journal(tmp_path)
-    changes, _ = tagging.plan_tags([Shot(str(photo), 0.5, "")], embed=True, journal=journal)
+    changes, _ = tagging.plan_tags([Shot(str(photo), 0.5, "")], tagging.TagOptions(embed=True), journal)
     tag_run = tagging.apply_tags(journal, changes, {"command": "tag"})
     backup = tmp_path / "backup"
     copy_run = apply_moves(store, journal, plan_moves([Shot(str(photo), 0.5, "")], [str(root)], str(backup), copy=True),
@@ -1021,7 +1021,7 @@ def test_a_pick_made_in_review_is_not_taken_over_by_tag_label(tmp_path):
         other = str(root / "IMG_0001.jpg")
         for best, worst in ((str(photo), other), (other, str(photo))):
             ranked = [Shot(best, 0.9, "aesthetic"), Shot(worst, 0.1, "not aesthetic")]
-            changes, _ = tagging.plan_tags(ranked, thresholds=[(5, 0.5)], label="Green", journal=journal)
+            changes, _ = tagging.plan_tags(ranked, tagging.TagOptions(thresholds=[(5, 0.5)], label="Green"), journal)
             tagging.apply_tags(journal, changes, {"command": "tag"})  # the best 5 stars, the other 1
         store.close()
         side = photo.with_suffix(".xmp")
@@ -1065,7 +1065,7 @@ def test_undoing_every_run_newest_first_after_a_review_session_interleaved_with_
     writer = DecisionWriter(store.state, {"command": "review"})
     writer.decide(str(first), [], rating=1)
     ranked = [Shot(str(first), 0.9, "aesthetic"), Shot(str(root / "day2" / "IMG_0006.jpg"), 0.1, "not aesthetic")]
-    changes, _ = tagging.plan_tags(ranked, overwrite=True, journal=journal)
+    changes, _ = tagging.plan_tags(ranked, tagging.TagOptions(overwrite=True), journal)
     tagging.apply_tags(journal, changes, {"command": "tag"})
     writer.decide(str(first), [], rating=2)
     conflicts = []
@@ -1135,10 +1135,10 @@ def test_u_after_a_later_tag_wrote_the_earlier_bytes_again(tmp_path):
     root, photo = _shoot_of_one(tmp_path)
     store, journal = open_journal(tmp_path)
     ranked = [Shot(str(photo), 0.9, "aesthetic"), Shot(str(root / "IMG_0001.jpg"), 0.1, "not aesthetic")]
-    tagging.apply_tags(journal, tagging.plan_tags(ranked, journal=journal)[0], {"command": "tag"})
+    tagging.apply_tags(journal, tagging.plan_tags(ranked, tagging.TagOptions(), journal)[0], {"command": "tag"})
     writer = DecisionWriter(store.state, {"command": "review"})
     writer.decide(str(photo), [], rating=-1)
-    tagging.apply_tags(journal, tagging.plan_tags(ranked, overwrite=True, journal=journal)[0], {"command": "tag"})
+    tagging.apply_tags(journal, tagging.plan_tags(ranked, tagging.TagOptions(overwrite=True), journal)[0], {"command": "tag"})
     with contextlib.suppress(ReviewError):
         writer.undo_last()
     conflicts = []
@@ -1202,7 +1202,7 @@ def test_a_decision_equal_to_clipculls_rating_is_kept_by_the_next_tag(tmp_path):
         writer.decide(str(photo), [], rating=1)
         _tag_run(journal, photo, 3)  # --overwrite
         writer.decide(str(photo), [], rating=3)
-        changes, _ = tagging.plan_tags([Shot(str(photo), 0.5, "")], thresholds=[(1, -1e9)], journal=journal)
+        changes, _ = tagging.plan_tags([Shot(str(photo), 0.5, "")], tagging.TagOptions(thresholds=[(1, -1e9)]), journal)
         tagging.apply_tags(journal, changes, {"command": "tag"})
         store.close()
         side = photo.with_suffix(".xmp")

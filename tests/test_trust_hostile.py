@@ -90,7 +90,7 @@ def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_c
     from types import SimpleNamespace
 
     from clip_cull.culling.journal import FAILED, Journal
-    from clip_cull.culling.tag import apply_tags, plan_tags
+    from clip_cull.culling.tag import TagOptions, apply_tags, plan_tags
     from clip_cull.culling.undo import undo_run
     from clip_cull.store.state import StateStore
     from clip_cull.store.cache import Store
@@ -100,7 +100,7 @@ def test_tag_never_writes_over_a_file_changed_since_the_plan(tmp_path, private_c
     subprocess.run([EXIFTOOL, "-q", "-o", str(folder / "a.xmp"), "-XMP-dc:Creator=Ann", str(a)], check=True, timeout=60)
     ranked = [SimpleNamespace(path=str(p), score=0.3 - 0.01 * i, label="aesthetic", flags=[], companions=[])
               for i, p in enumerate((a, b, c, d, e))]
-    changes, _ = plan_tags(ranked, embed=True)
+    changes, _ = plan_tags(ranked, TagOptions(embed=True))
     # meanwhile: the sidecar edited, a sidecar created, a photo's EXIF changed, by exiftool
     exiftool("-q", "-overwrite_original", "-XMP-dc:Creator=Changed", folder / "a.xmp")
     subprocess.run([EXIFTOOL, "-q", "-o", str(folder / "b.xmp"), "-XMP-dc:Creator=Dt", str(b)], check=True, timeout=60)

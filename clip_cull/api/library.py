@@ -20,7 +20,7 @@ from clip_cull.api.events import Events
 from clip_cull.core.distributed import local_rank
 from clip_cull.core.errors import ClipCullError, InputError
 from clip_cull.core.faces import require_for_penalties as require_faces_for_penalties
-from clip_cull.core.files import DEFAULT_MAX_FILE_BYTES, heif_available
+from clip_cull.core.files import DEFAULT_MAX_FILE_BYTES, PhotoSource, heif_available
 from clip_cull.core.images import DEFAULT_MAX_PIXELS, rawpy_available
 from clip_cull.core.paths import default_db_path, default_state_path
 from clip_cull.model.encoder import ModelSpec
@@ -332,6 +332,11 @@ class Library:
             self._folders = list(roots)
         return self._folders
 
+    @property
+    def source(self) -> PhotoSource:
+        """The photos the folders hold, as this Library reads them (formats, exclusions)."""
+        return PhotoSource(tuple(self.folders), self.heif, self.raw, self.exclude)
+
     def resolve(self) -> Resolved:
         """The settings the folders are scored with, and the folder whose record gave them."""
         if self._resolved is None:
@@ -434,17 +439,15 @@ class Library:
                 self.events.warning(warning)
             if shard:
                 report, unsupported, _ = index_folders(
-                    store, roots, session, self.options, heif=self.heif, raw=self.raw, shard=shard,
-                    exclude=self.exclude, progress=self._progress(f"embedding photos (share {shard[0]}/{shard[1]})",
-                                                                  progress),
+                    store, self.source, session, self.options, shard=shard,
+                    progress=self._progress(f"embedding photos (share {shard[0]}/{shard[1]})", progress),
                     on_failure=self.events.unreadable)
                 ranking = Ranking(resolved, FolderRanking([], report, unsupported), identity, roots, str(store.path),
                                   shard)
                 self.events.ranked(ranking)
                 return ranking
             result = rank_folders(
-                store, roots, session, head, self.options, heif=self.heif, raw=self.raw,
-                checks=Checks(frozenset(s.penalize), s.blur_below), exclude=self.exclude,
+                store, self.source, session, head, self.options, checks=Checks(frozenset(s.penalize), s.blur_below),
                 progress=self._progress("embedding photos", progress), text_progress=self._prompt_progress(s, progress),
                 on_failure=self.events.unreadable)
             if groups:
@@ -465,11 +468,10 @@ class Library:
 
     def search(self, text: str, top: int | None = 20, *, template: str | None = None) -> SearchResult:
         """Photos by text, most similar first, from the cached embeddings (nothing is embedded)."""
-        from clip_cull.core.files import walk_photos
         from clip_cull.scoring.search import QUERY_TEMPLATE, search, up_to_date
 
         roots = self.folders
-        walk = walk_photos(roots, heif=self.heif, raw=self.raw, exclude=self.exclude)
+        walk = self.source.walk()
         self.resolve()
         fresh, stale = up_to_date(self.store, walk.photos)
         hits, missing = search(self.store, self.session, fresh, text, top, template or QUERY_TEMPLATE)
@@ -493,9 +495,9 @@ class Library:
                 raise InputError(f"stars: {e}") from None
         ranking = ranking or self.rank()
         # the journal says which ratings are clipcull's: a dry run plans with it too
-        changes, disagreements = tagging.plan_tags(ranking.ranked, sidecar, stars, reject_below, label, keywords,
-                                                   overwrite, reject_blurry, darktable_default_counts, embed,
-                                                   self.journal)
+        options = tagging.TagOptions(sidecar, stars, reject_below, label, keywords, overwrite, reject_blurry,
+                                     darktable_default_counts, embed)
+        changes, disagreements = tagging.plan_tags(ranking.ranked, options, self.journal)
         return TagPlan(ranking, changes, disagreements)
 
     def apply_tags(self, plan: TagPlan) -> TagResult:

@@ -25,7 +25,7 @@ from clip_cull.cli.common import quiet_libraries as _quiet_libraries
 from clip_cull.cli.options import DarktableDefaultOpt, ModelFlags, shared_options
 from clip_cull.cli.scoring import model_spec
 from clip_cull.core.errors import ClipCullError
-from clip_cull.core.files import heif_available
+from clip_cull.core.files import PhotoSource, heif_available
 from clip_cull.model.heads import resolve_head
 from clip_cull.model.heads.files import check_backbone, save_head
 from clip_cull.model.heads.linear import LinearFit, probe_head
@@ -51,8 +51,10 @@ class _Library:
         self.session = _model_session(spec, self.store, models.device.value, self.err)
         batch_size, workers = models.batch_size, models.workers
         with ui.progress_bars(self.err) as bar:
-            report, _, companions = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
-                                         heif=heif_available(), raw=rawpy_available(), progress=bar("embedding photos"))
+            source = PhotoSource(tuple(self.folders), heif_available(), rawpy_available())
+            report, _, companions = index_folders(self.store, source, self.session,
+                                                  IndexOptions(batch_size=batch_size, workers=workers),
+                                                  progress=bar("embedding photos"))
         notes, listings = [], {}
         state = _open_state(models.state, models.db)
         try:

@@ -65,6 +65,20 @@ def heif_available() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class PhotoSource:
+    """Which photos a run reads: folders (or single photos), the optional formats it reads
+    (HEIC needs pillow-heif, RAW needs rawpy) and the names it skips (globs)."""
+
+    roots: tuple[str, ...]
+    heif: bool = False
+    raw: bool = False
+    exclude: tuple[str, ...] = ()
+
+    def walk(self) -> "WalkResult":
+        return walk_photos(self.roots, heif=self.heif, raw=self.raw, exclude=self.exclude)
+
+
 def walk_photos(
     roots: Iterable[str | Path],
     *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,19 +56,23 @@ def star_ratings(scores: np.ndarray, thresholds: list[tuple[int, float]] | None 
 SidecarChange = XmpChange  # the name tag's callers know
 
 
-def plan_tags(
-    ranked: list,
-    style: str = "lightroom",
-    thresholds: list[tuple[int, float]] | None = None,
-    reject_below: float | None = None,
-    label: str | None = None,
-    keywords: bool = True,
-    overwrite: bool = False,
-    reject_blurry: bool = False,
-    darktable_default_counts: bool = False,
-    embed: bool = False,
-    journal: Journal | None = None,
-) -> tuple[list[XmpChange], list[str]]:
+@dataclass(frozen=True)
+class TagOptions:
+    """What `tag` writes: the sidecar naming, how scores become stars, and what else changes."""
+
+    style: str = "lightroom"  # lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp)
+    thresholds: list[tuple[int, float]] | None = None  # (stars, lowest score); None: by rank
+    reject_below: float | None = None  # rate photos below this score -1
+    label: str | None = None  # also set this colour label on 5-star photos
+    keywords: bool = True  # clipcull:aesthetic / clipcull:not-aesthetic
+    overwrite: bool = False  # replace ratings the photographer set
+    reject_blurry: bool = False
+    darktable_default_counts: bool = False  # darktable's 1 star on import counts as the photographer's
+    embed: bool = False  # also the photo's own XMP (JPEG, TIFF, DNG)
+
+
+def plan_tags(ranked: list, options: TagOptions = TagOptions(),
+              journal: Journal | None = None) -> tuple[list[XmpChange], list[str]]:
     """What each photo's sidecar would become, and one line for each photo whose ratings disagree.
 
     A rating the photographer set anywhere (either sidecar naming, the RAW companion's sidecar, XMP
@@ -76,30 +81,31 @@ def plan_tags(
     wrote exactly that value there (writer.claims_now); without a journal every value is the
     photographer's. With darktable naming a RAW companion gets its own sidecar; with Lightroom
     naming the RAW and the JPEG share one. The photographer's colour label is left as it is."""
+    o = options
     scores = np.array([p.score for p in ranked])
-    stars = star_ratings(scores, thresholds, reject_below)
-    if reject_blurry:
+    stars = star_ratings(scores, o.thresholds, o.reject_below)
+    if o.reject_blurry:
         stars = np.where([("blurry" in p.flags) for p in ranked], REJECT, stars)
     changes, disagreements, listings, planned = [], [], {}, set()
     for photo, rating in zip(ranked, stars):
         members = [photo.path, *getattr(photo, "companions", [])]
-        found = find_rating(photo.path, members[1:], darktable_default_counts, listings, journal)
+        found = find_rating(photo.path, members[1:], o.darktable_default_counts, listings, journal)
         changes += [XmpChange(photo.path, Path(where), None, None, int(rating), f"left alone: {why}", True)
                     for where, why in found.problems]
         if found.disagreement:
             disagreements.append(found.disagreement)
-        if not overwrite and (kept := _kept(found)):
+        if not o.overwrite and (kept := _kept(found)):
             changes.append(XmpChange(photo.path, Path(found.source), None, None, int(rating), kept))
             continue
         unreadable = {where for where, _ in found.problems}
         for member in members:
-            path = target_sidecar(member, style, listings)
+            path = target_sidecar(member, o.style, listings)
             if path in planned or str(path) in unreadable:
                 continue
             planned.add(path)
-            changes.append(_sidecar_change(photo, int(rating), path, label, keywords, overwrite, journal))
-        if embed:
-            changes.append(plan_embedded(photo.path, Edit(int(rating), keywords=_words(photo, keywords),
+            changes.append(_sidecar_change(photo, int(rating), path, o.label, o.keywords, o.overwrite, journal))
+        if o.embed:
+            changes.append(plan_embedded(photo.path, Edit(int(rating), keywords=_words(photo, o.keywords),
                                                           owned={RATING: str(int(rating))}), int(rating)))
     return changes, disagreements
 

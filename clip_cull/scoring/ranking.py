@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from clip_cull.core.files import FileStat, walk_photos
+from clip_cull.core.files import FileStat, PhotoSource
 from clip_cull.model.heads.base import Head
 from clip_cull.model.heads.files import check_backbone
 from clip_cull.scoring.indexer import Failure, IndexOptions, IndexReport, ProgressFn, index_photos, prompt_embeddings
@@ -169,21 +169,18 @@ def group_ranked(store: Store, ranked: list[RankedPhoto], model_id: str, similar
 
 def index_folders(
     store: Store,
-    roots: list[str],
+    source: PhotoSource,
     session: ModelSession,
     options: IndexOptions | None = None,
     *,
-    heif: bool = False,
-    raw: bool = False,
     shard: tuple[int, int] | None = None,
     progress: ProgressFn | None = None,
     on_failure: Callable[[Failure], None] | None = None,
-    exclude: tuple[str, ...] = (),
 ) -> tuple[IndexReport, list[str], dict[str, list[str]]]:
-    """Find the photos under roots and embed what is new or changed. With shard=(k, n) only
+    """Find the photos of source and embed what is new or changed. With shard=(k, n) only
     the k-th of n disjoint shares is embedded, so n processes can split a folder between them.
     Returns the report, the files of unsupported formats and the RAW companions of photos."""
-    walk = walk_photos(roots, heif=heif, raw=raw, exclude=exclude)
+    walk = source.walk()
     early_failures = [Failure(path, reason) for path, reason in walk.errors]
     for failure in early_failures:
         if on_failure:
@@ -193,7 +190,7 @@ def index_folders(
     report.failures[:0] = early_failures
     if shard is None:
         present = {p.path for p in walk.photos}
-        for root in roots:
+        for root in source.roots:
             folder = os.path.abspath(os.path.expanduser(root))
             if os.path.isdir(folder):
                 store.forget_missing(folder, present)
@@ -202,23 +199,19 @@ def index_folders(
 
 def rank_folders(
     store: Store,
-    roots: list[str],
+    source: PhotoSource,
     session: ModelSession,
     head: Head,
     options: IndexOptions | None = None,
     *,
-    heif: bool = False,
-    raw: bool = False,
     checks: Checks = Checks(),
     progress: ProgressFn | None = None,
     text_progress: ProgressFn | None = None,
     on_failure: Callable[[Failure], None] | None = None,
-    exclude: tuple[str, ...] = (),
 ) -> FolderRanking:
-    """Find the photos under roots, embed what is new or changed, and rank them all."""
-    report, unsupported, companions = index_folders(
-        store, roots, session, options, heif=heif, raw=raw, progress=progress, on_failure=on_failure, exclude=exclude
-    )
+    """Find the photos of source, embed what is new or changed, and rank them all."""
+    report, unsupported, companions = index_folders(store, source, session, options, progress=progress,
+                                                    on_failure=on_failure)
     ranked = rank_photos(store, report.ready, session, head, text_progress, checks)
     for photo in ranked:
         photo.companions = companions.get(photo.path, [])
