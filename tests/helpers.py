@@ -14,6 +14,7 @@ import json
 import shutil
 import signal
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,15 @@ def jpeg_with_xmp(data: bytes, packet: bytes) -> bytes:
     body = b"http://ns.adobe.com/xap/1.0/\x00" + packet
     assert len(body) + 2 <= 0xFFFF
     return data[:at] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[at:]
+
+
+@dataclass
+class Shot:
+    """A ranked photo as the library's planners see it (tag.plan_tags, move.plan_moves,
+    select_rejects): a path with a score drawn by the test, not CLIP's."""
+
+    path: str
+    score: float = 0.5
+    label: str = ""
+    flags: tuple = ()
+    companions: list = field(default_factory=list)

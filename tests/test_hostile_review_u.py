@@ -4,7 +4,6 @@ people, checked by the bytes of every file (sha256), never by clipcull's own rea
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from clip_cull.culling.undo import undo_run
 from clip_cull.review.decisions import DecisionWriter, ReviewError
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from helpers import fails_after, make_photo
+from helpers import fails_after, make_photo, Shot
 
 FOREIGN = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator><rdf:Seq>'
@@ -27,15 +26,6 @@ FOREIGN = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w
 def time_limit():
     with fails_after(240):
         yield
-
-
-@dataclass
-class Shot:
-    path: str
-    score: float = 0.5
-    label: str = ""
-    flags: tuple = ()
-    companions: list = field(default_factory=list)
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ from clip_cull.core.files import walk_photos
 from clip_cull.review.decisions import DecisionWriter, ReviewError
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from helpers import fails_after, make_photo
+from helpers import fails_after, make_photo, Shot
 
 EXIFTOOL = shutil.which("exiftool")
 pytestmark = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (.ci/run installs it)")
@@ -178,16 +178,6 @@ def make_shoot(exif: ExifTool, folder: Path) -> None:
     make_photo(folder / "IMG_0007.tif", seed=7, fmt="TIFF")
     (folder / "IMG_0002.CR2").write_bytes(b"II*\x00 the RAW of IMG_0002 " * 40)
     photographers_sidecar(exif, folder / "IMG_0003.xmp")
-
-
-@dataclass
-class Shot:
-    """A ranked photo as the CLI hands it to plan_tags and select_rejects (scores drawn, not CLIP's)."""
-    path: str
-    score: float
-    label: str
-    flags: tuple = ()
-    companions: list = field(default_factory=list)
 
 
 @dataclass

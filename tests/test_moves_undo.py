@@ -16,7 +16,6 @@ import sqlite3
 import stat
 import subprocess
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ from clip_cull.core.errors import CacheError, InputError
 from clip_cull.core.files import content_fingerprint
 from clip_cull.store.state import StateStore
 from clip_cull.store.cache import Store
-from helpers import exiftool, fails_after, faults, make_photo, real_fs, run, sha, usage_error, xmp_of
+from helpers import exiftool, fails_after, faults, make_photo, real_fs, run, sha, Shot, usage_error, xmp_of
 
 EXIFTOOL = shutil.which("exiftool")
 
@@ -65,16 +64,6 @@ def exiftool_sidecar(path: Path, **tags) -> Path:
     args = [f"-XMP-{k.replace('_', ':')}={v}" for k, v in tags.items()]
     exiftool("-q", "-o", path, *args)
     return path
-
-
-@dataclass
-class Shot:
-    """A ranked photo as plan_moves sees it."""
-    path: str
-    score: float = 0.0
-    label: str = "not aesthetic"
-    flags: tuple = ()
-    companions: list = field(default_factory=list)
 
 
 def state_of(db: Path) -> Path:

@@ -20,7 +20,7 @@ from clip_cull.core.errors import StateError
 from clip_cull.store.state import APPLICATION_ID, StateStore
 from clip_cull.store.state_import import import_legacy
 from clip_cull.store.cache import EmbeddingRecord, FileRecord, Store
-from helpers import fails_after, run
+from helpers import fails_after, run, Shot
 
 
 @pytest.fixture(autouse=True)
@@ -270,15 +270,11 @@ def legacy_cache(db: Path, folder: Path) -> int:
     from clip_cull.culling.move import apply_moves, plan_moves
     from clip_cull.scoring.settings import LAST_RANK
 
-    class Shot:
-        def __init__(self, path):
-            self.path, self.companions = str(path), []
-
     store = Store.open(db)
     new_columns = ("owned", "set_id", "patch")  # today's Journal writes them; an older cache had none
     for column in new_columns:
         store.db.execute(f"alter table steps add column {column}")
-    steps = plan_moves([Shot(folder / "IMG_0000.jpg"), Shot(folder / "IMG_0001.jpg")], [str(folder)], None)
+    steps = plan_moves([Shot(str(folder / "IMG_0000.jpg")), Shot(str(folder / "IMG_0001.jpg"))], [str(folder)], None)
     run_id = apply_moves(store, Journal(store), steps, {"command": "move", "folders": [str(folder)]})
     for column in new_columns:
         store.db.execute(f"alter table steps drop column {column}")
