@@ -11,7 +11,7 @@ import pytest
 from clip_cull.api import ClipCullError, Events, Library
 from clip_cull.core.files import heif_available
 from clip_cull.core.images import rawpy_available
-from conftest import make_photo
+from helpers import make_photo
 
 API_DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
@@ -126,3 +126,38 @@ def test_errors_are_the_projects_own_and_events_are_told(tmp_path, shoot, tiny):
     with Library(shoot, events=Listen(), progress=lambda stage, done, total: stages.add(stage), **tiny) as lib:
         lib.rank()
     assert told == ["ensemble"] and "embedding photos" in stages
+
+
+def test_report_writes_the_contact_sheet_and_refuses_a_photo_at_its_path(shoot, tiny, tmp_path):
+    with Library(shoot, **tiny) as lib:
+        with pytest.raises(ClipCullError):  # a photo at the output path is never overwritten
+            lib.report(shoot / "IMG_0000.jpg")
+        written = lib.report(tmp_path / "sheets" / "shoot.html", worst=0.4)
+    page = written.path.read_text(encoding="utf-8")
+    assert written.path == tmp_path / "sheets" / "shoot.html" and len(written.ranking.ranked) == 5
+    assert all(f"IMG_{i:04d}.jpg" in page for i in range(5))
+
+
+def test_events_tell_a_workflow_in_order(shoot, tiny):
+    """A caller that renders as it goes (the CLI) learns the ranking, then the plan, then gets the result."""
+    said = []
+
+    class Told(Events):
+        def ranked(self, ranking):
+            said.append(("ranked", len(ranking.ranked)))
+
+        def tags_planned(self, plan, dry_run):
+            said.append(("tags_planned", plan.writes, dry_run))
+
+        def moves_resumed(self, finished, notes):
+            said.append(("moves_resumed", finished))
+
+        def moves_planned(self, plan, dry_run):
+            said.append(("moves_planned", len(plan.chosen), dry_run))
+
+    with Library(shoot, events=Told(), **tiny) as lib:
+        tagged = lib.tag(dry_run=True)
+        moved = lib.move(keep_top=4)
+    assert said == [("ranked", 5), ("tags_planned", tagged.plan.writes, True),
+                    ("moves_resumed", []), ("ranked", 5), ("moves_planned", 1, False)]
+    assert moved.done.photos == 1
