@@ -460,6 +460,45 @@ class Library:
         except sqlite3.DatabaseError as e:  # a cache page damaged after it was opened
             raise store.error_for(e) from e
 
+    def rank_share(self, share: tuple[int, int], *, torchrun: bool = False, groups: bool = False,
+                   progress: ProgressFn | None = None) -> Ranking:
+        """Embed share k of n of the folders' photos (n processes split a folder; the settings are
+        recorded). Under torchrun, every process then waits for the others, and process 0 folds
+        their per-process caches (a cache path with `{rank}`) into its own and ranks every photo
+        (recorded, as `rank` does): it returns that ranking; the others return their share's."""
+        from clip_cull.core.distributed import wait_for_all
+
+        embedded = self.rank(shard=share, record=True, progress=progress)
+        if not torchrun:
+            return embedded
+        wait_for_all()
+        if share[0] != 0:
+            return embedded
+        if self.cache and "{rank}" in str(self.cache):
+            self.merge_process_caches(share[1])
+        return self.rank(groups=groups, record=True, progress=progress)
+
+    def merge_caches(self, sources: Iterable[str | os.PathLike]):
+        """Fold other cache files (other machines', other processes') into this Library's cache:
+        embeddings, prompt embeddings, measurements and file rows. Idempotent. Returns
+        store.cache_merge.MergeReport (sources, rows added per table)."""
+        from clip_cull.store.cache_merge import merge_caches
+
+        return merge_caches(self.store, [Path(s) for s in sources])
+
+    def merge_process_caches(self, world_size: int):
+        """Under torchrun with `{rank}` in the cache path: fold the other processes' files into
+        this one's; a file not on this machine is named in events.warning with how to merge it."""
+        from clip_cull.store.cache_merge import per_process_path, sibling_paths
+
+        mine = per_process_path(self.cache)
+        others = [p for p in sibling_paths(self.cache, world_size) if p != mine]
+        missing = [str(p) for p in others if not p.is_file()]
+        if missing:
+            self.events.warning(f"not reachable from this machine: {', '.join(missing)}; copy them here and run "
+                                f"`clipcull cache merge FILE... --db {mine}`")
+        return self.merge_caches([p for p in others if p.is_file()])
+
     def best(self, top: int = 20, *, unique: bool = False, include_blurry: bool = False,
              include_eyes_closed: bool = False) -> list[str]:
         """The paths of the best photos, best first (blurry ones and those with closed eyes left

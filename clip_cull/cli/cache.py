@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 import clip_cull.cli.ui as ui
-from clip_cull.store.cache_merge import merge_caches, per_process_path, sibling_paths
+from clip_cull.api import Library
 from clip_cull.cli.app import app
 from clip_cull.cli.common import fail as _fail
-from clip_cull.cli.common import open_store as _open_store
+from clip_cull.cli.common import CliEvents
 from clip_cull.cli.options import CacheFlags, shared_options
 from clip_cull.core.errors import ClipCullError
 
@@ -26,31 +26,13 @@ def merge(
     cache: CacheFlags = None,
 ) -> None:
     """Fold the embeddings, prompt embeddings and file rows of SRC... into the cache (--db). Idempotent; each source in one transaction. Several machines must never write one SQLite file: give each its own --db (`{rank}` in the path becomes torchrun's RANK), then merge."""
-    err = ui.stderr_console()
-    store = _open_store(cache.db, cache.state)
+    lib = Library(cache=cache.db, state=cache.state, events=CliEvents())
     try:
-        report = merge_caches(store, sources)
+        report = lib.merge_caches(sources)
+        into = lib.store.path
     except ClipCullError as e:
         _fail(str(e))
     finally:
-        store.close()
+        lib.close()
     added = ", ".join(f"{n} {table}" for table, n in report.added.items() if n) or "nothing new"
-    ui.message(err, f"clipcull: merged {report.sources} cache file(s) into {store.path}: {added}", "dim")
-
-
-def merge_process_caches(db: Path, world_size: int) -> None:
-    """Under torchrun with `{rank}` in --db: process 0 folds the other processes' files into its own."""
-    err = ui.stderr_console()
-    mine = per_process_path(db)
-    others = [p for p in sibling_paths(db, world_size) if p != mine]
-    missing = [str(p) for p in others if not p.is_file()]
-    if missing:
-        ui.message(err, f"clipcull: not reachable from this machine: {', '.join(missing)}; copy them here and run "
-                        f"`clipcull cache merge FILE... --db {mine}`", "yellow")
-    store = _open_store(db)
-    try:
-        merge_caches(store, [p for p in others if p.is_file()])
-    except ClipCullError as e:
-        _fail(str(e))
-    finally:
-        store.close()
+    ui.message(ui.stderr_console(), f"clipcull: merged {report.sources} cache file(s) into {into}: {added}", "dim")

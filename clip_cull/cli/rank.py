@@ -14,8 +14,8 @@ from clip_cull.api import NoFolders
 from clip_cull.cli.common import fail, plural
 from clip_cull.cli.options import (ADVANCED, OUTPUT, CheckFlags, FoldersArg, GroupFlags, ScoringFlags, flag,
                                    shared_options)
-from clip_cull.cli.scoring import finish, folder_roots, library, score
-from clip_cull.core.distributed import torchrun_shard, wait_for_all
+from clip_cull.cli.scoring import finish, folder_roots, library, run, score
+from clip_cull.core.distributed import torchrun_shard
 from clip_cull.core.errors import ClipCullError
 
 
@@ -47,19 +47,17 @@ def rank(
         raise typer.BadParameter("choose one of --json and --csv")
     roots = folder_roots(folders)
     share = _parse_shard(shard) if shard else torchrun_shard()
-    if share:
-        scored = score(roots, scoring, checks, grouping, shard=share, record=True)
-        if shard or share[0] != 0:
-            if not shard:
-                wait_for_all()
-            finish(scored, scoring.strict)
-            return
-        wait_for_all()  # process 0 ranks once every share is embedded
-        if scoring.db and "{rank}" in str(scoring.db):  # per-process cache files: fold the others' into process 0's
-            from clip_cull.cli.cache import merge_process_caches
-
-            merge_process_caches(scoring.db, share[1])
-    scored = score(roots, scoring, checks, grouping, groups=groups, record=True, json_errors=json_lines)
+    lib = library(roots, scoring, checks, grouping, json_errors=json_lines)
+    try:
+        if share:  # under torchrun, process 0 ranks once every share is embedded
+            scored = run(lib, lambda: lib.rank_share(share, torchrun=not shard, groups=groups), scoring_only=True)
+        else:
+            scored = run(lib, lambda: lib.rank(groups=groups, record=True), scoring_only=True)
+    finally:
+        lib.close()
+    if scored.shard:  # only a share was embedded: nothing to print
+        finish(scored, scoring.strict)
+        return
     ranked = scored.result.ranked[:limit] if limit else scored.result.ranked
     group_of = scored.result.groups if groups else None
     with ui.closed_stdout_is_fine():

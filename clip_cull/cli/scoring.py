@@ -120,10 +120,11 @@ def score(
             lib.close()
 
 
-def run(lib: Library, workflow):
+def run(lib: Library, workflow, *, scoring_only: bool = False):
     """Run one Library workflow, workflow(), with progress bars on stderr. Until its ranking is
-    made (lib.events.stage "scoring") an error is one line and Ctrl-C says every finished batch
-    is saved; after it, errors are the command's to tell (its events know the stage)."""
+    made (lib.events.stage "scoring"), or throughout when it only scores (scoring_only), an error
+    is one line and Ctrl-C says every finished batch is saved; after it, errors are the command's
+    to tell (its events know the stage)."""
     quiet_libraries()
     err = ui.stderr_console()
     try:
@@ -131,11 +132,11 @@ def run(lib: Library, workflow):
             lib.progress = _bars(bar)
             return workflow()
     except ClipCullError as e:
-        if lib.events.stage != "scoring":
+        if lib.events.stage != "scoring" and not scoring_only:
             raise
         fail(str(e))
     except KeyboardInterrupt:
-        if lib.events.stage != "scoring":
+        if lib.events.stage != "scoring" and not scoring_only:
             raise
         ui.message(err, "clipcull: interrupted. Every finished batch is saved; run the command again to go on.", "yellow")
         raise typer.Exit(EXIT_INTERRUPTED)
