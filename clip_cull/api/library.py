@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -360,27 +359,15 @@ class Library:
     def session(self):
         """The model session: loaded only when something needs the model."""
         if self._session is None:
-            from clip_cull.model.session import ModelSession
-
             head, store, s = self.head, self.store, self.settings
             if hasattr(head, "session"):  # a fine-tuned model brings its own weights
                 self._session = head.session(store, self.device, local_rank(), on_load=self.events.loading_model)
             else:
-                spec = ModelSpec(s.model, s.pretrained, s.precision)
-                self._session = ModelSession(spec, store, self.device, on_load=self.events.loading_model,
-                                             local_rank=local_rank(), loader=self._timed_loader(spec))
+                from clip_cull.api.models import model_session
+
+                self._session = model_session(ModelSpec(s.model, s.pretrained, s.precision), store, self.device,
+                                              self.events)
         return self._session
-
-    def _timed_loader(self, spec: ModelSpec):
-        from clip_cull.model.encoder import load_encoder
-
-        def load():
-            started = time.perf_counter()
-            encoder = load_encoder(spec, self.device, local_rank())
-            self.events.model_loaded(spec, time.perf_counter() - started)
-            return encoder
-
-        return load
 
     def close(self) -> None:
         store, state, self._store, self._state, self._session = self._store, self._state, None, None, None
