@@ -128,7 +128,7 @@ def run(lib: Library, workflow):
     err = ui.stderr_console()
     try:
         with ui.progress_bars(err) as bar:
-            lib.progress = _bars(bar)
+            lib.progress = stage_bars(bar)
             return workflow()
     except ClipCullError as e:
         if lib.events.stage != "scoring":
@@ -141,7 +141,7 @@ def run(lib: Library, workflow):
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _bars(bar):
+def stage_bars(bar):
     """The Library's progress as the CLI's progress bars, one per stage."""
     made: dict = {}
 
