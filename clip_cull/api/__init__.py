@@ -14,7 +14,8 @@ Methods return values and print nothing; errors are clip_cull.core.errors.ClipCu
 CLI (clip_cull/cli) is a thin layer over it. See docs/api.md.
 
 The research side, likewise: AvaExperiment (the paper on AVA: prompt search, linear probe,
-fine-tuning, Table 1) and the heads there are (head_catalogue, describe_head).
+fine-tuning, Table 1), Taste (heads against your own ratings, a personal head), the heads there
+are (head_catalogue, describe_head).
 """
 
 from clip_cull.api.ava import (AvaExperiment, FinetuneResult, LinearTraining, MethodRow, PromptTraining,
@@ -24,12 +25,15 @@ from clip_cull.api.heads import describe_head, head_catalogue
 from clip_cull.api.library import (Library, MovePlan, MoveResult, NoFolders, Ranking, TagPlan, TagResult, UndoResult,
                                    UndoStopped, open_state, open_store)
 from clip_cull.api.models import ModelChoice
+from clip_cull.api.taste import NotALinearPrior, PersonalHead, RatedPhotos, RatingsChoice, Taste, TasteRow
 from clip_cull.core.errors import ClipCullError
 from clip_cull.research.finetune import FinetuneSettings
+from clip_cull.research.taste import TooFewRatings
 from clip_cull.research.train import ProbeChoice, PromptChoice
 
 __all__ = ["Library", "Ranking", "TagPlan", "TagResult", "MovePlan", "MoveResult", "UndoResult", "Events",
            "ClipCullError", "NoFolders", "UndoStopped", "open_state", "open_store",
            "ModelChoice", "AvaExperiment", "SplitChoice", "ProbeChoice", "PromptChoice", "FinetuneSettings",
            "MethodRow", "PromptTraining", "LinearTraining", "FinetuneResult",
+           "Taste", "RatingsChoice", "RatedPhotos", "TasteRow", "PersonalHead", "NotALinearPrior", "TooFewRatings",
            "head_catalogue", "describe_head"]

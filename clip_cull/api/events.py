@@ -51,7 +51,7 @@ class Events:
     def review_serving(self, url: str, photos: int, stacks: int) -> None:
         """The review page is served at url (it holds the access token) until Ctrl-C."""
 
-    # --- the research workflows: AVA (api.AvaExperiment) ---
+    # --- the research workflows: AVA (api.AvaExperiment), your ratings (api.Taste) ---
 
     def ava_loaded(self, ava, split) -> None:
         """AVA.txt is read (research.ava.AvaSet: .ids, .paths with None where the image is not in
@@ -67,3 +67,7 @@ class Events:
 
     def epoch_finished(self, report) -> None:
         """A fine-tuning epoch ended (research.finetune.EpochReport). Told by the first process only."""
+
+    def ratings_read(self, rated) -> None:
+        """The folders' photos are embedded and your ratings read (api.taste.RatedPhotos: .photos
+        found, .paths rated, .counts() of each rating)."""

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import clip_cull.cli.ui as ui
 from clip_cull.api import ModelChoice
-from clip_cull.cli.common import CliEvents, fail, quiet_libraries
+from clip_cull.cli.common import CliEvents, fail, plural, quiet_libraries
 from clip_cull.cli.options import ModelFlags
 from clip_cull.cli.scoring import stage_bars
 from clip_cull.core.errors import ClipCullError
 
 
 class ResearchEvents(CliEvents):
-    """One line on stderr for each thing an AvaExperiment tells."""
+    """One line on stderr for each thing an AvaExperiment or a Taste tells."""
 
     def ava_loaded(self, ava, split) -> None:
         missing = sum(p is None for p in ava.paths)
@@ -36,6 +36,14 @@ class ResearchEvents(CliEvents):
              f"{report.val_emd:.4f} (best: epoch {report.best_epoch})" + (" - stopping early" if report.stopped else ""),
              "dim")
 
+    def ratings_read(self, rated) -> None:
+        counts = rated.counts()
+        _say(f"clipcull: {plural(rated.photos, 'photo')}, {len(rated.paths)} rated by you (rejects {counts[-1]}, "
+             + ", ".join(f"{s}* {counts[s]}" for s in range(1, 6)) + ")", "dim")
+
+    def warning(self, text: str) -> None:  # a sidecar that cannot be read, sources that disagree
+        _say("clipcull: " + ui.shown_path(text), "yellow")
+
 
 def _say(text: str, style: str) -> None:
     ui.message(ui.stderr_console(), text, style)
@@ -46,7 +54,7 @@ def model_choice(models: ModelFlags) -> ModelChoice:
 
 
 def run_research(owner, workflow):
-    """workflow(), a method of owner (an AvaExperiment), with progress bars on stderr;
+    """workflow(), a method of owner (an AvaExperiment or a Taste), with progress bars on stderr;
     its error is one line, exit 1."""
     quiet_libraries()
     with ui.progress_bars(ui.stderr_console()) as bar:
