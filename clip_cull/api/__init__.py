@@ -15,11 +15,12 @@ CLI (clip_cull/cli) is a thin layer over it. See docs/api.md.
 
 The research side, likewise: AvaExperiment (the paper on AVA: prompt search, linear probe,
 fine-tuning, Table 1), Taste (heads against your own ratings, a personal head), the heads there
-are (head_catalogue, describe_head).
+are (head_catalogue, describe_head) and cache files merged (merge_cache_files).
 """
 
 from clip_cull.api.ava import (AvaExperiment, FinetuneResult, LinearTraining, MethodRow, PromptTraining,
                                SplitChoice)
+from clip_cull.api.cache import MergeResult, merge_cache_files, merge_process_caches
 from clip_cull.api.events import Events
 from clip_cull.api.heads import describe_head, head_catalogue
 from clip_cull.api.library import (Library, MovePlan, MoveResult, NoFolders, Ranking, TagPlan, TagResult, UndoResult,
@@ -36,4 +37,4 @@ __all__ = ["Library", "Ranking", "TagPlan", "TagResult", "MovePlan", "MoveResult
            "ModelChoice", "AvaExperiment", "SplitChoice", "ProbeChoice", "PromptChoice", "FinetuneSettings",
            "MethodRow", "PromptTraining", "LinearTraining", "FinetuneResult",
            "Taste", "RatingsChoice", "RatedPhotos", "TasteRow", "PersonalHead", "NotALinearPrior", "TooFewRatings",
-           "head_catalogue", "describe_head"]
+           "head_catalogue", "describe_head", "merge_cache_files", "merge_process_caches", "MergeResult"]

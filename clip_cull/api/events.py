@@ -51,7 +51,7 @@ class Events:
     def review_serving(self, url: str, photos: int, stacks: int) -> None:
         """The review page is served at url (it holds the access token) until Ctrl-C."""
 
-    # --- the research workflows: AVA (api.AvaExperiment), your ratings (api.Taste) ---
+    # --- the research workflows: AVA (api.AvaExperiment), your ratings (api.Taste), caches merged ---
 
     def ava_loaded(self, ava, split) -> None:
         """AVA.txt is read (research.ava.AvaSet: .ids, .paths with None where the image is not in
@@ -71,3 +71,6 @@ class Events:
     def ratings_read(self, rated) -> None:
         """The folders' photos are embedded and your ratings read (api.taste.RatedPhotos: .photos
         found, .paths rated, .counts() of each rating)."""
+
+    def caches_unreachable(self, missing: list[str], into) -> None:
+        """Other processes' cache files are not on this machine: `clipcull cache merge` them into `into`."""

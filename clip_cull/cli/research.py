@@ -1,4 +1,4 @@
-"""What the research commands (train, eval, heads) share: what their workflows tell,
+"""What the research commands (train, eval, heads, cache merge) share: what their workflows tell,
 said on stderr; a workflow run with progress bars; the model options as the API takes them."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from clip_cull.core.errors import ClipCullError
 
 
 class ResearchEvents(CliEvents):
-    """One line on stderr for each thing an AvaExperiment or a Taste tells."""
+    """One line on stderr for each thing an AvaExperiment, a Taste or a cache merge tells."""
 
     def ava_loaded(self, ava, split) -> None:
         missing = sum(p is None for p in ava.paths)
@@ -43,6 +43,10 @@ class ResearchEvents(CliEvents):
 
     def warning(self, text: str) -> None:  # a sidecar that cannot be read, sources that disagree
         _say("clipcull: " + ui.shown_path(text), "yellow")
+
+    def caches_unreachable(self, missing: list[str], into) -> None:
+        _say(f"clipcull: not reachable from this machine: {', '.join(missing)}; copy them here and run "
+             f"`clipcull cache merge FILE... --db {into}`", "yellow")
 
 
 def _say(text: str, style: str) -> None:
