@@ -220,6 +220,8 @@ def eval_ava(
     ava_dir = Path(target[0])
     if not head and not all_heads:
         raise typer.BadParameter("give --head NAME|FILE (repeatable) or --all")
+    if all_heads and features not in ("pooled", "projected"):  # only --all's probe reads them
+        raise typer.BadParameter("--features is pooled or projected")
     _check_choices(scoring, fit_on)
     probe = ProbeChoice(features, _ridge_choice(ridge, ols), fit_on, scoring)
     with _experiment(ava_dir, models, splits, fast_decode) as experiment:
