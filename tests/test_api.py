@@ -16,11 +16,12 @@ from helpers import make_photo
 API_DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
 
-def example() -> str:
-    """The python block after the marker comment in docs/api.md."""
+def example(which: str = "") -> str:
+    """The python block after the marker comment in docs/api.md (which: "(AVA) " for the second)."""
     text = API_DOC.read_text(encoding="utf-8")
-    found = re.search(r"<!-- example: tests/test_api.py runs this block -->\n```python\n(.*?)```", text, re.S)
-    assert found, "docs/api.md has no marked example"
+    marker = re.escape(f"<!-- example {which}".rstrip() + ": tests/test_api.py runs this block -->")
+    found = re.search(marker + r"\n```python\n(.*?)```", text, re.S)
+    assert found, f"docs/api.md has no marked example {which}"
     return found.group(1)
 
 
@@ -161,3 +162,64 @@ def test_events_tell_a_workflow_in_order(shoot, tiny):
     assert said == [("ranked", 5), ("tags_planned", tagged.plan.writes, True),
                     ("moves_resumed", []), ("ranked", 5), ("moves_planned", 1, False)]
     assert moved.done.photos == 1
+
+
+# --- the research side ---------------------------------------------------------------------------
+
+
+def test_the_documented_ava_example_runs(mini_ava, tiny, capsys):
+    exec(compile(example("(AVA) "), str(API_DOC), "exec"),
+         {"ava_dir": str(mini_ava), "test_ids": str(mini_ava / "test_ids.txt"), **tiny})
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "majority baseline", "fixed (paper's pairs, code scoring)", "context (paper's pairs, code scoring)",
+        "ensemble (paper's pairs, code scoring)", "linear probe (pooled, CV ridge, fit on train)",
+        "ensemble(outstanding/horrible, code scoring)"]
+    assert lines[0].endswith("(paper: 0.703)") and lines[-1].endswith("(paper: 0.756)")
+    assert out.err == "", "the library prints nothing"
+
+
+def test_ava_experiment_trains_writes_and_tells(mini_ava, tiny, tmp_path):
+    from clip_cull.api import AvaExperiment, ModelChoice, ProbeChoice, PromptChoice, SplitChoice
+
+    told = []
+
+    class Told(Events):
+        def ava_loaded(self, ava, split):
+            told.append(("ava", len(ava.ids), split.source))
+
+        def features_read(self, what, features):
+            told.append((what, len(features.ids)))
+
+    split = SplitChoice(test_ids=mini_ava / "test_ids.txt")
+    with AvaExperiment(mini_ava, split=split, model=ModelChoice(**tiny), events=Told()) as experiment:
+        with pytest.raises(ClipCullError, match="features is pooled or projected"):
+            experiment.train_linear(tmp_path / "x.safetensors", ProbeChoice(features="nope"))
+        with pytest.raises(ClipCullError, match="name the heads"):
+            experiment.evaluate()
+        assert told == [], "a refused call does nothing first"
+        probe = experiment.train_linear(tmp_path / "probe.safetensors", ProbeChoice(ridge=0))
+    assert told[:3] == [("ava", 63, "files"), ("train", 36), ("test", 20)]
+    assert probe.fit.alpha == 0 and probe.evaluation.figures["n"] == 20 and probe.path.is_file()
+    assert probe.split_path == tmp_path / "probe.split.json"
+    assert probe.evaluation.as_dict()["paper"]["row"] == "linear probe CLIP"
+    with pytest.raises(ClipCullError, match="kind is fixed, context or ensemble"):
+        PromptChoice(kind="best")
+
+
+def test_merging_the_processes_caches_tells_which_are_not_here(tmp_path, monkeypatch):
+    from clip_cull.api import merge_process_caches
+    from clip_cull.store.cache import Store
+
+    monkeypatch.setenv("RANK", "0")
+    Store.open(tmp_path / "c-1.db").close()
+    unreachable = []
+
+    class Told(Events):
+        def caches_unreachable(self, missing, into):
+            unreachable.append((missing, into))
+
+    merged = merge_process_caches(tmp_path / "c-{rank}.db", 3, events=Told())
+    assert unreachable == [([str(tmp_path / "c-2.db")], tmp_path / "c-0.db")]
+    assert merged.report.sources == 1 and str(merged.path) == str(tmp_path / "c-0.db")

@@ -17,7 +17,7 @@ from clip_cull.model.heads.prompt import PromptHead, adjective_prompts
 from clip_cull.research.metrics import evaluate, pearson, rankdata, spearman
 from clip_cull.model.prompts import negative_adjectives, positive_adjectives
 from clip_cull.research.train import best_pair, search_prompts
-from helpers import run
+from helpers import run, usage_error
 
 
 # --- arithmetic and metrics ---------------------------------------------------------------------
@@ -255,6 +255,12 @@ def test_eval_all_prints_the_papers_table_layout(tiny_env, mini_ava):
         "majority baseline", "fixed prompt CLIP", "context-aware prompt CLIP", "ensemble prompt CLIP", "linear probe CLIP",
     ]
     assert all(r["n"] == 20 for r in rows)
+
+
+def test_eval_all_refuses_unknown_probe_features_before_any_work(tiny_env, mini_ava):
+    usage_error(run("eval", mini_ava, "--all", "--features", "nope"), "--features is pooled or projected")
+    ignored = run("eval", mini_ava, "--head", "fixed", "--features", "nope", "--resamples", "5")  # no probe: unread
+    assert ignored.exit_code == 0, ignored.stderr
 
 
 def test_train_prompts_searches_every_pair_and_writes_the_chosen_head(tiny_env, mini_ava, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clip_cull.api import Events
 from clip_cull.culling.journal import Journal
 from clip_cull.store.state import StateStore
 from clip_cull.research.taste import read_rating, shoot_groups, taste_figures
@@ -143,6 +144,26 @@ def test_personal_head_beats_a_head_blind_to_the_planted_taste(tiny_env, library
     assert rows[-1]["spearman"]["value"] > rows[2]["spearman"]["value"]  # in-sample, yours beats the ensemble
     ranked = run("rank", library / "2025-07-travel", "--head", out, "--json")
     assert ranked.exit_code == 0 and len(ranked.stdout.splitlines()) == 24
+
+
+def test_the_api_finds_what_eval_ratings_prints_and_prints_nothing(tiny_env, library, capsys):
+    from clip_cull.api import ModelChoice, RatingsChoice, Taste
+
+    printed = run("eval", "ratings", library, "--json", "--resamples", "50", "--unrated-as", "2")
+    assert printed.exit_code == 0, printed.stderr
+    config, checkpoint = tiny_env
+    told = []
+
+    class Told(Events):
+        def ratings_read(self, rated):
+            told.append((rated.photos, len(rated.paths), rated.counts()[2]))
+
+    with Taste(library, ratings=RatingsChoice(unrated_as=2), model=ModelChoice(str(config), str(checkpoint)),
+               cache=os.environ["CLIPCULL_DB"], state=os.environ["CLIPCULL_STATE"], events=Told()) as taste:
+        rows = taste.evaluate(resamples=50)
+    assert [row.as_dict() for row in rows] == [json.loads(line) for line in printed.stdout.splitlines()]
+    assert told == [(74, 74, 16)]  # the photo clipcull rated itself counts as unrated: 2 stars
+    assert capsys.readouterr().err == ""
 
 
 def test_too_few_ratings_is_said_plainly(tiny_env, tmp_path):

@@ -50,3 +50,27 @@ class Events:
 
     def review_serving(self, url: str, photos: int, stacks: int) -> None:
         """The review page is served at url (it holds the access token) until Ctrl-C."""
+
+    # --- the research workflows: AVA (api.AvaExperiment), your ratings (api.Taste), caches merged ---
+
+    def ava_loaded(self, ava, split) -> None:
+        """AVA.txt is read (research.ava.AvaSet: .ids, .paths with None where the image is not in
+        the folder) and the split made (research.ava.Split: .train, .validation, .test, .source)."""
+
+    def features_read(self, what: str, features) -> None:
+        """The images of one part (what: train, validation, test, train+validation) are embedded or
+        read from the cache (research.train.AvaFeatures: .ids used, .missing, .unreadable)."""
+
+    def finetuning(self, batch: int, processes: int, per_process: int, loader_workers: int, device) -> None:
+        """Fine-tuning starts: the total batch shared by the processes, the DataLoader workers of
+        each, and where it runs. Told by the first process only."""
+
+    def epoch_finished(self, report) -> None:
+        """A fine-tuning epoch ended (research.finetune.EpochReport). Told by the first process only."""
+
+    def ratings_read(self, rated) -> None:
+        """The folders' photos are embedded and your ratings read (api.taste.RatedPhotos: .photos
+        found, .paths rated, .counts() of each rating)."""
+
+    def caches_unreachable(self, missing: list[str], into) -> None:
+        """Other processes' cache files are not on this machine: `clipcull cache merge` them into `into`."""

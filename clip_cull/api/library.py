@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -360,27 +359,15 @@ class Library:
     def session(self):
         """The model session: loaded only when something needs the model."""
         if self._session is None:
-            from clip_cull.model.session import ModelSession
-
             head, store, s = self.head, self.store, self.settings
             if hasattr(head, "session"):  # a fine-tuned model brings its own weights
                 self._session = head.session(store, self.device, local_rank(), on_load=self.events.loading_model)
             else:
-                spec = ModelSpec(s.model, s.pretrained, s.precision)
-                self._session = ModelSession(spec, store, self.device, on_load=self.events.loading_model,
-                                             local_rank=local_rank(), loader=self._timed_loader(spec))
+                from clip_cull.api.models import model_session
+
+                self._session = model_session(ModelSpec(s.model, s.pretrained, s.precision), store, self.device,
+                                              self.events)
         return self._session
-
-    def _timed_loader(self, spec: ModelSpec):
-        from clip_cull.model.encoder import load_encoder
-
-        def load():
-            started = time.perf_counter()
-            encoder = load_encoder(spec, self.device, local_rank())
-            self.events.model_loaded(spec, time.perf_counter() - started)
-            return encoder
-
-        return load
 
     def close(self) -> None:
         store, state, self._store, self._state, self._session = self._store, self._state, None, None, None
@@ -475,29 +462,10 @@ class Library:
         if share[0] != 0:
             return embedded
         if self.cache and "{rank}" in str(self.cache):
-            self.merge_process_caches(share[1])
+            from clip_cull.api.cache import merge_process_caches
+
+            merge_process_caches(self.cache, share[1], events=self.events)
         return self.rank(groups=groups, record=True, progress=progress)
-
-    def merge_caches(self, sources: Iterable[str | os.PathLike]):
-        """Fold other cache files (other machines', other processes') into this Library's cache:
-        embeddings, prompt embeddings, measurements and file rows. Idempotent. Returns
-        store.cache_merge.MergeReport (sources, rows added per table)."""
-        from clip_cull.store.cache_merge import merge_caches
-
-        return merge_caches(self.store, [Path(s) for s in sources])
-
-    def merge_process_caches(self, world_size: int):
-        """Under torchrun with `{rank}` in the cache path: fold the other processes' files into
-        this one's; a file not on this machine is named in events.warning with how to merge it."""
-        from clip_cull.store.cache_merge import per_process_path, sibling_paths
-
-        mine = per_process_path(self.cache)
-        others = [p for p in sibling_paths(self.cache, world_size) if p != mine]
-        missing = [str(p) for p in others if not p.is_file()]
-        if missing:
-            self.events.warning(f"not reachable from this machine: {', '.join(missing)}; copy them here and run "
-                                f"`clipcull cache merge FILE... --db {mine}`")
-        return self.merge_caches([p for p in others if p.is_file()])
 
     def best(self, top: int = 20, *, unique: bool = False, include_blurry: bool = False,
              include_eyes_closed: bool = False) -> list[str]:

@@ -2,10 +2,12 @@
 
 - app.py: the Typer app and the `train` group
 - options.py: the options several commands share, declared once
-- common.py: cache, state database, model session, one-line errors
-- scoring.py: the run every scoring command shares (settings resolved once, index, rank)
+- common.py: exit codes, one-line errors, what the Library tells said on stderr (CliEvents)
+- scoring.py: the run every scoring command shares (one Library call, progress bars, summaries)
+- research.py: the same for the research commands (AvaExperiment, Taste, cache merges)
 - rank.py (rank, best), actions.py (tag, move, undo, history, report),
-  ava.py (heads, train prompts|linear|finetune, eval), taste.py (train ratings, eval ratings)
+  ava.py (heads, train prompts|linear|finetune, eval), taste.py (train ratings, eval ratings),
+  cache.py (cache merge)
 """
 
 from __future__ import annotations

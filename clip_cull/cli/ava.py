@@ -1,13 +1,11 @@
-"""`clipcull heads`, `clipcull train prompts|linear` and `clipcull eval`: the paper on AVA."""
+"""`clipcull heads`, `clipcull train prompts|linear|finetune` and `clipcull eval`: the paper on AVA, through api.AvaExperiment."""
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import sys
 from dataclasses import dataclass
-
-import numpy as np
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,23 +13,16 @@ import typer
 from rich.table import Table
 
 import clip_cull.cli.ui as ui
-from clip_cull.research.ava import Split, load_ava, make_split, read_ids
+from clip_cull.api import (AvaExperiment, FinetuneSettings, MethodRow, ProbeChoice, PromptChoice, SplitChoice,
+                           describe_head, head_catalogue)
 from clip_cull.cli.app import app, train_app
-from clip_cull.cli.common import fail as _fail
-from clip_cull.cli.common import model_session as _model_session
-from clip_cull.cli.common import open_store as _open_store
-from clip_cull.cli.common import quiet_libraries as _quiet_libraries
-from clip_cull.cli.options import ADVANCED, RATINGS, SPLIT, Device, ModelFlags, flag, shared_options
-from clip_cull.cli.scoring import model_spec
+from clip_cull.cli.common import fail
+from clip_cull.cli.options import ADVANCED, RATINGS, SPLIT, ModelFlags, flag, shared_options
+from clip_cull.cli.research import ResearchEvents, model_choice, run_research
 from clip_cull.cli.taste import eval_ratings
-from clip_cull.core.distributed import local_rank
 from clip_cull.core.errors import ClipCullError
-from clip_cull.model.heads import BUILTIN_HEADS, load_head, resolve_head
-from clip_cull.model.heads.linear import probe_head
-from clip_cull.model.heads.prompt import PROMPT_KINDS, PromptHead
-from clip_cull.scoring.indexer import Failure, IndexOptions, prompt_embeddings
-from clip_cull.model.prompts import negative_adjectives, positive_adjectives
-from clip_cull.research import train as training
+from clip_cull.model.heads.prompt import PROMPT_KINDS
+from clip_cull.research.train import FIT_CHOICES
 
 
 AvaArg = Annotated[Path, typer.Argument(metavar="AVA_DIR", show_default=False, help="The AVA folder: AVA.txt and images/{id}.jpg (or the images beside it).")]
@@ -67,64 +58,11 @@ FastOpt = Annotated[bool, flag("--fast-decode", panel=ADVANCED,
                                help="Reduced-scale JPEG decoding: faster, figures differ slightly.")]
 
 
-class _Context:
-    """What every AVA command sets up: store, model session, dataset, split, console."""
-
-    def __init__(self, ava_dir, models: ModelFlags, fast_decode: bool, splits: SplitFlags):
-        _quiet_libraries()
-        self.err = ui.stderr_console()
-        spec = model_spec(models)
-        self.store = _open_store(models.db, models.state)
-        self.stack = contextlib.ExitStack()
-        self.stack.callback(self.store.close)
-        self.session = _model_session(spec, self.store, models.device.value, self.err)
-        self.options = IndexOptions(batch_size=models.batch_size, workers=models.workers, fast_decode=fast_decode,
-                                    quality=False)
-        split_file, test_ids, val_ids = splits.split, splits.test_ids, splits.val_ids
-        test_fraction, seed = splits.test_fraction, splits.seed
-        self.ava = load_ava(ava_dir)
-        if split_file:
-            self.split = Split.load(split_file)
-        else:
-            self.split = make_split(
-                self.ava,
-                read_ids(test_ids) if test_ids else None,
-                read_ids(val_ids) if val_ids else None,
-                test_fraction,
-                seed=seed,
-            )
-        missing = sum(p is None for p in self.ava.paths)
-        ui.message(
-            self.err,
-            f"clipcull: AVA: {len(self.ava.ids)} rated images ({missing} missing from the folder); split "
-            f"({self.split.source}): {len(self.split.train)} train, {len(self.split.validation)} validation, "
-            f"{len(self.split.test)} test",
-            "dim",
-        )
-
-    def features(self, ids: list[str], kind: str, what: str):
-        def on_failure(failure: Failure) -> None:
-            ui.message(self.err, f"clipcull: skipped {ui.shown_path(failure.path)}: {failure.reason}", "yellow")
-
-        with ui.progress_bars(self.err) as bar:
-            got = training.ava_features(self.store, self.session, self.ava, ids, kind, self.options,
-                                        progress=bar(f"embedding {what} images"), on_failure=on_failure)
-        ui.message(self.err, f"clipcull: {what}: {len(got.ids)} images used, {got.missing} missing, "
-                             f"{got.unreadable} unreadable", "dim")
-        if not got.ids:
-            raise ClipCullError(f"no usable {what} images in {self.ava.folder}")
-        return got
-
-    def prompt_vectors(self, prompts: list[str]) -> dict:
-        with ui.progress_bars(self.err) as bar:
-            return prompt_embeddings(self.store, self.session, prompts, bar("embedding prompts"))
-
-
-def _context(**kwargs) -> _Context:
-    try:
-        return _Context(**kwargs)
-    except ClipCullError as e:
-        _fail(str(e))
+def _experiment(ava_dir: Path, models: ModelFlags, splits: SplitFlags, fast_decode: bool = False) -> AvaExperiment:
+    """The AvaExperiment a command runs: its options as given, the environment the CLI's."""
+    split = SplitChoice(splits.split, splits.test_ids, splits.val_ids, splits.test_fraction, splits.seed)
+    return AvaExperiment(ava_dir, split=split, model=model_choice(models), cache=models.db, state=models.state,
+                         fast_decode=fast_decode, env=os.environ, events=ResearchEvents())
 
 
 @app.command()
@@ -134,27 +72,15 @@ def heads(files: Annotated[Optional[list[Path]], typer.Argument(help="Head files
         table = Table(show_edge=False)
         table.add_column("head")
         table.add_column("what it is")
-        for name, text in BUILTIN_HEADS.items():
+        for name, text in head_catalogue():
             table.add_row(name, text)
-        table.add_row("FILE.safetensors", "a head written by `clipcull train` (linear probe or chosen prompt pair)")
-        table.add_row("FILE.pth", "a LAION aesthetic predictor (sa_0_4_vit_*_linear.pth, or the improved MLP)")
         ui.stdout_console().print(table)
         return
     for path in files:
         try:
-            head = load_head(path)
+            info = describe_head(path)
         except ClipCullError as e:
-            _fail(str(e))
-        meta = getattr(head, "metadata", {}) or {}
-        info = {
-            "file": str(path),
-            "name": head.name,
-            "features": head.features,
-            "backbone": head.backbone,
-            **({"prompt_scoring": head.scoring} if isinstance(head, PromptHead) else {}),
-            "trained_on": meta.get("trained_on"),
-            "eval": meta.get("eval"),
-        }
+            fail(str(e))
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
 
 
@@ -175,29 +101,17 @@ def train_prompts(
     if kind not in PROMPT_KINDS or criterion not in ("spearman", "accuracy"):
         raise typer.BadParameter("--kind is fixed, context or ensemble; --criterion is spearman or accuracy")
     _check_choices(scoring, fit_on)
-    ctx = _context(ava_dir=ava_dir, models=models, fast_decode=fast_decode, splits=splits)
-    with ctx.stack:
-        try:
-            data = ctx.features(training.fitting_ids(ctx.split, fit_on), "projected", fit_on)
-            positives, negatives = list(positive_adjectives()), list(negative_adjectives())
-            vectors = ctx.prompt_vectors(training.search_prompts_needed(positives, negatives))
-            results = training.search_prompts(data.features, data.means, vectors, positives, negatives, scoring=scoring)
-        except ClipCullError as e:
-            _fail(str(e))
-        table = Table(title=f"prompt pairs on {len(data.ids)} training images", show_edge=False)
-        for column in ("head", "positive", "negative", "accuracy", "Spearman"):
-            table.add_column(column)
-        for k in PROMPT_KINDS:
-            ranked = sorted((r for r in results if r.kind == k), key=lambda r: -getattr(r, criterion))
-            for r in ranked[:top]:
-                table.add_row(k, r.positive, r.negative, f"{r.accuracy:.4f}", f"{r.spearman:.4f}")
-        ui.stdout_console().print(table)
-        chosen = training.best_pair(results, kind, criterion)
-        head = PromptHead(kind, chosen.positive, chosen.negative, scoring=scoring)
-        trained_on = {"dataset": str(ctx.ava.folder), "split": ctx.split.source, "images": len(data.ids), "fit_on": fit_on,
-                      "backbone": ctx.session.text_model_id, "criterion": criterion,
-                      "train_accuracy": chosen.accuracy, "train_spearman": chosen.spearman}
-        _write(ctx, head, output, trained_on)
+    with _experiment(ava_dir, models, splits, fast_decode) as experiment:
+        found = run_research(experiment, lambda: experiment.train_prompts(
+            output, PromptChoice(kind, criterion, scoring, fit_on)))
+    table = Table(title=f"prompt pairs on {found.images} training images", show_edge=False)
+    for column in ("head", "positive", "negative", "accuracy", "Spearman"):
+        table.add_column(column)
+    for k in PROMPT_KINDS:
+        for r in found.best(k, top):
+            table.add_row(k, r.positive, r.negative, f"{r.accuracy:.4f}", f"{r.spearman:.4f}")
+    ui.stdout_console().print(table)
+    _wrote(found)
 
 
 @train_app.command("linear")
@@ -220,23 +134,11 @@ def train_linear(
         raise typer.BadParameter("--features is pooled or projected")
     ridge = _ridge_choice(ridge, ols)
     _check_choices("paper", fit_on)
-    ctx = _context(ava_dir=ava_dir, models=models, fast_decode=fast_decode, splits=splits)
-    with ctx.stack:
-        try:
-            data = ctx.features(training.fitting_ids(ctx.split, fit_on), features, fit_on)
-            fit = training.fit_probe(data.features, data.means, ridge, splits.seed)
-            head = probe_head(fit, features, ctx.session.text_model_id)
-            evaluation = None
-            if ctx.split.test:
-                test = ctx.features(ctx.split.test, features, "test")
-                evaluation = training.evaluate_head(head, test.features, test.means, {}).as_dict()
-        except ClipCullError as e:
-            _fail(str(e))
-        trained_on = {"dataset": str(ctx.ava.folder), "split": ctx.split.source, "images": len(data.ids),
-                      "features": features, "ridge_alpha": fit.alpha, "fit_on": fit_on}
-        _write(ctx, head, output, trained_on, evaluation)
-        if evaluation:
-            _print_rows([_row("linear", f"linear probe ({features})", evaluation)], as_json=False)
+    with _experiment(ava_dir, models, splits, fast_decode) as experiment:
+        trained = run_research(experiment, lambda: experiment.train_linear(output, ProbeChoice(features, ridge, fit_on)))
+    _wrote(trained)
+    if trained.evaluation:
+        _print_rows([trained.evaluation], as_json=False)
 
 
 @train_app.command("finetune")
@@ -259,106 +161,18 @@ def train_finetune(
 
     Resumable; the best checkpoint is kept. Under `torchrun --nproc-per-node N -m clip_cull train finetune ...` it runs DistributedDataParallel.
     """
-    from clip_cull.research import finetune
-    from clip_cull.model.heads.finetuned import trained_architecture
-    from clip_cull.core.distributed import torchrun_shard
-
-    distributed = torchrun_shard() is not None
-    if distributed:
-        _init_distributed(models.device)
-    rank = _dist_rank()
-    ctx = _context(ava_dir=ava_dir, models=models, fast_decode=False, splits=splits)
-    with ctx.stack:
-        try:
-            # One pass through the cache finds unreadable images once (process 0 does it; the
-            # others then read the warm cache) so training never stops on a bad file.
-            if rank != 0:
-                _barrier()
-            train = ctx.features(ctx.split.train, "projected", "train")
-            val = ctx.features(ctx.split.validation, "projected", "validation")
-            if rank == 0 and distributed:
-                _barrier()
-            encoder = ctx.session.encoder
-            where = ctx.ava.index()
-
-            def images(ids):
-                rows = [where[i] for i in ids]
-                counts = ctx.ava.counts[rows].astype(np.float64)
-                return finetune.AvaImages([str(ctx.ava.paths[r]) for r in rows],
-                                          counts / counts.sum(axis=1, keepdims=True), encoder.preprocess)
-
-            workers_used = (finetune.default_loader_workers(device_type=encoder.device.type)
-                            if loader_workers is None else loader_workers)
-            settings = finetune.FinetuneSettings(epochs, patience, train_batch, lr_head, lr_backbone, momentum,
-                                                 workers_used, splits.seed)
-            world = _dist_world()
-            per_process = finetune.per_process_batch(train_batch, world)
-            if rank == 0:
-                ui.message(ctx.err, f"clipcull: total batch {train_batch} ({world} process(es) x {per_process}), "
-                                    f"{workers_used} loader worker(s) per process, on {encoder.device}", "dim")
-            metadata = {
-                "architecture": ctx.session.spec.architecture,
-                # The exact network (QuickGELU for OpenAI's weights) so that it reloads as trained.
-                "model_config": trained_architecture(ctx.session.spec.architecture, encoder.model),
-                "backbone": ctx.session.text_model_id,
-                "trained_on": {"dataset": str(ctx.ava.folder), "split": ctx.split.source,
-                               "train_images": len(train.ids), "validation_images": len(val.ids)},
-                "settings": vars(settings),
-            }
-            if rank == 0:
-                output.mkdir(parents=True, exist_ok=True)
-                ctx.split.save(output / "split.json")
-
-            def on_epoch(report):
-                if rank == 0:
-                    ui.message(ctx.err, f"clipcull: epoch {report.epoch}: train EMD {report.train_emd:.4f}, "
-                                        f"validation EMD {report.val_emd:.4f} (best: epoch {report.best_epoch})"
-                                        + (" - stopping early" if report.stopped else ""), "dim")
-
-            state = finetune.train_finetune(encoder, images(train.ids), images(val.ids), output, settings,
-                                            metadata, on_epoch, fresh)
-        except ClipCullError as e:
-            _fail(str(e))
-    if rank == 0:
-        ui.message(ctx.err, f"clipcull: best epoch {state.best_epoch} (validation EMD {state.best_val:.4f}); "
-                            f"model in {output}. Score with: clipcull rank FOLDER --head {output}", "dim")
+    settings = FinetuneSettings(epochs, patience, train_batch, lr_head, lr_backbone, momentum, loader_workers,
+                                splits.seed)
+    with _experiment(ava_dir, models, splits) as experiment:
+        result = run_research(experiment, lambda: experiment.train_finetune(output, settings, fresh=fresh))
+    if result.main_process:
+        state = result.state
+        ui.message(ui.stderr_console(), f"clipcull: best epoch {state.best_epoch} (validation EMD {state.best_val:.4f}); "
+                                        f"model in {output}. Score with: clipcull rank FOLDER --head {output}", "dim")
 
 
-def _init_distributed(device: Device) -> None:
-    import torch
-    import torch.distributed as dist
-
-    backend = "nccl" if device != Device.cpu and torch.cuda.is_available() else "gloo"
-    if backend == "nccl" and local_rank() is not None:
-        torch.cuda.set_device(local_rank())  # one GPU per process, and NCCL's own calls on it
-    dist.init_process_group(backend=backend)
-
-
-def _dist_rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _dist_world() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _write(ctx: _Context, head, output: Path, trained_on: dict, evaluation: dict | None = None) -> None:
-    from clip_cull.model.heads.files import save_head
-
-    path = save_head(head, output, trained_on, evaluation)
-    split_path = ctx.split.save(path.with_name(path.stem + ".split.json"))
-    ui.message(ctx.err, f"clipcull: wrote {path} (split: {split_path})", "dim")
+def _wrote(trained) -> None:
+    ui.message(ui.stderr_console(), f"clipcull: wrote {trained.path} (split: {trained.split_path})", "dim")
 
 
 @app.command("eval")
@@ -406,22 +220,21 @@ def eval_ava(
     ava_dir = Path(target[0])
     if not head and not all_heads:
         raise typer.BadParameter("give --head NAME|FILE (repeatable) or --all")
+    if all_heads and features not in ("pooled", "projected"):  # only --all's probe reads them
+        raise typer.BadParameter("--features is pooled or projected")
     _check_choices(scoring, fit_on)
-    probe = training.ProbeChoice(features, _ridge_choice(ridge, ols), fit_on, scoring)
-    ctx = _context(ava_dir=ava_dir, models=models, fast_decode=fast_decode, splits=splits)
-    with ctx.stack:
-        try:
-            rows = _evaluate(ctx, head or [], all_heads, probe, resamples)
-        except ClipCullError as e:
-            _fail(str(e))
+    probe = ProbeChoice(features, _ridge_choice(ridge, ols), fit_on, scoring)
+    with _experiment(ava_dir, models, splits, fast_decode) as experiment:
+        rows = run_research(experiment, lambda: experiment.evaluate(
+            head or [], paper_methods=all_heads, probe=probe, resamples=resamples))
     _print_rows(rows, json_out)
 
 
 def _check_choices(scoring: str, fit_on: str) -> None:
     if scoring not in ("code", "paper"):
         raise typer.BadParameter("--prompt-scoring is code or paper")
-    if fit_on not in training.FIT_CHOICES:
-        raise typer.BadParameter(f"--fit-on is {' or '.join(training.FIT_CHOICES)}")
+    if fit_on not in FIT_CHOICES:
+        raise typer.BadParameter(f"--fit-on is {' or '.join(FIT_CHOICES)}")
 
 
 def _ridge_choice(ridge: str, ols: bool) -> str | float:
@@ -438,69 +251,8 @@ def _ridge_choice(ridge: str, ols: bool) -> str | float:
     return value
 
 
-def _evaluate(ctx: _Context, names: list[str], all_heads: bool, probe_choice, resamples: int) -> list[dict]:
-    features, scoring = probe_choice.features, probe_choice.scoring
-    from clip_cull.model.heads.files import check_backbone
-
-    test_cache: dict[str, object] = {}
-
-    def test_features(kind: str):
-        if kind not in test_cache:
-            test_cache[kind] = ctx.features(ctx.split.test, kind, "test")
-        return test_cache[kind]
-
-    train_means = ctx.ava.means[[ctx.ava.index()[i] for i in ctx.split.train]]
-    rows = [_row("majority", "majority baseline",
-                 training.majority_baseline(train_means, test_features("projected").means, resamples).as_dict())]
-    if all_heads:
-        proj = test_features("projected")
-        vectors = ctx.prompt_vectors(_paper_prompts())
-        for kind in PROMPT_KINDS:
-            evaluation = training.evaluate_paper_prompts(kind, proj.features, proj.means, vectors, resamples, scoring)
-            rows.append(_row(kind, f"{kind} (paper's pairs, {scoring} scoring)", evaluation.as_dict()))
-        train = ctx.features(training.fitting_ids(ctx.split, probe_choice.fit_on), features, probe_choice.fit_on)
-        fit = training.fit_probe(train.features, train.means, probe_choice.ridge)
-        probe = probe_head(fit, features, ctx.session.text_model_id)
-        data = test_features(features)
-        how = "least squares" if fit.alpha == 0 else ("CV ridge" if probe_choice.ridge == "auto" else "ridge")
-        row = _row("linear", f"linear probe ({features}, {how}, fit on {probe_choice.fit_on})",
-                   training.evaluate_head(probe, data.features, data.means, {}, resamples).as_dict())
-        rows.append(row | {"ridge_alpha": fit.alpha, "fit_images": len(train.ids)})
-    for name in names:
-        h = resolve_head(name)
-        if isinstance(h, PromptHead) and name in PROMPT_KINDS:
-            h = PromptHead(h.kind, h.positive, h.negative, h.features, h.backbone, scoring)
-        if hasattr(h, "session"):  # a fine-tuned model: run it (cached) on the test images
-            data = training.ava_features(ctx.store, h.session(ctx.store, ctx.session.device), ctx.ava, ctx.split.test,
-                                         "projected", ctx.options)
-            rows.append(_row("finetune", h.name, training.evaluate_head(h, data.features, data.means, {}, resamples).as_dict()))
-            continue
-        data = test_features(h.features)
-        check_backbone(h, ctx.session.text_model_id, ctx.session.spec.architecture, data.features.shape[1])
-        vectors = ctx.prompt_vectors(h.prompts()) if h.prompts() else {}
-        kind = h.kind if isinstance(h, PromptHead) else ("linear" if "linear(" in h.name else None)
-        rows.append(_row(kind, h.name, training.evaluate_head(h, data.features, data.means, vectors, resamples).as_dict()))
-    return rows
-
-
-def _paper_prompts() -> list[str]:
-    prompts: list[str] = []
-    for kind, pairs in training.PAPER_PAIRS.items():
-        for pos, neg in pairs:
-            prompts += PromptHead(kind, pos, neg).prompts()
-    return list(dict.fromkeys(prompts))
-
-
-def _row(kind: str | None, method: str, evaluation: dict) -> dict:
-    paper = training.PAPER_TABLE.get(kind or "")
-    return {
-        "method": method,
-        **evaluation,
-        "paper": None if paper is None else {"row": paper[0], "accuracy": paper[1], "spearman": paper[2], "pearson": paper[3]},
-    }
-
-
-def _print_rows(rows: list[dict], as_json: bool) -> None:
+def _print_rows(rows: list[MethodRow], as_json: bool) -> None:
+    rows = [row.as_dict() for row in rows]
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")

@@ -1,22 +1,14 @@
-"""Helpers every command uses: the cache, the state database, the model session, one-line errors, summaries."""
+"""Helpers every command uses: exit codes, one-line errors, what the Library tells said on stderr (CliEvents), quiet libraries, plurals."""
 
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from pathlib import Path
 
 import typer
 
 import clip_cull.cli.ui as ui
-from clip_cull.model.encoder import ModelSpec
-from clip_cull.core.errors import ClipCullError
-from clip_cull.core.distributed import local_rank
-from clip_cull.model.session import ModelSession
-from clip_cull.store.state import StateStore
-from clip_cull.store.cache import Store
-from clip_cull.api import library as api
 from clip_cull.api.events import Events
 
 EXIT_OK = 0
@@ -67,34 +59,13 @@ class CliEvents(Events):
         ui.message(ui.stderr_console(), f"clipcull: embedding the head's {plural(total, 'prompt')} for "
                                         f"{settings_lib.model_name(settings)}: once per model, then cached.", "dim")
 
+    def caches_unreachable(self, missing: list[str], into) -> None:
+        ui.message(ui.stderr_console(), f"clipcull: not reachable from this machine: {', '.join(missing)}; copy them "
+                                        f"here and run `clipcull cache merge FILE... --db {into}`", "yellow")
+
     def waiting_for_lock(self, lock: str) -> None:
         ui.message(ui.stderr_console(), f"clipcull: waiting for another clipcull process that is moving, tagging or "
                                         f"undoing (lock {ui.shown_path(lock)}) ...", "yellow")
-
-
-def cache_path(db: Path | None) -> Path:
-    """The cache file: --db (`{rank}` in it: one file per torchrun process, see `clipcull cache
-    merge`), else the user cache folder's."""
-    return api.cache_path(db)
-
-
-def open_store(db: Path | None, state: Path | None = None) -> Store:
-    """The cache. A damaged one is moved aside and built anew, and one line says so (state: the
-    --state given, named in that line)."""
-    try:
-        return api.open_store(db, state, CliEvents())
-    except ClipCullError as e:
-        fail(str(e))
-
-
-def open_state(state: Path | None, db: Path | None) -> StateStore:
-    """The state database (journal, folder settings): --state, else the user state folder's.
-    The first time, an older clipcull's journal and settings are brought over from the cache
-    (db), and one line says so. A damaged state database stops the command: one line, exit 1."""
-    try:
-        return api.open_state(state, db, CliEvents())
-    except ClipCullError as e:
-        fail(str(e))
 
 
 def database_failed(error: Exception) -> str:
@@ -140,25 +111,6 @@ def announce_loading(err=None):
 def shown_model(name: str) -> str:
     """A model as a person calls it: a JSON config file by its stem."""
     return Path(name).stem if name.endswith(".json") else name
-
-
-def timed_loader(spec: ModelSpec, device: str):
-    """open_clip loading that says when it is done and how long it took."""
-    from clip_cull.model.encoder import load_encoder
-
-    def load():
-        started = time.perf_counter()
-        encoder = load_encoder(spec, device, local_rank())
-        ui.message(ui.stderr_console(), f"clipcull: loaded {shown_model(spec.name)} ({time.perf_counter() - started:.1f} s)", "dim")
-        return encoder
-
-    return load
-
-
-def model_session(spec: ModelSpec, store: Store, device: str, err=None) -> ModelSession:
-    """The model a command runs, loaded on first use, on this process's GPU under torchrun."""
-    return ModelSession(spec, store, device, on_load=announce_loading(), local_rank=local_rank(),
-                        loader=timed_loader(spec, device))
 
 
 def percent(text: str, option: str = "--worst") -> float:

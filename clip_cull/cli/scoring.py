@@ -12,16 +12,14 @@ import typer
 from clip_cull.scoring import settings as settings_lib
 import clip_cull.cli.ui as ui
 from clip_cull.api import Library, Ranking
-from clip_cull.cli.common import CliEvents, EXIT_INTERRUPTED, EXIT_UNREADABLE, fail, open_state, plural, quiet_libraries
-from clip_cull.cli.options import CacheFlags, CheckFlags, GroupFlags, ModelFlags, ScoringFlags
-from clip_cull.model.encoder import ModelSpec
+from clip_cull.cli.common import CliEvents, EXIT_INTERRUPTED, EXIT_UNREADABLE, fail, plural, quiet_libraries
+from clip_cull.cli.options import CacheFlags, CheckFlags, GroupFlags, ScoringFlags
 from clip_cull.core.errors import ClipCullError
 from clip_cull.core.faces import require_for_penalties as require_faces_for_penalties
 from clip_cull.core.files import HEIF_HINT, heif_available, is_raw
 from clip_cull.core.images import RAW_HINT, rawpy_available
 from clip_cull.scoring.indexer import Failure
 from clip_cull.scoring.ranking import FolderRanking
-from clip_cull.scoring.settings import Resolved, Settings
 
 
 Scored = Ranking  # a ranking and what it was made with
@@ -45,35 +43,6 @@ def setting_flags(scoring: ScoringFlags | None = None, checks: CheckFlags | None
     if grouping is not None:
         flags.update(similarity=grouping.similarity, burst_window=grouping.burst_window)
     return flags
-
-
-def resolve_settings(cache: CacheFlags, roots: list[str], flags: dict) -> Resolved:
-    """The settings the roots are scored with: flags, else the folder's recorded ones (in the
-    state database), else the environment's, else the defaults."""
-    state = open_state(cache.state, cache.db)
-    try:
-        return settings_lib.resolve(flags, state, roots, os.environ)
-    except ClipCullError as e:
-        fail(str(e))
-    finally:
-        state.close()
-
-
-def record_settings(cache: CacheFlags, roots: list[str], settings: Settings) -> None:
-    state = open_state(cache.state, cache.db)
-    try:
-        settings_lib.record(state, roots, settings)
-    except ClipCullError as e:
-        fail(str(e))
-    finally:
-        state.close()
-
-
-def model_spec(models: ModelFlags, roots: list[str] | None = None) -> ModelSpec:
-    """The model given on the command line, else the folder's last rank's, else the
-    environment's, else the default (for commands that embed without a head)."""
-    s = resolve_settings(models, roots or [], {"model": models.model, "pretrained": models.pretrained}).settings
-    return ModelSpec(s.model, s.pretrained)
 
 
 def library(roots: list[str] | None, scoring: ScoringFlags, checks: CheckFlags | None = None,
@@ -129,7 +98,7 @@ def run(lib: Library, workflow, *, scoring_only: bool = False):
     err = ui.stderr_console()
     try:
         with ui.progress_bars(err) as bar:
-            lib.progress = _bars(bar)
+            lib.progress = stage_bars(bar)
             return workflow()
     except ClipCullError as e:
         if lib.events.stage != "scoring" and not scoring_only:
@@ -142,7 +111,7 @@ def run(lib: Library, workflow, *, scoring_only: bool = False):
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _bars(bar):
+def stage_bars(bar):
     """The Library's progress as the CLI's progress bars, one per stage."""
     made: dict = {}
 

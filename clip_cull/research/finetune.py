@@ -33,7 +33,7 @@ class FinetuneSettings:
     lr_head: float = 1e-2
     lr_backbone: float = 1e-4
     momentum: float = 0.5
-    workers: int = 0
+    workers: int | None = 0  # DataLoader processes; None: default_loader_workers, for the caller to resolve
     seed: int = 0
 
 

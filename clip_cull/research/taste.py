@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clip_cull.core.errors import InputError
 from clip_cull.culling.ratings import find_rating
 from clip_cull.model.heads.linear import choose_ridge_alpha, fit_linear, fold_assignment
 from clip_cull.research.metrics import Figure, accuracy, spearman
@@ -111,8 +112,8 @@ def _five_in_top10(scores: np.ndarray, stars: np.ndarray) -> float:
     return float(fives[top].sum() / fives.sum())
 
 
-class TooFewRatings(Exception):
-    pass
+class TooFewRatings(InputError):
+    """Too few ratings, or all alike, to fit a personal head on."""
 
 
 def check_enough(stars: np.ndarray) -> None:

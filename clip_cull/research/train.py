@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from clip_cull.research.ava import AvaSet
+from clip_cull.core.errors import InputError
 from clip_cull.core.files import FileStat
 from clip_cull.model.heads.base import AESTHETIC
 from clip_cull.model.heads.linear import LinearFit, choose_ridge_alpha, fit_linear
@@ -179,12 +180,49 @@ def fitting_ids(split, fit_on: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ProbeChoice:
-    """How `eval --all` fits its probe and scores its prompt rows."""
+    """How a linear probe is fitted (`train linear`, `eval --all`) and how `eval` scores prompt
+    heads continuously. Refuses values it does not know (InputError); features only where a
+    probe is fitted (check_features), since `eval` without one never reads them."""
 
-    features: str = "pooled"
-    ridge: str | float = "auto"
+    features: str = "pooled"  # pooled (the paper's text) or projected (the authors' code)
+    ridge: str | float = "auto"  # auto: chosen by 5-fold cross-validation; 0: plain least squares
     fit_on: str = FIT_TRAIN
-    scoring: str = "code"
+    scoring: str = "code"  # code (as the authors' code computed Table 1) or paper (cosines)
+
+    def __post_init__(self):
+        if self.ridge != "auto" and not (isinstance(self.ridge, (int, float)) and self.ridge >= 0):
+            raise InputError(f"ridge is auto or a number >= 0 (0: least squares), not {self.ridge!r}")
+        _check_choice("fit_on", self.fit_on, FIT_CHOICES)
+        _check_choice("scoring", self.scoring, SCORINGS)
+
+    def check_features(self) -> None:
+        _check_choice("features", self.features, FEATURE_KINDS)
+
+
+@dataclass(frozen=True)
+class PromptChoice:
+    """How the prompt search (`train prompts`) picks its pair and which head it writes."""
+
+    kind: str = "ensemble"  # fixed, context or ensemble
+    criterion: str = "spearman"  # spearman (the continuous task) or accuracy (the binary one)
+    scoring: str = "paper"  # paper (cosines, as the paper's text says) or code (as the authors' code)
+    fit_on: str = FIT_TRAIN
+
+    def __post_init__(self):
+        _check_choice("kind", self.kind, PROMPT_KINDS)
+        _check_choice("criterion", self.criterion, CRITERIA)
+        _check_choice("scoring", self.scoring, SCORINGS)
+        _check_choice("fit_on", self.fit_on, FIT_CHOICES)
+
+
+FEATURE_KINDS = ("pooled", "projected")
+SCORINGS = ("code", "paper")
+CRITERIA = ("spearman", "accuracy")
+
+
+def _check_choice(name: str, value, known: tuple) -> None:
+    if value not in known:
+        raise InputError(f"{name} is {', '.join(known[:-1])} or {known[-1]}, not {value!r}")
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -209,6 +247,17 @@ def evaluate_paper_prompts(
     _, labels = PromptHead(kind, bp, bn).score(features, prompt_vectors)
     scores, _ = PromptHead(kind, cp, cn, scoring=scoring).score(features, prompt_vectors)
     return evaluate(np.array([l == AESTHETIC for l in labels]), scores, means, resamples=resamples)
+
+
+def paper_prompts() -> list[str]:
+    """Every prompt of the paper's pairs (PAPER_PAIRS), each once."""
+    from clip_cull.model.heads.prompt import PromptHead
+
+    prompts: list[str] = []
+    for kind, pairs in PAPER_PAIRS.items():
+        for pos, neg in pairs:
+            prompts += PromptHead(kind, pos, neg).prompts()
+    return list(dict.fromkeys(prompts))
 
 
 def majority_baseline(train_means: np.ndarray, test_means: np.ndarray, resamples: int = 1000) -> Evaluation:
