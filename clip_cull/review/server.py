@@ -237,6 +237,13 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         size = request.path_params["size"]
         if size not in SIZES:
             return PlainTextResponse("not found", status_code=404)
+        return _image(request, lambda photo: session.image(photo.id, size))
+
+    def face(request: Request) -> Response:
+        return _image(request, lambda photo: session.face(photo.id, request.path_params["index"]))
+
+    def _image(request: Request, load) -> Response:
+        """An image of a ranked photo, by its number; ?v= the content it must be of."""
         photo = session.check(request.path_params["photo_id"])
         wanted = request.query_params.get("v")
         if photo is None:
@@ -246,7 +253,7 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
             return PlainTextResponse(f"{os.path.basename(photo.ranked.path)} changed on disk since it was shown",
                                      status_code=404)
         try:
-            data = session.image(photo.id, size)
+            data = load(photo)
         except (UnreadableImage, OSError) as e:
             reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
             return PlainTextResponse(f"cannot show {photo.ranked.path}: {reason}", status_code=422)
@@ -311,6 +318,7 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         Route(f"{base}/api/photos", photos, methods=["GET"]),
         Route(f"{base}/api/changes", changes, methods=["GET"]),
         Route(f"{base}/img/{{photo_id:int}}/{{size}}", image, methods=["GET"]),
+        Route(f"{base}/face/{{photo_id:int}}/{{index:int}}", face, methods=["GET"]),
         Route(f"{base}/api/search", search, methods=["POST"]),
         Route(f"{base}/api/decide", decide, methods=["POST"]),
         Route(f"{base}/api/undo", undo, methods=["POST"]),

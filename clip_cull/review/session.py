@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from clip_cull.culling.move import MoveStopped
+from clip_cull.culling.report import MAX_FACES  # close-ups beside the photo, as the report shows them
 from clip_cull.culling.tag import star_ratings
 from clip_cull.culling.xmp import sidecar_path
 from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
@@ -170,6 +171,7 @@ class ReviewSession:
             "picked": bool(p.decision.picked),
             "changed": p.ranked_fingerprint is not None and p.fingerprint != p.ranked_fingerprint,
             "problem": p.problem or p.sidecar_problem,
+            "faces": _faces_shown(r),
         }
 
     @staticmethod
@@ -184,6 +186,19 @@ class ReviewSession:
         if photo is None or photo.fingerprint is None:
             return None
         return self.thumbs.get(photo.ranked.path, photo.fingerprint, size)
+
+    def face(self, photo_id: int, index: int) -> bytes | None:
+        """The close-up of the photo's index-th judged face (as its row lists them); None when
+        there is none, or the photo is no longer the content the faces were found in."""
+        from clip_cull.core import faces
+
+        photo = self.photo(photo_id)
+        if photo is None or photo.fingerprint is None or photo.fingerprint != photo.ranked_fingerprint:
+            return None
+        shown = faces.judged(photo.ranked.faces or [])[:MAX_FACES]
+        if not 0 <= index < len(shown):
+            return None
+        return self.thumbs.face(photo.ranked.path, photo.fingerprint, f"{faces.VERSION}-{index}", shown[index]["box"])
 
     # --- the disk ------------------------------------------------------------------------
 
@@ -412,6 +427,19 @@ class SessionSummary:
 
 class ReviewStopped(ReviewError):
     """The review stopped while a request was waiting (for the text model)."""
+
+
+def _faces_shown(ranked) -> list[dict] | None:
+    """The faces judged (eyes and focus measured), largest first, as the page shows them beside
+    the photo; None where the faces were not analysed (no faces extra)."""
+    if ranked.faces is None:
+        return None
+    from clip_cull.core.faces import judged
+
+    return [{"closed": f.get("eyes_closed"),
+             "openness": None if not f.get("openness") else round(sum(f["openness"]) / len(f["openness"]), 3),
+             "focus": round(float(f["focus"]), 1), "soft": f.get("soft")}
+            for f in judged(ranked.faces)[:MAX_FACES]]
 
 
 def _shown_rating(decision: Decision):

@@ -85,7 +85,7 @@ function passes(p) {
     case "unrated": return p.rating === null;
     case "rejects": return p.rating === -1;
     case "picks": return p.picked;
-    case "blurry": return p.flags.includes("blurry");
+    case "blurry": case "eyes-closed": case "face-soft": return p.flags.includes(state.filter);
     default: return true;
   }
 }
@@ -201,6 +201,37 @@ function drawViewer(p) {
     $("preview").src = imageUrl(p, "preview");
   }
   drawInfo(p);
+  drawFaces(p);
+}
+
+// The faces beside the photo (the faces extra): each judged face of the photo close up, or for a
+// burst its main face in every frame, in the burst's order; each with its eyes and focus.
+function drawFaces(p) {
+  const box = $("faces");
+  let shown = [];
+  if (p.group !== null) {
+    const frames = state.photos.filter((q) => q.group === p.group).sort((a, b) => a.rank - b.rank);
+    shown = frames.filter((q) => q.faces && q.faces.length).map((q) => [q, 0]);
+  } else if (p.faces) {
+    shown = p.faces.map((_, i) => [p, i]);
+  }
+  box.hidden = shown.length === 0;
+  box.replaceChildren(...shown.map(([q, i]) => faceCard(q, i, p.group !== null && q.id === p.id)));
+}
+
+function faceCard(q, i, current) {
+  const f = q.faces[i];
+  const card = el("figure", "face" + (f.closed ? " closed" : "") + (f.soft ? " soft" : "") + (current ? " current" : ""));
+  const img = el("img");
+  img.alt = `face ${i + 1} of ${shown(q.name)}`;
+  img.src = `face/${q.id}/${i}` + (q.v ? `?v=${encodeURIComponent(q.v)}` : "");
+  const eyes = f.closed === null || f.closed === undefined ? "eyes ?"
+    : `eyes ${f.closed ? "closed" : "open"} ${f.openness === null ? "" : f.openness.toFixed(2)}`.trim();
+  const focus = `${f.soft ? "soft" : "sharp"} ${Math.round(f.focus)}`;
+  card.append(img, el("figcaption", "", `${eyes} · ${focus}`));
+  if (state.burst === null && q.group !== null) card.title = shown(q.name);
+  card.addEventListener("click", () => { const k = state.view.indexOf(q.id); if (k >= 0) select(k); });
+  return card;
 }
 
 function drawInfo(p) {
