@@ -83,6 +83,14 @@ class ThumbnailCache:
             _write_quietly(target, image)
             return image
 
+    def alias(self, old: str, new: str) -> None:
+        """The images kept for content `old` kept for `new` too: review --embed rewrote the photo's
+        metadata, its pixels are the same (checked by the writer), so its images are."""
+        for path in (self.folder / old[:2]).glob(f"{old}-*.jpg"):
+            data = _read_cached(path)
+            if data is not None:
+                _write_quietly(self.folder / new[:2] / (new + path.name[len(old):]), data)
+
     def _lock_for(self, target: Path) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(str(target), threading.Lock())
