@@ -145,10 +145,10 @@ def server_rank(server, photo_id: int) -> int:
 def test_filters_for_closed_eyes_and_soft_faces(browser):
     from selenium.webdriver.support.ui import Select
 
-    choose = Select(browser.find_element("id", "filter")).select_by_value
+    choose = Select(browser.find_element("id", "check")).select_by_value
     choose("eyes-closed")
     wait_for(lambda: cell_names(browser) == ["closed.jpg"], what="the closed-eyes filter")
     choose("face-soft")
     wait_for(lambda: cell_names(browser) == ["soft.jpg"], what="the soft-face filter")
-    choose("all")
+    choose("any")
     wait_for(lambda: "cat.jpg" in cell_names(browser), what="all again")
