@@ -373,29 +373,12 @@ function zoomedFrames() { return [...document.querySelectorAll(".frame.zoomed")]
 
 // A frame: a click zooms to 100 % at the point clicked (or back to the whole photo), a drag pans,
 // and a pan (drag, wheel, scrollbar) moves every other frame shown to the same point.
+let drag = null;  // the frame a mouse button went down on, and where
 function wireFrame(frame, img, choose) {
-  let drag = null;
   frame.addEventListener("mousedown", (e) => {
     if (e.button !== 0) return;
     e.preventDefault();
-    drag = { x: e.clientX, y: e.clientY, left: frame.scrollLeft, top: frame.scrollTop, moved: false };
-  });
-  window.addEventListener("mousemove", (e) => {
-    if (!drag || !frame.classList.contains("zoomed")) return;
-    if (Math.abs(e.clientX - drag.x) + Math.abs(e.clientY - drag.y) > 3) drag.moved = true;
-    frame.scrollLeft = drag.left - (e.clientX - drag.x);
-    frame.scrollTop = drag.top - (e.clientY - drag.y);
-  });
-  window.addEventListener("mouseup", (e) => {
-    if (!drag) return;
-    const moved = drag.moved;
-    drag = null;
-    if (moved) return;
-    choose();
-    if (frame.classList.contains("zoomed")) { zoomOut(); return; }
-    const r = img.getBoundingClientRect();
-    if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) return;
-    zoomAt((e.clientX - r.left) / r.width, (e.clientY - r.top) / r.height);
+    drag = { frame, img, choose, x: e.clientX, y: e.clientY, left: frame.scrollLeft, top: frame.scrollTop, moved: false };
   });
   frame.addEventListener("scroll", () => {
     if (!frame.classList.contains("zoomed") || !img.offsetWidth) return;
@@ -409,6 +392,23 @@ function wireFrame(frame, img, choose) {
     }
   });
 }
+window.addEventListener("mousemove", (e) => {
+  if (!drag || !drag.frame.classList.contains("zoomed")) return;
+  if (Math.abs(e.clientX - drag.x) + Math.abs(e.clientY - drag.y) > 3) drag.moved = true;
+  drag.frame.scrollLeft = drag.left - (e.clientX - drag.x);
+  drag.frame.scrollTop = drag.top - (e.clientY - drag.y);
+});
+window.addEventListener("mouseup", (e) => {
+  if (!drag) return;
+  const { frame, img, choose, moved } = drag;
+  drag = null;
+  if (moved) return;
+  choose();
+  if (frame.classList.contains("zoomed")) { zoomOut(); return; }
+  const r = img.getBoundingClientRect();
+  if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) return;
+  zoomAt((e.clientX - r.left) / r.width, (e.clientY - r.top) / r.height);
+});
 
 function zoomAt(fx, fy) {
   state.zoom = { fx: Math.min(1, Math.max(0, fx)), fy: Math.min(1, Math.max(0, fy)) };
