@@ -69,11 +69,16 @@ def shoot(tmp_path_factory, tiny_model_files):
     soft = folder / "SOFT.jpg"  # far softer than the rest: flagged blurry
     make_photo(soft, seed=50, size=(96, 64))
     Image.open(soft).filter(ImageFilter.GaussianBlur(4)).save(soft, quality=95)
+    return folder, review_env(base, tiny_model_files)
+
+
+def review_env(base: Path, tiny_model_files) -> dict:
+    """The environment the clipcull commands of a test module run with: the tiny model, and a
+    cache, state and XDG folders of its own under base."""
     config, checkpoint = tiny_model_files
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CLIPCULL_DB": str(base / "cache" / "c.db"),
-           "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint),
-           "XDG_CACHE_HOME": str(base / "xdg"), "CLIPCULL_STATE": str(base / "state" / "state.db")}
-    return folder, env
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CLIPCULL_DB": str(base / "cache" / "c.db"),
+            "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint),
+            "XDG_CACHE_HOME": str(base / "xdg"), "CLIPCULL_STATE": str(base / "state" / "state.db")}
 
 
 def clipcull(env, *args, timeout=120) -> subprocess.CompletedProcess:
@@ -116,10 +121,10 @@ class Server:
         return {p["name"]: p for p in json.loads(self.request("GET", "/api/photos")[2])["photos"]}
 
 
-def start_server(folder, env) -> Server:
-    """`clipcull review FOLDER` in a subprocess, once it has printed its URL."""
+def start_server(folder, env, *options) -> Server:
+    """`clipcull review FOLDER [OPTIONS]` in a subprocess, once it has printed its URL."""
     proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "review", str(folder), "--no-browser",
-                             "--similarity", SIMILARITY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--similarity", SIMILARITY, *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     stderr_lines: list[str] = []
     errors = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)

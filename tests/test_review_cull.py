@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +18,9 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from helpers import exiftool, exiftool_json, fails_after, make_photo, xmp_of
-from test_review import (CHROMEDRIVER, CHROMIUM, EXIFTOOL, ROOT, cell_names, go_to, press, start_browser, start_server,
+from test_review import (CHROMEDRIVER, CHROMIUM, EXIFTOOL, cell_names, go_to, press, review_env, start_server,
                          stop_server, wait_for)
+from test_review import browser, server  # noqa: F401  the module's server and browser, on this module's shoot
 
 pytestmark = pytest.mark.skipif(EXIFTOOL is None or CHROMIUM is None or CHROMEDRIVER is None,
                                 reason="needs exiftool, chromium and chromedriver (.ci/run installs them)")
@@ -55,25 +54,8 @@ def shoot(tmp_path_factory, tiny_model_files):
     for i in range(3):
         make_photo(folder / f"BURST_{i}.jpg", seed=20, size=(600, 400), exif=camera_exif(f"2024:05:01 10:00:0{i}"))
     make_photo(folder / "ZERO\u200bWIDTH.jpg", seed=30)
-    config, checkpoint = tiny_model_files
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CLIPCULL_DB": str(base / "cache" / "c.db"),
-           "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint),
-           "XDG_CACHE_HOME": str(base / "xdg"), "CLIPCULL_STATE": str(base / "state" / "state.db")}
+    env = review_env(base, tiny_model_files)
     return folder, env
-
-
-@pytest.fixture(scope="module")
-def server(shoot):
-    srv = start_server(*shoot)
-    yield srv
-    stop_server(srv)
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    driver = start_browser(server.url)
-    yield driver
-    driver.quit()
 
 
 def js(driver, script, *args):
@@ -406,7 +388,7 @@ def test_review_embed_writes_into_the_jpeg_as_tag_embed_and_u_restores_its_bytes
     stop_server(server)  # one server writes at a time: the module's is done
     photo, sidecar = folder / "IMG_0006.jpg", folder / "IMG_0006.xmp"
     original, sidecar_before = photo.read_bytes(), sidecar.read_bytes() if sidecar.exists() else None
-    embed = start_server_with(folder, env, "--embed")
+    embed = start_server(folder, env, "--embed")
     try:
         browser.get(embed.url)
         wait_for(lambda: js(browser, "return document.body.dataset.ready === '1'"), 60, "the page")
@@ -424,26 +406,13 @@ def test_review_embed_writes_into_the_jpeg_as_tag_embed_and_u_restores_its_bytes
         press(browser, "2")  # keys go on working on the rewritten photo
         wait_for(lambda: xmp_of(photo).get("Rating") == 2, what="the second rating")
         press(browser, "u", "u", "u")
-        wait_for(lambda: hashlib.sha256(photo.read_bytes()).digest() == hashlib.sha256(original).digest(),
-                 what="the photo's exact bytes back")
-        assert (sidecar.read_bytes() if sidecar.exists() else None) == sidecar_before
+        wait_for(lambda: text(browser, "status").startswith("undone: IMG_0006.jpg: ") and
+                 js(browser, "return writes.then(() => true)"), what="the three undos")
+        wait_for(lambda: js(browser, "return current().v") == hashlib.sha256(original).hexdigest()[:16],
+                 what="the third undo's answer")
+        assert photo.read_bytes() == original  # the photo's exact bytes back
+        assert (sidecar.read_bytes() if sidecar.exists() else None) == sidecar_before  # and the sidecar's
         press(browser, Keys.ESCAPE)
     finally:
         stop_server(embed)
 
-
-def start_server_with(folder, env, *options):
-    import subprocess
-    import sys
-    import threading
-
-    from test_review import SIMILARITY, Server
-
-    proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "review", str(folder), "--no-browser",
-                             "--similarity", SIMILARITY, *options], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    stderr_lines: list[str] = []
-    threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True).start()
-    line = proc.stdout.readline()
-    assert line.strip(), stderr_lines
-    return Server(proc, line.strip(), stderr_lines)

@@ -12,15 +12,16 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from helpers import fails_after
-from test_faces_culling import portraits, shut_lids
-from test_review import (CHROMIUM, CHROMEDRIVER, EXIFTOOL, ROOT, _exif, cell_names, clipcull, go_to, press,
-                         start_browser, start_server, stop_server, wait_for)
+from test_faces_culling import portraits, shut_eyes_in_cache
+from test_review import (CHROMEDRIVER, CHROMIUM, EXIFTOOL, _exif, cell_names, clipcull, go_to, press,
+                         review_env, wait_for)
+from test_review import browser, server  # noqa: F401  the module's server and browser, on this module's shoot
 
 pytestmark = [
     pytest.mark.skipif(EXIFTOOL is None or CHROMIUM is None or CHROMEDRIVER is None,
@@ -40,9 +41,6 @@ def time_limit():
 def shoot(tmp_path_factory, tiny_model_files):
     import skimage.data
 
-    from clip_cull.core import faces
-    from clip_cull.store.cache import Store
-
     base = tmp_path_factory.mktemp("review-faces")
     folder = base / "shoot"
     paths = portraits(folder)
@@ -52,34 +50,11 @@ def shoot(tmp_path_factory, tiny_model_files):
     astronaut = Image.fromarray(skimage.data.astronaut())
     for i, when in enumerate(("2024:05:01 10:00:00", "2024:05:01 10:00:01")):
         astronaut.save(folder / f"BURST_{i}.jpg", quality=95, exif=_exif(when))
-    config, checkpoint = tiny_model_files
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CLIPCULL_DB": str(base / "cache" / "c.db"),
-           "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint),
-           "XDG_CACHE_HOME": str(base / "xdg"), "CLIPCULL_STATE": str(base / "state" / "state.db")}
+    env = review_env(base, tiny_model_files)
     ranked = clipcull(env, "rank", folder, timeout=180)
     assert ranked.returncode == 0, ranked.stderr
-    store = Store.open(env["CLIPCULL_DB"])
-    try:
-        fp = store.file_records([str(paths["closed"])])[str(paths["closed"])].fingerprint
-        measured = store.measurements([fp], faces.NAME, faces.VERSION)[fp]
-        store.save_measurements([(fp, faces.NAME, faces.VERSION, shut_lids(measured))])
-    finally:
-        store.close()
+    shut_eyes_in_cache(env["CLIPCULL_DB"], paths["closed"])
     return folder, env
-
-
-@pytest.fixture(scope="module")
-def server(shoot):
-    srv = start_server(*shoot)
-    yield srv
-    stop_server(srv)
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    driver = start_browser(server.url)
-    yield driver
-    driver.quit()
 
 
 def face_cards(driver) -> list[dict]:
