@@ -12,9 +12,15 @@ Measures, on this machine:
   (c) search over 10,000 cached photos: random 512-d embeddings inserted into a cache, the query
       embedded by a ViT-B-32 text tower (random weights, the same cost as real ones): the first
       search (loading the 10,000 embeddings from SQLite) and warm searches;
-  (d) the page's own search (HTTP round trip + drawing) over the 1,000 photos of (a).
+  (d) the page's own search (HTTP round trip + drawing) over the 1,000 photos of (a);
+  (e) next and previous preview: J or K to the preview loaded in the page, among 12 camera-size
+      photos (6000 x 4000 JPEGs) at a photographer's pace (a second on each photo: the neighbours'
+      previews are prefetched meanwhile), and ten quick K presses to the last preview shown;
+  (f) compare of 4 of those photos at 100 %: Z pressed to every photo shown at full size,
+      positioned at the same point (the full-size images made: first time; then from the cache).
 
-To make the 1,000-photo cache quickly, the photos are small (320x213 JPEGs) and the model is a
+To make the 1,000-photo cache quickly, the photos are small (320x213 JPEGs, ten seconds apart: no
+bursts) and the model is a
 tiny random open_clip (16-d embeddings): review never runs the model for cached photos, so what
 (a) and (b) measure does not depend on it. Needs chromium, chromedriver and selenium.
 """
@@ -58,11 +64,21 @@ def tiny_model(work: Path) -> tuple[Path, Path]:
     return config, checkpoint
 
 
-def make_shoot(folder: Path, count: int) -> None:
+def make_shoot(folder: Path, count: int, big: int = 12) -> None:
+    from PIL import Image
+
     from conftest import make_photo
 
-    for i in range(count):
-        make_photo(folder / f"IMG_{i:05d}.jpg", seed=i, size=(320, 213), quality=85)
+    for i in range(count):  # ten seconds apart, a day after the big ones: no bursts, no stacks
+        exif = Image.Exif()
+        exif[0x8769] = {0x9003: f"2024:05:02 {8 + i // 360:02d}:{i // 6 % 60:02d}:{i % 6 * 10:02d}"}
+        make_photo(folder / f"IMG_{i:05d}.jpg", seed=i, size=(320, 213), quality=85, exif=exif)
+    for i in range(big):  # camera-size photos (24 MP), ten minutes apart (no burst): first by capture time
+        small = make_photo(folder / f"BIG_{i:02d}.jpg", seed=10_000 + i, size=(750, 500))
+        exif = Image.Exif()
+        exif[0x8769] = {0x9003: f"2024:05:01 {10 + i // 6}:{i % 6 * 10:02d}:00"}
+        with Image.open(small) as im:
+            im.resize((6000, 4000), Image.BICUBIC).save(small, quality=90, exif=exif)
 
 
 def browser():
@@ -127,6 +143,41 @@ def key_latencies(driver, keys: list[str]) -> list[float]:
         time.sleep(0.05)  # a photographer's pace, far above the frame time
     wait_for(lambda: driver.execute_script("return window.__latencies.length") >= len(keys), 30)
     return driver.execute_script("return window.__latencies")
+
+
+PREVIEW_TIMES = """
+window.__preview = [];
+document.addEventListener('keydown', (e) => { window.__pressed = e.timeStamp; }, true);
+document.getElementById('preview').addEventListener('load', () => window.__preview.push(performance.now() - window.__pressed));
+"""
+
+
+def preview_times(driver, key: str, times: int, dwell_s: float) -> list[float]:
+    """ms from each key press to the new preview loaded, one press every dwell_s (the last press's
+    preview only, when dwell_s is 0: ten quick presses, then the time to the last preview)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    out = []
+    for _ in range(times):
+        n = driver.execute_script("return window.__preview.length")
+        ActionChains(driver).send_keys(key).perform()
+        if dwell_s:
+            wait_for(lambda: driver.execute_script("return window.__preview.length") > n, 60)
+            out.append(driver.execute_script("return window.__preview[window.__preview.length - 1]"))
+            time.sleep(dwell_s)
+    return out
+
+
+def compare_at_100(driver) -> float:
+    """Z pressed in compare to every photo at 100 %, positioned; seconds."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    t = time.perf_counter()
+    ActionChains(driver).send_keys("z").perform()
+    wait_for(lambda: driver.execute_script(
+        "const c = document.getElementById('compare'); return c.dataset.ready === '1' && "
+        "c.querySelectorAll('.frame.zoomed').length === 4"), 120)
+    return time.perf_counter() - t
 
 
 def summary(values: list[float]) -> str:
@@ -195,6 +246,7 @@ def main() -> None:
         print(f"setup: {args.photos} photos made and ranked (cached) in {time.perf_counter() - t:.1f} s")
 
         driver = browser()
+        proc = subprocess.Popen(["true"])
         try:
             proc, _, cold = review_start(driver, env, folder)
             stop(proc)
@@ -220,6 +272,44 @@ def main() -> None:
                 wait_for(lambda: "search results" not in driver.find_element("id", "status").text)
             print(f"(d) page search over {args.photos} photos (typing included): first {searches[0]:.2f} s, "
                   f"then median {statistics.median(searches[1:]):.2f} s")
+            from selenium.webdriver.support.ui import Select
+
+            Select(driver.find_element("id", "sort")).select_by_value("time")  # the 12 camera-size photos first
+            driver.execute_script(PREVIEW_TIMES)
+            ActionChains(driver).send_keys(Keys.HOME).perform()
+            time.sleep(2.0)
+            print(f"    (first by capture time: {driver.execute_script('return state.view.slice(0, 13).map(id => state.byId.get(id).name)')})")
+            forward = preview_times(driver, "j", 10, 1.0)
+            backward = preview_times(driver, "k", 10, 1.0)
+            name = lambda: driver.execute_script("return current().name")  # noqa: E731
+            print(f"    (after 10 J and 10 K: {name()})")
+            ActionChains(driver).send_keys(*["j"] * 10).perform()
+            cells = driver.execute_script("return state.view.slice(0, 11).map(id => state.byId.get(id).name)")
+            wait_for(lambda: name() == cells[10], 30)  # (a burst stacks photos: its cell counts once)
+            time.sleep(2.0)
+            t = time.perf_counter()
+            ActionChains(driver).send_keys(*["k"] * 10).perform()
+            wait_for(lambda: driver.execute_script(
+                "const i = document.getElementById('preview'); return current().id === state.view[0] && "
+                "i.complete && i.naturalWidth > 0 && i.getAttribute('src') === imageUrl(current(), 'preview')"), 120)
+            quick = time.perf_counter() - t
+            print(f"(e) next preview (J, 24 MP photos, a second on each): {summary(forward)}")
+            print(f"(e) previous preview (K, the same): {summary(backward)}")
+            print(f"(e) ten quick K presses to the last preview shown: {quick:.2f} s")
+            ActionChains(driver).send_keys(Keys.HOME, "s", "j", "s", "j", "s", "j", "s", "c").perform()
+            wait_for(lambda: driver.execute_script(
+                "return [...document.querySelectorAll('#compare img')].filter(i => i.complete && i.naturalWidth).length") == 4)
+            first = compare_at_100(driver)
+            time.sleep(0.5)
+            args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(args.screenshot.with_name("review-compare-bench.png")))
+            ActionChains(driver).send_keys("z").perform()
+            time.sleep(0.5)
+            again = compare_at_100(driver)
+            print(f"(f) compare of 4 photos (24 MP) at 100 %: {first:.2f} s the first time (full-size images made), "
+                  f"{again:.2f} s again")
+            ActionChains(driver).send_keys(Keys.ESCAPE, Keys.ESCAPE).perform()
+            Select(driver.find_element("id", "sort")).select_by_value("best")
             ActionChains(driver).send_keys(Keys.HOME, "j", "j").perform()
             time.sleep(1.0)
             wait_for(lambda: driver.execute_script(VISIBLE_THUMBS_LOADED))
@@ -229,6 +319,8 @@ def main() -> None:
             stop(proc)
         finally:
             driver.quit()
+            if proc.poll() is None:  # a measurement failed: the review stops all the same
+                stop(proc)
         s = search_bench(work, args.search_rows)
         print(f"(c) search over {args.search_rows} cached photos, ViT-B-32 text tower: embeddings loaded "
               f"{s['load']:.2f} s, first query {s['first'] * 1000:.0f} ms, warm query {s['warm'] * 1000:.0f} ms (median of 5)")

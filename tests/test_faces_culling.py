@@ -75,19 +75,24 @@ def shut_lids(result: dict) -> dict:
 @pytest.fixture
 def shoot(tiny_env, tmp_path, private_cache):
     """The real shoot, ranked once (the faces analysed), with the mirrored astronaut's eyes shut in the cache."""
-    from clip_cull.store.cache import Store
-
     paths = portraits(tmp_path / "shoot")
     result = run("rank", tmp_path / "shoot")
     assert result.exit_code == 0, result.stderr
-    store = Store.open(private_cache)
+    shut_eyes_in_cache(private_cache, paths["closed"])
+    return paths
+
+
+def shut_eyes_in_cache(cache: Path, photo: Path) -> None:
+    """The photo's faces result in the cache replaced by shut_lids of it."""
+    from clip_cull.store.cache import Store
+
+    store = Store.open(cache)
     try:
-        fp = store.file_records([str(paths["closed"])])[str(paths["closed"])].fingerprint
+        fp = store.file_records([str(photo)])[str(photo)].fingerprint
         measured = store.measurements([fp], faces.NAME, faces.VERSION)[fp]
         store.save_measurements([(fp, faces.NAME, faces.VERSION, shut_lids(measured))])
     finally:
         store.close()
-    return paths
 
 
 def rank_json(*args) -> list[dict]:

@@ -499,7 +499,8 @@ class ShootMachine(RuleBasedStateMachine):
             self.writer = DecisionWriter(self.review_store.state, {"command": "review", "folders": [str(self.root)]})
         key = self._key(Path(shot.path))
         sidecar = Path(shot.path).with_suffix(".xmp")
-        label_now = self.exif.read([sidecar]).get(str(sidecar), {}).get("Label") if sidecar.exists() else None
+        now = self.exif.read([sidecar]).get(str(sidecar), {}) if sidecar.exists() else {}
+        label_now, rating_now = now.get("Label"), now.get("Rating")
         kwargs = {"stars": {"rating": stars}, "reject": {"rating": -1}, "clear": {"clear": True},
                   "pick": {"toggle_pick": True}}[action]
         try:
@@ -514,16 +515,21 @@ class ShootMachine(RuleBasedStateMachine):
             return  # the first decision changed nothing: no run, nothing written
         self.review_runs.add(run)
         slot = self.expect[("lr", key)]
+        entries = []
         if action == "pick":
-            entry = Entry("review", None if label_now == "Green" else "Green", run)
-            slot["Label"].append(entry)
+            entries.append(("Label", Entry("review", None if label_now == "Green" else "Green", run)))
+            if label_now != "Green" and rating_now == -1:  # Lightroom's flags: a pick takes the reject off
+                entries.append(("Rating", Entry("review", ANY, run)))  # written 0: unrated, as "clear" below
         else:
             # "clear" writes xmp:Rating 0, which clipcull reads as unrated (README: an explicit 0
             # counts as unrated), so a later `tag` may rate the photo: nothing to hold then.
-            entry = Entry("review", ANY if action == "clear" else kwargs["rating"], run)
-            slot["Rating"].append(entry)
+            entries.append(("Rating", Entry("review", ANY if action == "clear" else kwargs["rating"], run)))
+            if action == "reject" and label_now == "Green":  # and a reject the pick
+                entries.append(("Label", Entry("review", None, run)))
+        for prop, entry in entries:
+            slot[prop].append(entry)
         if len(runs_now) == len(self.review_stack) + 1:
-            self.review_stack.append((runs_now[-1], [entry]))
+            self.review_stack.append((runs_now[-1], [entry for _, entry in entries]))
         assert len(runs_now) == len(self.review_stack), "the model lost track of U's list"
 
     @rule()

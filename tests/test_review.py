@@ -69,11 +69,16 @@ def shoot(tmp_path_factory, tiny_model_files):
     soft = folder / "SOFT.jpg"  # far softer than the rest: flagged blurry
     make_photo(soft, seed=50, size=(96, 64))
     Image.open(soft).filter(ImageFilter.GaussianBlur(4)).save(soft, quality=95)
+    return folder, review_env(base, tiny_model_files)
+
+
+def review_env(base: Path, tiny_model_files) -> dict:
+    """The environment the clipcull commands of a test module run with: the tiny model, and a
+    cache, state and XDG folders of its own under base."""
     config, checkpoint = tiny_model_files
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CLIPCULL_DB": str(base / "cache" / "c.db"),
-           "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint),
-           "XDG_CACHE_HOME": str(base / "xdg"), "CLIPCULL_STATE": str(base / "state" / "state.db")}
-    return folder, env
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CLIPCULL_DB": str(base / "cache" / "c.db"),
+            "CLIPCULL_MODEL": str(config), "CLIPCULL_PRETRAINED": str(checkpoint),
+            "XDG_CACHE_HOME": str(base / "xdg"), "CLIPCULL_STATE": str(base / "state" / "state.db")}
 
 
 def clipcull(env, *args, timeout=120) -> subprocess.CompletedProcess:
@@ -116,10 +121,10 @@ class Server:
         return {p["name"]: p for p in json.loads(self.request("GET", "/api/photos")[2])["photos"]}
 
 
-def start_server(folder, env) -> Server:
-    """`clipcull review FOLDER` in a subprocess, once it has printed its URL."""
+def start_server(folder, env, *options) -> Server:
+    """`clipcull review FOLDER [OPTIONS]` in a subprocess, once it has printed its URL."""
     proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "review", str(folder), "--no-browser",
-                             "--similarity", SIMILARITY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--similarity", SIMILARITY, *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     stderr_lines: list[str] = []
     errors = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
@@ -322,8 +327,8 @@ def test_keys_write_stars_rejects_picks_to_xmp_and_u_undoes_one(browser, shoot):
     go_to(browser, "IMG_0002.jpg")
     press(browser, "x", "p")
     wait_for(lambda: exif_read(folder / "IMG_0002.xmp")[0].get("Label") == "Green", what="the pick label")
-    assert exif_read(folder / "IMG_0002.xmp")[0]["Rating"] == -1
-    press(browser, "u")  # undoes the pick only
+    assert exif_read(folder / "IMG_0002.xmp")[0]["Rating"] == 0  # flags as Lightroom's: a pick is no reject
+    press(browser, "u")  # undoes the pick only: the reject is back
     wait_for(lambda: "Label" not in exif_read(folder / "IMG_0002.xmp")[0], what="the undone pick")
     assert exif_read(folder / "IMG_0002.xmp")[0]["Rating"] == -1
     go_to(browser, "IMG_0003.jpg")
@@ -397,7 +402,7 @@ def test_z_shows_every_pixel_and_enter_opens_the_burst_side_by_side(browser):
     press(browser, Keys.ENTER)
     wait_for(lambda: len(browser.find_elements("css selector", ".cell")) == 2, what="the open burst")
     assert browser.execute_script("return document.getElementById('compare').hidden") is False
-    names = {browser.find_element("id", "left-name").text.split()[0], browser.find_element("id", "right-name").text.split()[0]}
+    names = {c.text.split()[0] for c in browser.find_elements("css selector", "#compare figcaption")}
     assert names == {"BURST_A.jpg", "BURST_B.jpg"}
     press(browser, Keys.ESCAPE)
     wait_for(lambda: len(browser.find_elements("css selector", ".cell")) == len(stacked), what="the closed burst")
@@ -428,8 +433,9 @@ def test_filters_and_capture_time_order(browser):
     from selenium.webdriver.support.ui import Select
 
     choose = Select(browser.find_element("id", "filter")).select_by_value
-    choose("blurry")
+    Select(browser.find_element("id", "check")).select_by_value("blurry")  # clipcull's flags
     wait_for(lambda: cell_names(browser) == ["SOFT.jpg"], what="the blurry filter")
+    Select(browser.find_element("id", "check")).select_by_value("any")
     choose("picks")
     wait_for(lambda: cell_names(browser) == [], what="the picks filter (the one pick was undone)")
     choose("unrated")
@@ -472,7 +478,7 @@ def test_filter_then_m_twice_moves_the_sessions_rejects_with_their_sidecars(brow
     press(browser, "m")
     assert (folder / "IMG_0002.jpg").exists()  # one M only arms it
     press(browser, "m")
-    wait_for(lambda: "moved 1 rejects" in browser.find_element("id", "status").text, what="the move")
+    wait_for(lambda: "moved 1 reject " in browser.find_element("id", "status").text, what="the move")
     assert (folder / "_rejects" / "IMG_0002.jpg").exists() and (folder / "_rejects" / "IMG_0002.xmp").exists()
     assert not (folder / "IMG_0002.jpg").exists() and not (folder / "IMG_0002.xmp").exists()
     wait_for(lambda: "IMG_0002.jpg" not in [c.get_attribute("title") for c in browser.find_elements("css selector", ".cell")],

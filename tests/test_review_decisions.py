@@ -332,3 +332,73 @@ def test_a_sidecar_that_became_a_folder_is_one_error_and_other_photos_go_on(tmp_
     assert (tmp_path / "IMG_8.xmp").is_dir()
     writer.decide(str(other), [], rating=4)
     assert xmp_of(tmp_path / "IMG_9.xmp")["Rating"] == 4
+
+
+def test_flags_are_lightrooms_a_pick_takes_a_reject_off_and_a_reject_a_pick(tmp_path, state):
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    sidecar = tmp_path / "IMG_1.xmp"
+    writer = DecisionWriter(state, {"command": "review"})
+    writer.decide(str(photo), [], rating=-1)
+    decision = writer.decide(str(photo), [], toggle_pick=True)
+    assert (decision.picked, decision.rating) == (True, None)
+    assert xmp_of(sidecar)["Rating"] == 0 and xmp_of(sidecar)["Label"] == "Green"
+    decision = writer.decide(str(photo), [], rating=-1)
+    assert (decision.picked, decision.rating) == (False, -1)
+    assert xmp_of(sidecar)["Rating"] == -1 and "Label" not in xmp_of(sidecar)
+    writer.decide(str(photo), [], rating=4)  # stars leave a pick alone, and replace a reject
+    writer.decide(str(photo), [], toggle_pick=True)
+    assert (xmp_of(sidecar)["Rating"], xmp_of(sidecar)["Label"]) == (4, "Green")
+    writer.undo_last()  # each action is one U, the flag's two fields together
+    writer.undo_last()
+    writer.undo_last()
+    assert xmp_of(sidecar)["Rating"] == 0 and xmp_of(sidecar)["Label"] == "Green"
+
+
+def test_colour_labels_toggle_and_the_pick_labels_colour_is_a_pick(tmp_path, state):
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    sidecar = tmp_path / "IMG_1.xmp"
+    writer = DecisionWriter(state, {"command": "review"})
+    assert writer.decide(str(photo), [], colour="Red").label == "Red"
+    assert xmp_of(sidecar)["Label"] == "Red"
+    assert writer.decide(str(photo), [], colour="Blue").label == "Blue"  # one label a photo: it replaces
+    assert writer.decide(str(photo), [], colour="Blue").label is None  # the same key again takes it off
+    assert "Label" not in xmp_of(sidecar)
+    writer.decide(str(photo), [], rating=-1)
+    decision = writer.decide(str(photo), [], colour="Green")  # Green is the pick label here
+    assert decision.picked and decision.rating is None and xmp_of(sidecar)["Rating"] == 0
+    exiftool("-overwrite_original", "-XMP-xmp:Label=Red", sidecar)  # another program's label stays until changed
+    assert writer.decide(str(photo), [], rating=3).label == "Red"
+
+
+def test_embed_writes_the_decision_into_the_photo_too_and_u_restores_its_exact_bytes(tmp_path, state):
+    import hashlib
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    photo = make_photo(tmp_path / "IMG_1.jpg", seed=1)
+    original = photo.read_bytes()
+    writer = DecisionWriter(state, {"command": "review", "embed": True}, embed=True)
+    writer.decide(str(photo), [], rating=4)
+    writer.decide(str(photo), [], colour="Red")
+    own = xmp_of(photo)  # exiftool reads the photo's own XMP
+    assert own["Rating"] == 4 and own["Label"] == "Red"
+    assert xmp_of(tmp_path / "IMG_1.xmp")["Rating"] == 4  # and the sidecar, as `tag --embed` writes both
+    with Image.open(photo) as after, Image.open(io.BytesIO(original)) as before:
+        assert np.array_equal(np.asarray(after), np.asarray(before))  # the pixels are the same
+    steps = Journal(state).steps(writer.run_id)
+    assert sorted(s.action for s in steps) == ["embedded", "embedded", "sidecar", "sidecar"]
+    writer.undo_last()
+    assert xmp_of(photo)["Rating"] == 4 and "Label" not in xmp_of(photo)
+    writer.undo_last()
+    assert hashlib.sha256(photo.read_bytes()).hexdigest() == hashlib.sha256(original).hexdigest()
+    assert not (tmp_path / "IMG_1.xmp").exists()
+
+
+def test_embed_leaves_formats_it_cannot_write_to_the_sidecar(tmp_path, state):
+    photo = make_photo(tmp_path / "IMG_1.png", seed=1, fmt="PNG")
+    original = photo.read_bytes()
+    writer = DecisionWriter(state, {"command": "review", "embed": True}, embed=True)
+    writer.decide(str(photo), [], rating=2)
+    assert photo.read_bytes() == original and xmp_of(tmp_path / "IMG_1.xmp")["Rating"] == 2

@@ -195,7 +195,7 @@ def test_a_clicked_button_keeps_no_focus_space_is_the_pages_zoom_not_a_second_cl
     wait_for(lambda: (folder / "IMG_0002.xmp").exists() and exif_read(folder / "IMG_0002.xmp")[0].get("Rating") == -1,
              what="the reject")
     browser.find_element("id", "move").click()  # one click moves the rejects
-    wait_for(lambda: status_line(browser).startswith("moved 1 rejects"), what="the move")
+    wait_for(lambda: status_line(browser).startswith("moved 1 reject "), what="the move")
     assert (folder / "_rejects" / "IMG_0002.jpg").exists()
     go_to(browser, "IMG_0001.jpg")
     press(browser, "x")  # another reject, after the click

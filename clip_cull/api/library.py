@@ -586,10 +586,11 @@ class Library:
     # --- the review page ---
 
     def review(self, *, host: str = "127.0.0.1", port: int = 0, sidecar: str = "lightroom",
-               pick_label: str = "Green", progress: ProgressFn | None = None) -> ReviewResult:
+               pick_label: str = "Green", embed: bool = False, progress: ProgressFn | None = None) -> ReviewResult:
         """Rank the folders (bursts stacked), then serve the review page on host:port (0: a free
         port) until Ctrl-C or SIGTERM; events.review_serving(url, photos, stacks) tells where.
-        Decisions go to XMP sidecars at once as one journaled run (undo() reverts it). The text
+        Decisions go to XMP sidecars at once as one journaled run (undo() reverts it); embed: into
+        the photo's own XMP as well (JPEG, TIFF, DNG), as tag(embed=True) writes it. The text
         model for the page's search loads on its first search only."""
         from clip_cull.review.decisions import DecisionWriter
         from clip_cull.review.server import Access, bind, build_app, serve
@@ -601,7 +602,8 @@ class Library:
         ranking = self.rank(groups=True, progress=progress)  # in the order the folder was ranked
         roots = _absolute([os.path.expanduser(r) for r in ranking.roots])
         store, text_model = self.store, self.session  # the session loads its model on first use only
-        writer = DecisionWriter(self.state, {"command": "review", "folders": roots}, sidecar, pick_label)
+        writer = DecisionWriter(self.state, {"command": "review", "folders": roots, **({"embed": True} if embed else {})},
+                                sidecar, pick_label, embed=embed)
         thumbs = ThumbnailCache(Path(store.path).parent / "thumbs")
         session = ReviewSession(store, ranking.ranked, ranking.groups, roots, writer, thumbs, text_model.model_id,
                                 lambda: text_model)

@@ -49,6 +49,8 @@ def review(
         "--sidecar", metavar="STYLE", help="lightroom (IMG_0001.xmp) or darktable (IMG_0001.JPG.xmp).")] = "lightroom",
     pick_label: Annotated[str, typer.Option(
         "--pick-label", metavar="COLOUR", help="The xmp:Label P writes for a pick.")] = "Green",
+    embed: Annotated[bool, flag("--embed", help="Also write each decision into the photo's own XMP (JPEG, TIFF, DNG), "
+                                               "as `tag --embed` does: for Lightroom Classic.")] = False,
 ) -> None:
     """Cull a shoot in the browser with the keyboard, served on this machine until Ctrl-C.
 
@@ -59,7 +61,7 @@ def review(
     try:
         if not folder.is_dir():
             _fail(f"{folder} is not a folder")
-        stopped = _review(folder, scoring, checks, grouping, port, host, no_browser, sidecar, pick_label,
+        stopped = _review(folder, scoring, checks, grouping, port, host, no_browser, sidecar, pick_label, embed,
                           ui.stderr_console())
     except KeyboardInterrupt:  # Ctrl-C before the page was served (uvicorn handles it while serving)
         ui.message(ui.stderr_console(), "clipcull: review stopped before the page was served; nothing was decided.",
@@ -70,7 +72,7 @@ def review(
 
 
 def _review(folder: Path, scoring: ScoringFlags, checks: CheckFlags, grouping: GroupFlags, port: int, host: str,
-            no_browser: bool, sidecar: str, pick_label: str, err) -> bool:
+            no_browser: bool, sidecar: str, pick_label: str, embed: bool, err) -> bool:
     """Rank, serve until Ctrl-C, say what was decided; True when a signal stopped it."""
     from clip_cull.review.launch import remove_redirect
 
@@ -79,7 +81,8 @@ def _review(folder: Path, scoring: ScoringFlags, checks: CheckFlags, grouping: G
     if not _is_loopback(host):
         lib.events.warn_reachable = host
     try:
-        result = run(lib, lambda: lib.review(host=host, port=port, sidecar=sidecar, pick_label=pick_label))
+        result = run(lib, lambda: lib.review(host=host, port=port, sidecar=sidecar, pick_label=pick_label,
+                                                 embed=embed))
     except ClipCullError as e:
         _fail(str(e))
     finally:

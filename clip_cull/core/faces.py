@@ -294,6 +294,36 @@ def require_for_penalties(penalize) -> None:
         require(f"--penalize {','.join(asked)}")
 
 
+# --- close-ups ------------------------------------------------------------------------------
+
+CLOSEUP_MARGIN = 0.7  # a close-up's half side, relative to the face box's larger side: 1.4 x the face
+
+
+def closeup(image, box, px: int):
+    """A square close-up of a face in an upright PIL image: centred on its box (relative to the
+    image, 0-1), CLOSEUP_MARGIN x 2 of its larger side, resized to px x px. The report and the
+    review page both show faces through this."""
+    from PIL import Image
+
+    w, h = image.size
+    cx, cy = (box[0] + box[2]) / 2 * w, (box[1] + box[3]) / 2 * h
+    half = CLOSEUP_MARGIN * max((box[2] - box[0]) * w, (box[3] - box[1]) * h)
+    crop = image.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half))).convert("RGB")
+    return crop.resize((px, px), Image.BICUBIC)
+
+
+def closeup_of(data: bytes, box, px: int):
+    """The close-up (see closeup) from a photo's bytes, decoded upright at the analyser's scale;
+    None when they cannot be decoded."""
+    from clip_cull.core.images import decode_photo
+
+    try:
+        image, _ = decode_photo(data, min_side=WORK_SIDE * 2 // 3)
+    except Exception:
+        return None
+    return closeup(image, box, px)
+
+
 # --- judging the photos of a shoot ---------------------------------------------------------
 
 

@@ -366,6 +366,33 @@ def read_facts(data: bytes, size: tuple[int, int] | None = None) -> PhotoFacts:
     return facts
 
 
+def read_exposure(data: bytes) -> dict:
+    """What the review's info panel shows beside the capture time and camera, from EXIF (exifread):
+    lens, exposure time (s), f-number, ISO, focal length (mm); a tag missing or unreadable is None."""
+    try:
+        import exifread
+
+        logging.getLogger("exifread").setLevel(logging.CRITICAL)
+        tags = exifread.process_file(io.BytesIO(data), details=False, strict=False)
+    except Exception:
+        tags = {}
+
+    def number(*names) -> float | None:
+        for name in names:
+            try:
+                value = float(tags[name].values[0])
+            except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError, AttributeError):
+                continue
+            if np.isfinite(value) and value > 0:
+                return value
+        return None
+
+    lens = str(tags.get("EXIF LensModel", "")).strip().rstrip("\x00") or None
+    return {"lens": lens, "exposure_time": number("EXIF ExposureTime"), "f_number": number("EXIF FNumber"),
+            "iso": number("EXIF ISOSpeedRatings", "EXIF PhotographicSensitivity"),
+            "focal_length": number("EXIF FocalLength")}
+
+
 def _pillow_facts(data: bytes, facts: PhotoFacts) -> PhotoFacts:
     """Capture time, camera and orientation through Pillow's getexif(), for formats Pillow
     opens (HEIC with pillow-heif) whose EXIF exifread does not find. Reads no pixels."""

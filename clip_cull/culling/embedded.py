@@ -135,9 +135,11 @@ def with_packet(photo: str, data: bytes, packet: bytes) -> bytes:
     return out
 
 
-def embed_rating(photo: str, data: bytes, rating: int, keywords: list[str]) -> tuple[bytes, bytes]:
-    """(the XMP packet the photo has now, the photo's new bytes with the rating and clipcull's
-    keywords merged into its XMP; every other property kept, pixels identical)."""
+def embed_rating(photo: str, data: bytes, rating: int | None, keywords: list[str], label: str | None = None,
+                 drop_label: bool = False) -> tuple[bytes, bytes]:
+    """(the XMP packet the photo has now, the photo's new bytes with the rating, the label (review
+    --embed) and clipcull's keywords merged into its XMP as xmp.merge does; every other property
+    kept, pixels identical)."""
     from clip_cull.culling.xmp import XmpError, merge
 
     if data.startswith(b"\xff\xd8"):
@@ -148,7 +150,7 @@ def embed_rating(photo: str, data: bytes, rating: int, keywords: list[str]) -> t
             raise XmpError(f"holds {count} XMP packets, and programs disagree which one counts; "
                            f"clipcull does not write into it (the sidecar has the rating)")
     before = current_packet(data)
-    merged = merge(before if before.strip() else None, rating, None, keywords)
+    merged = merge(before if before.strip() else None, rating, label, keywords, drop_label)
     return before, with_packet(photo, data, merged)
 
 

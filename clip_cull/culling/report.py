@@ -188,21 +188,16 @@ def _face_card(photo, face: dict) -> str:
 
 
 def face_data(path: str, box: list[float], px: int = FACE_PX * THUMB_SCALE) -> str | None:
-    """A square close-up of a face (box relative to the photo, 1.4 x its size) as a data: URI."""
-    from clip_cull.core.faces import WORK_SIDE
+    """A square close-up of a face (core/faces.py closeup: 1.4 x its box) as a data: URI."""
+    from clip_cull.core.faces import closeup_of
     from clip_cull.core.files import read_file
-    from clip_cull.core.images import decode_photo
 
     try:
         data, _ = read_file(path)
-        image, _ = decode_photo(data, min_side=WORK_SIDE * 2 // 3)
-    except Exception:
+    except OSError:
         return None
-    w, h = image.size
-    cx, cy = (box[0] + box[2]) / 2 * w, (box[1] + box[3]) / 2 * h
-    half = 0.7 * max((box[2] - box[0]) * w, (box[3] - box[1]) * h)
-    crop = image.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half))).convert("RGB")
-    return _jpeg_uri(crop.resize((px, px), Image.BICUBIC))
+    image = closeup_of(data, box, px)
+    return _jpeg_uri(image) if image is not None else None
 
 
 def _picture(photo, roots) -> str:

@@ -98,15 +98,16 @@ class UndoConflict(ClipCullError):
 
 
 def undo_write(journal: Journal, run_id: int, step: Step) -> tuple[bool, list[str]]:
-    """Undo one journaled sidecar write on its own (review's U), with everything `clipcull undo`
-    knows: a later move took the sidecar elsewhere, a later copy holds the same bytes, a later
+    """Undo one journaled sidecar write (or a photo's own XMP, review --embed) on its own (review's
+    U), with everything `clipcull undo` knows: a later move took the sidecar elsewhere, a later copy holds the same bytes, a later
     run wrote on top of it (that run's way back now leads to what was there before), a run
     beneath it was undone meanwhile (the step's "before" was rebased). The caller holds the
     journal (Journal.exclusive) and marks the step. Returns whether the file changed, and notes
     (why it did not, where it did elsewhere); raises UndoConflict."""
     report = UndoReport(run_id)
     try:
-        changed = _undo_sidecar(journal, run_id, step, report)
+        undo = _undo_embedded if step.action == "embedded" else _undo_sidecar
+        changed = undo(journal, run_id, step, report)
     except _Conflict as e:
         raise UndoConflict(str(e)) from None
     return changed, report.notes

@@ -185,7 +185,7 @@ def plan_embedded(photo: str, edit: Edit, rating: int | None = None) -> XmpChang
         return change
     try:
         data = Path(photo).read_bytes()
-        packet, new = embed_rating(photo, data, edit.rating, edit.keywords)
+        packet, new = embed_rating(photo, data, edit.rating, edit.keywords, edit.label, edit.drop_label)
     except (OSError, XmpError) as e:
         change.note, change.problem = f"not embedded: {getattr(e, 'strerror', None) or e}", True
         return change
@@ -341,7 +341,8 @@ def _write_embedded(change: XmpChange) -> None:
     data = Path(change.sidecar).read_bytes()
     if content_fingerprint(data) != change.source_sha:
         raise ChangedSincePlan(f"{change.sidecar} changed since the plan; its XMP was not written")
-    _, new = embed_rating(change.photo, data, change.edit.rating, change.edit.keywords)
+    _, new = embed_rating(change.photo, data, change.edit.rating, change.edit.keywords, change.edit.label,
+                          change.edit.drop_label)
     if content_fingerprint(new) != change.after_sha:
         raise OSError(f"{change.sidecar}: exiv2 wrote something other than planned; not written")
     write_atomic(change.sidecar, new)

@@ -25,8 +25,8 @@ from pathlib import Path
 from clip_cull.culling.journal import CONFLICT, DONE, PLANNED, RUNNING, UNDONE, Journal, JournalBusy, Step
 from clip_cull.culling.move import apply_moves, plan_moves
 from clip_cull.culling.undo import UndoConflict, undo_write
-from clip_cull.culling.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_sidecar,
-                                      read_current, restore_sidecar, steps_for, target_sidecar)
+from clip_cull.culling.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_embedded,
+                                      plan_sidecar, read_current, restore_embedded, restore_sidecar, steps_for, target_sidecar)
 from clip_cull.culling.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse
 from clip_cull.core.errors import ClipCullError
 from clip_cull.store.state import StateStore
@@ -42,14 +42,19 @@ class ReviewError(ClipCullError):
     """A decision could not be written (or undone); str() names the file and why."""
 
 
+COLOURS = ("Red", "Yellow", "Green", "Blue", "Purple")  # Lightroom's colour labels (6-9: the first four)
+
+
 @dataclass
 class Decision:
     rating: int | None = None  # the photographer's: 1-5 stars, -1 reject, None unrated (out of range as written)
-    picked: bool = False
+    picked: bool = False  # the label is the pick label
     rating_text: str | None = None  # xmp:Rating as written when it is no number ("abc", "1e999")
+    label: str | None = None  # xmp:Label as the sidecar holds it: the pick label, a colour, any text
+    rejected: bool = False  # xmp:Rating is -1, whoever wrote it (a pick takes it off)
 
     def as_dict(self) -> dict:
-        return {"rating": self.rating, "picked": self.picked, "rating_text": self.rating_text}
+        return {"rating": self.rating, "picked": self.picked, "rating_text": self.rating_text, "label": self.label}
 
 
 @dataclass
@@ -62,8 +67,10 @@ class _Action:
 class DecisionWriter:
     """Writes decisions for one review session; thread-safe."""
 
-    def __init__(self, state: StateStore, command: dict, style: str = "lightroom", pick_label: str = DEFAULT_PICK_LABEL):
+    def __init__(self, state: StateStore, command: dict, style: str = "lightroom", pick_label: str = DEFAULT_PICK_LABEL,
+                 embed: bool = False):
         self.state = state
+        self.embed = embed  # also into the photo's own XMP (JPEG, TIFF, DNG), as `tag --embed`
         self.journal = Journal(state)
         self.command = command
         self.style = style
@@ -93,22 +100,37 @@ class DecisionWriter:
         ours = RATING in claims
         own = fields.rating if fields.rating not in (None, 0) and not ours else None
         odd = fields.rating_text if fields.rating is None and not ours else None
-        return Decision(own, fields.label == self.pick_label, odd)
+        return Decision(own, fields.label == self.pick_label, odd, fields.label, fields.rating == REJECT)
 
     # --- writing -------------------------------------------------------------------------
 
     def decide(self, photo: str, companions: list[str], rating: int | None = None, clear: bool = False,
-               toggle_pick: bool = False) -> Decision:
-        """One action: set stars or reject (rating), clear the rating (clear), or flip the pick.
+               toggle_pick: bool = False, colour: str | None = None) -> Decision:
+        """One action: set stars or reject (rating), clear the rating (clear), flip the pick, or
+        set a colour label (the same colour again takes it off). Flags are Lightroom's: a photo
+        is picked, rejected or neither, so a pick takes a reject off and a reject a pick (the
+        pick is the pick label: a colour label replaces it, and the pick label's colour is a pick).
         Returns the decision as the sidecar holds it afterwards."""
         with self._lock, self._holding_journal():
             if not os.path.isfile(photo):  # moved or deleted by another program since the review began
                 raise ReviewError(f"{photo}: is gone (moved or deleted since the review began); no sidecar written")
             before = self.current(photo)
-            after = Decision(None if clear else (rating if rating is not None else before.rating),
-                             (not before.picked) if toggle_pick else before.picked)
-            changes = [self._planned(photo, path, after, clear or rating is not None, toggle_pick)
+            rating_changed = clear or rating is not None
+            new_rating = None if clear else (rating if rating is not None else before.rating)
+            label_changed, new_label = toggle_pick or colour is not None, before.label
+            if toggle_pick:
+                new_label = None if before.picked else self.pick_label
+            elif colour is not None:
+                new_label = None if before.label == colour else colour
+            if label_changed and new_label == self.pick_label and before.rejected and not rating_changed:
+                new_rating, rating_changed = None, True  # a pick is no reject
+            if rating == REJECT and before.picked:
+                new_label, label_changed = None, True  # a reject is no pick
+            after = Decision(new_rating, new_label == self.pick_label, label=new_label)
+            changes = [self._planned(photo, path, after, rating_changed, label_changed, before.label)
                        for path in self.sidecars(photo, companions)]
+            if self.embed:
+                changes.append(self._planned_embedded(photo, after, rating_changed, label_changed, before.label))
             changes = [c for c in changes if c.writes]
             if changes:
                 self._write(_Action(photo), changes)
@@ -126,31 +148,61 @@ class DecisionWriter:
                                   "written: press again when it has finished") from None
             yield
 
-    def _planned(self, photo: str, path: Path, after: Decision, rating_changed: bool, pick_changed: bool) -> XmpChange:
+    def _planned(self, photo: str, path: Path, after: Decision, rating_changed: bool, label_changed: bool,
+                 label_before: str | None) -> XmpChange:
         """The sidecar with this decision merged in. Only what the photographer changed is set:
-        a rating key leaves the label alone, P leaves the rating alone."""
+        a rating key leaves the label alone, P leaves the rating alone (but for a reject)."""
         try:
             data = read_current(path)
             fields = parse(data).fields() if data is not None else None
         except XmpError as e:
             raise ReviewError(f"{path}: left alone, not XMP clipcull can edit safely ({e})") from None
         claims = claims_now(self.journal, path, fields, data)
-        owned = dict(claims)
-        keywords = [k for k in (fields.keywords if fields else []) if k.startswith(KEYWORD_PREFIX)]
-        rating, label, drop_label = None, None, False
-        if rating_changed:  # the rating is now the photographer's: clipcull claims it no more
-            rating = after.rating if after.rating is not None else 0
-            owned.pop(RATING, None)
-            keywords = [k for k in keywords if k != RATED_KEYWORD]
-        if pick_changed:
-            label = self.pick_label if after.picked else None
-            drop_label = not after.picked and fields is not None and fields.label == self.pick_label
-            owned.pop(LABEL, None)
-            keywords = [k for k in keywords if k != LABELLED_KEYWORD]
-        change = plan_sidecar(photo, path, Edit(rating, label, drop_label, keywords, owned), claims=claims)
+        edit = self._edit(fields, claims, after, rating_changed, label_changed, label_before)
+        change = plan_sidecar(photo, path, edit, claims=claims)
         if change.problem:
             raise ReviewError(f"{path}: {change.note}")
         return change
+
+    def _planned_embedded(self, photo: str, after: Decision, rating_changed: bool, label_changed: bool,
+                          label_before: str | None) -> XmpChange:
+        """review --embed: the decision merged into the photo's own XMP too, as `tag --embed` writes
+        it (JPEG, TIFF, DNG; pixels checked identical). Another format: nothing (the sidecar has it);
+        a photo whose XMP cannot be written safely refuses the key (all or nothing)."""
+        from clip_cull.culling.embedded import can_embed, embedded_packet
+
+        if not can_embed(photo):
+            return XmpChange(photo, Path(photo), None, None, note="not embedded: not JPEG, TIFF or DNG")
+        try:
+            packet = embedded_packet(photo)
+            fields = parse(packet).fields() if packet else None
+        except XmpError as e:
+            raise ReviewError(f"{photo}: its own XMP is not XMP clipcull can edit safely ({e}); nothing written") from None
+        edit = self._edit(fields, claims_now(self.journal, photo, fields, None), after, rating_changed, label_changed,
+                          label_before)
+        change = plan_embedded(photo, edit)
+        if change.problem:
+            raise ReviewError(f"{photo}: {change.note}; nothing written (review --embed)")
+        return change
+
+    def _edit(self, fields, claims: dict, after: Decision, rating_changed: bool, label_changed: bool,
+              label_before: str | None) -> Edit:
+        """What one file gets: the fields the photographer changed, which are theirs from now on
+        (clipcull claims them no more), clipcull's keywords for them dropped."""
+        owned = dict(claims)
+        keywords = [k for k in (fields.keywords if fields else []) if k.startswith(KEYWORD_PREFIX)]
+        rating, label, drop_label = None, None, False
+        if rating_changed:
+            rating = after.rating if after.rating is not None else 0
+            owned.pop(RATING, None)
+            keywords = [k for k in keywords if k != RATED_KEYWORD]
+        if label_changed:
+            label = after.label
+            # only the label taken off: a companion's sidecar keeps a label of its own
+            drop_label = after.label is None and fields is not None and fields.label == label_before
+            owned.pop(LABEL, None)
+            keywords = [k for k in keywords if k != LABELLED_KEYWORD]
+        return Edit(rating, label, drop_label, keywords, owned)
 
     def _write(self, action: _Action, changes: list[XmpChange]) -> None:
         """Journal, then write each sidecar through the one writer. All or nothing: when one
@@ -199,7 +251,12 @@ class DecisionWriter:
         bytes back (the page keeps showing the photo as it was)."""
         try:
             for step in reversed(list(action.steps)):
-                restore_sidecar(step.dst, step.before, step.before_mode)
+                if step.action == "embedded":  # the photo's exact bytes back (review --embed)
+                    problem = restore_embedded(step.dst, step)
+                    if problem:
+                        raise OSError(problem)
+                else:
+                    restore_sidecar(step.dst, step.before, step.before_mode)
                 self.journal.mark(action.run_id, step.seq, UNDONE, why)
                 action.steps.remove(step)
         except OSError as e:  # the written ones stay, and U can still take them back

@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from clip_cull.core.errors import ClipCullError
 from clip_cull.core.images import UnreadableImage
+from clip_cull.review.decisions import COLOURS
 from clip_cull.review.session import MAX_SEARCH_HITS, ChangedSinceShown, MoveIncomplete, ReviewSession
 from clip_cull.review.thumbs import SIZES
 
@@ -237,6 +238,13 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         size = request.path_params["size"]
         if size not in SIZES:
             return PlainTextResponse("not found", status_code=404)
+        return _image(request, lambda photo: session.image(photo.id, size))
+
+    def face(request: Request) -> Response:
+        return _image(request, lambda photo: session.face(photo.id, request.path_params["index"]))
+
+    def _image(request: Request, load) -> Response:
+        """An image of a ranked photo, by its number; ?v= the content it must be of."""
         photo = session.check(request.path_params["photo_id"])
         wanted = request.query_params.get("v")
         if photo is None:
@@ -246,7 +254,7 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
             return PlainTextResponse(f"{os.path.basename(photo.ranked.path)} changed on disk since it was shown",
                                      status_code=404)
         try:
-            data = session.image(photo.id, size)
+            data = load(photo)
         except (UnreadableImage, OSError) as e:
             reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
             return PlainTextResponse(f"cannot show {photo.ranked.path}: {reason}", status_code=422)
@@ -256,6 +264,17 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         # photo in the next review on this port, or after the photo is replaced.
         cache = "private, max-age=31536000, immutable" if wanted else "private, no-cache"
         return Response(data, media_type="image/jpeg", headers={"cache-control": cache})
+
+    def info(request: Request) -> Response:
+        photo = session.check(request.path_params["photo_id"])
+        if photo is None:
+            return _json({"error": "no such photo"}, 404)
+        try:
+            facts = session.info(photo.id)
+        except (UnreadableImage, OSError) as e:
+            return _json({"error": f"cannot read {os.path.basename(photo.ranked.path)}: "
+                                   f"{(e.strerror if isinstance(e, OSError) else None) or e}"}, 422)
+        return _json(facts) if facts is not None else _json({"error": "no such photo"}, 404)
 
     async def search(request: Request) -> Response:
         body = await _json_object(request)
@@ -278,8 +297,9 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
             return body
         action, photo_id, value = body.get("action"), body.get("id"), body.get("value")
         version, gen = body.get("v"), body.get("gen")
-        if action not in ("stars", "reject", "clear", "pick") or not _is_int(photo_id) or (
-                action == "stars" and not (_is_int(value) and 1 <= value <= 5)):
+        if action not in ("stars", "reject", "clear", "pick", "colour") or not _is_int(photo_id) or (
+                action == "stars" and not (_is_int(value) and 1 <= value <= 5)) or (
+                action == "colour" and value not in COLOURS):
             return _json({"error": "bad request"}, 400)
         if not _is_int(gen) or not (version is None or isinstance(version, str)):
             return _json({"error": "bad request: a decision names the version (v, gen) of the photo shown"}, 400)
@@ -311,6 +331,8 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
         Route(f"{base}/api/photos", photos, methods=["GET"]),
         Route(f"{base}/api/changes", changes, methods=["GET"]),
         Route(f"{base}/img/{{photo_id:int}}/{{size}}", image, methods=["GET"]),
+        Route(f"{base}/face/{{photo_id:int}}/{{index:int}}", face, methods=["GET"]),
+        Route(f"{base}/api/info/{{photo_id:int}}", info, methods=["GET"]),
         Route(f"{base}/api/search", search, methods=["POST"]),
         Route(f"{base}/api/decide", decide, methods=["POST"]),
         Route(f"{base}/api/undo", undo, methods=["POST"]),

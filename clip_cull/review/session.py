@@ -13,6 +13,7 @@ replaced, its sidecar re-rated by darktable or exiftool); the page sends back th
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from dataclasses import dataclass, field
@@ -22,10 +23,11 @@ from typing import Callable
 import numpy as np
 
 from clip_cull.culling.move import MoveStopped
+from clip_cull.culling.report import MAX_FACES  # close-ups beside the photo, as the report shows them
 from clip_cull.culling.tag import star_ratings
 from clip_cull.culling.xmp import sidecar_path
-from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
-from clip_cull.review.ondisk import UNCHECKED, fingerprint, json_rating, stamp, stamps
+from clip_cull.review.decisions import COLOURS, REJECT, Decision, DecisionWriter, ReviewError, move_rejects
+from clip_cull.review.ondisk import UNCHECKED, fingerprint, json_rating, shown_text, stamp, stamps
 from clip_cull.review.thumbs import ThumbnailCache
 from clip_cull.scoring.search import EmbeddingIndex, query_prompt
 from clip_cull.store.cache import Store
@@ -69,6 +71,7 @@ class ReviewPhoto:
     photo_stamp: tuple | None = UNCHECKED
     sidecar_stamp: tuple = UNCHECKED
     sidecar_names: list[Path] = field(default_factory=list)  # looked at to see a sidecar change
+    own_versions: set = field(default_factory=set)  # contents this session's own writes replaced (--embed)
     problem: str | None = None  # why the photo cannot be read now
     sidecar_problem: str | None = None  # why its sidecar cannot be read now
 
@@ -94,6 +97,7 @@ class ReviewSession:
         # with the journal, a SQLite connection the server's threads share: only under _store_lock).
         self._disk_lock = threading.Lock()
         self._rev = 0
+        self._info: dict[str, dict] = {}  # the info panel's facts by content
         records = store.file_records([p.path for p in ranked])
         stars = star_ratings(np.array([p.score for p in ranked])) if ranked else []
         self.photos = [self._photo(i, p, records.get(p.path), groups.get(p.path), int(stars[i]))
@@ -168,8 +172,10 @@ class ReviewSession:
             "focus": None if r.quality is None else round(r.quality.focus, 1),
             "rating": _shown_rating(p.decision),
             "picked": bool(p.decision.picked),
+            "colour": None if p.decision.label is None else shown_text(p.decision.label),
             "changed": p.ranked_fingerprint is not None and p.fingerprint != p.ranked_fingerprint,
             "problem": p.problem or p.sidecar_problem,
+            "faces": _faces_shown(r),
         }
 
     @staticmethod
@@ -184,6 +190,40 @@ class ReviewSession:
         if photo is None or photo.fingerprint is None:
             return None
         return self.thumbs.get(photo.ranked.path, photo.fingerprint, size)
+
+    def face(self, photo_id: int, index: int) -> bytes | None:
+        """The close-up of the photo's index-th judged face (as its row lists them); None when
+        there is none, or the photo is no longer the content the faces were found in."""
+        from clip_cull.core import faces
+
+        photo = self.photo(photo_id)
+        if photo is None or photo.fingerprint is None or photo.fingerprint != photo.ranked_fingerprint:
+            return None
+        shown = faces.judged(getattr(photo.ranked, "faces", None) or [])[:MAX_FACES]
+        if not 0 <= index < len(shown):
+            return None
+        return self.thumbs.face(photo.ranked.path, photo.fingerprint, f"{faces.VERSION}-{index}", shown[index]["box"])
+
+    def info(self, photo_id: int) -> dict | None:
+        """The info panel's facts beyond the row: lens, exposure time, f-number, ISO, focal
+        length (EXIF), and the histogram of the preview the page shows (256 bins a channel)."""
+        from PIL import Image
+
+        from clip_cull.core.files import read_file
+        from clip_cull.core.images import read_exposure
+
+        photo = self.photo(photo_id)
+        if photo is None or photo.fingerprint is None:
+            return None
+        known = self._info.get(photo.fingerprint)
+        if known is None:
+            exposure = read_exposure(read_file(photo.ranked.path)[0])
+            preview = self.thumbs.get(photo.ranked.path, photo.fingerprint, "preview")
+            with Image.open(io.BytesIO(preview)) as image:
+                counts = image.convert("RGB").histogram()
+            known = self._info[photo.fingerprint] = {
+                **exposure, "histogram": {"r": counts[:256], "g": counts[256:512], "b": counts[512:]}}
+        return {"id": photo.id, "v": self.version(photo), **known}
 
     # --- the disk ------------------------------------------------------------------------
 
@@ -241,7 +281,8 @@ class ReviewSession:
         """Refuse a decision made on what the disk no longer holds (the photo replaced, its
         sidecar re-rated by another program); the page is handed the photo as it is now."""
         version, gen = shown
-        if version == self.version(p) and gen == p.gen:
+        # a version this session's own --embed write replaced shows the same pixels and decision
+        if (version == self.version(p) or version in p.own_versions) and gen == p.gen:
             return
         if version != self.version(p) or p.last_change == "photo":
             what = os.path.basename(p.ranked.path)
@@ -254,7 +295,29 @@ class ReviewSession:
         self._before.setdefault(p.id, p.decision)
         p.decision = decision
         p.sidecar_stamp = stamps(p.sidecar_names)
+        if self.writer.embed:
+            self._rewritten(p)
         self._touch(p)
+
+    def _rewritten(self, p: ReviewPhoto) -> None:
+        """review --embed wrote the decision into the photo itself (or U took it out): new bytes,
+        the same pixels (the writer checks them identical). Not another program's change: the
+        page's images and faces stay (copied under the new content), so does the score."""
+        now = stamp(p.ranked.path)
+        if now is None or now == p.photo_stamp:
+            return
+        try:
+            content = fingerprint(p.ranked.path)
+        except OSError:
+            return  # the next check says why
+        old, p.photo_stamp = p.fingerprint, now
+        if content == old or old is None:
+            return
+        self.thumbs.alias(old, content)
+        if p.ranked_fingerprint == old:
+            p.ranked_fingerprint = content
+        p.own_versions.add(self.version(p))
+        p.fingerprint = content
 
     # --- decisions -----------------------------------------------------------------------
 
@@ -263,7 +326,7 @@ class ReviewSession:
         """One decision; `shown`: the (version, gen) the page showed, checked against the disk
         first (raises ChangedSinceShown). The answer is the photo as its sidecar now holds it."""
         kwargs = {"stars": {"rating": value}, "reject": {"rating": REJECT}, "clear": {"clear": True},
-                  "pick": {"toggle_pick": True}}[action]
+                  "pick": {"toggle_pick": True}, "colour": {"colour": value}}[action]
         # _store_lock: not while its rejects are being moved (a sidecar would be left behind);
         # _disk_lock: no check in between takes this session's own write for another program's.
         with self._store_lock, self._disk_lock:
@@ -414,6 +477,20 @@ class ReviewStopped(ReviewError):
     """The review stopped while a request was waiting (for the text model)."""
 
 
+def _faces_shown(ranked) -> list[dict] | None:
+    """The faces judged (eyes and focus measured), largest first, as the page shows them beside
+    the photo; None where the faces were not analysed (no faces extra)."""
+    every = getattr(ranked, "faces", None)
+    if every is None:
+        return None
+    from clip_cull.core.faces import judged
+
+    return [{"closed": f.get("eyes_closed"),
+             "openness": None if not f.get("openness") else round(sum(f["openness"]) / len(f["openness"]), 3),
+             "focus": round(float(f["focus"]), 1), "soft": f.get("soft")}
+            for f in judged(every)[:MAX_FACES]]
+
+
 def _shown_rating(decision: Decision):
     """The rating as the page shows it: the number, or as written where it is none ("1e999", "abc")."""
     rating = decision.rating if decision.rating is not None else getattr(decision, "rating_text", None)
@@ -422,4 +499,4 @@ def _shown_rating(decision: Decision):
 
 def _shown_state(decision: Decision) -> tuple:
     """What the page shows of a decision (a NaN rating equals itself here)."""
-    return repr(_shown_rating(decision)), bool(decision.picked)
+    return repr(_shown_rating(decision)), bool(decision.picked), decision.label

@@ -23,6 +23,7 @@ from clip_cull.core.images import UnreadableImage, decode_photo, decode_raw
 # Long side in device pixels: twice the CSS size the page shows them at, sharp on HiDPI screens.
 SIZES = {"thumb": 2 * 200, "preview": 2 * 1200, "full": None}  # full: every pixel, for the 100% loupe
 JPEG_QUALITY = {"thumb": 82, "preview": 88, "full": 92}
+FACE_PX = 2 * 96  # a face close-up beside the photo: 96 CSS px square, twice that in device pixels
 MAX_CACHED_BYTES = 256 * 2**20
 MAX_RENDERS = max(1, min(4, os.cpu_count() or 1))  # photos decoded at once
 JPEG_START = b"\xff\xd8\xff"
@@ -49,7 +50,25 @@ class ThumbnailCache:
         (PhotoChanged where the file no longer holds the content fingerprint names)."""
         if size not in SIZES:
             raise KeyError(size)
-        target = self.path_for(fingerprint, size)
+        return self._made(self.path_for(fingerprint, size), photo_path, fingerprint,
+                          lambda data: render_bytes(data, photo_path, SIZES[size], JPEG_QUALITY[size]))
+
+    def face(self, photo_path: str, fingerprint: str, key: str, box) -> bytes:
+        """A face's close-up (core/faces.py closeup), FACE_PX square; key names the face within
+        the content (the analyser's version and the face's place): kept like the thumbnails."""
+        from clip_cull.core.faces import closeup_of
+
+        def make(data: bytes) -> bytes:
+            image = closeup_of(data, box, FACE_PX)
+            if image is None:
+                raise UnreadableImage("cannot be decoded")
+            out = io.BytesIO()
+            image.save(out, "JPEG", quality=JPEG_QUALITY["thumb"])
+            return out.getvalue()
+
+        return self._made(self.path_for(fingerprint, f"face-{key}"), photo_path, fingerprint, make)
+
+    def _made(self, target: Path, photo_path: str, fingerprint: str, make) -> bytes:
         with self._lock_for(target):  # two requests for the same image make it once
             cached = _read_cached(target)
             if cached is not None:
@@ -60,9 +79,17 @@ class ThumbnailCache:
                     # The image would be kept under the fingerprint of other content (and shown
                     # for it in every later review): refuse instead.
                     raise PhotoChanged("changed on disk since it was shown")
-                image = render_bytes(data, photo_path, SIZES[size], JPEG_QUALITY[size])
+                image = make(data)
             _write_quietly(target, image)
             return image
+
+    def alias(self, old: str, new: str) -> None:
+        """The images kept for content `old` kept for `new` too: review --embed rewrote the photo's
+        metadata, its pixels are the same (checked by the writer), so its images are."""
+        for path in (self.folder / old[:2]).glob(f"{old}-*.jpg"):
+            data = _read_cached(path)
+            if data is not None:
+                _write_quietly(self.folder / new[:2] / (new + path.name[len(old):]), data)
 
     def _lock_for(self, target: Path) -> threading.Lock:
         with self._guard:

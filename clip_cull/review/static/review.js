@@ -6,20 +6,32 @@
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 2000;  // what is on disk, re-read while the page is in view (a stat a photo: cheap)
+const COLOURS = { 6: "Red", 7: "Yellow", 8: "Green", 9: "Blue" };  // Lightroom's keys
+const MAX_COMPARE = 4;
 const state = {
-  photos: [], byId: new Map(), view: [], cur: 0, filter: "all", sort: "best",
-  hits: null, burst: null, loupe: false, cells: new Map(), curCell: null, moveArmed: 0,
+  photos: [], byId: new Map(), view: [], cur: 0, curId: null, sort: "best",
+  filter: "all", ratingOp: "any", ratingN: 3, colour: "any", check: "any",
+  hits: null, burst: null, cells: new Map(), curCell: null, moveArmed: 0,
+  mode: "single",  // single, compare (2-4 photos side by side) or survey (every marked photo)
+  zoom: null,  // null, or {fx, fy}: every photo shown at 100 % around that point (0-1 of its width, height)
+  marked: new Set(),  // the photos chosen for compare and survey (S)
+  auto: false,  // auto-advance: a rating, flag or label moves on to the next photo
+  info: new Map(),  // the info panel's facts, by id and version
+  pickLabel: "Green",
   rev: -1, polling: true,  // the tests pause polling to press a key on a page that has not looked yet
 };
+let loupe = false;  // kept for the tests of the single view: whether it shows 100 %
 
 if (location.search) history.replaceState(null, "", location.pathname);  // the token leaves the address bar
 
 // A name is shown as it is spelled: bidi controls (U+202E turns "a\u202Egpj.exe" into what reads
-// "aexe.jpg") and control characters (newlines) appear as their code points, not as their effect.
-const UNSEEN = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+// "aexe.jpg"), zero-width and other invisible characters, and control characters (newlines)
+// appear as their code points, not as their effect.
+const UNSEEN = /[\u0000-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]/g;
 function shown(text) {
   return String(text).replace(UNSEEN, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
 }
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 function isStars(n) { return Number.isInteger(n) && n >= 1 && n <= 5; }
 function stars(n) { return isStars(n) ? "★".repeat(n) + "☆".repeat(5 - n) : ""; }
 // Another program may have written any rating (7, -5, 2.5, a word): it is shown as it is, and
@@ -31,6 +43,7 @@ function ratingText(r) {
   const numeric = typeof r === "number" || (typeof r === "string" && r.trim() !== "" && !isNaN(Number(r)));
   return `${shown(String(r))} (${numeric ? "out of range" : "not a rating"})`;
 }
+function colourOf(p) { return p.colour && !p.picked ? p.colour : null; }  // a label that is not the pick
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
@@ -80,14 +93,21 @@ function ordered() {
   return list;
 }
 
-function passes(p) {
-  switch (state.filter) {
-    case "unrated": return p.rating === null;
-    case "rejects": return p.rating === -1;
-    case "picks": return p.picked;
-    case "blurry": return p.flags.includes("blurry");
-    default: return true;
-  }
+// The filters, each a test; combined, a photo must pass them all. `except` leaves one out (to
+// count what each of its options would show with the others as they are).
+const FILTERS = {
+  filter: (p, v) => v === "all" || (v === "unrated" ? p.rating === null : v === "rejects" ? p.rating === -1
+    : v === "picks" ? p.picked : v === "unflagged" ? !p.picked && p.rating !== -1 : true),
+  rating: (p, [op, n]) => op === "any" || (isStars(p.rating) &&
+    (op === "ge" ? p.rating >= n : op === "le" ? p.rating <= n : p.rating === n)),
+  colour: (p, v) => v === "any" || (v === "none" ? !p.colour : p.colour === v),
+  check: (p, v) => v === "any" || (v === "none" ? p.flags.length === 0 : p.flags.includes(v)),
+};
+function filterValues() {
+  return { filter: state.filter, rating: [state.ratingOp, state.ratingN], colour: state.colour, check: state.check };
+}
+function passes(p, values = filterValues(), except = null) {
+  return Object.entries(FILTERS).every(([name, test]) => name === except || test(p, values[name]));
 }
 
 function computeView() {
@@ -103,19 +123,33 @@ function computeView() {
   return ordered().filter((p) => passes(p) && (p.group === null || top.get(p.group) === p)).map((p) => p.id);
 }
 
-function burstSize(group) { return state.photos.filter((p) => p.group === group).length; }
+function burstMembers(group) { return state.photos.filter((p) => p.group === group).sort((a, b) => a.rank - b.rank); }
 
 // What the grid shows, counted as the terminal counts it: photos, and the stacks they are in
 // where bursts and near-duplicates are stacked ("23 stacks (30 photos)").
 function counted() {
   const stacked = state.burst === null && !state.hits;
-  const photos = stacked ? state.photos.filter(passes).length : state.view.length;
+  const photos = stacked ? state.photos.filter((p) => passes(p)).length : state.view.length;
   const cells = state.view.length;
-  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   return cells === photos ? plural(photos, "photo") : `${plural(cells, "stack")} (${plural(photos, "photo")})`;
 }
 
-// --- drawing ---------------------------------------------------------------------------
+// Each filter option says how many photos it would show, the other filters as they are.
+function drawCounts() {
+  const values = filterValues();
+  const pool = state.hits ? state.hits.map((id) => state.byId.get(id)).filter(Boolean) : state.photos;
+  for (const [select, name, value] of [["filter", "filter", (o) => o], ["rating-op", "rating", (o) => [o, state.ratingN]],
+    ["colour", "colour", (o) => o], ["check", "check", (o) => o]]) {
+    for (const option of $(select).options) {
+      const base = option.dataset.text || (option.dataset.text = option.textContent);
+      const trial = { ...values, [name]: value(option.value) };
+      const n = pool.filter((p) => passes(p, trial)).length;
+      option.textContent = `${base} (${n})`;
+    }
+  }
+}
+
+// --- drawing the grid --------------------------------------------------------------------
 
 function cellFor(p) {
   let c = state.cells.get(p.id);
@@ -129,7 +163,7 @@ function cellFor(p) {
     img.addEventListener("error", soon);  // replaced on disk since the listing? look again
     c.append(img, el("div", "badges"), el("div", "name", shown(p.name)));
     c.title = shown(p.name);
-    c.addEventListener("click", () => { const i = state.view.indexOf(p.id); if (i >= 0) select(i); });
+    c.addEventListener("click", () => selectId(p.id));
     state.cells.set(p.id, c);
   }
   drawBadges(p, c);
@@ -143,65 +177,283 @@ function drawBadges(p, c) {
   else if (isStars(p.rating)) b.append(el("span", "", stars(p.rating) + " "));
   else if (ratingText(p.rating) !== "unrated") b.append(el("span", "odd", ratingText(p.rating) + " "));
   if (p.picked) b.append(el("span", "pick", "● pick "));
+  if (colourOf(p)) b.append(el("span", `label ${String(colourOf(p)).toLowerCase()}`, `■ ${shown(colourOf(p))} `));
   if (p.flags.length) b.append(el("span", "flag", p.flags.join(" ")));
   c.classList.toggle("reject", p.rating === -1);
+  c.classList.toggle("marked", state.marked.has(p.id));
   let s = c.querySelector(".stack");
   if (p.group !== null && state.burst === null) {
     if (!s) { s = el("span", "stack"); c.append(s); }
-    s.textContent = `burst ×${burstSize(p.group)}`;
+    s.textContent = stackText(p);
   } else if (s) s.remove();
+}
+
+// A stack stands for its burst: it says what its hidden frames hold (stars, picks, rejects),
+// so a decision made inside the burst is seen from the grid.
+function stackText(p) {
+  const members = burstMembers(p.group);
+  const hidden = members.filter((q) => q.id !== p.id);
+  const rated = hidden.filter((q) => isStars(q.rating)).length;
+  const rejects = hidden.filter((q) => q.rating === -1).length;
+  const picks = hidden.filter((q) => q.picked).length;
+  const parts = [`burst ×${members.length}`];
+  if (rated) parts.push(`${rated} ★`);
+  if (picks) parts.push(plural(picks, "pick"));
+  if (rejects) parts.push(plural(rejects, "reject"));
+  return parts.join(" · ");
 }
 
 function render() {
   state.view = computeView();
-  if (state.cur >= state.view.length) state.cur = Math.max(0, state.view.length - 1);
+  const i = state.view.indexOf(state.curId);
+  if (i >= 0) state.cur = i;
+  else if (state.cur >= state.view.length) state.cur = Math.max(0, state.view.length - 1);
   $("grid").replaceChildren(...state.view.map((id) => cellFor(state.byId.get(id))));
-  const what = state.burst !== null ? `burst ${state.burst}` : state.hits ? "search results" : state.filter;
+  const what = state.burst !== null ? `burst ${state.burst}` : state.hits ? "search results" : filterName();
   status(`${counted()} · ${what}`);
-  select(state.cur);
+  drawCounts();
+  if (i >= 0 && state.mode !== "single") show(state.curId);
+  else select(state.cur);
 }
 
-function current() { return state.byId.get(state.view[state.cur]); }
+function filterName() {
+  const parts = [];
+  if (state.filter !== "all") parts.push(state.filter);
+  if (state.ratingOp !== "any") parts.push(`stars ${{ ge: "≥", eq: "=", le: "≤" }[state.ratingOp]} ${state.ratingN}`);
+  if (state.colour !== "any") parts.push(state.colour === "none" ? "no label" : state.colour.toLowerCase());
+  if (state.check !== "any") parts.push(state.check === "none" ? "no flags" : state.check);
+  return parts.length ? parts.join(" + ") : "all";
+}
+
+function current() { return state.byId.get(state.curId); }
 
 function select(i) {
-  if (state.curCell) state.curCell.classList.remove("current");  // the view may have changed since
   state.cur = Math.max(0, Math.min(i, state.view.length - 1));
+  show(state.view[state.cur]);
+}
+
+function selectId(id) {
+  const i = state.view.indexOf(id);
+  if (i >= 0) state.cur = i;
+  show(id);
+}
+
+// Make a photo the current one: its cell outlined, the viewer and the info panel on it.
+function show(id) {
+  if (state.curCell) state.curCell.classList.remove("current");  // the view may have changed since
+  state.curId = id === undefined ? null : id;
   const p = current();
-  if (!p) { state.curCell = null; $("preview").removeAttribute("src"); return; }
+  if (!p) { state.curCell = null; $("preview").removeAttribute("src"); $("compare").replaceChildren(); return; }
   const c = state.cells.get(p.id);
-  c.classList.add("current");
-  state.curCell = c;
-  c.scrollIntoView({ block: "nearest" });
+  state.curCell = c && c.isConnected ? c : null;
+  if (state.curCell) {
+    c.classList.add("current");
+    c.scrollIntoView({ block: "nearest" });
+  }
   drawViewer(p);
   prefetch();
 }
 
-function drawViewer(p) {
-  const comparing = state.burst !== null && state.view.length > 1;
-  $("single").hidden = comparing || state.loupe;
-  $("compare").hidden = !comparing || state.loupe;
-  $("loupe").hidden = !state.loupe;
-  if (state.loupe) {
-    const full = $("full");
-    full.onload = () => {  // 100%: one image pixel on one screen pixel
-      full.style.width = full.naturalWidth / devicePixelRatio + "px";
-      const box = $("loupe");
-      box.scrollLeft = (box.scrollWidth - box.clientWidth) / 2;
-      box.scrollTop = (box.scrollHeight - box.clientHeight) / 2;
-    };
-    full.src = imageUrl(p, "full");
-  } else if (comparing) {
-    const other = state.byId.get(state.view[state.cur + 1 < state.view.length ? state.cur + 1 : state.cur - 1]);
-    $("left").src = imageUrl(p, "preview");
-    $("left-name").textContent = `${shown(p.name)}  ${ratingText(p.rating)}`;
-    $("right").src = imageUrl(other, "preview");
-    $("right-name").textContent = `${shown(other.name)}  ${ratingText(other.rating)}`;
-    $("left").parentElement.classList.add("current");
-  } else {
-    $("preview").src = imageUrl(p, "preview");
+// --- the viewer: one photo, compare, survey; 100 % anywhere ------------------------------------
+
+// The photos compare or survey shows: those marked (S), else the current photo's burst. Compare
+// shows up to four, a window that holds the current photo; in the order of the grid.
+function panelIds() {
+  const p = current();
+  if (!p || state.mode === "single") return p ? [p.id] : [];
+  let ids = [];
+  if (state.marked.size >= 2) {
+    const order = ordered().map((q) => q.id);
+    ids = order.filter((id) => state.marked.has(id));
+  } else if (p.group !== null) {
+    ids = burstMembers(p.group).map((q) => q.id);
   }
-  drawInfo(p);
+  if (state.mode === "compare" && ids.length > MAX_COMPARE) {
+    const at = Math.max(0, ids.indexOf(p.id));
+    const start = Math.min(Math.max(0, at - 1), ids.length - MAX_COMPARE);
+    ids = ids.slice(start, start + MAX_COMPARE);
+  }
+  return ids;
 }
+
+// What ← → move through: the photos compared or surveyed, else the grid.
+function navIds() {
+  if (state.mode !== "single") {
+    const p = current();
+    if (state.marked.size >= 2) return ordered().map((q) => q.id).filter((id) => state.marked.has(id));
+    if (p && p.group !== null) return burstMembers(p.group).map((q) => q.id);
+  }
+  return state.view;
+}
+
+function step(delta) {
+  const ids = navIds();
+  const at = ids.indexOf(state.curId);
+  const next = ids[Math.max(0, Math.min(ids.length - 1, (at < 0 ? 0 : at) + delta))];
+  if (next !== undefined) selectId(next);
+}
+
+function drawViewer(p) {
+  const ids = panelIds();
+  const multi = state.mode !== "single" && ids.length > 1;
+  $("single").hidden = multi || loupe;
+  $("loupe").hidden = multi || !loupe;
+  $("compare").hidden = !multi;
+  $("viewer").classList.toggle("multi", multi);
+  if (multi) drawPanels(ids, p);
+  else if (loupe) zoomInto($("loupe"), $("full"), p);
+  else setSrc($("preview"), imageUrl(p, "preview"));
+  drawInfo(p);
+  drawFaces(p);
+}
+
+function setSrc(img, url) { if (img.getAttribute("src") !== url) img.src = url; }
+
+function drawPanels(ids, p) {
+  const box = $("compare");
+  box.dataset.count = ids.length;
+  box.classList.toggle("survey", state.mode === "survey");
+  box.dataset.ready = "0";
+  const cols = state.mode === "survey" ? Math.ceil(Math.sqrt(ids.length * box.clientWidth / Math.max(1, box.clientHeight))) : ids.length;
+  box.style.gridTemplateColumns = `repeat(${Math.max(1, Math.min(cols, ids.length))}, minmax(0, 1fr))`;
+  const panels = ids.map((id) => {
+    let f = box.querySelector(`figure[data-id="${id}"]`);
+    if (!f) {
+      f = el("figure", "panel");
+      f.dataset.id = id;
+      const frame = el("div", "frame");
+      const img = el("img");
+      img.alt = "";
+      frame.append(img);
+      f.append(frame, el("figcaption"));
+      wireFrame(frame, img, () => { if (state.curId !== id) selectId(id); });
+    }
+    const q = state.byId.get(id);
+    f.classList.toggle("current", id === p.id);
+    f.querySelector("figcaption").textContent = `${shown(q.name)}  ${ratingText(q.rating)}${q.picked ? " · pick" : ""}`;
+    const frame = f.querySelector(".frame"), img = f.querySelector("img");
+    if (state.zoom) zoomInto(frame, img, q);
+    else { frame.classList.remove("zoomed"); img.style.width = ""; setSrc(img, imageUrl(q, "preview")); }
+    return f;
+  });
+  box.replaceChildren(...panels);
+  if (!state.zoom) box.dataset.ready = "1";
+}
+
+// 100 %: one image pixel on one screen pixel, the point {fx, fy} of the photo in the middle of
+// its frame; every frame shown goes to the same point (linked zoom), and panning one pans all.
+function zoomInto(frame, img, p) {
+  const z = state.zoom || (state.zoom = { fx: 0.5, fy: 0.5 });
+  frame.classList.add("zoomed");
+  const url = imageUrl(p, "full");
+  const place = () => {
+    img.style.width = img.naturalWidth / devicePixelRatio + "px";
+    centre(frame, img, z.fx, z.fy);
+    zoomReady();
+  };
+  if (img.getAttribute("src") === url && img.complete && img.naturalWidth) place();
+  else { img.onload = place; img.src = url; }
+}
+
+function centre(frame, img, fx, fy) {
+  const left = fx * img.offsetWidth - frame.clientWidth / 2, top = fy * img.offsetHeight - frame.clientHeight / 2;
+  frame.scrollLeft = left;
+  frame.scrollTop = top;
+  frame.dataset.sx = frame.scrollLeft;  // where it was put: its scroll event is no pan of the user's
+  frame.dataset.sy = frame.scrollTop;
+}
+
+function zoomReady() {  // the bench and the tests wait for every frame at 100 %
+  const frames = state.mode !== "single" && !$("compare").hidden ? [...$("compare").querySelectorAll(".frame")] : [$("loupe")];
+  const done = frames.every((f) => { const i = f.querySelector("img"); return i.complete && i.naturalWidth && f.classList.contains("zoomed"); });
+  if (done) { $("compare").dataset.ready = "1"; $("loupe").dataset.ready = "1"; }
+}
+
+function zoomedFrames() { return [...document.querySelectorAll(".frame.zoomed")].filter((f) => f.offsetParent !== null); }
+
+// A frame: a click zooms to 100 % at the point clicked (or back to the whole photo), a drag pans,
+// and a pan (drag, wheel, scrollbar) moves every other frame shown to the same point.
+let drag = null;  // the frame a mouse button went down on, and where
+function wireFrame(frame, img, choose) {
+  frame.addEventListener("mousedown", (e) => {
+    if (e.button !== 0) return;
+    e.preventDefault();
+    drag = { frame, img, choose, x: e.clientX, y: e.clientY, left: frame.scrollLeft, top: frame.scrollTop, moved: false };
+  });
+  frame.addEventListener("scroll", () => {
+    if (!frame.classList.contains("zoomed") || !img.offsetWidth) return;
+    if (Math.abs(frame.scrollLeft - frame.dataset.sx) < 1 && Math.abs(frame.scrollTop - frame.dataset.sy) < 1) return;
+    state.zoom = { fx: (frame.scrollLeft + frame.clientWidth / 2) / img.offsetWidth,
+      fy: (frame.scrollTop + frame.clientHeight / 2) / img.offsetHeight };
+    frame.dataset.sx = frame.scrollLeft;
+    frame.dataset.sy = frame.scrollTop;
+    for (const other of zoomedFrames()) {
+      if (other !== frame) centre(other, other.querySelector("img"), state.zoom.fx, state.zoom.fy);
+    }
+  });
+}
+window.addEventListener("mousemove", (e) => {
+  if (!drag || !drag.frame.classList.contains("zoomed")) return;
+  if (Math.abs(e.clientX - drag.x) + Math.abs(e.clientY - drag.y) > 3) drag.moved = true;
+  drag.frame.scrollLeft = drag.left - (e.clientX - drag.x);
+  drag.frame.scrollTop = drag.top - (e.clientY - drag.y);
+});
+window.addEventListener("mouseup", (e) => {
+  if (!drag) return;
+  const { frame, img, choose, moved } = drag;
+  drag = null;
+  if (moved) return;
+  choose();
+  if (frame.classList.contains("zoomed")) { zoomOut(); return; }
+  const r = img.getBoundingClientRect();
+  if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) return;
+  zoomAt((e.clientX - r.left) / r.width, (e.clientY - r.top) / r.height);
+});
+
+function zoomAt(fx, fy) {
+  state.zoom = { fx: Math.min(1, Math.max(0, fx)), fy: Math.min(1, Math.max(0, fy)) };
+  loupe = true;
+  $("loupe").dataset.ready = "0";
+  if (current()) drawViewer(current());
+}
+
+function zoomOut() {
+  state.zoom = null;
+  loupe = false;
+  $("loupe").classList.add("zoomed");  // the single view's 100 % frame keeps its class
+  if (current()) drawViewer(current());
+}
+
+function toggleZoom() { if (state.zoom) zoomOut(); else zoomAt(0.5, 0.5); }
+
+function setMode(mode) {
+  if (state.mode === mode) mode = "single";  // C or N again: back to one photo
+  if (mode !== "single") {
+    const p = current();
+    const enough = state.marked.size >= 2 || (p && p.group !== null && burstMembers(p.group).length > 1);
+    if (!enough) { status("mark 2 or more photos with S (or stand on a burst) to compare or survey them"); return; }
+  }
+  state.mode = mode;
+  if (current()) drawViewer(current());
+}
+
+function toggleMark() {
+  const p = current();
+  if (!p) return;
+  if (state.marked.has(p.id)) state.marked.delete(p.id); else state.marked.add(p.id);
+  redraw(p);
+  status(`${plural(state.marked.size, "photo")} marked for compare and survey`);
+  if (state.mode !== "single") drawViewer(p);
+}
+
+function toggleAuto() {
+  state.auto = !state.auto;
+  $("auto").textContent = `auto-advance ${state.auto ? "on" : "off"}`;
+  $("auto").setAttribute("aria-pressed", String(state.auto));
+  document.body.classList.toggle("auto", state.auto);
+}
+
+// --- the info panel and the faces ------------------------------------------------------------
 
 function drawInfo(p) {
   $("info-name").textContent = p.folder ? `${shown(p.name)}  (${shown(p.folder)})` : shown(p.name);
@@ -210,21 +462,109 @@ function drawInfo(p) {
     (p.changed ? " · changed on disk since clipcull ranked it (the score is of the earlier photo)" : "");
   $("info-suggested").textContent = [stars(p.suggested), ...p.flags].filter(Boolean).join(" · ");
   $("info-yours").textContent = ratingText(p.rating) + (p.picked ? " · pick" : "") +
-    (p.problem ? ` · ${shown(p.problem)}` : "");
+    (colourOf(p) ? ` · label ${shown(colourOf(p))}` : "") + (p.problem ? ` · ${shown(p.problem)}` : "");
   $("info-captured").textContent = (p.captured || "").replace("T", " ");
+  $("info-camera").textContent = p.camera ? shown(p.camera) : "";
+  $("info-focus").textContent = p.focus === null ? "" : `${p.focus} (variance of the Laplacian; higher is sharper)`;
+  const known = state.info.get(`${p.id}:${p.v}`);
+  if (known) drawFacts(known);
+  else {
+    for (const id of ["info-lens", "info-exposure"]) $(id).textContent = "";
+    clearTimeout(drawInfo.timer);  // keys held down: only the photo stopped on asks the server
+    drawInfo.timer = setTimeout(() => loadInfo(p), 120);
+  }
 }
 
+async function loadInfo(p) {
+  try {
+    const facts = await request(`api/info/${p.id}`);
+    state.info.set(`${p.id}:${facts.v}`, facts);
+    const now = current();
+    if (now && now.id === p.id && now.v === facts.v) drawFacts(facts);
+  } catch (e) { /* the photo cannot be read: the row says why */ }
+}
+
+function exposureText(f) {
+  const parts = [];
+  if (f.exposure_time) parts.push(f.exposure_time >= 1 ? `${+f.exposure_time.toFixed(1)} s` : `1/${Math.round(1 / f.exposure_time)} s`);
+  if (f.f_number) parts.push(`f/${+f.f_number.toFixed(1)}`);
+  if (f.iso) parts.push(`ISO ${Math.round(f.iso)}`);
+  if (f.focal_length) parts.push(`${+f.focal_length.toFixed(1)} mm`);
+  return parts.join(" · ");
+}
+
+function drawFacts(f) {
+  $("info-lens").textContent = f.lens ? shown(f.lens) : "";
+  $("info-exposure").textContent = exposureText(f);
+  const canvas = $("histogram"), g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const h = f.histogram, peak = Math.max(1, ...["r", "g", "b"].flatMap((c) => h[c].slice(1, 255)));
+  g.globalCompositeOperation = "lighter";
+  for (const [c, colour] of [["r", "#c33"], ["g", "#3c3"], ["b", "#35d"]]) {
+    g.fillStyle = colour;
+    h[c].forEach((n, x) => {
+      const bar = Math.min(canvas.height, canvas.height * n / peak);
+      g.fillRect(x, canvas.height - bar, 1, bar);
+    });
+  }
+  g.globalCompositeOperation = "source-over";
+  canvas.dataset.v = f.v;
+}
+
+// The faces beside the photo (the faces extra): each judged face of the photo close up, or for a
+// burst its main face in every frame, in the burst's order; each with its eyes and focus.
+function drawFaces(p) {
+  const box = $("faces");
+  let cards = [];
+  if (p.group !== null) cards = burstMembers(p.group).filter((q) => q.faces && q.faces.length).map((q) => [q, 0]);
+  else if (p.faces) cards = p.faces.map((_, i) => [p, i]);
+  box.hidden = cards.length === 0;
+  box.replaceChildren(...cards.map(([q, i]) => faceCard(q, i, p.group !== null && q.id === p.id)));
+}
+
+function faceCard(q, i, isCurrent) {
+  const f = q.faces[i];
+  const card = el("figure", "face" + (f.closed ? " closed" : "") + (f.soft ? " soft" : "") + (isCurrent ? " current" : ""));
+  const img = el("img");
+  img.alt = `face ${i + 1} of ${shown(q.name)}`;
+  img.src = `face/${q.id}/${i}` + (q.v ? `?v=${encodeURIComponent(q.v)}` : "");
+  const eyes = f.closed === null || f.closed === undefined ? "eyes ?"
+    : `eyes ${f.closed ? "closed" : "open"} ${f.openness === null ? "" : f.openness.toFixed(2)}`.trim();
+  const focus = `${f.soft ? "soft" : "sharp"} ${Math.round(f.focus)}`;
+  card.append(img, el("figcaption", "", `${eyes} · ${focus}`));
+  card.title = shown(q.name);
+  card.addEventListener("click", () => selectId(q.id));
+  return card;
+}
+
+// Previews of the photos either side of the current one, loaded before they are asked for.
+const prefetched = [];
 function prefetch() {
-  for (let k = 1; k <= 3; k++) {
-    const id = state.view[state.cur + k];
-    if (id !== undefined) new Image().src = imageUrl(state.byId.get(id), "preview");
+  const ids = navIds(), at = ids.indexOf(state.curId);
+  prefetched.length = 0;
+  for (const k of [1, -1, 2, -2, 3]) {
+    const id = ids[at + k];
+    if (id === undefined || at < 0) continue;
+    const img = new Image();
+    img.src = imageUrl(state.byId.get(id), state.zoom ? "full" : "preview");
+    prefetched.push(img);  // kept until the next move: the browser may not drop the request
   }
 }
 
 function redraw(p) {
   const c = state.cells.get(p.id);
   if (c) drawBadges(p, c);
-  if (current() && current().id === p.id) drawInfo(p);
+  if (p.group !== null) {  // its stack says what its hidden frames hold
+    for (const q of burstMembers(p.group)) if (q.id !== p.id && state.cells.has(q.id)) drawBadges(q, state.cells.get(q.id));
+  }
+  const now = current();
+  if (now && now.id === p.id) drawInfo(p);
+  if (now && state.mode !== "single" && panelIds().includes(p.id)) {
+    const f = $("compare").querySelector(`figure[data-id="${p.id}"] figcaption`);
+    if (f) f.textContent = `${shown(p.name)}  ${ratingText(p.rating)}${p.picked ? " · pick" : ""}`;
+  }
+  clearTimeout(redraw.counts);
+  redraw.counts = setTimeout(drawCounts, 100);
 }
 
 // --- what is on disk -------------------------------------------------------------------
@@ -244,7 +584,7 @@ function reloadImages(p) {  // the photo was replaced on disk: its new content u
   const c = state.cells.get(p.id);
   if (c) c.querySelector("img").src = imageUrl(p, "thumb");
   const cur = current();
-  if (cur && (cur.id === p.id || (state.burst !== null && state.view.includes(p.id)))) drawViewer(cur);
+  if (cur && (cur.id === p.id || panelIds().includes(p.id) || (state.burst !== null && state.view.includes(p.id)))) drawViewer(cur);
 }
 
 let polled = null;
@@ -272,7 +612,25 @@ document.addEventListener("visibilitychange", () => { if (document.visibilitySta
 // --- decisions -------------------------------------------------------------------------
 
 function decisionText(row) {
-  return `${shown(row.name)}: ${ratingText(row.rating)}${row.picked ? " · pick" : ""}`;
+  const label = row.colour && !row.picked ? ` · label ${shown(row.colour)}` : "";
+  return `${shown(row.name)}: ${ratingText(row.rating)}${row.picked ? " · pick" : ""}${label}`;
+}
+
+// What a key does to the page's copy of a photo, shown at once and confirmed by the server:
+// Lightroom's flags (a pick is no reject and a reject no pick), a colour key again takes it off.
+function foresee(p, action, value) {
+  if (action === "stars") p.rating = value;
+  else if (action === "reject") { p.rating = -1; if (p.picked) { p.picked = false; p.colour = null; } }
+  else if (action === "clear") p.rating = null;
+  else if (action === "pick") {
+    p.picked = !p.picked;
+    p.colour = p.picked ? state.pickLabel : null;
+    if (p.picked && p.rating === -1) p.rating = null;
+  } else if (action === "colour") {
+    p.colour = p.colour === value ? null : value;
+    p.picked = p.colour === state.pickLabel;
+    if (p.picked && p.rating === -1) p.rating = null;
+  }
 }
 
 async function decide(action, value) {
@@ -280,12 +638,10 @@ async function decide(action, value) {
   if (!p) return;
   // What the photographer sees now: the server refuses the key if the disk holds something else.
   const seen = { v: p.v, gen: p.gen };
-  const before = { rating: p.rating, picked: p.picked };
-  if (action === "stars") p.rating = value;           // shown at once, confirmed by the server
-  else if (action === "reject") p.rating = -1;
-  else if (action === "clear") p.rating = null;
-  else if (action === "pick") p.picked = !p.picked;
+  const before = { rating: p.rating, picked: p.picked, colour: p.colour };
+  foresee(p, action, value);
   redraw(p);
+  if (state.auto) step(1);  // auto-advance: on to the next photo at once, the answer comes meanwhile
   try {
     const row = await api("api/decide", { id: p.id, action, value, ...seen });
     apply(row);
@@ -303,8 +659,7 @@ async function undo() {
     const row = await api("api/undo", {});
     if (row.nothing) { status("nothing to undo"); return; }
     apply(row);
-    const i = state.view.indexOf(row.id);
-    if (i >= 0) select(i);
+    if (state.view.includes(row.id) || navIds().includes(row.id)) selectId(row.id);
     status(`undone: ${decisionText(row)}`);
   } catch (e) { status(`undo failed: ${shown(e.message)}`, true); }
 }
@@ -313,7 +668,7 @@ async function moveRejects() {
   const n = state.photos.filter((p) => p.rating === -1).length;
   if (Date.now() - state.moveArmed > 3000) {
     state.moveArmed = Date.now();
-    status(`press M again to move ${n} rejects to _rejects`);
+    status(`press M again to move ${plural(n, "reject")} to _rejects`);
     return;
   }
   state.moveArmed = 0;
@@ -322,7 +677,7 @@ async function moveRejects() {
     for (const row of r.changed) apply(row);  // a reject changed on disk since it was shown stays
     dropMoved(r.moved);
     const left = state.photos.filter((p) => p.rating === -1).length;
-    status((r.run ? `moved ${r.moved.length} rejects (move run ${r.run}; clipcull undo puts them back)`
+    status((r.run ? `moved ${plural(r.moved.length, "reject")} (move run ${r.run}; clipcull undo puts them back)`
       : "no rejects to move") + (left ? `; ${left} changed on disk since shown, left in place` : ""));
   } catch (e) {
     if (e.data && e.data.moved) dropMoved(e.data.moved);  // stopped part way: those that went, go
@@ -333,7 +688,7 @@ async function moveRejects() {
 function dropMoved(ids) {
   const moved = new Set(ids);
   state.photos = state.photos.filter((p) => !moved.has(p.id));
-  for (const id of moved) { state.byId.delete(id); state.cells.delete(id); }
+  for (const id of moved) { state.byId.delete(id); state.cells.delete(id); state.marked.delete(id); }
   render();
 }
 
@@ -347,13 +702,14 @@ async function search(text) {
     state.hits = r.hits.map((h) => h.id);
     state.burst = null;
     state.cur = 0;
+    state.curId = null;
     render();
   } catch (e) { status(`search failed: ${shown(e.message)}`, true); }
 }
 
 function clearSearch() {
   $("search").value = "";
-  if (state.hits) { state.hits = null; state.cur = 0; render(); }
+  if (state.hits) { state.hits = null; state.cur = 0; state.curId = null; render(); }
 }
 
 // --- keys ------------------------------------------------------------------------------
@@ -371,28 +727,39 @@ function toggleBurst() {
   const p = current();
   if (state.burst !== null) {
     state.burst = null;
+    state.mode = "single";
     render();
     const i = state.view.findIndex((id) => state.byId.get(id).group === p.group);
     select(i >= 0 ? i : 0);
   } else if (p && p.group !== null) {
     state.burst = p.group;
+    state.mode = "compare";  // a burst's frames side by side, in its order
     state.cur = 0;
+    state.curId = null;
     render();
   }
 }
 
+function back() {
+  if (state.zoom) zoomOut();
+  else if (state.burst !== null) toggleBurst();
+  else if (state.mode !== "single") setMode("single");
+  else clearSearch();
+}
+
 const KEYS = {
-  ArrowRight: () => select(state.cur + 1), ArrowLeft: () => select(state.cur - 1),
-  j: () => select(state.cur + 1), k: () => select(state.cur - 1),
+  ArrowRight: () => step(1), ArrowLeft: () => step(-1), j: () => step(1), k: () => step(-1),
   ArrowDown: () => select(state.cur + columns()), ArrowUp: () => select(state.cur - columns()),
   Home: () => select(0), End: () => select(state.view.length - 1),
   1: () => decide("stars", 1), 2: () => decide("stars", 2), 3: () => decide("stars", 3),
   4: () => decide("stars", 4), 5: () => decide("stars", 5), 0: () => decide("clear"),
+  6: () => decide("colour", COLOURS[6]), 7: () => decide("colour", COLOURS[7]),
+  8: () => decide("colour", COLOURS[8]), 9: () => decide("colour", COLOURS[9]),
   x: () => decide("reject"), p: () => decide("pick"), u: () => undo(),
-  z: () => { state.loupe = !state.loupe; if (current()) drawViewer(current()); },
-  " ": () => KEYS.z(),  // Space zooms, as in Lightroom
-  Enter: toggleBurst,
-  Escape: () => { if (state.loupe) KEYS.z(); else if (state.burst !== null) toggleBurst(); else clearSearch(); },
+  z: toggleZoom, " ": toggleZoom,  // Space zooms, as in Lightroom
+  Enter: toggleBurst, Escape: back,
+  c: () => setMode("compare"), n: () => setMode("survey"), s: toggleMark, a: toggleAuto,
+  i: () => { $("info").hidden = !$("info").hidden; },
   "/": () => $("search").focus(),
   m: () => moveRejects(),
 };
@@ -416,19 +783,32 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
-$("filter").addEventListener("change", (e) => { state.filter = e.target.value; state.cur = 0; e.target.blur(); render(); });
-$("sort").addEventListener("change", (e) => { state.sort = e.target.value; state.cur = 0; e.target.blur(); render(); });
+function onFilter(id, apply) {
+  $(id).addEventListener("change", (e) => { apply(e.target.value); state.cur = 0; e.target.blur(); render(); });
+}
+onFilter("filter", (v) => { state.filter = v; });
+onFilter("rating-op", (v) => { state.ratingOp = v; $("rating-n").disabled = v === "any"; });
+onFilter("rating-n", (v) => { state.ratingN = Number(v); });
+onFilter("colour", (v) => { state.colour = v; });
+onFilter("check", (v) => { state.check = v; });
+onFilter("sort", (v) => { state.sort = v; });
 $("move").addEventListener("click", () => { state.moveArmed = Date.now(); moveRejects(); });
+$("auto").addEventListener("click", toggleAuto);
+for (const b of $("actions").querySelectorAll("button[data-key]")) b.addEventListener("click", () => KEYS[b.dataset.key]());
 // A button never keeps the keyboard: Space after a click is the page's (zoom), not a second click.
 for (const b of document.querySelectorAll("button")) {
   b.addEventListener("mousedown", (e) => e.preventDefault());
   b.addEventListener("click", () => b.blur());
 }
+wireFrame($("single"), $("preview"), () => {});
+wireFrame($("loupe"), $("full"), () => {});
+window.addEventListener("resize", () => { if (current() && state.mode === "survey") drawViewer(current()); });
 
 (async function start() {
   try {
     const data = await api("api/photos");
     $("title").textContent = shown(data.title);
+    state.pickLabel = data.pick_label;
     state.photos = data.photos;
     state.rev = data.rev;
     for (const p of data.photos) state.byId.set(p.id, p);
