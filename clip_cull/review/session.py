@@ -26,7 +26,7 @@ from clip_cull.culling.move import MoveStopped
 from clip_cull.culling.report import MAX_FACES  # close-ups beside the photo, as the report shows them
 from clip_cull.culling.tag import star_ratings
 from clip_cull.culling.xmp import sidecar_path
-from clip_cull.review.decisions import COLOURS, REJECT, Decision, DecisionWriter, ReviewError, move_rejects
+from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
 from clip_cull.review.ondisk import UNCHECKED, fingerprint, json_rating, shown_text, stamp, stamps
 from clip_cull.review.thumbs import ThumbnailCache
 from clip_cull.scoring.search import EmbeddingIndex, query_prompt
