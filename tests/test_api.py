@@ -3,6 +3,7 @@ what the commands print, prints nothing itself, and raises the project's own err
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -223,3 +224,95 @@ def test_merging_the_processes_caches_tells_which_are_not_here(tmp_path, monkeyp
     merged = merge_process_caches(tmp_path / "c-{rank}.db", 3, events=Told())
     assert unreachable == [([str(tmp_path / "c-2.db")], tmp_path / "c-0.db")]
     assert merged.report.sources == 1 and str(merged.path) == str(tmp_path / "c-0.db")
+
+
+def test_bad_arguments_are_clear_errors_before_anything_changes(shoot, tiny):
+    from clip_cull.api import NoFolders
+
+    with pytest.raises(ClipCullError, match="folders are paths"):
+        Library(b"photos")
+    with pytest.raises(ClipCullError, match="workers must be at least 1"):
+        Library(shoot, workers=0)
+    with pytest.raises(ClipCullError, match="blur_below must be a number"):
+        Library(shoot, blur_below="x")
+    with pytest.raises(NoFolders):
+        Library([], **tiny).rank()
+    with Library(shoot, **tiny) as lib:
+        for bad in ({"worst": 30}, {"worst": 2}, {"worst": "30%"}, {"keep_top": -1}, {"keep_top": 2.5},
+                    {"below": "x"}):
+            with pytest.raises(ClipCullError, match=next(iter(bad))):
+                lib.move(dry_run=True, **bad)  # 30 is not 30%: nothing is planned, let alone moved
+        for bad in ({"stars": 5}, {"stars": ["5:0.1"]}, {"stars": [(6, 0.1)]}, {"reject_below": "x"}):
+            with pytest.raises(ClipCullError, match=next(iter(bad))):
+                lib.tag(dry_run=True, **bad)
+        with pytest.raises(ClipCullError, match="top must be at least 1"):
+            lib.best(0)
+        with pytest.raises(TypeError, match="wurst"):
+            lib.move(wurst=0.3)
+        assert lib.tag(dry_run=True, stars=[(5, 0.0), (4, -1.0)]).plan.writes == 5
+    assert not list(shoot.glob("*.xmp")) and not (shoot / "_rejects").exists()
+
+
+def test_a_plan_is_applied_once(shoot, tiny):
+    with Library(shoot, **tiny) as lib:
+        plan = lib.plan_move(keep_top=3)
+        moved = lib.apply_move(plan)
+        assert moved.done.photos == 2
+        with pytest.raises(ClipCullError, match="applied already"):
+            lib.apply_move(plan)
+        tags = lib.plan_tags()
+        assert lib.apply_tags(tags).written == 3
+        with pytest.raises(ClipCullError, match="applied already"):
+            lib.apply_tags(tags)
+        assert [r.kind for r in lib.history()] == ["tag", "move"]
+
+
+def test_a_damaged_state_database_is_a_clear_error(shoot, tiny, tmp_path):
+    import sqlite3
+
+    from clip_cull.core.errors import DatabaseFailed
+
+    state = tmp_path / "state.db"
+    with Library(shoot, state=state, **tiny) as lib:
+        lib.tag()
+    conn = sqlite3.connect(state)
+    conn.execute("drop table steps")
+    conn.commit()
+    conn.close()
+    with Library(shoot, state=state, **tiny) as lib, pytest.raises(DatabaseFailed, match="no such table: steps"):
+        lib.undo()
+
+
+def test_the_api_prints_nothing_and_leaves_pillow_limits_to_max_pixels(shoot, tiny_model_files, tmp_path):
+    """Run as a notebook would (a fresh interpreter, no CLI): no false 'initialized randomly'
+    notice for weights loaded from a file, no warning; Pillow's own pixel limit, lower than
+    clipcull's max_pixels, is off (docs/api.md)."""
+    import subprocess
+    import sys
+
+    config, checkpoint = tiny_model_files
+    script = (
+        "import PIL.Image\n"
+        "from clip_cull.api import Library\n"
+        f"with Library({str(shoot)!r}, model={str(config)!r}, pretrained={str(checkpoint)!r}, device='cpu',\n"
+        f"             cache={str(tmp_path / 'c.db')!r}, state={str(tmp_path / 's.db')!r}) as lib:\n"
+        "    ranking = lib.rank()\n"
+        "assert PIL.Image.MAX_IMAGE_PIXELS is None\n"
+        "print(len(ranking.ranked), len(ranking.failures))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "5 0\n" and done.stderr == ""
+
+
+def test_a_report_on_a_folder_whose_name_is_not_utf8(tmp_path, tiny):
+    folder = tmp_path / os.fsdecode(b"shoot-\xff")
+    for i in range(2):
+        make_photo(folder / f"IMG_{i}.jpg", seed=i)
+    with Library(folder, **tiny) as lib:
+        written = lib.report(tmp_path / "sheet.html")  # was a UnicodeEncodeError
+    page = written.path.read_bytes().decode("utf-8")  # valid UTF-8 whatever the names
+    assert "shoot-\\udcff" in page  # the folder named as Python shows it
+    # such paths cannot be cached (the cache keeps UTF-8 paths): each photo is one unreadable line
+    assert len(written.ranking.failures) == 2 and not written.ranking.ranked

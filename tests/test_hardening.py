@@ -108,13 +108,15 @@ def test_sigkill_in_the_middle_of_move_or_tag_then_undo(tiny_env, photo_folder, 
 def test_killed_move_is_finished_by_a_rerun(tiny_env, photo_folder):
     run("rank", photo_folder)
     before = tree_hashes(photo_folder)
-    proc = subprocess.run([sys.executable, "-c", KILL_AFTER.format(n=2), "move", str(photo_folder), "--keep-top", "4"],
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER.format(n=2), "move", str(photo_folder), "--worst", "50%"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL
-    again = run("move", photo_folder, "--keep-top", "4")
+    again = run("move", photo_folder, "--worst", "50%")  # the same command again
     assert again.exit_code == 0, again.stderr
     assert "finished move run 1, which had been interrupted" in again.stderr
+    assert "nothing else was moved; run the command again" in " ".join(again.stderr.split())
     assert tree_hashes(photo_folder) == before
+    # the worst half of the 8, as asked: not that and then the worst half of the 4 left
     assert len(list((photo_folder / "_rejects").rglob("*.jpg"))) == 4
 
 

@@ -7,6 +7,7 @@ suite. Expected values come from the operating system (stat), numpy and sqlite3 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import json
 import os
 import signal
@@ -500,9 +501,14 @@ def test_ranked_photo_json_never_holds_nan():
 def test_report_refuses_to_overwrite_a_photo_and_replaces_its_own(tiny_env, photo_folder, tmp_path):
     photo = photo_folder / "IMG_0000.jpg"
     before = hashlib.sha256(photo.read_bytes()).hexdigest()
-    proc = clipcull("report", photo_folder, "-o", photo)
-    assert proc.returncode == 1 and "not a clipcull report" in text(proc.stderr)
-    assert hashlib.sha256(photo.read_bytes()).hexdigest() == before
+    for forced in ((), ("--force",)):  # --force replaces other files, never a photo (nothing could bring it back)
+        proc = clipcull("report", photo_folder, "-o", photo, *forced)
+        assert proc.returncode == 1 and "is a photo or its sidecar" in text(proc.stderr)
+        assert hashlib.sha256(photo.read_bytes()).hexdigest() == before
+    renamed = tmp_path / "holiday.html"  # a photo under another name is still a photo
+    shutil.copyfile(photo, renamed)
+    assert clipcull("report", photo_folder, "-o", renamed, "--force").returncode == 1
+    assert hashlib.sha256(renamed.read_bytes()).hexdigest() == before
     notes = tmp_path / "notes.html"
     notes.write_text("<!DOCTYPE html><html><body>my notes</body></html>")
     assert clipcull("report", photo_folder, "-o", notes).returncode == 1

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Mapping
 
 from clip_cull.api.events import Events
 from clip_cull.core.distributed import local_rank
-from clip_cull.core.errors import ClipCullError, InputError
+from clip_cull.core.errors import ClipCullError, DatabaseFailed, InputError
 from clip_cull.core.faces import require_for_penalties as require_faces_for_penalties
 from clip_cull.core.files import DEFAULT_MAX_FILE_BYTES, PhotoSource, heif_available
 from clip_cull.core.images import DEFAULT_MAX_PIXELS, rawpy_available
@@ -153,6 +153,7 @@ class TagPlan:
     ranking: Ranking
     changes: list  # culling.xmp.XmpChange: what each sidecar (or photo, with embed) would become
     disagreements: list[str]  # photos whose ratings disagree between places
+    applied: bool = False  # apply_tags has run it (a plan is applied once)
 
     @property
     def writes(self) -> int:
@@ -182,6 +183,7 @@ class MovePlan:
     steps: list  # culling.journal.Step: src -> dst of every file (photos and their sidecars)
     notes: list[str]
     copy: bool = False
+    applied: bool = False  # apply_move has run it (a plan is applied once)
 
     @property
     def photos(self) -> set[str]:
@@ -190,7 +192,7 @@ class MovePlan:
 
 @dataclass
 class MoveResult:
-    plan: MovePlan
+    plan: MovePlan | None  # None: interrupted runs were finished instead (resumed); nothing else was planned
     run_id: int | None = None
     notes: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -202,7 +204,7 @@ class MoveResult:
         """culling.move.Tally: photos and files moved, and those that stayed."""
         from clip_cull.culling.move import tally
 
-        return tally(self.plan.steps, self.plan.photos)
+        return tally(self.plan.steps if self.plan else [], self.plan.photos if self.plan else set())
 
 
 @dataclass
@@ -241,7 +243,37 @@ def _as_list(folders) -> list[str] | None:
         return None
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]
-    return [str(f) for f in folders]
+    if isinstance(folders, (bytes, bytearray)) or not all(isinstance(f, (str, os.PathLike)) for f in folders):
+        raise InputError("folders are paths (str or os.PathLike), or a list of them")
+    return [os.fspath(f) for f in folders]
+
+
+def _number(name: str, value, low: float | None = None, high: float | None = None, *, whole: bool = False):
+    """value itself, checked: a number (an int where whole), within [low, high]; None passes."""
+    if value is None:
+        return None
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value != value:
+        raise InputError(f"{name} must be {'a whole number' if whole else 'a number'} (got {value!r})")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise InputError(f"{name} must be {bounds} (got {value!r})")
+    return value
+
+
+def _databases_fail_clearly(method):
+    """A SQLite error that escapes a workflow (a table gone, a page damaged meanwhile) becomes the
+    project's DatabaseFailed, one clear message, instead of sqlite3's."""
+    import functools
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            raise DatabaseFailed(e) from e
+
+    return guarded
 
 
 class Library:
@@ -279,6 +311,13 @@ class Library:
         folder's last `rank`'s, else env's (CLIPCULL_MODEL, ...: pass os.environ to honour them),
         else the defaults. heif/raw None: on where pillow-heif / rawpy are installed."""
         self._folders = _as_list(folders)
+        _number("blur_below", blur_below, 0)
+        _number("similarity", similarity, -1, 1)
+        _number("burst_window", burst_window, 0)
+        _number("batch_size", batch_size, 1, whole=True)
+        _number("workers", workers, 1, whole=True)
+        _number("max_pixels", max_pixels, 1, whole=True)
+        _number("max_file_bytes", max_file_bytes, 1, whole=True)
         if penalize is not None and not isinstance(penalize, str):
             penalize = ",".join(penalize)
         self.flags = dict(model=model, pretrained=pretrained, head=head, positive=positive, negative=negative,
@@ -324,6 +363,8 @@ class Library:
 
     @property
     def folders(self) -> list[str]:
+        if self._folders == []:
+            raise NoFolders("no folders given (an empty list)")
         if self._folders is None:
             roots = settings_lib.last_rank_roots(self.state)
             if not roots:
@@ -409,6 +450,7 @@ class Library:
 
         return on_prompts
 
+    @_databases_fail_clearly
     def rank(self, *, groups: bool = False, record: bool = False, shard: tuple[int, int] | None = None,
              progress: ProgressFn | None = None) -> Ranking:
         """Embed what is new or changed under the folders, then rank every photo, best first.
@@ -447,6 +489,7 @@ class Library:
         except sqlite3.DatabaseError as e:  # a cache page damaged after it was opened
             raise store.error_for(e) from e
 
+    @_databases_fail_clearly
     def rank_share(self, share: tuple[int, int], *, torchrun: bool = False, groups: bool = False,
                    progress: ProgressFn | None = None) -> Ranking:
         """Embed share k of n of the folders' photos (n processes split a folder; the settings are
@@ -467,14 +510,19 @@ class Library:
             merge_process_caches(self.cache, share[1], events=self.events)
         return self.rank(groups=groups, record=True, progress=progress)
 
+    @_databases_fail_clearly
     def best(self, top: int = 20, *, unique: bool = False, include_blurry: bool = False,
              include_eyes_closed: bool = False) -> list[str]:
         """The paths of the best photos, best first (blurry ones and those with closed eyes left
         out unless include_blurry / include_eyes_closed)."""
+        _number("top", top, 1, whole=True)
         return [p.path for p in self.rank(groups=unique).best(top, unique, include_blurry, include_eyes_closed)]
 
+    @_databases_fail_clearly
     def search(self, text: str, top: int | None = 20, *, template: str | None = None) -> SearchResult:
-        """Photos by text, most similar first, from the cached embeddings (nothing is embedded)."""
+        """Photos by text, most similar first, from the cached embeddings (nothing is embedded);
+        top None: every photo."""
+        _number("top", top, 1, whole=True)
         from clip_cull.scoring.search import QUERY_TEMPLATE, search, up_to_date
 
         roots = self.folders
@@ -486,45 +534,54 @@ class Library:
 
     # --- tagging ---
 
+    @_databases_fail_clearly
     def plan_tags(self, *, stars: str | list[tuple[int, float]] | None = None, reject_below: float | None = None,
                   label: str | None = None, sidecar: str = "lightroom", keywords: bool = True, overwrite: bool = False,
                   embed: bool = False, reject_blurry: bool = False, darktable_default_counts: bool = False,
-                  ranking: Ranking | None = None) -> TagPlan:
-        """What tag would write: the folders ranked (unless a ranking is given), stars by score."""
+                  ranking: Ranking | None = None, progress: ProgressFn | None = None) -> TagPlan:
+        """What tag would write: the folders ranked (unless a ranking is given), stars by score.
+        stars: "5:0.31,4:0.29" or [(5, 0.31), (4, 0.29)] (a score at or above earns the stars)."""
         from clip_cull.culling import tag as tagging
 
         if sidecar not in ("lightroom", "darktable"):
             raise InputError("sidecar is lightroom or darktable")
-        if isinstance(stars, str):
-            try:
-                stars = tagging.parse_star_thresholds(stars)
-            except ValueError as e:
-                raise InputError(f"stars: {e}") from None
-        ranking = ranking or self.rank()
+        stars = _star_thresholds(stars)
+        _number("reject_below", reject_below)
+        ranking = ranking or self.rank(progress=progress)
         # the journal says which ratings are clipcull's: a dry run plans with it too
         options = tagging.TagOptions(sidecar, stars, reject_below, label, keywords, overwrite, reject_blurry,
                                      darktable_default_counts, embed)
         changes, disagreements = tagging.plan_tags(ranking.ranked, options, self.journal)
         return TagPlan(ranking, changes, disagreements)
 
+    @_databases_fail_clearly
     def apply_tags(self, plan: TagPlan) -> TagResult:
         """Journal the plan and write it. Raises Interrupted (Ctrl-C between writes: what was
-        written is journaled), OSError or ClipCullError (the run stops, journaled as failed)."""
+        written is journaled), OSError or ClipCullError (the run stops, journaled as failed). A plan
+        is applied once: plan again to write again."""
         from clip_cull.culling import tag as tagging
 
+        _apply_once(plan)
         skipped: list[str] = []
         run_id = tagging.apply_tags(self.journal, plan.changes,
                                     {"command": "tag", "folders": _absolute(plan.ranking.roots)}, skipped)
         return TagResult(plan, run_id, skipped)
 
-    def tag(self, *, dry_run: bool = False, **options) -> TagResult:
-        """Write star ratings into XMP sidecars by score (options: see plan_tags); dry_run: plan only."""
-        plan = self.plan_tags(**options)
+    @_databases_fail_clearly
+    def tag(self, *, dry_run: bool = False, stars: str | list[tuple[int, float]] | None = None,
+            reject_below: float | None = None, label: str | None = None, sidecar: str = "lightroom",
+            keywords: bool = True, overwrite: bool = False, embed: bool = False, reject_blurry: bool = False,
+            darktable_default_counts: bool = False, progress: ProgressFn | None = None) -> TagResult:
+        """Write star ratings into XMP sidecars by score (the options: see plan_tags); dry_run: plan only."""
+        plan = self.plan_tags(stars=stars, reject_below=reject_below, label=label, sidecar=sidecar, keywords=keywords,
+                              overwrite=overwrite, embed=embed, reject_blurry=reject_blurry,
+                              darktable_default_counts=darktable_default_counts, progress=progress)
         self.events.tags_planned(plan, dry_run)
         return TagResult(plan, dry_run=True) if dry_run else self.apply_tags(plan)
 
     # --- moving ---
 
+    @_databases_fail_clearly
     def finish_interrupted_moves(self) -> tuple[list[int], list[str]]:
         """Finish move runs an earlier process left interrupted: (their ids, notes)."""
         from clip_cull.culling.move import resume_unfinished
@@ -535,38 +592,53 @@ class Library:
         resume_unfinished(self.store, journal, notes, finished)
         return finished, notes
 
+    @_databases_fail_clearly
     def plan_move(self, *, to: str | os.PathLike | None = None, worst: float | None = None, below: float | None = None,
                   keep_top: int | None = None, label: str | None = None, per_group: bool = False,
                   blurry: bool = False, badly_exposed: bool = False, eyes_closed: bool = False,
-                  face_soft: bool = False, copy: bool = False, ranking: Ranking | None = None) -> MovePlan:
+                  face_soft: bool = False, copy: bool = False, ranking: Ranking | None = None,
+                  progress: ProgressFn | None = None) -> MovePlan:
         """What move would do: the rejects chosen (worst: a share from 0 to 1) and each file's
         destination. eyes_closed / face_soft need the faces extra (FacesUnavailable without it)."""
         from clip_cull.culling.move import Selection, plan_moves, select_rejects
 
+        _number("worst", worst, 0, 1)  # a share: 0.3 moves the worst 30%
+        _number("below", below)
+        _number("keep_top", keep_top, 0, whole=True)
         selection = Selection(worst, below, keep_top, label, per_group, blurry, badly_exposed, eyes_closed, face_soft)
         selection.check_extras()
-        ranking = ranking or self.rank(groups=per_group)
+        ranking = ranking or self.rank(groups=per_group, progress=progress)
         chosen = select_rejects(ranking.ranked, selection, ranking.groups)
         notes: list[str] = []
         steps = plan_moves(chosen, ranking.roots, str(to) if to else None, copy, notes)
         return MovePlan(ranking, chosen, steps, notes, copy)
 
+    @_databases_fail_clearly
     def apply_move(self, plan: MovePlan) -> MoveResult:
         """Journal the plan, then move each file. Raises JournalBusy, MoveStopped, Interrupted,
         OSError or ClipCullError; what was done is journaled (undo reverses it)."""
         from clip_cull.culling.move import apply_moves
 
+        _apply_once(plan)
         notes: list[str] = []
         journal = self.journal
         run_id = apply_moves(self.store, journal, plan.steps,
                              {"command": "move", "folders": _absolute(plan.ranking.roots)}, notes=notes)
         return MoveResult(plan, run_id, notes)
 
-    def move(self, *, dry_run: bool = False, to: str | os.PathLike | None = None, **selection) -> MoveResult:
+    @_databases_fail_clearly
+    def move(self, *, dry_run: bool = False, to: str | os.PathLike | None = None, worst: float | None = None,
+             below: float | None = None, keep_top: int | None = None, label: str | None = None,
+             per_group: bool = False, blurry: bool = False, badly_exposed: bool = False, eyes_closed: bool = False,
+             face_soft: bool = False, copy: bool = False, progress: ProgressFn | None = None) -> MoveResult:
         """Move rejects aside (never deleted), with their sidecars; undo() puts them back. An
-        interrupted move is finished first. selection: worst, below, keep_top, label, per_group,
-        blurry, badly_exposed, eyes_closed, face_soft (at least one), copy."""
+        interrupted move is finished instead (result.plan None: run move again to choose from what
+        is left). Choose at least one of worst (a share from 0 to 1),
+        below, keep_top, label, per_group, blurry, badly_exposed, eyes_closed, face_soft."""
         from clip_cull.culling.move import Selection, check_destination
+
+        selection = dict(worst=worst, below=below, keep_top=keep_top, label=label, per_group=per_group, blurry=blurry,
+                         badly_exposed=badly_exposed, eyes_closed=eyes_closed, face_soft=face_soft, copy=copy)
 
         chooses = ("worst", "below", "keep_top", "label", "per_group", "blurry", "badly_exposed", "eyes_closed",
                    "face_soft")
@@ -577,7 +649,10 @@ class Library:
         check_destination(str(to) if to else None, self.folders)
         finished, resume_notes = ([], []) if dry_run else self.finish_interrupted_moves()
         self.events.moves_resumed(finished, resume_notes)
-        plan = self.plan_move(to=to, **selection)
+        if finished:  # the re-run of an interrupted move finishes it, and stops there: a new
+            # selection from what is left now (the worst 30% of the rest) is not what was asked
+            return MoveResult(None, resumed=finished, resume_notes=resume_notes)
+        plan = self.plan_move(to=to, progress=progress, **selection)
         self.events.moves_planned(plan, dry_run)
         result = MoveResult(plan, dry_run=True) if dry_run else self.apply_move(plan)
         result.resumed, result.resume_notes = finished, resume_notes
@@ -585,6 +660,7 @@ class Library:
 
     # --- the review page ---
 
+    @_databases_fail_clearly
     def review(self, *, host: str = "127.0.0.1", port: int = 0, sidecar: str = "lightroom",
                pick_label: str = "Green", embed: bool = False, progress: ProgressFn | None = None) -> ReviewResult:
         """Rank the folders (bursts stacked), then serve the review page on host:port (0: a free
@@ -622,6 +698,7 @@ class Library:
 
     # --- the contact sheet ---
 
+    @_databases_fail_clearly
     def report(self, output: str | os.PathLike, *, worst: float | None = None, force: bool = False,
                progress: ProgressFn | None = None) -> ReportResult:
         """Write a self-contained HTML contact sheet, best first, bursts stacked; worst (a share
@@ -647,6 +724,7 @@ class Library:
 
     # --- the journal ---
 
+    @_databases_fail_clearly
     def undo(self, run: int | None = None) -> UndoResult:
         """Reverse a tag, move or review run (default: the last one not undone)."""
         from clip_cull.culling.fileops import FileOpError
@@ -667,11 +745,43 @@ class Library:
         older = Journal(self.state).last_undoable(before=target.id) if report.conflicts else None
         return UndoResult(target, report, older)
 
+    @_databases_fail_clearly
     def history(self, limit: int = 20) -> list:
         """Tag, move and review runs, newest first (culling.journal.Run)."""
         from clip_cull.culling.journal import Journal
 
         return Journal(self.state).runs(limit)
+
+
+def _apply_once(plan) -> None:
+    """A plan is applied once: its steps and changes then hold what that run did."""
+    if getattr(plan, "applied", False):
+        raise InputError("this plan was applied already; plan again (plan_tags / plan_move) to act on the folder as "
+                         "it is now")
+    plan.applied = True
+
+
+def _star_thresholds(stars) -> list[tuple[int, float]] | None:
+    """stars as "5:0.31,4:0.29" or [(5, 0.31), ...], checked: stars 1-5, thresholds numbers."""
+    from clip_cull.culling.tag import parse_star_thresholds
+
+    if stars is None:
+        return None
+    if isinstance(stars, str):
+        try:
+            return parse_star_thresholds(stars)
+        except ValueError as e:
+            raise InputError(f"stars: {e}") from None
+    try:
+        pairs = [(n, t) for n, t in stars]
+        if any(isinstance(n, bool) or not isinstance(n, int) or isinstance(t, bool) or not isinstance(t, (int, float))
+               for n, t in pairs):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError(f'stars: give "5:0.31,4:0.29" or [(5, 0.31), (4, 0.29)] (got {stars!r})') from None
+    if not all(1 <= n <= 5 for n, _ in pairs):
+        raise InputError(f"stars: stars must be 1-5 (got {stars!r})")
+    return sorted(((n, float(t)) for n, t in pairs), key=lambda r: -r[0])
 
 
 def _own_rating(photo: str, journal) -> int | None:

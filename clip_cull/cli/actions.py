@@ -228,6 +228,10 @@ class _MoveEvents(ScoringEvents):
 def _moved_files(result, verb: str, strict: bool) -> None:
     """What a move run moved, what stayed, and how to undo it."""
     err = ui.stderr_console()
+    if result.plan is None:  # an interrupted run was finished, and that is all this run did
+        ui.message(err, f"clipcull: nothing else was {'copied' if verb == 'copy' else 'moved'}; run the command again "
+                        "to choose from the photos left.", "yellow")
+        return
     steps, photos = result.plan.steps, result.plan.photos
     past = "copied" if verb == "copy" else "moved"
     if result.dry_run:

@@ -70,8 +70,9 @@ class CliEvents(Events):
 
 def database_failed(error: Exception) -> str:
     """A SQLite error that escaped a command: one line, whichever database it came from."""
-    return (f"a clipcull database failed mid-command ({error}). Run the command again: a damaged cache is then "
-            f"moved aside and rebuilt, and a damaged state database is named, with how to recover it.")
+    from clip_cull.core.errors import DatabaseFailed
+
+    return str(DatabaseFailed(error))
 
 
 def quiet_libraries() -> None:
@@ -87,10 +88,6 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module="huggingface_hub")
     # torch 2.1-2.2 warn inside torch.load about their own TypedStorage: nothing a user can act on
     warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
-    from PIL import Image
-
-    # Pillow refuses images over 2x this while opening; clipcull applies --max-pixels itself.
-    Image.MAX_IMAGE_PIXELS = None
 
 
 def announce_loading(err=None):

@@ -21,6 +21,15 @@ class StateError(ClipCullError):
     """The state database (undo journal, per-folder settings) cannot be opened or used."""
 
 
+class DatabaseFailed(ClipCullError):
+    """A SQLite read or write that failed halfway (a page damaged meanwhile, a table missing)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(f"a clipcull database failed mid-command ({error}). Run the command again: a damaged cache "
+                         f"is then moved aside and rebuilt, and a damaged state database is named, with how to "
+                         f"recover it.")
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C stopped a tag or move run between two steps. Every step done is journaled and the
     run stays interrupted (running): `clipcull undo RUN` reverses it, `clipcull move` finishes a

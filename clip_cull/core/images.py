@@ -18,6 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+# clipcull refuses images over its own limit (max_pixels, DEFAULT_MAX_PIXELS) before decoding
+# them; Pillow's check, at a lower limit, would refuse (over 2x its limit) or warn about photos
+# clipcull reads on purpose. So Pillow's is off wherever clipcull decodes: the CLI, the Python
+# API, the indexing workers (docs/api.md says so).
+Image.MAX_IMAGE_PIXELS = None
+
 DEFAULT_MAX_PIXELS = 250_000_000  # above any camera; stops decompression bombs
 MIN_PREVIEW_SIDE = 256  # a RAW's embedded preview smaller than this is not used
 RAW_HINT = "RAW files need the optional extra: pip install 'clipcull[raw]'"

@@ -234,9 +234,28 @@ def check_output(path: Path, force: bool = False) -> None:
         raise ReportError(f"{path} is a folder; give the report a file name, e.g. {Path(path) / 'clipcull-report.html'}")
     if not stat_mode.S_ISREG(st.st_mode):
         raise ReportError(f"{path} is not a regular file; the report is not written there")
-    if not force and not is_report(path):
+    if is_report(path):
+        return
+    if _holds_a_photo(path):  # --force never reaches a photo or its sidecar: nothing could bring it back
+        raise ReportError(f"{path} is a photo or its sidecar; the report is never written over one. Choose another name")
+    if not force:
         raise ReportError(f"{path} exists and is not a clipcull report; it is left as it is. "
                           f"Choose another name, or --force to replace it")
+
+
+def _holds_a_photo(path: Path) -> bool:
+    """A photo's or sidecar's name (any format clipcull reads), or content an image reader opens."""
+    from PIL import Image
+
+    from clip_cull.core.files import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS
+
+    if Path(path).suffix.lower() in PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS | {".xmp"}:
+        return True
+    try:
+        with Image.open(path):
+            return True
+    except Exception:  # not an image Pillow knows (or unreadable): the name decided
+        return False
 
 
 def is_report(path: Path) -> bool:
@@ -277,7 +296,8 @@ def write_report(page: str, path: Path, force: bool = False) -> None:
     except OSError as e:
         raise ReportError(f"cannot write the report to {path}: {e.strerror or e}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # A name that is not UTF-8 (bytes kept as surrogates) shows as \udcff, the page stays UTF-8
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(page)
         umask = os.umask(0)
         os.umask(umask)

@@ -397,7 +397,7 @@ def _load_checkpoint_mapped(open_clip, architecture: str, checkpoint: Path, devi
         return None
     if next(iter(state)).startswith("module."):
         state = {k[len("module."):]: v for k, v in state.items()}
-    with _random_init_skipped(torch):
+    with _random_init_skipped(torch), _no_random_weights_notice():
         model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None, device="cpu",
                                                                      force_quick_gelu=quick_gelu)
     expected = model.state_dict()
@@ -422,6 +422,24 @@ def _random_init_skipped(torch):
     finally:
         for name, fn in saved.items():
             setattr(init, name, fn)
+
+
+@contextlib.contextmanager
+def _no_random_weights_notice():
+    """open_clip logs "No pretrained weights loaded ... initialized randomly" (on the root
+    logger) when a model is built without weights: here they are loaded right after, so the
+    notice would be false. Only that record is dropped, only while the model is built."""
+    import logging
+
+    def not_the_notice(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(not_the_notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(not_the_notice)
 
 
 def _leave_as_is(tensor, *args, **kwargs):
