@@ -78,8 +78,8 @@ class _Context:
         self.stack = contextlib.ExitStack()
         self.stack.callback(self.store.close)
         self.session = _model_session(spec, self.store, models.device.value, self.err)
-        self.options = IndexOptions(batch_size=models.batch_size, workers=models.workers, fast_decode=fast_decode,
-                                    quality=False)
+        self.options = IndexOptions(batch_size=models.batch_size, workers=models.workers, pool=models.pool.value,
+                                    fast_decode=fast_decode, quality=False)
         split_file, test_ids, val_ids = splits.split, splits.test_ids, splits.val_ids
         test_fraction, seed = splits.test_fraction, splits.seed
         self.ava = load_ava(ava_dir)

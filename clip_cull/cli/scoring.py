@@ -80,7 +80,7 @@ def library(roots: list[str] | None, scoring: ScoringFlags, checks: CheckFlags |
     (the only layer that reads it), HEIC and RAW as this installation reads them."""
     return Library(
         roots, cache=scoring.db, state=scoring.state, device=scoring.device.value, batch_size=scoring.batch_size,
-        workers=scoring.workers, max_pixels=scoring.max_pixels, max_file_bytes=scoring.max_file_size * 2**20,
+        workers=scoring.workers, pool=scoring.pool.value, max_pixels=scoring.max_pixels, max_file_bytes=scoring.max_file_size * 2**20,
         exclude=exclude_globs(scoring.exclude), heif=heif_available(), raw=rawpy_available(), env=os.environ,
         events=_Events(ui.stderr_console(), json_errors, scoring.show_skipped),
         **{k: v for k, v in setting_flags(scoring, checks, grouping).items() if v is not None})

@@ -51,7 +51,7 @@ class _Library:
         self.session = _model_session(spec, self.store, models.device.value, self.err)
         batch_size, workers = models.batch_size, models.workers
         with ui.progress_bars(self.err) as bar:
-            report, _, companions = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers),
+            report, _, companions = index_folders(self.store, self.folders, self.session, IndexOptions(batch_size=batch_size, workers=workers, pool=models.pool.value),
                                          heif=heif_available(), raw=rawpy_available(), progress=bar("embedding photos"))
         notes, listings = [], {}
         state = _open_state(models.state, models.db)
