@@ -264,8 +264,8 @@ def warm_best_db(db: Path, folder: Path, rows: int, model_id: str, prompts: list
         fp = hashlib.sha256(data).hexdigest()
         records.append(FileRecord(str(path), st.st_size, st.st_mtime_ns, fp))
         embeddings.append(EmbeddingRecord(fp, rng.standard_normal(512), rng.standard_normal(768)))
-    store.save(records, embeddings, model_id)
-    store.save_quality({r.fingerprint: (100.0, 0.0, 0.0, 0.5) for r in records})
+    figures = {"focus": 100.0, "highlights": 0.0, "shadows": 0.0, "brightness": 0.5}
+    store.save(records, embeddings, model_id, [(r.fingerprint, "quality", 1, figures) for r in records])
     store.save_text_embeddings(model_id, prompts, rng.standard_normal((len(prompts), 512)))
     store.set_setting("last_rank", {"roots": [str(folder)], "model": "ViT-B-32", "pretrained": "openai",
                                     "positive": "outstanding", "negative": "horrible"})
