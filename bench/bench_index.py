@@ -413,10 +413,15 @@ def main() -> None:
         *low_rows,
         *larger,
     ]
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, str, str]], value_width: int = 32) -> None:
+    """(measure, figure, note) rows as aligned text, then as the Markdown table BENCHMARKS.md takes."""
     width = max(len(r[0]) for r in rows)
     print()
     for name, value, note in rows:
-        print(f"{name:<{width}}  {value:<32} {note}")
+        print(f"{name:<{width}}  {value:<{value_width}} {note}")
     print("\n| measure | figure | ratio / note |\n|---|---|---|")
     for name, value, note in rows:
         print(f"| {name.strip()} | {value} | {note} |")

@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench_index import WORK, checkpoint, corpus, machine  # noqa: E402
+from bench_index import WORK, checkpoint, corpus, machine, print_table  # noqa: E402
 
 # One transformer layer 32 wide on 224-px input in 32-px patches: microseconds a photo on a CPU.
 TINY_224 = {
@@ -241,13 +241,7 @@ def main() -> None:
         ("model alone, uint8 squares normalised on the device", f"{rate_model:.0f} photos/s", f"batch 128, {args.device}"),
         (f"pool=\"auto\" picks, {len(photos)} photos, {args.workers} workers", auto, ""),
     ]
-    width = max(len(r[0]) for r in rows)
-    print()
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:<22} {note}")
-    print("\n| measure | figure | ratio / note |\n|---|---|---|")
-    for name, value, note in rows:
-        print(f"| {name} | {value} | {note} |")
+    print_table(rows, value_width=22)
     best_all = max(v for k, v in rates.items() if k.startswith("pipeline") and k.endswith(list(checks)[-1]))
     print(f"\nwith every check, the faster pool reaches {best_all / decode:.2f}x decode-only "
           f"({best_all:.1f} / {decode:.1f} photos/s; the GPU target is 0.9x)")

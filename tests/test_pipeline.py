@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,8 @@ from clip_cull.model.encoder import ModelSpec
 from clip_cull.model.session import ModelSession
 from clip_cull.scoring.indexer import CRASHED, IndexOptions, choose_pool, index_photos
 from clip_cull.store.cache import Store
-from helpers import make_photo
+from helpers import noise_pngs, until_embedded
+from pipeline_analysers import always_crash, crash_on_grey, mark_and_go_on, where_it_ran
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,29 +45,6 @@ def index(store, session, folder, **options):
 def fingerprints(store, folder) -> dict[str, str]:
     photos = walk_photos([folder]).photos
     return {Path(p).name: r.fingerprint for p, r in store.file_records([p.path for p in photos]).items()}
-
-
-# Analysers a worker process runs: module-level functions, so that the process can import them.
-
-def where_it_ran(rgb: np.ndarray) -> dict:
-    return {"pid": os.getpid(), "torch": "torch" in sys.modules, "mean": float(rgb.mean())}
-
-
-def crash_on_grey(rgb: np.ndarray) -> dict:
-    """Ends its process, as a segfault in a decoder or a detector would, on a flat grey photo."""
-    if rgb.std() < 1:
-        os._exit(3)
-    return {}
-
-
-def always_crash(rgb: np.ndarray) -> dict:
-    os._exit(3)
-
-
-def mark_and_go_on(marks: str, rgb: np.ndarray) -> dict:
-    """Leaves a file in marks for each photo measured: a worker process says so."""
-    Path(marks, f"{os.getpid()}-{time.monotonic_ns()}").touch()
-    return {}
 
 
 @pytest.fixture
@@ -160,7 +137,6 @@ def test_squares_made_before_the_model_loaded_are_checked_against_its_transform(
     squares of another filter are made again, and a transform that is no centre square runs
     in threads. The embeddings are those of the model's transform on each decoded photo."""
     import open_clip
-    import torch
 
     from clip_cull.core.images import decode_photo
     from clip_cull.model.encoder import load_encoder
@@ -259,26 +235,13 @@ def alive(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
 def test_ctrl_c_in_a_terminal_ends_the_run_and_every_worker_process(tiny_env, tmp_path):
-    folder = tmp_path / "many"
-    rng = np.random.default_rng(1)
-    folder.mkdir()
-    for i in range(300):
-        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    folder = noise_pngs(tmp_path / "many", 300)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "rank", str(folder), "--batch-size", "4",
                              "--pool", "processes", "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
-    db = Path(os.environ["CLIPCULL_DB"])
-    deadline = time.time() + 120
     workers: set[int] = set()
-    while time.time() < deadline and proc.poll() is None:
-        workers |= descendants(proc.pid)
-        try:
-            if sqlite3.connect(db, timeout=1).execute("select count(*) from embeddings").fetchone()[0] > 0:
-                break
-        except sqlite3.Error:
-            pass
-        time.sleep(0.05)
+    until_embedded(Path(os.environ["CLIPCULL_DB"]), proc, each=lambda: workers.update(descendants(proc.pid)))
     workers |= descendants(proc.pid)
     assert len(workers) >= 2, "no worker processes seen"
     os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches every process of the group
