@@ -17,8 +17,9 @@ shared: compare the ratios, which come from one run):
   - each analyser's cost per photo on one core (its working image made from the decoded photo);
   - the model alone on random uint8 squares (normalised where it runs).
 
---model tiny (the default) is a randomly initialised CLIP of one tiny layer with a 224-px input:
-photos are decoded as for ViT-B-32 but the model costs next to nothing, as on a GPU. --model
+--model tiny (the default) is a randomly initialised CLIP of one tiny layer with a 224-px input,
+run on one torch thread: photos are decoded as for ViT-B-32 but the model costs next to nothing,
+as on a GPU (its normalisation and the tiny model still take about a millisecond a photo here). --model
 ViT-B-32 --device cuda is the GPU check (bench/gpu_check.sh). The corpus comes from
 ../shared/tools/make-photo-corpus, cached under bench/.corpus/.
 """
@@ -190,10 +191,15 @@ def main() -> None:
         spec = ModelSpec(str(config), str(ckpt))
     else:
         spec = ModelSpec(args.model, str(checkpoint(args.model)))
+    if args.model == "tiny" and args.device == "cpu":
+        import torch
+
+        # A GPU's model takes no CPU core from the workers; on the CPU, torch's own threads would
+        # (and spin while they wait): one thread for the tiny model.
+        torch.set_num_threads(1)
     encoder = load_encoder(spec, args.device)
     side = encoder.image_size
-    registry._import_builtins()
-    available = [a for a in registry.registered() if a.available()]
+    available = registry.available()  # faces too, once clip_cull/core/faces.py registers it and its extra is here
     extra = tuple(a.name for a in available if a.name != "quality")
     print(f"machine: {machine()}")
     print(f"corpus: {len(files)} photos in {photos_dir}; model {args.model} ({side} px) on {args.device}; "

@@ -329,6 +329,15 @@ def test_analysers_register_by_name_and_report_a_missing_extra(monkeypatch):
     assert analysers.Analyser("plain", 1, lambda rgb: {}).available()
     with pytest.raises(KeyError, match="no analyser named 'nope'"):
         analysers.get("nope")
+    plain = analysers.register(analysers.Analyser("plain", 1, lambda rgb: {}))
+    assert analysers.available() == [plain]  # what the pipeline benchmark runs: not the one missing its extra
+
+
+def test_the_quality_checks_are_a_built_in_analyser():
+    from clip_cull.core import analysers
+    from clip_cull.core.quality import ANALYSER
+
+    assert analysers.get("quality") is ANALYSER and ANALYSER in analysers.available()
 
 
 def test_analysers_run_once_per_content_and_again_only_when_their_version_changes(store, tiny_model_files,

@@ -72,6 +72,13 @@ def active(names: tuple[str, ...] | list[str]) -> list[Analyser]:
     return [a for a in (get(n) for n in names) if a.available()]
 
 
+def available() -> list[Analyser]:
+    """Every registered analyser that can run here (clipcull's own imported first): what the
+    pipeline benchmark measures."""
+    _import_builtins()
+    return [a for a in registered() if a.available()]
+
+
 Result = tuple[str, int, dict]  # (analyser name, version, result)
 
 
