@@ -107,6 +107,41 @@ def pipeline(spec, encoder, photos, workers: int, pool: str, analysers: tuple[st
     return rate, report
 
 
+BASELINE = """
+import json, sys, time, tempfile
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from clip_cull.core.files import walk_photos
+from clip_cull.model.encoder import ModelSpec, load_encoder
+from clip_cull.model.session import ModelSession
+from clip_cull.scoring.indexer import IndexOptions, index_photos
+from clip_cull.store.cache import Store
+config, ckpt, folder, count, workers, quality = sys.argv[1:7]
+spec = ModelSpec(config, ckpt)
+encoder = load_encoder(spec, "cpu")
+photos = sorted(walk_photos([folder]).photos, key=lambda p: p.path)[: int(count)]
+with tempfile.TemporaryDirectory() as tmp:
+    store = Store.open(Path(tmp) / "cache.db")
+    session = ModelSession(spec, store, "cpu")
+    session._encoder = encoder
+    start = time.perf_counter()
+    report = index_photos(store, photos, session, IndexOptions(workers=int(workers), quality=quality == "1"))
+    print(json.dumps(len(photos) / (time.perf_counter() - start)))
+"""
+
+
+def baseline(tree: Path, config: Path, ckpt: Path, folder: Path, count: int, workers: int, quality: bool) -> float:
+    """Photos/s of another clipcull source tree's pipeline (say `git archive REV clip_cull`), tiny
+    model on the CPU, in a process of its own: the pipeline before, on the same photos."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
+    out = subprocess.run([sys.executable, "-c", BASELINE, str(config), str(ckpt), str(folder), str(count),
+                          str(workers), "1" if quality else "0"], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def analyser_costs(files: list[Path], side: int, analysers) -> dict[str, float]:
     """ms a photo of each analyser on one core, its working image included, best of 3."""
     from clip_cull.core.analysers import measure_all
@@ -175,6 +210,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--model", default="tiny", help="tiny (224-px input, costs nothing) or an open_clip architecture")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--baseline-tree", type=Path, default=None, metavar="DIR",
+                    help="also measure the pipeline of this clipcull source tree (tiny model, CPU; e.g. "
+                         "`git archive REV clip_cull | tar -x -C DIR`), interleaved with the rest")
     args = ap.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -214,6 +252,11 @@ def main() -> None:
         for kind in ("threads", "processes"):
             key = f"decode only, {kind}"
             rates[key] = max(rates.get(key, 0.0), decode_only(files, side, args.workers, kind))
+        if args.baseline_tree and args.model == "tiny" and args.device == "cpu":
+            for name, quality in (("no checks", False), ("quality", True)):
+                key = f"baseline tree's pipeline, {name}"
+                rate = baseline(args.baseline_tree, config, ckpt, photos_dir, len(photos), args.workers, quality)
+                rates[key] = max(rates.get(key, 0.0), rate)
         for name, (names, quality) in checks.items():
             for kind in ("threads", "processes"):
                 key = f"pipeline, {kind}, {name}"

@@ -64,9 +64,11 @@ HELD_IMAGES_BUDGET = 512 * 2**20  # bytes of decoded images and squares that may
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 128  # a GPU needs larger batches to stay busy
 POOLS = ("auto", "threads", "processes")
-# pool="auto" takes processes from this many photos to read and this many workers: below, a
-# process pool's start (a fork server, then each worker importing Pillow and numpy: about a
-# second) is not paid back. Measured on 2 cores (BENCHMARKS.md, bench/bench_pipeline.py).
+# pool="auto" takes processes from this many workers and photos to read. On 2 cores processes were
+# slower than threads (0.5-0.9x: nothing to queue on, bytes to send; BENCHMARKS.md,
+# bench/bench_pipeline.py); on 16, threads queued on the GIL (0.23x decode-only). Between, it is
+# not measured: from 3 workers the queue on the lock starts. And a process pool's start (0.3-0.6 s
+# more than threads', measured on 2 cores) is not paid back by a few photos.
 PROCESS_MIN_PHOTOS = 256
 PROCESS_MIN_WORKERS = 3
 PROGRESS_INTERVAL_S = 0.1  # progress is reported at most this often (and at the start and end)
