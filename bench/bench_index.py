@@ -85,7 +85,8 @@ def cli_measurements(files: list[Path], photos_dir: Path, ckpt: Path, warm_rows:
 
     tmp = Path(tempfile.mkdtemp(prefix="clipcull-bench-"))
     try:
-        env = dict(os.environ, CLIPCULL_DB=str(tmp / "cold.db"), CLIPCULL_PRETRAINED=str(ckpt))
+        env = dict(os.environ, CLIPCULL_DB=str(tmp / "cold.db"), CLIPCULL_STATE=str(tmp / "state.db"),
+                   CLIPCULL_PRETRAINED=str(ckpt))
         one = tmp / "one"
         one.mkdir()
         shutil.copy(files[0], one / "warmup.jpg")
@@ -99,7 +100,7 @@ def cli_measurements(files: list[Path], photos_dir: Path, ckpt: Path, warm_rows:
         assert f"0 embedded, {len(files)} cached" in warm_err, warm_err
         best_db = tmp / "best.db"
         warm_best_db(best_db, tmp / "many", warm_rows, model_identity(ModelSpec("ViT-B-32", "openai")), prompts)
-        best_env = dict(os.environ, CLIPCULL_DB=str(best_db))
+        best_env = dict(os.environ, CLIPCULL_DB=str(best_db), CLIPCULL_STATE=str(best_db.with_name("best-state.db")))
         out["t_best"] = min(run_cli(["best", "--top", "20"], best_env)[0] for _ in range(3))
         out["parent_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         return out
@@ -264,12 +265,16 @@ def warm_best_db(db: Path, folder: Path, rows: int, model_id: str, prompts: list
         fp = hashlib.sha256(data).hexdigest()
         records.append(FileRecord(str(path), st.st_size, st.st_mtime_ns, fp))
         embeddings.append(EmbeddingRecord(fp, rng.standard_normal(512), rng.standard_normal(768)))
-    store.save(records, embeddings, model_id)
-    store.save_quality({r.fingerprint: (100.0, 0.0, 0.0, 0.5) for r in records})
+    figures = {"focus": 100.0, "highlights": 0.0, "shadows": 0.0, "brightness": 0.5}
+    store.save(records, embeddings, model_id, [(r.fingerprint, "quality", 1, figures) for r in records])
     store.save_text_embeddings(model_id, prompts, rng.standard_normal((len(prompts), 512)))
-    store.set_setting("last_rank", {"roots": [str(folder)], "model": "ViT-B-32", "pretrained": "openai",
-                                    "positive": "outstanding", "negative": "horrible"})
     store.close()
+    from clip_cull.store.state import StateStore  # the folder's last rank: in the state database since it split off
+
+    state = StateStore.open(db.with_name("best-state.db"))
+    state.set_setting("last_rank", {"roots": [str(folder)], "model": "ViT-B-32", "pretrained": "openai",
+                                    "positive": "outstanding", "negative": "horrible"})
+    state.close()
 
 
 def memory_run(count: int) -> None:
@@ -285,7 +290,8 @@ def memory_run(count: int) -> None:
             Image.fromarray(pixels).resize((640, 480), Image.BICUBIC).save(folder / f"IMG_{i:05d}.jpg", quality=85)
     ckpt = checkpoint()
     with tempfile.TemporaryDirectory(prefix="clipcull-bench-") as tmp:
-        env = dict(os.environ, CLIPCULL_DB=str(Path(tmp) / "mem.db"), CLIPCULL_PRETRAINED=str(ckpt), HF_HUB_OFFLINE="1")
+        env = dict(os.environ, CLIPCULL_DB=str(Path(tmp) / "mem.db"), CLIPCULL_STATE=str(Path(tmp) / "state.db"),
+                   CLIPCULL_PRETRAINED=str(ckpt), HF_HUB_OFFLINE="1")
         wall, rss, err = run_cli(["rank", str(folder), "--json"], env)
     parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print(f"machine: {machine()}")
@@ -413,10 +419,15 @@ def main() -> None:
         *low_rows,
         *larger,
     ]
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, str, str]], value_width: int = 32) -> None:
+    """(measure, figure, note) rows as aligned text, then as the Markdown table BENCHMARKS.md takes."""
     width = max(len(r[0]) for r in rows)
     print()
     for name, value, note in rows:
-        print(f"{name:<{width}}  {value:<32} {note}")
+        print(f"{name:<{width}}  {value:<{value_width}} {note}")
     print("\n| measure | figure | ratio / note |\n|---|---|---|")
     for name, value, note in rows:
         print(f"| {name.strip()} | {value} | {note} |")

@@ -1,6 +1,6 @@
 """What many test files need, in one place: the CLI run as a user runs it (`run`), files' sha256
 (`sha`), exiftool's reading and writing (`exiftool`, `exiftool_json`, `xmp_of`), photos made here
-(`make_photo`), a time limit (`fails_after`), and faults injected into clipcull's file operations
+(`make_photo`, `noise_pngs`), a run waited on until it has embedded photos (`until_embedded`), a time limit (`fails_after`), and faults injected into clipcull's file operations
 (`faults`). Test files import these rather than copying them; conftest.py keeps the fixtures.
 
 This module imports clip_cull only inside the helpers that need it: conftest.py imports it, and
@@ -80,6 +80,33 @@ def make_photo(path: Path, seed: int, size=(96, 64), fmt="JPEG", exif=None, **sa
         save_kwargs["exif"] = exif
     img.save(path, fmt, **save_kwargs)
     return path
+
+
+def noise_pngs(folder: Path, count: int) -> Path:
+    """count 400x300 PNGs of random noise (slow to decode: a run long enough to interrupt)."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def until_embedded(db: Path, proc: subprocess.Popen, timeout_s: float = 120, each=None) -> None:
+    """Wait until the cache db holds an embedding (a batch was written) or proc has ended;
+    each() is called at every look."""
+    import sqlite3
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        if each:
+            each()
+        try:
+            if sqlite3.connect(db, timeout=1).execute("select count(*) from embeddings").fetchone()[0] > 0:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
 
 
 def counts_for_mean(target: float, votes: int = 100) -> list[int]:

@@ -100,16 +100,22 @@ def test_switching_models_keeps_both_caches(store, tiny_model_files, photo_folde
     assert store.db.execute("select count(*) from embeddings").fetchone()[0] == 16
 
 
-def test_interrupted_run_keeps_finished_batches(store, tiny_model_files, photo_folder):
-    def interrupt_after_first_batch(done, total):
-        if done > 3:  # progress comes per photo: the 4th photo is read after the first batch of 3 was saved
-            raise KeyboardInterrupt
+def test_interrupted_run_keeps_finished_batches(store, tiny_model_files, photo_folder, monkeypatch):
+    from clip_cull.model.encoder import ClipEncoder
 
+    real_encode, batches = ClipEncoder.encode_squares, []
+
+    def ctrl_c_in_the_second_batch(self, squares):
+        batches.append(len(squares))
+        if len(batches) == 2:  # the first batch was handed to the writer; Ctrl-C while the model runs
+            raise KeyboardInterrupt
+        return real_encode(self, squares)
+
+    monkeypatch.setattr(ClipEncoder, "encode_squares", ctrl_c_in_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        index_photos(
-            store, walk_photos([photo_folder]).photos, session_for(tiny_model_files, store),
-            IndexOptions(batch_size=3), progress=interrupt_after_first_batch,
-        )
+        index(store, session_for(tiny_model_files, store), photo_folder, batch_size=3)
+    monkeypatch.undo()
+    assert batches == [3, 3]
     resumed = index(store, session_for(tiny_model_files, store), photo_folder, batch_size=3)
     assert (resumed.cached, resumed.embedded) == (3, 5)
 
@@ -121,7 +127,7 @@ def test_a_batch_is_recorded_whole_or_not_at_all(store, tiny_model_files, photo_
     def die_while_writing_figures(self, rows):
         raise KeyboardInterrupt  # stands in for SIGKILL between the embeddings and the figures
 
-    monkeypatch.setattr(Store, "_insert_quality", die_while_writing_figures)
+    monkeypatch.setattr(Store, "_insert_measurements", die_while_writing_figures)
     with pytest.raises(KeyboardInterrupt):
         index(store, session_for(tiny_model_files, store), photo_folder, batch_size=3)
     conn = store.db.conn
@@ -236,7 +242,7 @@ def test_photos_are_decoded_while_the_model_loads_with_the_same_embeddings(store
     what the model is given."""
     import threading
 
-    import clip_cull.scoring.indexer as indexer
+    import clip_cull.scoring.prepare as worker
     from clip_cull.model.encoder import load_encoder
 
     reference = index(store, session_for(tiny_model_files, store), photo_folder)
@@ -245,7 +251,7 @@ def test_photos_are_decoded_while_the_model_loads_with_the_same_embeddings(store
 
     decoded = []
     three_decoded = threading.Event()
-    real_decode = indexer.decode_photo
+    real_decode = worker.decode_photo
 
     def counting_decode(*args, **kwargs):
         result = real_decode(*args, **kwargs)
@@ -254,7 +260,7 @@ def test_photos_are_decoded_while_the_model_loads_with_the_same_embeddings(store
             three_decoded.set()
         return result
 
-    monkeypatch.setattr(indexer, "decode_photo", counting_decode)
+    monkeypatch.setattr(worker, "decode_photo", counting_decode)
     config, checkpoint = tiny_model_files
     spec = ModelSpec(str(config), str(checkpoint))
 
@@ -323,6 +329,15 @@ def test_analysers_register_by_name_and_report_a_missing_extra(monkeypatch):
     assert analysers.Analyser("plain", 1, lambda rgb: {}).available()
     with pytest.raises(KeyError, match="no analyser named 'nope'"):
         analysers.get("nope")
+    plain = analysers.register(analysers.Analyser("plain", 1, lambda rgb: {}))
+    assert analysers.available() == [plain]  # what the pipeline benchmark runs: not the one missing its extra
+
+
+def test_the_quality_checks_are_a_built_in_analyser():
+    from clip_cull.core import analysers
+    from clip_cull.core.quality import ANALYSER
+
+    assert analysers.get("quality") is ANALYSER and ANALYSER in analysers.available()
 
 
 def test_analysers_run_once_per_content_and_again_only_when_their_version_changes(store, tiny_model_files,

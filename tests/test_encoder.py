@@ -141,6 +141,36 @@ def test_centre_square_preprocess_gives_open_clips_pixels(size, resample):
     assert diff.max() < 0.016 and np.mean(diff > 1e-5) < 0.001
 
 
+def test_squares_normalised_by_the_model_give_the_same_embeddings_as_float_pixels(tiny_model_files):
+    """Workers hand back uint8 squares; the model normalises them where it runs. The float32
+    pixels are those of the model's transform, bit for bit, and so are the embeddings."""
+    config, checkpoint = tiny_model_files
+    encoder = load_encoder(ModelSpec(str(config), str(checkpoint)), "cpu")
+    fast = encoder.square_preprocess
+    rng = np.random.default_rng(4)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in ((96, 64), (40, 90), (32, 32))]
+    squares = np.stack([fast.square(im) for im in images])
+    assert squares.dtype == np.uint8 and squares.shape == (3, 32, 32, 3)
+    pixels = np.stack([encoder.pixels(im) for im in images])
+    mean, std = np.float32(fast.mean), np.float32(fast.std)  # the normalisation written out here, in float32
+    expected = ((squares.astype(np.float32) / np.float32(255) - mean) / std).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(pixels, expected)
+    from_squares = encoder.encode_squares(squares)
+    from_pixels = encoder.encode_images(torch.from_numpy(pixels))
+    np.testing.assert_array_equal(from_squares[0], from_pixels[0])
+    np.testing.assert_array_equal(from_squares[1], from_pixels[1])
+
+
+def test_the_predicted_square_is_open_clips_default_transform(tiny_model_files):
+    """Workers start before the model loads, with the transform open_clip gives a model by default."""
+    import open_clip
+
+    from clip_cull.model.preprocess import CentreSquarePreprocess
+
+    assert CentreSquarePreprocess.predicted(224) == CentreSquarePreprocess.from_transform(
+        open_clip.image_transform(224, is_train=False))
+
+
 def test_other_transforms_are_left_to_open_clip(tiny_model_files):
     import open_clip
 

@@ -69,26 +69,52 @@ def test_first_run_says_loading_loaded_and_that_prompts_are_cached_once(tiny_env
     assert "prompts" not in again
 
 
-def test_progress_per_photo_and_prompt_bar_from_the_first_prompt(tiny_model_files, photo_folder, tmp_path):
+def test_progress_within_a_batch_and_prompt_bar_from_the_first_prompt(tiny_model_files, photo_folder, tmp_path,
+                                                                     monkeypatch):
+    import time
+
+    import clip_cull.scoring.prepare as worker
     from clip_cull.model.encoder import ModelSpec
-    from clip_cull.scoring.indexer import IndexOptions, prompt_embeddings
+    from clip_cull.scoring.indexer import PROGRESS_INTERVAL_S, IndexOptions, prompt_embeddings
     from clip_cull.model.session import ModelSession
     from clip_cull.core.files import PhotoSource
     from clip_cull.scoring.ranking import index_folders
     from clip_cull.store.cache import Store
 
+    real_decode = worker.decode_photo
+
+    def slow_decode(*args, **kwargs):  # a large photo: each takes longer than progress's interval
+        time.sleep(1.5 * PROGRESS_INTERVAL_S)
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "decode_photo", slow_decode)
     config, checkpoint = tiny_model_files
     store = Store.open(tmp_path / "p.db")
     session = ModelSession(ModelSpec(str(config), str(checkpoint)), store, "cpu")
     seen = []
     index_folders(store, PhotoSource((str(photo_folder),)), session, IndexOptions(batch_size=32, workers=1),
                   progress=lambda done, total: seen.append((done, total)))
-    assert {d for d, _ in seen} == set(range(0, 9))  # every photo, not every batch of 32
+    assert {d for d, _ in seen} == set(range(0, 9))  # every photo here, not every batch of 32
+    assert seen[-1] == (8, 8)
     text = []
     prompt_embeddings(store, session, [f"a photo of thing {i}" for i in range(300)],
                       lambda done, total: text.append((done, total)))
     assert text[0] == (0, 300) and text[-1] == (300, 300)
     store.close()
+
+
+def test_progress_is_reported_at_most_once_an_interval_and_always_at_the_start_and_end():
+    from clip_cull.scoring.indexer import PROGRESS_INTERVAL_S, _Progress
+
+    now = [100.0]
+    seen = []
+    progress = _Progress(lambda done, total: seen.append(done), clock=lambda: now[0])
+    for done in range(0, 50):  # many photos within one interval: a bar redrawn per photo costs time
+        progress(done, 50)
+    now[0] += 1.5 * PROGRESS_INTERVAL_S
+    progress(50, 50)
+    progress(50, 50, last=True)
+    assert seen == [0, 50, 50]
 
 
 # --- the rank table ----------------------------------------------------------------------

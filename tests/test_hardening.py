@@ -344,9 +344,9 @@ def test_a_photo_disappearing_mid_run_is_reported_and_forgotten(tiny_model_files
 
 
 def test_an_unforeseen_decoder_error_is_one_line(tiny_env, photo_folder, monkeypatch):
-    import clip_cull.scoring.indexer as indexer
+    import clip_cull.scoring.prepare as worker
 
-    real = indexer.decode_photo
+    real = worker.decode_photo
     odd = (photo_folder / "IMG_0001.jpg").read_bytes()
 
     def explode(data, **kwargs):
@@ -354,7 +354,7 @@ def test_an_unforeseen_decoder_error_is_one_line(tiny_env, photo_folder, monkeyp
             raise ValueError("conversion from LAB to RGB not supported")
         return real(data, **kwargs)
 
-    monkeypatch.setattr(indexer, "decode_photo", explode)
+    monkeypatch.setattr(worker, "decode_photo", explode)
     result = run("rank", photo_folder, "--json")
     assert result.exit_code == 0 and "Traceback" not in result.stderr
     failures = [json.loads(l) for l in result.stderr.splitlines() if l.startswith("{")]

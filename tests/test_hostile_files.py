@@ -15,7 +15,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import make_photo, run
+from helpers import make_photo, noise_pngs, run, until_embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
@@ -201,24 +200,12 @@ def test_a_fifo_photo_given_directly_and_a_fifo_head_are_one_line(tiny_env, tmp_
 
 @pytest.mark.slow
 def test_ctrl_c_while_indexing_ends_the_run(tiny_env, tmp_path):
-    folder = tmp_path / "many"
-    rng = np.random.default_rng(1)
-    folder.mkdir()
-    for i in range(400):
-        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    folder = noise_pngs(tmp_path / "many", 400)
     os.mkfifo(folder / "0000_fifo.jpg")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "clip_cull", "rank", str(folder), "--batch-size", "4"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    db = Path(os.environ["CLIPCULL_DB"])
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if sqlite3.connect(db, timeout=1).execute("select count(*) from embeddings").fetchone()[0] > 0:
-                break
-        except sqlite3.Error:
-            pass
-        time.sleep(0.05)
+    until_embedded(Path(os.environ["CLIPCULL_DB"]), proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)  # a hang here fails the test
     assert proc.returncode == 130, text(err)

@@ -178,3 +178,23 @@ def test_help_tweak_leaves_a_typer_without_display_type_rich_alone(monkeypatch):
     app_module._flags_take_no_value()
     assert not hasattr(Option, "display_type_rich") and not hasattr(Argument, "display_type_rich")
     assert Argument().get_usage_pieces(None) == ["folder..."]
+
+
+def test_no_merge_conflict_markers_in_tracked_files():
+    """A merge left half-done must not land: no line of a tracked text file is a conflict marker."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    found = []
+    for name in files:
+        path = root / name
+        if path.suffix in {".jpg", ".png", ".pt", ".db"} or not path.is_file():
+            continue
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            continue
+        found += [f"{name}:{i}" for i, line in enumerate(lines, 1)
+                  if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="]
+    assert not found, found

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageFilter
 
 from clip_cull.core.images import decode_raw
@@ -152,3 +153,38 @@ def test_blurry_photos_in_rank_best_move_and_tag(tiny_env, tmp_path):
     moved = run("move", folder, "--blurry")
     assert moved.exit_code == 0, moved.stderr
     assert sorted(p.name for p in (folder / "_rejects").iterdir()) == ["blurred.jpg", "blurred.xmp"]
+
+
+def straightforward_focus(y: np.ndarray) -> float:
+    """The definition, computed plainly and independently: scipy's Laplacian (4-neighbour, the
+    border left out), each tile of the 8 x 8 grid (tile i of n rows spans i*n//8 to (i+1)*n//8)
+    with np.var in float64, the 95th percentile over the non-empty tiles."""
+    from scipy import ndimage
+
+    kernel = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float64)
+    lap = ndimage.convolve(y.astype(np.float64), kernel, mode="constant")[1:-1, 1:-1]
+    h, w = lap.shape
+    tiles = [lap[i * h // 8:(i + 1) * h // 8, j * w // 8:(j + 1) * w // 8] for i in range(8) for j in range(8)]
+    return float(np.percentile([t.var() for t in tiles if t.size], 95))
+
+
+@pytest.mark.parametrize("shape", [(427, 640), (640, 427), (480, 640), (9, 640), (5, 13), (64, 64), (3, 3)])
+def test_focus_in_a_few_numpy_calls_equals_the_tile_by_tile_definition(shape):
+    from clip_cull.core.quality import _focus
+
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    base = rng.integers(0, 256, (max(1, shape[0] // 4), max(1, shape[1] // 4)), dtype=np.uint8)
+    y = np.asarray(Image.fromarray(base).resize((shape[1], shape[0]), Image.BICUBIC), np.float32)
+    y = np.clip(y + rng.normal(0, 20, shape), 0, 255).round().astype(np.float32)  # texture and flat areas
+    np.testing.assert_allclose(_focus(y), straightforward_focus(y), rtol=1e-9)
+
+
+def test_exposure_figures_are_the_shares_of_clipped_pixels_and_the_mean():
+    from clip_cull.core.quality import measure_luminance
+
+    y = np.random.default_rng(3).integers(0, 256, (300, 400), dtype=np.uint8)
+    got = measure_luminance(y)
+    assert got["highlights"] == pytest.approx(float(np.mean(y >= 250)), abs=1e-12)
+    assert got["shadows"] == pytest.approx(float(np.mean(y <= 5)), abs=1e-12)
+    assert got["brightness"] == pytest.approx(float(y.mean()) / 255, abs=1e-12)
+

@@ -264,6 +264,9 @@ def test_exact_path_feeds_the_model_exactly_open_clips_preprocess_of_image_open(
     seen = []
     original = session.encoder.encode_images
     session.encoder.encode_images = lambda pixels: (seen.append(pixels.numpy().copy()), original(pixels))[1]
+    squares = session.encoder.encode_squares  # the fast path: uint8 squares, normalised where the model runs
+    session.encoder.encode_squares = lambda batch: (
+        seen.append(session.encoder.square_preprocess.normalise(batch)), squares(batch))[1]
 
     ava = load_ava(odd_ava)
     got = ava_features(store, session, ava, ava.ids, "projected")

@@ -298,6 +298,7 @@ class Library:
         device: str = "auto",
         batch_size: int | None = None,
         workers: int | None = None,
+        pool: str = "auto",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         exclude: Iterable[str] = (),
@@ -328,7 +329,7 @@ class Library:
         self.cache, self.state_path = cache, state
         self.device = device
         self.options = IndexOptions(batch_size=batch_size, max_pixels=max_pixels, max_file_bytes=max_file_bytes,
-                                    analysers=ANALYSERS, **({"workers": workers} if workers else {}))
+                                    analysers=ANALYSERS, pool=pool, **({"workers": workers} if workers else {}))
         self.exclude = tuple(exclude)
         self.heif = heif_available() if heif is None else heif
         self.raw = rawpy_available() if raw is None else raw

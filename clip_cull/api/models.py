@@ -26,11 +26,12 @@ class ModelChoice:
     pretrained: str | None = None
     device: str = "auto"
     batch_size: int | None = None  # None: 32 on the CPU, 128 on a GPU
-    workers: int | None = None  # decode threads; None: the CPU cores
+    workers: int | None = None  # decode workers; None: the CPU cores
+    pool: str = "auto"  # the workers as threads, processes, or auto (scoring.indexer.choose_pool)
 
     def index_options(self, **options) -> IndexOptions:
         return IndexOptions(batch_size=self.batch_size, **({"workers": self.workers} if self.workers else {}),
-                            **options)
+                            pool=self.pool, **options)
 
 
 def resolve_model(choice: ModelChoice, state_path: str | os.PathLike | None, cache: str | os.PathLike | None,

@@ -46,6 +46,12 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class Pool(str, Enum):
+    auto = "auto"
+    threads = "threads"
+    processes = "processes"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     int8 = "int8"
@@ -82,7 +88,11 @@ class ModelFlags(CacheFlags):
         help="Photos per model batch. \\[default: 32 on the CPU, 128 on a GPU]")] = None
     workers: Annotated[int, typer.Option(
         "--workers", min=1, metavar="N", rich_help_panel=ADVANCED,
-        help="Threads that read and decode photos. \\[default: the CPU cores]", show_default=False)] = CORES
+        help="Workers that read and decode photos. \\[default: the CPU cores]", show_default=False)] = CORES
+    pool: Annotated[Pool, typer.Option(
+        "--pool", rich_help_panel=ADVANCED,
+        help="Workers as threads or as processes (faster with many cores; each starts in a fraction of a "
+             "second); auto: processes from 3 workers and 256 new photos.")] = Pool.auto
 
 
 @dataclass

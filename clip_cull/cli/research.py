@@ -50,7 +50,8 @@ def _say(text: str, style: str) -> None:
 
 
 def model_choice(models: ModelFlags) -> ModelChoice:
-    return ModelChoice(models.model, models.pretrained, models.device.value, models.batch_size, models.workers)
+    return ModelChoice(models.model, models.pretrained, models.device.value, models.batch_size, models.workers,
+                       models.pool.value)
 
 
 def run_research(owner, workflow):

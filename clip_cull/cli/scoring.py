@@ -53,7 +53,7 @@ def library(roots: list[str] | None, scoring: ScoringFlags, checks: CheckFlags |
     command's own ScoringEvents, where it says more than the ranking."""
     return Library(
         roots, cache=scoring.db, state=scoring.state, device=scoring.device.value, batch_size=scoring.batch_size,
-        workers=scoring.workers, max_pixels=scoring.max_pixels, max_file_bytes=scoring.max_file_size * 2**20,
+        workers=scoring.workers, pool=scoring.pool.value, max_pixels=scoring.max_pixels, max_file_bytes=scoring.max_file_size * 2**20,
         exclude=exclude_globs(scoring.exclude), heif=heif_available(), raw=rawpy_available(), env=os.environ,
         events=(events or ScoringEvents)(ui.stderr_console(), json_errors, scoring.show_skipped),
         **{k: v for k, v in setting_flags(scoring, checks, grouping).items() if v is not None})

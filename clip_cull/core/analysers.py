@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-Measure = Callable[[np.ndarray], dict]  # RGB uint8 (H, W, 3), upright -> JSON-able dict
+Measure = Callable[[np.ndarray], dict]  # uint8 (H, W, 3) RGB or (H, W) luminance, upright -> JSON-able dict
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Analyser:
     measure: Measure
     work_side: int = 640  # long side of the image it wants (the worker scales down to this, never up)
     requires: tuple[str, ...] = field(default=())  # importable modules it needs (an optional extra)
+    mode: str = "RGB"  # "RGB", or "L": luminance, converted before scaling (a third of the resize's work)
 
     def available(self) -> bool:
         return all(importlib.util.find_spec(module) is not None for module in self.requires)
@@ -54,7 +55,7 @@ def get(name: str) -> Analyser:
 
 
 # Modules that register the analysers clipcull ships; imported on first use of active().
-BUILTIN_MODULES: tuple[str, ...] = ("clip_cull.core.faces",)
+BUILTIN_MODULES: tuple[str, ...] = ("clip_cull.core.quality", "clip_cull.core.faces")
 
 
 def _import_builtins() -> None:
@@ -71,32 +72,43 @@ def active(names: tuple[str, ...] | list[str]) -> list[Analyser]:
     return [a for a in (get(n) for n in names) if a.available()]
 
 
+def available() -> list[Analyser]:
+    """Every registered analyser that can run here (clipcull's own imported first): what the
+    pipeline benchmark measures."""
+    _import_builtins()
+    return [a for a in registered() if a.available()]
+
+
 Result = tuple[str, int, dict]  # (analyser name, version, result)
 
 
 def measure_all(image, analysers: list[Analyser]) -> list[Result]:
-    """Run analysers on one decoded, upright PIL image, each at its own working size.
+    """Run analysers on one decoded, upright PIL image, each at its own working size and mode.
 
     An analyser that fails records {"error": "..."} for this content (cached like a result, so
     it is not retried every run; a new version retries it): a face detector's bug must not
     drop the photo from the ranking."""
-    from PIL import Image
-
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    arrays: dict[int, np.ndarray] = {}
+    arrays: dict[tuple[int, str], np.ndarray] = {}  # analysers that want the same size and mode share it
     out: list[Result] = []
     for analyser in analysers:
-        side = analyser.work_side
-        if side not in arrays:
-            scale = side / max(rgb.size)
-            scaled = rgb
-            if scale < 1:
-                scaled = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
-                                    Image.BILINEAR)
-            arrays[side] = np.asarray(scaled)
+        key = (analyser.work_side, analyser.mode)
+        if key not in arrays:
+            arrays[key] = _working_array(image, *key)
         try:
-            result = analyser.measure(arrays[side])
+            result = analyser.measure(arrays[key])
         except Exception as e:  # noqa: BLE001 - any analyser fault is this photo's measurement, not the run's
             result = {"error": f"{type(e).__name__}: {e}"[:200]}
         out.append((analyser.name, analyser.version, result))
     return out
+
+
+def _working_array(image, side: int, mode: str) -> np.ndarray:
+    """The image in mode, its long side scaled down (bilinear) to side, never up."""
+    from PIL import Image
+
+    converted = image if image.mode == mode else image.convert(mode)
+    scale = side / max(converted.size)
+    if scale < 1:
+        converted = converted.resize((max(1, round(converted.width * scale)), max(1, round(converted.height * scale))),
+                                     Image.BILINEAR)
+    return np.asarray(converted)

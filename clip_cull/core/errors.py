@@ -17,6 +17,10 @@ class InputError(ClipCullError):
     """A folder or file given on the command line cannot be used."""
 
 
+class WorkerError(ClipCullError):
+    """The indexing pipeline's worker processes cannot run here (they keep stopping)."""
+
+
 class StateError(ClipCullError):
     """The state database (undo journal, per-folder settings) cannot be opened or used."""
 

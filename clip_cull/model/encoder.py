@@ -462,6 +462,25 @@ def quantize_int8(module):
         return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def squares_on_device(squares: np.ndarray, fast: CentreSquarePreprocess | None, device):
+    """uint8 squares (B, S, S, 3) from fast.square, moved to the device as bytes and normalised
+    there (float32: / 255, - mean, / std, the operations and order of fast.normalise, so the
+    same values): the model's input (B, 3, S, S)."""
+    import torch
+
+    if fast is None:
+        raise ValueError("this model's transform is not a centre square: use encode_images")
+    pin = device.type == "cuda"
+    batch = torch.from_numpy(np.ascontiguousarray(squares))
+    batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
+    with torch.inference_mode():
+        # 255 as a tensor on the device: CUDA divides by a Python number as a multiplication
+        # by its reciprocal, which can differ from numpy's division in the last bit.
+        full, mean, std = (torch.tensor(v, dtype=torch.float32, device=device) for v in (255.0, fast.mean, fast.std))
+        pixels = ((batch.to(torch.float32) / full - mean) / std).permute(0, 3, 1, 2)
+    return pixels.contiguous()
+
+
 class ClipEncoder:
     """An open_clip model in eval mode with its preprocessing and tokenizer.
 
@@ -527,13 +546,27 @@ class ClipEncoder:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def square_preprocess(self) -> CentreSquarePreprocess | None:
+        """The model's transform as a centre square and a normalisation (torch-free, for the
+        indexing workers); None when the transform is another kind."""
+        return self._fast
+
+    def encode_squares(self, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """squares: uint8 (B, S, S, 3) from square_preprocess.square. They travel to the device
+        as bytes and are normalised there (float32: / 255, - mean, / std, the operations and order
+        of CentreSquarePreprocess.normalise, so the same values); then as encode_images."""
+        return self._encode(squares_on_device(squares, self._fast, self.device))
+
     def encode_images(self, pixels) -> tuple[np.ndarray, np.ndarray | None]:
         """pixels: a float tensor (B, 3, H, W) already preprocessed. Returns float32 arrays
         (projected (B, D), pooled (B, P) or None)."""
+        pin = self.device.type == "cuda"
+        return self._encode((pixels.pin_memory() if pin else pixels).to(self.device, non_blocking=pin))
+
+    def _encode(self, batch) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
-        pin = self.device.type == "cuda"
-        batch = (pixels.pin_memory() if pin else pixels).to(self.device, non_blocking=pin)
         with torch.inference_mode(), self._autocast():
             if self._proj is None:
                 return self.model.encode_image(batch).float().cpu().numpy(), None

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+# open_clip's OPENAI_DATASET_MEAN / _STD, its defaults (copied: importing open_clip imports torch).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
 # Steps of open_clip's eval transform that only make sure the input is an RGB tensor.
 _PASS_THROUGH = {"MaybeConvertMode", "MaybeToTensor", "ToTensor", "_convert_to_rgb", "convert_to_rgb"}
 _PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
@@ -50,10 +54,31 @@ class CentreSquarePreprocess:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """An RGB PIL image to a float32 array (3, S, S), as the transform would give."""
-        square = image.resize((self.size, self.size), self.resample, box=self.source_box(*image.size))
-        pixels = np.asarray(square, dtype=np.float32) / np.float32(255)
+        return self.normalise(self.square(image))
+
+    def square(self, image: Image.Image) -> np.ndarray:
+        """The pixels the model sees, before normalisation: uint8 (S, S, 3). What the indexing
+        workers hand back (a quarter of the float32's bytes, and no torch needed)."""
+        return np.asarray(image.resize((self.size, self.size), self.resample, box=self.source_box(*image.size)))
+
+    def normalise(self, squares: np.ndarray) -> np.ndarray:
+        """uint8 (..., S, S, 3) to float32 (..., 3, S, S): / 255, - mean, / std, in float32. The
+        same operations, in the same order, as ClipEncoder.encode_squares does on the device."""
+        pixels = np.asarray(squares, dtype=np.float32) / np.float32(255)
         pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        return np.ascontiguousarray(np.moveaxis(pixels, -1, -3))
+
+    @property
+    def geometry(self) -> tuple[int, int]:
+        """What decides the square's pixels (side, filter): the mean and std only normalise."""
+        return self.size, self.resample
+
+    @classmethod
+    def predicted(cls, size: int) -> CentreSquarePreprocess:
+        """open_clip's default eval transform for a model of this input size (bicubic, shortest
+        side, OpenAI's mean and std), known before the model loads: the indexer decodes with it
+        meanwhile and checks it against the loaded model's own transform."""
+        return cls(size, Image.BICUBIC, OPENAI_MEAN, OPENAI_STD)
 
     def source_box(self, width: int, height: int) -> tuple[float, float, float, float]:
         """The region of the source that becomes the crop, computed as torchvision does:

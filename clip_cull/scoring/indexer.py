@@ -1,49 +1,44 @@
-"""Bringing the cache up to date for a set of photos: read, fingerprint, decode, embed, save.
+"""Bringing the cache up to date for a set of photos: read, fingerprint, decode, measure, embed, save.
 
-Worker threads read, hash and decode files (Pillow and hashlib release the GIL) while the
-main thread runs the model on the previous batch, so the model does not wait on one file at
-a time. The model itself loads in the background from the first photo that needs it, while
-the workers go on decoding. Each batch is committed on its own: an interruption loses at
-most the batch in flight.
+Workers (scoring/prepare.py) read, hash, decode and measure the photos and hand back the uint8
+square the model sees, its EXIF facts and the analysers' measurements, while the main thread
+runs the model on the batch before. The workers are threads, or processes that import no
+torch (pool="processes"): numpy's and the analysers' many short calls each take the GIL, so on
+many cores threads queue on it. The model normalises the squares where it runs (the device),
+loads in the background from the first photo that needs it while the workers go on decoding,
+and a thread of its own writes each batch to SQLite while the model runs the next. Each batch
+is committed whole: an interruption loses at most the batches in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
+import pickle
+import queue
+import sys
 import threading
+import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from clip_cull.model.encoder import ClipEncoder
-from clip_cull.core.errors import ClipCullError
-from clip_cull.core.files import (
-    DEFAULT_MAX_FILE_BYTES,
-    FileStat,
-    FileTooLarge,
-    NotRegularFile,
-    content_fingerprint,
-    is_raw,
-    read_file,
-)
-from clip_cull.core.images import (
-    DEFAULT_MAX_PIXELS,
-    RunLimitExceeded,
-    UnreadableImage,
-    decode_photo,
-    decode_raw,
-    quiet_libtiff,
-    read_facts,
-)
-from clip_cull.model.preprocess import EXACT, FAST, embedding_key, open_exact
-from clip_cull.core.quality import measure
+from clip_cull.core.analysers import Analyser
 from clip_cull.core.analysers import active as active_analysers
-from clip_cull.core.analysers import measure_all
-from clip_cull.store.cache import EmbeddingRecord, FileRecord, Store
+from clip_cull.core.errors import WorkerError
+from clip_cull.core.files import DEFAULT_MAX_FILE_BYTES, FileStat
+from clip_cull.core.images import DEFAULT_MAX_PIXELS, quiet_libtiff
+from clip_cull.core.quality import ANALYSER as QUALITY
+from clip_cull.model.encoder import ClipEncoder
+from clip_cull.model.preprocess import EXACT, FAST, CentreSquarePreprocess, embedding_key
 from clip_cull.model.session import ModelSession
+from clip_cull.scoring.prepare import Plan, Prepared, prepare, prepare_in_process, start_process
+from clip_cull.store.cache import EmbeddingRecord, FileRecord, Store
 
 ProgressFn = Callable[[int, int], None]
 
@@ -62,41 +57,39 @@ class IndexReport:
     cached: int = 0  # unchanged photos already in the cache
     failures: list[Failure] = field(default_factory=list)
     ready: list[FileStat] = field(default_factory=list)  # photos with an embedding, in input order
+    pool: str | None = None  # "threads" or "processes": what read the photos (None: nothing to read)
 
 
-@dataclass
-class _Prepared:
-    """What a worker made of one file."""
-
-    stat: FileStat
-    fingerprint: str | None = None
-    facts: object | None = None
-    pixels: np.ndarray | None = None  # preprocessed (3, H, W) float32, when the content needs embedding
-    image: object | None = None  # decoded before the model had loaded: preprocessed when it has
-    quality: object | None = None  # focus and exposure, when they were measured
-    measurements: list = field(default_factory=list)  # (analyser, version, result) from core/analysers.py
-    error: str | None = None
-    remember_error: bool = True  # False when the file may be fine next time (it was changing)
-
-    @property
-    def to_embed(self) -> bool:
-        return self.pixels is not None or self.image is not None
-
-
-HELD_IMAGES_BUDGET = 512 * 2**20  # bytes of decoded images that may wait for the model to load
+HELD_IMAGES_BUDGET = 512 * 2**20  # bytes of decoded images and squares that may wait for the model to load
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 128  # a GPU needs larger batches to stay busy
+POOLS = ("auto", "threads", "processes")
+# pool="auto" takes processes from this many workers and photos to read. On 2 cores processes were
+# slower than threads (0.5-0.9x: nothing to queue on, bytes to send; BENCHMARKS.md,
+# bench/bench_pipeline.py); on 16, threads queued on the GIL (0.23x decode-only). Between, it is
+# not measured: from 3 workers the queue on the lock starts. And a process pool's start (0.3-0.6 s
+# more than threads', measured on 2 cores) is not paid back by a few photos.
+PROCESS_MIN_PHOTOS = 256
+PROCESS_MIN_WORKERS = 3
+PROGRESS_INTERVAL_S = 0.1  # progress is reported at most this often (and at the start and end)
+CRASHES_TO_GIVE_UP = 5  # photos in a row that each stop a worker process: the workers, not the photos, are at fault
+CRASHED = "the worker reading this photo stopped abruptly (a crash in a decoder or an analyser); nothing was saved for it"
 
 
 @dataclass
 class IndexOptions:
     batch_size: int | None = None  # None: 32 on the CPU, 128 on a GPU
-    workers: int = max(1, os.cpu_count() or 1)  # decode threads; on a GPU decoding is the bound
+    workers: int = max(1, os.cpu_count() or 1)  # decode workers; on a GPU decoding is the bound
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # larger files are refused before they are read
     fast_decode: bool = True
-    quality: bool = True  # measure focus and exposure on the decoded image
-    analysers: tuple[str, ...] = ()  # names of registered analysers to run (core/analysers.py); missing extras are left out
+    quality: bool = True  # measure focus and exposure (the analyser "quality") on the decoded image
+    analysers: tuple[str, ...] = ()  # names of more registered analysers to run (core/analysers.py); missing extras are left out
+    pool: str = "auto"  # workers as "threads", "processes", or "auto": see choose_pool
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ValueError(f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}")
 
     @property
     def preprocessing(self) -> str:
@@ -107,6 +100,37 @@ class IndexOptions:
         if self.batch_size:
             return self.batch_size
         return GPU_BATCH_SIZE if encoder.device.type == "cuda" else CPU_BATCH_SIZE
+
+    def analysers_to_run(self) -> list[Analyser]:
+        """The quality checks (when on) and the named analysers that can run here, each once."""
+        chosen: dict[str, Analyser] = {}
+        for analyser in ([QUALITY] if self.quality else []) + active_analysers(self.analysers):
+            chosen.setdefault(analyser.name, analyser)
+        return list(chosen.values())
+
+
+def choose_pool(options: IndexOptions, photos: int, analysers: list[Analyser], square: bool) -> str:
+    """threads or processes for this run. Processes need the model's input to be a centre square
+    the workers can make without torch (the fast path with open_clip's usual transform) and
+    analysers that can be sent to another process. "auto" takes them only where they pay: enough
+    workers and photos to make up for starting them (PROCESS_MIN_*)."""
+    if options.pool == "threads" or not square or not _picklable(analysers):
+        return "threads"
+    if options.pool == "processes":
+        return "processes"
+    return "processes" if options.workers >= PROCESS_MIN_WORKERS and photos >= PROCESS_MIN_PHOTOS else "threads"
+
+
+def _picklable(analysers: list[Analyser]) -> bool:
+    """Whether a worker process can be sent these analysers: module-level functions of a module
+    it can import (not the calling script's: workers do not run it, see _script_hidden)."""
+    if any(getattr(a.measure, "__module__", None) == "__main__" for a in analysers):
+        return False
+    try:
+        pickle.dumps(analysers)
+    except Exception:  # a lambda or a function defined inside another: threads only
+        return False
+    return True
 
 
 def index_photos(
@@ -129,8 +153,7 @@ def index_photos(
             on_failure(failure)
 
     known = store.fingerprints_with_embedding(embedding_key(session.model_id, options.preprocessing))
-    measured = store.fingerprints_with_quality() if options.quality else None
-    analysers = active_analysers(options.analysers)
+    analysers = options.analysers_to_run()
     analysed = {a.name: store.fingerprints_measured(a.name, a.version) for a in analysers}
     records = store.file_records([p.path for p in photos])
     todo: list[FileStat] = []
@@ -140,224 +163,394 @@ def index_photos(
             todo.append(photo)
         elif rec.error is not None:
             fail(Failure(photo.path, rec.error, remembered=True))
-        elif (rec.fingerprint in known and (measured is None or rec.fingerprint in measured)
-              and all(rec.fingerprint in done for done in analysed.values())):
+        elif rec.fingerprint in known and all(rec.fingerprint in done for done in analysed.values()):
             report.cached += 1
         else:
             todo.append(photo)  # readable, but not yet embedded by this model (or not yet measured)
     if todo:
-        _run_pipeline(store, todo, session, known, measured, analysers, analysed, options, report, fail, progress)
+        _Pipeline(store, session, options, known, analysers, analysed, report, fail, progress).run(todo)
     report.ready = [p for p in photos if p.path not in failed]
     return report
 
 
-def _run_pipeline(store, todo, session, known, measured, analysers, analysed, options, report, fail, progress) -> None:
-    done = 0
-    pending_files: list[FileRecord] = []
-    pending_quality: dict[str, tuple] = {}
-    pending_measurements: list[tuple[str, str, int, dict]] = []
-    batch: list[_Prepared] = []
+class _Pipeline:
+    """One run over the photos to read: workers ahead, the model and the writer behind."""
 
-    prepare = _Preparer(session, known, measured, analysers, analysed, options)
+    def __init__(self, store, session, options, known, analysers, analysed, report, fail, progress):
+        self.session, self.options = session, options
+        self.known, self.analysers, self.analysed = known, analysers, analysed
+        self.report, self.fail = report, fail
+        self.key = embedding_key(session.model_id, options.preprocessing)
+        hint = session.image_size_hint
+        # The square the workers make before the model has loaded: open_clip's usual transform at
+        # the size in the model's config, checked against the loaded model's (_wrong_square).
+        self.square = CentreSquarePreprocess.predicted(hint) if options.fast_decode and hint else None
+        self.late = _Late(session, exact=not options.fast_decode)  # threads without a square: the model's transform
+        self.writer = _Writer(store, self.key)
+        self.progress = _Progress(progress)
+        self.batch: list[Prepared] = []  # to embed; written with their files and measurements
+        self.others: list[Prepared] = []  # read (and measured), nothing to embed: written with the next batch
+        self.held_bytes = 0  # of the squares and images in self.batch
+        self.redo: deque[FileStat] = deque()  # to read again: made with another square than the model's
+        self.done = 0
+        self.crashes_in_a_row = 0  # photos that stopped a worker process alone, with no photo read since
 
-    def flush() -> None:
-        nonlocal done
-        embeddings = []
-        if batch:
-            encoder = session.encoder  # waits here if the model is still loading
-            for item in batch:
-                prepare.finish(item, encoder)
-            embeddings = _embed(encoder, batch)
-        store.save(pending_files, embeddings, embedding_key(session.model_id, options.preprocessing), pending_quality,
-                   pending_measurements)
-        if measured is not None:
-            measured.update(pending_quality)
-        for fingerprint, name, _, _ in pending_measurements:
-            analysed[name].add(fingerprint)
-        pending_quality.clear()
-        pending_measurements.clear()
-        known.update(e.fingerprint for e in embeddings)
-        report.embedded += len(embeddings)
-        done += len(pending_files)
-        pending_files.clear()
-        batch.clear()
-        if progress:
-            progress(done, len(todo))
+    def run(self, todo: list[FileStat]) -> None:
+        self.total = len(todo)
+        kind = choose_pool(self.options, len(todo), self.analysers, self.square is not None)
+        self.report.pool = kind
+        self.progress(0, self.total)
+        quiet_libtiff()  # before the workers start: handlers are process-wide
+        self.workers = _Workers(kind, self.options.workers, self._plan)
+        interrupted = finished = False
+        try:
+            pending = deque(todo)
+            while pending or self.redo:
+                self._loop(pending)
+                self._flush(everything=True)  # may find squares to make again: another round
+            finished = True
+        except KeyboardInterrupt:
+            interrupted = True  # Ctrl-C: do not wait for files still being decoded
+            raise
+        finally:
+            # An error (the model failed to load) waits for the few files being decoded: no worker
+            # is left after the call returns (in a process that goes on, as the tests' does).
+            self.workers.close(interrupted)
+            # What was queued is written (whole batches); the writer's own error is raised unless
+            # another one is on its way.
+            self.writer.close(raise_error=finished)
+        self.progress(self.total, self.total, last=True)
 
-    if progress:
-        progress(0, len(todo))
-    # Bounded read-ahead keeps memory flat however large the folder.
-    window = max(2 * (options.batch_size or CPU_BATCH_SIZE), 4 * options.workers)
-    quiet_libtiff()  # before the workers start: handlers are process-wide
-    pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clipcull-decode")
-    interrupted = False
-    try:
-        queue: deque = deque()
-        files = iter(todo)
-        for photo in files:
-            queue.append(pool.submit(prepare, photo))
-            if len(queue) >= window:
-                break
-        while queue:
-            item: _Prepared = queue.popleft().result()
-            nxt = next(files, None)
-            if nxt is not None:
-                queue.append(pool.submit(prepare, nxt))
-            if item.error is not None:
-                fail(Failure(item.stat.path, item.error))
-                if item.remember_error:
-                    pending_files.append(FileRecord(item.stat.path, item.stat.size, item.stat.mtime_ns,
-                                                    item.fingerprint, error=item.error))
-                continue
-            pending_files.append(_file_record(item))
-            if item.quality is not None:
-                q = item.quality
-                pending_quality[item.fingerprint] = (q.focus, q.highlights, q.shadows, q.brightness)
-            pending_measurements.extend((item.fingerprint, *m) for m in item.measurements)
-            if not item.to_embed:
-                report.reused += 1
+    def _plan(self, snapshot: bool) -> Plan:
+        """What the workers know. A process gets a copy, a thread the sets themselves (updated as
+        batches are embedded, so that a copy of a photo later in the run is not decoded again)."""
+        copy = frozenset if snapshot else (lambda s: s)
+        # Without the size in a local config (a model from the hub), threads ask the model.
+        side = self.square.size if self.square else self.session.decode_side
+        return Plan(self.options.max_file_bytes, self.options.max_pixels, self.options.fast_decode, side,
+                    copy(self.known), tuple(self.analysers), {name: copy(done) for name, done in self.analysed.items()},
+                    heif=_heif_registered())
+
+    def _loop(self, pending: deque[FileStat]) -> None:
+        # Bounded read-ahead keeps memory flat however large the folder; results are taken in order.
+        window = max(2 * (self.options.batch_size or CPU_BATCH_SIZE), 4 * self.options.workers)
+        inflight: deque[tuple[FileStat, Future, bool]] = deque()
+        suspects: deque[FileStat] = deque()  # in flight when a worker process died: read again one at a time
+        while pending or inflight or suspects or self.redo:
+            pending.extendleft(reversed(self.redo))
+            self.redo.clear()
+            if suspects:
+                if not inflight:
+                    photo = suspects.popleft()
+                    inflight.append((photo, self._submit(photo), True))
             else:
-                batch.append(item)
-            if progress:  # per photo, not per batch: a batch of 32 takes seconds on a CPU
-                progress(done + len(pending_files), len(todo))
-            full = batch and len(batch) >= options.batch_size_for(session.encoder)
-            if full or len(pending_files) >= 4 * (options.batch_size or CPU_BATCH_SIZE):
-                flush()
-        if pending_files or batch:
-            flush()
-    except KeyboardInterrupt:
-        interrupted = True  # Ctrl-C: do not wait for files still being decoded, only cancel the rest
-        raise
-    finally:
-        # An error (the model failed to load) waits for the few files being decoded: no thread is
-        # left decoding after the call returns (in a process that goes on, as the tests' does).
+                while pending and len(inflight) < window:
+                    photo = pending.popleft()
+                    inflight.append((photo, self._submit(photo), False))
+            photo, future, suspect = inflight.popleft()
+            try:
+                item = future.result()
+            except BrokenProcessPool:
+                self.workers.broken()
+                if suspect:  # alone in its worker: this photo stopped it
+                    self._crashed(photo)
+                else:
+                    suspects.append(photo)
+                continue
+            self.crashes_in_a_row = 0
+            self._take(item)
+
+    def _crashed(self, photo: FileStat) -> None:
+        self.crashes_in_a_row += 1
+        if self.crashes_in_a_row >= CRASHES_TO_GIVE_UP:
+            raise WorkerError(
+                f"the worker processes reading photos stopped abruptly on {self.crashes_in_a_row} photos in a row "
+                f"(the last {photo.path}): they cannot run here. Run with --pool threads (IndexOptions.pool).")
+        self._take_failure(Prepared(photo, error=CRASHED, remember_error=False))
+
+    def _submit(self, photo: FileStat) -> Future:
+        return self.workers.submit(photo, self.square, self.late if self.square is None else None)
+
+    def _take(self, item: Prepared) -> None:
+        if item.error is not None:
+            self._take_failure(item)
+            return
+        item.measurements = [m for m in item.measurements if item.fingerprint not in self.analysed[m[0]]]
+        for name, _, _ in item.measurements:  # a copy of a content measured earlier in this run: once is enough
+            self.analysed[name].add(item.fingerprint)
+        if self.session.loaded and self._wrong_square(item):
+            self._read_again(item)
+            return
+        if item.needs_embedding and item.fingerprint not in self.known:
+            self.known.add(item.fingerprint)  # a copy later in this run is a reuse, not a second embedding
+            self.session.start_loading()  # the first photo that needs the model starts its load
+            self.batch.append(item)
+            self.held_bytes += _item_bytes(item)
+        else:
+            self.report.reused += 1
+            self.others.append(item)
+        self._count()
+        self._flush(everything=False)
+
+    def _take_failure(self, item: Prepared) -> None:
+        self.fail(Failure(item.stat.path, item.error))
+        if item.remember_error:
+            self.others.append(item)
+        self._count()
+
+    def _count(self) -> None:
+        self.done += 1
+        self.progress(self.done, self.total)
+
+    def _flush(self, everything: bool) -> None:
+        """Embed and hand to the writer what is ready: full batches, or everything at the end.
+        While the model loads, batches wait (within HELD_IMAGES_BUDGET) and the workers go on."""
+        size = self._batch_size()
+        if self.batch and (everything or len(self.batch) >= size) and not self._wait_for_model(everything):
+            self._embed_batches(everything)
+        if self.others and (everything or len(self.others) >= 4 * size):
+            self._write(self.others, [])
+            self.others = []
+
+    def _batch_size(self) -> int:
+        if self.session.loaded:
+            return self.options.batch_size_for(self.session.encoder)
+        return self.options.batch_size or CPU_BATCH_SIZE
+
+    def _wait_for_model(self, everything: bool) -> bool:
+        """Whether a full batch waits: the model is still loading and the held squares fit."""
+        return not everything and not self.session.wait_loaded(0) and self.held_bytes < HELD_IMAGES_BUDGET
+
+    def _embed_batches(self, everything: bool) -> None:
+        encoder = self.session.encoder  # waits here if the model is still loading (or raises its error)
+        size = self.options.batch_size_for(encoder)
+        for item in [i for i in self.batch if self._wrong_square(i)]:
+            self.batch.remove(item)
+            self.known.discard(item.fingerprint)
+            self.held_bytes -= _item_bytes(item)
+            self.done -= 1
+            self._read_again(item)
+        while len(self.batch) >= size or (everything and self.batch):
+            chunk, self.batch = self.batch[:size], self.batch[size:]
+            self.held_bytes -= sum(_item_bytes(i) for i in chunk)
+            self._write(chunk + self.others, _embed(encoder, chunk, self.late))
+            self.others = []
+
+    def _write(self, items: list[Prepared], embeddings: list[EmbeddingRecord]) -> None:
+        files = [_file_record(i) for i in items]
+        measurements = [(i.fingerprint, *m) for i in items for m in i.measurements]
+        self.writer.put(files, embeddings, measurements)
+        self.report.embedded += len(embeddings)
+
+    def _wrong_square(self, item: Prepared) -> bool:
+        """Whether item's square was made otherwise than the loaded model's transform makes it."""
+        if item.square is None:
+            return False
+        actual = self.session.encoder.square_preprocess
+        if actual is not None and item.geometry == actual.geometry:
+            self.square = actual  # the same pixels (the normalisation may differ: it is the model's)
+            return False
+        if actual is not None:
+            self.square = actual
+        elif self.square is not None:  # no centre square: the model's own transform, in threads
+            self.square = None
+            if self.workers.kind == "processes":
+                self.workers.restart("threads")
+                self.report.pool = "threads"
+        return True
+
+    def _read_again(self, item: Prepared) -> None:
+        """Keep what was read (facts, measurements) and read the photo again for the model."""
+        item.square, item.needs_embedding = None, False
+        self.others.append(item)
+        self.redo.append(item.stat)
+
+
+class _Workers:
+    """The pool: threads, or worker processes that import no torch (started by a fork server
+    where there is one, else spawned: forking a process that has loaded torch is unsafe)."""
+
+    def __init__(self, kind: str, count: int, plan: Callable[[bool], Plan]):
+        self.count, self.plan = count, plan
+        self.kind = kind
+        self._broken = False
+        self.pool = self._start()
+
+    def _start(self):
+        if self.kind == "threads":
+            self.thread_plan = self.plan(False)
+            return ThreadPoolExecutor(max_workers=self.count, thread_name_prefix="clipcull-decode")
+        return ProcessPoolExecutor(max_workers=self.count, mp_context=_process_context(),
+                                   initializer=start_process, initargs=(self.plan(True),))
+
+    def submit(self, photo: FileStat, square, late) -> Future:
+        if self.kind == "threads":
+            return self.pool.submit(prepare, photo, self.thread_plan, square, late)
+        if self._broken:  # a worker process died: a new pool for what is left
+            self.restart(self.kind)
+        with _script_hidden():  # submit starts the worker processes, up to count
+            try:
+                return self.pool.submit(prepare_in_process, photo, square)
+            except BrokenProcessPool:  # it died before one of its photos told
+                self.restart(self.kind)
+                return self.pool.submit(prepare_in_process, photo, square)
+
+    def broken(self) -> None:
+        self._broken = True
+
+    def restart(self, kind: str) -> None:
+        self._stop(self.pool, interrupted=True)
+        self.kind, self._broken = kind, False
+        self.pool = self._start()
+
+    def close(self, interrupted: bool) -> None:
+        self._stop(self.pool, interrupted)
+
+    @staticmethod
+    def _stop(pool, interrupted: bool) -> None:
+        if isinstance(pool, ProcessPoolExecutor) and interrupted:
+            # Ctrl-C or a broken pool: end the workers now, not after the photo each is on.
+            if hasattr(pool, "terminate_workers"):  # Python 3.14
+                pool.terminate_workers()
+                return
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
         pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
-class _Preparer:
-    """Runs in a worker thread: read, fingerprint, and decode only what needs embedding."""
+@contextlib.contextmanager
+def _script_hidden():
+    """multiprocessing starts each worker by running the calling script again (as __mp_main__),
+    so that functions defined there unpickle: a script without `if __name__ == "__main__":`
+    would index again in every worker, and the CLI's would import typer and rich for nothing.
+    The workers need nothing from it (_picklable keeps its analysers in threads), so while
+    workers start, the script is hidden from multiprocessing: no __file__, no __spec__."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
-    def __init__(self, session: ModelSession, known: set[str], measured: set[str] | None, analysers: list,
-                 analysed: dict[str, set[str]], options: IndexOptions):
-        self.session = session
-        self.known = known
-        self.measured = measured  # None: technical checks are off
-        self.analysers = analysers
-        self.analysed = analysed  # analyser name -> contents it has measured at its current version
-        self.options = options
-        self.claimed: set[str] = set()  # contents a worker is already decoding in this run
-        self.held_bytes = 0  # decoded images waiting for the model to load
+
+def _process_context():
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        # The fork server imports the worker's module once; each worker is a fork of it (cheap).
+        context.set_forkserver_preload(["clip_cull.scoring.prepare"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _heif_registered() -> bool:
+    from PIL import Image
+
+    return ".heic" in Image.registered_extensions()
+
+
+class _Late:
+    """In a worker thread, when there is no square to make (the exact path, or a model whose
+    transform is not a centre square): the model's own transform, once it has loaded; before,
+    the decoded image waits (within HELD_IMAGES_BUDGET) and the worker goes on."""
+
+    def __init__(self, session: ModelSession, exact: bool):
+        self.session, self.exact = session, exact
+        self.held_bytes = 0
         self.lock = threading.Lock()
 
-    def _claim(self, fingerprint: str) -> bool:
-        """True for the first file of a content in this run: copies of it wait for its embedding."""
-        with self.lock:
-            if fingerprint in self.claimed:
-                return False
-            self.claimed.add(fingerprint)
-            return True
+    def __call__(self, image) -> np.ndarray | None:
+        self.session.start_loading()
+        if not self.session.loaded and self._hold(image):
+            return None
+        return self.session.encoder.pixels(image, exact=self.exact)
 
     def _hold(self, image) -> bool:
-        """Keep a decoded image until the model has loaded, within HELD_IMAGES_BUDGET."""
-        size = _rgb_bytes(image)
+        size = image.width * image.height * 3
         with self.lock:
             if self.held_bytes + size > HELD_IMAGES_BUDGET:
                 return False
             self.held_bytes += size
             return True
 
-    def pixels(self, image, encoder: ClipEncoder):
-        # The exact path (AVA evaluation) keeps open_clip's own transform as well as the full decode.
-        return encoder.pixels(image, exact=not self.options.fast_decode)
-
-    def finish(self, item: _Prepared, encoder: ClipEncoder) -> None:
-        """Preprocess an image decoded while the model was loading."""
+    def finish(self, item: Prepared, encoder: ClipEncoder) -> np.ndarray:
+        """The float pixels of an item: made now for an image that waited for the model."""
         if item.pixels is None and item.image is not None:
-            item.pixels = self.pixels(item.image, encoder)
+            item.pixels = encoder.pixels(item.image, exact=self.exact)
             with self.lock:
-                self.held_bytes -= _rgb_bytes(item.image)
+                self.held_bytes -= item.image.width * item.image.height * 3
             item.image = None
-
-    def __call__(self, photo: FileStat) -> _Prepared:
-        try:
-            data, stat = read_file(photo.path, self.options.max_file_bytes)
-        except FileNotFoundError:
-            return _Prepared(photo, error="file disappeared while indexing", remember_error=False)
-        except (FileTooLarge, NotRegularFile) as e:
-            return _Prepared(photo, error=str(e), remember_error=False)  # cheap to tell again from stat
-        except OSError as e:
-            # Not remembered: permissions or a file in flux get fixed without touching the
-            # file's size or mtime, so it must be tried again next run.
-            return _Prepared(photo, error=f"cannot read file: {e.strerror or e}", remember_error=False)
-        fingerprint = content_fingerprint(data)
-        item = _Prepared(stat, fingerprint)
-        new = fingerprint not in self.known
-        first = new and self._claim(fingerprint)  # this file's content is embedded by this worker
-        copy = new and not first  # ... or by the worker that met the same content first
-        embedded = not first
-        needs_quality = self.measured is not None and fingerprint not in self.measured and not copy
-        to_analyse = [] if copy else [a for a in self.analysers if fingerprint not in self.analysed[a.name]]
-        try:
-            if embedded and not needs_quality and not to_analyse:
-                item.facts = read_facts(data, _stored_size(data))
-                return item
-            min_side = self.session.decode_side() if not embedded else 224
-            if to_analyse:  # a short side that gives a 3:2 photo at least the analysers' long side
-                min_side = max(min_side, max(a.work_side for a in to_analyse) * 2 // 3)
-            if not self.options.fast_decode:  # the paper's exact path: Image.open(...).convert("RGB")
-                image = open_exact(data, self.options.max_pixels)
-                size = image.size
-            elif is_raw(photo.path):
-                image, size = decode_raw(data)
-            else:
-                image, size = decode_photo(data, min_side=min_side, max_pixels=self.options.max_pixels,
-                                           fast=self.options.fast_decode)
-            item.facts = read_facts(data, size)
-            if needs_quality:
-                item.quality = measure(image)
-            if to_analyse:
-                item.measurements = measure_all(image, to_analyse)
-            if not embedded:
-                # Loading starts with the first photo that needs the model, and decoding goes
-                # on meanwhile: decoded images wait (within a memory budget) for the model.
-                self.session.start_loading()
-                if self.session.loaded or not self._hold(image):
-                    item.pixels = self.pixels(image, self.session.encoder)
-                else:
-                    item.image = image
-        except RunLimitExceeded as e:
-            item.error = str(e)
-            item.remember_error = False  # another run, with other limits or more memory, may read it
-        except UnreadableImage as e:
-            item.error = str(e)
-        except MemoryError:
-            item.error = "not enough memory to decode this image"
-            item.remember_error = False
-        except ClipCullError:
-            raise  # the model cannot load: that ends the run, it is not this photo's fault
-        except Exception as e:  # a decoder or converter failing in a way nobody foresaw: one line, go on
-            item.error = f"cannot decode: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
-        return item
+        return item.pixels
 
 
-def _rgb_bytes(image) -> int:
-    return image.width * image.height * 3
+class _Writer:
+    """Writes batches to the cache in a thread of its own, beside the model. At most `depth`
+    batches wait; an error (or Ctrl-C in a test) ends the writing and is raised in the caller."""
+
+    def __init__(self, store: Store, key: str, depth: int = 2):
+        self.store, self.key = store, key
+        self.jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="clipcull-write", daemon=True)
+        self.thread.start()
+
+    def put(self, files, embeddings, measurements) -> None:
+        self._raise()
+        self.jobs.put((files, embeddings, measurements))
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.error is None:
+                try:
+                    self.store.save(job[0], job[1], self.key, job[2])
+                except BaseException as e:  # noqa: BLE001 - handed to the indexing thread
+                    self.error = e
+
+    def close(self, raise_error: bool = True) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+        if raise_error:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
-def _stored_size(data: bytes) -> tuple[int, int] | None:
-    import io
+class _Progress:
+    """At most every PROGRESS_INTERVAL_S: a rich bar's update costs the main thread time."""
 
-    from PIL import Image
+    def __init__(self, report: ProgressFn | None, clock: Callable[[], float] = time.monotonic):
+        self.report, self.clock = report, clock
+        self.last = 0.0
 
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except Exception:
-        return None
+    def __call__(self, done: int, total: int, last: bool = False) -> None:
+        if self.report is None:
+            return
+        now = self.clock()
+        if done == 0 or last or now - self.last >= PROGRESS_INTERVAL_S:
+            self.last = now
+            self.report(done, total)
 
 
-def _file_record(item: _Prepared) -> FileRecord:
+def _item_bytes(item: Prepared) -> int:
+    if item.square is not None:
+        return item.square.nbytes
+    if item.image is not None:
+        return item.image.width * item.image.height * 3
+    return 0
+
+
+def _file_record(item: Prepared) -> FileRecord:
     facts = item.facts
+    if item.error is not None:
+        return FileRecord(item.stat.path, item.stat.size, item.stat.mtime_ns, item.fingerprint, error=item.error)
     return FileRecord(
         item.stat.path,
         item.stat.size,
@@ -371,10 +564,17 @@ def _file_record(item: _Prepared) -> FileRecord:
     )
 
 
-def _embed(encoder: ClipEncoder, batch: list[_Prepared]) -> list[EmbeddingRecord]:
+def _embed(encoder: ClipEncoder, batch: list[Prepared], late: _Late) -> list[EmbeddingRecord]:
+    """One batch through the model: squares as bytes to the device, or float pixels."""
     import torch
 
-    projected, pooled = encoder.encode_images(torch.from_numpy(np.stack([b.pixels for b in batch])))
+    if all(item.square is not None for item in batch):
+        projected, pooled = encoder.encode_squares(np.stack([item.square for item in batch]))
+    else:
+        fast = encoder.square_preprocess
+        pixels = [fast.normalise(item.square) if item.square is not None else late.finish(item, encoder)
+                  for item in batch]
+        projected, pooled = encoder.encode_images(torch.from_numpy(np.stack(pixels)))
     return [
         EmbeddingRecord(b.fingerprint, projected[i], None if pooled is None else pooled[i])
         for i, b in enumerate(batch)

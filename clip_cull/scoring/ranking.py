@@ -14,6 +14,7 @@ from clip_cull.model.heads.base import Head
 from clip_cull.model.heads.files import check_backbone
 from clip_cull.scoring.indexer import Failure, IndexOptions, IndexReport, ProgressFn, index_photos, prompt_embeddings
 from clip_cull.model.session import ModelSession
+from clip_cull.core.quality import ANALYSER as QUALITY
 from clip_cull.core.quality import Flags, Quality, penalized_scores
 from clip_cull.core.quality import flag as quality_flags
 from clip_cull.store.cache import Store
@@ -114,7 +115,9 @@ def rank_photos(
     check_backbone(head, session.text_model_id, session.spec.architecture, features.shape[1])
     prompt_vectors = prompt_embeddings(store, session, prompts, text_progress) if prompts else {}
     scores, labels = head.score(features, prompt_vectors)
-    measured = {fp: Quality(*q) for fp, q in store.quality([r.fingerprint for r in rows]).items()}
+    measured = {fp: q for fp, value in store.measurements([r.fingerprint for r in rows], QUALITY.name,
+                                                          QUALITY.version).items()
+                if (q := Quality.from_measurement(value)) is not None}
     qualities = {r.path: measured[r.fingerprint] for r in rows if r.fingerprint in measured}
     flags = quality_flags(qualities, blur_below=checks.blur_below)
     none = Flags(False, False, False)

@@ -1,4 +1,5 @@
-"""The SQLite cache: files, their embeddings per model, prompt embeddings, focus and exposure.
+"""The SQLite cache: files, their embeddings per model, prompt embeddings, per-photo measurements
+(focus and exposure, faces: the analysers of core/analysers.py).
 Everything in it can be computed again: the undo journal and per-folder settings live in the
 state database (state.py), so a damaged cache is moved aside and built anew.
 
@@ -114,6 +115,20 @@ def m006_measurements(db: Database) -> None:
         {"fingerprint": str, "analyser": str, "version": int, "value": str},
         pk=("fingerprint", "analyser"),
     )
+
+
+@migrations()
+def m007_quality_as_measurements(db: Database) -> None:
+    """Focus and exposure became the analyser "quality" (version 1): its figures move from their
+    own table into measurements, so the photos are not decoded again, and the table goes (one
+    place holds them). The same figures: the analyser measures as the old code did."""
+    rows = db.execute("select fingerprint, focus, highlights, shadows, brightness from quality").fetchall()
+    db.conn.executemany(  # in Python, not SQLite's json_object: older SQLite builds lack JSON functions
+        "insert or ignore into measurements (fingerprint, analyser, version, value) values (?, 'quality', 1, ?)",
+        [(fp, json.dumps(dict(zip(("focus", "highlights", "shadows", "brightness"), values)), separators=(",", ":")))
+         for fp, *values in rows],
+    )
+    db["quality"].drop()
 
 
 @dataclass
@@ -236,9 +251,8 @@ class Store(SQLiteFile):
         return {r[0] for r in rows}
 
     def save(self, files: Iterable[FileRecord], embeddings: Iterable[EmbeddingRecord], model_id: str,
-             quality: dict[str, tuple[float, float, float, float]] | None = None,
              measurements: Sequence[tuple[str, str, int, dict]] = ()) -> None:
-        """Write one batch (files, embeddings and their focus/exposure figures) in one transaction:
+        """Write one batch (files, embeddings and the analysers' results for them) in one transaction:
         an interruption loses at most this batch, and never leaves a photo half recorded."""
         now = _now()
         file_rows = [dict(vars(f), indexed_at=now) for f in files]
@@ -257,8 +271,6 @@ class Store(SQLiteFile):
                 self.db["embeddings"].insert_all(emb_rows, replace=True)
             if file_rows:
                 self.db["files"].insert_all(file_rows, replace=True)
-            if quality:
-                self._insert_quality(quality)
             if measurements:
                 self._insert_measurements(measurements)
 
@@ -275,32 +287,6 @@ class Store(SQLiteFile):
             )
             for fp, blob in self.db.execute(sql, [model_id, *chunk]).fetchall():
                 out[fp] = from_blob(blob)
-        return out
-
-    # --- technical checks ------------------------------------------------------------------
-
-    def fingerprints_with_quality(self) -> set[str]:
-        return {r[0] for r in self.db.execute("select fingerprint from quality")}
-
-    def save_quality(self, rows: dict[str, tuple[float, float, float, float]]) -> None:
-        if not rows:
-            return
-        with self.writing():
-            self._insert_quality(rows)
-
-    def _insert_quality(self, rows: dict[str, tuple[float, float, float, float]]) -> None:
-        self.db.conn.executemany(
-            "insert or replace into quality (fingerprint, focus, highlights, shadows, brightness) values (?,?,?,?,?)",
-            [(fp, *values) for fp, values in rows.items()],
-        )
-
-    def quality(self, fingerprints: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
-        out = {}
-        for start in range(0, len(fingerprints), SQL_CHUNK):
-            chunk = list(fingerprints[start : start + SQL_CHUNK])
-            sql = f"select fingerprint, focus, highlights, shadows, brightness from quality where fingerprint in ({','.join('?' * len(chunk))})"
-            for fp, *values in self.db.execute(sql, chunk).fetchall():
-                out[fp] = tuple(values)
         return out
 
     # --- analysers' measurements -----------------------------------------------------------

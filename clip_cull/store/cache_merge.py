@@ -5,8 +5,9 @@ never write one cache file. Each process writes its own file instead (`--db cach
 `{rank}` becomes torchrun's RANK) and `clipcull cache merge` folds them into one afterwards.
 
 What a merge takes from each source, in one transaction per source (all of it or nothing):
-- embeddings, text embeddings and quality figures: keyed by content (fingerprint, model id,
-  prompt), so a row the destination already has is the same and is kept;
+- embeddings, text embeddings and the analysers' measurements (focus and exposure, faces): keyed
+  by content (fingerprint, model id, prompt, analyser), so a row the destination already has is
+  kept (a source's older quality table became measurements when the source was opened);
 - files rows: keyed by path; a source row replaces the destination's only when it was indexed
   later (so merging an old file again changes nothing: merging is idempotent);
 - checkpoint hashes: keyed by path, size and mtime, added when missing.
@@ -26,7 +27,7 @@ from clip_cull.store.cache import DamagedCache, Store
 
 RANK_PLACEHOLDER = "{rank}"
 # (table, how a source row enters): "keep" = INSERT OR IGNORE; "newer" = files rows by indexed_at.
-MERGED_TABLES = (("embeddings", "keep"), ("text_embeddings", "keep"), ("quality", "keep"), ("measurements", "keep"),
+MERGED_TABLES = (("embeddings", "keep"), ("text_embeddings", "keep"), ("measurements", "keep"),
                  ("checkpoints", "keep"), ("files", "newer"))
 
 

@@ -88,6 +88,17 @@ class FinetunedEncoder:
             return self._fast(image)
         return self.preprocess(image).numpy()
 
+    @property
+    def square_preprocess(self):
+        """As ClipEncoder.square_preprocess: the transform as a centre square, or None."""
+        return self._fast
+
+    def encode_squares(self, squares):
+        """As ClipEncoder.encode_squares: uint8 squares normalised on the device, then the model."""
+        from clip_cull.model.encoder import squares_on_device
+
+        return self.encode_images(squares_on_device(squares, self._fast, self.device))
+
     def encode_images(self, pixels):
         import torch
 
