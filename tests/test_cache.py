@@ -14,6 +14,7 @@ from clip_cull.core.errors import CacheError
 from clip_cull.core.files import walk_photos
 from clip_cull.scoring.indexer import IndexOptions, index_photos
 from clip_cull.model.session import ModelSession
+from clip_cull.model.preprocess import embedding_key
 from clip_cull.store.cache import Store, migrations
 from helpers import make_photo
 
@@ -400,3 +401,38 @@ def test_an_analyser_whose_extra_is_missing_is_left_out(store, tiny_model_files,
     report = index(store, session_for(tiny_model_files, store), photo_folder, analysers=("needs-extra",))
     assert len(report.ready) == len(walk_photos([photo_folder]).photos)
     assert store.fingerprints_measured("needs-extra", 1) == set()
+
+
+def test_an_analyser_that_needs_a_finer_decode_changes_neither_embeddings_nor_checks(tiny_model_files, tmp_path,
+                                                                                     monkeypatch):
+    """The faces analyser needs a larger decode than the model's: a cache made with it installed
+    holds the same embeddings and focus/exposure figures as one made without it (a second,
+    finer decode serves it), so caches compare whoever made them."""
+    from clip_cull.core import analysers
+
+    seen = []
+
+    def big(rgb):
+        seen.append(rgb.shape)
+        return {}
+
+    monkeypatch.setattr(analysers, "_REGISTRY", dict(analysers._REGISTRY))
+    analysers.register(analysers.Analyser("big-test", 1, big, work_side=960))
+    folder = tmp_path / "large"
+    for i in range(2):
+        make_photo(folder / f"IMG_{i}.jpg", seed=i, size=(3000, 2000))
+    results = []
+    for names in ((), ("big-test",)):
+        store = Store.open(tmp_path / f"c{len(names)}.db")
+        session = session_for(tiny_model_files, store)
+        index(store, session, folder, analysers=names)
+        fps = [r.fingerprint for r in store.file_records([str(p) for p in sorted(folder.iterdir())]).values()]
+        results.append((store.embeddings(fps, embedding_key(session.model_id, "fast")),
+                        store.measurements(fps, "quality", analysers.get("quality").version)))
+        store.close()
+    (emb_without, quality_without), (emb_with, quality_with) = results
+    assert emb_without.keys() == emb_with.keys() and len(emb_with) == 2
+    for fp in emb_with:
+        np.testing.assert_array_equal(emb_without[fp], emb_with[fp])
+    assert quality_without == quality_with and len(quality_with) == 2
+    assert [max(shape[:2]) for shape in seen] == [960, 960]  # it did get the finer decode

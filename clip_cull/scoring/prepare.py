@@ -85,10 +85,15 @@ def prepare(photo: FileStat, plan: Plan, square: CentreSquarePreprocess | None, 
         if not item.needs_embedding and not to_analyse:
             item.facts = read_facts(data, _stored_size(data))
             return item
-        image, size = _decode(photo.path, data, plan, item.needs_embedding, to_analyse)
+        base_side = _base_min_side(plan, item.needs_embedding)
+        finer = [a for a in to_analyse if _min_side_for(a) > base_side] if _reduced_decode(photo.path, plan) else []
+        image, size = _decode(photo.path, data, plan, base_side)
         item.facts = read_facts(data, size)
         if to_analyse:
-            item.measurements = measure_all(image, to_analyse)
+            item.measurements = measure_all(image, [a for a in to_analyse if a not in finer])
+        for need in sorted({_min_side_for(a) for a in finer}):  # each at the decode it asks for, whoever else runs
+            wanting = [a for a in finer if _min_side_for(a) == need]
+            item.measurements += measure_all(_finer_image(data, plan, image, size, need), wanting)
         if item.needs_embedding:
             _model_input(item, image, square, late)
     except RunLimitExceeded as e:
@@ -106,17 +111,42 @@ def prepare(photo: FileStat, plan: Plan, square: CentreSquarePreprocess | None, 
     return item
 
 
-def _decode(path: str, data: bytes, plan: Plan, embed: bool, analysers: list[Analyser]):
+def _base_min_side(plan: Plan, embed: bool) -> int:
+    """The decode the model and the checks have always had: the model's side when the content
+    needs embedding, else ANALYSIS_MIN_SIDE."""
+    if not embed:
+        return ANALYSIS_MIN_SIDE
+    return plan.decode_side() if callable(plan.decode_side) else plan.decode_side
+
+
+def _min_side_for(analyser: Analyser) -> int:
+    """The decode an analyser's working side needs (its long side, for a 3:2 photo)."""
+    return -(-analyser.work_side // _LONG_PER_MIN_SIDE)
+
+
+def _reduced_decode(path: str, plan: Plan) -> bool:
+    """Whether the decode's size depends on min_side (the fast path, not a RAW's preview)."""
+    return plan.fast_decode and not is_raw(path)
+
+
+def _decode(path: str, data: bytes, plan: Plan, min_side: int):
     if not plan.fast_decode:  # the paper's exact path: Image.open(...).convert("RGB")
         image = open_exact(data, plan.max_pixels)
         return image, image.size
     if is_raw(path):
         return decode_raw(data)
-    side = plan.decode_side() if callable(plan.decode_side) else plan.decode_side
-    min_side = side if embed else ANALYSIS_MIN_SIDE
-    if analysers:
-        min_side = max(min_side, -(-max(a.work_side for a in analysers) // _LONG_PER_MIN_SIDE))
     return decode_photo(data, min_side=min_side, max_pixels=plan.max_pixels, fast=True)
+
+
+def _finer_image(data: bytes, plan: Plan, image, size: tuple[int, int], min_side: int):
+    """The decode an analyser that needs more than the model's decode asks for (the faces
+    analyser): a decode of its own, so that the embedding and each analyser's figures come from
+    the same decode whichever analysers are installed, and caches compare whoever made them.
+    The model's decode serves where it is already the whole image."""
+    if max(image.size) >= max(size):
+        return image
+    finer, _ = decode_photo(data, min_side=min_side, max_pixels=plan.max_pixels, fast=True)
+    return finer
 
 
 def _model_input(item: Prepared, image, square: CentreSquarePreprocess | None, late: Late | None) -> None:
