@@ -145,7 +145,7 @@ def test_a_photo_replaced_under_its_name_is_refused_once_and_handed_back_as_it_i
     assert not (tmp_path / "shoot" / "IMG_0003.xmp").exists()  # nothing rated the unseen photo
     assert Image.open(io.BytesIO(session.image(now["id"], "preview"))).size == (120, 80)
     answer = session.decide(now["id"], "stars", 4, shown=shown(now))  # pressed again, on what is shown
-    assert answer["rating"] == 4 and answer["gen"] == now["gen"]
+    assert answer["rating"] == 4 and answer["gen"] == now["gen"] + 1  # a decision is a change too
 
 
 def test_over_http_the_refusal_is_one_line_and_the_old_images_url_never_serves_the_new_photo(tmp_path, store):
@@ -194,12 +194,12 @@ def test_a_sidecar_re_rated_elsewhere_is_read_again_and_p_on_the_old_state_is_re
 
 
 def test_keys_faster_than_the_answers_all_carry_what_was_shown_and_all_land(tmp_path, store):
-    """The session's own writes are never taken for another program's: the page's version stays good."""
+    """A page's own writes are never taken for another's change: what it showed stays good for it."""
     session = open_session(tmp_path, store, ["IMG_0001.jpg"])
     seen = rows(session)["IMG_0001.jpg"]
     for action, value in [("stars", 1), ("stars", 2), ("reject", None), ("pick", None), ("clear", None)]:
-        answer = session.decide(seen["id"], action, value, shown=shown(seen))
-    assert (answer["rating"], answer["picked"], answer["gen"]) == (None, True, seen["gen"])
+        answer = session.decide(seen["id"], action, value, shown=shown(seen), client="page")
+    assert (answer["rating"], answer["picked"], answer["gen"]) == (None, True, seen["gen"] + 5)
     assert session.changes(answer["rev"])["photos"] == []
 
 
@@ -216,3 +216,61 @@ def test_move_leaves_a_reject_replaced_since_it_was_shown_and_the_page_hears_it_
     assert [session.photos[i].ranked.path for i in moved] == [str(tmp_path / "shoot" / "B.jpg")]
     assert [(row["name"], row["rating"]) for row in changed] == [("A.jpg", -1)]
     assert (tmp_path / "shoot" / "A.jpg").exists() and not (tmp_path / "shoot" / "B.jpg").exists()
+
+
+# --- two photos, one sidecar; two pages ----------------------------------------------------------
+
+
+def test_two_photos_sharing_a_sidecar_are_shown_with_the_problem_and_their_keys_refused(tmp_path, store):
+    session = open_session(tmp_path, store, ["A.jpg", "A.png", "B.jpg"])
+    listing = rows(session)
+    expected = {"A.jpg": "A.jpg and A.png share the sidecar A.xmp", "A.png": "A.png and A.jpg share the sidecar A.xmp",
+                "B.jpg": None}
+    assert {n: r["problem"] and r["problem"].split(" (")[0] for n, r in listing.items()} == expected
+    client, headers = site(session)
+    body = {"id": listing["A.png"]["id"], "action": "stars", "value": 1, "v": listing["A.png"]["v"],
+            "gen": listing["A.png"]["gen"], "client": "tab1"}
+    answer = client.post("/api/decide", json=body, headers=headers)
+    assert answer.status_code == 409 and answer.json()["error"].startswith(expected["A.png"])
+    assert not (tmp_path / "shoot" / "A.xmp").exists()
+
+
+@needs_exiftool
+def test_a_key_from_a_page_that_did_not_see_another_pages_decision_is_refused(tmp_path, store):
+    """Two tabs on one review: tab 2 picks, tab 1 (not yet polled) presses P meaning "pick": it
+    would take tab 2's pick off. Refused, whatever the key (a toggle, stars, a colour), and handed
+    the photo as it is; pressed again on what it now shows, it lands. Each tab's own keys, faster
+    than their answers, are no news to it."""
+    session = open_session(tmp_path, store, ["IMG_0006.jpg", "IMG_0005.jpg"])
+    sidecar = tmp_path / "shoot" / "IMG_0006.xmp"
+    seen = rows(session)["IMG_0006.jpg"]  # both tabs show it unpicked, unrated
+    session.decide(seen["id"], "pick", shown=shown(seen), client="tab2")
+    for action, value in [("pick", None), ("stars", 2), ("colour", "Red"), ("clear", None)]:
+        with pytest.raises(ChangedSinceShown, match=r"^IMG_0006\.jpg: its decision was changed in another page of "
+                                                    r"this review since it was shown; reloaded — press again$") as e:
+            session.decide(seen["id"], action, value, shown=shown(seen), client="tab1")
+        assert (e.value.row["picked"], e.value.row["rating"]) == (True, None)
+    assert read_back(sidecar) == {"SourceFile": str(sidecar), "Label": "Green"}
+    now = e.value.row
+    first = session.decide(now["id"], "stars", 2, shown=shown(now), client="tab1")
+    second = session.decide(now["id"], "stars", 3, shown=shown(now), client="tab1")  # before the first's answer
+    assert (first["rating"], second["rating"], second["picked"]) == (2, 3, True)
+    with pytest.raises(ChangedSinceShown):  # tab 2 still shows the pick alone
+        session.decide(seen["id"], "stars", 5, shown=(now["v"], now["gen"]), client="tab2")
+    assert read_back(sidecar)["Rating"] == 3
+
+
+@needs_exiftool
+def test_u_undoes_this_pages_own_last_action_never_another_pages(tmp_path, store):
+    session = open_session(tmp_path, store, ["IMG_0005.jpg", "IMG_0006.jpg"])
+    listing = rows(session)
+    five, six = listing["IMG_0005.jpg"], listing["IMG_0006.jpg"]
+    session.decide(five["id"], "stars", 4, shown=shown(five), client="tab1")
+    session.decide(six["id"], "stars", 3, shown=shown(six), client="tab2")
+    undone = session.undo("tab1")  # tab 1's own last action, though tab 2's came after
+    assert (undone["name"], undone["rating"]) == ("IMG_0005.jpg", None)
+    assert read_back(tmp_path / "shoot" / "IMG_0006.xmp")["Rating"] == 3
+    with pytest.raises(Exception, match="^nothing to undo on this page"):
+        session.undo("tab1")
+    assert session.undo("tab3", ["tab2"])["name"] == "IMG_0006.jpg"  # tab 2 reloaded: the same tab
+    assert session.undo("tab1") is None

@@ -26,7 +26,8 @@ from clip_cull.culling.journal import CONFLICT, DONE, PLANNED, RUNNING, UNDONE, 
 from clip_cull.culling.move import apply_moves, plan_moves
 from clip_cull.culling.undo import UndoConflict, undo_write
 from clip_cull.culling.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_embedded,
-                                      plan_sidecar, read_current, restore_embedded, restore_sidecar, steps_for, target_sidecar)
+                                      plan_sidecar, read_current, restore_embedded, restore_sidecar, shared_sidecar, steps_for,
+                                      target_sidecar)
 from clip_cull.culling.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse
 from clip_cull.core.errors import ClipCullError
 from clip_cull.store.state import StateStore
@@ -60,6 +61,7 @@ class Decision:
 @dataclass
 class _Action:
     photo: str
+    client: str | None = None  # the page that made it (each tab of the review is one): U undoes its own
     run_id: int | None = None
     steps: list[Step] = field(default_factory=list)
 
@@ -85,6 +87,12 @@ class DecisionWriter:
         """The sidecars a decision goes to: the same ones `tag` writes for this photo."""
         return list(dict.fromkeys(target_sidecar(f, self.style) for f in [photo, *companions]))
 
+    def shared(self, photo: str, companions: list[str] = (), listings: dict | None = None) -> str | None:
+        """One line when a sidecar of this photo is another photo's too (A.jpg and A.png, one A.xmp):
+        no decision is written there, for either (writer.shared_sidecar)."""
+        found = shared_sidecar(photo, list(companions), self.style, listings)
+        return found[1] if found else None
+
     def current(self, photo: str) -> Decision:
         """The photographer's decision as the photo's sidecar holds it now, read from disk (a
         rating clipcull wrote with `tag`, by the journal, is clipcull's suggestion, not a decision)."""
@@ -105,15 +113,19 @@ class DecisionWriter:
     # --- writing -------------------------------------------------------------------------
 
     def decide(self, photo: str, companions: list[str], rating: int | None = None, clear: bool = False,
-               toggle_pick: bool = False, colour: str | None = None) -> Decision:
+               toggle_pick: bool = False, colour: str | None = None, client: str | None = None) -> Decision:
         """One action: set stars or reject (rating), clear the rating (clear), flip the pick, or
         set a colour label (the same colour again takes it off). Flags are Lightroom's: a photo
         is picked, rejected or neither, so a pick takes a reject off and a reject a pick (the
         pick is the pick label: a colour label replaces it, and the pick label's colour is a pick).
-        Returns the decision as the sidecar holds it afterwards."""
+        Returns the decision as the sidecar holds it afterwards. `client`: the page that pressed the
+        key (its U undoes its own actions only)."""
         with self._lock, self._holding_journal():
             if not os.path.isfile(photo):  # moved or deleted by another program since the review began
                 raise ReviewError(f"{photo}: is gone (moved or deleted since the review began); no sidecar written")
+            shared = self.shared(photo, companions)
+            if shared:
+                raise ReviewError(shared)
             before = self.current(photo)
             rating_changed = clear or rating is not None
             new_rating = None if clear else (rating if rating is not None else before.rating)
@@ -133,7 +145,7 @@ class DecisionWriter:
                 changes.append(self._planned_embedded(photo, after, rating_changed, label_changed, before.label))
             changes = [c for c in changes if c.writes]
             if changes:
-                self._write(_Action(photo), changes)
+                self._write(_Action(photo, client), changes)
             return self.current(photo)
 
     @contextlib.contextmanager
@@ -265,18 +277,24 @@ class DecisionWriter:
 
     # --- undo ----------------------------------------------------------------------------
 
-    def undo_last(self) -> tuple[str, Decision] | None:
+    def undo_last(self, pages: set[str] | None = None) -> tuple[str, Decision] | None:
         """Revert the last action not yet reverted: (photo, its decision now), or None. Each of
         its writes is undone as `clipcull undo` would (see culling/undo.py undo_write), judged by
         the journal as it is now, not by what the page remembers. One that cannot be (another
         program changed the sidecar since) is left as it is and said once, with the others of the
         action undone all the same (a RAW's sidecar); that action is dropped from U's list, so the
         next U goes on to the action before it. An action undone with no file changed (a later
-        run's write left on top, the sidecar renamed or deleted since) is said in one line too."""
+        run's write left on top, the sidecar renamed or deleted since) is said in one line too.
+        `pages`: the ids of one page of the review (a browser tab, its loads); U there undoes that
+        page's last action, never another page's (None: the session's last action, whoever made it)."""
         with self._lock, self._holding_journal():
-            if not self._done:
+            mine = [i for i, a in enumerate(self._done) if pages is None or a.client in pages]
+            if not mine:
+                if self._done:
+                    raise ReviewError("nothing to undo on this page: the review's other decisions were made in "
+                                      "another page (U there undoes them)")
                 return None
-            action = self._done.pop()
+            action = self._done.pop(mine[-1])
             now = {s.seq: s for s in self.journal.steps(action.run_id)}
             steps = [now[step.seq] for step in action.steps if step.seq in now]
             steps = [step for step in steps if step.state != UNDONE]  # `clipcull undo` may have taken some back

@@ -5,9 +5,11 @@ path from a request, so nothing outside the ranked set can be read.
 
 What the page shows is what is on disk. Every listing, poll, image and decision checks the photos
 and their sidecars first (a stat each; a photo is hashed, a sidecar re-read, only when its stamp
-changed). A photo's `gen` counts the changes found that this session did not make (the photo
-replaced, its sidecar re-rated by darktable or exiftool); the page sends back the content version
-`v` and the `gen` it showed with every decision, and a decision on what changed since is refused.
+changed). A photo's `gen` counts its changes: those found on disk (the photo replaced, its sidecar
+re-rated by darktable or exiftool) and every decision a page of this review made (each browser tab
+is a page, with its own `client` id). The page sends back the content version `v` and the `gen` it
+showed with every decision, and a decision on what changed since is refused, unless every change
+since was that same page's own (keys pressed faster than the answers come).
 `rev` orders the rows the page is handed, so an answer that arrives late never overwrites a newer one.
 """
 
@@ -65,9 +67,10 @@ class ReviewPhoto:
     moved: bool = False
     ranked_fingerprint: str | None = None  # the content clipcull ranked: the score is of that
     ranked_size_mtime: tuple[int, int] | None = None
-    gen: int = 0  # changes found that this session did not make
+    gen: int = 0  # changes to the photo or its decision: found on disk, or made by a page of this review
+    gen_by: dict = field(default_factory=dict)  # gen -> the page (client) whose decision made it; absent: the disk
     rev: int = 0  # the session's change counter when this photo's row last changed
-    last_change: str = "photo"  # what the last change found was: "photo" or "sidecar"
+    last_change: str = "photo"  # what the last change was: "photo" or "sidecar" (found on disk), or "decision"
     photo_stamp: tuple | None = UNCHECKED
     sidecar_stamp: tuple = UNCHECKED
     sidecar_names: list[Path] = field(default_factory=list)  # looked at to see a sidecar change
@@ -98,10 +101,12 @@ class ReviewSession:
         self._disk_lock = threading.Lock()
         self._rev = 0
         self._info: dict[str, dict] = {}  # the info panel's facts by content
+        self._listings: dict | None = {}  # each folder listed once while the session starts; afresh after
         records = store.file_records([p.path for p in ranked])
         stars = star_ratings(np.array([p.score for p in ranked])) if ranked else []
         self.photos = [self._photo(i, p, records.get(p.path), groups.get(p.path), int(stars[i]))
                        for i, p in enumerate(ranked)]
+        self._listings = None
 
     def _photo(self, i: int, ranked, record, group: int | None, stars: int) -> ReviewPhoto:
         fp = record.fingerprint if record else None
@@ -267,6 +272,7 @@ class ReviewSession:
         p.sidecar_stamp = now  # taken before reading: a write after it is seen next time
         try:
             decision, p.sidecar_problem = self.writer.current(p.ranked.path), None
+            p.sidecar_problem = self.writer.shared(p.ranked.path, p.ranked.companions, self._listings)
         except Exception as e:  # one sidecar's odd content must never take the others' listing down
             decision, p.sidecar_problem = Decision(), f"its sidecar cannot be read: {e}"
         changed = _shown_state(decision) != _shown_state(p.decision)
@@ -277,22 +283,34 @@ class ReviewSession:
         self._rev += 1
         p.rev = self._rev
 
-    def _check_shown(self, p: ReviewPhoto, shown: tuple[str | None, int]) -> None:
-        """Refuse a decision made on what the disk no longer holds (the photo replaced, its
-        sidecar re-rated by another program); the page is handed the photo as it is now."""
+    def _check_shown(self, p: ReviewPhoto, shown: tuple[str | None, int], client: str | None = None) -> None:
+        """Refuse a decision made on what is no longer there: the photo replaced, its sidecar
+        re-rated by another program, or its decision changed by another page of this review (a
+        second tab). Changes since that this same page made (its earlier keys, answered or not) are
+        what it pressed on; the page is handed the photo as it is now."""
         version, gen = shown
         # a version this session's own --embed write replaced shows the same pixels and decision
-        if (version == self.version(p) or version in p.own_versions) and gen == p.gen:
-            return
+        if version == self.version(p) or version in p.own_versions:
+            since = range(gen + 1, p.gen + 1)
+            if gen == p.gen or (client is not None and 0 <= gen < p.gen
+                                and all(p.gen_by.get(g) == client for g in since)):
+                return
+            if gen < p.gen and all(p.gen_by.get(g) is not None for g in since):
+                raise ChangedSinceShown(f"{os.path.basename(p.ranked.path)}: its decision was changed in another page "
+                                        f"of this review since it was shown; {PRESS_AGAIN}", self._row(p))
         if version != self.version(p) or p.last_change == "photo":
             what = os.path.basename(p.ranked.path)
         else:
             what = self.writer.sidecars(p.ranked.path)[0].name
         raise ChangedSinceShown(f"{what} changed on disk since it was shown; {PRESS_AGAIN}", self._row(p))
 
-    def _written(self, p: ReviewPhoto, decision: Decision) -> None:
-        """This session wrote the photo's sidecar: what it holds now is no news to the page."""
+    def _written(self, p: ReviewPhoto, decision: Decision, client: str | None) -> None:
+        """A page of this session wrote the photo's sidecar: a change (a stale page's key on it is
+        refused), but none another program made (the stamps are taken again, not compared)."""
         self._before.setdefault(p.id, p.decision)
+        p.gen += 1
+        p.gen_by[p.gen] = client
+        p.last_change = "decision"
         p.decision = decision
         p.sidecar_stamp = stamps(p.sidecar_names)
         if self.writer.embed:
@@ -322,9 +340,10 @@ class ReviewSession:
     # --- decisions -----------------------------------------------------------------------
 
     def decide(self, photo_id: int, action: str, value: int | None = None,
-               shown: tuple[str | None, int] | None = None) -> dict | None:
+               shown: tuple[str | None, int] | None = None, client: str | None = None) -> dict | None:
         """One decision; `shown`: the (version, gen) the page showed, checked against the disk
-        first (raises ChangedSinceShown). The answer is the photo as its sidecar now holds it."""
+        first (raises ChangedSinceShown); `client`: the page (a tab) that pressed the key. The
+        answer is the photo as its sidecar now holds it."""
         kwargs = {"stars": {"rating": value}, "reject": {"rating": REJECT}, "clear": {"clear": True},
                   "pick": {"toggle_pick": True}, "colour": {"colour": value}}[action]
         # _store_lock: not while its rejects are being moved (a sidecar would be left behind);
@@ -335,23 +354,26 @@ class ReviewSession:
                 return None
             self._refresh(photo)
             if shown is not None:
-                self._check_shown(photo, shown)
+                self._check_shown(photo, shown, client)
             try:
-                decision = self.writer.decide(photo.ranked.path, photo.ranked.companions, **kwargs)
+                decision = self.writer.decide(photo.ranked.path, photo.ranked.companions, client=client, **kwargs)
             except BaseException:
                 photo.sidecar_stamp = UNCHECKED  # whatever was put back, the next check reads it
                 raise
-            self._written(photo, decision)
+            self._written(photo, decision, client)
             return self._row(photo)
 
-    def undo(self) -> dict | None:
+    def undo(self, client: str | None = None, earlier: list[str] = ()) -> dict | None:
+        """U: the last action of this page undone (`client`: its id, `earlier`: its earlier loads';
+        no client: the session's last action); None when there is none."""
+        pages = None if client is None else {client, *earlier}
         with self._store_lock, self._disk_lock:
-            undone = self.writer.undo_last()
+            undone = self.writer.undo_last(pages)
             if undone is None:
                 return None
             path, decision = undone
             photo = next(p for p in self.photos if p.ranked.path == path)
-            self._written(photo, decision)
+            self._written(photo, decision, client)
             return self._row(photo)
 
     def move_rejects(self) -> tuple[int | None, list[int]]:

@@ -22,6 +22,19 @@ const state = {
 };
 let loupe = false;  // kept for the tests of the single view: whether it shows 100 %
 
+// This page's id, new with every load: each tab of the review is a page of its own, and its keys
+// are checked against what it showed (a duplicated or reloaded tab showed nothing yet). U undoes
+// this tab's own actions: those of its earlier loads too (their ids kept in the tab's sessionStorage).
+function newId() { return Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join(""); }
+const CLIENT = newId();
+const OWN = (() => {
+  let earlier = [];
+  try { earlier = JSON.parse(sessionStorage.getItem("clipcull-pages") || "[]"); } catch (e) { /* storage off */ }
+  const ids = [CLIENT, ...(Array.isArray(earlier) ? earlier : [])].filter((id) => /^[0-9a-f]{24}$/.test(id)).slice(0, 16);
+  try { sessionStorage.setItem("clipcull-pages", JSON.stringify(ids)); } catch (e) { /* as above */ }
+  return ids;
+})();
+
 if (location.search) history.replaceState(null, "", location.pathname);  // the token leaves the address bar
 
 // A name is shown as it is spelled: bidi controls (U+202E turns "a\u202Egpj.exe" into what reads
@@ -643,7 +656,7 @@ async function decide(action, value) {
   redraw(p);
   if (state.auto) step(1);  // auto-advance: on to the next photo at once, the answer comes meanwhile
   try {
-    const row = await api("api/decide", { id: p.id, action, value, ...seen });
+    const row = await api("api/decide", { id: p.id, action, value, ...seen, client: CLIENT });
     apply(row);
     status(decisionText(row));  // a later success replaces an earlier error
   } catch (e) {
@@ -656,7 +669,7 @@ async function decide(action, value) {
 
 async function undo() {
   try {
-    const row = await api("api/undo", {});
+    const row = await api("api/undo", { client: CLIENT, earlier: OWN.slice(1) });
     if (row.nothing) { status("nothing to undo"); return; }
     apply(row);
     if (state.view.includes(row.id) || navIds().includes(row.id)) selectId(row.id);
