@@ -87,7 +87,7 @@ class OddWriter(DecisionWriter):
         super().__init__(state, {"command": "review"})
         self.values = values
 
-    def current(self, photo: str) -> Decision:
+    def current(self, photo: str, companions=(), listings=None) -> Decision:
         value = self.values[Path(photo).stem]
         if isinstance(value, Exception):
             raise value
@@ -274,3 +274,34 @@ def test_u_undoes_this_pages_own_last_action_never_another_pages(tmp_path, store
         session.undo("tab1")
     assert session.undo("tab3", ["tab2"])["name"] == "IMG_0006.jpg"  # tab 2 reloaded: the same tab
     assert session.undo("tab1") is None
+
+
+@needs_exiftool
+def test_the_page_shows_the_decision_where_the_rating_reader_finds_it_embedded_xmp_and_the_raws_sidecar(tmp_path, store):
+    """What Lightroom Classic reads of a JPEG is its own XMP: the page shows it (2 stars, Purple),
+    as `tag` reads it, and a key is made on that; exiftool changing it while it is shown refuses
+    the next key. A RAW's sidecar (darktable rates the RAW) is read too."""
+    folder = tmp_path / "shoot"
+    b, c = make_photo(folder / "B.jpg", seed=1), make_photo(folder / "C.jpg", seed=2)
+    raw = folder / "C.CR2"
+    raw.write_bytes(b"raw")
+    exiftool("-overwrite_original", "-XMP-xmp:Rating=2", "-XMP-xmp:Label=Purple", b)
+    (folder / "C.CR2.xmp").write_text(xmp_with_rating("4"))
+    store.save([FileRecord(str(p), p.stat().st_size, p.stat().st_mtime_ns, sha(p)) for p in (b, c)], [], "m")
+    ranked = [RankedPhoto(rank=1, path=str(b), score=0.9, label=""),
+              RankedPhoto(rank=2, path=str(c), score=0.8, label="", companions=[str(raw)])]
+    writer = DecisionWriter(store.state, {"command": "review"}, embed=True)
+    session = ReviewSession(store, ranked, {}, [str(folder)], writer, ThumbnailCache(tmp_path / "thumbs"), "m")
+    listing = rows(session)
+    assert [(r["rating"], r["colour"], r["picked"]) for r in (listing["B.jpg"], listing["C.jpg"])] == [
+        (2, "Purple", False), (4, None, False)]
+    seen = listing["B.jpg"]
+    answer = session.decide(seen["id"], "stars", 4, shown=shown(seen), client="tab")
+    assert (answer["rating"], answer["colour"]) == (4, "Purple")
+    assert exiftool_json(b, "-XMP:Rating", "-XMP:Label") == {"SourceFile": str(b), "Rating": 4, "Label": "Purple"}
+    exiftool("-overwrite_original", "-XMP-xmp:Label=Red", b)  # Lightroom, say, while the page shows Purple
+    with pytest.raises(ChangedSinceShown, match=r"^B\.jpg changed on disk since it was shown"):
+        session.decide(seen["id"], "pick", shown=shown(answer), client="tab")
+    now = rows(session)["B.jpg"]
+    assert (now["rating"], now["colour"]) == (4, "Red")
+    assert exiftool_json(b, "-XMP:Label")["Label"] == "Red"

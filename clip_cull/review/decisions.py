@@ -53,6 +53,7 @@ class Decision:
     rating_text: str | None = None  # xmp:Rating as written when it is no number ("abc", "1e999")
     label: str | None = None  # xmp:Label as the sidecar holds it: the pick label, a colour, any text
     rejected: bool = False  # xmp:Rating is -1, whoever wrote it (a pick takes it off)
+    problem: str | None = None  # the sidecars that cannot be read, and why (keys on the photo are refused)
 
     def as_dict(self) -> dict:
         return {"rating": self.rating, "picked": self.picked, "rating_text": self.rating_text, "label": self.label}
@@ -64,6 +65,7 @@ class _Action:
     client: str | None = None  # the page that made it (each tab of the review is one): U undoes its own
     run_id: int | None = None
     steps: list[Step] = field(default_factory=list)
+    companions: list[str] = field(default_factory=list)
 
 
 class DecisionWriter:
@@ -93,22 +95,29 @@ class DecisionWriter:
         found = shared_sidecar(photo, list(companions), self.style, listings)
         return found[1] if found else None
 
-    def current(self, photo: str) -> Decision:
-        """The photographer's decision as the photo's sidecar holds it now, read from disk (a
-        rating clipcull wrote with `tag`, by the journal, is clipcull's suggestion, not a decision)."""
-        path = target_sidecar(photo, self.style)
-        try:
-            data = read_current(path)
-            fields = parse(data).fields() if data is not None else None
-        except XmpError:  # unreadable, not XMP: no decision of the photographer's clipcull can see
-            return Decision()
-        if fields is None:
-            return Decision()
-        claims = claims_now(self.journal, path, fields, data)
-        ours = RATING in claims
-        own = fields.rating if fields.rating not in (None, 0) and not ours else None
-        odd = fields.rating_text if fields.rating is None and not ours else None
-        return Decision(own, fields.label == self.pick_label, odd, fields.label, fields.rating == REJECT)
+    def current(self, photo: str, companions: list[str] = (), listings: dict | None = None) -> Decision:
+        """The photographer's decision as clipcull's rating reader finds it now, on disk (the same
+        reader `tag` keeps ratings by, culling/ratings.py): the photo's sidecars, its RAW's, the XMP
+        embedded in the photo (what Lightroom Classic reads) and in its RAW, in that order. A value
+        clipcull wrote with `tag`, by the journal, is clipcull's suggestion, not a decision.
+        `problem`: the sidecars that cannot be read (a link, a folder, a FIFO, not XMP), by name."""
+        from clip_cull.culling.ratings import find_rating
+
+        found = find_rating(photo, list(companions), False, listings, self.journal)
+        problems = {Path(where).name: why for where, why in found.problems}
+        for path in self.sidecars(photo, companions):  # where a decision goes: writable, or why not
+            try:
+                data = read_current(path)
+                if data is not None:
+                    parse(data)
+            except XmpError as e:
+                problems.setdefault(path.name, str(e))
+        written = found.written if found.rating is not None else None
+        own = written if written not in (None, 0) else None
+        odd = found.odd if found.rating is None else None
+        problem = "; ".join(f"{name} {why}" for name, why in problems.items()) or None
+        return Decision(own, found.label == self.pick_label, odd, found.label, written == REJECT,
+                        None if problem is None else f"cannot be read: {problem}")
 
     # --- writing -------------------------------------------------------------------------
 
@@ -126,7 +135,7 @@ class DecisionWriter:
             shared = self.shared(photo, companions)
             if shared:
                 raise ReviewError(shared)
-            before = self.current(photo)
+            before = self.current(photo, companions)
             rating_changed = clear or rating is not None
             new_rating = None if clear else (rating if rating is not None else before.rating)
             label_changed, new_label = toggle_pick or colour is not None, before.label
@@ -145,8 +154,8 @@ class DecisionWriter:
                 changes.append(self._planned_embedded(photo, after, rating_changed, label_changed, before.label))
             changes = [c for c in changes if c.writes]
             if changes:
-                self._write(_Action(photo, client), changes)
-            return self.current(photo)
+                self._write(_Action(photo, client, companions=list(companions)), changes)
+            return self.current(photo, companions)
 
     @contextlib.contextmanager
     def _holding_journal(self):
@@ -321,7 +330,7 @@ class DecisionWriter:
                 raise ReviewError(f"{'; '.join(problems)}{also} (U now goes on to the action before)")
             if not changed and notes:  # undone by the journal, yet no file changed: the page says why
                 raise ReviewError(f"{'; '.join(notes)} (U now goes on to the action before)")
-            return action.photo, self.current(action.photo)
+            return action.photo, self.current(action.photo, action.companions)
 
     def forget(self, photos: set[str]) -> None:
         """Photos moved away: their actions can no longer be undone one by one from here."""

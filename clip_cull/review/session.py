@@ -118,10 +118,12 @@ class ReviewSession:
         return photo
 
     def _sidecar_names(self, ranked) -> list[Path]:
-        """The files whose change may change what the page shows of the photo's decision: the
-        sidecars decisions go to, and the photo's own under both namings."""
+        """The files whose change may change what the page shows of the photo's decision (all that
+        the rating reader reads): the sidecars decisions go to, the photo's and its RAW's under both
+        namings, and the photo and its RAW themselves (their embedded XMP)."""
+        members = [ranked.path, *ranked.companions]
         names = [*self.writer.sidecars(ranked.path, ranked.companions),
-                 *(sidecar_path(ranked.path, style) for style in ("lightroom", "darktable"))]
+                 *(sidecar_path(m, style) for m in members for style in ("lightroom", "darktable")), *members]
         return list(dict.fromkeys(Path(n) for n in names))
 
     # --- the page's data -----------------------------------------------------------------
@@ -271,8 +273,8 @@ class ReviewSession:
             return False
         p.sidecar_stamp = now  # taken before reading: a write after it is seen next time
         try:
-            decision, p.sidecar_problem = self.writer.current(p.ranked.path), None
-            p.sidecar_problem = self.writer.shared(p.ranked.path, p.ranked.companions, self._listings)
+            decision = self.writer.current(p.ranked.path, p.ranked.companions, self._listings)
+            p.sidecar_problem = self.writer.shared(p.ranked.path, p.ranked.companions, self._listings) or decision.problem
         except Exception as e:  # one sidecar's odd content must never take the others' listing down
             decision, p.sidecar_problem = Decision(), f"its sidecar cannot be read: {e}"
         changed = _shown_state(decision) != _shown_state(p.decision)
