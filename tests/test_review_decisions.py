@@ -444,3 +444,27 @@ def test_two_photos_that_share_a_lightroom_sidecar_get_no_decision_there_from_ta
     darktable = DecisionWriter(state, {"command": "review"}, style="darktable")
     darktable.decide(str(a_png), [], rating=1)
     assert [xmp_of(tmp_path / n)["Rating"] for n in ("A.jpg.xmp", "A.png.xmp")] == [3, 1]
+
+
+def test_a_read_only_photo_is_left_alone_by_review_embed_and_tag_embed(tmp_path, state):
+    """0444: the photographer's "leave it alone", even where clipcull could write it (as root)."""
+    from clip_cull.culling.tag import TagOptions, apply_tags, plan_tags
+    from helpers import Shot, sha
+
+    photo = make_photo(tmp_path / "RO.jpg", 1)
+    photo.chmod(0o444)
+    before = sha(photo)
+    line = "it is read-only (no write permission), so clipcull leaves it alone"
+    writer = DecisionWriter(state, {"command": "review"}, embed=True)
+    with pytest.raises(ReviewError) as refused:
+        writer.decide(str(photo), [], rating=4)
+    assert str(refused.value) == f"{photo}: not embedded: {line} (the sidecar has the rating); nothing written (review --embed)"
+    assert not (tmp_path / "RO.xmp").exists()  # all or nothing: no sidecar either
+
+    journal = Journal(state)
+    changes, _ = plan_tags([Shot(str(photo))], TagOptions(embed=True, thresholds=[(3, 0.0)]), journal)
+    assert [(c.action, c.note) for c in changes if c.problem] == [
+        ("embedded", f"not embedded: {line} (the sidecar has the rating)")]
+    apply_tags(journal, changes, {"command": "tag"})
+    assert sha(photo) == before and photo.stat().st_mode & 0o777 == 0o444
+    assert xmp_of(tmp_path / "RO.xmp")["Rating"] == 3  # the sidecar, as tag --embed does for a PNG

@@ -245,6 +245,9 @@ def _not_writable_in_place(photo: str) -> str | None:
         return "it is not a regular file"
     if st.st_nlink > 1:
         return f"it has {st.st_nlink} hard links; writing would split them into different photos"
+    # A photo without write permission is its owner's "leave it alone" (root may write it all the same)
+    if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(photo, os.W_OK):
+        return "it is read-only (no write permission), so clipcull leaves it alone"
     return None
 
 
