@@ -305,3 +305,72 @@ def test_the_page_shows_the_decision_where_the_rating_reader_finds_it_embedded_x
     now = rows(session)["B.jpg"]
     assert (now["rating"], now["colour"]) == (4, "Red")
     assert exiftool_json(b, "-XMP:Label")["Label"] == "Red"
+
+
+def test_odd_exif_texts_are_decoded_and_cut_for_the_info_panel(tmp_path, store):
+    from clip_cull.core.images import MAX_EXIF_TEXT, exif_text
+
+    assert exif_text(b"Ca\xffnon\x00junk") == "Ca\u00ffnon"  # not UTF-8: Latin-1, cut at the NUL
+    assert exif_text([69, 70, 32, 53, 48, 0, 0]) == "EF 50"  # a byte list, as exifread hands UNDEFINED
+    assert exif_text("Canon\nEOS  R6\x00") == "Canon EOS R6"
+    assert exif_text(b"") is None and exif_text(None) is None
+    exif = Image.Exif()
+    exif[0x8769] = {0xA434: "L" * 20_000}
+    photo = make_photo(tmp_path / "shoot" / "LONG.jpg", seed=1, exif=exif)
+    store.save([FileRecord(str(photo), photo.stat().st_size, photo.stat().st_mtime_ns, sha(photo))], [], "m")
+    session = ReviewSession(store, [RankedPhoto(rank=1, path=str(photo), score=1.0, label="")], {}, [str(tmp_path)],
+                            DecisionWriter(store.state, {"command": "review"}), ThumbnailCache(tmp_path / "thumbs"), "m")
+    assert session.info(0)["lens"] == "L" * (MAX_EXIF_TEXT - 1) + "…"
+
+
+@pytest.mark.parametrize("kind", ["link", "folder", "fifo", "huge", "not xml", "doctype"])
+def test_a_sidecar_that_cannot_be_read_is_the_rows_problem_not_unrated(tmp_path, store, kind):
+    import os
+
+    session = open_session(tmp_path, store, ["IMG_0011.jpg"])
+    sidecar = tmp_path / "shoot" / "IMG_0011.xmp"
+    elsewhere = tmp_path / "elsewhere.xmp"
+    elsewhere.write_text(xmp_with_rating("3"))
+    if kind == "link":
+        sidecar.symlink_to(elsewhere)
+    elif kind == "folder":
+        sidecar.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(sidecar)
+    elif kind == "huge":
+        with open(sidecar, "wb") as f:
+            f.truncate(200 << 20)
+    elif kind == "not xml":
+        sidecar.write_text("hello <not xml")
+    else:
+        sidecar.write_text('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]>' + xmp_with_rating("&a;"))
+    row = rows(session)["IMG_0011.jpg"]
+    assert row["problem"] and row["problem"].startswith("cannot be read: IMG_0011.xmp "), row["problem"]
+    with pytest.raises(Exception, match="IMG_0011.xmp"):
+        session.decide(row["id"], "stars", 4, shown=shown(row), client="tab")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "truncated"])
+def test_a_photo_replaced_by_a_fifo_a_folder_or_a_truncated_file_says_so_and_refuses_keys(tmp_path, store, kind):
+    import os
+
+    session = open_session(tmp_path, store, ["IMG_0001.jpg"])
+    photo = tmp_path / "shoot" / "IMG_0001.jpg"
+    if kind == "truncated":
+        data = photo.read_bytes()
+        photo.write_bytes(data[:len(data) // 3])
+    else:
+        photo.unlink()
+        os.mkfifo(photo) if kind == "fifo" else photo.mkdir()
+    row = rows(session)["IMG_0001.jpg"]
+    if kind == "truncated":
+        with pytest.raises(Exception):
+            session.image(row["id"], "preview")
+        row = rows(session)["IMG_0001.jpg"]
+    expected = {"fifo": "the photo is now not a regular file (a FIFO / named pipe), no photo",
+                "folder": "the photo is now not a regular file (a folder), no photo",
+                "truncated": "the photo cannot be shown: "}[kind]
+    assert row["problem"].startswith(expected), row["problem"]
+    with pytest.raises(Exception, match=f"^IMG_0001.jpg: {re.escape(expected)}"):
+        session.decide(row["id"], "stars", 4, shown=shown(row), client="tab")
+    assert not (tmp_path / "shoot" / "IMG_0001.xmp").exists()

@@ -130,8 +130,8 @@ class DecisionWriter:
         Returns the decision as the sidecar holds it afterwards. `client`: the page that pressed the
         key (its U undoes its own actions only)."""
         with self._lock, self._holding_journal():
-            if not os.path.isfile(photo):  # moved or deleted by another program since the review began
-                raise ReviewError(f"{photo}: is gone (moved or deleted since the review began); no sidecar written")
+            if not os.path.isfile(photo):  # moved, deleted or replaced by something else since the review began
+                raise ReviewError(f"{photo}: {not_a_photo(photo)}; no sidecar written")
             shared = self.shared(photo, companions)
             if shared:
                 raise ReviewError(shared)
@@ -345,6 +345,17 @@ class DecisionWriter:
     def action_runs(self) -> list[int]:
         """The run of each action U can still undo, oldest first."""
         return [a.run_id for a in self._done]
+
+
+def not_a_photo(path: str) -> str:
+    """What is at a photo's place that is no photo, in words: nothing, or a folder, a FIFO..."""
+    from clip_cull.core.files import not_regular_reason
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "is gone (moved or deleted since the review began)"
+    return f"is now {not_regular_reason(mode).split(';')[0]}, no photo"
 
 
 def move_rejects(store: Store, journal: Journal, photos: list, roots: list[str]) -> int | None:

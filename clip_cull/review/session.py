@@ -28,7 +28,8 @@ from clip_cull.culling.move import MoveStopped
 from clip_cull.culling.report import MAX_FACES  # close-ups beside the photo, as the report shows them
 from clip_cull.culling.tag import star_ratings
 from clip_cull.culling.xmp import sidecar_path
-from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
+from clip_cull.core.files import NotRegularFile
+from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, not_a_photo, move_rejects
 from clip_cull.review.ondisk import UNCHECKED, fingerprint, json_rating, shown_text, stamp, stamps
 from clip_cull.review.thumbs import ThumbnailCache
 from clip_cull.scoring.search import EmbeddingIndex, query_prompt
@@ -77,6 +78,7 @@ class ReviewPhoto:
     own_versions: set = field(default_factory=set)  # contents this session's own writes replaced (--embed)
     problem: str | None = None  # why the photo cannot be read now
     sidecar_problem: str | None = None  # why its sidecar cannot be read now
+    image_problem: tuple[str, str] | None = None  # (content, why it cannot be shown): a truncated file
 
 
 class ReviewSession:
@@ -181,7 +183,7 @@ class ReviewSession:
             "picked": bool(p.decision.picked),
             "colour": None if p.decision.label is None else shown_text(p.decision.label),
             "changed": p.ranked_fingerprint is not None and p.fingerprint != p.ranked_fingerprint,
-            "problem": p.problem or p.sidecar_problem,
+            "problem": p.problem or self._image_problem(p) or p.sidecar_problem,
             "faces": _faces_shown(r),
         }
 
@@ -193,10 +195,29 @@ class ReviewSession:
         return photo.fingerprint[:16] if photo.fingerprint else None
 
     def image(self, photo_id: int, size: str) -> bytes | None:
+        """The photo's image; a photo that cannot be shown (a truncated file) raises, and its row
+        says why from then on (its keys are refused: nothing is decided on a photo not seen)."""
+        from clip_cull.core.images import UnreadableImage
+
         photo = self.photo(photo_id)
         if photo is None or photo.fingerprint is None:
             return None
-        return self.thumbs.get(photo.ranked.path, photo.fingerprint, size)
+        content = photo.fingerprint
+        try:
+            return self.thumbs.get(photo.ranked.path, content, size)
+        except (UnreadableImage, OSError) as e:
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
+            with self._disk_lock:
+                if photo.fingerprint == content and photo.image_problem != (content, reason):
+                    photo.image_problem = (content, reason)
+                    self._touch(photo)
+            raise
+
+    @staticmethod
+    def _image_problem(p: ReviewPhoto) -> str | None:
+        if p.image_problem and p.image_problem[0] == p.fingerprint:
+            return f"the photo cannot be shown: {p.image_problem[1]}"
+        return None
 
     def face(self, photo_id: int, index: int) -> bytes | None:
         """The close-up of the photo's index-th judged face (as its row lists them); None when
@@ -261,6 +282,8 @@ class ReviewSession:
             return False  # as clipcull ranked it a moment ago: no need to read it again
         try:
             content = fingerprint(p.ranked.path)
+        except NotRegularFile:  # replaced by a folder, a FIFO: said as what it is
+            content, p.problem = None, f"the photo {not_a_photo(p.ranked.path)}"
         except OSError as e:
             content, p.problem = None, f"the photo cannot be read: {e.strerror or e}"
         changed, p.fingerprint = content != p.fingerprint, content
@@ -357,6 +380,9 @@ class ReviewSession:
             self._refresh(photo)
             if shown is not None:
                 self._check_shown(photo, shown, client)
+            unseen = photo.problem or self._image_problem(photo)
+            if unseen:  # nothing is decided on a photo that cannot be read or shown
+                raise ReviewError(f"{os.path.basename(photo.ranked.path)}: {unseen}; nothing written")
             try:
                 decision = self.writer.decide(photo.ranked.path, photo.ranked.companions, client=client, **kwargs)
             except BaseException:
