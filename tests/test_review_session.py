@@ -374,3 +374,37 @@ def test_a_photo_replaced_by_a_fifo_a_folder_or_a_truncated_file_says_so_and_ref
     with pytest.raises(Exception, match=f"^IMG_0001.jpg: {re.escape(expected)}"):
         session.decide(row["id"], "stars", 4, shown=shown(row), client="tab")
     assert not (tmp_path / "shoot" / "IMG_0001.xmp").exists()
+
+
+def test_a_key_waiting_for_another_clipcull_holds_up_no_poll(tmp_path, store):
+    """Another clipcull process holds the journal (a move, a tag): the key waits for it, and the
+    page's polls are answered meanwhile, not after the wait (the key is still waiting then)."""
+    import fcntl
+    import os
+    import threading
+
+    from clip_cull.culling.journal import _LOCK_SUFFIX
+
+    session = open_session(tmp_path, store, ["IMG_0001.jpg"])
+    seen = rows(session)["IMG_0001.jpg"]
+    waiting = threading.Event()
+    session.writer.journal.on_wait = lambda *args: waiting.set()
+    fd = os.open(os.path.realpath(store.state.path) + _LOCK_SUFFIX, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as another process holds it
+
+    def press():
+        try:
+            session.decide(seen["id"], "stars", 4, shown=shown(seen), client="tab")
+        except Exception:
+            pass
+
+    key = threading.Thread(target=press)
+    try:
+        key.start()
+        assert waiting.wait(30)  # the key is waiting for the journal
+        listing = session.changes()  # a poll meanwhile
+        assert key.is_alive() and [r["name"] for r in listing["photos"]] == ["IMG_0001.jpg"]
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        key.join()

@@ -157,6 +157,12 @@ class DecisionWriter:
                 self._write(_Action(photo, client, companions=list(companions)), changes)
             return self.current(photo, companions)
 
+    def holding(self):
+        """The journal's process lock, re-entrant in this process (see _holding_journal): the
+        session takes it before its own locks, so that a wait for another clipcull process never
+        holds up the page's polls."""
+        return self._holding_journal()
+
     @contextlib.contextmanager
     def _holding_journal(self):
         """The journal's process lock, as tag and move take it, waiting only briefly: a key press

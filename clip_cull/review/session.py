@@ -371,9 +371,11 @@ class ReviewSession:
         answer is the photo as its sidecar now holds it."""
         kwargs = {"stars": {"rating": value}, "reject": {"rating": REJECT}, "clear": {"clear": True},
                   "pick": {"toggle_pick": True}, "colour": {"colour": value}}[action]
+        # The journal first: while another clipcull process holds it, the key waits (up to 5 s)
+        # holding nothing of the session's, so the page's polls and images go on meanwhile.
         # _store_lock: not while its rejects are being moved (a sidecar would be left behind);
         # _disk_lock: no check in between takes this session's own write for another program's.
-        with self._store_lock, self._disk_lock:
+        with self.writer.holding(), self._store_lock, self._disk_lock:
             photo = self.photo(photo_id)
             if photo is None:
                 return None
@@ -395,7 +397,7 @@ class ReviewSession:
         """U: the last action of this page undone (`client`: its id, `earlier`: its earlier loads';
         no client: the session's last action); None when there is none."""
         pages = None if client is None else {client, *earlier}
-        with self._store_lock, self._disk_lock:
+        with self.writer.holding(), self._store_lock, self._disk_lock:
             undone = self.writer.undo_last(pages)
             if undone is None:
                 return None
@@ -408,7 +410,7 @@ class ReviewSession:
         """Move the rejects as the page showed them: (run id, ids moved). A reject that changed on
         disk since it was shown (replaced, or re-rated elsewhere) stays, and its row moves on
         (`changes` hands it to the page)."""
-        with self._store_lock, self._disk_lock:  # no decision lands between choosing the rejects and moving them
+        with self.writer.holding(), self._store_lock, self._disk_lock:  # no decision lands between choosing the rejects and moving them
             live = [p for p in self.photos if not p.moved]
             changed = {p.id for p in live if self._refresh(p)}
             rejects = [p for p in live if p.decision.rating == REJECT and p.id not in changed]
