@@ -408,3 +408,30 @@ def test_a_key_waiting_for_another_clipcull_holds_up_no_poll(tmp_path, store):
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
         key.join()
+
+
+@needs_exiftool
+def test_review_embed_carries_the_caches_embedding_over_to_the_rewritten_photo(tmp_path, store):
+    """--embed rewrites the photo's bytes, pixels identical: the next rank must find its embedding
+    (and focus figures) under the new content, and the file's row naming it, not embed it again."""
+    import numpy as np
+
+    from clip_cull.store.cache import EmbeddingRecord
+
+    folder = tmp_path / "shoot"
+    photo = make_photo(folder / "E.jpg", seed=1)
+    old = sha(photo)
+    vector = np.arange(8, dtype=np.float32) / 8
+    store.save([FileRecord(str(photo), photo.stat().st_size, photo.stat().st_mtime_ns, old)],
+               [EmbeddingRecord(old, vector, None)], "m", quality={old: (12.5, 0.1, 0.2, 0.5)})
+    writer = DecisionWriter(store.state, {"command": "review"}, embed=True)
+    session = ReviewSession(store, [RankedPhoto(rank=1, path=str(photo), score=1.0, label="")], {}, [str(folder)],
+                            writer, ThumbnailCache(tmp_path / "thumbs"), "m")
+    seen = rows(session)["E.jpg"]
+    session.decide(seen["id"], "stars", 4, shown=shown(seen), client="tab")
+    new = sha(photo)
+    assert new != old and exiftool_json(photo, "-XMP:Rating")["Rating"] == 4
+    assert np.allclose(store.embeddings([new], "m")[new], vector)
+    assert store.quality([new]) == {new: (12.5, 0.1, 0.2, 0.5)}
+    record = store.file_records([str(photo)])[str(photo)]
+    assert (record.fingerprint, record.size, record.mtime_ns) == (new, photo.stat().st_size, photo.stat().st_mtime_ns)

@@ -357,6 +357,8 @@ class ReviewSession:
         if content == old or old is None:
             return
         self.thumbs.alias(old, content)
+        with self._store_lock:  # the next rank embeds nothing again (store/cache.py carry_over)
+            self.store.carry_over([(p.ranked.path, old, content)])
         if p.ranked_fingerprint == old:
             p.ranked_fingerprint = content
         p.own_versions.add(self.version(p))
