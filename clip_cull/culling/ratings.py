@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_cull.culling.embedded import embedded_packets
-from clip_cull.culling.writer import LABEL, RATING, claims_now
+from clip_cull.culling.writer import RATING, claims_now
 from clip_cull.culling.xmp import XmpError, parse, rating_sidecars, read_xmp_file
 
 DARKTABLE_DEFAULT_RATING = 1
@@ -41,7 +41,7 @@ class Finding:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (sidecar, why it cannot be read)
     odd: str | None = None  # an xmp:Rating someone set that is not a number clipcull understands
     written: int | None = None  # the winning rating as written there (7, -5: out of range; `rating` holds 5, -1)
-    label: str | None = None  # the photographer's xmp:Label: the first source holding one clipcull did not write
+    label: str | None = None  # xmp:Label: the first source holding one (clipcull's tag --label included)
     label_source: str | None = None
 
 
@@ -62,8 +62,10 @@ def find_rating(photo: str, companions: list[str] = (), darktable_default_counts
                 finding.problems.append((source, str(e)))
             continue
         claims = claims_now(journal, where, fields, data)
-        if fields.label is not None and finding.label_source is None and LABEL not in claims:
-            finding.label, finding.label_source = fields.label, source  # the same order as the rating
+        if fields.label is not None and finding.label_source is None:
+            # the same order as the rating; clipcull's own label (tag --label) too: Lightroom reads
+            # it as a pick or a colour like any other, so a reject must take it off as well
+            finding.label, finding.label_source = fields.label, source
         if fields.rating_text is None or RATING in claims:
             continue  # no rating, or exactly the one clipcull wrote there
         rating = _photographers_rating(fields, darktable_default_counts)
