@@ -526,10 +526,11 @@ class ShootMachine(RuleBasedStateMachine):
             entries.append(("Rating", Entry("review", ANY if action == "clear" else kwargs["rating"], run)))
             if action == "reject" and label_now == "Green":  # and a reject the pick
                 entries.append(("Label", Entry("review", None, run)))
+        if len(runs_now) != len(self.review_stack) + 1:
+            return  # no action: the key changed nothing (the sidecar held that already), U skips it
         for prop, entry in entries:
             slot[prop].append(entry)
-        if len(runs_now) == len(self.review_stack) + 1:
-            self.review_stack.append((runs_now[-1], [entry for _, entry in entries]))
+        self.review_stack.append((runs_now[-1], [entry for _, entry in entries]))
         assert len(runs_now) == len(self.review_stack), "the model lost track of U's list"
 
     @rule()

@@ -18,8 +18,8 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from helpers import exiftool, exiftool_json, fails_after, make_photo, xmp_of
-from test_review import (CHROMEDRIVER, CHROMIUM, EXIFTOOL, cell_names, go_to, press, review_env, start_server,
-                         stop_server, wait_for)
+from test_review import (CHROMEDRIVER, CHROMIUM, EXIFTOOL, cell_names, go_to, press, review_env, shown_name,
+                         start_server, stop_server, wait_for)
 from test_review import browser, server  # noqa: F401  the module's server and browser, on this module's shoot
 
 pytestmark = pytest.mark.skipif(EXIFTOOL is None or CHROMIUM is None or CHROMEDRIVER is None,
@@ -285,6 +285,47 @@ def test_survey_shows_every_marked_photo_fitted_to_the_screen(browser):
     assert js(browser, "return document.documentElement.scrollHeight <= innerHeight")
     press(browser, "n")  # N again: one photo
     wait_for(lambda: js(browser, "return document.getElementById('compare').hidden"), what="the single view")
+
+
+def test_in_compare_a_key_always_acts_on_the_photo_outlined(browser, shoot):
+    """C on a photo that is not marked, Home, End, the arrows, S taking the mark off the current
+    photo: the current photo (the one a key rates) is always the outlined panel on screen, and one
+    photo left to compare is the single view of it."""
+    from selenium.webdriver.common.keys import Keys
+
+    folder, _ = shoot
+    js(browser, "state.marked.clear(); render()")
+    marked = ["IMG_0003.jpg", "IMG_0006.jpg", "IMG_0007.jpg"]
+    for name in marked:
+        go_to(browser, name)
+        press(browser, "s")
+    go_to(browser, "IMG_0002.jpg")  # not marked
+    before = rating_of(folder / "IMG_0002.xmp")
+
+    def outlined():
+        assert not js(browser, "return document.getElementById('compare').hidden")
+        shown = panels(browser)
+        assert sorted(p["name"] for p in shown) == marked
+        assert [p["name"] for p in shown if p["current"]] == [current_name(browser)]
+        return current_name(browser)
+
+    press(browser, "c")
+    assert outlined() in marked
+    for key in (Keys.END, Keys.HOME, Keys.ARROW_DOWN, Keys.ARROW_UP, Keys.ARROW_DOWN, Keys.ARROW_DOWN, Keys.ARROW_DOWN):
+        press(browser, key)
+        outlined()
+    press(browser, Keys.HOME)
+    first = outlined()
+    press(browser, "2")
+    wait_for(lambda: rating_of(folder / Path(first).with_suffix(".xmp")) == 2, what="the rating of the outlined photo")
+    press(browser, "s")  # its mark taken off: the outline goes to a photo still compared
+    marked.remove(first)
+    assert outlined() != first
+    press(browser, "s")  # one marked photo left: the single view, of the photo the keys act on
+    wait_for(lambda: js(browser, "return document.getElementById('compare').hidden"), what="the single view")
+    assert shown_name(browser).startswith(current_name(browser) + " ")
+    assert rating_of(folder / "IMG_0002.xmp") == before  # never rated off screen
+    js(browser, "state.marked.clear(); render()")
 
 
 def test_a_burst_compares_in_its_order_and_its_stack_shows_its_hidden_frames_decisions(browser, shoot):

@@ -402,3 +402,69 @@ def test_embed_leaves_formats_it_cannot_write_to_the_sidecar(tmp_path, state):
     writer = DecisionWriter(state, {"command": "review", "embed": True}, embed=True)
     writer.decide(str(photo), [], rating=2)
     assert photo.read_bytes() == original and xmp_of(tmp_path / "IMG_1.xmp")["Rating"] == 2
+
+
+# --- two photos, one sidecar name --------------------------------------------------------------
+
+
+def test_two_photos_that_share_a_lightroom_sidecar_get_no_decision_there_from_tag_or_review(tmp_path, state):
+    """A.jpg and A.png are two photos, and Lightroom's naming gives both A.xmp: a rating written
+    there for one is read as the other's. Neither tag nor review writes it; a RAW+JPEG pair (one
+    photo) shares its sidecar as before, and darktable's naming gives each photo its own."""
+    from clip_cull.culling.tag import TagOptions, apply_tags, plan_tags
+    from helpers import Shot
+
+    a_jpg, a_png = make_photo(tmp_path / "A.jpg", 1), make_photo(tmp_path / "A.png", 2, fmt="PNG")
+    b_jpg = make_photo(tmp_path / "B.jpg", 3)
+    (tmp_path / "B.CR2").write_bytes(b"raw")  # B.jpg's RAW: one photo with it
+    line = ("A.jpg and A.png share the sidecar A.xmp (a decision written there is read as both photos'); "
+            "not written. --sidecar darktable gives each photo its own (A.jpg.xmp, A.png.xmp)")
+    writer = DecisionWriter(state, {"command": "review"})
+    with pytest.raises(ReviewError) as refused:
+        writer.decide(str(a_jpg), [], rating=5)
+    assert str(refused.value) == line
+    with pytest.raises(ReviewError, match=r"^A\.png and A\.jpg share the sidecar A\.xmp"):
+        writer.decide(str(a_png), [], rating=1)
+    assert not (tmp_path / "A.xmp").exists()
+    writer.decide(str(b_jpg), [str(tmp_path / "B.CR2")], rating=4)
+    assert xmp_of(tmp_path / "B.xmp")["Rating"] == 4
+
+    journal = Journal(state)
+    shots = [Shot(str(a_jpg)), Shot(str(a_png)), Shot(str(b_jpg), companions=[str(tmp_path / "B.CR2")])]
+    changes, _ = plan_tags(shots, TagOptions(thresholds=[(3, 0.0)]), journal)
+    problems = {Path(c.photo).name: (c.sidecar.name, c.note) for c in changes if c.problem}
+    assert problems == {"A.jpg": ("A.xmp", line),
+                        "A.png": ("A.xmp", line.replace("A.jpg", "@").replace("A.png", "A.jpg").replace("@", "A.png"))}
+    apply_tags(journal, changes, {"command": "tag"})
+    assert not (tmp_path / "A.xmp").exists()
+
+    changes, _ = plan_tags(shots[:2], TagOptions(style="darktable", thresholds=[(3, 0.0)]), journal)
+    apply_tags(journal, changes, {"command": "tag"})
+    assert [xmp_of(tmp_path / n)["Rating"] for n in ("A.jpg.xmp", "A.png.xmp")] == [3, 3]
+    darktable = DecisionWriter(state, {"command": "review"}, style="darktable")
+    darktable.decide(str(a_png), [], rating=1)
+    assert [xmp_of(tmp_path / n)["Rating"] for n in ("A.jpg.xmp", "A.png.xmp")] == [3, 1]
+
+
+def test_a_read_only_photo_is_left_alone_by_review_embed_and_tag_embed(tmp_path, state):
+    """0444: the photographer's "leave it alone", even where clipcull could write it (as root)."""
+    from clip_cull.culling.tag import TagOptions, apply_tags, plan_tags
+    from helpers import Shot, sha
+
+    photo = make_photo(tmp_path / "RO.jpg", 1)
+    photo.chmod(0o444)
+    before = sha(photo)
+    line = "it is read-only (no write permission), so clipcull leaves it alone"
+    writer = DecisionWriter(state, {"command": "review"}, embed=True)
+    with pytest.raises(ReviewError) as refused:
+        writer.decide(str(photo), [], rating=4)
+    assert str(refused.value) == f"{photo}: not embedded: {line} (the sidecar has the rating); nothing written (review --embed)"
+    assert not (tmp_path / "RO.xmp").exists()  # all or nothing: no sidecar either
+
+    journal = Journal(state)
+    changes, _ = plan_tags([Shot(str(photo))], TagOptions(embed=True, thresholds=[(3, 0.0)]), journal)
+    assert [(c.action, c.note) for c in changes if c.problem] == [
+        ("embedded", f"not embedded: {line} (the sidecar has the rating)")]
+    apply_tags(journal, changes, {"command": "tag"})
+    assert sha(photo) == before and photo.stat().st_mode & 0o777 == 0o444
+    assert xmp_of(tmp_path / "RO.xmp")["Rating"] == 3  # the sidecar, as tag --embed does for a PNG

@@ -45,7 +45,7 @@ class StandInSession:
     def image(self, photo_id, size):
         return b"\xff\xd8 jpeg bytes"
 
-    def decide(self, photo_id, action, value=None, shown=None):
+    def decide(self, photo_id, action, value=None, shown=None, client=None):
         self.decided.append((photo_id, action, value))
         return {"id": photo_id, "rating": value}
 

@@ -564,8 +564,12 @@ class Library:
 
         _apply_once(plan)
         skipped: list[str] = []
-        run_id = tagging.apply_tags(self.journal, plan.changes,
-                                    {"command": "tag", "folders": _absolute(plan.ranking.roots)}, skipped)
+        try:
+            run_id = tagging.apply_tags(self.journal, plan.changes,
+                                        {"command": "tag", "folders": _absolute(plan.ranking.roots)}, skipped)
+        finally:  # --embed: photos rewritten with the same pixels keep what the cache knows of them
+            self.store.carry_over((c.photo, c.source_sha, c.after_sha) for c in plan.changes
+                                  if c.action == "embedded" and c.written)
         return TagResult(plan, run_id, skipped)
 
     @_databases_fail_clearly

@@ -364,8 +364,8 @@ def read_facts(data: bytes, size: tuple[int, int] | None = None) -> PhotoFacts:
         return _pillow_facts(data, facts)
     facts.orientation = _orientation(tags.get("Image Orientation"))
     facts.captured_at = _exif_datetime(tags.get("EXIF DateTimeOriginal") or tags.get("Image DateTime"))
-    make = str(tags.get("Image Make", "")).strip()
-    model = str(tags.get("Image Model", "")).strip()
+    make = exif_text(tags.get("Image Make")) or ""
+    model = exif_text(tags.get("Image Model")) or ""
     if model and make and model.lower().startswith(make.split()[0].lower()):
         make = ""  # "Canon Canon EOS R6" reads badly
     facts.camera = " ".join(p for p in (make, model) if p) or None
@@ -393,7 +393,7 @@ def read_exposure(data: bytes) -> dict:
                 return value
         return None
 
-    lens = str(tags.get("EXIF LensModel", "")).strip().rstrip("\x00") or None
+    lens = exif_text(tags.get("EXIF LensModel"))
     return {"lens": lens, "exposure_time": number("EXIF ExposureTime"), "f_number": number("EXIF FNumber"),
             "iso": number("EXIF ISOSpeedRatings", "EXIF PhotographicSensitivity"),
             "focal_length": number("EXIF FocalLength")}
@@ -411,7 +411,7 @@ def _pillow_facts(data: bytes, facts: PhotoFacts) -> PhotoFacts:
     orientation = exif.get(0x0112)
     facts.orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else None
     facts.captured_at = _exif_datetime(sub.get(0x9003) or exif.get(0x0132))
-    make, model = (str(exif.get(tag) or "").strip().rstrip("\x00") for tag in (0x010F, 0x0110))
+    make, model = (exif_text(exif.get(tag)) or "" for tag in (0x010F, 0x0110))
     if model and make and model.lower().startswith(make.split()[0].lower()):
         make = ""
     facts.camera = " ".join(p for p in (make, model) if p) or None
@@ -424,6 +424,34 @@ def _orientation(tag) -> int | None:
     except Exception:
         return None
     return value if 1 <= value <= 8 else None
+
+
+MAX_EXIF_TEXT = 120  # a lens or camera name; a 20,000-character LensModel is cut here
+
+
+def exif_text(value) -> str | None:
+    """An EXIF text (camera, lens) as a person reads it, whatever a file holds: an exifread tag or
+    Pillow's value; bytes decoded (UTF-8, else Latin-1), a list of byte values likewise, never
+    shown as `b'...'` or `[67, 97, ...]`; cut at the first NUL; at most MAX_EXIF_TEXT characters."""
+    if value is None:
+        return None
+    values = getattr(value, "values", value)  # an exifread tag: what it holds
+    if isinstance(values, (list, tuple)) and values and all(type(v) is int and 0 <= v < 256 for v in values):
+        values = bytes(values)
+    if isinstance(values, (bytes, bytearray)):
+        raw = bytes(values).split(b"\x00", 1)[0]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+    elif isinstance(values, str):
+        text = values.split("\x00", 1)[0]
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    if len(text) > MAX_EXIF_TEXT:
+        text = text[:MAX_EXIF_TEXT - 1] + "…"
+    return text or None
 
 
 def _exif_datetime(tag) -> str | None:

@@ -15,6 +15,8 @@ photographer may re-rate a photo clipcull rated), and darktable's import default
 a darktable sidecar) unless darktable_default_counts. A value that is no rating at all ("abc",
 "1e999") is someone's all the same: `odd` holds it, and tag keeps it.
 An explicit 0 is "unrated by choice": it wins like any rating (the photo counts as unrated).
+The colour label is looked for in the same places, in the same order (`label`): review shows the
+photographer's decision as this reader finds it, so what the page shows is what tag keeps.
 When two sources hold different photographer's ratings, `disagreement` says so in one line.
 """
 
@@ -38,6 +40,9 @@ class Finding:
     disagreement: str | None = None  # one line, when two sources disagree
     problems: list[tuple[str, str]] = field(default_factory=list)  # (sidecar, why it cannot be read)
     odd: str | None = None  # an xmp:Rating someone set that is not a number clipcull understands
+    written: int | None = None  # the winning rating as written there (7, -5: out of range; `rating` holds 5, -1)
+    label: str | None = None  # xmp:Label: the first source holding one (clipcull's tag --label included)
+    label_source: str | None = None
 
 
 def find_rating(photo: str, companions: list[str] = (), darktable_default_counts: bool = False,
@@ -56,11 +61,18 @@ def find_rating(photo: str, companions: list[str] = (), darktable_default_counts
             if not source.startswith(EMBEDDED):  # a photo's own odd XMP is not worth a line
                 finding.problems.append((source, str(e)))
             continue
-        if fields.rating_text is None or RATING in claims_now(journal, where, fields, data):
+        claims = claims_now(journal, where, fields, data)
+        if fields.label is not None and finding.label_source is None:
+            # the same order as the rating; clipcull's own label (tag --label) too: Lightroom reads
+            # it as a pick or a colour like any other, so a reject must take it off as well
+            finding.label, finding.label_source = fields.label, source
+        if fields.rating_text is None or RATING in claims:
             continue  # no rating, or exactly the one clipcull wrote there
         rating = _photographers_rating(fields, darktable_default_counts)
         if rating is not None:
             found.append((rating, source))
+            if len(found) == 1:
+                finding.written = fields.rating
         elif fields.rating is None and finding.odd is None:
             finding.odd, finding.source = fields.rating_text, source
     if found:

@@ -11,7 +11,7 @@ from clip_cull.culling.interrupt import whole_step
 from clip_cull.culling.journal import DONE, FAILED, RUNNING, Journal
 from clip_cull.culling.ratings import find_rating
 from clip_cull.culling.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_embedded,
-                                      plan_sidecar, read_current, steps_for, target_sidecar)
+                                      plan_sidecar, read_current, shared_sidecar, steps_for, target_sidecar)
 from clip_cull.culling.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse
 from clip_cull.core.errors import Interrupted
 
@@ -98,6 +98,10 @@ def plan_tags(ranked: list, options: TagOptions = TagOptions(),
             changes.append(XmpChange(photo.path, Path(found.source), None, None, int(rating), kept))
             continue
         unreadable = {where for where, _ in found.problems}
+        shared = shared_sidecar(photo.path, members[1:], o.style, listings)
+        if shared:  # A.jpg and A.png under Lightroom's naming: neither photo's rating goes there
+            changes.append(XmpChange(photo.path, shared[0], None, None, int(rating), shared[1], True))
+            members = []
         for member in members:
             path = target_sidecar(member, o.style, listings)
             if path in planned or str(path) in unreadable:

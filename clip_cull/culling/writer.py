@@ -29,7 +29,7 @@ from clip_cull.culling.interrupt import whole_step
 from clip_cull.culling.journal import DONE, FAILED, Journal, Step
 from clip_cull.culling.xmp import (LABELLED_KEYWORD, RATED_KEYWORD, XmpError, XmpFields, existing_sidecars, merge,
                                    parse, read_xmp_file, sidecar_path)
-from clip_cull.core.files import content_fingerprint
+from clip_cull.core.files import HEIF_EXTENSIONS, PHOTO_EXTENSIONS, RAW_EXTENSIONS, content_fingerprint
 
 RATING, LABEL = "rating", "label"  # the fields a write can claim
 
@@ -89,6 +89,43 @@ def target_sidecar(photo: str, style: str, listings: dict | None = None) -> Path
         if existing.name.lower() == wanted.name.lower() and existing.name[:-4] == wanted.name[:-4]:
             return existing
     return wanted
+
+
+def shared_sidecar(photo: str, companions: list[str] = (), style: str = "lightroom",
+                   listings: dict | None = None) -> tuple[Path, str] | None:
+    """(the sidecar, one line) when a sidecar this photo's decision would go to is also another
+    photo's: A.jpg and A.png share A.xmp under Lightroom's naming, and a rating written there for
+    one is read as the other's too. Only a RAW+JPEG set (the photo and its companions) is one photo
+    with one sidecar. None when every sidecar is this photo's alone. `listings`: folder -> its
+    entries, as target_sidecar takes them."""
+    members = [photo, *companions]
+    own = {os.path.abspath(m) for m in members}
+    for member in members:
+        path = target_sidecar(member, style, listings)
+        folder = str(Path(member).parent)  # as target_sidecar keys `listings`
+        names = listings.get(folder) if listings is not None else None
+        if names is None:
+            from clip_cull.culling.xmp import _list_folder
+
+            names = _list_folder(Path(folder))
+            if listings is not None:
+                listings[folder] = names
+        mine, stem = os.path.basename(member), os.path.splitext(os.path.basename(member))[0].lower()
+        for name in sorted(names):
+            base, ext = os.path.splitext(name)
+            if base.lower() != stem or ext.lower() not in _ALL_PHOTOS:
+                continue
+            other = str(Path(folder) / name)
+            if os.path.abspath(other) in own or not os.path.isfile(other):
+                continue
+            if target_sidecar(other, style, listings) == path:
+                return path, (f"{mine} and {name} share the sidecar {path.name} (a decision written there is read "
+                              f"as both photos'); not written. --sidecar darktable gives each photo its own "
+                              f"({mine}.xmp, {name}.xmp)")
+    return None
+
+
+_ALL_PHOTOS = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
 
 
 # --- whose values -----------------------------------------------------------------------------
@@ -208,6 +245,9 @@ def _not_writable_in_place(photo: str) -> str | None:
         return "it is not a regular file"
     if st.st_nlink > 1:
         return f"it has {st.st_nlink} hard links; writing would split them into different photos"
+    # A photo without write permission is its owner's "leave it alone" (root may write it all the same)
+    if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(photo, os.W_OK):
+        return "it is read-only (no write permission), so clipcull leaves it alone"
     return None
 
 

@@ -26,7 +26,8 @@ from clip_cull.culling.journal import CONFLICT, DONE, PLANNED, RUNNING, UNDONE, 
 from clip_cull.culling.move import apply_moves, plan_moves
 from clip_cull.culling.undo import UndoConflict, undo_write
 from clip_cull.culling.writer import (LABEL, RATING, Edit, XmpChange, apply_changes, claims_now, plan_embedded,
-                                      plan_sidecar, read_current, restore_embedded, restore_sidecar, steps_for, target_sidecar)
+                                      plan_sidecar, read_current, restore_embedded, restore_sidecar, shared_sidecar, steps_for,
+                                      target_sidecar)
 from clip_cull.culling.xmp import KEYWORD_PREFIX, LABELLED_KEYWORD, RATED_KEYWORD, XmpError, parse
 from clip_cull.core.errors import ClipCullError
 from clip_cull.store.state import StateStore
@@ -52,6 +53,7 @@ class Decision:
     rating_text: str | None = None  # xmp:Rating as written when it is no number ("abc", "1e999")
     label: str | None = None  # xmp:Label as the sidecar holds it: the pick label, a colour, any text
     rejected: bool = False  # xmp:Rating is -1, whoever wrote it (a pick takes it off)
+    problem: str | None = None  # the sidecars that cannot be read, and why (keys on the photo are refused)
 
     def as_dict(self) -> dict:
         return {"rating": self.rating, "picked": self.picked, "rating_text": self.rating_text, "label": self.label}
@@ -60,8 +62,10 @@ class Decision:
 @dataclass
 class _Action:
     photo: str
+    client: str | None = None  # the page that made it (each tab of the review is one): U undoes its own
     run_id: int | None = None
     steps: list[Step] = field(default_factory=list)
+    companions: list[str] = field(default_factory=list)
 
 
 class DecisionWriter:
@@ -85,36 +89,53 @@ class DecisionWriter:
         """The sidecars a decision goes to: the same ones `tag` writes for this photo."""
         return list(dict.fromkeys(target_sidecar(f, self.style) for f in [photo, *companions]))
 
-    def current(self, photo: str) -> Decision:
-        """The photographer's decision as the photo's sidecar holds it now, read from disk (a
-        rating clipcull wrote with `tag`, by the journal, is clipcull's suggestion, not a decision)."""
-        path = target_sidecar(photo, self.style)
-        try:
-            data = read_current(path)
-            fields = parse(data).fields() if data is not None else None
-        except XmpError:  # unreadable, not XMP: no decision of the photographer's clipcull can see
-            return Decision()
-        if fields is None:
-            return Decision()
-        claims = claims_now(self.journal, path, fields, data)
-        ours = RATING in claims
-        own = fields.rating if fields.rating not in (None, 0) and not ours else None
-        odd = fields.rating_text if fields.rating is None and not ours else None
-        return Decision(own, fields.label == self.pick_label, odd, fields.label, fields.rating == REJECT)
+    def shared(self, photo: str, companions: list[str] = (), listings: dict | None = None) -> str | None:
+        """One line when a sidecar of this photo is another photo's too (A.jpg and A.png, one A.xmp):
+        no decision is written there, for either (writer.shared_sidecar)."""
+        found = shared_sidecar(photo, list(companions), self.style, listings)
+        return found[1] if found else None
+
+    def current(self, photo: str, companions: list[str] = (), listings: dict | None = None) -> Decision:
+        """The photographer's decision as clipcull's rating reader finds it now, on disk (the same
+        reader `tag` keeps ratings by, culling/ratings.py): the photo's sidecars, its RAW's, the XMP
+        embedded in the photo (what Lightroom Classic reads) and in its RAW, in that order. A value
+        clipcull wrote with `tag`, by the journal, is clipcull's suggestion, not a decision.
+        `problem`: the sidecars that cannot be read (a link, a folder, a FIFO, not XMP), by name."""
+        from clip_cull.culling.ratings import find_rating
+
+        found = find_rating(photo, list(companions), False, listings, self.journal)
+        problems = {Path(where).name: why for where, why in found.problems}
+        for path in self.sidecars(photo, companions):  # where a decision goes: writable, or why not
+            try:
+                data = read_current(path)
+                if data is not None:
+                    parse(data)
+            except XmpError as e:
+                problems.setdefault(path.name, str(e))
+        written = found.written if found.rating is not None else None
+        own = written if written not in (None, 0) else None
+        odd = found.odd if found.rating is None else None
+        problem = "; ".join(f"{name} {why}" for name, why in problems.items()) or None
+        return Decision(own, found.label == self.pick_label, odd, found.label, written == REJECT,
+                        None if problem is None else f"cannot be read: {problem}")
 
     # --- writing -------------------------------------------------------------------------
 
     def decide(self, photo: str, companions: list[str], rating: int | None = None, clear: bool = False,
-               toggle_pick: bool = False, colour: str | None = None) -> Decision:
+               toggle_pick: bool = False, colour: str | None = None, client: str | None = None) -> Decision:
         """One action: set stars or reject (rating), clear the rating (clear), flip the pick, or
         set a colour label (the same colour again takes it off). Flags are Lightroom's: a photo
         is picked, rejected or neither, so a pick takes a reject off and a reject a pick (the
         pick is the pick label: a colour label replaces it, and the pick label's colour is a pick).
-        Returns the decision as the sidecar holds it afterwards."""
+        Returns the decision as the sidecar holds it afterwards. `client`: the page that pressed the
+        key (its U undoes its own actions only)."""
         with self._lock, self._holding_journal():
-            if not os.path.isfile(photo):  # moved or deleted by another program since the review began
-                raise ReviewError(f"{photo}: is gone (moved or deleted since the review began); no sidecar written")
-            before = self.current(photo)
+            if not os.path.isfile(photo):  # moved, deleted or replaced by something else since the review began
+                raise ReviewError(f"{photo}: {not_a_photo(photo)}; no sidecar written")
+            shared = self.shared(photo, companions)
+            if shared:
+                raise ReviewError(shared)
+            before = self.current(photo, companions)
             rating_changed = clear or rating is not None
             new_rating = None if clear else (rating if rating is not None else before.rating)
             label_changed, new_label = toggle_pick or colour is not None, before.label
@@ -133,8 +154,14 @@ class DecisionWriter:
                 changes.append(self._planned_embedded(photo, after, rating_changed, label_changed, before.label))
             changes = [c for c in changes if c.writes]
             if changes:
-                self._write(_Action(photo), changes)
-            return self.current(photo)
+                self._write(_Action(photo, client, companions=list(companions)), changes)
+            return self.current(photo, companions)
+
+    def holding(self):
+        """The journal's process lock, re-entrant in this process (see _holding_journal): the
+        session takes it before its own locks, so that a wait for another clipcull process never
+        holds up the page's polls."""
+        return self._holding_journal()
 
     @contextlib.contextmanager
     def _holding_journal(self):
@@ -265,18 +292,24 @@ class DecisionWriter:
 
     # --- undo ----------------------------------------------------------------------------
 
-    def undo_last(self) -> tuple[str, Decision] | None:
+    def undo_last(self, pages: set[str] | None = None) -> tuple[str, Decision] | None:
         """Revert the last action not yet reverted: (photo, its decision now), or None. Each of
         its writes is undone as `clipcull undo` would (see culling/undo.py undo_write), judged by
         the journal as it is now, not by what the page remembers. One that cannot be (another
         program changed the sidecar since) is left as it is and said once, with the others of the
         action undone all the same (a RAW's sidecar); that action is dropped from U's list, so the
         next U goes on to the action before it. An action undone with no file changed (a later
-        run's write left on top, the sidecar renamed or deleted since) is said in one line too."""
+        run's write left on top, the sidecar renamed or deleted since) is said in one line too.
+        `pages`: the ids of one page of the review (a browser tab, its loads); U there undoes that
+        page's last action, never another page's (None: the session's last action, whoever made it)."""
         with self._lock, self._holding_journal():
-            if not self._done:
+            mine = [i for i, a in enumerate(self._done) if pages is None or a.client in pages]
+            if not mine:
+                if self._done:
+                    raise ReviewError("nothing to undo on this page: the review's other decisions were made in "
+                                      "another page (U there undoes them)")
                 return None
-            action = self._done.pop()
+            action = self._done.pop(mine[-1])
             now = {s.seq: s for s in self.journal.steps(action.run_id)}
             steps = [now[step.seq] for step in action.steps if step.seq in now]
             steps = [step for step in steps if step.state != UNDONE]  # `clipcull undo` may have taken some back
@@ -303,7 +336,7 @@ class DecisionWriter:
                 raise ReviewError(f"{'; '.join(problems)}{also} (U now goes on to the action before)")
             if not changed and notes:  # undone by the journal, yet no file changed: the page says why
                 raise ReviewError(f"{'; '.join(notes)} (U now goes on to the action before)")
-            return action.photo, self.current(action.photo)
+            return action.photo, self.current(action.photo, action.companions)
 
     def forget(self, photos: set[str]) -> None:
         """Photos moved away: their actions can no longer be undone one by one from here."""
@@ -318,6 +351,17 @@ class DecisionWriter:
     def action_runs(self) -> list[int]:
         """The run of each action U can still undo, oldest first."""
         return [a.run_id for a in self._done]
+
+
+def not_a_photo(path: str) -> str:
+    """What is at a photo's place that is no photo, in words: nothing, or a folder, a FIFO..."""
+    from clip_cull.core.files import not_regular_reason
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "is gone (moved or deleted since the review began)"
+    return f"is now {not_regular_reason(mode).split(';')[0]}, no photo"
 
 
 def move_rejects(store: Store, journal: Journal, photos: list, roots: list[str]) -> int | None:

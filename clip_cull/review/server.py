@@ -303,10 +303,20 @@ def build_app(session: ReviewSession, access: Access, title: str) -> Guard:
             return _json({"error": "bad request"}, 400)
         if not _is_int(gen) or not (version is None or isinstance(version, str)):
             return _json({"error": "bad request: a decision names the version (v, gen) of the photo shown"}, 400)
-        return await _changing(lambda: session.decide(photo_id, action, value, shown=(version, gen)))
+        client = body.get("client")
+        if not _is_client(client):
+            return _json({"error": "bad request: client is the page's id"}, 400)
+        return await _changing(lambda: session.decide(photo_id, action, value, shown=(version, gen), client=client))
 
     async def undo(request: Request) -> Response:
-        return await _changing(lambda: session.undo() or {"nothing": True})
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
+        client, earlier = body.get("client"), body.get("earlier", [])
+        if not _is_client(client) or not isinstance(earlier, list) or len(earlier) > 16 or not all(
+                isinstance(e, str) and _is_client(e) for e in earlier):
+            return _json({"error": "bad request: client is the page's id, earlier its earlier loads'"}, 400)
+        return await _changing(lambda: session.undo(client, earlier) or {"nothing": True})
 
     async def move(request: Request) -> Response:
         body = await _json_object(request)
@@ -387,6 +397,11 @@ async def _body(request: Request) -> dict | None:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def _is_client(value) -> bool:
+    """A page's id (each tab of the review has its own), or None (a client that names none)."""
+    return value is None or (isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value) is not None)
 
 
 def _is_int(value) -> bool:

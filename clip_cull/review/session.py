@@ -5,9 +5,11 @@ path from a request, so nothing outside the ranked set can be read.
 
 What the page shows is what is on disk. Every listing, poll, image and decision checks the photos
 and their sidecars first (a stat each; a photo is hashed, a sidecar re-read, only when its stamp
-changed). A photo's `gen` counts the changes found that this session did not make (the photo
-replaced, its sidecar re-rated by darktable or exiftool); the page sends back the content version
-`v` and the `gen` it showed with every decision, and a decision on what changed since is refused.
+changed). A photo's `gen` counts its changes: those found on disk (the photo replaced, its sidecar
+re-rated by darktable or exiftool) and every decision a page of this review made (each browser tab
+is a page, with its own `client` id). The page sends back the content version `v` and the `gen` it
+showed with every decision, and a decision on what changed since is refused, unless every change
+since was that same page's own (keys pressed faster than the answers come).
 `rev` orders the rows the page is handed, so an answer that arrives late never overwrites a newer one.
 """
 
@@ -26,7 +28,8 @@ from clip_cull.culling.move import MoveStopped
 from clip_cull.culling.report import MAX_FACES  # close-ups beside the photo, as the report shows them
 from clip_cull.culling.tag import star_ratings
 from clip_cull.culling.xmp import sidecar_path
-from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, move_rejects
+from clip_cull.core.files import NotRegularFile
+from clip_cull.review.decisions import REJECT, Decision, DecisionWriter, ReviewError, not_a_photo, move_rejects
 from clip_cull.review.ondisk import UNCHECKED, fingerprint, json_rating, shown_text, stamp, stamps
 from clip_cull.review.thumbs import ThumbnailCache
 from clip_cull.scoring.search import EmbeddingIndex, query_prompt
@@ -65,15 +68,17 @@ class ReviewPhoto:
     moved: bool = False
     ranked_fingerprint: str | None = None  # the content clipcull ranked: the score is of that
     ranked_size_mtime: tuple[int, int] | None = None
-    gen: int = 0  # changes found that this session did not make
+    gen: int = 0  # changes to the photo or its decision: found on disk, or made by a page of this review
+    gen_by: dict = field(default_factory=dict)  # gen -> the page (client) whose decision made it; absent: the disk
     rev: int = 0  # the session's change counter when this photo's row last changed
-    last_change: str = "photo"  # what the last change found was: "photo" or "sidecar"
+    last_change: str = "photo"  # what the last change was: "photo" or "sidecar" (found on disk), or "decision"
     photo_stamp: tuple | None = UNCHECKED
     sidecar_stamp: tuple = UNCHECKED
     sidecar_names: list[Path] = field(default_factory=list)  # looked at to see a sidecar change
     own_versions: set = field(default_factory=set)  # contents this session's own writes replaced (--embed)
     problem: str | None = None  # why the photo cannot be read now
     sidecar_problem: str | None = None  # why its sidecar cannot be read now
+    image_problem: tuple[str, str] | None = None  # (content, why it cannot be shown): a truncated file
 
 
 class ReviewSession:
@@ -98,10 +103,12 @@ class ReviewSession:
         self._disk_lock = threading.Lock()
         self._rev = 0
         self._info: dict[str, dict] = {}  # the info panel's facts by content
+        self._listings: dict | None = {}  # each folder listed once while the session starts; afresh after
         records = store.file_records([p.path for p in ranked])
         stars = star_ratings(np.array([p.score for p in ranked])) if ranked else []
         self.photos = [self._photo(i, p, records.get(p.path), groups.get(p.path), int(stars[i]))
                        for i, p in enumerate(ranked)]
+        self._listings = None
 
     def _photo(self, i: int, ranked, record, group: int | None, stars: int) -> ReviewPhoto:
         fp = record.fingerprint if record else None
@@ -113,10 +120,12 @@ class ReviewSession:
         return photo
 
     def _sidecar_names(self, ranked) -> list[Path]:
-        """The files whose change may change what the page shows of the photo's decision: the
-        sidecars decisions go to, and the photo's own under both namings."""
+        """The files whose change may change what the page shows of the photo's decision (all that
+        the rating reader reads): the sidecars decisions go to, the photo's and its RAW's under both
+        namings, and the photo and its RAW themselves (their embedded XMP)."""
+        members = [ranked.path, *ranked.companions]
         names = [*self.writer.sidecars(ranked.path, ranked.companions),
-                 *(sidecar_path(ranked.path, style) for style in ("lightroom", "darktable"))]
+                 *(sidecar_path(m, style) for m in members for style in ("lightroom", "darktable")), *members]
         return list(dict.fromkeys(Path(n) for n in names))
 
     # --- the page's data -----------------------------------------------------------------
@@ -174,7 +183,7 @@ class ReviewSession:
             "picked": bool(p.decision.picked),
             "colour": None if p.decision.label is None else shown_text(p.decision.label),
             "changed": p.ranked_fingerprint is not None and p.fingerprint != p.ranked_fingerprint,
-            "problem": p.problem or p.sidecar_problem,
+            "problem": p.problem or self._image_problem(p) or p.sidecar_problem,
             "faces": _faces_shown(r),
         }
 
@@ -186,10 +195,29 @@ class ReviewSession:
         return photo.fingerprint[:16] if photo.fingerprint else None
 
     def image(self, photo_id: int, size: str) -> bytes | None:
+        """The photo's image; a photo that cannot be shown (a truncated file) raises, and its row
+        says why from then on (its keys are refused: nothing is decided on a photo not seen)."""
+        from clip_cull.core.images import UnreadableImage
+
         photo = self.photo(photo_id)
         if photo is None or photo.fingerprint is None:
             return None
-        return self.thumbs.get(photo.ranked.path, photo.fingerprint, size)
+        content = photo.fingerprint
+        try:
+            return self.thumbs.get(photo.ranked.path, content, size)
+        except (UnreadableImage, OSError) as e:
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
+            with self._disk_lock:
+                if photo.fingerprint == content and photo.image_problem != (content, reason):
+                    photo.image_problem = (content, reason)
+                    self._touch(photo)
+            raise
+
+    @staticmethod
+    def _image_problem(p: ReviewPhoto) -> str | None:
+        if p.image_problem and p.image_problem[0] == p.fingerprint:
+            return f"the photo cannot be shown: {p.image_problem[1]}"
+        return None
 
     def face(self, photo_id: int, index: int) -> bytes | None:
         """The close-up of the photo's index-th judged face (as its row lists them); None when
@@ -254,6 +282,8 @@ class ReviewSession:
             return False  # as clipcull ranked it a moment ago: no need to read it again
         try:
             content = fingerprint(p.ranked.path)
+        except NotRegularFile:  # replaced by a folder, a FIFO: said as what it is
+            content, p.problem = None, f"the photo {not_a_photo(p.ranked.path)}"
         except OSError as e:
             content, p.problem = None, f"the photo cannot be read: {e.strerror or e}"
         changed, p.fingerprint = content != p.fingerprint, content
@@ -266,7 +296,8 @@ class ReviewSession:
             return False
         p.sidecar_stamp = now  # taken before reading: a write after it is seen next time
         try:
-            decision, p.sidecar_problem = self.writer.current(p.ranked.path), None
+            decision = self.writer.current(p.ranked.path, p.ranked.companions, self._listings)
+            p.sidecar_problem = self.writer.shared(p.ranked.path, p.ranked.companions, self._listings) or decision.problem
         except Exception as e:  # one sidecar's odd content must never take the others' listing down
             decision, p.sidecar_problem = Decision(), f"its sidecar cannot be read: {e}"
         changed = _shown_state(decision) != _shown_state(p.decision)
@@ -277,22 +308,34 @@ class ReviewSession:
         self._rev += 1
         p.rev = self._rev
 
-    def _check_shown(self, p: ReviewPhoto, shown: tuple[str | None, int]) -> None:
-        """Refuse a decision made on what the disk no longer holds (the photo replaced, its
-        sidecar re-rated by another program); the page is handed the photo as it is now."""
+    def _check_shown(self, p: ReviewPhoto, shown: tuple[str | None, int], client: str | None = None) -> None:
+        """Refuse a decision made on what is no longer there: the photo replaced, its sidecar
+        re-rated by another program, or its decision changed by another page of this review (a
+        second tab). Changes since that this same page made (its earlier keys, answered or not) are
+        what it pressed on; the page is handed the photo as it is now."""
         version, gen = shown
         # a version this session's own --embed write replaced shows the same pixels and decision
-        if (version == self.version(p) or version in p.own_versions) and gen == p.gen:
-            return
+        if version == self.version(p) or version in p.own_versions:
+            since = range(gen + 1, p.gen + 1)
+            if gen == p.gen or (client is not None and 0 <= gen < p.gen
+                                and all(p.gen_by.get(g) == client for g in since)):
+                return
+            if gen < p.gen and all(p.gen_by.get(g) is not None for g in since):
+                raise ChangedSinceShown(f"{os.path.basename(p.ranked.path)}: its decision was changed in another page "
+                                        f"of this review since it was shown; {PRESS_AGAIN}", self._row(p))
         if version != self.version(p) or p.last_change == "photo":
             what = os.path.basename(p.ranked.path)
         else:
             what = self.writer.sidecars(p.ranked.path)[0].name
         raise ChangedSinceShown(f"{what} changed on disk since it was shown; {PRESS_AGAIN}", self._row(p))
 
-    def _written(self, p: ReviewPhoto, decision: Decision) -> None:
-        """This session wrote the photo's sidecar: what it holds now is no news to the page."""
+    def _written(self, p: ReviewPhoto, decision: Decision, client: str | None) -> None:
+        """A page of this session wrote the photo's sidecar: a change (a stale page's key on it is
+        refused), but none another program made (the stamps are taken again, not compared)."""
         self._before.setdefault(p.id, p.decision)
+        p.gen += 1
+        p.gen_by[p.gen] = client
+        p.last_change = "decision"
         p.decision = decision
         p.sidecar_stamp = stamps(p.sidecar_names)
         if self.writer.embed:
@@ -314,6 +357,8 @@ class ReviewSession:
         if content == old or old is None:
             return
         self.thumbs.alias(old, content)
+        with self._store_lock:  # the next rank embeds nothing again (store/cache.py carry_over)
+            self.store.carry_over([(p.ranked.path, old, content)])
         if p.ranked_fingerprint == old:
             p.ranked_fingerprint = content
         p.own_versions.add(self.version(p))
@@ -322,43 +367,52 @@ class ReviewSession:
     # --- decisions -----------------------------------------------------------------------
 
     def decide(self, photo_id: int, action: str, value: int | None = None,
-               shown: tuple[str | None, int] | None = None) -> dict | None:
+               shown: tuple[str | None, int] | None = None, client: str | None = None) -> dict | None:
         """One decision; `shown`: the (version, gen) the page showed, checked against the disk
-        first (raises ChangedSinceShown). The answer is the photo as its sidecar now holds it."""
+        first (raises ChangedSinceShown); `client`: the page (a tab) that pressed the key. The
+        answer is the photo as its sidecar now holds it."""
         kwargs = {"stars": {"rating": value}, "reject": {"rating": REJECT}, "clear": {"clear": True},
                   "pick": {"toggle_pick": True}, "colour": {"colour": value}}[action]
+        # The journal first: while another clipcull process holds it, the key waits (up to 5 s)
+        # holding nothing of the session's, so the page's polls and images go on meanwhile.
         # _store_lock: not while its rejects are being moved (a sidecar would be left behind);
         # _disk_lock: no check in between takes this session's own write for another program's.
-        with self._store_lock, self._disk_lock:
+        with self.writer.holding(), self._store_lock, self._disk_lock:
             photo = self.photo(photo_id)
             if photo is None:
                 return None
             self._refresh(photo)
             if shown is not None:
-                self._check_shown(photo, shown)
+                self._check_shown(photo, shown, client)
+            unseen = photo.problem or self._image_problem(photo)
+            if unseen:  # nothing is decided on a photo that cannot be read or shown
+                raise ReviewError(f"{os.path.basename(photo.ranked.path)}: {unseen}; nothing written")
             try:
-                decision = self.writer.decide(photo.ranked.path, photo.ranked.companions, **kwargs)
+                decision = self.writer.decide(photo.ranked.path, photo.ranked.companions, client=client, **kwargs)
             except BaseException:
                 photo.sidecar_stamp = UNCHECKED  # whatever was put back, the next check reads it
                 raise
-            self._written(photo, decision)
+            self._written(photo, decision, client)
             return self._row(photo)
 
-    def undo(self) -> dict | None:
-        with self._store_lock, self._disk_lock:
-            undone = self.writer.undo_last()
+    def undo(self, client: str | None = None, earlier: list[str] = ()) -> dict | None:
+        """U: the last action of this page undone (`client`: its id, `earlier`: its earlier loads';
+        no client: the session's last action); None when there is none."""
+        pages = None if client is None else {client, *earlier}
+        with self.writer.holding(), self._store_lock, self._disk_lock:
+            undone = self.writer.undo_last(pages)
             if undone is None:
                 return None
             path, decision = undone
             photo = next(p for p in self.photos if p.ranked.path == path)
-            self._written(photo, decision)
+            self._written(photo, decision, client)
             return self._row(photo)
 
     def move_rejects(self) -> tuple[int | None, list[int]]:
         """Move the rejects as the page showed them: (run id, ids moved). A reject that changed on
         disk since it was shown (replaced, or re-rated elsewhere) stays, and its row moves on
         (`changes` hands it to the page)."""
-        with self._store_lock, self._disk_lock:  # no decision lands between choosing the rejects and moving them
+        with self.writer.holding(), self._store_lock, self._disk_lock:  # no decision lands between choosing the rejects and moving them
             live = [p for p in self.photos if not p.moved]
             changed = {p.id for p in live if self._refresh(p)}
             rejects = [p for p in live if p.decision.rating == REJECT and p.id not in changed]

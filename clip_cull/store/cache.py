@@ -322,6 +322,33 @@ class Store(SQLiteFile):
                 out[fp] = json.loads(value)
         return out
 
+    # --- clipcull's own rewrites ------------------------------------------------------------
+
+    def carry_over(self, rewrites: Iterable[tuple[str, str, str]]) -> int:
+        """(path, old fingerprint, new fingerprint) of photos clipcull itself rewrote with their
+        pixels checked identical (`tag --embed`, `review --embed`): what the cache knows of the old
+        content (embeddings of every model, focus and exposure, the analysers' measurements) is
+        the new content's too, and the file's row names the new content, so the next `rank` embeds
+        nothing again. Never over anything already known of the new content. Returns how many."""
+        rewrites = [(path, old, new) for path, old, new in rewrites if old and new and old != new]
+        with self.writing():
+            for path, old, new in rewrites:
+                self.db.execute("insert or ignore into embeddings (fingerprint, model_id, projected, pooled, created_at) "
+                                "select ?, model_id, projected, pooled, created_at from embeddings where fingerprint = ?",
+                                [new, old])
+                self.db.execute("insert or ignore into quality (fingerprint, focus, highlights, shadows, brightness) "
+                                "select ?, focus, highlights, shadows, brightness from quality where fingerprint = ?",
+                                [new, old])
+                self.db.execute("insert or ignore into measurements (fingerprint, analyser, version, value) "
+                                "select ?, analyser, version, value from measurements where fingerprint = ?", [new, old])
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                self.db.execute("update files set fingerprint = ?, size = ?, mtime_ns = ? where path = ? and fingerprint = ?",
+                                [new, st.st_size, st.st_mtime_ns, path, old])
+        return len(rewrites)
+
     # --- prompts ---------------------------------------------------------------------------
 
     def text_embeddings(self, model_id: str, prompts: Sequence[str]) -> dict[str, np.ndarray]:

@@ -22,6 +22,19 @@ const state = {
 };
 let loupe = false;  // kept for the tests of the single view: whether it shows 100 %
 
+// This page's id, new with every load: each tab of the review is a page of its own, and its keys
+// are checked against what it showed (a duplicated or reloaded tab showed nothing yet). U undoes
+// this tab's own actions: those of its earlier loads too (their ids kept in the tab's sessionStorage).
+function newId() { return Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join(""); }
+const CLIENT = newId();
+const OWN = (() => {
+  let earlier = [];
+  try { earlier = JSON.parse(sessionStorage.getItem("clipcull-pages") || "[]"); } catch (e) { /* storage off */ }
+  const ids = [CLIENT, ...(Array.isArray(earlier) ? earlier : [])].filter((id) => /^[0-9a-f]{24}$/.test(id)).slice(0, 16);
+  try { sessionStorage.setItem("clipcull-pages", JSON.stringify(ids)); } catch (e) { /* as above */ }
+  return ids;
+})();
+
 if (location.search) history.replaceState(null, "", location.pathname);  // the token leaves the address bar
 
 // A name is shown as it is spelled: bidi controls (U+202E turns "a\u202Egpj.exe" into what reads
@@ -163,7 +176,10 @@ function cellFor(p) {
     img.addEventListener("error", soon);  // replaced on disk since the listing? look again
     c.append(img, el("div", "badges"), el("div", "name", shown(p.name)));
     c.title = shown(p.name);
-    c.addEventListener("click", () => selectId(p.id));
+    c.addEventListener("click", () => {  // a photo not compared: back to one photo, that one
+      if (state.mode !== "single" && !compared(p).includes(p.id)) state.mode = "single";
+      selectId(p.id);
+    });
     state.cells.set(p.id, c);
   }
   drawBadges(p, c);
@@ -238,12 +254,15 @@ function selectId(id) {
   show(id);
 }
 
-// Make a photo the current one: its cell outlined, the viewer and the info panel on it.
+// Make a photo the current one: its cell outlined, the viewer and the info panel on it. In compare
+// and survey the current photo is always one of those shown (the outlined panel: the keys act on
+// it): a photo that is not compared gives way to the nearest that is, and with fewer than two
+// photos to compare the view is one photo again.
 function show(id) {
   if (state.curCell) state.curCell.classList.remove("current");  // the view may have changed since
-  state.curId = id === undefined ? null : id;
+  state.curId = id === undefined ? null : onPanels(id);
   const p = current();
-  if (!p) { state.curCell = null; $("preview").removeAttribute("src"); $("compare").replaceChildren(); return; }
+  if (!p) { state.curCell = null; $("preview").removeAttribute("src"); $("compare").replaceChildren(); clearInfo(); return; }
   const c = state.cells.get(p.id);
   state.curCell = c && c.isConnected ? c : null;
   if (state.curCell) {
@@ -254,20 +273,30 @@ function show(id) {
   prefetch();
 }
 
+function onPanels(id) {
+  if (state.mode === "single" || !state.byId.has(id)) return id;
+  const ids = compared(state.byId.get(id));
+  if (ids.length < 2) { state.mode = "single"; return id; }
+  if (ids.includes(id)) return id;
+  const order = ordered().map((q) => q.id), at = order.indexOf(id);
+  return ids.find((other) => order.indexOf(other) >= at) ?? ids[ids.length - 1];
+}
+
 // --- the viewer: one photo, compare, survey; 100 % anywhere ------------------------------------
 
-// The photos compare or survey shows: those marked (S), else the current photo's burst. Compare
-// shows up to four, a window that holds the current photo; in the order of the grid.
+// The photos compare or survey shows: those marked (S), else the photo's burst; in the order of
+// the grid (a burst: its order). Compare shows up to four, a window that holds the current photo.
+function compared(p) {
+  if (!p) return [];
+  if (state.marked.size >= 2) return ordered().map((q) => q.id).filter((id) => state.marked.has(id));
+  if (p.group !== null) return burstMembers(p.group).map((q) => q.id);
+  return [];
+}
+
 function panelIds() {
   const p = current();
   if (!p || state.mode === "single") return p ? [p.id] : [];
-  let ids = [];
-  if (state.marked.size >= 2) {
-    const order = ordered().map((q) => q.id);
-    ids = order.filter((id) => state.marked.has(id));
-  } else if (p.group !== null) {
-    ids = burstMembers(p.group).map((q) => q.id);
-  }
+  let ids = compared(p);
   if (state.mode === "compare" && ids.length > MAX_COMPARE) {
     const at = Math.max(0, ids.indexOf(p.id));
     const start = Math.min(Math.max(0, at - 1), ids.length - MAX_COMPARE);
@@ -276,14 +305,26 @@ function panelIds() {
   return ids;
 }
 
-// What ← → move through: the photos compared or surveyed, else the grid.
+// What ← → (and Home, End, ↑ ↓) move through: the photos compared or surveyed, else the grid.
 function navIds() {
   if (state.mode !== "single") {
-    const p = current();
-    if (state.marked.size >= 2) return ordered().map((q) => q.id).filter((id) => state.marked.has(id));
-    if (p && p.group !== null) return burstMembers(p.group).map((q) => q.id);
+    const ids = compared(current());
+    if (ids.length >= 2) return ids;
   }
   return state.view;
+}
+
+// Home, End: the first or last photo shown (the grid's, or those compared)
+function jump(last) {
+  const ids = navIds();
+  if (state.mode !== "single") { if (ids.length) selectId(ids[last ? ids.length - 1 : 0]); }
+  else select(last ? state.view.length - 1 : 0);
+}
+
+// ↑ ↓: a row of the grid; in compare and survey the previous or next photo compared
+function row(delta) {
+  if (state.mode !== "single") step(delta);
+  else select(state.cur + delta * columns());
 }
 
 function step(delta) {
@@ -434,7 +475,7 @@ function setMode(mode) {
     if (!enough) { status("mark 2 or more photos with S (or stand on a burst) to compare or survey them"); return; }
   }
   state.mode = mode;
-  if (current()) drawViewer(current());
+  if (current()) show(state.curId);  // a photo not compared gives way to one that is
 }
 
 function toggleMark() {
@@ -443,7 +484,7 @@ function toggleMark() {
   if (state.marked.has(p.id)) state.marked.delete(p.id); else state.marked.add(p.id);
   redraw(p);
   status(`${plural(state.marked.size, "photo")} marked for compare and survey`);
-  if (state.mode !== "single") drawViewer(p);
+  if (state.mode !== "single") show(p.id);  // unmarked: the outline goes to a photo still compared
 }
 
 function toggleAuto() {
@@ -454,6 +495,18 @@ function toggleAuto() {
 }
 
 // --- the info panel and the faces ------------------------------------------------------------
+
+// Nothing shown (a filter that leaves no photo): no photo's facts either.
+function clearInfo() {
+  for (const id of ["info-name", "info-rank", "info-suggested", "info-yours", "info-captured", "info-camera",
+    "info-lens", "info-exposure", "info-focus"]) $(id).textContent = "";
+  const canvas = $("histogram");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  delete canvas.dataset.v;
+  $("faces").replaceChildren();
+  $("faces").hidden = true;
+  clearTimeout(drawInfo.timer);
+}
 
 function drawInfo(p) {
   $("info-name").textContent = p.folder ? `${shown(p.name)}  (${shown(p.folder)})` : shown(p.name);
@@ -643,7 +696,7 @@ async function decide(action, value) {
   redraw(p);
   if (state.auto) step(1);  // auto-advance: on to the next photo at once, the answer comes meanwhile
   try {
-    const row = await api("api/decide", { id: p.id, action, value, ...seen });
+    const row = await api("api/decide", { id: p.id, action, value, ...seen, client: CLIENT });
     apply(row);
     status(decisionText(row));  // a later success replaces an earlier error
   } catch (e) {
@@ -656,7 +709,7 @@ async function decide(action, value) {
 
 async function undo() {
   try {
-    const row = await api("api/undo", {});
+    const row = await api("api/undo", { client: CLIENT, earlier: OWN.slice(1) });
     if (row.nothing) { status("nothing to undo"); return; }
     apply(row);
     if (state.view.includes(row.id) || navIds().includes(row.id)) selectId(row.id);
@@ -749,8 +802,7 @@ function back() {
 
 const KEYS = {
   ArrowRight: () => step(1), ArrowLeft: () => step(-1), j: () => step(1), k: () => step(-1),
-  ArrowDown: () => select(state.cur + columns()), ArrowUp: () => select(state.cur - columns()),
-  Home: () => select(0), End: () => select(state.view.length - 1),
+  ArrowDown: () => row(1), ArrowUp: () => row(-1), Home: () => jump(false), End: () => jump(true),
   1: () => decide("stars", 1), 2: () => decide("stars", 2), 3: () => decide("stars", 3),
   4: () => decide("stars", 4), 5: () => decide("stars", 5), 0: () => decide("clear"),
   6: () => decide("colour", COLOURS[6]), 7: () => decide("colour", COLOURS[7]),
