@@ -316,3 +316,16 @@ def test_a_report_on_a_folder_whose_name_is_not_utf8(tmp_path, tiny):
     assert "shoot-\\udcff" in page  # the folder named as Python shows it
     # such paths cannot be cached (the cache keeps UTF-8 paths): each photo is one unreadable line
     assert len(written.ranking.failures) == 2 and not written.ranking.ranked
+
+
+def test_tag_embed_leaves_nothing_to_embed_again(shoot, tiny):
+    """tag --embed rewrites each JPEG (its XMP; pixels checked identical): the cache's embedding
+    follows the new content, so the next rank embeds nothing."""
+    with Library(shoot, **tiny) as lib:
+        assert lib.rank().result.report.embedded == 5
+        before = {p.name: p.read_bytes() for p in shoot.glob("*.jpg")}
+        tagged = lib.tag(embed=True)
+        assert tagged.run_id is not None
+        assert all(p.read_bytes() != before[p.name] for p in shoot.glob("*.jpg"))  # rewritten
+        again = lib.rank().result.report
+    assert (again.embedded, again.cached) == (0, 5)

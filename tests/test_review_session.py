@@ -423,7 +423,7 @@ def test_review_embed_carries_the_caches_embedding_over_to_the_rewritten_photo(t
     old = sha(photo)
     vector = np.arange(8, dtype=np.float32) / 8
     store.save([FileRecord(str(photo), photo.stat().st_size, photo.stat().st_mtime_ns, old)],
-               [EmbeddingRecord(old, vector, None)], "m", quality={old: (12.5, 0.1, 0.2, 0.5)})
+               [EmbeddingRecord(old, vector, None)], "m", [(old, "quality", 1, {"focus": 12.5})])
     writer = DecisionWriter(store.state, {"command": "review"}, embed=True)
     session = ReviewSession(store, [RankedPhoto(rank=1, path=str(photo), score=1.0, label="")], {}, [str(folder)],
                             writer, ThumbnailCache(tmp_path / "thumbs"), "m")
@@ -432,6 +432,6 @@ def test_review_embed_carries_the_caches_embedding_over_to_the_rewritten_photo(t
     new = sha(photo)
     assert new != old and exiftool_json(photo, "-XMP:Rating")["Rating"] == 4
     assert np.allclose(store.embeddings([new], "m")[new], vector)
-    assert store.quality([new]) == {new: (12.5, 0.1, 0.2, 0.5)}
+    assert store.measurements([new], "quality", 1) == {new: {"focus": 12.5}}
     record = store.file_records([str(photo)])[str(photo)]
     assert (record.fingerprint, record.size, record.mtime_ns) == (new, photo.stat().st_size, photo.stat().st_mtime_ns)

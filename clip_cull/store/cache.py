@@ -327,7 +327,7 @@ class Store(SQLiteFile):
     def carry_over(self, rewrites: Iterable[tuple[str, str, str]]) -> int:
         """(path, old fingerprint, new fingerprint) of photos clipcull itself rewrote with their
         pixels checked identical (`tag --embed`, `review --embed`): what the cache knows of the old
-        content (embeddings of every model, focus and exposure, the analysers' measurements) is
+        content (embeddings of every model, the analysers' measurements: focus and exposure, faces) is
         the new content's too, and the file's row names the new content, so the next `rank` embeds
         nothing again. Never over anything already known of the new content. Returns how many."""
         rewrites = [(path, old, new) for path, old, new in rewrites if old and new and old != new]
@@ -335,9 +335,6 @@ class Store(SQLiteFile):
             for path, old, new in rewrites:
                 self.db.execute("insert or ignore into embeddings (fingerprint, model_id, projected, pooled, created_at) "
                                 "select ?, model_id, projected, pooled, created_at from embeddings where fingerprint = ?",
-                                [new, old])
-                self.db.execute("insert or ignore into quality (fingerprint, focus, highlights, shadows, brightness) "
-                                "select ?, focus, highlights, shadows, brightness from quality where fingerprint = ?",
                                 [new, old])
                 self.db.execute("insert or ignore into measurements (fingerprint, analyser, version, value) "
                                 "select ?, analyser, version, value from measurements where fingerprint = ?", [new, old])
