@@ -147,6 +147,25 @@ def test_a_blurred_face_measures_soft_and_the_shoot_flags_it():
 
 @needs_faces
 @needs_skimage
+def test_a_sharp_small_face_is_not_judged_soft_against_close_portraits():
+    """The astronaut, sharp, small in a wide frame (eyes 22 px apart, under FOCUS_IOD): its eyes
+    are judged but its focus is not measured (it would be upsampled and look soft), so a group
+    or wide shot is never face-soft beside close portraits (a hostile pass found it was)."""
+    rgb = astronaut()
+    scale = 22 / np.hypot(*np.subtract(*ASTRONAUT_EYES))
+    small = np.asarray(Image.fromarray(rgb).resize((round(512 * scale), round(512 * scale)), Image.LANCZOS))
+    frame = np.asarray(Image.fromarray(rgb[:40, :40]).resize((1024, 768), Image.BILINEAR)).copy()
+    frame[500:500 + small.shape[0], 700:700 + small.shape[1]] = small
+    wide = faces.measure(frame)
+    assert len(wide["faces"]) == 1 and wide["faces"][0]["openness"] is not None
+    assert wide["faces"][0]["focus"] is None
+    close = {"a.jpg": faces.measure(rgb), "b.jpg": faces.measure(grace_hopper()), "wide.jpg": wide}
+    flags = faces.judge(close)
+    assert not any(f.face_soft for f in flags.values())
+
+
+@needs_faces
+@needs_skimage
 def test_the_analyser_runs_through_the_registry_at_its_working_size():
     from clip_cull.core import analysers
 

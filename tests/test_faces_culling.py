@@ -268,3 +268,16 @@ def test_without_the_extra_face_features_say_how_to_install_it(tiny_env, photo_f
 
     with pytest.raises(FacesUnavailable, match="faces extra"):
         Library(photo_folder, penalize="blur,face")
+
+
+@needs_faces
+def test_a_remembered_face_penalty_without_the_extra_says_new_photos_are_not_judged(tiny_env, photo_folder,
+                                                                                      monkeypatch):
+    assert run("rank", photo_folder, "--penalize", "eyes,face").exit_code == 0  # remembered for the folder
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.split(".")[0] == "mediapipe"
+                        else real(name, *a))
+    again = run("rank", photo_folder)
+    assert again.exit_code == 0
+    assert ("penalizing eyes,face as last ranked, but the faces extra is not installed here: photos new or "
+            "changed since are not judged for faces") in " ".join(again.stderr.split())

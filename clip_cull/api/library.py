@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Mapping
 from clip_cull.api.events import Events
 from clip_cull.core.distributed import local_rank
 from clip_cull.core.errors import ClipCullError, DatabaseFailed, InputError
+from clip_cull.core.faces import EXTRA_HINT as FACES_HINT
+from clip_cull.core.faces import available as faces_available
 from clip_cull.core.faces import require_for_penalties as require_faces_for_penalties
 from clip_cull.core.files import DEFAULT_MAX_FILE_BYTES, PhotoSource, heif_available
 from clip_cull.core.images import DEFAULT_MAX_PIXELS, rawpy_available
@@ -467,6 +469,11 @@ class Library:
             self.events.scoring_with(s, resolved.source)
             for warning in settings_lib.unknown_adjectives(s):
                 self.events.warning(warning)
+            if (remembered := [p for p in s.penalize if p in ("eyes", "face")]) and not faces_available():
+                # given here it is refused (FacesUnavailable); remembered from the last rank, say it
+                self.events.warning(f"penalizing {','.join(remembered)} as last ranked, but the faces extra is not "
+                                    f"installed here: photos new or changed since are not judged for faces "
+                                    f"({FACES_HINT})")
             if shard:
                 report, unsupported, _ = index_folders(
                     store, self.source, session, self.options, shard=shard,

@@ -38,7 +38,7 @@ from clip_cull.core.analysers import Analyser, register
 from clip_cull.core.errors import InputError
 
 NAME = "faces"
-VERSION = 1
+VERSION = 2  # 2: focus only on faces whose eyes are FOCUS_IOD px apart or more (1 upsampled small faces)
 BACKEND = "mediapipe"  # the module the extra installs
 EXTRA_HINT = "pip install 'clipcull[faces]'"  # how to get it (from a checkout: pip install '.[faces]')
 WORK_SIDE = 960  # long side the detector and the mesh see; 960, not 1024: the indexer then decodes
@@ -189,7 +189,8 @@ def measure(rgb: np.ndarray) -> dict:
                 face.update(openness=openness, eyes_closed=eyes_closed(openness),
                             contours={eye: [_rounded([x / w, y / h]) for x, y in points]
                                       for eye, points in contours.items()})
-            face["focus"] = round(eye_region_focus(rgb, eyes_px[0], eyes_px[1]), 3)
+            if iod >= FOCUS_IOD:  # only where the eyes region has its own pixels: upsampled, any face looks soft
+                face["focus"] = round(eye_region_focus(rgb, eyes_px[0], eyes_px[1]), 3)
         faces.append(face)
     faces.sort(key=lambda f: -(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
     return {"faces": faces}
@@ -335,8 +336,9 @@ class FaceFlags:
 
 
 def judged(faces: list[dict]) -> list[dict]:
-    """The faces large enough to judge (eyes and focus measured), largest first."""
-    faces = [f for f in faces if f.get("focus") is not None]
+    """The faces large enough to judge (their eyes measured, and their focus where the eyes are
+    FOCUS_IOD px apart or more), largest first."""
+    faces = [f for f in faces if f.get("openness") is not None or f.get("focus") is not None]
     return sorted(faces, key=lambda f: -(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
 
 
@@ -345,7 +347,10 @@ def judge(results: dict[str, dict], soft_below: float | None = None) -> dict[str
     closed; face-soft when its main face's focus is below FACE_SOFT_RELATIVE x the median focus
     of the main faces of these photos (or below soft_below, an absolute figure). Photos without
     a result, or whose analysis failed, get no flags."""
+    # the main face is the largest judged one; a photo whose main face is too small for its focus
+    # to be measured (a group, a wide shot) is not judged soft on a smaller face's behalf
     main = {path: judged(r.get("faces") or [])[0] for path, r in results.items() if judged(r.get("faces") or [])}
+    main = {path: face for path, face in main.items() if face.get("focus") is not None}
     if soft_below is None and main:
         soft_below = FACE_SOFT_RELATIVE * float(np.median([f["focus"] for f in main.values()]))
     out = {}
