@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -388,7 +389,9 @@ def _load_checkpoint_mapped(open_clip, architecture: str, checkpoint: Path, devi
     if checkpoint.suffix.lower() not in (".pt", ".pth", ".bin", ".ckpt"):
         return None
     try:
-        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True, mmap=True)  # torch 2.1: mmap wants a str
+        with warnings.catch_warnings():  # torch 2.1-2.2 warn about their own TypedStorage inside load
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+            state = torch.load(str(checkpoint), map_location="cpu", weights_only=True, mmap=True)  # 2.1: a str
     except Exception:
         return None
     if isinstance(state, dict) and "state_dict" in state:
@@ -426,13 +429,15 @@ def _random_init_skipped(torch):
 
 @contextlib.contextmanager
 def _no_random_weights_notice():
-    """open_clip logs "No pretrained weights loaded ... initialized randomly" (on the root
-    logger) when a model is built without weights: here they are loaded right after, so the
-    notice would be false. Only that record is dropped, only while the model is built."""
+    """open_clip logs "No pretrained weights loaded ... initialized randomly" (3.0: "... initialized
+    partially", on the root logger) when a model is built without weights: here they are loaded
+    right after, so the notice would be false. Only those records are dropped, only while the
+    model is built."""
     import logging
 
     def not_the_notice(record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
+        message = record.getMessage()
+        return "No pretrained weights loaded" not in message and "initialized partially" not in message
 
     root = logging.getLogger()
     root.addFilter(not_the_notice)
