@@ -139,7 +139,9 @@ def option_counts(driver, select_id: str) -> dict[str, int]:
 def test_filters_by_rating_label_flag_and_checks_combine_and_count(browser, server):
     rows = server.photos()  # what the sidecars hold, as the server reads them: the counts computed here
     stars = {n: r["rating"] for n, r in rows.items()}
-    assert option_counts(browser, "rating-op")["ge"] == sum(1 for v in stars.values() if isinstance(v, int) and v >= 3)
+    at_least_3 = sum(1 for v in stars.values() if isinstance(v, int) and v >= 3)
+    # the page's counts come from its own last poll (every 2 s): the earlier tests' keys reach it then
+    wait_for(lambda: option_counts(browser, "rating-op")["ge"] == at_least_3, what="the counts of the page")
     choose(browser, "rating-op", "ge")
     choose(browser, "rating-n", "2")
     expected = sorted(n for n, v in stars.items() if v in (2, 3, 4, 5))
@@ -159,14 +161,15 @@ def test_filters_by_rating_label_flag_and_checks_combine_and_count(browser, serv
              what="picks with 3 stars or more")
     choose(browser, "rating-op", "any")
     choose(browser, "filter", "unflagged")
-    counts = option_counts(browser, "colour")
-    assert counts["none"] == sum(1 for r in rows.values() if not r["picked"] and r["rating"] != -1 and not r["colour"])
+    unlabelled = sum(1 for r in rows.values() if not r["picked"] and r["rating"] != -1 and not r["colour"])
+    wait_for(lambda: option_counts(browser, "colour")["none"] == unlabelled, what="the unlabelled count")
     choose(browser, "filter", "rejects")
     rejects = sorted(n for n, v in stars.items() if v == -1)
     wait_for(lambda: sorted(cell_names(browser)) == rejects, what="the rejects")
     choose(browser, "filter", "all")
-    checks = option_counts(browser, "check")  # clipcull's own flags
-    assert checks["none"] == sum(1 for r in rows.values() if not r["flags"]) and checks["any"] == len(rows)
+    unflagged = sum(1 for r in rows.values() if not r["flags"])  # clipcull's own flags
+    wait_for(lambda: (option_counts(browser, "check")["none"], option_counts(browser, "check")["any"])
+             == (unflagged, len(rows)), what="the checks' counts")
     choose(browser, "check", "none")
     wait_for(lambda: text(browser, "status").endswith(" · no flags"), what="no flags")
     choose(browser, "check", "any")
